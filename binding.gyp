@@ -1,0 +1,30 @@
+{
+  "targets": [
+    {
+      "target_name": "torchlm",
+      "sources": [
+        "native/addon.cc",
+        "native/device.cc",
+        "native/generation.cc",
+        "native/gpt2.cc",
+        "native/loss.cc",
+        "native/model.cc",
+        "native/optimizer.cc",
+        "native/safetensors.cc",
+        "native/tensor.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(node scripts/find-libtorch.mjs --include)"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-D_GLIBCXX_USE_CXX11_ABI=1", "-Wno-unused-parameter", "-Wno-sign-compare"],
+      "libraries": [
+        "-L<!(node scripts/find-libtorch.mjs --lib)",
+        "-Wl,-rpath,<!(node scripts/find-libtorch.mjs --lib)",
+        "-ltorch", "-ltorch_cpu", "-lc10"
+      ]
+    }
+  ]
+}

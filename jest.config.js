@@ -1,0 +1,12 @@
+/** Jest runs the TypeScript sources as ESM (ts-jest), against the real addon. */
+export default {
+  preset: "ts-jest/presets/default-esm",
+  testEnvironment: "node",
+  testMatch: ["<rootDir>/test/**/*.test.ts"],
+  moduleNameMapper: { "^(\\.{1,2}/.*)\\.js$": "$1" },
+  transform: {
+    "^.+\\.ts$": ["ts-jest", { useESM: true, tsconfig: "tsconfig.test.json", diagnostics: { warnOnly: false } }],
+  },
+  testTimeout: 120000,
+  maxWorkers: 2,
+};

@@ -1,0 +1,22 @@
+// torchlm: GPT-2 in Node.js on libtorch, with Hugging Face's names.
+export { TorchlmError } from "./errors.js";
+export { Tensor, tensor, cat, type Dtype, type NestedList } from "./tensor.js";
+export { default_device, cuda_is_available, mps_is_available, set_num_threads, get_num_threads, set_seed, torch_info } from "./device.js";
+export { GPT2Config } from "./config.js";
+export { GPT2LMHeadModel, AutoModelForCausalLM, type ForwardInputs, type CausalLMOutput, type FromPretrainedOptions } from "./model.js";
+export { GenerationConfig, type GenerationOptions } from "./generation_config.js";
+export { type GenerateOptions, type Streamer } from "./generation.js";
+export { CrossEntropyLoss, type CrossEntropyLossOptions } from "./loss.js";
+export { load_file, save_file } from "./safetensors.js";
+export { hubCacheDir } from "./hub.js";
+
+/** Python's range(): range(n) or range(start, stop, step?) as an array of indices. */
+export function range(a: number, b?: number, step = 1): number[] {
+  const [start, stop] = b === undefined ? [0, a] : [a, b];
+  if (!Number.isInteger(start) || !Number.isInteger(stop) || !Number.isInteger(step) || step === 0)
+    throw new Error(`Expected integers (and a non-zero step) for range but received ${start}, ${stop}, ${step}`);
+  const out: number[] = [];
+  for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
+  return out;
+}
+export { AutoTokenizer, GPT2TokenizerFast, type BatchEncoding, type TokenizerCallOptions } from "./tokenizer.js";

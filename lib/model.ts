@@ -1,0 +1,263 @@
+// GPT2LMHeadModel: loading, forward, training mode, saving. Heavy calls run natively on a worker thread,
+// one at a time per model.
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { GPT2Config } from "./config.js";
+import { checkDevice } from "./device.js";
+import { localDir, resolveHubFile } from "./hub.js";
+import { binding, type NativeModel } from "./native.js";
+import { readSafetensorsIndex } from "./safetensors.js";
+import { asTensor, tensor, Tensor, type Dtype } from "./tensor.js";
+import { GenerationConfig } from "./generation_config.js";
+import { generate, generate_stream, type GenerateOptions } from "./generation.js";
+
+export type IdsLike = Tensor | number[][] | number[];
+
+export interface ForwardInputs {
+  input_ids: IdsLike;
+  attention_mask?: IdsLike | null;
+  position_ids?: IdsLike | null;
+  labels?: IdsLike | null;
+  past_key_values?: [Tensor, Tensor][] | null;
+  use_cache?: boolean;
+  /** Record autograd (default: in training mode only, since Node has no `with torch.no_grad()`). */
+  requires_grad?: boolean;
+}
+
+export interface CausalLMOutput {
+  logits: Tensor;
+  loss?: Tensor;
+  past_key_values?: [Tensor, Tensor][];
+}
+
+export interface FromPretrainedOptions {
+  device?: string;
+  dtype?: "float32" | "float16" | "bfloat16";
+  torch_dtype?: "float32" | "float16" | "bfloat16";
+  revision?: string;
+  local_files_only?: boolean;
+}
+
+const FLOAT_DTYPES = ["float32", "float16", "bfloat16"] as const;
+
+/** Integer ids (nested arrays or a Tensor) as an int64 Tensor; the second value says whether it was made here. */
+export function idsTensor(v: IdsLike, name: string, device = "cpu"): Tensor {
+  if (v instanceof Tensor) {
+    if (v.dtype.startsWith("float") || v.dtype === "bfloat16") throw invalid(name, "integer ids", `a ${v.dtype} Tensor`);
+    return v;
+  }
+  if (!Array.isArray(v)) throw invalid(name, "a Tensor or an array of integer ids", v);
+  const rows = v.length > 0 && Array.isArray(v[0]) ? (v as number[][]) : [v as number[]];
+  rows.forEach((r, i) => {
+    if (!Array.isArray(r)) throw invalid(`${name}[${i}]`, "an array of integer ids", r);
+    r.forEach((x, j) => { if (!Number.isInteger(x)) throw invalid(`${name}[${i}][${j}]`, "an integer id", x); });
+  });
+  return tensor(rows, { dtype: "int64", device });
+}
+
+/** GPT-2 with a language-modelling head (tied to the token embeddings), as in Hugging Face. */
+export class GPT2LMHeadModel {
+  config: GPT2Config;
+  generation_config: GenerationConfig;
+  /** Where the weights came from (a directory), if loaded. */
+  name_or_path?: string;
+  #native: NativeModel | null;
+  #training = false;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /** @internal */
+  constructor(config: GPT2Config, nativeModel: NativeModel, generation_config?: GenerationConfig) {
+    this.config = config;
+    this.#native = nativeModel;
+    this.generation_config = generation_config ?? GenerationConfig.from_model_config(config);
+  }
+
+  /** Loads from a local directory, the Hub cache, or the Hub (config.json + model.safetensors). */
+  static async from_pretrained(idOrDir: string, options: FromPretrainedOptions = {}): Promise<GPT2LMHeadModel> {
+    check.string("pretrained_model_name_or_path", idOrDir);
+    if (!isPlainObject(options)) throw invalid("options", "an object", options);
+    check.knownKeys("from_pretrained", options, ["device", "dtype", "torch_dtype", "revision", "local_files_only"]);
+    const device = checkDevice("device", options.device ?? "cpu");
+    const dtype = options.dtype ?? options.torch_dtype;
+    if (dtype !== undefined) check.oneOf("dtype", dtype, FLOAT_DTYPES);
+    const files = await resolveModelFiles(idOrDir, options);
+    const config = await GPT2Config.from_json_file(files.config);
+    if (config.architectures && !config.architectures.some((a) => a === "GPT2LMHeadModel" || a === "GPT2Model"))
+      throw new TorchlmError(`${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`);
+    const index = await readSafetensorsIndex(files.weights);
+    const nm = await withStack(() =>
+      binding.NativeModel.load(nativeConfig(config), files.weights, index.dataStart, index.entries, device, dtype ?? "float32"));
+    let gen: GenerationConfig | undefined;
+    if (files.generation_config) gen = await GenerationConfig.from_json_file(files.generation_config);
+    const model = new GPT2LMHeadModel(config, nm, gen);
+    model.name_or_path = idOrDir;
+    return model;
+  }
+
+  /** A model with Hugging Face's random initialisation (seeded when `seed` is given). */
+  static async from_config(config: GPT2Config | Record<string, unknown>, options: { device?: string; dtype?: Dtype; seed?: number } = {}): Promise<GPT2LMHeadModel> {
+    const cfg = config instanceof GPT2Config ? config : new GPT2Config(config);
+    check.knownKeys("from_config", options, ["device", "dtype", "seed"]);
+    const device = checkDevice("device", options.device ?? "cpu");
+    const dtype = check.oneOf("dtype", options.dtype ?? "float32", FLOAT_DTYPES);
+    if (options.seed !== undefined) check.integer("seed", options.seed, 0, Number.MAX_SAFE_INTEGER);
+    const nm = await withStack(() => binding.NativeModel.create(nativeConfig(cfg), device, dtype, options.seed ?? null));
+    return new GPT2LMHeadModel(cfg, nm);
+  }
+
+  /** @internal The native model; throws when disposed. */
+  get _native(): NativeModel {
+    if (!this.#native) throw new TorchlmError("Model is disposed: it cannot be used after dispose()");
+    return this.#native;
+  }
+
+  /** Runs `fn` after every earlier call on this model has settled: calls on one model run in order. */
+  /** @internal */
+  _enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  get device(): string { return this._native.device; }
+  get dtype(): string { return this._native.dtype; }
+  get training(): boolean { return this.#training; }
+
+  /** Training mode: dropout on, autograd recorded by forward. */
+  train(mode = true): this {
+    check.boolean("mode", mode);
+    this.#training = mode;
+    this._native.setTraining(mode);
+    return this;
+  }
+  /** Evaluation mode: no dropout; forward records no autograd graph unless asked. */
+  eval(): this { return this.train(false); }
+
+  /** Moves the weights: `await model.to("cuda")`, `await model.to("bfloat16")`. */
+  async to(target: string | { device?: string; dtype?: Dtype }): Promise<this> {
+    let device: string | null = null;
+    let dtype: string | null = null;
+    if (typeof target === "string") {
+      if ((FLOAT_DTYPES as readonly string[]).includes(target)) dtype = target;
+      else device = checkDevice("device", target);
+    } else if (isPlainObject(target)) {
+      if (target.device !== undefined) device = checkDevice("device", target.device);
+      if (target.dtype !== undefined) dtype = check.oneOf("dtype", target.dtype, FLOAT_DTYPES);
+    } else throw invalid("target", "a device, a dtype or { device, dtype }", target);
+    await this._enqueue(() => withStack(() => this._native.to(device, dtype)));
+    return this;
+  }
+
+  /** The forward pass: logits, the shifted LM loss when `labels` are given, and the KV cache when asked. */
+  async forward(inputs: ForwardInputs): Promise<CausalLMOutput> {
+    if (!isPlainObject(inputs)) throw invalid("inputs", "an object with input_ids", inputs);
+    check.knownKeys("forward", inputs, ["input_ids", "attention_mask", "position_ids", "labels", "past_key_values", "use_cache", "requires_grad", "token_type_ids"]);
+    if (inputs.input_ids === undefined) throw invalid("input_ids", "a Tensor or an array of integer ids", undefined);
+    const ids = idsTensor(inputs.input_ids, "input_ids");
+    const opt = (v: IdsLike | null | undefined, name: string) => (v === undefined || v === null ? null : idsTensor(v, name)._t);
+    const mask = opt(inputs.attention_mask, "attention_mask");
+    const pos = opt(inputs.position_ids, "position_ids");
+    const labels = opt(inputs.labels, "labels");
+    let past: null | Tensor[] = null;
+    if (inputs.past_key_values) {
+      if (!Array.isArray(inputs.past_key_values)) throw invalid("past_key_values", "an array of [key, value] pairs", inputs.past_key_values);
+      past = inputs.past_key_values.flatMap((kv, i) => {
+        if (!Array.isArray(kv) || kv.length !== 2) throw invalid(`past_key_values[${i}]`, "a [key, value] pair", kv);
+        return [asTensor(kv[0], `past_key_values[${i}][0]`), asTensor(kv[1], `past_key_values[${i}][1]`)];
+      });
+    }
+    const useCache = inputs.use_cache === undefined ? false : check.boolean("use_cache", inputs.use_cache);
+    const grad = inputs.requires_grad === undefined ? this.#training : check.boolean("requires_grad", inputs.requires_grad);
+    const out = await this._enqueue(() => withStack(() =>
+      this._native.forward(ids._t, mask, pos, labels, past ? past.map((t) => t._t) : null, useCache, grad)));
+    const result: CausalLMOutput = { logits: new Tensor(out.logits) };
+    if (out.loss) result.loss = new Tensor(out.loss);
+    if (out.past_key_values) {
+      const kv: [Tensor, Tensor][] = [];
+      for (let i = 0; i < out.past_key_values.length; i += 2) kv.push([new Tensor(out.past_key_values[i]!), new Tensor(out.past_key_values[i + 1]!)]);
+      result.past_key_values = kv;
+    }
+    return result;
+  }
+
+  /** Same as forward: Python's `model(**inputs)`. */
+  call(inputs: ForwardInputs): Promise<CausalLMOutput> { return this.forward(inputs); }
+
+  /** Generates continuations: [batch, prompt + new] ids. See GenerationConfig for the options. */
+  generate(input_ids: IdsLike, options: GenerateOptions = {}): Promise<Tensor> { return generate(this, input_ids, options); }
+
+  /** Yields new token ids (one array per step, a value per row) as they are made. */
+  generate_stream(input_ids: IdsLike, options: GenerateOptions = {}): AsyncGenerator<number[]> { return generate_stream(this, input_ids, options); }
+
+  /** Parameters as [name, Tensor] pairs with Hugging Face's names; they share the model's storage. */
+  named_parameters(): [string, Tensor][] {
+    return this._native.parameters().map(([n, t]) => [n, new Tensor(t)]);
+  }
+  /** Parameters, in Hugging Face's order. */
+  parameters(): Tensor[] { return this.named_parameters().map(([, t]) => t); }
+  /** The number of parameters (lm_head is tied, so counted once). */
+  num_parameters(): number { return this._native.numParameters(); }
+  /** Drops every parameter's gradient. */
+  zero_grad(): void { this._native.zeroGrad(); }
+
+  /** Writes config.json, generation_config.json and model.safetensors as Python's save_pretrained does. */
+  async save_pretrained(dir: string): Promise<void> {
+    check.string("save_directory", dir);
+    await mkdir(dir, { recursive: true });
+    await this._enqueue(() => withStack(() => this._native.save(join(dir, "model.safetensors"))));
+    await writeFile(join(dir, "config.json"), this.config.to_json_string());
+    await writeFile(join(dir, "generation_config.json"), this.generation_config.to_json_string());
+  }
+
+  /** Frees the weights now (after calls already queued); later use throws. */
+  async dispose(): Promise<void> {
+    await this._enqueue(async () => {
+      this.#native?.dispose();
+      this.#native = null;
+    });
+  }
+  async [Symbol.asyncDispose](): Promise<void> { await this.dispose(); }
+}
+
+/** Picks the model class from config.json, as Hugging Face's AutoModelForCausalLM does. */
+export class AutoModelForCausalLM {
+  static async from_pretrained(idOrDir: string, options: FromPretrainedOptions = {}): Promise<GPT2LMHeadModel> {
+    return GPT2LMHeadModel.from_pretrained(idOrDir, options);
+  }
+  static async from_config(config: GPT2Config | Record<string, unknown>, options: { device?: string; dtype?: Dtype; seed?: number } = {}): Promise<GPT2LMHeadModel> {
+    return GPT2LMHeadModel.from_config(config, options);
+  }
+}
+
+export function nativeConfig(c: GPT2Config): Record<string, unknown> {
+  return {
+    vocab_size: c.vocab_size, n_positions: c.n_positions, n_embd: c.n_embd, n_layer: c.n_layer, n_head: c.n_head,
+    n_inner: c.n_inner ?? 0, layer_norm_epsilon: c.layer_norm_epsilon, embd_pdrop: c.embd_pdrop, attn_pdrop: c.attn_pdrop,
+    resid_pdrop: c.resid_pdrop, activation_function: c.activation_function, scale_attn_weights: c.scale_attn_weights,
+    scale_attn_by_inverse_layer_idx: c.scale_attn_by_inverse_layer_idx,
+  };
+}
+
+interface ModelFiles { config: string; weights: string; generation_config: string | null }
+
+async function resolveModelFiles(idOrDir: string, options: FromPretrainedOptions): Promise<ModelFiles> {
+  const dir = localDir(idOrDir);
+  if (dir) {
+    const config = join(dir, "config.json");
+    const weights = join(dir, "model.safetensors");
+    if (!existsSync(config)) throw new TorchlmError(`${dir} has no config.json`);
+    if (!existsSync(weights)) {
+      const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin, a pickle format torchlm does not load: convert it to safetensors)" : "";
+      throw new TorchlmError(`${dir} has no model.safetensors${hint}`);
+    }
+    const gen = join(dir, "generation_config.json");
+    return { config, weights, generation_config: existsSync(gen) ? gen : null };
+  }
+  const o = { revision: options.revision, offline: options.local_files_only };
+  const config = (await resolveHubFile(idOrDir, "config.json", o))!;
+  const weights = (await resolveHubFile(idOrDir, "model.safetensors", { ...o, progress: true }))!;
+  const generation_config = await resolveHubFile(idOrDir, "generation_config.json", { ...o, required: false });
+  return { config, weights, generation_config };
+}

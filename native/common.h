@@ -1,0 +1,49 @@
+// Shared includes and helpers for the torchlm addon.
+#pragma once
+
+#include <napi.h>
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace torchlm {
+
+// Errors raised on worker threads carry only a message; the JavaScript layer
+// attaches the caller's stack when it rejects.
+struct UserError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline std::string ErrorMessage(const std::exception& e) {
+  if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
+  return e.what();
+}
+
+// Runs fn and turns libtorch / std exceptions into JavaScript errors on the main thread.
+template <typename F>
+auto Guard(Napi::Env env, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, ErrorMessage(e));
+  }
+}
+
+at::ScalarType ParseDtype(const std::string& name);
+std::string DtypeName(at::ScalarType t);
+at::Device ParseDevice(const std::string& name);
+std::string DeviceName(const at::Device& d);
+std::vector<int64_t> ToInt64Vector(const Napi::Value& v, const char* what);
+
+// Threads of libtorch's OpenMP pool are per calling thread; workers apply this before they run.
+void ApplyThreadSettings();
+int GetNumThreads();
+
+}  // namespace torchlm

@@ -1,0 +1,161 @@
+// Devices, dtypes, threads and seeds.
+#include "device.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+
+#include <atomic>
+#include <thread>
+
+#ifdef TORCHLM_HAS_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+namespace torchlm {
+
+static std::atomic<int> g_threads{0};
+
+int DefaultThreads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+int GetNumThreads() {
+  int n = g_threads.load();
+  return n > 0 ? n : DefaultThreads();
+}
+
+void ApplyThreadSettings() {
+  int n = GetNumThreads();
+  if (at::get_num_threads() != n) at::set_num_threads(n);
+}
+
+at::ScalarType ParseDtype(const std::string& name) {
+  if (name == "float32" || name == "float") return at::kFloat;
+  if (name == "float16" || name == "half") return at::kHalf;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float64" || name == "double") return at::kDouble;
+  if (name == "int64" || name == "long") return at::kLong;
+  if (name == "int32" || name == "int") return at::kInt;
+  if (name == "uint8") return at::kByte;
+  if (name == "bool") return at::kBool;
+  throw UserError("Expected one of float32, float16, bfloat16, float64, int64, int32, uint8, bool for dtype but received " + name);
+}
+
+std::string DtypeName(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kDouble: return "float64";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: return c10::toString(t);
+  }
+}
+
+bool CudaAvailable() { return at::hasCUDA() && at::detail::getCUDAHooks().getNumGPUs() > 0; }
+
+bool MpsAvailable() {
+#if defined(__APPLE__)
+  return at::hasMPS();
+#else
+  return false;
+#endif
+}
+
+at::Device ParseDevice(const std::string& name) {
+  if (name == "cpu") return at::Device(at::kCPU);
+  if (name == "mps") {
+    if (!MpsAvailable()) throw UserError("Device mps is not available: this libtorch has no MPS support or this machine has no Apple GPU");
+#if defined(__APPLE__)
+    return at::Device(at::kMPS);
+#endif
+  }
+  if (name.rfind("cuda", 0) == 0) {
+    int index = 0;
+    if (name.size() > 4) {
+      if (name[4] != ':' || name.size() == 5) throw UserError("Expected a device like cuda or cuda:0 but received " + name);
+      for (size_t i = 5; i < name.size(); i++)
+        if (name[i] < '0' || name[i] > '9') throw UserError("Expected a device like cuda or cuda:0 but received " + name);
+      index = std::stoi(name.substr(5));
+    }
+    if (!CudaAvailable()) throw UserError("Device " + name + " is not available: this libtorch was built without CUDA or no NVIDIA GPU is visible");
+    int n = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+    if (index >= n) throw UserError("Device " + name + " is not available: " + std::to_string(n) + " CUDA device(s) visible");
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  throw UserError("Expected cpu, cuda, cuda:N or mps for device but received " + name);
+}
+
+std::string DeviceName(const at::Device& d) {
+  if (d.is_cpu()) return "cpu";
+  if (d.is_cuda()) return "cuda:" + std::to_string(d.has_index() ? d.index() : 0);
+  return d.str();
+}
+
+std::vector<int64_t> ToInt64Vector(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw UserError(std::string("Expected an array of integers for ") + what);
+  auto arr = v.As<Napi::Array>();
+  std::vector<int64_t> out(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value e = arr.Get(i);
+    if (!e.IsNumber()) throw UserError(std::string("Expected an array of integers for ") + what);
+    double d = e.As<Napi::Number>().DoubleValue();
+    if (d != static_cast<double>(static_cast<int64_t>(d))) throw UserError(std::string("Expected an array of integers for ") + what);
+    out[i] = static_cast<int64_t>(d);
+  }
+  return out;
+}
+
+static Napi::Value JsCudaAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), CudaAvailable());
+}
+static Napi::Value JsMpsAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), MpsAvailable());
+}
+static Napi::Value JsCudaDeviceCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CudaAvailable() ? at::detail::getCUDAHooks().getNumGPUs() : 0);
+}
+static Napi::Value JsSetNumThreads(const Napi::CallbackInfo& info) {
+  int n = info[0].As<Napi::Number>().Int32Value();
+  g_threads.store(n);
+  ApplyThreadSettings();
+  return info.Env().Undefined();
+}
+static Napi::Value JsGetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), GetNumThreads());
+}
+static Napi::Value JsManualSeed(const Napi::CallbackInfo& info) {
+  int64_t seed = info[0].As<Napi::Number>().Int64Value();
+  return Guard(info.Env(), [&] {
+    at::manual_seed(static_cast<uint64_t>(seed));
+    return info.Env().Undefined();
+  });
+}
+static Napi::Value JsInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto o = Napi::Object::New(env);
+  o.Set("torch_version", std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." + std::to_string(TORCH_VERSION_PATCH));
+  o.Set("parallel_info", at::get_parallel_info());
+  o.Set("cuda", CudaAvailable());
+  o.Set("mps", MpsAvailable());
+  o.Set("num_threads", GetNumThreads());
+  o.Set("mkldnn", at::hasMKLDNN());
+  return o;
+}
+
+void InitDevice(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaIsAvailable", Napi::Function::New(env, JsCudaAvailable));
+  exports.Set("mpsIsAvailable", Napi::Function::New(env, JsMpsAvailable));
+  exports.Set("cudaDeviceCount", Napi::Function::New(env, JsCudaDeviceCount));
+  exports.Set("setNumThreads", Napi::Function::New(env, JsSetNumThreads));
+  exports.Set("getNumThreads", Napi::Function::New(env, JsGetNumThreads));
+  exports.Set("manualSeed", Napi::Function::New(env, JsManualSeed));
+  exports.Set("info", Napi::Function::New(env, JsInfo));
+}
+
+}  // namespace torchlm

@@ -1,0 +1,201 @@
+#include "gpt2.h"
+
+#include <cmath>
+#include <set>
+
+namespace torchlm {
+
+GPT2::GPT2(GPT2Config cfg) : cfg_(std::move(cfg)) {
+  if (cfg_.n_embd % cfg_.n_head != 0) throw UserError("n_embd must be divisible by n_head");
+  if (cfg_.activation_function != "gelu_new" && cfg_.activation_function != "gelu" &&
+      cfg_.activation_function != "gelu_pytorch_tanh" && cfg_.activation_function != "relu")
+    throw UserError("unsupported activation_function " + cfg_.activation_function);
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> GPT2::Expected() const {
+  const int64_t E = cfg_.n_embd, I = cfg_.inner();
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
+      {"wte.weight", {cfg_.vocab_size, E}}, {"wpe.weight", {cfg_.n_positions, E}}};
+  for (int64_t i = 0; i < cfg_.n_layer; i++) {
+    std::string p = "h." + std::to_string(i) + ".";
+    out.push_back({p + "ln_1.weight", {E}});
+    out.push_back({p + "ln_1.bias", {E}});
+    out.push_back({p + "attn.c_attn.weight", {E, 3 * E}});
+    out.push_back({p + "attn.c_attn.bias", {3 * E}});
+    out.push_back({p + "attn.c_proj.weight", {E, E}});
+    out.push_back({p + "attn.c_proj.bias", {E}});
+    out.push_back({p + "ln_2.weight", {E}});
+    out.push_back({p + "ln_2.bias", {E}});
+    out.push_back({p + "mlp.c_fc.weight", {E, I}});
+    out.push_back({p + "mlp.c_fc.bias", {I}});
+    out.push_back({p + "mlp.c_proj.weight", {I, E}});
+    out.push_back({p + "mlp.c_proj.bias", {E}});
+  }
+  out.push_back({"ln_f.weight", {E}});
+  out.push_back({"ln_f.bias", {E}});
+  return out;
+}
+
+static std::string ShapeStr(at::IntArrayRef s) {
+  std::string o = "[";
+  for (size_t i = 0; i < s.size(); i++) o += (i ? ", " : "") + std::to_string(s[i]);
+  return o + "]";
+}
+
+void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  std::map<std::string, at::Tensor> by_name;
+  for (auto& [name0, t] : tensors) {
+    std::string name = name0.rfind("transformer.", 0) == 0 ? name0.substr(12) : name0;
+    if (by_name.count(name)) throw UserError("tensor " + name + " appears twice in the checkpoint");
+    by_name[name] = t;
+  }
+  params_.clear();
+  for (const auto& [name, shape] : Expected()) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) throw UserError("checkpoint is missing tensor " + name);
+    if (it->second.sizes() != at::IntArrayRef(shape))
+      throw UserError("tensor " + name + " has shape " + ShapeStr(it->second.sizes()) + " but the config needs " + ShapeStr(shape));
+    if (!at::isFloatingType(it->second.scalar_type()))
+      throw UserError("tensor " + name + " has dtype " + DtypeName(it->second.scalar_type()) + " but a floating dtype is needed");
+    params_.emplace_back(name, it->second);
+  }
+  Bind();
+}
+
+void GPT2::InitRandom(at::ScalarType dtype, at::Device device) {
+  params_.clear();
+  const double std = 0.02, proj_std = 0.02 / std::sqrt(2.0 * cfg_.n_layer);
+  for (const auto& [name, shape] : Expected()) {
+    at::Tensor t;
+    bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    bool is_ln = name.find("ln_") != std::string::npos;
+    if (is_bias) t = at::zeros(shape);
+    else if (is_ln) t = at::ones(shape);
+    else if (name.find("c_proj.weight") != std::string::npos) t = at::randn(shape) * proj_std;
+    else t = at::randn(shape) * std;
+    params_.emplace_back(name, t.to(device, dtype));
+  }
+  Bind();
+}
+
+void GPT2::Bind() {
+  std::map<std::string, at::Tensor> m(params_.begin(), params_.end());
+  wte_ = m.at("wte.weight");
+  wpe_ = m.at("wpe.weight");
+  ln_f_w_ = m.at("ln_f.weight");
+  ln_f_b_ = m.at("ln_f.bias");
+  layers_.clear();
+  for (int64_t i = 0; i < cfg_.n_layer; i++) {
+    std::string p = "h." + std::to_string(i) + ".";
+    layers_.push_back(Layer{m.at(p + "ln_1.weight"), m.at(p + "ln_1.bias"), m.at(p + "attn.c_attn.weight"),
+                            m.at(p + "attn.c_attn.bias"), m.at(p + "attn.c_proj.weight"), m.at(p + "attn.c_proj.bias"),
+                            m.at(p + "ln_2.weight"), m.at(p + "ln_2.bias"), m.at(p + "mlp.c_fc.weight"),
+                            m.at(p + "mlp.c_fc.bias"), m.at(p + "mlp.c_proj.weight"), m.at(p + "mlp.c_proj.bias")});
+  }
+}
+
+void GPT2::Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) {
+  for (auto& [name, t] : params_) {
+    bool rg = t.requires_grad();
+    t = fn(t.detach());
+    if (rg) t.requires_grad_(true);
+  }
+  Bind();
+}
+
+void GPT2::SetRequiresGrad(bool on) {
+  for (auto& [name, t] : params_) t.requires_grad_(on);
+}
+
+KVCache GPT2::NewCache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  const int64_t H = cfg_.n_head, D = cfg_.n_embd / cfg_.n_head;
+  for (int64_t i = 0; i < cfg_.n_layer; i++) {
+    c.k.push_back(at::empty({batch, H, capacity, D}, wte_.options().requires_grad(false)));
+    c.v.push_back(at::empty({batch, H, capacity, D}, wte_.options().requires_grad(false)));
+  }
+  return c;
+}
+
+// Conv1D: weights stored [in, out].
+static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = w.size(1);
+  return at::addmm(b, x.reshape({-1, x.size(-1)}), w).view(sizes);
+}
+
+at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache) {
+  const Layer& L = layers_[i];
+  const int64_t B = x.size(0), T = x.size(1), E = cfg_.n_embd, H = cfg_.n_head, D = E / H;
+  auto qkv = Conv1D(x, L.c_attn_w, L.c_attn_b).view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, D]
+  at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  if (cache) {
+    int64_t s = cache->length;
+    cache->k[i].narrow(2, s, T).copy_(k);
+    cache->v[i].narrow(2, s, T).copy_(v);
+    k = cache->k[i].narrow(2, 0, s + T);
+    v = cache->v[i].narrow(2, 0, s + T);
+  }
+  double scale = 1.0;
+  if (cfg_.scale_attn_weights) scale /= std::sqrt(static_cast<double>(D));
+  if (cfg_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
+  at::Tensor att = at::matmul(q, k.transpose(-1, -2)).mul_(scale);
+  if (bias.defined()) att = att + bias;
+  att = at::softmax(att, -1, at::kFloat).to(v.scalar_type());
+  att = at::dropout(att, cfg_.attn_pdrop, training);
+  at::Tensor y = at::matmul(att, v).transpose(1, 2).reshape({B, T, E});
+  return at::dropout(Conv1D(y, L.attn_proj_w, L.attn_proj_b), cfg_.resid_pdrop, training);
+}
+
+static at::Tensor Activation(const std::string& name, const at::Tensor& x) {
+  if (name == "relu") return at::relu(x);
+  if (name == "gelu") return at::gelu(x);
+  return at::gelu(x, "tanh");  // gelu_new and gelu_pytorch_tanh
+}
+
+at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
+                        KVCache* cache) {
+  const int64_t T = ids.size(1);
+  const int64_t past = cache ? cache->length : 0;
+  const int64_t S = past + T;
+  if (S > cfg_.n_positions)
+    throw UserError("sequence length " + std::to_string(S) + " is longer than n_positions " + std::to_string(cfg_.n_positions));
+  if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
+
+  // Additive bias [B or 1, 1, T, S]: causal, plus padding from the mask; the most negative finite value
+  // (not -inf) so that fully masked rows stay finite, as Hugging Face does.
+  at::Tensor bias;
+  if (T > 1 || attention_mask.defined()) {
+    auto opts = at::TensorOptions().device(ids.device());
+    at::Tensor allowed = at::arange(S, opts.dtype(at::kLong)).unsqueeze(0) <=
+                         (at::arange(T, opts.dtype(at::kLong)) + past).unsqueeze(1);  // [T, S]
+    allowed = allowed.unsqueeze(0).unsqueeze(0);
+    if (attention_mask.defined()) allowed = allowed.logical_and(attention_mask.to(at::kBool).unsqueeze(1).unsqueeze(2));
+    at::ScalarType ct = wte_.scalar_type();
+    double minv = ct == at::kHalf ? -65504.0 : ct == at::kBFloat16 ? -3.3895313892515355e38 : ct == at::kDouble ? -1.7976931348623157e308 : -3.4028234663852886e38;
+    bias = at::zeros(allowed.sizes(), opts.dtype(ct)).masked_fill_(allowed.logical_not(), minv);
+  }
+
+  at::Tensor x = at::embedding(wte_, ids) + at::embedding(wpe_, position_ids);
+  x = at::dropout(x, cfg_.embd_pdrop, training);
+  const std::vector<int64_t> norm_shape = {cfg_.n_embd};
+  for (int64_t i = 0; i < cfg_.n_layer; i++) {
+    const Layer& L = layers_[i];
+    x = x + Attention(i, at::layer_norm(x, norm_shape, L.ln_1_w, L.ln_1_b, cfg_.layer_norm_epsilon), bias, cache);
+    at::Tensor h = at::layer_norm(x, norm_shape, L.ln_2_w, L.ln_2_b, cfg_.layer_norm_epsilon);
+    h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b)), L.mlp_proj_w, L.mlp_proj_b);
+    x = x + at::dropout(h, cfg_.resid_pdrop, training);
+  }
+  return at::layer_norm(x, norm_shape, ln_f_w_, ln_f_b_, cfg_.layer_norm_epsilon);
+}
+
+at::Tensor GPT2::Logits(const at::Tensor& hidden) const { return at::matmul(hidden, wte_.t()); }
+
+at::Tensor GPT2::CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels) {
+  const int64_t V = logits.size(-1);
+  at::Tensor l = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, V}).to(at::kFloat);
+  at::Tensor y = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1}).to(l.device(), at::kLong);
+  return at::cross_entropy_loss(l, y, {}, at::Reduction::Mean, -100);
+}
+
+}  // namespace torchlm

@@ -1,0 +1,71 @@
+// GPT-2, top to bottom. Parameter names are the checkpoint's names (hub layout, no "transformer." prefix),
+// so loading is a lookup.
+#pragma once
+
+#include "common.h"
+
+#include <map>
+
+namespace torchlm {
+
+struct GPT2Config {
+  int64_t vocab_size = 50257, n_positions = 1024, n_embd = 768, n_layer = 12, n_head = 12, n_inner = 0;
+  double layer_norm_epsilon = 1e-5, embd_pdrop = 0.1, attn_pdrop = 0.1, resid_pdrop = 0.1;
+  std::string activation_function = "gelu_new";
+  bool scale_attn_weights = true;
+  bool scale_attn_by_inverse_layer_idx = false;
+  int64_t inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
+};
+
+// Keys and values of every layer, [batch, heads, capacity, head_dim], written in place up to `length`.
+struct KVCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;
+  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+};
+
+struct Layer {
+  at::Tensor ln_1_w, ln_1_b, c_attn_w, c_attn_b, attn_proj_w, attn_proj_b;
+  at::Tensor ln_2_w, ln_2_b, c_fc_w, c_fc_b, mlp_proj_w, mlp_proj_b;
+};
+
+class GPT2 {
+ public:
+  explicit GPT2(GPT2Config cfg);
+
+  const GPT2Config& config() const { return cfg_; }
+  // Expected (name, shape) pairs in Hugging Face's named_parameters() order.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> Expected() const;
+  // Takes tensors by checkpoint name (hub or saved layout); checks names and shapes.
+  void Load(std::vector<std::pair<std::string, at::Tensor>> tensors);
+  // Hugging Face's initialisation (normal 0.02, residual projections scaled by 1/sqrt(2 n_layer)).
+  void InitRandom(at::ScalarType dtype, at::Device device);
+
+  const std::vector<std::pair<std::string, at::Tensor>>& Parameters() const { return params_; }
+  void Apply(const std::function<at::Tensor(const at::Tensor&)>& fn);  // e.g. device/dtype moves
+  void SetRequiresGrad(bool on);
+  at::Device device() const { return wte_.device(); }
+  at::ScalarType dtype() const { return wte_.scalar_type(); }
+  bool training = false;
+
+  // Hidden states after ln_f for ids [B, T]. `position_ids` [B, T]. `attention_mask` [B, past + T] of 0/1
+  // (undefined: attend everywhere allowed by causality). With `cache`, keys and values are written at
+  // cache->length and attention covers the whole cache; the caller advances cache->length.
+  at::Tensor Hidden(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
+                    KVCache* cache);
+  // Logits for hidden states: the LM head is tied to wte.
+  at::Tensor Logits(const at::Tensor& hidden) const;
+  // Hugging Face's causal LM loss: logits[:, :-1] against labels[:, 1:], -100 ignored, mean, in float32.
+  static at::Tensor CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels);
+  KVCache NewCache(int64_t batch, int64_t capacity) const;
+
+ private:
+  GPT2Config cfg_;
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  at::Tensor wte_, wpe_, ln_f_w_, ln_f_b_;
+  std::vector<Layer> layers_;
+  void Bind();
+  at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);
+};
+
+}  // namespace torchlm

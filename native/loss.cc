@@ -1,0 +1,60 @@
+// CrossEntropyLoss with torch semantics, and backward off the JavaScript thread.
+#include "loss.h"
+
+#include "tensor.h"
+#include "worker.h"
+
+namespace torchlm {
+
+// crossEntropy(input [N, C] | [N, C, d1...], target, ignore_index, reduction, label_smoothing) -> Tensor
+static Napi::Value JsCrossEntropy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    at::Tensor input = TensorWrap::FromJs(info[0], "input");
+    at::Tensor target = TensorWrap::FromJs(info[1], "target");
+    int64_t ignore = info[2].As<Napi::Number>().Int64Value();
+    std::string red = info[3].As<Napi::String>().Utf8Value();
+    double smoothing = info[4].IsNumber() ? info[4].As<Napi::Number>().DoubleValue() : 0.0;
+    int64_t reduction = red == "mean" ? at::Reduction::Mean : red == "sum" ? at::Reduction::Sum : at::Reduction::None;
+    if (!at::isFloatingType(input.scalar_type()))
+      throw UserError("Expected a floating input for CrossEntropyLoss but received " + DtypeName(input.scalar_type()));
+    if (input.dim() < 1) throw UserError("Expected input of shape [N, C] or [N, C, d1, ...] for CrossEntropyLoss");
+    const bool probs = at::isFloatingType(target.scalar_type());
+    if (!probs) {
+      // Class indices: target has the input's shape without the class dimension.
+      std::vector<int64_t> want = input.sizes().vec();
+      if (input.dim() >= 2) want.erase(want.begin() + 1); else want.clear();
+      if (target.sizes() != at::IntArrayRef(want)) {
+        std::string s = "[";
+        for (size_t i = 0; i < want.size(); i++) s += (i ? ", " : "") + std::to_string(want[i]);
+        throw UserError("Expected target of shape " + s + "] for input of shape with classes in dimension 1");
+      }
+      const int64_t C = input.dim() >= 2 ? input.size(1) : input.size(0);
+      at::Tensor valid = target.ne(ignore);
+      if (valid.any().item<bool>()) {
+        at::Tensor t = target.masked_select(valid);
+        if (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= C)
+          throw UserError("Target class out of range: expected values in [0, " + std::to_string(C) + ") or ignore_index " + std::to_string(ignore));
+      }
+      target = target.to(at::kLong);
+    }
+    return TensorWrap::New(env, at::cross_entropy_loss(input, target, {}, reduction, ignore, smoothing));
+  });
+}
+
+// backwardAsync(tensor) -> Promise<void>: autograd on a worker thread (it can take seconds).
+static Napi::Value JsBackwardAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    at::Tensor t = TensorWrap::FromJs(info[0], "loss");
+    if (!t.requires_grad()) throw UserError("backward() needs a tensor that requires grad: it was computed without autograd (eval mode?)");
+    return PromiseWorker::Run(env, [t] { t.backward(); }, nullptr, {info[0].As<Napi::Object>()});
+  });
+}
+
+void InitLoss(Napi::Env env, Napi::Object exports) {
+  exports.Set("crossEntropy", Napi::Function::New(env, JsCrossEntropy));
+  exports.Set("backwardAsync", Napi::Function::New(env, JsBackwardAsync));
+}
+
+}  // namespace torchlm

@@ -1,0 +1,320 @@
+#include "model.h"
+
+#include "safetensors.h"
+#include "tensor.h"
+#include "worker.h"
+
+namespace torchlm {
+
+Napi::FunctionReference* ModelWrap::ctor_ = nullptr;
+
+void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function f = DefineClass(env, "NativeModel", {
+    StaticMethod("load", &ModelWrap::Load),
+    StaticMethod("create", &ModelWrap::Create),
+    InstanceMethod("forward", &ModelWrap::Forward),
+    InstanceMethod("generate", &ModelWrap::Generate),
+    InstanceMethod("setTraining", &ModelWrap::SetTraining),
+    InstanceMethod("to", &ModelWrap::To),
+    InstanceMethod("parameters", &ModelWrap::Parameters),
+    InstanceMethod("numParameters", &ModelWrap::NumParameters),
+    InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
+    InstanceMethod("save", &ModelWrap::Save),
+    InstanceMethod("dispose", &ModelWrap::Dispose),
+    InstanceAccessor("device", &ModelWrap::Device, nullptr),
+    InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr),
+  });
+  ctor_ = new Napi::FunctionReference(Napi::Persistent(f));
+  exports.Set("NativeModel", f);
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw Napi::TypeError::New(info.Env(), "NativeModel cannot be constructed directly: use from_pretrained()");
+  model_ = *info[0].As<Napi::External<std::shared_ptr<GPT2>>>().Data();
+}
+
+Napi::Object ModelWrap::New(Napi::Env env, std::shared_ptr<GPT2> model) {
+  return ctor_->New({Napi::External<std::shared_ptr<GPT2>>::New(env, &model)});
+}
+
+ModelWrap* ModelWrap::UnwrapModel(const Napi::Value& v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor_->Value()))
+    throw Napi::TypeError::New(v.Env(), "Expected a model");
+  return Napi::ObjectWrap<ModelWrap>::Unwrap(v.As<Napi::Object>());
+}
+
+std::shared_ptr<GPT2> ModelWrap::Get(Napi::Env env) const {
+  if (!model_) throw Napi::Error::New(env, "Model is disposed: it cannot be used after dispose()");
+  return model_;
+}
+
+static int64_t IntField(const Napi::Object& o, const char* key, int64_t def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  if (!v.IsNumber()) throw UserError(std::string("config.") + key + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 1e9) || d != static_cast<double>(static_cast<int64_t>(d)))
+    throw UserError(std::string("config.") + key + " must be a non-negative integer");
+  return static_cast<int64_t>(d);
+}
+static double NumField(const Napi::Object& o, const char* key, double def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return def;
+  if (!v.IsNumber()) throw UserError(std::string("config.") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+GPT2Config ParseConfig(const Napi::Object& o) {
+  GPT2Config c;
+  c.vocab_size = IntField(o, "vocab_size", c.vocab_size);
+  c.n_positions = IntField(o, "n_positions", c.n_positions);
+  c.n_embd = IntField(o, "n_embd", c.n_embd);
+  c.n_layer = IntField(o, "n_layer", c.n_layer);
+  c.n_head = IntField(o, "n_head", c.n_head);
+  c.n_inner = IntField(o, "n_inner", 0);
+  c.layer_norm_epsilon = NumField(o, "layer_norm_epsilon", c.layer_norm_epsilon);
+  c.embd_pdrop = NumField(o, "embd_pdrop", c.embd_pdrop);
+  c.attn_pdrop = NumField(o, "attn_pdrop", c.attn_pdrop);
+  c.resid_pdrop = NumField(o, "resid_pdrop", c.resid_pdrop);
+  Napi::Value act = o.Get("activation_function");
+  if (act.IsString()) c.activation_function = act.As<Napi::String>().Utf8Value();
+  Napi::Value s = o.Get("scale_attn_weights");
+  if (s.IsBoolean()) c.scale_attn_weights = s.As<Napi::Boolean>().Value();
+  s = o.Get("scale_attn_by_inverse_layer_idx");
+  if (s.IsBoolean()) c.scale_attn_by_inverse_layer_idx = s.As<Napi::Boolean>().Value();
+  if (c.vocab_size < 1 || c.n_positions < 1 || c.n_embd < 1 || c.n_layer < 1 || c.n_head < 1)
+    throw UserError("config sizes (vocab_size, n_positions, n_embd, n_layer, n_head) must be positive");
+  return c;
+}
+
+// load(config, path, dataStart, entries, device, dtype | null) -> Promise<NativeModel>
+Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    auto model = std::make_shared<GPT2>(ParseConfig(info[0].As<Napi::Object>()));
+    auto path = info[1].As<Napi::String>().Utf8Value();
+    auto start = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
+    auto entries = ParseEntries(info[3]);
+    at::Device device = ParseDevice(info[4].As<Napi::String>().Utf8Value());
+    c10::optional<at::ScalarType> dtype;
+    if (info[5].IsString()) dtype = ParseDtype(info[5].As<Napi::String>().Utf8Value());
+    // Only the tensors the model uses are read: attention-mask buffers and the tied lm_head are skipped.
+    std::vector<SafetensorsEntry> wanted;
+    for (auto& e : entries) {
+      const std::string& n = e.name;
+      bool skip = n == "lm_head.weight" || (n.size() > 9 && n.compare(n.size() - 9, 9, ".attn.bias") == 0) ||
+                  n.find(".attn.masked_bias") != std::string::npos;
+      if (!skip) wanted.push_back(e);
+    }
+    return PromiseWorker::Run(
+        env,
+        [=] {
+          c10::InferenceMode guard(false);
+          auto tensors = ReadSafetensors(path, start, wanted, dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat), device);
+          model->Load(std::move(tensors));
+          model->SetRequiresGrad(true);
+        },
+        [model](Napi::Env env) -> Napi::Value { return New(env, model); });
+  });
+}
+
+// create(config, device, dtype, seed) -> Promise<NativeModel> with Hugging Face's random initialisation
+Napi::Value ModelWrap::Create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    auto model = std::make_shared<GPT2>(ParseConfig(info[0].As<Napi::Object>()));
+    at::Device device = ParseDevice(info[1].As<Napi::String>().Utf8Value());
+    at::ScalarType dtype = ParseDtype(info[2].As<Napi::String>().Utf8Value());
+    bool seeded = info[3].IsNumber();
+    int64_t seed = seeded ? info[3].As<Napi::Number>().Int64Value() : 0;
+    return PromiseWorker::Run(
+        env,
+        [=] {
+          if (seeded) at::manual_seed(static_cast<uint64_t>(seed));
+          model->InitRandom(dtype, device);
+          model->SetRequiresGrad(true);
+        },
+        [model](Napi::Env env) -> Napi::Value { return New(env, model); });
+  });
+}
+
+static at::Tensor OptionalTensor(const Napi::Value& v, const char* what) {
+  if (v.IsUndefined() || v.IsNull()) return at::Tensor();
+  return TensorWrap::FromJs(v, what);
+}
+
+// forward(input_ids, attention_mask?, position_ids?, labels?, past?: Tensor[] (k0, v0, k1, v1, ...),
+//         use_cache, grad) -> Promise<{ logits, loss?, past_key_values? }>
+Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  return Guard(env, [&]() -> Napi::Value {
+    at::Tensor ids = TensorWrap::FromJs(info[0], "input_ids");
+    at::Tensor mask = OptionalTensor(info[1], "attention_mask");
+    at::Tensor pos = OptionalTensor(info[2], "position_ids");
+    at::Tensor labels = OptionalTensor(info[3], "labels");
+    std::vector<at::Tensor> past;
+    if (info[4].IsArray()) {
+      auto arr = info[4].As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); i++) past.push_back(TensorWrap::FromJs(arr.Get(i), "past_key_values"));
+    }
+    bool use_cache = info[5].ToBoolean().Value();
+    bool grad = info[6].ToBoolean().Value();
+    const auto& cfg = model->config();
+
+    if (ids.dim() != 2) throw UserError("Expected input_ids of shape [batch, sequence] but received " + std::to_string(ids.dim()) + " dimensions");
+    if (at::isFloatingType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
+      throw UserError("Expected integer input_ids but received dtype " + DtypeName(ids.scalar_type()));
+    if (!past.empty() && past.size() != static_cast<size_t>(2 * cfg.n_layer))
+      throw UserError("Expected past_key_values with " + std::to_string(cfg.n_layer) + " [key, value] pairs");
+    const int64_t B = ids.size(0), T = ids.size(1);
+    if (T == 0) throw UserError("input_ids is empty");
+    const int64_t P = past.empty() ? 0 : past[0].size(2);
+    if (mask.defined() && (mask.dim() != 2 || mask.size(0) != B || mask.size(1) != P + T))
+      throw UserError("Expected attention_mask of shape [" + std::to_string(B) + ", " + std::to_string(P + T) + "]");
+    if (pos.defined() && (pos.dim() != 2 || pos.size(0) != B || pos.size(1) != T))
+      throw UserError("Expected position_ids of shape [" + std::to_string(B) + ", " + std::to_string(T) + "]");
+    if (labels.defined() && (labels.dim() != 2 || labels.size(0) != B || labels.size(1) != T))
+      throw UserError("Expected labels of shape [" + std::to_string(B) + ", " + std::to_string(T) + "]");
+    if (P + T > cfg.n_positions)
+      throw UserError("sequence length " + std::to_string(P + T) + " is longer than n_positions " + std::to_string(cfg.n_positions));
+    {
+      at::Tensor lo = ids.min(), hi = ids.max();
+      if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= cfg.vocab_size)
+        throw UserError("input_ids must be in [0, " + std::to_string(cfg.vocab_size) + ") but range over [" +
+                        std::to_string(lo.item<int64_t>()) + ", " + std::to_string(hi.item<int64_t>()) + "]");
+    }
+
+    struct Out { at::Tensor logits, loss; std::vector<at::Tensor> past; };
+    auto out = std::make_shared<Out>();
+    return PromiseWorker::Run(
+        env,
+        [=] {
+          c10::AutoGradMode mode(grad);
+          at::Device dev = model->device();
+          at::Tensor x = ids.to(dev, at::kLong);
+          at::Tensor m = mask.defined() ? mask.to(dev) : at::Tensor();
+          at::Tensor p = pos.defined() ? pos.to(dev, at::kLong)
+                                       : at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
+          KVCache cache;
+          KVCache* cp = nullptr;
+          if (use_cache || !past.empty()) {
+            cache = model->NewCache(B, P + T);
+            for (int64_t i = 0; i < cfg.n_layer; i++) {
+              if (P > 0) {
+                cache.k[i].narrow(2, 0, P).copy_(past[2 * i]);
+                cache.v[i].narrow(2, 0, P).copy_(past[2 * i + 1]);
+              }
+            }
+            cache.length = P;
+            cp = &cache;
+          }
+          at::Tensor h = model->Hidden(x, p, m, cp);
+          out->logits = model->Logits(h);
+          if (labels.defined()) out->loss = GPT2::CausalLMLoss(out->logits, labels);
+          if (use_cache)
+            for (int64_t i = 0; i < cfg.n_layer; i++) {
+              out->past.push_back(cache.k[i]);
+              out->past.push_back(cache.v[i]);
+            }
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          auto o = Napi::Object::New(env);
+          o.Set("logits", TensorWrap::New(env, out->logits));
+          if (out->loss.defined()) o.Set("loss", TensorWrap::New(env, out->loss));
+          if (!out->past.empty()) {
+            auto arr = Napi::Array::New(env, out->past.size());
+            for (size_t i = 0; i < out->past.size(); i++) arr.Set(static_cast<uint32_t>(i), TensorWrap::New(env, out->past[i]));
+            o.Set("past_key_values", arr);
+          }
+          return o;
+        },
+        {info.This().As<Napi::Object>()});
+  });
+}
+
+Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
+  Get(info.Env())->training = info[0].ToBoolean().Value();
+  return info.Env().Undefined();
+}
+
+// to(device | null, dtype | null) -> Promise<void>
+Napi::Value ModelWrap::To(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  return Guard(env, [&]() -> Napi::Value {
+    c10::optional<at::Device> device;
+    c10::optional<at::ScalarType> dtype;
+    if (info[0].IsString()) device = ParseDevice(info[0].As<Napi::String>().Utf8Value());
+    if (info[1].IsString()) dtype = ParseDtype(info[1].As<Napi::String>().Utf8Value());
+    return PromiseWorker::Run(
+        env,
+        [=] {
+          model->Apply([&](const at::Tensor& t) {
+            at::Tensor r = t;
+            if (device) r = r.to(*device);
+            if (dtype) r = r.to(*dtype);
+            return r;
+          });
+        },
+        nullptr, {info.This().As<Napi::Object>()});
+  });
+}
+
+// parameters() -> [name, Tensor][] with Hugging Face's names (transformer. prefix); tensors share storage.
+Napi::Value ModelWrap::Parameters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  const auto& ps = model->Parameters();
+  auto arr = Napi::Array::New(env, ps.size());
+  for (size_t i = 0; i < ps.size(); i++) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, "transformer." + ps[i].first);
+    pair.Set(1u, TensorWrap::New(env, ps[i].second));
+    arr.Set(static_cast<uint32_t>(i), pair);
+  }
+  return arr;
+}
+
+Napi::Value ModelWrap::NumParameters(const Napi::CallbackInfo& info) {
+  int64_t n = 0;
+  for (const auto& [name, t] : Get(info.Env())->Parameters()) n += t.numel();
+  return Napi::Number::New(info.Env(), static_cast<double>(n));
+}
+
+Napi::Value ModelWrap::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DeviceName(Get(info.Env())->device()));
+}
+Napi::Value ModelWrap::Dtype(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), DtypeName(Get(info.Env())->dtype()));
+}
+
+Napi::Value ModelWrap::ZeroGrad(const Napi::CallbackInfo& info) {
+  for (const auto& [name, t] : Get(info.Env())->Parameters()) {
+    if (t.grad().defined()) t.mutable_grad() = at::Tensor();
+  }
+  return info.Env().Undefined();
+}
+
+// save(path) -> Promise<void>: Hugging Face's saved layout ("transformer." prefix, lm_head tied and omitted).
+Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  auto path = info[0].As<Napi::String>().Utf8Value();
+  return PromiseWorker::Run(
+      env,
+      [=] {
+        std::vector<std::pair<std::string, at::Tensor>> ts;
+        for (const auto& [name, t] : model->Parameters()) ts.emplace_back("transformer." + name, t);
+        WriteSafetensors(path, ts, {{"format", "pt"}});
+      },
+      nullptr, {info.This().As<Napi::Object>()});
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  model_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace torchlm

@@ -1,0 +1,236 @@
+#include "optimizer.h"
+
+#include "gpt2.h"
+#include "model.h"
+#include "tensor.h"
+#include "worker.h"
+
+#include <cmath>
+#include <map>
+#include <memory>
+
+namespace torchlm {
+
+AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps)
+    : groups_(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {
+  for (const auto& p : All()) {
+    exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Preserve).detach());
+    exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Preserve).detach());
+    steps_.push_back(0);
+  }
+}
+
+std::vector<at::Tensor> AdamW::All() const {
+  std::vector<at::Tensor> all;
+  for (const auto& g : groups_) all.insert(all.end(), g.params.begin(), g.params.end());
+  return all;
+}
+
+void AdamW::Step(double lr) {
+  at::NoGradGuard ng;
+  size_t i = 0;
+  for (const auto& g : groups_) {
+    for (const auto& p : g.params) {
+      const size_t k = i++;
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      int64_t step = ++steps_[k];
+      at::Tensor param = p.detach();
+      if (g.weight_decay != 0.0) param.mul_(1.0 - lr * g.weight_decay);
+      exp_avg_[k].lerp_(grad, 1.0 - beta1_);
+      exp_avg_sq_[k].mul_(beta2_).addcmul_(grad, grad, 1.0 - beta2_);
+      const double bc1 = 1.0 - std::pow(beta1_, static_cast<double>(step));
+      const double bc2 = 1.0 - std::pow(beta2_, static_cast<double>(step));
+      at::Tensor denom = (exp_avg_sq_[k].sqrt() / std::sqrt(bc2)).add_(eps_);
+      param.addcdiv_(exp_avg_[k], denom, -lr / bc1);
+    }
+  }
+}
+
+void AdamW::ZeroGrad() {
+  for (const auto& p : All())
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+}
+
+double AdamW::ClipGradNorm(double max_norm) {
+  at::NoGradGuard ng;
+  std::vector<at::Tensor> norms;
+  std::vector<at::Tensor> grads;
+  for (const auto& p : All())
+    if (p.grad().defined()) {
+      grads.push_back(p.grad());
+      norms.push_back(at::linalg_vector_norm(p.grad().to(at::kFloat), 2));
+    }
+  if (grads.empty()) return 0.0;
+  at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
+  double norm = total.item<double>();
+  if (max_norm > 0) {
+    at::Tensor coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
+    for (auto& g : grads) g.mul_(coef.to(g.scalar_type()));
+  }
+  return norm;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> AdamW::State() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < exp_avg_.size(); i++) {
+    out.emplace_back(std::to_string(i) + ".exp_avg", exp_avg_[i]);
+    out.emplace_back(std::to_string(i) + ".exp_avg_sq", exp_avg_sq_[i]);
+    out.emplace_back(std::to_string(i) + ".step", at::scalar_tensor(static_cast<double>(steps_[i]), at::kDouble).reshape({1}));
+  }
+  return out;
+}
+
+void AdamW::LoadState(const std::vector<std::pair<std::string, at::Tensor>>& state) {
+  at::NoGradGuard ng;
+  std::map<std::string, at::Tensor> m(state.begin(), state.end());
+  for (size_t i = 0; i < exp_avg_.size(); i++) {
+    std::string p = std::to_string(i) + ".";
+    auto a = m.find(p + "exp_avg"), b = m.find(p + "exp_avg_sq"), s = m.find(p + "step");
+    if (a == m.end() || b == m.end() || s == m.end()) throw UserError("optimizer state is missing parameter " + std::to_string(i));
+    if (a->second.sizes() != exp_avg_[i].sizes() || b->second.sizes() != exp_avg_sq_[i].sizes())
+      throw UserError("optimizer state for parameter " + std::to_string(i) + " has the wrong shape");
+    exp_avg_[i].copy_(a->second);
+    exp_avg_sq_[i].copy_(b->second);
+    steps_[i] = static_cast<int64_t>(s->second.item<double>());
+  }
+}
+
+class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(env, "NativeAdamW", {
+      InstanceMethod("step", &AdamWWrap::JsStep),
+      InstanceMethod("zeroGrad", &AdamWWrap::JsZeroGrad),
+      InstanceMethod("clipGradNorm", &AdamWWrap::JsClip),
+      InstanceMethod("state", &AdamWWrap::JsState),
+      InstanceMethod("loadState", &AdamWWrap::JsLoadState),
+      InstanceMethod("trainStep", &AdamWWrap::JsTrainStep),
+    });
+    exports.Set("NativeAdamW", f);
+  }
+
+  // new NativeAdamW([{ params: Tensor[], weight_decay }], beta1, beta2, eps)
+  explicit AdamWWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamWWrap>(info) {
+    Napi::Env env = info.Env();
+    Guard(env, [&] {
+      std::vector<ParamGroup> groups;
+      auto arr = info[0].As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); i++) {
+        auto o = arr.Get(i).As<Napi::Object>();
+        ParamGroup g;
+        g.weight_decay = o.Get("weight_decay").As<Napi::Number>().DoubleValue();
+        auto ps = o.Get("params").As<Napi::Array>();
+        for (uint32_t j = 0; j < ps.Length(); j++) g.params.push_back(TensorWrap::FromJs(ps.Get(j), "params"));
+        groups.push_back(std::move(g));
+      }
+      opt_ = std::make_shared<AdamW>(std::move(groups), info[1].As<Napi::Number>().DoubleValue(),
+                                     info[2].As<Napi::Number>().DoubleValue(), info[3].As<Napi::Number>().DoubleValue());
+      return 0;
+    });
+  }
+
+ private:
+  std::shared_ptr<AdamW> opt_;
+
+  // step(lr) -> Promise<void>
+  Napi::Value JsStep(const Napi::CallbackInfo& info) {
+    double lr = info[0].As<Napi::Number>().DoubleValue();
+    auto opt = opt_;
+    return PromiseWorker::Run(info.Env(), [opt, lr] { opt->Step(lr); }, nullptr, {info.This().As<Napi::Object>()});
+  }
+  Napi::Value JsZeroGrad(const Napi::CallbackInfo& info) {
+    opt_->ZeroGrad();
+    return info.Env().Undefined();
+  }
+  // clipGradNorm(max) -> Promise<number>
+  Napi::Value JsClip(const Napi::CallbackInfo& info) {
+    double mx = info[0].As<Napi::Number>().DoubleValue();
+    auto opt = opt_;
+    auto norm = std::make_shared<double>(0);
+    return PromiseWorker::Run(info.Env(), [=] { *norm = opt->ClipGradNorm(mx); },
+                              [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
+                              {info.This().As<Napi::Object>()});
+  }
+  Napi::Value JsState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto st = opt_->State();
+    auto arr = Napi::Array::New(env, st.size());
+    for (size_t i = 0; i < st.size(); i++) {
+      auto pair = Napi::Array::New(env, 2);
+      pair.Set(0u, st[i].first);
+      pair.Set(1u, TensorWrap::New(env, st[i].second));
+      arr.Set(static_cast<uint32_t>(i), pair);
+    }
+    return arr;
+  }
+  Napi::Value JsLoadState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      std::vector<std::pair<std::string, at::Tensor>> st;
+      auto arr = info[0].As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); i++) {
+        auto pair = arr.Get(i).As<Napi::Array>();
+        st.emplace_back(pair.Get(0u).As<Napi::String>().Utf8Value(), TensorWrap::FromJs(pair.Get(1u), "state"));
+      }
+      opt_->LoadState(st);
+      return env.Undefined();
+    });
+  }
+
+  // trainStep(model, input_ids, attention_mask | null, labels, loss_scale, step: { lr, max_grad_norm } | null)
+  //   -> Promise<{ loss, grad_norm? }>. Forward, loss, backward; when `step` is given (the accumulation
+  //   window closes) also clip, update and zero the gradients: no JavaScript per operation.
+  Napi::Value JsTrainStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto model = ModelWrap::UnwrapModel(info[0])->Get(env);
+      at::Tensor ids = TensorWrap::FromJs(info[1], "input_ids");
+      at::Tensor mask = info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::FromJs(info[2], "attention_mask");
+      at::Tensor labels = TensorWrap::FromJs(info[3], "labels");
+      double scale = info[4].As<Napi::Number>().DoubleValue();
+      bool do_step = info[5].IsObject();
+      double lr = 0, max_norm = 0;
+      if (do_step) {
+        auto o = info[5].As<Napi::Object>();
+        lr = o.Get("lr").As<Napi::Number>().DoubleValue();
+        max_norm = o.Get("max_grad_norm").As<Napi::Number>().DoubleValue();
+      }
+      if (ids.dim() != 2 || labels.sizes() != ids.sizes()) throw UserError("Expected input_ids and labels of the same shape [batch, sequence]");
+      if (ids.size(1) > model->config().n_positions) throw UserError("sequence length is longer than n_positions");
+      struct Out { double loss = 0, norm = -1; };
+      auto out = std::make_shared<Out>();
+      auto opt = opt_;
+      return PromiseWorker::Run(
+          env,
+          [=] {
+            c10::AutoGradMode mode(true);
+            at::Device dev = model->device();
+            at::Tensor x = ids.to(dev, at::kLong);
+            const int64_t B = x.size(0), T = x.size(1);
+            at::Tensor pos = at::arange(T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
+            at::Tensor m = mask.defined() ? mask.to(dev) : at::Tensor();
+            at::Tensor logits = model->Logits(model->Hidden(x, pos, m, nullptr));
+            at::Tensor loss = GPT2::CausalLMLoss(logits, labels);
+            out->loss = loss.item<double>();
+            (loss * scale).backward();
+            if (do_step) {
+              out->norm = opt->ClipGradNorm(max_norm);
+              opt->Step(lr);
+              opt->ZeroGrad();
+            }
+          },
+          [out](Napi::Env env) -> Napi::Value {
+            auto o = Napi::Object::New(env);
+            o.Set("loss", out->loss);
+            if (out->norm >= 0) o.Set("grad_norm", out->norm);
+            return o;
+          },
+          {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
+    });
+  }
+};
+
+void InitOptimizer(Napi::Env env, Napi::Object exports) { AdamWWrap::Init(env, exports); }
+
+}  // namespace torchlm

@@ -1,0 +1,36 @@
+// AdamW with torch semantics, gradient clipping, and the fused training step.
+#pragma once
+
+#include "common.h"
+
+namespace torchlm {
+
+struct ParamGroup {
+  std::vector<at::Tensor> params;
+  double weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps);
+  // One update at learning rate lr; parameters without a gradient are skipped, as in torch.
+  void Step(double lr);
+  void ZeroGrad();
+  // torch.nn.utils.clip_grad_norm_: returns the total 2-norm before clipping.
+  double ClipGradNorm(double max_norm);
+  std::vector<ParamGroup>& groups() { return groups_; }
+  // State as named tensors: "<i>.exp_avg", "<i>.exp_avg_sq", "<i>.step" for the i-th parameter.
+  std::vector<std::pair<std::string, at::Tensor>> State() const;
+  void LoadState(const std::vector<std::pair<std::string, at::Tensor>>& state);
+
+ private:
+  std::vector<ParamGroup> groups_;
+  double beta1_, beta2_, eps_;
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<int64_t> steps_;
+  std::vector<at::Tensor> All() const;
+};
+
+void InitOptimizer(Napi::Env env, Napi::Object exports);
+
+}  // namespace torchlm

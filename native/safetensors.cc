@@ -1,0 +1,277 @@
+#include "safetensors.h"
+#include "tensor.h"
+#include "worker.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+namespace torchlm {
+
+MappedFile::MappedFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UserError("Cannot open " + path + ": " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw UserError("Cannot stat " + path + ": " + std::strerror(errno));
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+  if (size_ > 0) {
+    // Writable and private: borrowed parameters may be updated in place (copy-on-write, never the file).
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw UserError("Cannot map " + path + ": " + std::strerror(errno));
+    }
+    data_ = static_cast<uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(data_, size_);
+}
+
+static at::ScalarType StDtype(const std::string& d, size_t* item) {
+  if (d == "F32") { *item = 4; return at::kFloat; }
+  if (d == "F16") { *item = 2; return at::kHalf; }
+  if (d == "BF16") { *item = 2; return at::kBFloat16; }
+  if (d == "F64") { *item = 8; return at::kDouble; }
+  if (d == "I64") { *item = 8; return at::kLong; }
+  if (d == "I32") { *item = 4; return at::kInt; }
+  if (d == "U8") { *item = 1; return at::kByte; }
+  if (d == "BOOL") { *item = 1; return at::kBool; }
+  throw UserError("unsupported safetensors dtype " + d);
+}
+
+static const char* StName(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "F32";
+    case at::kHalf: return "F16";
+    case at::kBFloat16: return "BF16";
+    case at::kDouble: return "F64";
+    case at::kLong: return "I64";
+    case at::kInt: return "I32";
+    case at::kByte: return "U8";
+    case at::kBool: return "BOOL";
+    default: throw UserError(std::string("cannot save dtype ") + c10::toString(t) + " to safetensors");
+  }
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
+    const std::string& path, uint64_t data_start, const std::vector<SafetensorsEntry>& entries,
+    c10::optional<at::ScalarType> dtype, at::Device device) {
+  auto file = std::make_shared<MappedFile>(path);
+  if (data_start > file->size()) throw UserError(path + ": header length points past the end of the file");
+  const uint64_t data_len = file->size() - data_start;
+
+  // Offsets must lie inside the data and must not overlap.
+  std::vector<const SafetensorsEntry*> sorted;
+  for (const auto& e : entries) {
+    size_t item = 0;
+    StDtype(e.dtype, &item);
+    if (e.begin > e.end) throw UserError(path + ": tensor " + e.name + " has data_offsets with begin after end");
+    if (e.end > data_len) throw UserError(path + ": tensor " + e.name + " has data_offsets past the end of the file (truncated?)");
+    uint64_t numel = 1;
+    for (int64_t s : e.shape) {
+      if (s < 0) throw UserError(path + ": tensor " + e.name + " has a negative dimension");
+      if (s != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / static_cast<uint64_t>(s))
+        throw UserError(path + ": tensor " + e.name + " has a shape too large");
+      numel *= static_cast<uint64_t>(s);
+    }
+    if (numel * item != e.end - e.begin)
+      throw UserError(path + ": tensor " + e.name + " has " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype +
+                      " and its shape need " + std::to_string(numel * item));
+    sorted.push_back(&e);
+  }
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
+  const SafetensorsEntry* last = nullptr;
+  for (const auto* e : sorted) {
+    if (e->end == e->begin) continue;
+    if (last && e->begin < last->end)
+      throw UserError(path + ": tensors " + last->name + " and " + e->name + " overlap in the file");
+    if (!last || e->end > last->end) last = e;
+  }
+
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.reserve(entries.size());
+  for (const auto& e : entries) {
+    size_t item = 0;
+    at::ScalarType st = StDtype(e.dtype, &item);
+    at::ScalarType target = dtype.has_value() && at::isFloatingType(st) ? *dtype : st;
+    uint8_t* ptr = const_cast<uint8_t*>(file->data()) + data_start + e.begin;
+    bool aligned = reinterpret_cast<uintptr_t>(ptr) % item == 0;
+    at::Tensor t;
+    if (e.end == e.begin) {
+      t = at::empty(e.shape, at::TensorOptions().dtype(target).device(device));
+    } else if (aligned && target == st && device.is_cpu()) {
+      // Borrow the mapping: no copy, and pages are only read in when used. MAP_PRIVATE makes later
+      // in-place updates (training) copy-on-write, never touching the file.
+      auto keep = file;
+      t = at::from_blob(ptr, e.shape, [keep](void*) mutable { keep.reset(); }, at::TensorOptions().dtype(st));
+    } else if (aligned) {
+      t = at::from_blob(ptr, e.shape, at::TensorOptions().dtype(st)).to(device, target, false, true);
+    } else {
+      at::Tensor tmp = at::empty(e.shape, at::TensorOptions().dtype(st));
+      std::memcpy(tmp.data_ptr(), ptr, e.end - e.begin);
+      t = tmp.to(device, target, false, true);
+    }
+    out.emplace_back(e.name, t);
+  }
+  return out;
+}
+
+static std::string JsonEscape(const std::string& s) {
+  std::string o;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') { o += '\\'; o += static_cast<char>(c); }
+    else if (c < 0x20) { char buf[8]; std::snprintf(buf, sizeof buf, "\\u%04x", c); o += buf; }
+    else o += static_cast<char>(c);
+  }
+  return o;
+}
+
+void WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::vector<std::pair<std::string, std::string>>& metadata) {
+  std::vector<at::Tensor> cpu;
+  std::string header = "{";
+  bool first = true;
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    for (size_t i = 0; i < metadata.size(); i++) {
+      if (i) header += ",";
+      header += "\"" + JsonEscape(metadata[i].first) + "\":\"" + JsonEscape(metadata[i].second) + "\"";
+    }
+    header += "}";
+    first = false;
+  }
+  uint64_t offset = 0;
+  for (const auto& [name, t0] : tensors) {
+    at::Tensor t = t0.detach().to(at::kCPU).contiguous();
+    const char* dt = StName(t.scalar_type());
+    uint64_t n = t.nbytes();
+    if (!first) header += ",";
+    first = false;
+    header += "\"" + JsonEscape(name) + "\":{\"dtype\":\"" + dt + "\",\"shape\":[";
+    for (int64_t i = 0; i < t.dim(); i++) header += (i ? "," : "") + std::to_string(t.size(i));
+    header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + n) + "]}";
+    offset += n;
+    cpu.push_back(t);
+  }
+  header += "}";
+  while ((header.size() + 8) % 8 != 0) header += ' ';
+
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw UserError("Cannot write " + tmp + ": " + std::strerror(errno));
+    uint64_t hl = header.size();
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = static_cast<uint8_t>(hl >> (8 * i));
+    f.write(reinterpret_cast<const char*>(le), 8);
+    f.write(header.data(), static_cast<std::streamsize>(header.size()));
+    for (const auto& t : cpu) f.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+    f.flush();
+    if (!f) {
+      f.close();
+      ::unlink(tmp.c_str());
+      throw UserError("Cannot write " + tmp + " (disk full?)");
+    }
+  }
+  {
+    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) { ::fsync(fd); ::close(fd); }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw UserError("Cannot rename " + tmp + " to " + path + ": " + std::strerror(err));
+  }
+}
+
+std::vector<SafetensorsEntry> ParseEntries(const Napi::Value& v) {
+  if (!v.IsArray()) throw UserError("Expected an array of safetensors entries");
+  auto arr = v.As<Napi::Array>();
+  std::vector<SafetensorsEntry> out;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    auto o = arr.Get(i).As<Napi::Object>();
+    SafetensorsEntry e;
+    e.name = o.Get("name").As<Napi::String>().Utf8Value();
+    e.dtype = o.Get("dtype").As<Napi::String>().Utf8Value();
+    e.shape = ToInt64Vector(o.Get("shape"), "shape");
+    double b = o.Get("begin").As<Napi::Number>().DoubleValue();
+    double en = o.Get("end").As<Napi::Number>().DoubleValue();
+    if (!(b >= 0 && en >= 0 && b <= 9007199254740991.0 && en <= 9007199254740991.0))
+      throw UserError("tensor " + e.name + " has invalid data_offsets");
+    e.begin = static_cast<uint64_t>(b);
+    e.end = static_cast<uint64_t>(en);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// readSafetensors(path, dataStart, entries, dtype | null, device) -> Promise<[name, Tensor][]>
+static Napi::Value JsRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    auto path = info[0].As<Napi::String>().Utf8Value();
+    auto start = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+    auto entries = ParseEntries(info[2]);
+    c10::optional<at::ScalarType> dtype;
+    if (info[3].IsString()) dtype = ParseDtype(info[3].As<Napi::String>().Utf8Value());
+    at::Device device = ParseDevice(info[4].As<Napi::String>().Utf8Value());
+    auto result = std::make_shared<std::vector<std::pair<std::string, at::Tensor>>>();
+    return PromiseWorker::Run(
+        env, [=] { *result = ReadSafetensors(path, start, entries, dtype, device); },
+        [result](Napi::Env env) -> Napi::Value {
+          auto arr = Napi::Array::New(env, result->size());
+          for (size_t i = 0; i < result->size(); i++) {
+            auto pair = Napi::Array::New(env, 2);
+            pair.Set(0u, (*result)[i].first);
+            pair.Set(1u, TensorWrap::New(env, (*result)[i].second));
+            arr.Set(static_cast<uint32_t>(i), pair);
+          }
+          return arr;
+        });
+  });
+}
+
+// writeSafetensors(path, [name, Tensor][], {metadata}) -> Promise<void>
+static Napi::Value JsWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    auto path = info[0].As<Napi::String>().Utf8Value();
+    auto arr = info[1].As<Napi::Array>();
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      auto pair = arr.Get(i).As<Napi::Array>();
+      tensors.emplace_back(pair.Get(0u).As<Napi::String>().Utf8Value(), TensorWrap::FromJs(pair.Get(1u), "tensors"));
+    }
+    std::vector<std::pair<std::string, std::string>> meta;
+    if (info[2].IsObject()) {
+      auto o = info[2].As<Napi::Object>();
+      auto keys = o.GetPropertyNames();
+      for (uint32_t i = 0; i < keys.Length(); i++) {
+        auto k = keys.Get(i).As<Napi::String>().Utf8Value();
+        meta.emplace_back(k, o.Get(k).ToString().Utf8Value());
+      }
+    }
+    return PromiseWorker::Run(env, [=] { WriteSafetensors(path, tensors, meta); }, nullptr);
+  });
+}
+
+void InitSafetensors(Napi::Env env, Napi::Object exports) {
+  exports.Set("readSafetensors", Napi::Function::New(env, JsRead));
+  exports.Set("writeSafetensors", Napi::Function::New(env, JsWrite));
+}
+
+}  // namespace torchlm

@@ -1,0 +1,46 @@
+// safetensors files: memory-mapped reading with a validated index, atomic writing.
+#pragma once
+
+#include "common.h"
+
+#include <memory>
+#include <utility>
+
+namespace torchlm {
+
+// One entry of a safetensors header, parsed from JSON by the JavaScript layer and checked again here.
+struct SafetensorsEntry {
+  std::string name;
+  std::string dtype;  // "F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL"
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+// A read-only private mapping of a whole file; tensors may borrow from it and keep it alive.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+ private:
+  uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// Validates entries against the file (offsets inside the data, no overlap, byte length = dtype size x shape)
+// and returns tensors in the requested dtype on the requested device. CPU tensors whose dtype already
+// matches borrow the mapping instead of copying.
+std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
+    const std::string& path, uint64_t data_start, const std::vector<SafetensorsEntry>& entries,
+    c10::optional<at::ScalarType> dtype, at::Device device);
+
+// Writes tensors (any device, contiguous copies made on the CPU) with 8-byte aligned data to a temporary
+// name beside `path`, then renames, so a reader never sees half a file.
+void WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::vector<std::pair<std::string, std::string>>& metadata);
+
+std::vector<SafetensorsEntry> ParseEntries(const Napi::Value& v);
+void InitSafetensors(Napi::Env env, Napi::Object exports);
+
+}  // namespace torchlm

@@ -1,0 +1,124 @@
+import { GPT2LMHeadModel, AutoModelForCausalLM, tensor, Tensor } from "../lib/index.js";
+import { golden, tinyModelDir, maxAbsDiff, flatten } from "./helpers/tiny.js";
+
+function pick(logits: Tensor, cols: number[]): number[] {
+  const [B, T, V] = logits.shape as [number, number, number];
+  const d = logits.data() as Float32Array;
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (const c of cols) out.push(d[(b * T + t) * V + c]!);
+  return out;
+}
+
+describe("GPT-2 forward parity with the PyTorch reference (fp32)", () => {
+  let model: GPT2LMHeadModel;
+  beforeAll(async () => {
+    model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+  });
+  afterAll(async () => { await model.dispose(); });
+
+  test("weights regenerated from the seed equal the reference's", () => {
+    for (const [name, t] of model.named_parameters()) {
+      const key = name.replace(/^transformer\./, "");
+      const sum = (t.data() as Float32Array).reduce((a, b) => a + b, 0);
+      expect(Math.abs(sum - golden.param_sums[key])).toBeLessThan(1e-3 + 1e-6 * Math.abs(golden.param_sums[key]));
+    }
+    expect(model.num_parameters()).toBe(50257 * 64 + 128 * 64 + 2 * (4 * 64 + 64 * 192 + 192 + 64 * 64 + 64 + 64 * 256 + 256 + 256 * 64 + 64) + 128);
+  });
+
+  test("logits within 1e-4 and loss within 1e-5", async () => {
+    const out = await model.forward({ input_ids: golden.input_ids, labels: golden.labels });
+    expect(out.logits.shape).toEqual([2, 8, 50257]);
+    expect(maxAbsDiff(pick(out.logits, golden.columns), flatten(golden.logits))).toBeLessThan(1e-4);
+    expect((out.logits.argmax(-1).tolist() as number[][])).toEqual(golden.argmax);
+    expect(Math.abs(out.loss!.item() - golden.loss)).toBeLessThan(1e-5);
+    expect(out.loss!.requires_grad).toBe(false);  // eval mode records no graph
+  });
+
+  test("gradients within 1e-4", async () => {
+    const out = await model.forward({ input_ids: tensor(golden.input_ids), labels: tensor(golden.labels), requires_grad: true });
+    model.zero_grad();
+    out.loss!.backward();
+    const params = Object.fromEntries(model.named_parameters().map(([n, t]) => [n.replace(/^transformer\./, ""), t]));
+    for (const name of ["ln_f.weight", "h.0.attn.c_attn.bias", "h.1.mlp.c_proj.bias"]) {
+      expect(maxAbsDiff(params[name]!.grad!.data() as Float32Array, golden.grads[name])).toBeLessThan(1e-4);
+    }
+    const wpe = params["wpe.weight"]!.grad!.slice(0, 0, 2);
+    expect(maxAbsDiff(wpe.data() as Float32Array, flatten(golden.grads["wpe.weight[0:2]"]))).toBeLessThan(1e-4);
+    for (const [name, norm] of Object.entries(golden.grad_norms as Record<string, number>)) {
+      const g = params[name]!.grad!.data() as Float32Array;
+      const n = Math.sqrt(g.reduce((a, b) => a + b * b, 0));
+      expect(Math.abs(n - norm)).toBeLessThan(1e-4 + 1e-4 * norm);
+    }
+    model.zero_grad();
+    expect(params["ln_f.weight"]!.grad).toBeNull();
+  });
+
+  test("left-padded rows give their unpadded logits", async () => {
+    const p = golden.padded;
+    const out = await model.forward({ input_ids: p.input_ids, attention_mask: p.attention_mask, position_ids: p.position_ids });
+    expect(maxAbsDiff(pick(out.logits, golden.columns), flatten(p.logits).map(Number))).toBeLessThan(1e-4);
+    const real = out.logits.slice(0, 0, 1).slice(1, 3);  // row 0, the 5 real tokens
+    expect(maxAbsDiff(pick(real, golden.columns), flatten(p.alone_logits))).toBeLessThan(1e-4);
+    // and row 1 (unpadded) equals the plain batch's row 1
+    expect(maxAbsDiff(pick(out.logits.slice(0, 1), golden.columns), flatten(golden.logits[1]))).toBeLessThan(1e-4);
+  });
+
+  test("past_key_values: prefix then suffix equals one pass", async () => {
+    const ids = golden.input_ids as number[][];
+    const full = await model.forward({ input_ids: ids });
+    const a = await model.forward({ input_ids: ids.map((r) => r.slice(0, 5)), use_cache: true });
+    expect(a.past_key_values).toHaveLength(2);
+    expect(a.past_key_values![0]![0].shape).toEqual([2, 4, 5, 16]);
+    const b = await model.forward({ input_ids: ids.map((r) => r.slice(5)), past_key_values: a.past_key_values, position_ids: ids.map(() => [5, 6, 7]) });
+    expect(maxAbsDiff(b.logits.data() as Float32Array, full.logits.slice(1, 5).contiguous().data() as Float32Array)).toBeLessThan(1e-4);
+  });
+});
+
+describe("layouts and dtypes", () => {
+  test.each([["hub", "F32"], ["saved", "F32"], ["saved", "F16"], ["hub", "BF16"], ["hub", "F16"]] as const)("%s layout, %s weights", async (layout, dtype) => {
+    const model = await AutoModelForCausalLM.from_pretrained(tinyModelDir({ layout, dtype }));
+    const out = await model.forward({ input_ids: golden.input_ids, labels: golden.labels });
+    const ref = dtype === "F32" ? { logits: golden.logits, loss: golden.loss } : golden.low_precision[dtype];
+    expect(maxAbsDiff(pick(out.logits, golden.columns), flatten(ref.logits))).toBeLessThan(1e-4);
+    expect(Math.abs(out.loss!.item() - ref.loss)).toBeLessThan(1e-5);
+    await model.dispose();
+  });
+
+  test("dtype bfloat16 runs in bfloat16 close to fp32", async () => {
+    const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "bfloat16" });
+    expect(model.dtype).toBe("bfloat16");
+    const out = await model.forward({ input_ids: golden.input_ids, labels: golden.labels });
+    expect(out.logits.dtype).toBe("bfloat16");
+    expect(Math.abs(out.loss!.item() - golden.loss)).toBeLessThan(5e-2);
+    await model.dispose();
+  });
+});
+
+describe("worker threads and ordering", () => {
+  test("a timer keeps firing during a long forward", async () => {
+    const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+    const ids = Array.from({ length: 16 }, (_, b) => Array.from({ length: 128 }, (_, t) => (b * 131 + t * 17) % 50257));
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const t0 = Date.now();
+    let n = 0;
+    while (Date.now() - t0 < 300 || n < 2) {
+      await model.forward({ input_ids: ids });
+      n++;
+    }
+    clearInterval(timer);
+    expect(ticks).toBeGreaterThan(n);  // the event loop ran while forwards were in flight
+    await model.dispose();
+  });
+
+  test("calls on one model run in order, and dispose waits for them", async () => {
+    const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+    const order: number[] = [];
+    const calls = [0, 1, 2, 3].map((i) => model.forward({ input_ids: [[1 + i, 2, 3]] }).then(() => order.push(i)));
+    const disposed = model.dispose();
+    await Promise.all(calls);
+    await disposed;
+    expect(order).toEqual([0, 1, 2, 3]);
+    await expect(model.forward({ input_ids: [[1]] })).rejects.toThrow(/disposed/);
+  });
+});
