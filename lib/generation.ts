@@ -53,8 +53,8 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
   // max_new_tokens wins; otherwise max_length counts the prompt, as in Hugging Face.
   let maxNew = g.max_new_tokens ?? g.max_length - T;
   if (maxNew < 1) throw new TorchlmError(`The prompt has ${T} tokens, which is already max_length ${g.max_length}: set max_new_tokens`);
-  maxNew = Math.min(maxNew, model.config.n_positions - T);
-  if (maxNew < 1) throw new TorchlmError(`The prompt has ${T} tokens, which fills n_positions ${model.config.n_positions}`);
+  if (T + maxNew > model.config.n_positions)
+    throw new TorchlmError(`The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ${model.config.n_positions}`);
   const eos = g.eos_token_id === null ? [] : Array.isArray(g.eos_token_id) ? g.eos_token_id : [g.eos_token_id];
   const pad = g.pad_token_id ?? eos[0] ?? 0;
   const nativeOptions: Record<string, unknown> = {
@@ -76,6 +76,7 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
     num_return_sequences: g.num_return_sequences,
     length_penalty: g.length_penalty,
     early_stopping: g.early_stopping === true ? 1 : g.early_stopping === "never" ? 2 : 0,
+    use_cache: g.use_cache,
     seed,
   };
   return { ids, mask, native: nativeOptions, signal, streamer };

@@ -20,3 +20,4 @@ export function range(a: number, b?: number, step = 1): number[] {
   return out;
 }
 export { AutoTokenizer, GPT2TokenizerFast, type BatchEncoding, type TokenizerCallOptions } from "./tokenizer.js";
+export { pipeline, type TextGenerationPipeline, type TextGenerationOptions } from "./pipeline.js";

@@ -63,12 +63,25 @@ void Process(at::Tensor& scores, const std::vector<std::vector<int64_t>>& rows, 
 void Warp(at::Tensor& scores, const GenerateConfig& c) {
   const int64_t V = scores.size(1);
   if (c.temperature != 1.0) scores.div_(c.temperature);
-  if (c.top_k > 0) {
+  if (c.top_k > 0 && c.top_p < 1.0) {
+    // Top-k then top-p on the k survivors only: everything else is -inf and carries no probability,
+    // so sorting the whole vocabulary is not needed.
+    int64_t k = std::min(c.top_k, V);
+    auto top = scores.topk(k, -1, /*largest=*/true, /*sorted=*/true);
+    at::Tensor tv = std::get<0>(top), ti = std::get<1>(top);
+    at::Tensor kth = tv.narrow(1, k - 1, 1);
+    at::Tensor keep = scores >= kth;  // ties with the k-th value stay, as in Hugging Face
+    at::Tensor asc = tv.flip(1);
+    at::Tensor cum = asc.softmax(-1).cumsum(-1);
+    at::Tensor remove_asc = cum <= (1.0 - c.top_p);
+    remove_asc.narrow(1, k - 1, 1).fill_(false);
+    scores.masked_fill_(keep.logical_not(), kNegInf);
+    scores.scatter_(1, ti.flip(1), asc.masked_fill(remove_asc, kNegInf));
+  } else if (c.top_k > 0) {
     int64_t k = std::min(c.top_k, V);
     at::Tensor kth = std::get<0>(scores.topk(k, -1)).narrow(1, k - 1, 1);
     scores.masked_fill_(scores < kth, kNegInf);
-  }
-  if (c.top_p < 1.0) {
+  } else if (c.top_p < 1.0) {
     auto sorted = scores.sort(-1, /*descending=*/false);
     at::Tensor sv = std::get<0>(sorted), si = std::get<1>(sorted);
     at::Tensor cum = sv.softmax(-1).cumsum(-1);
@@ -126,7 +139,7 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
   Prepared p = Prepare(model, ids0, mask0, c.num_return_sequences);
   const int64_t B = p.B, T = p.T, cap = T + c.max_new_tokens;
   at::Device dev = model.device();
-  KVCache cache = model.NewCache(B, cap);
+  KVCache cache = c.use_cache ? model.NewCache(B, cap) : KVCache();
   at::Tensor mask;
   if (p.mask.defined()) {
     mask = at::ones({B, cap}, p.mask.options());
@@ -151,8 +164,16 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
   for (int64_t step = 0; step < c.max_new_tokens; step++) {
     if (cancel && cancel->load() != 0) throw UserError("generation was aborted");
     at::Tensor m = mask.defined() ? mask.narrow(1, 0, len) : at::Tensor();
-    at::Tensor h = model.Hidden(x, pos, m, &cache);
-    cache.length = len;
+    at::Tensor h;
+    if (c.use_cache) {
+      h = model.Hidden(x, pos, m, &cache);
+      cache.length = len;
+    } else {
+      // Full recompute of the whole sequence each step (use_cache: false).
+      at::Tensor full_pos = m.defined() ? (m.cumsum(-1) - 1).clamp_min(0)
+                                        : at::arange(len, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, len});
+      h = model.Hidden(all.narrow(1, 0, len), full_pos, m, nullptr);
+    }
     at::Tensor scores = model.Logits(h.narrow(1, h.size(1) - 1, 1).squeeze(1)).to(at::kFloat);
     if (needs_rows || scores.device().is_cpu() == false) scores = scores.to(at::kCPU);
     at::Tensor seen = c.repetition_penalty != 1.0 ? all.narrow(1, 0, len).to(scores.device()) : at::Tensor();
@@ -176,7 +197,7 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
       if (!finished[b] && IsEos(t, c)) finished[b] = 1;
       all_done = all_done && finished[b];
     }
-    at::Tensor col = at::from_blob(tokens.data(), {B}, at::kLong).to(dev);
+    at::Tensor col = at::from_blob(tokens.data(), {B}, at::kLong).clone().to(dev);
     all.select(1, len).copy_(col);
     len++;
     if (sink) sink(tokens);
@@ -304,14 +325,14 @@ at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mas
     }
     rows.swap(next_rows);
     beam_scores = new_scores;
-    at::Tensor src = at::from_blob(new_src.data(), {B}, at::kLong).to(dev);
+    at::Tensor src = at::from_blob(new_src.data(), {B}, at::kLong).clone().to(dev);
     for (int64_t l = 0; l < static_cast<int64_t>(cache.k.size()); l++) {
       cache.k[l].narrow(2, 0, len).copy_(cache.k[l].narrow(2, 0, len).index_select(0, src));
       cache.v[l].narrow(2, 0, len).copy_(cache.v[l].narrow(2, 0, len).index_select(0, src));
     }
     if (mask.defined()) mask = mask.index_select(0, src);
     next_pos = next_pos.index_select(0, src);
-    x = at::from_blob(new_tokens.data(), {B, 1}, at::kLong).to(dev);
+    x = at::from_blob(new_tokens.data(), {B, 1}, at::kLong).clone().to(dev);
     pos = next_pos;
     next_pos = next_pos + 1;
     len++;
@@ -392,6 +413,7 @@ Napi::Value ModelWrap::Generate(const Napi::CallbackInfo& info) {
     c.num_return_sequences = GetInt(o, "num_return_sequences", 1);
     c.length_penalty = GetNum(o, "length_penalty", 1.0);
     c.early_stopping = static_cast<int>(GetInt(o, "early_stopping", 0));
+    c.use_cache = !o.Get("use_cache").IsBoolean() || o.Get("use_cache").As<Napi::Boolean>().Value();
     if (o.Get("seed").IsNumber()) {
       c.has_seed = true;
       c.seed = static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value());

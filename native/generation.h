@@ -21,6 +21,7 @@ struct GenerateConfig {
   int64_t num_beams = 1, num_return_sequences = 1;
   double length_penalty = 1.0;
   int early_stopping = 0;  // 0: heuristic (false), 1: true, 2: "never"
+  bool use_cache = true;
   bool has_seed = false;
   uint64_t seed = 0;
 };

@@ -181,6 +181,193 @@ def adamw_reference(w, cfg, ids, mask, labels, steps, lr, wd, clip, betas=(0.9, 
 SUM_KEYS = ["wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.0.ln_1.weight", "h.1.mlp.c_proj.bias", "ln_f.bias"]
 
 
+
+# ---- generation references (no KV cache: every step recomputes the whole sequence) -----------------
+def apply_processors(scores, rows, prompt_len, g):
+    """Hugging Face's logits processors, in its order: repetition penalty, no-repeat n-gram, bad words, min length."""
+    cur_len = len(rows[0])
+    if g.get("repetition_penalty", 1.0) != 1.0:
+        p = g["repetition_penalty"]
+        ids = torch.tensor(rows)
+        s = torch.gather(scores, 1, ids)
+        s = torch.where(s < 0, s * p, s / p)
+        scores = scores.scatter(1, ids, s)
+    n = g.get("no_repeat_ngram_size", 0)
+    if n and cur_len + 1 >= n:
+        for b, r in enumerate(rows):
+            prefix = tuple(r[cur_len - n + 1:])
+            for i in range(cur_len - n + 1):
+                if tuple(r[i:i + n - 1]) == prefix:
+                    scores[b, r[i + n - 1]] = -float("inf")
+    for w in g.get("bad_words_ids") or []:
+        for b, r in enumerate(rows):
+            if len(w) == 1 or (len(w) - 1 <= cur_len and r[cur_len - len(w) + 1:] == w[:-1]):
+                scores[b, w[-1]] = -float("inf")
+    eos = g.get("eos_token_id", [])
+    if cur_len - prompt_len < g.get("min_new_tokens", 0):
+        for e in eos:
+            scores[:, e] = -float("inf")
+    return scores
+
+
+def warp(scores, g):
+    """Temperature, top-k, top-p, in Hugging Face's order."""
+    scores = scores / g.get("temperature", 1.0)
+    k = g.get("top_k", 0)
+    if k:
+        kth = torch.topk(scores, k)[0][..., -1, None]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    top_p = g.get("top_p", 1.0)
+    if top_p < 1.0:
+        sv, si = torch.sort(scores, descending=False)
+        cum = sv.softmax(-1).cumsum(-1)
+        remove = cum <= (1 - top_p)
+        remove[..., -1:] = False
+        scores = scores.masked_fill(remove.scatter(1, si, remove), -float("inf"))
+    return scores
+
+
+def greedy_ref(w, cfg, rows, mask, g, max_new):
+    """Greedy decoding of a (left-padded) batch; finished rows take the pad id."""
+    rows = [list(r) for r in rows]
+    mask = [list(m) for m in mask] if mask is not None else [[1] * len(r) for r in rows]
+    prompt_len = len(rows[0])
+    eos, pad = g.get("eos_token_id", []), g.get("pad_token_id", 0)
+    done = [False] * len(rows)
+    for _ in range(max_new):
+        ids = torch.tensor(rows)
+        m = torch.tensor(mask)
+        pos = (m.cumsum(-1) - 1).clamp(min=0)
+        scores = gpt2_forward(w, cfg, ids, m, pos)[:, -1].float()
+        scores = apply_processors(scores, rows, prompt_len, g)
+        nxt = scores.argmax(-1).tolist()
+        for b in range(len(rows)):
+            t = pad if done[b] else nxt[b]
+            rows[b].append(t)
+            mask[b].append(1)
+            if not done[b] and t in eos:
+                done[b] = True
+        if all(done):
+            break
+    return rows
+
+
+def beam_ref(w, cfg, prompt, g, max_new):
+    """Hugging Face's beam search (BeamSearchScorer semantics) for one prompt."""
+    K, lp, early = g["num_beams"], g.get("length_penalty", 1.0), g.get("early_stopping", False)
+    eos, pad = g.get("eos_token_id", []), g.get("pad_token_id", 0)
+    T = len(prompt)
+    max_length = T + max_new
+    beams = [list(prompt) for _ in range(K)]
+    scores_b = [0.0] + [-1e9] * (K - 1)
+    hyps, worst = [], 1e9
+    done = False
+
+    def add(seq, s, gen_len):
+        nonlocal worst
+        score = s / (gen_len ** lp)
+        if len(hyps) < K or score > worst:
+            hyps.append((score, seq))
+            if len(hyps) > K:
+                hyps.sort(key=lambda x: x[0])
+                hyps.pop(0)
+                worst = hyps[0][0]
+            else:
+                worst = min(score, worst)
+
+    def is_done(best, cur_len):
+        if len(hyps) < K:
+            return False
+        if early is True:
+            return True
+        return worst >= best / ((cur_len - T) ** lp)
+
+    while len(beams[0]) < max_length:
+        logp = torch.log_softmax(gpt2_forward(w, cfg, torch.tensor(beams))[:, -1].float(), -1)
+        logp = apply_processors(logp, beams, T, g)
+        V = logp.size(-1)
+        total = (logp + torch.tensor(scores_b).unsqueeze(1)).view(-1)
+        tv, ti = torch.topk(total, max(2, 1 + len(eos)) * K)
+        cur_len = len(beams[0]) + 1
+        nb, ns = [], []
+        for rank, (v, i) in enumerate(zip(tv.tolist(), ti.tolist())):
+            src, tok = i // V, i % V
+            if tok in eos:
+                if rank >= K:
+                    continue
+                add(list(beams[src]), v, cur_len - T)
+            else:
+                nb.append(beams[src] + [tok])
+                ns.append(v)
+            if len(nb) == K:
+                break
+        done = done or is_done(tv[0].item(), cur_len)
+        beams, scores_b = nb, ns
+        if done:
+            break
+    if not done:
+        for b, s in zip(beams, scores_b):
+            add(list(b), s, len(b) - T)
+    best = sorted(hyps, key=lambda x: x[0])
+    out = []
+    for _ in range(g.get("num_return_sequences", 1)):
+        out.append(best.pop()[1])
+    L = min(max(len(s) for s in out) + (1 if eos else 0), max_length)
+    res = []
+    for s in out:
+        r = s[:L] + [pad] * (L - len(s))
+        if len(s) < L and eos:
+            r[len(s)] = eos[0]
+        res.append(r)
+    return res
+
+
+def generation_goldens(w, cfg):
+    prompt = [464, 3290, 318]
+    greedy = greedy_ref(w, cfg, [prompt], None, {}, 20)[0]
+    eos_tok = greedy[len(prompt) + 4]  # a token greedy makes: as eos it stops the row early
+    cases = []
+    def case(name, g, max_new, prompts=None, mask=None, kind="greedy"):
+        g = dict(g)
+        g.setdefault("eos_token_id", [])
+        g.setdefault("pad_token_id", 50256)
+        if kind == "greedy":
+            ids = greedy_ref(w, cfg, prompts or [prompt], mask, g, max_new)
+        else:
+            ids = beam_ref(w, cfg, (prompts or [prompt])[0], g, max_new)
+        cases.append({"name": name, "options": g, "max_new_tokens": max_new, "prompts": prompts or [prompt], "attention_mask": mask, "ids": ids})
+    case("repetition_penalty", {"repetition_penalty": 1.3}, 20)
+    case("repetition_penalty_below_one", {"repetition_penalty": 0.7}, 12)
+    case("no_repeat_ngram_size", {"no_repeat_ngram_size": 2}, 20)
+    case("bad_words_ids", {"bad_words_ids": [[greedy[3]], [greedy[5], greedy[6]]]}, 12)
+    case("eos_stops", {"eos_token_id": [eos_tok], "pad_token_id": 50256}, 20)
+    case("min_new_tokens", {"eos_token_id": [eos_tok], "min_new_tokens": 8}, 12)
+    pad = 50256
+    case("left_padded_batch", {"eos_token_id": [eos_tok]}, 10, prompts=[[pad, pad] + prompt, [40, 1842, 7588, 13, 632]], mask=[[0, 0, 1, 1, 1], [1] * 5])
+    case("beam3", {"num_beams": 3}, 12, kind="beam")
+    case("beam3_lp", {"num_beams": 3, "length_penalty": 0.5, "eos_token_id": [eos_tok]}, 12, kind="beam")
+    case("beam4_early", {"num_beams": 4, "early_stopping": True, "eos_token_id": [eos_tok], "num_return_sequences": 2}, 12, kind="beam")
+    case("beam4_ngram", {"num_beams": 4, "no_repeat_ngram_size": 2, "num_return_sequences": 3}, 10, kind="beam")
+
+    # The first sampled token's distribution after the warpers (for a statistical test).
+    sample = {"prompt": prompt, "temperature": 0.02, "top_k": 20, "top_p": 0.6}
+    logits = gpt2_forward(w, cfg, torch.tensor([prompt]))[:, -1].float()
+    probs = warp(logits, sample).softmax(-1)[0]
+    # the same warpers in the wrong order (top-p before temperature), which the test must tell apart
+    wrong = logits.clone()
+    sv, si = torch.sort(wrong, descending=False)
+    cum = sv.softmax(-1).cumsum(-1)
+    remove = cum <= 1 - sample["top_p"]
+    remove[..., -1:] = False
+    wrong = wrong.masked_fill(remove.scatter(1, si, remove), -float("inf"))
+    wrong = warp(wrong, {"temperature": 0.02, "top_k": 20}).softmax(-1)[0]
+    nz = torch.nonzero((probs > 0) | (wrong > 0)).view(-1)
+    sample["support"] = nz.tolist()
+    sample["probs"] = probs[nz].tolist()
+    sample["wrong_order_probs"] = wrong[nz].tolist()
+    return {"cases": cases, "sampling": sample}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", help="also write the tiny model's safetensors under this folder")
@@ -252,6 +439,7 @@ def main():
                    "logits": ppicked, "alone_logits": apicked},
         "low_precision": low, "cross_entropy": ce,
         "greedy": {"prompt": prompt, "max_new_tokens": 30, "ids": greedy},
+        "generation": generation_goldens(w, cfg),
         "adamw": {"lr": 1e-3, "weight_decay": 0.1, "max_grad_norm": 1.0, "steps": train},
     }
     os.makedirs(FIXTURES, exist_ok=True)
