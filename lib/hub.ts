@@ -1,5 +1,5 @@
 // The Hugging Face Hub: the cache layout shared with Python, offline mode, and downloads with @huggingface/hub.
-import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { downloadFileToCacheDir } from "@huggingface/hub";
@@ -109,6 +109,9 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
     );
   }
   try {
+    // @huggingface/hub announces each download on console.debug; torchlm shows a progress bar instead.
+    const debug = console.debug;
+    console.debug = () => {};
     const path = await downloadFileToCacheDir({
       repo: { type, name: repoId },
       path: filename,
@@ -117,11 +120,23 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
       cacheDir: hubCacheDir(),
       accessToken: token(),
       fetch: opts.progress === false ? undefined : progressFetch(`${repoId}/${filename}`),
-    });
+    }).finally(() => { console.debug = debug; });
+    // Python's cache also records which commit a branch pointed to, so that offline loads by
+    // revision work: @huggingface/hub does not write refs/, so it is written here.
+    const commit = /snapshots[\\/]([0-9a-f]{40})[\\/]/.exec(path)?.[1];
+    if (commit && !/^[0-9a-f]{40}$/.test(revision)) {
+      const ref = join(repoFolder(repoId, type), "refs", revision);
+      mkdirSync(join(ref, ".."), { recursive: true });
+      writeFileSync(ref, commit);
+    }
     return insideCache(path, repoFolder(repoId, type));
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    if (/404|not found|Entry Not Found/i.test(msg)) {
+    if (e instanceof TorchlmError) throw e;
+    if (/RepoNotFound|401|403|Unauthorized|gated/i.test(msg)) {
+      throw new TorchlmError(`Repository ${repoId} (${type}) was not found on ${hubEndpoint()}: check the id, or set HF_TOKEN if it is private or gated`);
+    }
+    if (/404|not found|Entry Not Found|cannot get path info/i.test(msg)) {
       if (!required) return null;
       throw new TorchlmError(`${filename} does not exist in ${type} ${repoId} (revision ${revision}) on ${hubEndpoint()}`);
     }

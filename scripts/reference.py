@@ -133,6 +133,43 @@ def write_safetensors(path, tensors, metadata=None):
             f.write(b)
 
 
+ST_TORCH = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def read_safetensors(path):
+    """A reader independent of torchlm's: header JSON, then the bytes at data_offsets."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, en = e["data_offsets"]
+        raw = bytearray(data[b:en])
+        dt = ST_TORCH[e["dtype"]]
+        if dt == torch.bfloat16:
+            t = torch.frombuffer(raw, dtype=torch.int16).view(torch.bfloat16)
+        else:
+            t = torch.frombuffer(raw, dtype=dt)
+        out[name] = t.reshape(e["shape"]).float()
+    return out, header.get("__metadata__")
+
+
+def check_saved(d, ids):
+    """Logits and loss of a directory saved by torchlm, computed here (used by test/hub.test.ts)."""
+    w, meta = read_safetensors(os.path.join(d, "model.safetensors"))
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    keys = sorted(w)
+    w = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in w.items()}
+    ids = torch.tensor(ids)
+    logits = gpt2_forward(w, cfg, ids)
+    cols, picked = pick(logits)
+    print(json.dumps({"keys": keys, "metadata": meta, "logits": picked, "loss": lm_loss(logits, ids).item()}))
+
+
 def write_models(out, w):
     for layout in ("hub", "saved"):
         for dt in (torch.float32, torch.float16, torch.bfloat16):
@@ -371,7 +408,11 @@ def generation_goldens(w, cfg):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", help="also write the tiny model's safetensors under this folder")
+    ap.add_argument("--check-saved", help="print logits and loss of a saved directory as JSON, then stop")
+    ap.add_argument("--ids", help="input ids for --check-saved, as JSON")
     args = ap.parse_args()
+    if args.check_saved:
+        return check_saved(args.check_saved, json.loads(args.ids))
     torch.manual_seed(0)
     cfg = TINY
     w = tiny_weights()
