@@ -21,3 +21,5 @@ export function range(a: number, b?: number, step = 1): number[] {
 }
 export { AutoTokenizer, GPT2TokenizerFast, type BatchEncoding, type TokenizerCallOptions } from "./tokenizer.js";
 export { pipeline, type TextGenerationPipeline, type TextGenerationOptions } from "./pipeline.js";
+export { Dataset, load_dataset, type DatasetDict, type LoadDatasetOptions, type MapOptions } from "./datasets.js";
+export { DataCollatorForLanguageModeling, type CollatedBatch } from "./collator.js";
