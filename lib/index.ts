@@ -23,3 +23,7 @@ export { AutoTokenizer, GPT2TokenizerFast, type BatchEncoding, type TokenizerCal
 export { pipeline, type TextGenerationPipeline, type TextGenerationOptions } from "./pipeline.js";
 export { Dataset, load_dataset, type DatasetDict, type LoadDatasetOptions, type MapOptions } from "./datasets.js";
 export { DataCollatorForLanguageModeling, type CollatedBatch } from "./collator.js";
+export { TrainingArguments, type TrainingArgumentsOptions } from "./training_args.js";
+export { Trainer, TrainerCallback, TrainerState, TrainerControl, EarlyStoppingCallback, type TrainOutput, type TrainerOptions, type Inputs } from "./trainer.js";
+export { get_scheduler, get_scheduler_lambda, LRScheduler, SCHEDULER_TYPES, type SchedulerType } from "./schedulers.js";
+export { plot_log_history, loss_chart_svg } from "./plotting.js";

@@ -70,6 +70,7 @@ export interface NativeModel {
   numParameters(): number;
   zeroGrad(): void;
   save(path: string): Promise<void>;
+  loadWeights(path: string, dataStart: number, entries: SafetensorsEntry[]): Promise<void>;
   dispose(): void;
 }
 
@@ -85,7 +86,10 @@ export interface NativeAdamW {
   state(): [string, NativeTensor][];
   loadState(state: [string, NativeTensor][]): void;
   trainStep(model: NativeModel, input_ids: NativeTensor, attention_mask: NativeTensor | null, labels: NativeTensor,
-    loss_scale: number, step: { lr: number; max_grad_norm: number } | null): Promise<{ loss: number; grad_norm?: number }>;
+    loss_scale: number, step: { lr: number; max_grad_norm: number } | null, amp: number): Promise<{ loss: number; grad_norm?: number }>;
+  backward(loss: NativeTensor, scale: number, fp16: boolean): Promise<number>;
+  finishStep(lr: number, max_grad_norm: number): Promise<number>;
+  lossScale(): number;
 }
 
 export interface NativeAdamWStatic {
@@ -107,6 +111,8 @@ export interface NativeBinding {
   writeSafetensors(path: string, tensors: [string, NativeTensor][], metadata: Record<string, string>): Promise<void>;
   crossEntropy(input: NativeTensor, target: NativeTensor, ignore_index: number, reduction: string, label_smoothing: number): NativeTensor;
   backwardAsync(t: NativeTensor): Promise<void>;
+  getRngState(): NativeTensor;
+  setRngState(state: NativeTensor): void;
 }
 
 /** The package root: the nearest folder above this module whose package.json is torchlm's. */

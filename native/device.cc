@@ -1,11 +1,15 @@
 // Devices, dtypes, threads and seeds.
 #include "device.h"
+#include "tensor.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/Context.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #ifdef TORCHLM_HAS_CUDA
@@ -136,6 +140,24 @@ static Napi::Value JsManualSeed(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   });
 }
+// The default CPU generator's state (for checkpoints that resume exactly).
+static Napi::Value JsGetRngState(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return TensorWrap::New(info.Env(), gen.get_state());
+  });
+}
+static Napi::Value JsSetRngState(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    at::Tensor state = TensorWrap::FromJs(info[0], "rng_state");
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state.to(at::kCPU, at::kByte).contiguous());
+    return info.Env().Undefined();
+  });
+}
+
 static Napi::Value JsInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = Napi::Object::New(env);
@@ -156,6 +178,8 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New(env, JsGetNumThreads));
   exports.Set("manualSeed", Napi::Function::New(env, JsManualSeed));
   exports.Set("info", Napi::Function::New(env, JsInfo));
+  exports.Set("getRngState", Napi::Function::New(env, JsGetRngState));
+  exports.Set("setRngState", Napi::Function::New(env, JsSetRngState));
 }
 
 }  // namespace torchlm

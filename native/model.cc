@@ -4,6 +4,8 @@
 #include "tensor.h"
 #include "worker.h"
 
+#include <map>
+
 namespace torchlm {
 
 Napi::FunctionReference* ModelWrap::ctor_ = nullptr;
@@ -20,6 +22,7 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
     InstanceMethod("numParameters", &ModelWrap::NumParameters),
     InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
     InstanceMethod("save", &ModelWrap::Save),
+    InstanceMethod("loadWeights", &ModelWrap::LoadWeights),
     InstanceMethod("dispose", &ModelWrap::Dispose),
     InstanceAccessor("device", &ModelWrap::Device, nullptr),
     InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr),
@@ -310,6 +313,34 @@ Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
         WriteSafetensors(path, ts, {{"format", "pt"}});
       },
       nullptr, {info.This().As<Napi::Object>()});
+}
+
+// loadWeights(path, dataStart, entries) -> Promise<void>: copies a checkpoint's tensors into this model's
+// parameters in place (shapes checked), so optimizers holding them stay valid. For resuming training.
+Napi::Value ModelWrap::LoadWeights(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  return Guard(env, [&]() -> Napi::Value {
+    auto path = info[0].As<Napi::String>().Utf8Value();
+    auto start = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+    auto entries = ParseEntries(info[2]);
+    return PromiseWorker::Run(
+        env,
+        [=] {
+          at::NoGradGuard ng;
+          auto tensors = ReadSafetensors(path, start, entries, c10::nullopt, at::Device(at::kCPU));
+          GPT2 check(model->config());
+          std::vector<std::pair<std::string, at::Tensor>> named;
+          for (auto& [n, t] : tensors) {
+            bool skip = n == "lm_head.weight" || n.find(".attn.bias") != std::string::npos || n.find(".attn.masked_bias") != std::string::npos;
+            if (!skip) named.emplace_back(n, t);
+          }
+          check.Load(named);  // names and shapes as the config needs
+          std::map<std::string, at::Tensor> src(check.Parameters().begin(), check.Parameters().end());
+          for (const auto& [name, p] : model->Parameters()) p.detach().copy_(src.at(name));
+        },
+        nullptr, {info.This().As<Napi::Object>()});
+  });
 }
 
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {

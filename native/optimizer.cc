@@ -5,6 +5,8 @@
 #include "tensor.h"
 #include "worker.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 #include <map>
 #include <memory>
@@ -96,6 +98,61 @@ void AdamW::LoadState(const std::vector<std::pair<std::string, at::Tensor>>& sta
   }
 }
 
+void GradScaler::Init(at::Device d) {
+  if (initialised) return;
+  scale = at::full({1}, 65536.0, at::TensorOptions().dtype(at::kFloat).device(d));
+  growth_tracker = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(d));
+  initialised = true;
+}
+
+// Autocast for the calling thread while alive (thread-local, like torch.autocast).
+struct AutocastGuard {
+  Amp amp;
+  bool cuda;
+  AutocastGuard(Amp a, at::Device d) : amp(a), cuda(d.is_cuda()) {
+    if (amp == Amp::kNone) return;
+    at::ScalarType t = amp == Amp::kBF16 ? at::kBFloat16 : at::kHalf;
+    if (cuda) {
+      at::autocast::set_autocast_gpu_dtype(t);
+      at::autocast::set_enabled(true);
+    } else {
+      at::autocast::set_autocast_cpu_dtype(t);
+      at::autocast::set_cpu_enabled(true);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (amp == Amp::kNone) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda) at::autocast::set_enabled(false);
+    else at::autocast::set_cpu_enabled(false);
+  }
+};
+
+// Clip, update and zero the gradients; with fp16, unscale first and skip the update on inf/NaN.
+// Returns the gradient norm before clipping (NaN when the step was skipped).
+static double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm) {
+  at::NoGradGuard ng;
+  double norm;
+  if (scaler) {
+    std::vector<at::Tensor> grads;
+    for (auto& g : opt.groups())
+      for (auto& p : g.params)
+        if (p.grad().defined()) grads.push_back(p.mutable_grad());
+    at::Tensor found_inf = at::zeros({1}, scaler->scale.options());
+    if (!grads.empty()) at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, scaler->scale.reciprocal());
+    bool skip = found_inf.item<float>() != 0.0f;
+    norm = skip ? std::nan("") : opt.ClipGradNorm(max_norm);
+    if (!skip) opt.Step(lr);
+    at::_amp_update_scale_(scaler->scale, scaler->growth_tracker, found_inf, scaler->growth_factor, scaler->backoff_factor, scaler->growth_interval);
+  } else {
+    norm = opt.ClipGradNorm(max_norm);
+    opt.Step(lr);
+  }
+  opt.ZeroGrad();
+  return norm;
+}
+
 class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
@@ -106,6 +163,9 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       InstanceMethod("state", &AdamWWrap::JsState),
       InstanceMethod("loadState", &AdamWWrap::JsLoadState),
       InstanceMethod("trainStep", &AdamWWrap::JsTrainStep),
+      InstanceMethod("backward", &AdamWWrap::JsBackward),
+      InstanceMethod("finishStep", &AdamWWrap::JsFinishStep),
+      InstanceMethod("lossScale", &AdamWWrap::JsLossScale),
     });
     exports.Set("NativeAdamW", f);
   }
@@ -132,6 +192,50 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
 
  private:
   std::shared_ptr<AdamW> opt_;
+  std::shared_ptr<GradScaler> scaler_ = std::make_shared<GradScaler>();
+  bool fp16_ = false;
+
+  GradScaler* Scaler() { return fp16_ ? scaler_.get() : nullptr; }
+
+  // backward(loss, scale, fp16) -> Promise<number>: backward of loss * scale (times the loss scale under
+  // fp16) on a worker thread; resolves to the loss value. For compute_loss overrides.
+  Napi::Value JsBackward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      at::Tensor loss = TensorWrap::FromJs(info[0], "loss");
+      double scale = info[1].As<Napi::Number>().DoubleValue();
+      fp16_ = info[2].ToBoolean().Value();
+      if (!loss.requires_grad()) throw UserError("the loss does not require grad: compute_loss must return a loss computed from the model's forward in training mode");
+      if (loss.numel() != 1) throw UserError("the loss must be a scalar tensor");
+      auto value = std::make_shared<double>(0);
+      auto scaler = scaler_;
+      bool fp16 = fp16_;
+      return PromiseWorker::Run(env, [=] {
+        *value = loss.item<double>();
+        at::Tensor l = loss * scale;
+        if (fp16) { scaler->Init(loss.device()); l = l * scaler->scale.to(l.device()); }
+        l.backward();
+      }, [value](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *value); },
+      {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
+    });
+  }
+
+  // finishStep(lr, max_grad_norm) -> Promise<number>: clip, update, zero; resolves to the norm before clipping.
+  Napi::Value JsFinishStep(const Napi::CallbackInfo& info) {
+    double lr = info[0].As<Napi::Number>().DoubleValue();
+    double mx = info[1].As<Napi::Number>().DoubleValue();
+    auto opt = opt_;
+    auto scaler = Scaler() ? scaler_ : nullptr;
+    auto norm = std::make_shared<double>(0);
+    return PromiseWorker::Run(info.Env(), [=] { *norm = FinishStep(*opt, scaler.get(), lr, mx); },
+                              [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
+                              {info.This().As<Napi::Object>()});
+  }
+
+  Napi::Value JsLossScale(const Napi::CallbackInfo& info) {
+    if (!scaler_->initialised) return Napi::Number::New(info.Env(), 1.0);
+    return Napi::Number::New(info.Env(), scaler_->scale.item<double>());
+  }
 
   // step(lr) -> Promise<void>
   Napi::Value JsStep(const Napi::CallbackInfo& info) {
@@ -196,11 +300,14 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
         lr = o.Get("lr").As<Napi::Number>().DoubleValue();
         max_norm = o.Get("max_grad_norm").As<Napi::Number>().DoubleValue();
       }
+      Amp amp = static_cast<Amp>(info.Length() > 6 && info[6].IsNumber() ? info[6].As<Napi::Number>().Int32Value() : 0);
+      fp16_ = amp == Amp::kFP16;
       if (ids.dim() != 2 || labels.sizes() != ids.sizes()) throw UserError("Expected input_ids and labels of the same shape [batch, sequence]");
       if (ids.size(1) > model->config().n_positions) throw UserError("sequence length is longer than n_positions");
-      struct Out { double loss = 0, norm = -1; };
+      struct Out { double loss = 0, norm = -1; };  // norm -1: no update this call
       auto out = std::make_shared<Out>();
       auto opt = opt_;
+      auto scaler = scaler_;
       return PromiseWorker::Run(
           env,
           [=] {
@@ -210,20 +317,26 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
             const int64_t B = x.size(0), T = x.size(1);
             at::Tensor pos = at::arange(T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
             at::Tensor m = mask.defined() ? mask.to(dev) : at::Tensor();
-            at::Tensor logits = model->Logits(model->Hidden(x, pos, m, nullptr));
-            at::Tensor loss = GPT2::CausalLMLoss(logits, labels);
-            out->loss = loss.item<double>();
-            (loss * scale).backward();
-            if (do_step) {
-              out->norm = opt->ClipGradNorm(max_norm);
-              opt->Step(lr);
-              opt->ZeroGrad();
+            at::Tensor loss;
+            {
+              AutocastGuard ac(amp, dev);
+              at::Tensor logits = model->Logits(model->Hidden(x, pos, m, nullptr));
+              loss = GPT2::CausalLMLoss(logits, labels);
             }
+            out->loss = loss.item<double>();
+            if (!std::isfinite(out->loss)) {
+              opt->ZeroGrad();
+              return;  // the JavaScript side reports it with the step number
+            }
+            at::Tensor l = loss * scale;
+            if (amp == Amp::kFP16) { scaler->Init(dev); l = l * scaler->scale; }
+            l.backward();
+            if (do_step) out->norm = FinishStep(*opt, amp == Amp::kFP16 ? scaler.get() : nullptr, lr, max_norm);
           },
           [out](Napi::Env env) -> Napi::Value {
             auto o = Napi::Object::New(env);
             o.Set("loss", out->loss);
-            if (out->norm >= 0) o.Set("grad_norm", out->norm);
+            if (out->norm >= 0 || std::isnan(out->norm)) o.Set("grad_norm", out->norm);
             return o;
           },
           {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});

@@ -31,6 +31,18 @@ class AdamW {
   std::vector<at::Tensor> All() const;
 };
 
+// Mixed precision for a training step: autocast to bf16 or fp16 (fp16 with a gradient scaler).
+enum class Amp { kNone = 0, kBF16 = 1, kFP16 = 2 };
+
+// Hugging Face / torch.cuda.amp's GradScaler: dynamic loss scale, steps with inf/NaN gradients skipped.
+struct GradScaler {
+  at::Tensor scale, growth_tracker;
+  double growth_factor = 2.0, backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+  bool initialised = false;
+  void Init(at::Device d);
+};
+
 void InitOptimizer(Napi::Env env, Napi::Object exports);
 
 }  // namespace torchlm

@@ -215,6 +215,59 @@ def adamw_reference(w, cfg, ids, mask, labels, steps, lr, wd, clip, betas=(0.9, 
     return rows
 
 
+def scheduler_tables():
+    """Hugging Face's schedule formulas (transformers.optimization), through torch's LambdaLR."""
+    W, T, lr = 3, 12, 1e-3
+
+    def warm(s):
+        return s / max(1, W)
+
+    def cosine(s, cycles=0.5):
+        if s < W:
+            return warm(s)
+        p = (s - W) / max(1, T - W)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * cycles * 2.0 * p)))
+
+    def restarts(s, cycles=1):
+        if s < W:
+            return warm(s)
+        p = (s - W) / max(1, T - W)
+        if p >= 1.0:
+            return 0.0
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((cycles * p) % 1.0))))
+
+    def poly(s, lr_end=1e-7, power=1.0):
+        if s < W:
+            return warm(s)
+        if s > T:
+            return lr_end / lr
+        return ((lr - lr_end) * (1 - (s - W) / (T - W)) ** power + lr_end) / lr
+
+    def inv_sqrt(s):
+        ts = W or 10000
+        if s < W:
+            return warm(s)
+        return 1.0 / math.sqrt((s + ts - W) / ts)
+
+    lambdas = {
+        "linear": lambda s: warm(s) if s < W else max(0.0, (T - s) / max(1, T - W)),
+        "cosine": cosine, "cosine_with_restarts": restarts, "polynomial": poly,
+        "constant": lambda s: 1.0, "constant_with_warmup": lambda s: warm(s) if s < W else 1.0, "inverse_sqrt": inv_sqrt,
+    }
+    out = {"warmup": W, "total": T, "lr": lr, "tables": {}}
+    for name, fn in lambdas.items():
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
+        rows = []
+        for _ in range(T + 2):
+            rows.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        out["tables"][name] = rows
+    return out
+
+
 SUM_KEYS = ["wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.0.ln_1.weight", "h.1.mlp.c_proj.bias", "ln_f.bias"]
 
 
@@ -481,6 +534,7 @@ def main():
         "low_precision": low, "cross_entropy": ce,
         "greedy": {"prompt": prompt, "max_new_tokens": 30, "ids": greedy},
         "generation": generation_goldens(w, cfg),
+        "schedulers": scheduler_tables(),
         "adamw": {"lr": 1e-3, "weight_decay": 0.1, "max_grad_norm": 1.0, "steps": train},
     }
     os.makedirs(FIXTURES, exist_ok=True)

@@ -1,0 +1,446 @@
+// Trainer: Hugging Face's training loop over the native model. The default step is one native call
+// (forward, loss, backward and, when the accumulation window closes, clip + AdamW + zero-grad);
+// a compute_loss override runs its own forward and loss, then backward and the update natively.
+import { existsSync, readdirSync } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { binding, type NativeAdamW, type NativeTensor } from "./native.js";
+import { GPT2LMHeadModel, type CausalLMOutput } from "./model.js";
+import { TrainingArguments } from "./training_args.js";
+import { get_scheduler, type LRScheduler } from "./schedulers.js";
+import { Dataset, permutation, type Row } from "./datasets.js";
+import { DataCollatorForLanguageModeling } from "./collator.js";
+import { GPT2TokenizerFast } from "./tokenizer.js";
+import { Tensor } from "./tensor.js";
+import { readSafetensorsIndex } from "./safetensors.js";
+import { bar, type Bar } from "./progress.js";
+import { plot_log_history } from "./plotting.js";
+
+export type Inputs = { input_ids: Tensor; attention_mask?: Tensor; labels?: Tensor; [k: string]: unknown };
+export type LogRow = Record<string, number>;
+
+/** Hugging Face's TrainerState (the part torchlm keeps): saved as trainer_state.json in checkpoints. */
+export class TrainerState {
+  epoch = 0;
+  global_step = 0;
+  max_steps = 0;
+  num_train_epochs = 0;
+  logging_steps = 500;
+  eval_steps: number | null = null;
+  save_steps = 500;
+  train_batch_size = 8;
+  log_history: LogRow[] = [];
+  best_metric: number | null = null;
+  best_model_checkpoint: string | null = null;
+  total_flos = 0;
+  is_local_process_zero = true;
+  is_world_process_zero = true;
+}
+
+/** What a callback may ask of the loop. */
+export class TrainerControl {
+  should_training_stop = false;
+  should_evaluate = false;
+  should_save = false;
+  should_log = false;
+}
+
+export interface CallbackArgs { args: TrainingArguments; state: TrainerState; control: TrainerControl; model: GPT2LMHeadModel }
+
+/** Hooks into the loop, as in Hugging Face; every method is optional. */
+export class TrainerCallback {
+  on_train_begin?(a: CallbackArgs): void | Promise<void>;
+  on_epoch_begin?(a: CallbackArgs): void | Promise<void>;
+  on_step_end?(a: CallbackArgs): void | Promise<void>;
+  on_log?(a: CallbackArgs & { logs: LogRow }): void | Promise<void>;
+  on_evaluate?(a: CallbackArgs & { metrics: LogRow }): void | Promise<void>;
+  on_save?(a: CallbackArgs & { checkpoint: string }): void | Promise<void>;
+  on_epoch_end?(a: CallbackArgs): void | Promise<void>;
+  on_train_end?(a: CallbackArgs): void | Promise<void>;
+}
+
+/** Stops training when the eval metric (metric_for_best_model, default eval_loss) stops improving. */
+export class EarlyStoppingCallback extends TrainerCallback {
+  #best: number | null = null;
+  #bad = 0;
+  constructor(readonly early_stopping_patience = 1, readonly early_stopping_threshold = 0) {
+    super();
+    check.integer("early_stopping_patience", early_stopping_patience, 1);
+    check.number("early_stopping_threshold", early_stopping_threshold, 0);
+  }
+  override on_evaluate({ args, control, metrics }: CallbackArgs & { metrics: LogRow }): void {
+    const name = args.metric_for_best_model ?? "eval_loss";
+    const key = name.startsWith("eval_") ? name : `eval_${name}`;
+    const v = metrics[key];
+    if (v === undefined) throw new TorchlmError(`EarlyStoppingCallback: metric ${key} is not among the evaluation metrics`);
+    const greater = args.greater_is_better ?? !key.endsWith("loss");
+    const better = this.#best === null || (greater ? v > this.#best + this.early_stopping_threshold : v < this.#best - this.early_stopping_threshold);
+    if (better) { this.#best = v; this.#bad = 0; } else if (++this.#bad >= this.early_stopping_patience) control.should_training_stop = true;
+  }
+}
+
+export interface TrainerOptions {
+  model: GPT2LMHeadModel;
+  args?: TrainingArguments;
+  data_collator?: DataCollatorForLanguageModeling | ((features: Row[]) => Inputs);
+  train_dataset?: Dataset;
+  eval_dataset?: Dataset;
+  tokenizer?: GPT2TokenizerFast;
+  processing_class?: GPT2TokenizerFast;
+  callbacks?: TrainerCallback[];
+}
+
+export interface TrainOutput { global_step: number; training_loss: number; metrics: LogRow }
+
+const NO_DECAY = (name: string) => name.endsWith(".bias") || /\.ln_(1|2|f)\.weight$|(^|\.)ln_f\.weight$/.test(name);
+
+/** Hugging Face's Trainer for causal language modelling with torchlm's native model. */
+export class Trainer {
+  model: GPT2LMHeadModel;
+  args: TrainingArguments;
+  data_collator: (features: Row[]) => Inputs;
+  train_dataset?: Dataset;
+  eval_dataset?: Dataset;
+  tokenizer?: GPT2TokenizerFast;
+  callbacks: TrainerCallback[];
+  state = new TrainerState();
+  control = new TrainerControl();
+  optimizer: NativeAdamW | null = null;
+  lr_scheduler: LRScheduler | null = null;
+  #interrupted = false;
+
+  constructor(options: TrainerOptions) {
+    if (!isPlainObject(options)) throw invalid("Trainer options", "an object with model, args, datasets", options);
+    check.knownKeys("Trainer", options, ["model", "args", "data_collator", "train_dataset", "eval_dataset", "tokenizer", "processing_class", "callbacks"]);
+    if (!(options.model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", options.model);
+    this.model = options.model;
+    this.args = options.args ?? new TrainingArguments();
+    if (!(this.args instanceof TrainingArguments)) throw invalid("args", "a TrainingArguments", options.args);
+    this.tokenizer = options.processing_class ?? options.tokenizer;
+    for (const k of ["train_dataset", "eval_dataset"] as const)
+      if (options[k] !== undefined && !(options[k] instanceof Dataset)) throw invalid(k, "a Dataset", options[k]);
+    this.train_dataset = options.train_dataset;
+    this.eval_dataset = options.eval_dataset;
+    const collator = options.data_collator ?? (this.tokenizer ? new DataCollatorForLanguageModeling(this.tokenizer, { mlm: false }) : null);
+    if (!collator) throw new TorchlmError("Trainer needs a data_collator (or a tokenizer to build DataCollatorForLanguageModeling)");
+    if (typeof collator !== "function") throw invalid("data_collator", "a collator or a function from rows to a batch", collator);
+    this.data_collator = collator as (f: Row[]) => Inputs;
+    this.callbacks = options.callbacks ?? [];
+    if (this.args.eval_strategy !== "no" && !this.eval_dataset) throw new TorchlmError(`eval_strategy is "${this.args.eval_strategy}" but no eval_dataset was given`);
+  }
+
+  /**
+   * The loss of one batch; override it as in Python. The default is the model's own loss (labels
+   * shifted inside the model). Return a Tensor, or [loss, outputs] when return_outputs is true.
+   */
+  async compute_loss(model: GPT2LMHeadModel, inputs: Inputs, return_outputs = false): Promise<Tensor | [Tensor, CausalLMOutput]> {
+    const outputs = await model.forward(inputs as never);
+    if (!outputs.loss) throw new TorchlmError("The model returned no loss: the batch has no labels");
+    return return_outputs ? [outputs.loss, outputs] : outputs.loss;
+  }
+
+  #overridden(): boolean { return this.compute_loss !== Trainer.prototype.compute_loss; }
+
+  async #callback<K extends keyof TrainerCallback>(event: K, extra: Record<string, unknown> = {}): Promise<void> {
+    for (const cb of this.callbacks) {
+      const fn = cb[event] as ((a: unknown) => void | Promise<void>) | undefined;
+      if (fn) await fn.call(cb, { args: this.args, state: this.state, control: this.control, model: this.model, ...extra });
+    }
+  }
+
+  #createOptimizer(): NativeAdamW {
+    const named = this.model.named_parameters();
+    const decay = named.filter(([n]) => !NO_DECAY(n)).map(([, t]) => t._t);
+    const rest = named.filter(([n]) => NO_DECAY(n)).map(([, t]) => t._t);
+    return new binding.NativeAdamW(
+      [{ params: decay, weight_decay: this.args.weight_decay }, { params: rest, weight_decay: 0 }],
+      this.args.adam_beta1, this.args.adam_beta2, this.args.adam_epsilon,
+    );
+  }
+
+  #batches(n: number, size: number, order: ArrayLike<number>): number[][] {
+    const out: number[][] = [];
+    for (let i = 0; i < n; i += size) {
+      if (this.args.dataloader_drop_last && i + size > n) break;
+      out.push(Array.from({ length: Math.min(size, n - i) }, (_, k) => order[i + k]!));
+    }
+    return out;
+  }
+
+  #collate(ds: Dataset, idx: number[]): Inputs {
+    const batch = this.data_collator(idx.map((i) => ds.get(i)));
+    if (!batch || !(batch.input_ids instanceof Tensor)) throw new TorchlmError("data_collator must return { input_ids, attention_mask?, labels } as Tensors");
+    return batch;
+  }
+
+  /** Runs training; resumes from output_dir's last checkpoint (true) or a given one (a path). */
+  async train(options: { resume_from_checkpoint?: boolean | string } = {}): Promise<TrainOutput> {
+    check.knownKeys("train", options, ["resume_from_checkpoint"]);
+    const args = this.args;
+    const ds = this.train_dataset;
+    if (!ds || ds.length === 0) throw new TorchlmError("Trainer.train() needs a non-empty train_dataset");
+    const device = args.device;
+    if (this.model.device !== device && !(device === "cuda" && this.model.device.startsWith("cuda"))) await this.model.to(device);
+    const amp = args.bf16 ? 1 : args.fp16 ? 2 : 0;
+    if (args.fp16 && !this.model.device.startsWith("cuda")) throw new TorchlmError("fp16 mixed precision requires a CUDA device");
+
+    const bs = args.per_device_train_batch_size;
+    const ga = args.gradient_accumulation_steps;
+    const batchesPerEpoch = this.#batches(ds.length, bs, new Int32Array(ds.length)).length;
+    const updatesPerEpoch = Math.max(Math.ceil(batchesPerEpoch / ga), 1);
+    const maxSteps = args.max_steps > 0 ? args.max_steps : Math.ceil(args.num_train_epochs * updatesPerEpoch);
+    const epochs = args.max_steps > 0 ? Math.ceil(maxSteps / updatesPerEpoch) : Math.ceil(args.num_train_epochs);
+    this.state = Object.assign(new TrainerState(), {
+      max_steps: maxSteps, num_train_epochs: epochs, logging_steps: args.logging_steps, eval_steps: args.eval_steps,
+      save_steps: args.save_steps, train_batch_size: bs,
+    });
+    this.control = new TrainerControl();
+    this.optimizer = this.#createOptimizer();
+    this.lr_scheduler = get_scheduler(args.lr_scheduler_type, args.learning_rate, {
+      num_warmup_steps: args.get_warmup_steps(maxSteps), num_training_steps: maxSteps, ...args.lr_scheduler_kwargs,
+    });
+    binding.manualSeed(args.seed);
+
+    let skipUpdates = 0;
+    if (options.resume_from_checkpoint) {
+      const ckpt = options.resume_from_checkpoint === true ? this.#lastCheckpoint() : check.string("resume_from_checkpoint", options.resume_from_checkpoint);
+      if (!ckpt) throw new TorchlmError(`No checkpoint-N folder in ${args.output_dir} to resume from`);
+      await this.#loadCheckpoint(ckpt);
+      skipUpdates = this.state.global_step;
+    }
+
+    this.model.train();
+    const startStep = this.state.global_step;
+    const start = Date.now();
+    let trLoss = 0, trLossAll = 0, lastLogged = this.state.global_step, stepsSinceLog = 0;
+    let bar_: Bar | null = null;
+    if (!args.disable_tqdm) bar_ = bar("Train", maxSteps, "Train [{bar}] {value}/{total} steps | loss {loss} | {eta_formatted}", false);
+    bar_?.update(this.state.global_step, { loss: "-" });
+    const onSignal = () => { this.#interrupted = true; };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    await this.#callback("on_train_begin");
+    const fused = !this.#overridden();
+    try {
+      outer: for (let epoch = 0; epoch < epochs; epoch++) {
+        const order = permutation(ds.length, (args.data_seed ?? args.seed) + epoch);
+        const batches = this.#batches(ds.length, bs, order);
+        const updates = Math.ceil(batches.length / ga);
+        if (skipUpdates >= updates) { skipUpdates -= updates; continue; }
+        await this.#callback("on_epoch_begin");
+        for (let u = skipUpdates; u < updates; u++) {
+          const window = batches.slice(u * ga, Math.min((u + 1) * ga, batches.length));
+          const lr = this.lr_scheduler.get_last_lr();
+          let stepLoss = 0;
+          let gradNorm = 0;
+          for (const [k, idx] of window.entries()) {
+            const inputs = this.#collate(ds, idx);
+            const last = k === window.length - 1;
+            const scale = 1 / window.length;
+            if (fused) {
+              if (!inputs.labels) throw new TorchlmError("The batch has no labels: use DataCollatorForLanguageModeling or add labels");
+              const r = await withStack(() => this.optimizer!.trainStep(this.model._native, inputs.input_ids._t, inputs.attention_mask?._t ?? null,
+                inputs.labels!._t, scale, last ? { lr, max_grad_norm: args.max_grad_norm } : null, amp));
+              this.#checkFinite(r.loss);
+              stepLoss += r.loss * scale;
+              if (last) gradNorm = r.grad_norm ?? 0;
+            } else {
+              const result = await this.compute_loss(this.model, inputs, false);
+              const loss = Array.isArray(result) ? result[0] : result;
+              if (!(loss instanceof Tensor)) throw invalid("compute_loss's result", "a loss Tensor (or [loss, outputs])", loss);
+              const value = await withStack(() => this.optimizer!.backward(loss._t, scale, amp === 2));
+              this.#checkFinite(value);
+              stepLoss += value * scale;
+              loss.dispose();
+              if (last) gradNorm = await withStack(() => this.optimizer!.finishStep(lr, args.max_grad_norm));
+            }
+            for (const v of Object.values(inputs)) if (v instanceof Tensor) v.dispose();
+          }
+          if (window.length === 0) continue;
+          this.lr_scheduler.step();
+          this.state.global_step++;
+          this.state.epoch = epoch + (u + 1) / updates;
+          trLoss += stepLoss;
+          trLossAll += stepLoss;
+          stepsSinceLog++;
+          bar_?.update(this.state.global_step, { loss: stepLoss.toFixed(4) });
+          await this.#callback("on_step_end");
+          const gs = this.state.global_step;
+          const logNow = args.logging_strategy === "steps" && (gs % args.logging_steps === 0 || (args.logging_first_step && gs === 1));
+          if (logNow || this.control.should_log) {
+            await this.log({ loss: round4(trLoss / (gs - lastLogged)), grad_norm: gradNorm, learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
+            trLoss = 0;
+            lastLogged = gs;
+            stepsSinceLog = 0;
+            this.control.should_log = false;
+          }
+          if ((args.eval_strategy === "steps" && gs % args.eval_steps! === 0) || this.control.should_evaluate) {
+            await this.evaluate();
+            this.control.should_evaluate = false;
+            this.model.train();
+          }
+          if ((args.save_strategy === "steps" && gs % args.save_steps === 0) || this.control.should_save) {
+            await this.#saveCheckpoint();
+            this.control.should_save = false;
+          }
+          if (this.#interrupted) {
+            await this.#saveCheckpoint();
+            throw new TorchlmError(`Training was interrupted at step ${gs}; a checkpoint was saved: resume with train({ resume_from_checkpoint: true })`);
+          }
+          if (gs >= maxSteps || this.control.should_training_stop) break outer;
+        }
+        skipUpdates = 0;
+        if (args.logging_strategy === "epoch" && stepsSinceLog > 0) {
+          await this.log({ loss: round4(trLoss / (this.state.global_step - lastLogged)), learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
+          trLoss = 0;
+          lastLogged = this.state.global_step;
+          stepsSinceLog = 0;
+        }
+        if (args.eval_strategy === "epoch") { await this.evaluate(); this.model.train(); }
+        if (args.save_strategy === "epoch") await this.#saveCheckpoint();
+        await this.#callback("on_epoch_end");
+        if (this.control.should_training_stop) break;
+      }
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      bar_?.stop();
+      this.model.eval();
+    }
+    const runtime = (Date.now() - start) / 1000;
+    const stepsRun = this.state.global_step - startStep;
+    const trainLoss = stepsRun > 0 ? trLossAll / stepsRun : 0;
+    const metrics: LogRow = {
+      train_runtime: round4(runtime),
+      train_samples_per_second: round3((stepsRun * bs * ga) / Math.max(runtime, 1e-9)),
+      train_steps_per_second: round3(stepsRun / Math.max(runtime, 1e-9)),
+      total_flos: this.state.total_flos,
+      train_loss: trainLoss,
+      epoch: this.state.epoch,
+    };
+    this.state.log_history.push({ ...metrics, step: this.state.global_step });
+    await this.#callback("on_train_end");
+    if (args.plot_loss && this.state.log_history.some((r) => "loss" in r)) {
+      await mkdir(args.output_dir, { recursive: true });
+      await plot_log_history(this.state.log_history, join(args.output_dir, "loss.png"));
+    }
+    return { global_step: this.state.global_step, training_loss: trainLoss, metrics };
+  }
+
+  #checkFinite(loss: number): void {
+    if (Number.isFinite(loss)) return;
+    if (this.args.skip_nonfinite_loss) return;
+    throw new TorchlmError(`The loss is ${loss} at step ${this.state.global_step + 1}: training stopped (the last checkpoint is intact). ` +
+      "Lower learning_rate, check the data, or set skip_nonfinite_loss: true to skip such steps.");
+  }
+
+  /** Adds a row to log_history (with epoch and step) and calls on_log. */
+  async log(logs: LogRow): Promise<void> {
+    const row: LogRow = { ...logs, step: this.state.global_step };
+    if (this.state.epoch !== undefined && row.epoch === undefined) row.epoch = this.state.epoch;
+    this.state.log_history.push(row);
+    await this.#callback("on_log", { logs: row });
+  }
+
+  /** Loss on eval_dataset, in order, in batches of per_device_eval_batch_size; logs and returns the metrics. */
+  async evaluate(options: { eval_dataset?: Dataset } = {}): Promise<LogRow> {
+    const ds = options.eval_dataset ?? this.eval_dataset;
+    if (!ds || ds.length === 0) throw new TorchlmError("evaluate() needs an eval_dataset");
+    const wasTraining = this.model.training;
+    this.model.eval();
+    const start = Date.now();
+    let total = 0, count = 0, steps = 0;
+    const batches = this.#batches(ds.length, this.args.per_device_eval_batch_size, Int32Array.from({ length: ds.length }, (_, i) => i));
+    try {
+      for (const idx of batches) {
+        const inputs = this.#collate(ds, idx);
+        const result = await this.compute_loss(this.model, inputs, true);
+        const loss = Array.isArray(result) ? result[0] : result;
+        total += loss.item() * idx.length;
+        count += idx.length;
+        steps++;
+        if (Array.isArray(result)) result[1].logits.dispose();
+        loss.dispose();
+        for (const v of Object.values(inputs)) if (v instanceof Tensor) v.dispose();
+      }
+    } finally {
+      if (wasTraining) this.model.train();
+    }
+    const runtime = (Date.now() - start) / 1000;
+    const metrics: LogRow = {
+      eval_loss: total / count,
+      eval_runtime: round4(runtime),
+      eval_samples_per_second: round3(count / Math.max(runtime, 1e-9)),
+      eval_steps_per_second: round3(steps / Math.max(runtime, 1e-9)),
+      epoch: this.state.epoch,
+    };
+    await this.log(metrics);
+    await this.#callback("on_evaluate", { metrics });
+    return metrics;
+  }
+
+  /** Saves the model (and tokenizer) with save_pretrained, to output_dir by default. */
+  async save_model(dir?: string): Promise<void> {
+    const out = dir ?? this.args.output_dir;
+    await this.model.save_pretrained(out);
+    if (this.tokenizer) await this.tokenizer.save_pretrained(out);
+  }
+
+  #lastCheckpoint(): string | null {
+    const dir = this.args.output_dir;
+    if (!existsSync(dir)) return null;
+    const steps = readdirSync(dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
+    return steps.length ? join(dir, `checkpoint-${steps[steps.length - 1]}`) : null;
+  }
+
+  /** checkpoint-N/ written under a temporary name and renamed: a crash never leaves half a checkpoint. */
+  async #saveCheckpoint(): Promise<void> {
+    const args = this.args;
+    const name = `checkpoint-${this.state.global_step}`;
+    const final = join(args.output_dir, name);
+    const tmp = join(args.output_dir, `.${name}.tmp-${process.pid}`);
+    try {
+      await mkdir(args.output_dir, { recursive: true });
+      await rm(tmp, { recursive: true, force: true });
+      await this.model.save_pretrained(tmp);
+      if (this.tokenizer) await this.tokenizer.save_pretrained(tmp);
+      if (!args.save_only_model) {
+        await withStack(() => binding.writeSafetensors(join(tmp, "optimizer.safetensors"), this.optimizer!.state(), { format: "torchlm-adamw" }));
+        await writeFile(join(tmp, "scheduler.json"), JSON.stringify(this.lr_scheduler!.state_dict()));
+        await withStack(() => binding.writeSafetensors(join(tmp, "rng_state.safetensors"), [["cpu", binding.getRngState()]], { format: "torchlm-rng" }));
+      }
+      await writeFile(join(tmp, "trainer_state.json"), JSON.stringify(this.state, null, 2));
+      await writeFile(join(tmp, "training_args.json"), JSON.stringify(args.to_dict(), null, 2));
+      await rm(final, { recursive: true, force: true });
+      await rename(tmp, final);
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      throw new TorchlmError(`Cannot save checkpoint ${final}: ${(e as Error).message}`);
+    }
+    await this.#callback("on_save", { checkpoint: final });
+    if (args.save_total_limit !== null) {
+      const all = readdirSync(args.output_dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
+      for (const s of all.slice(0, Math.max(0, all.length - args.save_total_limit))) await rm(join(args.output_dir, `checkpoint-${s}`), { recursive: true, force: true });
+    }
+  }
+
+  async #loadCheckpoint(dir: string): Promise<void> {
+    if (!existsSync(join(dir, "trainer_state.json"))) throw new TorchlmError(`${dir} is not a checkpoint (no trainer_state.json)`);
+    const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
+    await this.model._enqueue(() => withStack(() => this.model._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
+    const opt = await readSafetensorsIndex(join(dir, "optimizer.safetensors"));
+    const tensors = await withStack(() => binding.readSafetensors(opt.path, opt.dataStart, opt.entries, null, this.model.device));
+    this.optimizer!.loadState(tensors as [string, NativeTensor][]);
+    this.lr_scheduler!.load_state_dict(JSON.parse(await readFile(join(dir, "scheduler.json"), "utf8")));
+    const rng = await readSafetensorsIndex(join(dir, "rng_state.safetensors"));
+    const [[, state]] = await withStack(() => binding.readSafetensors(rng.path, rng.dataStart, rng.entries, null, "cpu"));
+    binding.setRngState(state!);
+    const saved = JSON.parse(await readFile(join(dir, "trainer_state.json"), "utf8")) as TrainerState;
+    if (saved.max_steps !== this.state.max_steps) throw new TorchlmError(`${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`);
+    Object.assign(this.state, saved);
+  }
+}
+
+function round4(x: number): number { return Math.round(x * 1e4) / 1e4; }
+function round3(x: number): number { return Math.round(x * 1e3) / 1e3; }
