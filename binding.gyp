@@ -4,6 +4,7 @@
       "target_name": "torchlm",
       "sources": [
         "native/addon.cc",
+        "native/allocator.cc",
         "native/device.cc",
         "native/generation.cc",
         "native/gpt2.cc",

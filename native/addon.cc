@@ -1,4 +1,5 @@
 // Addon entry: every native class and function, registered in one place.
+#include "allocator.h"
 #include "common.h"
 #include "device.h"
 #include "loss.h"
@@ -10,6 +11,7 @@
 namespace torchlm {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InstallCachingAllocator();
   ApplyThreadSettings();
   InitDevice(env, exports);
   TensorWrap::Init(env, exports);
