@@ -1,0 +1,119 @@
+// npm run bench: torchlm against PyTorch from Python (bench/baseline.py) on the same GPT-2 124M-shaped weights,
+// written here from a seed (never committed), in the same run, as ratios. Results: bench/results/.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { GPT2LMHeadModel, get_num_threads, tensor, torch_info } from "../lib/index.js";
+import { binding, packageRoot } from "../lib/native.js";
+
+const root = packageRoot();
+const argv = process.argv.slice(2);
+const quick = argv.includes("--quick");
+const only = argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+const want = (k: string) => !only || only.includes(k);
+const weightsDir = join(root, "bench", ".weights", quick ? "gpt2-tiny" : "gpt2-124m");
+const CONFIG = quick
+  ? { model_type: "gpt2", vocab_size: 50257, n_positions: 256, n_embd: 128, n_layer: 2, n_head: 4, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 }
+  : { model_type: "gpt2", vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
+
+function median(xs: number[]): number { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; }
+async function timed(fn: () => Promise<unknown>, warmup: number, runs: number): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const t: number[] = [];
+  for (let i = 0; i < runs; i++) { const t0 = performance.now(); await fn(); t.push((performance.now() - t0) / 1000); }
+  return median(t);
+}
+function rnd(seed: number) { let s = seed; return () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31; }
+const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
+
+async function main() {
+  const threads = get_num_threads();
+  console.log(`torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${threads} threads, libtorch ${torch_info().torch_version}`);
+  if (!existsSync(join(weightsDir, "model.safetensors"))) {
+    console.log(`writing seeded random weights to ${weightsDir}`);
+    const m = await GPT2LMHeadModel.from_config(CONFIG, { seed: 0 });
+    await m.save_pretrained(weightsDir);
+    await m.dispose();
+  }
+  const results: Record<string, number> = {};
+  // Machine limits, measured in the same run: matmul GFLOP/s and memory-read GB/s.
+  {
+    const a = tensor(new Float32Array(1024 * 768).fill(0.5), { shape: [1024, 768] }), b = tensor(new Float32Array(768 * 3072).fill(0.25), { shape: [768, 3072] });
+    const s = await timed(async () => a.matmul(b).dispose(), 2, 5);
+    results.matmul_gflops = (2 * 1024 * 768 * 3072) / s / 1e9;
+    const big = tensor(new Float32Array(64 * 1024 * 1024).fill(1), { shape: [64 * 1024 * 1024] });
+    const r = await timed(async () => big.sum().dispose(), 2, 5);
+    results.memory_read_gbs = (big.numel() * 4) / r / 1e9;
+  }
+  const t0 = performance.now();
+  const model = await GPT2LMHeadModel.from_pretrained(weightsDir);
+  results.from_pretrained_s = (performance.now() - t0) / 1000;
+  const weightsBytes = model.num_parameters() * 4;
+  const ids = randIds(16, 64, 1);
+  if (want("forward")) {
+    const s = await timed(async () => { const o = await model.forward({ input_ids: ids }); o.logits.dispose(); }, 1, 3);
+    results.forward_tokens_per_s = (16 * 64) / s;
+  }
+  results.inference_peak_rss_over_weights = (process.resourceUsage().maxRSS * 1024) / weightsBytes;
+  const prompt = randIds(1, 8, 2);
+  if (want("decode1")) {
+    const s = await timed(async () => (await model.generate(prompt, { max_new_tokens: 128 })).dispose(), 1, 3);
+    results.decode_b1_tokens_per_s = 128 / s;
+    results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs * 1e9) / weightsBytes);
+  }
+  if (want("decode8")) {
+    const p8 = randIds(8, 8, 3);
+    const s = await timed(async () => (await model.generate(p8, { max_new_tokens: 128 })).dispose(), 1, 2);
+    results.decode_b8_tokens_per_s = (8 * 128) / s;
+  }
+  if (want("sample1")) {
+    const s = await timed(async () => (await model.generate(prompt, { max_new_tokens: 128, do_sample: true, top_k: 50, top_p: 0.9, seed: 1 })).dispose(), 1, 3);
+    results.sample_b1_tokens_per_s = 128 / s;
+  }
+  if (want("train")) {
+    model.train();
+    const named = model.named_parameters();
+    const opt = new binding.NativeAdamW([{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }], 0.9, 0.999, 1e-8);
+    const x = tensor(ids);
+    const s = await timed(() => opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, 0), 1, 2);
+    results.train_tokens_per_s = (16 * 64) / s;
+    results.train_fraction_of_matmul_limit = (results.train_tokens_per_s * 6 * model.num_parameters()) / (results.matmul_gflops * 1e9);
+    model.eval();
+  }
+  results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
+  await model.dispose();
+
+  let py: Record<string, number> | null = null;
+  let pyNote = "";
+  try {
+    const which = ["forward", "train", "decode1", "decode8"].filter(want).join(",");
+    py = JSON.parse(execFileSync("/usr/bin/python3", [join(root, "bench", "baseline.py"), weightsDir, String(threads), which], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }));
+  } catch (e) {
+    pyNote = `PyTorch from Python skipped: ${(e as Error).message.split("\n")[0]} (install python3-torch)`;
+  }
+  const rows: [string, number, number | undefined][] = [
+    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s!, py?.forward_tokens_per_s],
+    ["training tokens/s (16 x 64, AdamW, clip)", results.train_tokens_per_s!, py?.train_tokens_per_s],
+    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s!, py?.decode_b1_tokens_per_s],
+    ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s!, py?.decode_b8_tokens_per_s],
+    ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s!, undefined],
+    ["from_pretrained s", results.from_pretrained_s!, py?.load_s],
+  ].filter(([, v]) => v !== undefined) as [string, number, number | undefined][];
+  const table = ["| measure | torchlm | PyTorch (Python) | ratio |", "|---|---:|---:|---:|",
+    ...rows.map(([k, v, p]) => `| ${k} | ${v.toFixed(2)} | ${p === undefined ? "-" : p.toFixed(2)} | ${p === undefined ? "-" : k.endsWith(" s") ? (p / v).toFixed(2) + "x faster" : (v / p).toFixed(2) + "x"} |`)];
+  const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run)`,
+    results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit` : "",
+    results.train_fraction_of_matmul_limit !== undefined ? `training at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit` : "",
+    `peak RSS after loading and a forward pass ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights (the Node process included); peak RSS ${results.peak_rss_mb!.toFixed(0)} MB over the whole run`,
+    pyNote, "transformers.js peer: not run by this harness yet (it needs an ONNX export of the weights)"].filter(Boolean);
+  console.log("\n" + table.join("\n") + "\n\n" + extra.map((l) => `- ${l}`).join("\n"));
+  const dir = join(root, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  const name = `${quick ? "tiny" : "gpt2-124m"}-cpu-${threads}t`;
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, torchlm: results, pytorch: py, note: pyNote }, null, 2) + "\n");
+  writeFileSync(join(dir, `${name}.md`), `# ${name} (${stamp})\n\n${table.join("\n")}\n\n${extra.map((l) => `- ${l}`).join("\n")}\n`);
+  console.log(`\nwritten to ${join(dir, name)}.{json,md}`);
+}
+
+await main();

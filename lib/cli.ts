@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+// torchlm's command line: generate, finetune, evaluate, bench, info.
+import { Command, InvalidArgumentError, Option } from "commander";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import {
+  AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments,
+  default_device, load_dataset, set_num_threads, torch_info, type Dataset, type GenerateOptions,
+} from "./index.js";
+import { packageRoot } from "./native.js";
+import { hubCacheDir } from "./hub.js";
+
+const num = (v: string) => { const n = Number(v); if (Number.isNaN(n)) throw new InvalidArgumentError("Expected a number."); return n; };
+const int = (v: string) => { const n = Number(v); if (!Number.isInteger(n)) throw new InvalidArgumentError("Expected an integer."); return n; };
+const bool = (v: string) => { if (v !== "true" && v !== "false") throw new InvalidArgumentError("Expected true or false."); return v === "true"; };
+
+/** CLI flags for generation options: --max-new-tokens 20 --do-sample ... */
+const GEN_FLAGS: [string, (v: string) => unknown][] = [
+  ["max_length", int], ["max_new_tokens", int], ["min_length", int], ["min_new_tokens", int], ["num_beams", int], ["temperature", num],
+  ["top_k", int], ["top_p", num], ["min_p", num], ["typical_p", num], ["repetition_penalty", num], ["no_repeat_ngram_size", int],
+  ["num_return_sequences", int], ["length_penalty", num], ["pad_token_id", int], ["eos_token_id", int],
+];
+
+function flag(name: string): string { return "--" + name.replace(/_/g, "-"); }
+
+export function buildProgram(): Command {
+  const program = new Command().name("torchlm").description("GPT-2 in Node.js on libtorch: generate, fine-tune, evaluate, benchmark")
+    .version(JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")).version)
+    .option("--threads <n>", "libtorch intra-op threads (default: the cores available)", int)
+    .hook("preAction", (cmd) => { const t = cmd.opts().threads; if (t) set_num_threads(t); })
+    .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : 2); });
+
+  const gen = program.command("generate").description("generate text from a prompt, streaming to the terminal")
+    .argument("<prompt>", "the prompt")
+    .option("-m, --model <id>", "model id or directory", "gpt2")
+    .option("--device <device>", "cpu, cuda, cuda:N or mps", default_device())
+    .option("--do-sample", "sample instead of greedy decoding")
+    .option("--early-stopping <v>", "beam search: true, false or never")
+    .option("--seed <n>", "seed for sampling", int)
+    .option("--no-stream", "print the whole text at the end");
+  for (const [k, parse] of GEN_FLAGS) gen.option(`${flag(k)} <v>`, k.replace(/_/g, " "), parse);
+  gen.action(async (prompt: string, o: Record<string, any>) => {
+    const model = await AutoModelForCausalLM.from_pretrained(o.model, { device: o.device });
+    const tok = await AutoTokenizer.from_pretrained(o.model);
+    const options: GenerateOptions = { seed: o.seed };
+    for (const [k] of GEN_FLAGS) { const v = o[k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())]; if (v !== undefined) (options as Record<string, unknown>)[k] = v; }
+    if (o.doSample) options.do_sample = true;
+    if (o.earlyStopping !== undefined) options.early_stopping = o.earlyStopping === "never" ? "never" : o.earlyStopping === "true";
+    const ids = tok.encode(prompt);
+    if (o.stream && (options.num_beams ?? 1) === 1 && (options.num_return_sequences ?? 1) === 1) {
+      process.stdout.write(prompt);
+      let seen: number[] = [];
+      let printed = "";
+      for await (const step of model.generate_stream([ids], options)) {
+        seen.push(step[0]!);
+        const text = tok.decode(seen, { skip_special_tokens: true });
+        process.stdout.write(text.slice(printed.length));
+        printed = text;
+      }
+      process.stdout.write("\n");
+    } else {
+      const out = await model.generate([ids], options);
+      for (const row of out.tolist() as number[][]) console.log(tok.decode(row, { skip_special_tokens: true }));
+    }
+    await model.dispose();
+  });
+
+  const ft = program.command("finetune").description("fine-tune a model on a text dataset with the Trainer")
+    .option("-m, --model <id>", "model id or directory", "gpt2")
+    .option("-d, --dataset <id>", "dataset id or path (a text column)", "stanfordnlp/imdb")
+    .option("--split <name>", "dataset split", "train")
+    .option("--text-column <name>", "the column with the text", "text")
+    .option("--max-length <n>", "tokens per example", int, 64)
+    .option("--select <n>", "use the first n rows", int)
+    .option("--config <file>", "TrainingArguments as JSON (flags win)")
+    .option("--save-to <dir>", "save the fine-tuned model (and tokenizer) here");
+  const argFlags: [string, (v: string) => unknown][] = [
+    ["output_dir", String], ["per_device_train_batch_size", int], ["per_device_eval_batch_size", int], ["gradient_accumulation_steps", int],
+    ["eval_strategy", String], ["eval_steps", num], ["logging_steps", num], ["num_train_epochs", num], ["max_steps", int], ["learning_rate", num],
+    ["weight_decay", num], ["lr_scheduler_type", String], ["warmup_steps", int], ["warmup_ratio", num], ["max_grad_norm", num],
+    ["adam_beta1", num], ["adam_beta2", num], ["adam_epsilon", num], ["save_strategy", String], ["save_steps", num], ["save_total_limit", int],
+    ["seed", int], ["fp16", bool], ["bf16", bool], ["use_cpu", bool], ["disable_tqdm", bool], ["logging_strategy", String], ["plot_loss", bool],
+  ];
+  for (const [k, parse] of argFlags) ft.addOption(new Option(`${flag(k)} <v>`, `TrainingArguments.${k}`).argParser(parse as never));
+  ft.action(async (o: Record<string, any>) => {
+    const fromFile = o.config ? JSON.parse(readFileSync(o.config, "utf8")) : {};
+    const fromFlags: Record<string, unknown> = {};
+    for (const [k] of argFlags) { const v = o[k.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())]; if (v !== undefined) fromFlags[k] = v; }
+    const args = new TrainingArguments({ ...fromFile, ...fromFlags });
+    const model = await AutoModelForCausalLM.from_pretrained(o.model);
+    const tok = await AutoTokenizer.from_pretrained(o.model);
+    tok.pad_token ??= tok.eos_token;
+    let ds = await load_dataset(o.dataset, { split: o.split }) as Dataset;
+    if (o.select) ds = ds.select(Array.from({ length: Math.min(o.select, ds.length) }, (_, i) => i));
+    const tokenized = await ds.map((b: Record<string, string[]>) => tok(b[o.textColumn]!, { max_length: o.maxLength, truncation: true }), { batched: true, remove_columns: ds.column_names });
+    const split = args.eval_strategy !== "no" ? tokenized.train_test_split({ test_size: 0.1, seed: args.seed }) : { train: tokenized, test: undefined };
+    const trainer = new Trainer({ model, tokenizer: tok, args, train_dataset: split.train, eval_dataset: split.test, data_collator: new DataCollatorForLanguageModeling(tok, { mlm: false }) });
+    const r = await trainer.train();
+    console.log(JSON.stringify(r.metrics));
+    if (o.saveTo) await trainer.save_model(o.saveTo);
+    await model.dispose();
+  });
+
+  program.command("evaluate").description("loss and perplexity of a model on a dataset")
+    .option("-m, --model <id>", "model id or directory", "gpt2")
+    .option("-d, --dataset <id>", "dataset id or path", "stanfordnlp/imdb")
+    .option("--split <name>", "dataset split", "test")
+    .option("--text-column <name>", "the column with the text", "text")
+    .option("--max-length <n>", "tokens per example", int, 64)
+    .option("--select <n>", "use the first n rows", int)
+    .option("--batch-size <n>", "batch size", int, 8)
+    .action(async (o: Record<string, any>) => {
+      const model = await AutoModelForCausalLM.from_pretrained(o.model);
+      const tok = await AutoTokenizer.from_pretrained(o.model);
+      tok.pad_token ??= tok.eos_token;
+      let ds = await load_dataset(o.dataset, { split: o.split }) as Dataset;
+      if (o.select) ds = ds.select(Array.from({ length: Math.min(o.select, ds.length) }, (_, i) => i));
+      const tokenized = await ds.map((b: Record<string, string[]>) => tok(b[o.textColumn]!, { max_length: o.maxLength, truncation: true }), { batched: true, remove_columns: ds.column_names });
+      const args = new TrainingArguments({ output_dir: join(hubCacheDir(), "..", "torchlm-eval"), per_device_eval_batch_size: o.batchSize, disable_tqdm: true, report_to: "none" });
+      const trainer = new Trainer({ model, tokenizer: tok, args, eval_dataset: tokenized, data_collator: new DataCollatorForLanguageModeling(tok, { mlm: false }) });
+      const m = await trainer.evaluate();
+      console.log(JSON.stringify({ eval_loss: m.eval_loss, perplexity: Math.exp(m.eval_loss!), eval_samples: tokenized.length, eval_runtime: m.eval_runtime }));
+      await model.dispose();
+    });
+
+  program.command("bench").description("the benchmark against PyTorch from Python (npm run bench)")
+    .allowUnknownOption().argument("[args...]")
+    .action(async (args: string[]) => {
+      process.argv = [process.argv[0]!, "bench", ...args];
+      await import(pathToFileURL(join(packageRoot(), "dist", "bench", "bench.js")).href);
+    });
+
+  program.command("info").description("libtorch version and path, devices, threads, BLAS")
+    .action(() => {
+      const i = torch_info();
+      console.log(JSON.stringify({ torch_version: i.torch_version, devices: { cpu: true, cuda: i.cuda, mps: i.mps }, default_device: default_device(),
+        num_threads: i.num_threads, mkldnn: i.mkldnn, hub_cache: hubCacheDir(), parallel_info: i.parallel_info.split("\n").filter(Boolean) }, null, 2));
+    });
+  return program;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href || process.argv[1]?.endsWith("/torchlm")) {
+  buildProgram().parseAsync(process.argv).catch((e: Error) => {
+    console.error(`torchlm: ${e.message}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,74 @@
+// The CLI and the tutorial, run as a user runs them (compiled to dist/ by `npm ci` / `npm run build`).
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { AutoTokenizer } from "../lib/index.js";
+import { tinyModelDir } from "./helpers/tiny.js";
+
+const run = promisify(execFile);
+const root = join(import.meta.dirname ?? process.cwd(), "..");
+const cli = join(root, "dist", "lib", "cli.js");
+const env = { ...process.env, TORCHLM_NO_PROGRESS: "1", HF_HUB_OFFLINE: "1" };
+const torchlm = (args: string[], timeout = 300_000) => run(process.execPath, [cli, ...args], { env, timeout, maxBuffer: 1 << 24 });
+
+let model: string;
+beforeAll(async () => {
+  model = tinyModelDir({ name: "cli-model" });
+  await (await AutoTokenizer.from_pretrained("gpt2")).save_pretrained(model);
+});
+
+describe("torchlm CLI", () => {
+  test("--help, info, and bad usage", async () => {
+    expect((await torchlm(["--help"])).stdout).toMatch(/generate.*\n.*finetune/s);
+    const info = JSON.parse((await torchlm(["info"])).stdout);
+    expect(info.torch_version).toMatch(/^\d+\.\d+/);
+    expect(info.default_device).toBe("cpu");
+    await expect(torchlm(["generate"])).rejects.toMatchObject({ code: 2 });
+    await expect(torchlm(["generate", "x", "--top-k", "many"])).rejects.toMatchObject({ code: 2 });
+  });
+
+  test("generate streams greedy text; beams and sampling work", async () => {
+    const { stdout } = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5"]);
+    expect(stdout.startsWith("The cat")).toBe(true);
+    const beams = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--num-beams", "3", "--num-return-sequences", "2"]);
+    expect(beams.stdout.trim().split("\n")).toHaveLength(2);
+    const s1 = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--do-sample", "--seed", "3"]);
+    const s2 = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--do-sample", "--seed", "3"]);
+    expect(s1.stdout).toBe(s2.stdout);
+    await expect(torchlm(["generate", "x", "-m", join(tmpdir(), "no-such-model-dir")])).rejects.toMatchObject({ code: 1 });
+  });
+
+  test("finetune and evaluate on a local dataset", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "torchlm-cli-"));
+    const data = join(dir, "reviews.jsonl");
+    writeFileSync(data, Array.from({ length: 24 }, (_, i) => JSON.stringify({ text: `Review ${i}: the film was ${i % 2 ? "great" : "bad"}.` })).join("\n"));
+    const ft = await torchlm(["finetune", "-m", model, "-d", data, "--max-steps", "2", "--per-device-train-batch-size", "4", "--logging-steps", "1",
+      "--output-dir", join(dir, "out"), "--save-to", join(dir, "final"), "--learning-rate", "1e-3", "--disable-tqdm", "true"]);
+    const metrics = JSON.parse(ft.stdout.trim().split("\n").pop()!);
+    expect(metrics.train_loss).toBeGreaterThan(0);
+    expect(existsSync(join(dir, "final", "model.safetensors"))).toBe(true);
+    expect(readFileSync(join(dir, "out", "loss.png")).subarray(1, 4).toString()).toBe("PNG");
+    const ev = JSON.parse((await torchlm(["evaluate", "-m", join(dir, "final"), "-d", data, "--split", "train", "--select", "8"])).stdout);
+    expect(ev.perplexity).toBeCloseTo(Math.exp(ev.eval_loss), 6);
+    await expect(torchlm(["finetune", "-m", model, "-d", data, "--learning-rte", "1"])).rejects.toMatchObject({ code: 2 });
+  });
+
+  test("bench --quick runs against PyTorch", async () => {
+    const { stdout } = await torchlm(["bench", "--quick", "--only=forward"], 600_000);
+    expect(stdout).toMatch(/\| forward tokens\/s \(16 x 64\) \| [\d.]+ \| [\d.]+ \| [\d.]+x \|/);
+  });
+});
+
+describe("npm start", () => {
+  test("the tutorial runs offline end to end and writes the loss plot", async () => {
+    const out = mkdtempSync(join(tmpdir(), "torchlm-tutorial-"));
+    const { stdout } = await run(process.execPath, [join(root, "dist", "examples", "tutorial.js"), "--offline", "--max-steps", "3", "--output-dir", out],
+      { env, timeout: 600_000, maxBuffer: 1 << 24 });
+    for (const s of ["Device: cpu", "Tokenized text (input IDs)  [ [ 35364, 3303, 7587, 318, 220 ] ]", "Predicted continuation:", "Pipeline output:",
+      "Tensor labels:", "Loss curves written to", "After fine-tuning:"]) expect(stdout).toContain(s);
+    expect(stdout).toMatch(/embedded default/);
+    expect(readFileSync(join(out, "loss.png")).subarray(1, 4).toString()).toBe("PNG");
+  }, 700_000);
+});
