@@ -2,7 +2,7 @@
 // every large tensor (a [batch x seq, 50257] logits tensor is hundreds of MB) pays a page fault per
 // 4 KB on first touch: measured here, an exp() over 100M floats took 0.73 s allocating its output
 // and 0.027 s writing into a reused one. Blocks of 1 MB and more are kept by rounded size and reused,
-// as PyTorch's CUDA caching allocator does; smaller ones go to libtorch's default allocator.
+// as PyTorch's CUDA caching allocator does; smaller ones are plain aligned allocations.
 #include "allocator.h"
 
 #include <c10/core/CPUAllocator.h>
@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 
 namespace torchlm {
@@ -30,20 +31,29 @@ size_t SizeClass(size_t n) {
   return (n + step - 1) / step * step;
 }
 
-struct Block {
-  void* ptr;
-  size_t size;
-};
-
 class CachingCPUAllocator final : public c10::Allocator {
  public:
-  explicit CachingCPUAllocator(c10::Allocator* fallback) : fallback_(fallback) {
+  CachingCPUAllocator() {
     const char* env = std::getenv("TORCHLM_CPU_CACHE_MB");
     if (env) limit_ = static_cast<size_t>(std::strtoull(env, nullptr, 10)) << 20;
   }
 
+  // The context of every DataPtr is its pointer (raw_allocate / raw_deallocate need that); block sizes
+  // are kept in a side table.
   c10::DataPtr allocate(size_t n) const override {
-    if (n < kMinCached) return fallback_->allocate(n);
+    void* p = Allocate(n);
+    return c10::DataPtr(p, p, &CachingCPUAllocator::Free, c10::Device(c10::DeviceType::CPU));
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &CachingCPUAllocator::Free; }
+
+  void* Allocate(size_t n) const {
+    if (n == 0) n = 1;
+    if (n < kMinCached) {
+      void* p = nullptr;
+      if (posix_memalign(&p, 64, n) != 0 || !p) throw std::bad_alloc();
+      return p;
+    }
     size_t size = SizeClass(n);
     void* p = nullptr;
     {
@@ -65,20 +75,24 @@ class CachingCPUAllocator final : public c10::Allocator {
       if (size >= kHuge) madvise(p, size, MADV_HUGEPAGE);
 #endif
     }
-    auto* ctx = new Block{p, size};
-    return c10::DataPtr(p, ctx, &CachingCPUAllocator::Free, c10::Device(c10::DeviceType::CPU));
-  }
-
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
-
-  static void Free(void* ctx) {
-    auto* b = static_cast<Block*>(ctx);
-    Instance()->Release(b->ptr, b->size);
-    delete b;
-  }
-
-  void Release(void* p, size_t size) const {
     std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = size;
+    return p;
+  }
+
+  static void Free(void* p) {
+    if (p) Instance()->Release(p);
+  }
+
+  void Release(void* p) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sizes_.find(p);
+    if (it == sizes_.end()) {  // a small block
+      std::free(p);
+      return;
+    }
+    size_t size = it->second;
+    sizes_.erase(it);
     if (cached_ + size > limit_) {
       // Over the limit: give every cached block back before keeping this one.
       for (auto& [s, q] : free_) std::free(q);
@@ -111,9 +125,9 @@ class CachingCPUAllocator final : public c10::Allocator {
   }
 
  private:
-  c10::Allocator* fallback_;
   mutable std::mutex mu_;
   mutable std::multimap<size_t, void*> free_;
+  mutable std::unordered_map<void*, size_t> sizes_;
   mutable size_t cached_ = 0;
   size_t limit_ = size_t(4) << 30;  // 4 GB by default
 };
@@ -123,7 +137,7 @@ class CachingCPUAllocator final : public c10::Allocator {
 void InstallCachingAllocator() {
   auto*& inst = CachingCPUAllocator::Instance();
   if (inst || std::getenv("TORCHLM_NO_CPU_CACHE")) return;
-  inst = new CachingCPUAllocator(c10::GetCPUAllocator());
+  inst = new CachingCPUAllocator();
   c10::SetCPUAllocator(inst, /*priority=*/10);
 }
 
