@@ -140,6 +140,14 @@ export class Trainer {
     return return_outputs ? [outputs.loss, outputs] : outputs.loss;
   }
 
+  /**
+   * The order of the training rows in an epoch: a seeded shuffle (the same seed gives the same order).
+   * Override it as Python's `_get_train_sampler`, e.g. to train in dataset order.
+   */
+  _get_train_order(epoch: number, n: number): ArrayLike<number> {
+    return permutation(n, (this.args.data_seed ?? this.args.seed) + epoch);
+  }
+
   #overridden(): boolean { return this.compute_loss !== Trainer.prototype.compute_loss; }
 
   async #callback<K extends keyof TrainerCallback>(event: K, extra: Record<string, unknown> = {}): Promise<void> {
@@ -224,7 +232,7 @@ export class Trainer {
     const fused = !this.#overridden();
     try {
       outer: for (let epoch = 0; epoch < epochs; epoch++) {
-        const order = permutation(ds.length, (args.data_seed ?? args.seed) + epoch);
+        const order = this._get_train_order(epoch, ds.length);
         const batches = this.#batches(ds.length, bs, order);
         const updates = Math.ceil(batches.length / ga);
         if (skipUpdates >= updates) { skipUpdates -= updates; continue; }
@@ -269,7 +277,8 @@ export class Trainer {
           const gs = this.state.global_step;
           const logNow = args.logging_strategy === "steps" && (gs % args.logging_steps === 0 || (args.logging_first_step && gs === 1));
           if (logNow || this.control.should_log) {
-            await this.log({ loss: round4(trLoss / (gs - lastLogged)), grad_norm: gradNorm, learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
+            // learning_rate is the rate this update used, as transformers 5 logs it
+            await this.log({ loss: trLoss / (gs - lastLogged), grad_norm: gradNorm, learning_rate: lr, epoch: this.state.epoch });
             trLoss = 0;
             lastLogged = gs;
             stepsSinceLog = 0;
@@ -292,7 +301,7 @@ export class Trainer {
         }
         skipUpdates = 0;
         if (args.logging_strategy === "epoch" && stepsSinceLog > 0) {
-          await this.log({ loss: round4(trLoss / (this.state.global_step - lastLogged)), learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
+          await this.log({ loss: trLoss / (this.state.global_step - lastLogged), learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
           trLoss = 0;
           lastLogged = this.state.global_step;
           stepsSinceLog = 0;

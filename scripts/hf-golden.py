@@ -55,15 +55,18 @@ def section(out, name, fn):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--vocab", required=True)
+    ap.add_argument("--vocab", required=True, help="a folder with GPT-2's tokenizer files")
     ap.add_argument("--torchlm-checkpoint")
     ap.add_argument("--out", required=True)
     ap.add_argument("--hf-checkpoint-out", help="write a small checkpoint saved by transformers here")
     a = ap.parse_args()
     golden = json.load(open(os.path.join(HERE, "..", "test", "fixtures", "golden-tiny.json")))
-    tok = GPT2TokenizerFast(vocab_file=os.path.join(a.vocab, "vocab.json"), merges_file=os.path.join(a.vocab, "merges.txt"))
+    # GPT-2's tokenizer from a folder (tokenizer.json etc., as torchlm's save_pretrained writes it): the machine is offline.
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(a.vocab)
     model = hf_model()
-    out = {"transformers_version": transformers.__version__, "torch_version": torch.__version__}
+    out = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+           "tokenizer_check": {"ids": tok("The cat is")["input_ids"], "eos_token_id": tok.eos_token_id, "natural": tok("Natural language processing is ")["input_ids"]}}
     ids = torch.tensor(golden["input_ids"])
     labels = torch.tensor(golden["labels"])
 
