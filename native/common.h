@@ -5,11 +5,16 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/version.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+// One source builds on Debian's libtorch 1.13 and on 2.x (a CUDA build from pip's torch).
+#define TORCHLM_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 namespace torchlm {
 

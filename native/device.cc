@@ -4,7 +4,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/Context.h>
-#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/cuda.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -12,9 +12,6 @@
 #include <mutex>
 #include <thread>
 
-#ifdef TORCHLM_HAS_CUDA
-#include <ATen/cuda/CUDAContext.h>
-#endif
 
 namespace torchlm {
 
@@ -61,7 +58,7 @@ std::string DtypeName(at::ScalarType t) {
   }
 }
 
-bool CudaAvailable() { return at::hasCUDA() && at::detail::getCUDAHooks().getNumGPUs() > 0; }
+bool CudaAvailable() { return torch::cuda::is_available(); }
 
 bool MpsAvailable() {
 #if defined(__APPLE__)
@@ -88,7 +85,7 @@ at::Device ParseDevice(const std::string& name) {
       index = std::stoi(name.substr(5));
     }
     if (!CudaAvailable()) throw UserError("Device " + name + " is not available: this libtorch was built without CUDA or no NVIDIA GPU is visible");
-    int n = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+    int n = static_cast<int>(torch::cuda::device_count());
     if (index >= n) throw UserError("Device " + name + " is not available: " + std::to_string(n) + " CUDA device(s) visible");
     return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
@@ -122,7 +119,7 @@ static Napi::Value JsMpsAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), MpsAvailable());
 }
 static Napi::Value JsCudaDeviceCount(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), CudaAvailable() ? at::detail::getCUDAHooks().getNumGPUs() : 0);
+  return Napi::Number::New(info.Env(), CudaAvailable() ? static_cast<double>(torch::cuda::device_count()) : 0.0);
 }
 static Napi::Value JsSetNumThreads(const Napi::CallbackInfo& info) {
   int n = info[0].As<Napi::Number>().Int32Value();
