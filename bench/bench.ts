@@ -3,7 +3,8 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { GPT2LMHeadModel, get_num_threads, tensor, torch_info } from "../lib/index.js";
+import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, load_dataset, tensor, torch_info, type Tensor } from "../lib/index.js";
+import { writeReviewsParquet } from "../examples/embedded.js";
 import { binding, packageRoot } from "../lib/native.js";
 
 const root = packageRoot();
@@ -36,6 +37,26 @@ async function main() {
     await m.dispose();
   }
   const results: Record<string, number> = {};
+  if (want("datasets")) {
+    // IMDB-sized data: 25,000 reviews, about 33 MB of text, loaded from parquet and tokenized with map as the tutorial does.
+    const file = join(root, "bench", ".weights", "imdb-25k.parquet");
+    if (!existsSync(file)) { mkdirSync(join(root, "bench", ".weights"), { recursive: true }); await writeReviewsParquet(file, 25_000, 7, 4); }
+    global.gc?.();
+    const rss0 = process.memoryUsage().rss;
+    const t0 = performance.now();
+    const ds = await load_dataset(file, { split: "train" });
+    const tok = await AutoTokenizer.from_pretrained("gpt2");
+    tok.pad_token = tok.eos_token;
+    tok.padding_side = "left";
+    const tokenized = await ds.map((b: { text: string[] }) => {
+      const t = tok(b.text, { max_length: 64, padding: "max_length", truncation: true, return_tensors: "pt" });
+      return { input_ids: t.input_ids, attention_mask: (t.input_ids as Tensor).ne(tok.pad_token_id!).long() };
+    }, { batched: true, remove_columns: ds.column_names, disable_progress: true });
+    results.imdb_load_and_tokenize_s = (performance.now() - t0) / 1000;
+    results.imdb_text_mb = ds.column("text").reduce((a: number, t) => a + Buffer.byteLength(t as string), 0) / 1e6;
+    results.imdb_rows = tokenized.length;
+    results.imdb_rss_growth_mb = (process.memoryUsage().rss - rss0) / 1e6;
+  }
   // Machine limits, measured in the same run: matmul GFLOP/s and memory-read GB/s.
   {
     const a = tensor(new Float32Array(1024 * 768).fill(0.5), { shape: [1024, 768] }), b = tensor(new Float32Array(768 * 3072).fill(0.25), { shape: [768, 3072] });
@@ -98,6 +119,7 @@ async function main() {
     ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s!, py?.decode_b8_tokens_per_s],
     ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s!, undefined],
     ["from_pretrained s", results.from_pretrained_s!, py?.load_s],
+    ["IMDB-sized load_dataset + map (25,000 reviews) s", results.imdb_load_and_tokenize_s!, undefined],
   ].filter(([, v]) => v !== undefined) as [string, number, number | undefined][];
   const table = ["| measure | torchlm | PyTorch (Python) | ratio |", "|---|---:|---:|---:|",
     ...rows.map(([k, v, p]) => `| ${k} | ${v.toFixed(2)} | ${p === undefined ? "-" : p.toFixed(2)} | ${p === undefined ? "-" : k.endsWith(" s") ? (p / v).toFixed(2) + "x faster" : (v / p).toFixed(2) + "x"} |`)];
@@ -105,6 +127,7 @@ async function main() {
     results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit` : "",
     results.train_fraction_of_matmul_limit !== undefined ? `training at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit` : "",
     `peak RSS after loading and a forward pass ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights (the Node process included); peak RSS ${results.peak_rss_mb!.toFixed(0)} MB over the whole run`,
+    results.imdb_load_and_tokenize_s !== undefined ? `IMDB-sized data: ${results.imdb_rows} rows, ${results.imdb_text_mb!.toFixed(1)} MB of text, loaded from parquet and tokenized (max_length 64) in ${results.imdb_load_and_tokenize_s.toFixed(1)} s; RSS grew ${results.imdb_rss_growth_mb!.toFixed(0)} MB` : "",
     pyNote, "transformers.js peer: not run by this harness yet (it needs an ONNX export of the weights)"].filter(Boolean);
   console.log("\n" + table.join("\n") + "\n\n" + extra.map((l) => `- ${l}`).join("\n"));
   const dir = join(root, "bench", "results");

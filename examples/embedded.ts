@@ -14,8 +14,11 @@ export const EMBEDDED_CONFIG = {
   bos_token_id: 50256, eos_token_id: 50256, task_specific_params: { "text-generation": { do_sample: true, max_length: 50 } },
 };
 
-export async function writeReviewsParquet(file: string, n: number, seed: number): Promise<void> {
-  const { text, label } = movieReviews(n, seed);
+/** Writes n reviews in IMDB's parquet schema; `join` reviews are concatenated into each row (IMDB's reviews are long). */
+export async function writeReviewsParquet(file: string, n: number, seed: number, join = 1): Promise<void> {
+  const base = movieReviews(n * join, seed);
+  const text = Array.from({ length: n }, (_, i) => base.text.slice(i * join, (i + 1) * join).join(" "));
+  const label = Array.from({ length: n }, (_, i) => base.label[i * join]!);
   const buf = parquetWriteBuffer({ columnData: [{ name: "text", data: text, type: "STRING" }, { name: "label", data: BigInt64Array.from(label.map(BigInt)), type: "INT64" }] });
   await writeFile(file, Buffer.from(buf));
 }

@@ -75,13 +75,13 @@ export function buildProgram(): Command {
     .option("--select <n>", "use the first n rows", int)
     .option("--config <file>", "TrainingArguments as JSON (flags win)")
     .option("--save-to <dir>", "save the fine-tuned model (and tokenizer) here");
-  const argFlags: [string, (v: string) => unknown][] = [
-    ["output_dir", String], ["per_device_train_batch_size", int], ["per_device_eval_batch_size", int], ["gradient_accumulation_steps", int],
-    ["eval_strategy", String], ["eval_steps", num], ["logging_steps", num], ["num_train_epochs", num], ["max_steps", int], ["learning_rate", num],
-    ["weight_decay", num], ["lr_scheduler_type", String], ["warmup_steps", int], ["warmup_ratio", num], ["max_grad_norm", num],
-    ["adam_beta1", num], ["adam_beta2", num], ["adam_epsilon", num], ["save_strategy", String], ["save_steps", num], ["save_total_limit", int],
-    ["seed", int], ["fp16", bool], ["bf16", bool], ["use_cpu", bool], ["disable_tqdm", bool], ["logging_strategy", String], ["plot_loss", bool],
-  ];
+  // Every TrainingArguments field is a flag, its parser taken from the type of its default.
+  const NULLABLE: Record<string, (v: string) => unknown> = { eval_steps: num, save_total_limit: int, data_seed: int, logging_dir: String,
+    metric_for_best_model: String, greater_is_better: bool, run_name: String };
+  const defaults = new TrainingArguments({ output_dir: "x" }).to_dict();
+  const argFlags: [string, (v: string) => unknown][] = Object.entries(defaults).map(([k, v]) => [k,
+    NULLABLE[k] ?? (typeof v === "number" ? num : typeof v === "boolean" ? bool : typeof v === "object" ? (x: string) => JSON.parse(x) : String)]);
+  argFlags.push(["evaluation_strategy", String]);
   for (const [k, parse] of argFlags) ft.addOption(new Option(`${flag(k)} <v>`, `TrainingArguments.${k}`).argParser(parse as never));
   ft.action(async (o: Record<string, any>) => {
     const fromFile = o.config ? JSON.parse(readFileSync(o.config, "utf8")) : {};
