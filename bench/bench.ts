@@ -40,7 +40,7 @@ async function main() {
   if (want("datasets")) {
     // IMDB-sized data: 25,000 reviews, about 33 MB of text, loaded from parquet and tokenized with map as the tutorial does.
     const file = join(root, "bench", ".weights", "imdb-25k.parquet");
-    if (!existsSync(file)) { mkdirSync(join(root, "bench", ".weights"), { recursive: true }); await writeReviewsParquet(file, 25_000, 7, 4); }
+    if (!existsSync(file)) { mkdirSync(join(root, "bench", ".weights"), { recursive: true }); await writeReviewsParquet(file, 25_000, 7, 6); }
     global.gc?.();
     const rss0 = process.memoryUsage().rss;
     const t0 = performance.now();
