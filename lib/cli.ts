@@ -24,6 +24,28 @@ const GEN_FLAGS: [string, (v: string) => unknown][] = [
 
 function flag(name: string): string { return "--" + name.replace(/_/g, "-"); }
 
+/** The model, dataset and tokenization options that finetune and evaluate share. */
+function dataOptions(cmd: Command, split: string): Command {
+  return cmd.option("-m, --model <id>", "model id or directory", "gpt2")
+    .option("-d, --dataset <id>", "dataset id or path (a text column)", "stanfordnlp/imdb")
+    .option("--split <name>", "dataset split", split)
+    .option("--text-column <name>", "the column with the text", "text")
+    .option("--max-length <n>", "tokens per example", int, 64)
+    .option("--select <n>", "use the first n rows", int);
+}
+
+/** Loads the model and tokenizer and tokenizes the dataset, as dataOptions describe. */
+async function loadForTraining(o: Record<string, any>) {
+  const model = await AutoModelForCausalLM.from_pretrained(o.model);
+  const tok = await AutoTokenizer.from_pretrained(o.model);
+  tok.pad_token ??= tok.eos_token;
+  let ds = await load_dataset(o.dataset, { split: o.split }) as Dataset;
+  if (o.select) ds = ds.select(Array.from({ length: Math.min(o.select, ds.length) }, (_, i) => i));
+  const tokenized = await ds.map((b: Record<string, string[]>) => tok(b[o.textColumn]!, { max_length: o.maxLength, truncation: true }),
+    { batched: true, remove_columns: ds.column_names });
+  return { model, tok, tokenized, collator: new DataCollatorForLanguageModeling(tok, { mlm: false }) };
+}
+
 export function buildProgram(): Command {
   const program = new Command().name("torchlm").description("GPT-2 in Node.js on libtorch: generate, fine-tune, evaluate, benchmark")
     .version(JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")).version)
@@ -66,13 +88,7 @@ export function buildProgram(): Command {
     await model.dispose();
   });
 
-  const ft = program.command("finetune").description("fine-tune a model on a text dataset with the Trainer")
-    .option("-m, --model <id>", "model id or directory", "gpt2")
-    .option("-d, --dataset <id>", "dataset id or path (a text column)", "stanfordnlp/imdb")
-    .option("--split <name>", "dataset split", "train")
-    .option("--text-column <name>", "the column with the text", "text")
-    .option("--max-length <n>", "tokens per example", int, 64)
-    .option("--select <n>", "use the first n rows", int)
+  const ft = dataOptions(program.command("finetune").description("fine-tune a model on a text dataset with the Trainer"), "train")
     .option("--config <file>", "TrainingArguments as JSON (flags win)")
     .option("--save-to <dir>", "save the fine-tuned model (and tokenizer) here");
   // Every TrainingArguments field is a flag, its parser taken from the type of its default.
@@ -88,37 +104,21 @@ export function buildProgram(): Command {
     const fromFlags: Record<string, unknown> = {};
     for (const [k] of argFlags) { const v = o[k.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())]; if (v !== undefined) fromFlags[k] = v; }
     const args = new TrainingArguments({ ...fromFile, ...fromFlags });
-    const model = await AutoModelForCausalLM.from_pretrained(o.model);
-    const tok = await AutoTokenizer.from_pretrained(o.model);
-    tok.pad_token ??= tok.eos_token;
-    let ds = await load_dataset(o.dataset, { split: o.split }) as Dataset;
-    if (o.select) ds = ds.select(Array.from({ length: Math.min(o.select, ds.length) }, (_, i) => i));
-    const tokenized = await ds.map((b: Record<string, string[]>) => tok(b[o.textColumn]!, { max_length: o.maxLength, truncation: true }), { batched: true, remove_columns: ds.column_names });
+    const { model, tok, tokenized, collator } = await loadForTraining(o);
     const split = args.eval_strategy !== "no" ? tokenized.train_test_split({ test_size: 0.1, seed: args.seed }) : { train: tokenized, test: undefined };
-    const trainer = new Trainer({ model, tokenizer: tok, args, train_dataset: split.train, eval_dataset: split.test, data_collator: new DataCollatorForLanguageModeling(tok, { mlm: false }) });
+    const trainer = new Trainer({ model, tokenizer: tok, args, train_dataset: split.train, eval_dataset: split.test, data_collator: collator });
     const r = await trainer.train();
     console.log(JSON.stringify(r.metrics));
     if (o.saveTo) await trainer.save_model(o.saveTo);
     await model.dispose();
   });
 
-  program.command("evaluate").description("loss and perplexity of a model on a dataset")
-    .option("-m, --model <id>", "model id or directory", "gpt2")
-    .option("-d, --dataset <id>", "dataset id or path", "stanfordnlp/imdb")
-    .option("--split <name>", "dataset split", "test")
-    .option("--text-column <name>", "the column with the text", "text")
-    .option("--max-length <n>", "tokens per example", int, 64)
-    .option("--select <n>", "use the first n rows", int)
+  dataOptions(program.command("evaluate").description("loss and perplexity of a model on a dataset"), "test")
     .option("--batch-size <n>", "batch size", int, 8)
     .action(async (o: Record<string, any>) => {
-      const model = await AutoModelForCausalLM.from_pretrained(o.model);
-      const tok = await AutoTokenizer.from_pretrained(o.model);
-      tok.pad_token ??= tok.eos_token;
-      let ds = await load_dataset(o.dataset, { split: o.split }) as Dataset;
-      if (o.select) ds = ds.select(Array.from({ length: Math.min(o.select, ds.length) }, (_, i) => i));
-      const tokenized = await ds.map((b: Record<string, string[]>) => tok(b[o.textColumn]!, { max_length: o.maxLength, truncation: true }), { batched: true, remove_columns: ds.column_names });
+      const { model, tok, tokenized, collator } = await loadForTraining(o);
       const args = new TrainingArguments({ output_dir: join(hubCacheDir(), "..", "torchlm-eval"), per_device_eval_batch_size: o.batchSize, disable_tqdm: true, report_to: "none" });
-      const trainer = new Trainer({ model, tokenizer: tok, args, eval_dataset: tokenized, data_collator: new DataCollatorForLanguageModeling(tok, { mlm: false }) });
+      const trainer = new Trainer({ model, tokenizer: tok, args, eval_dataset: tokenized, data_collator: collator });
       const m = await trainer.evaluate();
       console.log(JSON.stringify({ eval_loss: m.eval_loss, perplexity: Math.exp(m.eval_loss!), eval_samples: tokenized.length, eval_runtime: m.eval_runtime }));
       await model.dispose();

@@ -1,4 +1,5 @@
 // DataCollatorForLanguageModeling (mlm: false): pads a list of rows into int64 tensors with labels.
+import { Callable } from "./callable.js";
 import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
 import { Tensor, tensor } from "./tensor.js";
 import type { GPT2TokenizerFast } from "./tokenizer.js";
@@ -9,14 +10,6 @@ export interface CollatedBatch {
   labels: Tensor;
 }
 
-class Callable {
-  constructor() {
-    const closure = function (...args: unknown[]) {
-      return (closure as unknown as { _call: (...a: unknown[]) => unknown })._call(...args);
-    };
-    return Object.setPrototypeOf(closure, new.target.prototype);
-  }
-}
 
 export interface DataCollatorForLanguageModeling {
   /** Same as collate(): `data_collator(features)` as in Python. */

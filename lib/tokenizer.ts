@@ -5,6 +5,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { Callable } from "./callable.js";
 import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
 import { cachedFile, localDir, resolveHubFile } from "./hub.js";
 import { Tensor, tensor } from "./tensor.js";
@@ -66,15 +67,6 @@ const GPT2_CONFIG = {
   tokenizer_class: "GPT2Tokenizer", clean_up_tokenization_spaces: false,
 };
 
-/** A function object, so that a tokenizer can be called as in Python: `tokenizer(texts, options)`. */
-class Callable {
-  constructor() {
-    const closure = function (this: unknown, ...args: unknown[]) {
-      return (closure as unknown as { _call: (...a: unknown[]) => unknown })._call(...args);
-    };
-    return Object.setPrototypeOf(closure, new.target.prototype);
-  }
-}
 
 export interface GPT2TokenizerFast {
   /** Tokenizes a text or a batch: `tokenizer(texts, { padding, truncation, max_length, return_tensors })`. */

@@ -6,7 +6,7 @@ import {
   AutoTokenizer, DataCollatorForLanguageModeling, Dataset, GPT2LMHeadModel, Trainer, TrainingArguments, get_scheduler_lambda,
   pipeline, SCHEDULER_TYPES, tensor,
 } from "../lib/index.js";
-import { FIXTURES, flatten, golden, maxAbsDiff, tinyModelDir } from "./helpers/tiny.js";
+import { FIXTURES, flatten, golden, maxAbsDiff, tinyModelDir, pick } from "./helpers/tiny.js";
 
 const hf = JSON.parse(readFileSync(join(FIXTURES, "hf-golden.json"), "utf8"));
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(1e-8, Math.abs(b));
@@ -15,13 +15,6 @@ let model: GPT2LMHeadModel;
 beforeAll(async () => { model = await GPT2LMHeadModel.from_pretrained(tinyModelDir()); });
 afterAll(async () => { await model.dispose(); });
 
-function pick(logits: { shape: number[]; data(): unknown }, cols: number[]): number[] {
-  const [B, T, V] = logits.shape as [number, number, number];
-  const d = logits.data() as Float32Array;
-  const out: number[] = [];
-  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (const c of cols) out.push(d[(b * T + t) * V + c]!);
-  return out;
-}
 
 test("the golden file was made without errors", () => {
   expect(hf.transformers_version).toMatch(/^\d+\./);

@@ -1,13 +1,6 @@
 import { GPT2LMHeadModel, AutoModelForCausalLM, tensor, Tensor } from "../lib/index.js";
-import { golden, tinyModelDir, maxAbsDiff, flatten } from "./helpers/tiny.js";
+import { golden, tinyModelDir, maxAbsDiff, flatten, pick } from "./helpers/tiny.js";
 
-function pick(logits: Tensor, cols: number[]): number[] {
-  const [B, T, V] = logits.shape as [number, number, number];
-  const d = logits.data() as Float32Array;
-  const out: number[] = [];
-  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (const c of cols) out.push(d[(b * T + t) * V + c]!);
-  return out;
-}
 
 describe("GPT-2 forward parity with the PyTorch reference (fp32)", () => {
   let model: GPT2LMHeadModel;

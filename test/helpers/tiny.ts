@@ -140,3 +140,12 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function flatten(x: unknown): number[] {
   return Array.isArray(x) ? x.flatMap(flatten) : [x as number];
 }
+
+/** logits[b, t, c] for every row and position and the given columns (the goldens keep only those). */
+export function pick(logits: { shape: number[]; data(): unknown }, cols: number[]): number[] {
+  const [B, T, V] = logits.shape as [number, number, number];
+  const d = logits.data() as Float32Array;
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (const c of cols) out.push(d[(b * T + t) * V + c]!);
+  return out;
+}
