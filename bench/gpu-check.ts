@@ -23,7 +23,6 @@ async function section(name: string, fn: () => Promise<unknown>) {
   try { out[name] = await fn(); } catch (e) { out[name] = { error: (e as Error).message }; }
   console.error(`${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
-const sync = async () => { /* every native call returns after its work, results copied back */ };
 
 await section("parity", async () => {
   const r: Record<string, number | boolean> = {};
@@ -82,7 +81,6 @@ await section("bench", async () => {
   const flopsPerToken = 6 * N + 12 * 12 * 1024 * 768;
   r.mfu_8x1024_bf16 = (r.train_8x1024_bf16_tokens_per_s * flopsPerToken) / 989e12;
   await m.dispose();
-  await sync();
   return r;
 });
 

@@ -453,17 +453,15 @@ export async function load_dataset(path: string, options: LoadDatasetOptions = {
   // A Hub dataset
   checkRepoId(path);
   const revision = options.revision ?? "main";
-  let files: string[];
   if (data_files) {
     const splits = typeof data_files === "string" || Array.isArray(data_files) ? { train: [data_files].flat() } : Object.fromEntries(Object.entries(data_files).map(([k, v]) => [k, [v].flat()]));
-    files = Object.values(splits).flat();
     const chosen = pickSplit(splits, split, path);
     const want = Array.isArray(chosen) ? chosen : Object.values(chosen).flat();
     const local = await Promise.all(want.map(async (f) => (await resolveHubFile(path, f, { type: "dataset", revision, progress: true }))!));
     if (Array.isArray(chosen)) return readFiles(local);
     return load(Object.fromEntries(Object.entries(chosen as Record<string, string[]>).map(([k, v]) => [k, v.map((f) => local[want.indexOf(f)]!)])), path);
   }
-  files = await listHubFiles(path, revision);
+  const files = await listHubFiles(path, revision);
   const splits = groupSplits(files);
   if (Object.keys(splits).length === 0) throw new TorchlmError(`Dataset ${path} has no parquet, json, csv or text data files that torchlm can read`);
   const chosen = pickSplit(splits, split, path);

@@ -110,7 +110,6 @@ export interface NativeBinding {
   readSafetensors(path: string, dataStart: number, entries: SafetensorsEntry[], dtype: string | null, device: string): Promise<[string, NativeTensor][]>;
   writeSafetensors(path: string, tensors: [string, NativeTensor][], metadata: Record<string, string>): Promise<void>;
   crossEntropy(input: NativeTensor, target: NativeTensor, ignore_index: number, reduction: string, label_smoothing: number): NativeTensor;
-  backwardAsync(t: NativeTensor): Promise<void>;
   getRngState(): NativeTensor;
   setRngState(state: NativeTensor): void;
 }

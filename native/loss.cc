@@ -1,8 +1,7 @@
-// CrossEntropyLoss with torch semantics, and backward off the JavaScript thread.
+// CrossEntropyLoss with torch semantics.
 #include "loss.h"
 
 #include "tensor.h"
-#include "worker.h"
 
 namespace torchlm {
 
@@ -42,19 +41,8 @@ static Napi::Value JsCrossEntropy(const Napi::CallbackInfo& info) {
   });
 }
 
-// backwardAsync(tensor) -> Promise<void>: autograd on a worker thread (it can take seconds).
-static Napi::Value JsBackwardAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return Guard(env, [&]() -> Napi::Value {
-    at::Tensor t = TensorWrap::FromJs(info[0], "loss");
-    if (!t.requires_grad()) throw UserError("backward() needs a tensor that requires grad: it was computed without autograd (eval mode?)");
-    return PromiseWorker::Run(env, [t] { t.backward(); }, nullptr, {info[0].As<Napi::Object>()});
-  });
-}
-
 void InitLoss(Napi::Env env, Napi::Object exports) {
   exports.Set("crossEntropy", Napi::Function::New(env, JsCrossEntropy));
-  exports.Set("backwardAsync", Napi::Function::New(env, JsBackwardAsync));
 }
 
 }  // namespace torchlm
