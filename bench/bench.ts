@@ -1,6 +1,7 @@
 // npm run bench: torchlm against PyTorch from Python (bench/baseline.py) on the same GPT-2 124M-shaped weights,
 // written here from a seed (never committed), in the same run, as ratios. Results: bench/results/.
 import { execFileSync } from "node:child_process";
+import { availableParallelism } from "node:os";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, load_dataset, tensor, torch_info, type Tensor } from "../lib/index.js";
@@ -104,6 +105,21 @@ async function main() {
   results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
   await model.dispose();
 
+  if (want("ddp") && binding.distributedAvailable) {
+    // Data-parallel scaling (a figure, not a target): one global batch of 16 x 64 per step, as 1 process with
+    // every core or as one rank per core with one thread each (c10d/Gloo over loopback).
+    const cores = Math.min(availableParallelism(), 16);
+    const steps = quick ? 6 : 3;
+    const worker = join(root, "dist", "bench", "ddp-worker.js");
+    const runOne = (cmd: string[], threadsEnv: string) => JSON.parse(execFileSync(process.execPath, cmd,
+      { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: threadsEnv, TORCHLM_NO_PROGRESS: "1" }, stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!);
+    const single = runOne([worker, weightsDir, "16", String(steps)], String(cores));
+    const multi = runOne([join(root, "dist", "lib", "cli.js"), "launch", "--nproc-per-node", String(cores), "--master-port", "0", worker, weightsDir, String(16 / cores), String(steps)], "1");
+    results.ddp_ranks = cores;
+    results.train_1proc_tokens_per_s = single.tokens_per_s;
+    results.train_ddp_tokens_per_s = multi.tokens_per_s;
+  }
+
   let py: Record<string, number> | null = null;
   let pyNote = "";
   try {
@@ -118,6 +134,8 @@ async function main() {
     ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s!, py?.decode_b1_tokens_per_s],
     ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s!, py?.decode_b8_tokens_per_s],
     ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s!, undefined],
+    [`Trainer tokens/s, ${results.ddp_ranks} ranks x 1 thread (DDP, Gloo)`, results.train_ddp_tokens_per_s!, undefined],
+    [`Trainer tokens/s, 1 process x ${results.ddp_ranks} threads`, results.train_1proc_tokens_per_s!, undefined],
     ["from_pretrained s", results.from_pretrained_s!, py?.load_s],
     ["IMDB-sized load_dataset + map (25,000 reviews) s", results.imdb_load_and_tokenize_s!, undefined],
   ].filter(([, v]) => v !== undefined) as [string, number, number | undefined][];
@@ -128,8 +146,13 @@ async function main() {
     results.train_fraction_of_matmul_limit !== undefined ? `training at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit` : "",
     `peak RSS after loading and a forward pass ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights (the Node process included); peak RSS ${results.peak_rss_mb!.toFixed(0)} MB over the whole run`,
     results.imdb_load_and_tokenize_s !== undefined ? `IMDB-sized data: ${results.imdb_rows} rows, ${results.imdb_text_mb!.toFixed(1)} MB of text, loaded from parquet and tokenized (max_length 64) in ${results.imdb_load_and_tokenize_s.toFixed(1)} s; RSS grew ${results.imdb_rss_growth_mb!.toFixed(0)} MB` : "",
+    results.train_ddp_tokens_per_s !== undefined ? `data-parallel scaling: ${results.ddp_ranks} ranks reach ${(results.train_ddp_tokens_per_s / results.train_1proc_tokens_per_s!).toFixed(2)}x the tokens/s of one process using the same cores` : "",
     pyNote, "transformers.js peer: not run by this harness yet (it needs an ONNX export of the weights)"].filter(Boolean);
   console.log("\n" + table.join("\n") + "\n\n" + extra.map((l) => `- ${l}`).join("\n"));
+  if (only) {
+    console.log("\n(a partial run with --only: bench/results/ left as it was)");
+    return;
+  }
   const dir = join(root, "bench", "results");
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");

@@ -10,6 +10,7 @@ import {
 } from "./index.js";
 import { packageRoot } from "./native.js";
 import { hubCacheDir } from "./hub.js";
+import { launch } from "./launch.js";
 
 const num = (v: string) => { const n = Number(v); if (Number.isNaN(n)) throw new InvalidArgumentError("Expected a number."); return n; };
 const int = (v: string) => { const n = Number(v); if (!Number.isInteger(n)) throw new InvalidArgumentError("Expected an integer."); return n; };
@@ -51,7 +52,8 @@ export function buildProgram(): Command {
     .version(JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")).version)
     .option("--threads <n>", "libtorch intra-op threads (default: the cores available)", int)
     .hook("preAction", (cmd) => { const t = cmd.opts().threads; if (t) set_num_threads(t); })
-    .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : 2); });
+    .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : 2); })
+    .enablePositionalOptions();
 
   const gen = program.command("generate").description("generate text from a prompt, streaming to the terminal")
     .argument("<prompt>", "the prompt")
@@ -93,7 +95,7 @@ export function buildProgram(): Command {
     .option("--save-to <dir>", "save the fine-tuned model (and tokenizer) here");
   // Every TrainingArguments field is a flag, its parser taken from the type of its default.
   const NULLABLE: Record<string, (v: string) => unknown> = { eval_steps: num, save_total_limit: int, data_seed: int, logging_dir: String,
-    metric_for_best_model: String, greater_is_better: bool, run_name: String };
+    metric_for_best_model: String, greater_is_better: bool, run_name: String, ddp_backend: String };
   const defaults = new TrainingArguments({ output_dir: "x" }).to_dict();
   const argFlags: [string, (v: string) => unknown][] = Object.entries(defaults).map(([k, v]) => [k,
     NULLABLE[k] ?? (typeof v === "number" ? num : typeof v === "boolean" ? bool : typeof v === "object" ? (x: string) => JSON.parse(x) : String)]);
@@ -129,6 +131,22 @@ export function buildProgram(): Command {
     .action(async (args: string[]) => {
       process.argv = [process.argv[0]!, "bench", ...args];
       await import(pathToFileURL(join(packageRoot(), "dist", "bench", "bench.js")).href);
+    });
+
+  program.command("launch").description("run a script on several processes for distributed training (as torchrun)")
+    .argument("<script>", "the Node script every rank runs").argument("[args...]", "its arguments")
+    .option("--nproc-per-node <n>", "processes on this machine", int, 1)
+    .option("--nnodes <n>", "machines in the job", int, 1)
+    .option("--node-rank <n>", "this machine's index", int, 0)
+    .option("--master-addr <addr>", "address of the machine with rank 0", "127.0.0.1")
+    .option("--master-port <port>", "its port (0: a free one, one machine only)", int, 29500)
+    .option("--grace-period <s>", "seconds the other ranks get to stop after one fails", num, 10)
+    .passThroughOptions()
+    .action(async (script: string, args: string[], o: Record<string, any>) => {
+      process.exitCode = await launch(script, args, {
+        nproc_per_node: o.nprocPerNode, nnodes: o.nnodes, node_rank: o.nodeRank, master_addr: o.masterAddr,
+        master_port: o.masterPort, grace_period: o.gracePeriod,
+      });
     });
 
   program.command("info").description("libtorch version and path, devices, threads, BLAS")

@@ -26,4 +26,9 @@ export { DataCollatorForLanguageModeling, type CollatedBatch } from "./collator.
 export { TrainingArguments, type TrainingArgumentsOptions } from "./training_args.js";
 export { Trainer, TrainerCallback, TrainerState, TrainerControl, EarlyStoppingCallback, type TrainOutput, type TrainerOptions, type Inputs } from "./trainer.js";
 export { get_scheduler, get_scheduler_lambda, LRScheduler, SCHEDULER_TYPES, type SchedulerType } from "./schedulers.js";
+export {
+  init_process_group, destroy_process_group, is_initialized, get_rank, get_world_size, barrier, all_reduce, DistributedSampler,
+  type InitProcessGroupOptions,
+} from "./distributed.js";
+export { launch, type LaunchOptions } from "./launch.js";
 export { plot_log_history, loss_chart_svg } from "./plotting.js";

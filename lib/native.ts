@@ -90,6 +90,20 @@ export interface NativeAdamW {
   backward(loss: NativeTensor, scale: number, fp16: boolean): Promise<number>;
   finishStep(lr: number, max_grad_norm: number): Promise<number>;
   lossScale(): number;
+  setProcessGroup(pg: NativeProcessGroup | null): void;
+}
+
+export interface NativeProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  broadcastParameters(model: NativeModel, root: number): Promise<void>;
+  allReduce(values: Float64Array, op: "sum" | "max"): Promise<Float64Array>;
+  barrier(): Promise<void>;
+  dispose(): void;
+}
+
+export interface NativeProcessGroupStatic {
+  connect(master_addr: string, master_port: number, rank: number, world_size: number, timeout_ms: number): Promise<NativeProcessGroup>;
 }
 
 export interface NativeAdamWStatic {
@@ -107,6 +121,8 @@ export interface NativeBinding {
   NativeTensor: NativeTensorStatic;
   NativeModel: NativeModelStatic;
   NativeAdamW: NativeAdamWStatic;
+  NativeProcessGroup: NativeProcessGroupStatic;
+  distributedAvailable: boolean;
   readSafetensors(path: string, dataStart: number, entries: SafetensorsEntry[], dtype: string | null, device: string): Promise<[string, NativeTensor][]>;
   writeSafetensors(path: string, tensors: [string, NativeTensor][], metadata: Record<string, string>): Promise<void>;
   crossEntropy(input: NativeTensor, target: NativeTensor, ignore_index: number, reduction: string, label_smoothing: number): NativeTensor;

@@ -16,6 +16,7 @@ import { Tensor } from "./tensor.js";
 import { readSafetensorsIndex } from "./safetensors.js";
 import { bar, type Bar } from "./progress.js";
 import { plot_log_history } from "./plotting.js";
+import { _default_group, all_reduce, barrier, broadcast_parameters, distributed_env, init_process_group, shard } from "./distributed.js";
 
 export type Inputs = { input_ids: Tensor; attention_mask?: Tensor; labels?: Tensor; [k: string]: unknown };
 export type LogRow = Record<string, number>;
@@ -109,6 +110,8 @@ export class Trainer {
   optimizer: NativeAdamW | null = null;
   lr_scheduler: LRScheduler | null = null;
   #interrupted = false;
+  #rank = 0;
+  #world = 1;
 
   constructor(options: TrainerOptions) {
     if (!isPlainObject(options)) throw invalid("Trainer options", "an object with model, args, datasets", options);
@@ -192,16 +195,18 @@ export class Trainer {
     if (this.model.device !== device && !(device === "cuda" && this.model.device.startsWith("cuda"))) await this.model.to(device);
     const amp = args.bf16 ? 1 : args.fp16 ? 2 : 0;
     if (args.fp16 && !this.model.device.startsWith("cuda")) throw new TorchlmError("fp16 mixed precision requires a CUDA device");
+    const pg = await this.#joinProcessGroup();
 
     const bs = args.per_device_train_batch_size;
     const ga = args.gradient_accumulation_steps;
-    const batchesPerEpoch = this.#batches(ds.length, bs, new Int32Array(ds.length)).length;
+    const batchesPerEpoch = this.#batches(this.#shard(new Int32Array(ds.length)).length, bs, new Int32Array(ds.length)).length;
     const updatesPerEpoch = Math.max(Math.ceil(batchesPerEpoch / ga), 1);
     const maxSteps = args.max_steps > 0 ? args.max_steps : Math.ceil(args.num_train_epochs * updatesPerEpoch);
     const epochs = args.max_steps > 0 ? Math.ceil(maxSteps / updatesPerEpoch) : Math.ceil(args.num_train_epochs);
     this.state = Object.assign(new TrainerState(), {
       max_steps: maxSteps, num_train_epochs: epochs, logging_steps: args.logging_steps, eval_steps: args.eval_steps,
       save_steps: args.save_steps, train_batch_size: bs,
+      is_world_process_zero: this.#rank === 0, is_local_process_zero: (distributed_env()?.local_rank ?? 0) === 0,
     });
     this.control = new TrainerControl();
     this.optimizer = this.#createOptimizer();
@@ -209,6 +214,11 @@ export class Trainer {
       num_warmup_steps: args.get_warmup_steps(maxSteps), num_training_steps: maxSteps, ...args.lr_scheduler_kwargs,
     });
     binding.manualSeed(args.seed);
+    if (pg) {
+      // DDP: every rank starts from rank 0's weights and averages gradients before each update
+      await broadcast_parameters(this.model._native, 0);
+      this.optimizer.setProcessGroup(pg);
+    }
 
     let skipUpdates = 0;
     if (options.resume_from_checkpoint) {
@@ -223,7 +233,7 @@ export class Trainer {
     const start = Date.now();
     let trLoss = 0, trLossAll = 0, lastLogged = this.state.global_step, stepsSinceLog = 0;
     let bar_: Bar | null = null;
-    if (!args.disable_tqdm) bar_ = bar("Train", maxSteps, "Train [{bar}] {value}/{total} steps | loss {loss} | {eta_formatted}", false);
+    if (!args.disable_tqdm && this.#rank === 0) bar_ = bar("Train", maxSteps, "Train [{bar}] {value}/{total} steps | loss {loss} | {eta_formatted}", false);
     bar_?.update(this.state.global_step, { loss: "-" });
     const onSignal = () => { this.#interrupted = true; };
     process.once("SIGINT", onSignal);
@@ -232,8 +242,8 @@ export class Trainer {
     const fused = !this.#overridden();
     try {
       outer: for (let epoch = 0; epoch < epochs; epoch++) {
-        const order = this._get_train_order(epoch, ds.length);
-        const batches = this.#batches(ds.length, bs, order);
+        const order = this.#shard(this._get_train_order(epoch, ds.length));
+        const batches = this.#batches(order.length, bs, order);
         const updates = Math.ceil(batches.length / ga);
         if (skipUpdates >= updates) { skipUpdates -= updates; continue; }
         await this.#callback("on_epoch_begin");
@@ -274,11 +284,13 @@ export class Trainer {
           stepsSinceLog++;
           bar_?.update(this.state.global_step, { loss: stepLoss.toFixed(4) });
           await this.#callback("on_step_end");
+          // a signal may reach the ranks at different steps: stop together
+          if (pg) this.#interrupted = (await all_reduce([this.#interrupted ? 1 : 0], "max"))[0]! > 0;
           const gs = this.state.global_step;
           const logNow = args.logging_strategy === "steps" && (gs % args.logging_steps === 0 || (args.logging_first_step && gs === 1));
           if (logNow || this.control.should_log) {
             // learning_rate is the rate this update used, as transformers 5 logs it
-            await this.log({ loss: trLoss / (gs - lastLogged), grad_norm: gradNorm, learning_rate: lr, epoch: this.state.epoch });
+            await this.log({ loss: (await this.#mean(trLoss)) / (gs - lastLogged), grad_norm: gradNorm, learning_rate: lr, epoch: this.state.epoch });
             trLoss = 0;
             lastLogged = gs;
             stepsSinceLog = 0;
@@ -301,7 +313,7 @@ export class Trainer {
         }
         skipUpdates = 0;
         if (args.logging_strategy === "epoch" && stepsSinceLog > 0) {
-          await this.log({ loss: trLoss / (this.state.global_step - lastLogged), learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
+          await this.log({ loss: (await this.#mean(trLoss)) / (this.state.global_step - lastLogged), learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
           trLoss = 0;
           lastLogged = this.state.global_step;
           stepsSinceLog = 0;
@@ -319,10 +331,10 @@ export class Trainer {
     }
     const runtime = (Date.now() - start) / 1000;
     const stepsRun = this.state.global_step - startStep;
-    const trainLoss = stepsRun > 0 ? trLossAll / stepsRun : 0;
+    const trainLoss = stepsRun > 0 ? (await this.#mean(trLossAll)) / stepsRun : 0;
     const metrics: LogRow = {
       train_runtime: round4(runtime),
-      train_samples_per_second: round3((stepsRun * bs * ga) / Math.max(runtime, 1e-9)),
+      train_samples_per_second: round3((stepsRun * bs * ga * this.#world) / Math.max(runtime, 1e-9)),
       train_steps_per_second: round3(stepsRun / Math.max(runtime, 1e-9)),
       total_flos: this.state.total_flos,
       train_loss: trainLoss,
@@ -330,11 +342,31 @@ export class Trainer {
     };
     this.state.log_history.push({ ...metrics, step: this.state.global_step });
     await this.#callback("on_train_end");
-    if (args.plot_loss && this.state.log_history.some((r) => "loss" in r)) {
+    if (args.plot_loss && this.#rank === 0 && this.state.log_history.some((r) => "loss" in r)) {
       await mkdir(args.output_dir, { recursive: true });
       await plot_log_history(this.state.log_history, join(args.output_dir, "loss.png"));
     }
     return { global_step: this.state.global_step, training_loss: trainLoss, metrics };
+  }
+
+  /** Joins the process group when launched with WORLD_SIZE > 1 (as TrainingArguments does in Python). */
+  async #joinProcessGroup() {
+    const env = distributed_env();
+    if (env && !_default_group()) await init_process_group({ timeout: this.args.ddp_timeout });
+    const pg = _default_group();
+    this.#rank = pg?.rank ?? 0;
+    this.#world = pg?.worldSize ?? 1;
+    return pg;
+  }
+
+  /** This rank's share of an epoch's order (DistributedSampler's), or all of it in one process. */
+  #shard(order: ArrayLike<number>): ArrayLike<number> {
+    return this.#world > 1 ? shard(order, this.#world, this.#rank, this.args.dataloader_drop_last) : order;
+  }
+
+  /** The mean of a value over the ranks. */
+  async #mean(x: number): Promise<number> {
+    return this.#world > 1 ? (await all_reduce([x]))[0]! / this.#world : x;
   }
 
   #checkFinite(loss: number): void {
@@ -360,7 +392,9 @@ export class Trainer {
     this.model.eval();
     const start = Date.now();
     let total = 0, count = 0, steps = 0;
-    const batches = this.#batches(ds.length, this.args.per_device_eval_batch_size, Int32Array.from({ length: ds.length }, (_, i) => i));
+    // each rank a strided slice, not padded, so the summed loss covers every row once
+    const mine = Int32Array.from({ length: Math.max(0, Math.ceil((ds.length - this.#rank) / this.#world)) }, (_, i) => this.#rank + i * this.#world);
+    const batches = this.#batches(mine.length, this.args.per_device_eval_batch_size, mine);
     try {
       for (const idx of batches) {
         const inputs = this.#collate(ds, idx);
@@ -376,6 +410,7 @@ export class Trainer {
     } finally {
       if (wasTraining) this.model.train();
     }
+    if (this.#world > 1) [total, count, steps] = await all_reduce([total, count, steps]) as [number, number, number];
     const runtime = (Date.now() - start) / 1000;
     const metrics: LogRow = {
       eval_loss: total / count,
@@ -392,8 +427,11 @@ export class Trainer {
   /** Saves the model (and tokenizer) with save_pretrained, to output_dir by default. */
   async save_model(dir?: string): Promise<void> {
     const out = dir ?? this.args.output_dir;
-    await this.model.save_pretrained(out);
-    if (this.tokenizer) await this.tokenizer.save_pretrained(out);
+    if (this.#rank === 0) {
+      await this.model.save_pretrained(out);
+      if (this.tokenizer) await this.tokenizer.save_pretrained(out);
+    }
+    if (this.#world > 1) await barrier();
   }
 
   #lastCheckpoint(): string | null {
@@ -403,32 +441,47 @@ export class Trainer {
     return steps.length ? join(dir, `checkpoint-${steps[steps.length - 1]}`) : null;
   }
 
-  /** checkpoint-N/ written under a temporary name and renamed: a crash never leaves half a checkpoint. */
+  /**
+   * checkpoint-N/ written under a temporary name and renamed: a crash never leaves half a checkpoint.
+   * In a process group rank 0 writes it; every rank adds its own RNG state before the rename.
+   */
   async #saveCheckpoint(): Promise<void> {
     const args = this.args;
+    const dist = this.#world > 1, main = this.#rank === 0;
     const name = `checkpoint-${this.state.global_step}`;
     const final = join(args.output_dir, name);
-    const tmp = join(args.output_dir, `.${name}.tmp-${process.pid}`);
+    const tmp = join(args.output_dir, `.${name}.tmp-${dist ? "ddp" : process.pid}`);
+    const saveRng = () => withStack(() => binding.writeSafetensors(join(tmp, dist ? `rng_state_${this.#rank}.safetensors` : "rng_state.safetensors"),
+      [["cpu", binding.getRngState()]], { format: "torchlm-rng" }));
     try {
-      await mkdir(args.output_dir, { recursive: true });
-      await rm(tmp, { recursive: true, force: true });
-      await this.model.save_pretrained(tmp);
-      if (this.tokenizer) await this.tokenizer.save_pretrained(tmp);
-      if (!args.save_only_model) {
-        await withStack(() => binding.writeSafetensors(join(tmp, "optimizer.safetensors"), this.optimizer!.state(), { format: "torchlm-adamw" }));
-        await writeFile(join(tmp, "scheduler.json"), JSON.stringify(this.lr_scheduler!.state_dict()));
-        await withStack(() => binding.writeSafetensors(join(tmp, "rng_state.safetensors"), [["cpu", binding.getRngState()]], { format: "torchlm-rng" }));
+      if (main) {
+        await mkdir(args.output_dir, { recursive: true });
+        await rm(tmp, { recursive: true, force: true });
+        await this.model.save_pretrained(tmp);
+        if (this.tokenizer) await this.tokenizer.save_pretrained(tmp);
+        if (!args.save_only_model) {
+          await withStack(() => binding.writeSafetensors(join(tmp, "optimizer.safetensors"), this.optimizer!.state(), { format: "torchlm-adamw" }));
+          await writeFile(join(tmp, "scheduler.json"), JSON.stringify(this.lr_scheduler!.state_dict()));
+          await saveRng();
+        }
+        await writeFile(join(tmp, "trainer_state.json"), JSON.stringify(this.state, null, 2));
+        await writeFile(join(tmp, "training_args.json"), JSON.stringify(args.to_dict(), null, 2));
       }
-      await writeFile(join(tmp, "trainer_state.json"), JSON.stringify(this.state, null, 2));
-      await writeFile(join(tmp, "training_args.json"), JSON.stringify(args.to_dict(), null, 2));
-      await rm(final, { recursive: true, force: true });
-      await rename(tmp, final);
+      if (dist) {
+        await barrier();
+        if (!main && !args.save_only_model) await saveRng();
+        await barrier();
+      }
+      if (main) {
+        await rm(final, { recursive: true, force: true });
+        await rename(tmp, final);
+      }
     } catch (e) {
-      await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      if (main) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
       throw new TorchlmError(`Cannot save checkpoint ${final}: ${(e as Error).message}`);
     }
     await this.#callback("on_save", { checkpoint: final });
-    if (args.save_total_limit !== null) {
+    if (main && args.save_total_limit !== null) {
       const all = readdirSync(args.output_dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
       for (const s of all.slice(0, Math.max(0, all.length - args.save_total_limit))) await rm(join(args.output_dir, `checkpoint-${s}`), { recursive: true, force: true });
     }
@@ -442,7 +495,10 @@ export class Trainer {
     const tensors = await withStack(() => binding.readSafetensors(opt.path, opt.dataStart, opt.entries, null, this.model.device));
     this.optimizer!.loadState(tensors as [string, NativeTensor][]);
     this.lr_scheduler!.load_state_dict(JSON.parse(await readFile(join(dir, "scheduler.json"), "utf8")));
-    const rng = await readSafetensorsIndex(join(dir, "rng_state.safetensors"));
+    // a DDP checkpoint has one RNG state per rank; a single process resumes from rank 0's
+    const rngFile = [`rng_state_${this.#rank}.safetensors`, "rng_state.safetensors", "rng_state_0.safetensors"].map((f) => join(dir, f)).find((f) => existsSync(f));
+    if (!rngFile) throw new TorchlmError(`${dir} has no rng_state file`);
+    const rng = await readSafetensorsIndex(rngFile);
     const [[, state]] = await withStack(() => binding.readSafetensors(rng.path, rng.dataStart, rng.entries, null, "cpu"));
     binding.setRngState(state!);
     const saved = JSON.parse(await readFile(join(dir, "trainer_state.json"), "utf8")) as TrainerState;

@@ -1,5 +1,6 @@
 import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
 import { cuda_is_available, default_device, mps_is_available } from "./device.js";
+import { distributed_env } from "./distributed.js";
 import { SCHEDULER_TYPES, type SchedulerType } from "./schedulers.js";
 
 export type IntervalStrategy = "no" | "steps" | "epoch";
@@ -55,6 +56,10 @@ export interface TrainingArgumentsOptions {
   greater_is_better?: boolean | null;
   run_name?: string | null;
   optim?: string;
+  /** Seconds a distributed rendezvous or collective waits for the other ranks (PyTorch's default 1800). */
+  ddp_timeout?: number;
+  /** The distributed backend: "gloo" (null: the default, Gloo). */
+  ddp_backend?: "gloo" | null;
   /** torchlm: stop (false, the default) or skip the update (true) when the loss is NaN or infinite. */
   skip_nonfinite_loss?: boolean;
   /** torchlm: write output_dir/loss.png (or .svg) at the end of train(). */
@@ -71,7 +76,7 @@ const DEFAULTS: Required<Omit<TrainingArgumentsOptions, "evaluation_strategy">> 
   seed: 42, data_seed: null, fp16: false, bf16: false, push_to_hub: false, use_mps_device: false, use_cpu: false, no_cuda: false,
   report_to: "none", disable_tqdm: false, dataloader_drop_last: false, remove_unused_columns: true,
   load_best_model_at_end: false, metric_for_best_model: null, greater_is_better: null, run_name: null, optim: "adamw_torch",
-  skip_nonfinite_loss: false, plot_loss: true,
+  skip_nonfinite_loss: false, plot_loss: true, ddp_timeout: 1800, ddp_backend: null,
 };
 const KEYS = [...Object.keys(DEFAULTS), "evaluation_strategy"];
 const STRATEGIES = ["no", "steps", "epoch"] as const;
@@ -127,6 +132,8 @@ export class TrainingArguments {
   optim!: string;
   skip_nonfinite_loss!: boolean;
   plot_loss!: boolean;
+  ddp_timeout!: number;
+  ddp_backend!: "gloo" | null;
 
   constructor(options: TrainingArgumentsOptions = {}) {
     if (!isPlainObject(options)) throw invalid("TrainingArguments", "an object of options", options);
@@ -150,6 +157,8 @@ export class TrainingArguments {
       check.boolean(k, this[k]);
     }
     check.oneOf("eval_strategy", this.eval_strategy, STRATEGIES);
+    check.number("ddp_timeout", this.ddp_timeout, 0, Infinity, true);
+    if (this.ddp_backend !== null) check.oneOf("ddp_backend", this.ddp_backend, ["gloo"] as const);
     check.oneOf("logging_strategy", this.logging_strategy, STRATEGIES);
     check.oneOf("save_strategy", this.save_strategy, STRATEGIES);
     check.integer("per_device_train_batch_size", this.per_device_train_batch_size, 1);
@@ -186,6 +195,13 @@ export class TrainingArguments {
   get device(): string {
     return this.use_cpu || this.no_cuda ? "cpu" : default_device();
   }
+
+  /** The number of training processes (WORLD_SIZE, as set by `torchlm launch` or torchrun). */
+  get world_size(): number { return distributed_env()?.world_size ?? 1; }
+  /** This process's rank among them (RANK). */
+  get process_index(): number { return distributed_env()?.rank ?? 0; }
+  /** Its rank on this machine (LOCAL_RANK). */
+  get local_process_index(): number { return distributed_env()?.local_rank ?? 0; }
 
   /** Warmup steps for a run of `max_steps`: warmup_steps, else ceil(warmup_ratio x max_steps). */
   get_warmup_steps(max_steps: number): number {

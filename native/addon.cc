@@ -2,6 +2,7 @@
 #include "allocator.h"
 #include "common.h"
 #include "device.h"
+#include "distributed.h"
 #include "loss.h"
 #include "model.h"
 #include "optimizer.h"
@@ -19,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSafetensors(env, exports);
   InitLoss(env, exports);
   InitOptimizer(env, exports);
+  InitDistributed(env, exports);
   return exports;
 }
 

@@ -13,11 +13,18 @@
 #include <thread>
 
 
+#include <cstdlib>
+
 namespace torchlm {
 
 static std::atomic<int> g_threads{0};
 
+// OMP_NUM_THREADS when set (torchlm launch and torchrun set it per rank), else the cores available.
 int DefaultThreads() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    int v = std::atoi(env);
+    if (v > 0) return v;
+  }
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
 }

@@ -1,5 +1,6 @@
 #include "optimizer.h"
 
+#include "distributed.h"
 #include "gpt2.h"
 #include "model.h"
 #include "tensor.h"
@@ -141,9 +142,26 @@ struct AutocastGuard {
 
 // Clip, update and zero the gradients; with fp16, unscale first and skip the update on inf/NaN.
 // Returns the gradient norm before clipping (NaN when the step was skipped).
-static double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm) {
+// In a process group, gradients are averaged over the ranks first (a missing one counts as zeros, so
+// every rank sends the same buckets), and a non-finite loss on any rank makes every rank skip the update.
+static double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm, Comm* comm = nullptr, bool nonfinite = false) {
   at::NoGradGuard ng;
   double norm;
+  if (comm) {
+    std::vector<at::Tensor> grads;
+    for (auto& g : opt.groups())
+      for (auto& p : g.params) {
+        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+        grads.push_back(p.grad());
+      }
+    at::Tensor flag = at::full({1}, nonfinite ? 1.0 : 0.0, at::kDouble);
+    comm->AllReduce(flag, true);
+    if (flag.item<double>() > 0) {
+      opt.ZeroGrad();
+      return std::nan("");
+    }
+    comm->AllReduceMean(grads, 25u << 20);
+  }
   if (scaler) {
     std::vector<at::Tensor> grads;
     for (auto& g : opt.groups())
@@ -176,6 +194,7 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       InstanceMethod("backward", &AdamWWrap::JsBackward),
       InstanceMethod("finishStep", &AdamWWrap::JsFinishStep),
       InstanceMethod("lossScale", &AdamWWrap::JsLossScale),
+      InstanceMethod("setProcessGroup", &AdamWWrap::JsSetProcessGroup),
     });
     exports.Set("NativeAdamW", f);
   }
@@ -204,6 +223,16 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
   std::shared_ptr<AdamW> opt_;
   std::shared_ptr<GradScaler> scaler_ = std::make_shared<GradScaler>();
   bool fp16_ = false;
+  std::shared_ptr<Comm> comm_;
+  // A non-finite loss in the current accumulation window (only tracked in a process group).
+  std::shared_ptr<bool> nonfinite_ = std::make_shared<bool>(false);
+
+  // setProcessGroup(pg | null): average gradients over its ranks before each update.
+  Napi::Value JsSetProcessGroup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    comm_ = info[0].IsNull() || info[0].IsUndefined() ? nullptr : UnwrapComm(info[0]);
+    return env.Undefined();
+  }
 
   GradScaler* Scaler() { return fp16_ ? scaler_.get() : nullptr; }
 
@@ -220,8 +249,11 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       auto value = std::make_shared<double>(0);
       auto scaler = scaler_;
       bool fp16 = fp16_;
+      auto nonfinite = nonfinite_;
+      bool dist = comm_ != nullptr;
       return PromiseWorker::Run(env, [=] {
         *value = loss.item<double>();
+        if (dist && !std::isfinite(*value)) *nonfinite = true;
         at::Tensor l = loss * scale;
         if (fp16) { scaler->Init(loss.device()); l = l * scaler->scale.to(l.device()); }
         l.backward();
@@ -237,7 +269,12 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     auto opt = opt_;
     auto scaler = Scaler() ? scaler_ : nullptr;
     auto norm = std::make_shared<double>(0);
-    return PromiseWorker::Run(info.Env(), [=] { *norm = FinishStep(*opt, scaler.get(), lr, mx); },
+    auto comm = comm_;
+    auto nonfinite = nonfinite_;
+    return PromiseWorker::Run(info.Env(), [=] {
+      *norm = FinishStep(*opt, scaler.get(), lr, mx, comm.get(), *nonfinite);
+      *nonfinite = false;
+    },
                               [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
                               {info.This().As<Napi::Object>()});
   }
@@ -318,6 +355,8 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       auto out = std::make_shared<Out>();
       auto opt = opt_;
       auto scaler = scaler_;
+      auto comm = comm_;
+      auto nonfinite = nonfinite_;
       return PromiseWorker::Run(
           env,
           [=] {
@@ -335,13 +374,20 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
             }
             out->loss = loss.item<double>();
             if (!std::isfinite(out->loss)) {
-              opt->ZeroGrad();
-              return;  // the JavaScript side reports it with the step number
+              if (!comm) {
+                opt->ZeroGrad();
+                return;  // the JavaScript side reports it with the step number
+              }
+              *nonfinite = true;  // the other ranks still wait for this window's all-reduce
+            } else {
+              at::Tensor l = loss * scale;
+              if (amp == Amp::kFP16) { scaler->Init(dev); l = l * scaler->scale; }
+              l.backward();
             }
-            at::Tensor l = loss * scale;
-            if (amp == Amp::kFP16) { scaler->Init(dev); l = l * scaler->scale; }
-            l.backward();
-            if (do_step) out->norm = FinishStep(*opt, amp == Amp::kFP16 ? scaler.get() : nullptr, lr, max_norm);
+            if (do_step) {
+              out->norm = FinishStep(*opt, amp == Amp::kFP16 ? scaler.get() : nullptr, lr, max_norm, comm.get(), *nonfinite);
+              *nonfinite = false;
+            }
           },
           [out](Napi::Env env) -> Napi::Value {
             auto o = Napi::Object::New(env);

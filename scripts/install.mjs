@@ -24,7 +24,7 @@ if (!found && isDebianRoot()) {
   console.log("torchlm: libtorch not found; installing Debian's libtorch-dev and libopenblas0-pthread with apt-get");
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   const update = spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
-  const install = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libtorch-dev", "libopenblas0-pthread"], { stdio: "inherit", env });
+  const install = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libtorch-dev", "libopenblas0-pthread", "libgloo-dev"], { stdio: "inherit", env });
   if (update.status !== 0 || install.status !== 0) {
     console.error("torchlm: apt-get could not install libtorch-dev. " + HOW_TO_INSTALL);
     process.exit(1);

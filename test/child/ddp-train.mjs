@@ -1,0 +1,32 @@
+// Child process of test/distributed.test.ts: trains the tiny model with the Trainer, in one process or as one
+// rank of a job started by `torchlm launch`; rank 0 saves the model and prints the log history.
+// argv: distIndex modelDir outDir batchSize maxSteps mode (ok | kill | throw | resume)
+const [, , distIndex, modelDir, outDir, bsArg, stepsArg, mode = "ok"] = process.argv;
+const { Dataset, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments, tensor } = await import(distIndex);
+
+let s = 7;
+const rnd = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+const rows = (n, T = 16) => Array.from({ length: n }, () => Array.from({ length: T }, () => Math.floor(rnd() * 50000)));
+const train = Dataset.from_dict({ input_ids: rows(24) });
+const evalDs = Dataset.from_dict({ input_ids: rows(5) });
+const collate = (b) => { const ids = tensor(b.map((r) => r.input_ids)); return { input_ids: ids, labels: ids.clone() }; };
+
+const rank = Number(process.env.RANK ?? 0);
+class Fault extends TrainerCallback {
+  on_step_end({ state }) {
+    if (rank !== 1 || state.global_step !== 1) return;
+    if (mode === "kill") process.kill(process.pid, "SIGKILL");
+    if (mode === "throw") throw new Error("rank 1 failed on purpose");
+  }
+}
+
+const model = await GPT2LMHeadModel.from_pretrained(modelDir);
+const args = new TrainingArguments({
+  output_dir: outDir, per_device_train_batch_size: Number(bsArg), max_steps: Number(stepsArg), learning_rate: 1e-3, weight_decay: 0.1,
+  lr_scheduler_type: "cosine", logging_steps: 1, eval_strategy: "steps", eval_steps: 3, per_device_eval_batch_size: 2,
+  save_steps: 2, disable_tqdm: true, plot_loss: false, ddp_timeout: 60,
+});
+const trainer = new Trainer({ model, args, train_dataset: train, eval_dataset: evalDs, data_collator: collate, callbacks: [new Fault()] });
+await trainer.train({ resume_from_checkpoint: mode === "resume" ? `${outDir}/checkpoint-2` : undefined });
+await trainer.save_model(`${outDir}/final`);
+if (rank === 0) console.log(JSON.stringify({ world: args.world_size, log_history: trainer.state.log_history }));
