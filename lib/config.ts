@@ -58,6 +58,13 @@ export class GPT2Config {
     return new GPT2Config(json as Record<string, unknown>);
   }
 
+  /** The parameter count this config implies (the LM head is tied to wte). */
+  num_parameters(): number {
+    const E = this.n_embd, I = this.n_inner ?? 4 * E;
+    const block = 2 * E + (3 * E * E + 3 * E) + (E * E + E) + 2 * E + (E * I + I) + (I * E + E);
+    return this.vocab_size * E + this.n_positions * E + this.n_layer * block + 2 * E;
+  }
+
   to_dict(): Record<string, unknown> {
     return { ...this, architectures: this.architectures ?? ["GPT2LMHeadModel"] };
   }

@@ -3,6 +3,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { totalmem } from "node:os";
 import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
 import { GPT2Config } from "./config.js";
 import { checkDevice } from "./device.js";
@@ -84,6 +85,7 @@ export class GPT2LMHeadModel {
     if (dtype !== undefined) check.oneOf("dtype", dtype, FLOAT_DTYPES);
     const files = await resolveModelFiles(idOrDir, options);
     const config = await GPT2Config.from_json_file(files.config);
+    checkFits(config, `The config of ${idOrDir}`, "load");
     if (config.architectures && !config.architectures.some((a) => a === "GPT2LMHeadModel" || a === "GPT2Model"))
       throw new TorchlmError(`${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`);
     const index = await readSafetensorsIndex(files.weights);
@@ -103,6 +105,7 @@ export class GPT2LMHeadModel {
     const device = checkDevice("device", options.device ?? "cpu");
     const dtype = check.oneOf("dtype", options.dtype ?? "float32", FLOAT_DTYPES);
     if (options.seed !== undefined) check.integer("seed", options.seed, 0, Number.MAX_SAFE_INTEGER);
+    checkFits(cfg, "The config", "create");
     const nm = await withStack(() => binding.NativeModel.create(nativeConfig(cfg), device, dtype, options.seed ?? null));
     return new GPT2LMHeadModel(cfg, nm);
   }
@@ -242,6 +245,15 @@ export function nativeConfig(c: GPT2Config): Record<string, unknown> {
 
 interface ModelFiles { config: string; weights: string; generation_config: string | null }
 
+/** Refuses a model whose float32 parameters alone would not fit in this machine's memory. */
+function checkFits(config: GPT2Config, what: string, action: string): void {
+  const bytes = config.num_parameters() * 4;
+  if (bytes > totalmem()) {
+    throw new TorchlmError(`${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
+      `more than this machine's memory (${(totalmem() / 2 ** 30).toFixed(1)} GiB): refusing to ${action} it`);
+  }
+}
+
 async function resolveModelFiles(idOrDir: string, options: FromPretrainedOptions): Promise<ModelFiles> {
   const dir = localDir(idOrDir);
   if (dir) {
@@ -257,6 +269,8 @@ async function resolveModelFiles(idOrDir: string, options: FromPretrainedOptions
   }
   const o = { revision: options.revision, offline: options.local_files_only };
   const config = (await resolveHubFile(idOrDir, "config.json", o))!;
+  // a config asking for more than this machine can hold is refused before its weights are downloaded
+  checkFits(await GPT2Config.from_json_file(config), idOrDir, "download or load");
   const weights = (await resolveHubFile(idOrDir, "model.safetensors", { ...o, progress: true }))!;
   const generation_config = await resolveHubFile(idOrDir, "generation_config.json", { ...o, required: false });
   return { config, weights, generation_config };

@@ -3,7 +3,7 @@
 // a compute_loss override runs its own forward and loss, then backward and the update natively.
 import { existsSync, readdirSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
 import { binding, type NativeAdamW, type NativeTensor } from "./native.js";
 import { GPT2LMHeadModel, type CausalLMOutput } from "./model.js";
@@ -228,6 +228,7 @@ export class Trainer {
       skipUpdates = this.state.global_step;
     }
 
+    await this.#prepareOutputDir();
     this.model.train();
     const startStep = this.state.global_step;
     const start = Date.now();
@@ -359,6 +360,25 @@ export class Trainer {
     return pg;
   }
 
+  /**
+   * An output_dir that cannot be written is reported before the first step, not at the first save; temporaries
+   * left by a run killed while saving are removed.
+   */
+  async #prepareOutputDir(): Promise<void> {
+    const args = this.args;
+    if (this.#rank !== 0 || (args.save_strategy === "no" && !args.plot_loss)) return;
+    const dir = args.output_dir;
+    try {
+      await mkdir(dir, { recursive: true });
+      const probe = join(dir, `.torchlm-write-test-${process.pid}`);
+      await writeFile(probe, "");
+      await rm(probe);
+    } catch (e) {
+      throw new TorchlmError(`output_dir ${dir} is not writable (${(e as Error).message}): checkpoints and the loss plot are written there; choose another output_dir`);
+    }
+    for (const name of readdirSync(dir)) if (/^\.checkpoint-\d+\.tmp-/.test(name)) await rm(join(dir, name), { recursive: true, force: true });
+  }
+
   /** This rank's share of an epoch's order (DistributedSampler's), or all of it in one process. */
   #shard(order: ArrayLike<number>): ArrayLike<number> {
     return this.#world > 1 ? shard(order, this.#world, this.#rank, this.args.dataloader_drop_last) : order;
@@ -473,7 +493,7 @@ export class Trainer {
         await barrier();
       }
       if (main) {
-        await rm(final, { recursive: true, force: true });
+        if (existsSync(final)) await discard(final);
         await rename(tmp, final);
       }
     } catch (e) {
@@ -483,7 +503,7 @@ export class Trainer {
     await this.#callback("on_save", { checkpoint: final });
     if (main && args.save_total_limit !== null) {
       const all = readdirSync(args.output_dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
-      for (const s of all.slice(0, Math.max(0, all.length - args.save_total_limit))) await rm(join(args.output_dir, `checkpoint-${s}`), { recursive: true, force: true });
+      for (const s of all.slice(0, Math.max(0, all.length - args.save_total_limit))) await discard(join(args.output_dir, `checkpoint-${s}`));
     }
   }
 
@@ -505,6 +525,16 @@ export class Trainer {
     if (saved.max_steps !== this.state.max_steps) throw new TorchlmError(`${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`);
     Object.assign(this.state, saved);
   }
+}
+
+/**
+ * Removes a checkpoint without ever leaving it half-deleted under its own name: it is renamed to a temporary
+ * name first (which the next run cleans up if this one is killed meanwhile).
+ */
+async function discard(dir: string): Promise<void> {
+  const trash = join(dirname(dir), `.${basename(dir)}.tmp-deleting-${process.pid}`);
+  await rename(dir, trash);
+  await rm(trash, { recursive: true, force: true });
 }
 
 function round4(x: number): number { return Math.round(x * 1e4) / 1e4; }

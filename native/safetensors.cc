@@ -171,25 +171,35 @@ void WriteSafetensors(const std::string& path, const std::vector<std::pair<std::
   while ((header.size() + 8) % 8 != 0) header += ' ';
 
   std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw UserError("Cannot write " + tmp + ": " + std::strerror(errno));
-    uint64_t hl = header.size();
-    uint8_t le[8];
-    for (int i = 0; i < 8; i++) le[i] = static_cast<uint8_t>(hl >> (8 * i));
-    f.write(reinterpret_cast<const char*>(le), 8);
-    f.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& t : cpu) f.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-    f.flush();
-    if (!f) {
-      f.close();
-      ::unlink(tmp.c_str());
-      throw UserError("Cannot write " + tmp + " (disk full?)");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw UserError("Cannot write " + tmp + ": " + std::strerror(errno));
+  // A failed write (ENOSPC, EIO, ...) names its cause and removes the temporary; the target is untouched.
+  auto write_all = [&](const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        int err = w < 0 ? errno : EIO;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        throw UserError("Cannot write " + tmp + ": " + std::strerror(err));
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
     }
-  }
-  {
-    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) { ::fsync(fd); ::close(fd); }
+  };
+  uint64_t hl = header.size();
+  uint8_t le[8];
+  for (int i = 0; i < 8; i++) le[i] = static_cast<uint8_t>(hl >> (8 * i));
+  write_all(le, 8);
+  write_all(header.data(), header.size());
+  for (const auto& t : cpu) write_all(t.data_ptr(), t.nbytes());
+  int err = ::fsync(fd) != 0 ? errno : 0;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    throw UserError("Cannot write " + tmp + ": " + std::strerror(err));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;

@@ -20,7 +20,11 @@ beforeAll(async () => {
   const dir = tinyModelDir({ name: "hub-repo" });
   const tok = await AutoTokenizer.from_pretrained("gpt2");
   await tok.save_pretrained(dir);
-  server = new HubServer([{ type: "model", id: "tester/tiny-gpt2", files: files(dir, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]) }]);
+  const huge = { ...JSON.parse(readFileSync(join(dir, "config.json"), "utf8")), n_embd: 65536, n_head: 64, n_layer: 1000 };
+  server = new HubServer([
+    { type: "model", id: "tester/tiny-gpt2", files: files(dir, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]) },
+    { type: "model", id: "tester/huge", files: { "config.json": Buffer.from(JSON.stringify(huge)), "model.safetensors": readFileSync(join(dir, "model.safetensors")) } },
+  ]);
   await server.start();
   cache = mkdtempSync(join(tmpdir(), "torchlm-hub-"));
   process.env.HF_ENDPOINT = server.url;
@@ -92,6 +96,17 @@ describe("the Hub", () => {
     symlinkSync(outside, join(repo, "snapshots", COMMIT, "config.json"));
     await expect(GPT2LMHeadModel.from_pretrained("evil/repo")).rejects.toThrow(/links outside the cache/);
     unlinkSync(outside);
+  });
+
+  test("a config.json asking for a huge model is refused before its weights are downloaded", async () => {
+    const seen = server.requests.length;
+    await expect(GPT2LMHeadModel.from_pretrained("tester/huge")).rejects.toThrow(
+      /tester\/huge describes a GPT-2 of 5\.\d+e\+13 parameters \(\d+\.\d GiB in float32\), more than this machine's memory \(.*\): refusing to download or load it/);
+    const asked = server.requests.slice(seen).map((r) => r.url);
+    expect(asked.some((u) => u.endsWith("/config.json"))).toBe(true);
+    expect(asked.some((u) => u.includes("model.safetensors"))).toBe(false);
+    const huge = JSON.parse(readFileSync(join(cache, "models--tester--huge", "snapshots", COMMIT, "config.json"), "utf8"));
+    await expect(GPT2LMHeadModel.from_config(huge)).rejects.toThrow(/refusing to create it/);
   });
 
   test("AutoModelForCausalLM rejects other architectures clearly", async () => {
