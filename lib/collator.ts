@@ -33,7 +33,7 @@ export class DataCollatorForLanguageModeling extends Callable {
     if (!isPlainObject(options)) throw invalid("options", "an object", options);
     check.knownKeys("DataCollatorForLanguageModeling", options, ["mlm", "pad_to_multiple_of", "return_tensors", "mlm_probability"]);
     this.tokenizer = tokenizer;
-    this.mlm = options.mlm ?? true;
+    this.mlm = check.boolean("mlm", options.mlm ?? true);
     if (this.mlm)
       throw new TorchlmError("mlm: true (masked language modelling) needs a model like BERT; GPT-2 is a causal language model: pass { mlm: false }");
     this.pad_to_multiple_of = options.pad_to_multiple_of ?? null;

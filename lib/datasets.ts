@@ -178,8 +178,11 @@ export class Dataset implements Iterable<Row> {
 
   /** Rows by index, in the order given. */
   select(indices: Iterable<number>): Dataset {
-    const idx = Int32Array.from(indices as Iterable<number>);
-    idx.forEach((i, k) => { if (!Number.isInteger(i) || i < 0 || i >= this.#length) throw invalid(`indices[${k}]`, `an index in [0, ${this.#length})`, i); });
+    if (typeof indices === "string" || indices === null || typeof (indices as Iterable<number>)?.[Symbol.iterator] !== "function")
+      throw invalid("indices", "an array (or iterable) of row indices", indices);
+    const raw = Array.from(indices as Iterable<unknown>);
+    raw.forEach((i, k) => { if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || i >= this.#length) throw invalid(`indices[${k}]`, `an index in [0, ${this.#length})`, i); });
+    const idx = Int32Array.from(raw as number[]);
     return new Dataset(new Map([...this._cols].map(([k, c]) => [k, take(c, idx)])), idx.length);
   }
 
@@ -225,7 +228,8 @@ export class Dataset implements Iterable<Row> {
     check.knownKeys("map", options, ["batched", "batch_size", "remove_columns", "with_indices", "disable_progress"]);
     const withIndices = options.with_indices ?? false;
     const batched = options.batched ?? false;
-    const batchSize = batched ? check.integer("batch_size", options.batch_size ?? 1000, 1) : 1;
+    if (options.batch_size !== undefined) check.integer("batch_size", options.batch_size, 1);
+    const batchSize = batched ? options.batch_size ?? 1000 : 1;
     const remove = options.remove_columns === undefined ? [] : typeof options.remove_columns === "string" ? [options.remove_columns] : options.remove_columns;
     for (const r of remove) if (!this._cols.has(r)) throw new TorchlmError(`Column ${r} in remove_columns is not in the dataset: it has ${this.column_names.join(", ")}`);
     const pieces = new Map<string, Column[]>();

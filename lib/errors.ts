@@ -57,7 +57,7 @@ export const check = {
   /** Rejects keys that are not in `known`, naming the first unknown one. */
   knownKeys(what: string, options: object, known: readonly string[]): void {
     for (const key of Object.keys(options)) {
-      if (!known.includes(key)) throw new TorchlmError(`Unknown option ${key} for ${what}`);
+      if (!known.includes(key)) throw new TorchlmError(`Unknown option ${key} for ${what}: expected one of ${known.join(", ")}`);
     }
   },
 };

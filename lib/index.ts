@@ -1,4 +1,5 @@
 // torchlm: GPT-2 in Node.js on libtorch, with Hugging Face's names.
+import { invalid } from "./errors.js";
 export { TorchlmError } from "./errors.js";
 export { Tensor, tensor, cat, type Dtype, type NestedList } from "./tensor.js";
 export { default_device, cuda_is_available, mps_is_available, set_num_threads, get_num_threads, set_seed, torch_info } from "./device.js";
@@ -14,7 +15,7 @@ export { hubCacheDir } from "./hub.js";
 export function range(a: number, b?: number, step = 1): number[] {
   const [start, stop] = b === undefined ? [0, a] : [a, b];
   if (!Number.isInteger(start) || !Number.isInteger(stop) || !Number.isInteger(step) || step === 0)
-    throw new Error(`Expected integers (and a non-zero step) for range but received ${start}, ${stop}, ${step}`);
+    throw invalid("range", "integers (and a non-zero step)", `${start}, ${stop}, ${step}`);
   const out: number[] = [];
   for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
   return out;

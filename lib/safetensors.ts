@@ -1,8 +1,9 @@
 // safetensors headers: read and validated here (JSON), the bytes are memory-mapped natively.
 import { open } from "node:fs/promises";
-import { TorchlmError, withStack } from "./errors.js";
-import { binding, type SafetensorsEntry } from "./native.js";
-import { Tensor, type Dtype } from "./tensor.js";
+import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { checkDevice } from "./device.js";
+import { binding, type NativeTensor, type SafetensorsEntry } from "./native.js";
+import { asTensor, Tensor, type Dtype } from "./tensor.js";
 
 const DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL"];
 const ITEM: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, U8: 1, BOOL: 1 };
@@ -111,13 +112,21 @@ export async function readSafetensorsIndex(path: string): Promise<SafetensorsInd
 
 /** Loads every tensor of a safetensors file (memory-mapped), optionally converting floating dtypes. */
 export async function load_file(path: string, options: { dtype?: Dtype; device?: string } = {}): Promise<Record<string, Tensor>> {
+  check.string("path", path);
+  if (!isPlainObject(options)) throw invalid("options", "an object", options);
+  check.knownKeys("load_file", options, ["dtype", "device"]);
+  if (options.dtype !== undefined) check.oneOf("dtype", options.dtype, ["float32", "float16", "bfloat16", "float64"] as const);
+  const device = checkDevice("device", options.device ?? "cpu");
   const index = await readSafetensorsIndex(path);
-  const pairs = await withStack(() => binding.readSafetensors(path, index.dataStart, index.entries, options.dtype ?? null, options.device ?? "cpu"));
+  const pairs = await withStack(() => binding.readSafetensors(path, index.dataStart, index.entries, options.dtype ?? null, device));
   return Object.fromEntries(pairs.map(([k, t]) => [k, new Tensor(t)]));
 }
 
 /** Writes tensors to a safetensors file atomically (a temporary name, then a rename). */
 export async function save_file(tensors: Record<string, Tensor>, path: string, metadata: Record<string, string> = {}): Promise<void> {
-  const pairs = Object.entries(tensors).map(([k, t]) => [k, t._t] as [string, typeof t._t]);
+  if (!isPlainObject(tensors)) throw invalid("tensors", "an object of name -> Tensor", tensors);
+  check.string("path", path);
+  if (!isPlainObject(metadata) || Object.values(metadata).some((v) => typeof v !== "string")) throw invalid("metadata", "an object of strings", metadata);
+  const pairs = Object.entries(tensors).map(([k, t]) => [k, asTensor(t, `tensors.${k}`)._t] as [string, NativeTensor]);
   await withStack(() => binding.writeSafetensors(path, pairs, metadata));
 }

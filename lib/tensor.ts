@@ -83,9 +83,26 @@ export class Tensor {
   long(): Tensor { return this.to("int64"); }
   cpu(): Tensor { return this.to("cpu"); }
 
-  permute(...dims: number[] | [number[]]): Tensor { return new Tensor(native(() => this._t.permute(flatArgs(dims)))); }
-  reshape(...shape: number[] | [number[]]): Tensor { return new Tensor(native(() => this._t.reshape(flatArgs(shape)))); }
-  view(...shape: number[] | [number[]]): Tensor { return new Tensor(native(() => this._t.view(flatArgs(shape)))); }
+  permute(...dims: number[] | [number[]]): Tensor {
+    const d = flatArgs(dims).map((x) => (x < 0 ? x + this.ndim : x));
+    const n = this.ndim;
+    if (d.length !== n || new Set(d).size !== n || d.some((x) => x < 0 || x >= n))
+      throw invalid("dims", `a permutation of the ${n} dimensions (0..${n - 1})`, `[${flatArgs(dims).join(", ")}]`);
+    return new Tensor(native(() => this._t.permute(d)));
+  }
+  reshape(...shape: number[] | [number[]]): Tensor { return new Tensor(native(() => this._t.reshape(this.#shapeArg(shape)))); }
+  view(...shape: number[] | [number[]]): Tensor { return new Tensor(native(() => this._t.view(this.#shapeArg(shape)))); }
+
+  /** A target shape with as many elements as this tensor (one -1 is inferred). */
+  #shapeArg(args: number[] | [number[]]): number[] {
+    const s = flatArgs(args);
+    const known = s.filter((x) => x !== -1).reduce((a, b) => a * b, 1);
+    const numel = this.shape.reduce((a, b) => a * b, 1);
+    const ok = s.every((x) => x >= -1) && s.filter((x) => x === -1).length <= 1 &&
+      (s.includes(-1) ? known > 0 && numel % known === 0 : known === numel);
+    if (!ok) throw invalid("shape", `a shape of ${numel} elements (like [${this.shape.join(", ")}], at most one -1)`, `[${s.join(", ")}]`);
+    return s;
+  }
   /** Elements start..end (exclusive) along dim; negative indices count from the end, as in Python. */
   slice(dim: number, start: number, end?: number, step = 1): Tensor {
     const d = this.#dim(dim);
@@ -170,7 +187,10 @@ export function asTensor(v: unknown, name: string): Tensor {
 /** Concatenates tensors along dim. */
 export function cat(tensors: Tensor[], dim = 0): Tensor {
   if (!Array.isArray(tensors) || tensors.length === 0) throw invalid("tensors", "a non-empty array of Tensors", tensors);
-  return new Tensor(native(() => binding.NativeTensor.cat(tensors.map((t, i) => asTensor(t, `tensors[${i}]`)._t), dim)));
+  const ts = tensors.map((t, i) => asTensor(t, `tensors[${i}]`));
+  const n = ts[0]!.ndim;
+  check.integer("dim", dim, -n, n - 1);
+  return new Tensor(native(() => binding.NativeTensor.cat(ts.map((t) => t._t), dim)));
 }
 
 type TensorData = NestedList | ArrayBufferView;
