@@ -10,6 +10,7 @@
         "native/generation.cc",
         "native/gpt2.cc",
         "native/loss.cc",
+        "native/matvec.cc",
         "native/model.cc",
         "native/optimizer.cc",
         "native/safetensors.cc",

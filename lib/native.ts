@@ -127,6 +127,10 @@ export interface NativeBinding {
   writeSafetensors(path: string, tensors: [string, NativeTensor][], metadata: Record<string, string>): Promise<void>;
   crossEntropy(input: NativeTensor, target: NativeTensor, ignore_index: number, reduction: string, label_smoothing: number): NativeTensor;
   getRngState(): NativeTensor;
+  /** The batch-1 matrix-vector kernels (on by default); off to measure the lever. */
+  setMatvec(on: boolean): void;
+  /** How many calls took a fast path so far. */
+  matvecCalls(): number;
   setRngState(state: NativeTensor): void;
 }
 

@@ -4,6 +4,7 @@
 #include "device.h"
 #include "distributed.h"
 #include "loss.h"
+#include "matvec.h"
 #include "model.h"
 #include "optimizer.h"
 #include "safetensors.h"
@@ -21,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitLoss(env, exports);
   InitOptimizer(env, exports);
   InitDistributed(env, exports);
+  InitMatVec(env, exports);
   return exports;
 }
 

@@ -1,5 +1,7 @@
 #include "gpt2.h"
 
+#include "matvec.h"
+
 #include <cmath>
 #include <set>
 
@@ -119,26 +121,41 @@ KVCache GPT2::NewCache(int64_t batch, int64_t capacity) const {
 
 // Conv1D: weights stored [in, out].
 static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (at::Tensor y = MatVecKN(x, w, b); y.defined()) return y;  // one row (batch-1 decoding)
   auto sizes = x.sizes().vec();
   sizes.back() = w.size(1);
+  if (x.scalar_type() != w.scalar_type())  // float32 activations over bfloat16 weights
+    return at::addmm(b, x.reshape({-1, x.size(-1)}).to(w.scalar_type()), w).view(sizes).to(x.scalar_type());
   return at::addmm(b, x.reshape({-1, x.size(-1)}), w).view(sizes);
 }
 
 at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache) {
   const Layer& L = layers_[i];
   const int64_t B = x.size(0), T = x.size(1), E = cfg_.n_embd, H = cfg_.n_head, D = E / H;
-  auto qkv = Conv1D(x, L.c_attn_w, L.c_attn_b).view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, D]
+  at::Tensor qkv_flat = Conv1D(x, L.c_attn_w, L.c_attn_b);
+  double scale = 1.0;
+  if (cfg_.scale_attn_weights) scale /= std::sqrt(static_cast<double>(D));
+  if (cfg_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
+  const at::ScalarType ct = qkv_flat.scalar_type();
+  if (cache && B == 1 && T == 1 && !bias.defined() && !training && MatVecEnabled() && (ct == at::kFloat || ct == at::kBFloat16) &&
+      qkv_flat.device().is_cpu() && !qkv_flat.requires_grad() && cache->k[i].is_contiguous() && cache->v[i].is_contiguous()) {
+    // Batch-1 decoding: write this token's key and value into the cache, attend over it in one pass.
+    const int64_t s = cache->length;
+    at::Tensor qkv = qkv_flat.reshape({3, H, D});
+    cache->k[i].select(0, 0).select(1, s).copy_(qkv[1]);
+    cache->v[i].select(0, 0).select(1, s).copy_(qkv[2]);
+    at::Tensor y = AttendOne(qkv[0].reshape({H * D}), cache->k[i], cache->v[i], s + 1, scale).to(ct).view({1, 1, E});
+    return Conv1D(y, L.attn_proj_w, L.attn_proj_b);
+  }
+  auto qkv = qkv_flat.view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, D]
   at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   if (cache) {
     int64_t s = cache->length;
     cache->k[i].narrow(2, s, T).copy_(k);
     cache->v[i].narrow(2, s, T).copy_(v);
-    k = cache->k[i].narrow(2, 0, s + T);
-    v = cache->v[i].narrow(2, 0, s + T);
+    k = cache->k[i].narrow(2, 0, s + T).to(q.scalar_type());
+    v = cache->v[i].narrow(2, 0, s + T).to(q.scalar_type());
   }
-  double scale = 1.0;
-  if (cfg_.scale_attn_weights) scale /= std::sqrt(static_cast<double>(D));
-  if (cfg_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
   at::Tensor att = at::matmul(q, k.transpose(-1, -2)).mul_(scale);
   if (bias.defined()) att = att + bias;
   att = at::softmax(att, -1, at::kFloat).to(v.scalar_type());
@@ -157,6 +174,13 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                         KVCache* cache) {
   const int64_t T = ids.size(1);
   const int64_t past = cache ? cache->length : 0;
+  // bfloat16 weights on the CPU, batch 1, inference: activations stay float32 (libtorch 1.13's bfloat16
+  // layer_norm, GELU and small matmuls are slow on the CPU, and float32 sums are more accurate); the weights
+  // are streamed as bfloat16 by the matrix-vector kernels.
+  const at::ScalarType compute = wte_.scalar_type() == at::kBFloat16 && wte_.device().is_cpu() && ids.size(0) == 1 && !training &&
+                                         !at::GradMode::is_enabled() && MatVecEnabled()
+                                     ? at::kFloat
+                                     : wte_.scalar_type();
   const int64_t S = past + T;
   if (S > cfg_.n_positions)
     throw UserError("sequence length " + std::to_string(S) + " is longer than n_positions " + std::to_string(cfg_.n_positions));
@@ -171,25 +195,32 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                          (at::arange(T, opts.dtype(at::kLong)) + past).unsqueeze(1);  // [T, S]
     allowed = allowed.unsqueeze(0).unsqueeze(0);
     if (attention_mask.defined()) allowed = allowed.logical_and(attention_mask.to(at::kBool).unsqueeze(1).unsqueeze(2));
-    at::ScalarType ct = wte_.scalar_type();
+    at::ScalarType ct = compute;
     double minv = ct == at::kHalf ? -65504.0 : ct == at::kBFloat16 ? -3.3895313892515355e38 : ct == at::kDouble ? -1.7976931348623157e308 : -3.4028234663852886e38;
     bias = at::zeros(allowed.sizes(), opts.dtype(ct)).masked_fill_(allowed.logical_not(), minv);
   }
 
-  at::Tensor x = at::embedding(wte_, ids) + at::embedding(wpe_, position_ids);
+  at::Tensor x = (at::embedding(wte_, ids) + at::embedding(wpe_, position_ids)).to(compute);
   x = at::dropout(x, cfg_.embd_pdrop, training);
   const std::vector<int64_t> norm_shape = {cfg_.n_embd};
+  auto ln = [&](const at::Tensor& t, const at::Tensor& w, const at::Tensor& b) {
+    return at::layer_norm(t, norm_shape, w.to(compute), b.to(compute), cfg_.layer_norm_epsilon);
+  };
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
-    x = x + Attention(i, at::layer_norm(x, norm_shape, L.ln_1_w, L.ln_1_b, cfg_.layer_norm_epsilon), bias, cache);
-    at::Tensor h = at::layer_norm(x, norm_shape, L.ln_2_w, L.ln_2_b, cfg_.layer_norm_epsilon);
+    x = x + Attention(i, ln(x, L.ln_1_w, L.ln_1_b), bias, cache);
+    at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
     h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b)), L.mlp_proj_w, L.mlp_proj_b);
     x = x + at::dropout(h, cfg_.resid_pdrop, training);
   }
-  return at::layer_norm(x, norm_shape, ln_f_w_, ln_f_b_, cfg_.layer_norm_epsilon);
+  return ln(x, ln_f_w_, ln_f_b_).to(wte_.scalar_type());  // outputs keep the model's dtype
 }
 
-at::Tensor GPT2::Logits(const at::Tensor& hidden) const { return at::matmul(hidden, wte_.t()); }
+at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
+  if (at::Tensor y = MatVecNK(hidden, wte_); y.defined()) return y;
+  if (hidden.scalar_type() != wte_.scalar_type()) return at::matmul(hidden.to(wte_.scalar_type()), wte_.t()).to(hidden.scalar_type());
+  return at::matmul(hidden, wte_.t());
+}
 
 at::Tensor GPT2::CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels) {
   const int64_t V = logits.size(-1);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -67,6 +68,17 @@ static const char* StName(at::ScalarType t) {
   }
 }
 
+static void PreadAll(int fd, uint8_t* dst, uint64_t n, uint64_t offset, const std::string& path) {
+  while (n > 0) {
+    ssize_t r = ::pread(fd, dst, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) throw UserError("Cannot read " + path + ": " + (r < 0 ? std::strerror(errno) : "unexpected end of file"));
+    dst += r;
+    offset += static_cast<uint64_t>(r);
+    n -= static_cast<uint64_t>(r);
+  }
+}
+
 std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
     const std::string& path, uint64_t data_start, const std::vector<SafetensorsEntry>& entries,
     c10::optional<at::ScalarType> dtype, at::Device device) {
@@ -104,6 +116,9 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
 
   std::vector<std::pair<std::string, at::Tensor>> out;
   out.reserve(entries.size());
+  static const bool borrow = std::getenv("TORCHLM_MMAP") != nullptr;
+  int fd = -1;
+  struct CloseFd { int& fd; ~CloseFd() { if (fd >= 0) ::close(fd); } } close_fd{fd};
   for (const auto& e : entries) {
     size_t item = 0;
     at::ScalarType st = StDtype(e.dtype, &item);
@@ -113,8 +128,15 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
     at::Tensor t;
     if (e.end == e.begin) {
       t = at::empty(e.shape, at::TensorOptions().dtype(target).device(device));
+    } else if (target == st && device.is_cpu() && !borrow) {
+      // Read into the allocator's memory (huge pages): streaming the weights every decoded token is about
+      // 30% faster than through the file mapping's 4 KB pages, and pread costs no page fault per 4 KB.
+      t = at::empty(e.shape, at::TensorOptions().dtype(st));
+      if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) throw UserError("Cannot open " + path + ": " + std::strerror(errno));
+      PreadAll(fd, static_cast<uint8_t*>(t.data_ptr()), e.end - e.begin, data_start + e.begin, path);
     } else if (aligned && target == st && device.is_cpu()) {
-      // Borrow the mapping: no copy, and pages are only read in when used. MAP_PRIVATE makes later
+      // TORCHLM_MMAP=1: borrow the mapping (no copy; pages read in when used). MAP_PRIVATE makes later
       // in-place updates (training) copy-on-write, never touching the file.
       auto keep = file;
       t = at::from_blob(ptr, e.shape, [keep](void*) mutable { keep.reset(); }, at::TensorOptions().dtype(st));

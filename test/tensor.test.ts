@@ -52,7 +52,9 @@ describe("Tensor", () => {
   test("bad arguments name the problem", () => {
     expect(() => tensor([[1, 2], [3]])).toThrow("Expected an array of length 2 (rows must be the same length) for data[1] but received an array of length 1");
     expect(() => tensor([1], { dtype: "float8" as never })).toThrow(/for dtype but received "float8"/);
-    expect(() => tensor([1, 2, 3]).reshape(2, 2)).toThrow(/shape '\[2, 2\]' is invalid/);
+    expect(() => tensor([1, 2, 3]).reshape(2, 2)).toThrow('Expected a shape of 3 elements (like [3], at most one -1) for shape but received "[2, 2]"');
+    expect(tensor([1, 2, 3, 4]).reshape(-1, 2).shape).toEqual([2, 2]);
+    expect(() => tensor([[1, 2]]).permute(0, 0)).toThrow('Expected a permutation of the 2 dimensions (0..1) for dims but received "[0, 0]"');
     expect(() => tensor([1, 2]).slice(3, 0)).toThrow("Expected integer between -1 and 0 for dim but received 3");
     expect(() => tensor([1]).to("tpu")).toThrow(/Expected cpu, cuda, cuda:N or mps for device but received tpu/);
     expect(() => tensor([1.5], { dtype: "int64" })).toThrow(/integers for dtype int64/);

@@ -1,0 +1,312 @@
+#include "matvec.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn about it once inlined.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace torchlm {
+
+static std::atomic<bool> g_enabled{std::getenv("TORCHLM_NO_MATVEC") == nullptr};
+bool MatVecEnabled() { return g_enabled.load(std::memory_order_relaxed); }
+// Calls that took a fast path (tests check that the path they compare was really taken).
+static std::atomic<int64_t> g_calls{0};
+
+// Weights are float32 or bfloat16 (widened to float32 exactly, by a 16-bit shift); sums are float32.
+
+static inline float Elem(const float* w, int64_t i) { return w[i]; }
+static inline float Elem(const uint16_t* w, int64_t i) {
+  uint32_t bits = static_cast<uint32_t>(w[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// ---- acc[0:N] += sum over rows k in [k0, k1) of x[k] * W[k, :] (four rows per pass: one load and store of
+// acc for four contiguous weight streams) ----
+
+template <typename W>
+static void AxpyRowsScalar(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
+  for (int64_t k = k0; k < k1; k++) {
+    const W* row = w + k * N;
+    const float xk = x[k];
+    for (int64_t n = 0; n < N; n++) acc[n] += xk * Elem(row, n);
+  }
+}
+
+// ---- out[v] = dot(W[v, :], h) for rows v in [v0, v1) ----
+
+template <typename W>
+static void DotRowsScalar(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+  for (int64_t v = v0; v < v1; v++) {
+    const W* row = w + v * K;
+    float s = 0;
+    for (int64_t k = 0; k < K; k++) s += Elem(row, k) * h[k];
+    out[v] = s;
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) static inline __m512 Load16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+__attribute__((target("avx2,fma"))) static inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma"))) static inline __m256 Load8(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+
+template <typename W>
+__attribute__((target("avx512f"))) static void AxpyRows512(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
+  int64_t k = k0;
+  const int64_t N16 = N & ~int64_t(15);
+  for (; k + 4 <= k1; k += 4) {
+    const W *w0 = w + k * N, *w1 = w0 + N, *w2 = w1 + N, *w3 = w2 + N;
+    const __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]), x2 = _mm512_set1_ps(x[k + 2]), x3 = _mm512_set1_ps(x[k + 3]);
+    for (int64_t n = 0; n < N16; n += 16) {
+      __m512 a = _mm512_loadu_ps(acc + n);
+      a = _mm512_fmadd_ps(x0, Load16(w0 + n), a);
+      a = _mm512_fmadd_ps(x1, Load16(w1 + n), a);
+      a = _mm512_fmadd_ps(x2, Load16(w2 + n), a);
+      a = _mm512_fmadd_ps(x3, Load16(w3 + n), a);
+      _mm512_storeu_ps(acc + n, a);
+    }
+    for (int64_t n = N16; n < N; n++) acc[n] += x[k] * Elem(w0, n) + x[k + 1] * Elem(w1, n) + x[k + 2] * Elem(w2, n) + x[k + 3] * Elem(w3, n);
+  }
+  AxpyRowsScalar(x, w, acc, k, k1, N);
+}
+
+template <typename W>
+__attribute__((target("avx2,fma"))) static void AxpyRows256(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
+  int64_t k = k0;
+  const int64_t N8 = N & ~int64_t(7);
+  for (; k + 4 <= k1; k += 4) {
+    const W *w0 = w + k * N, *w1 = w0 + N, *w2 = w1 + N, *w3 = w2 + N;
+    const __m256 x0 = _mm256_set1_ps(x[k]), x1 = _mm256_set1_ps(x[k + 1]), x2 = _mm256_set1_ps(x[k + 2]), x3 = _mm256_set1_ps(x[k + 3]);
+    for (int64_t n = 0; n < N8; n += 8) {
+      __m256 a = _mm256_loadu_ps(acc + n);
+      a = _mm256_fmadd_ps(x0, Load8(w0 + n), a);
+      a = _mm256_fmadd_ps(x1, Load8(w1 + n), a);
+      a = _mm256_fmadd_ps(x2, Load8(w2 + n), a);
+      a = _mm256_fmadd_ps(x3, Load8(w3 + n), a);
+      _mm256_storeu_ps(acc + n, a);
+    }
+    for (int64_t n = N8; n < N; n++) acc[n] += x[k] * Elem(w0, n) + x[k + 1] * Elem(w1, n) + x[k + 2] * Elem(w2, n) + x[k + 3] * Elem(w3, n);
+  }
+  AxpyRowsScalar(x, w, acc, k, k1, N);
+}
+
+__attribute__((target("avx2,fma"))) static float Hsum256(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// Through memory: GCC 12's own reduction and extract intrinsics warn about an uninitialised variable.
+__attribute__((target("avx512f"))) static float Hsum512(__m512 a) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, a);
+  float s = 0;
+  for (float v : t) s += v;
+  return s;
+}
+
+template <typename W>
+__attribute__((target("avx512f"))) static void DotRows512(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+  const int64_t K16 = K & ~int64_t(15);
+  int64_t v = v0;
+  for (; v + 4 <= v1; v += 4) {
+    const W *w0 = w + v * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t k = 0; k < K16; k += 16) {
+      const __m512 hk = _mm512_loadu_ps(h + k);
+      a0 = _mm512_fmadd_ps(Load16(w0 + k), hk, a0);
+      a1 = _mm512_fmadd_ps(Load16(w1 + k), hk, a1);
+      a2 = _mm512_fmadd_ps(Load16(w2 + k), hk, a2);
+      a3 = _mm512_fmadd_ps(Load16(w3 + k), hk, a3);
+    }
+    float s[4] = {Hsum512(a0), Hsum512(a1), Hsum512(a2), Hsum512(a3)};
+    for (int64_t k = K16; k < K; k++) { s[0] += Elem(w0, k) * h[k]; s[1] += Elem(w1, k) * h[k]; s[2] += Elem(w2, k) * h[k]; s[3] += Elem(w3, k) * h[k]; }
+    for (int j = 0; j < 4; j++) out[v + j] = s[j];
+  }
+  DotRowsScalar(h, w, out, v, v1, K);
+}
+
+template <typename W>
+__attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+  const int64_t K8 = K & ~int64_t(7);
+  int64_t v = v0;
+  for (; v + 4 <= v1; v += 4) {
+    const W *w0 = w + v * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t k = 0; k < K8; k += 8) {
+      const __m256 hk = _mm256_loadu_ps(h + k);
+      a0 = _mm256_fmadd_ps(Load8(w0 + k), hk, a0);
+      a1 = _mm256_fmadd_ps(Load8(w1 + k), hk, a1);
+      a2 = _mm256_fmadd_ps(Load8(w2 + k), hk, a2);
+      a3 = _mm256_fmadd_ps(Load8(w3 + k), hk, a3);
+    }
+    float s[4] = {Hsum256(a0), Hsum256(a1), Hsum256(a2), Hsum256(a3)};
+    for (int64_t k = K8; k < K; k++) { s[0] += Elem(w0, k) * h[k]; s[1] += Elem(w1, k) * h[k]; s[2] += Elem(w2, k) * h[k]; s[3] += Elem(w3, k) * h[k]; }
+    for (int j = 0; j < 4; j++) out[v + j] = s[j];
+  }
+  DotRowsScalar(h, w, out, v, v1, K);
+}
+#endif
+
+template <typename W>
+using AxpyFn = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_t);
+template <typename W>
+using DotFn = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_t);
+
+static int Level() {
+#if defined(__x86_64__)
+  static const int level = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+  return level;
+#else
+  return 0;
+#endif
+}
+
+template <typename W>
+static AxpyFn<W> Axpy() {
+#if defined(__x86_64__)
+  if (Level() == 2) return AxpyRows512<W>;
+  if (Level() == 1) return AxpyRows256<W>;
+#endif
+  return AxpyRowsScalar<W>;
+}
+
+template <typename W>
+static DotFn<W> Dot() {
+#if defined(__x86_64__)
+  if (Level() == 2) return DotRows512<W>;
+  if (Level() == 1) return DotRows256<W>;
+#endif
+  return DotRowsScalar<W>;
+}
+
+// Applies when no gradient is wanted, the weights are float32 or bfloat16 CPU memory, and x is one row.
+static bool Applies(const at::Tensor& x, const at::Tensor& w) {
+  if (!MatVecEnabled()) return false;
+  if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad())) return false;
+  const at::ScalarType t = w.scalar_type();
+  return x.device().is_cpu() && w.device().is_cpu() && (t == at::kFloat || t == at::kBFloat16) &&
+         (x.scalar_type() == t || x.scalar_type() == at::kFloat) && w.dim() == 2 && w.is_contiguous() && x.dim() >= 1 &&
+         x.numel() == x.size(-1);
+}
+
+template <typename W>
+static void KN(const float* x, const W* w, float* part, int64_t K, int64_t N, int64_t chunks) {
+  AxpyFn<W> axpy = Axpy<W>();
+  const int64_t per = (K + chunks - 1) / chunks;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) axpy(x, w, part + c * N, c * per, std::min(K, (c + 1) * per), N);
+  });
+}
+
+at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor& b) {
+  if (!Applies(x0, w) || w.size(0) != x0.size(-1)) return at::Tensor();
+  if (b.defined() && (b.scalar_type() != w.scalar_type() || !b.device().is_cpu() || b.numel() != w.size(1))) return at::Tensor();
+  g_calls++;
+  const at::Tensor x = x0.to(at::kFloat).contiguous();
+  const int64_t K = w.size(0), N = w.size(1);
+  // Each chunk of rows streams its own contiguous slice of W into a private partial sum; the partial sums
+  // are added at the end (N floats each, so the reduction is cheap).
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), K / 64));
+  std::vector<float> part(static_cast<size_t>(chunks * N), 0.0f);
+  if (w.scalar_type() == at::kFloat) KN(x.data_ptr<float>(), w.data_ptr<float>(), part.data(), K, N, chunks);
+  else KN(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks);
+  at::Tensor out = b.defined() ? b.reshape({N}).to(at::kFloat, false, true) : at::zeros({N}, w.options().dtype(at::kFloat));
+  float* o = out.data_ptr<float>();
+  for (int64_t c = 0; c < chunks; c++) {
+    const float* p = part.data() + c * N;
+    for (int64_t n = 0; n < N; n++) o[n] += p[n];
+  }
+  auto sizes = x0.sizes().vec();
+  sizes.back() = N;
+  return out.to(x0.scalar_type()).view(sizes);
+}
+
+at::Tensor MatVecNK(const at::Tensor& h0, const at::Tensor& w) {
+  if (!Applies(h0, w) || w.size(1) != h0.size(-1)) return at::Tensor();
+  g_calls++;
+  const at::Tensor h = h0.to(at::kFloat).contiguous();
+  const int64_t V = w.size(0), K = w.size(1);
+  at::Tensor out = at::empty({V}, w.options().dtype(at::kFloat));
+  const float* hp = h.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  if (w.scalar_type() == at::kFloat) {
+    DotFn<float> dot = Dot<float>();
+    const float* wp = w.data_ptr<float>();
+    at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+  } else {
+    DotFn<uint16_t> dot = Dot<uint16_t>();
+    const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
+    at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+  }
+  auto sizes = h0.sizes().vec();
+  sizes.back() = V;
+  return out.to(h0.scalar_type()).view(sizes);
+}
+
+template <typename C>
+static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S, int64_t D, int64_t head_stride, double scale, float* y) {
+  AxpyFn<C> axpy = Axpy<C>();
+  DotFn<C> dot = Dot<C>();
+  at::parallel_for(0, H, 4, [&](int64_t h0, int64_t h1) {
+    std::vector<float> p(static_cast<size_t>(S));
+    for (int64_t h = h0; h < h1; h++) {
+      const C* kh = k + h * head_stride;
+      const C* vh = v + h * head_stride;
+      dot(q + h * D, kh, p.data(), 0, S, D);
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < S; s++) mx = std::max(mx, p[s] = static_cast<float>(p[s] * scale));
+      float sum = 0;
+      for (int64_t s = 0; s < S; s++) sum += p[s] = std::exp(p[s] - mx);
+      for (int64_t s = 0; s < S; s++) p[s] /= sum;
+      float* yh = y + h * D;
+      std::fill(yh, yh + D, 0.0f);
+      axpy(p.data(), vh, yh, 0, S, D);
+    }
+  });
+}
+
+at::Tensor AttendOne(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale) {
+  g_calls++;
+  const int64_t H = k.size(1), D = k.size(3), stride = k.size(2) * D;
+  const at::Tensor qf = q.to(at::kFloat).contiguous();
+  at::Tensor y = at::empty({H * D}, qf.options());
+  if (k.scalar_type() == at::kFloat)
+    Attend(qf.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), H, S, D, stride, scale, y.data_ptr<float>());
+  else
+    Attend(qf.data_ptr<float>(), reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H, S, D,
+           stride, scale, y.data_ptr<float>());
+  return y.to(k.scalar_type());
+}
+
+static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {
+  g_enabled.store(info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+void InitMatVec(Napi::Env env, Napi::Object exports) {
+  exports.Set("setMatvec", Napi::Function::New(env, JsSetMatvec));
+  exports.Set("matvecCalls", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Number::New(info.Env(), static_cast<double>(g_calls.load()));
+  }));
+}
+
+}  // namespace torchlm

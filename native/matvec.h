@@ -1,0 +1,22 @@
+// Batch-1 linear layers that stream their weights at memory speed (decoding reads every weight once a token).
+#pragma once
+
+#include "common.h"
+
+namespace torchlm {
+
+// y = b + x @ W for one row x [K] and W [K, N] (Conv1D's layout): float32, CPU, contiguous. Returns an
+// undefined tensor when the fast path does not apply (the caller falls back to addmm).
+at::Tensor MatVecKN(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+// y = W @ h for one row h [K] and W [V, K] (the tied LM head, wte).
+at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
+// Batch-1 decoding attention, where a BLAS call per head costs more than the arithmetic: q [H * D] against
+// the first S positions of the caches k, v [1, H, capacity, D] (float32 or bfloat16, contiguous):
+// softmax(q.K * scale).V as [H * D] in the caches' dtype.
+at::Tensor AttendOne(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale);
+// On by default; TORCHLM_NO_MATVEC=1 or setMatvec(false) turns it off (to measure the lever).
+bool MatVecEnabled();
+
+void InitMatVec(Napi::Env env, Napi::Object exports);
+
+}  // namespace torchlm

@@ -1,0 +1,65 @@
+// The batch-1 fast paths (matrix-vector kernels for the linears and the LM head, one-pass decoding attention,
+// float32 activations over bfloat16 weights) against libtorch's own addmm / matmul / softmax path.
+import { GPT2LMHeadModel, tensor } from "../lib/index.js";
+import { binding } from "../lib/native.js";
+import { maxAbsDiff, tinyModelDir } from "./helpers/tiny.js";
+
+afterEach(() => binding.setMatvec(true));
+
+/** Logits of each decoding step (prompt, then one token at a time through the cache), fast paths on or off. */
+async function steps(model: GPT2LMHeadModel, prompt: number[], next: number[], fast: boolean): Promise<Float32Array[]> {
+  binding.setMatvec(fast);
+  const calls = binding.matvecCalls();
+  const out: Float32Array[] = [];
+  let o = await model.forward({ input_ids: [prompt], use_cache: true });
+  out.push(Float32Array.from(o.logits.float().data() as Float32Array));
+  for (const t of next) {
+    o = await model.forward({ input_ids: [[t]], past_key_values: o.past_key_values, use_cache: true });
+    out.push(Float32Array.from(o.logits.float().data() as Float32Array));
+  }
+  // per cached step: 4 linears and one attention per layer, and the LM head
+  if (fast) expect(binding.matvecCalls() - calls).toBe(next.length * (5 * model.config.n_layer + 1));
+  else expect(binding.matvecCalls()).toBe(calls);
+  return out;
+}
+
+describe("batch-1 decoding fast paths", () => {
+  test("odd shapes (tails of every kernel): the same logits as addmm and matmul, step by step", async () => {
+    // n_embd 40 (head dim 10), n_inner 100, vocab 1001: no size is a multiple of the vector width or of 4 rows
+    const model = await GPT2LMHeadModel.from_config({ vocab_size: 1001, n_positions: 64, n_embd: 40, n_layer: 2, n_head: 4, n_inner: 100 }, { seed: 3 });
+    const next = [5, 999, 17, 400, 3, 3, 1000, 0, 77, 12];
+    const slow = await steps(model, [1, 2, 3], next, false);
+    const fast = await steps(model, [1, 2, 3], next, true);
+    slow.forEach((s, i) => expect(maxAbsDiff(fast[i]!, s)).toBeLessThan(1e-5));
+    binding.setMatvec(false);
+    const a = (await model.generate([[1, 2, 3]], { max_new_tokens: 20 })).tolist();
+    binding.setMatvec(true);
+    const b = (await model.generate([[1, 2, 3]], { max_new_tokens: 20 })).tolist();
+    expect(b).toEqual(a);
+    await model.dispose();
+  });
+
+  test("GPT-2 shapes (the tiny golden model): fast decoding equals the reference path", async () => {
+    const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+    const next = [318, 257, 922, 1110, 11, 290, 50256, 0];
+    const slow = await steps(model, [464, 3290], next, false);
+    const fast = await steps(model, [464, 3290], next, true);
+    slow.forEach((s, i) => expect(maxAbsDiff(fast[i]!, s)).toBeLessThan(1e-5));
+    await model.dispose();
+  });
+
+  test("bfloat16 weights: float32 activations, logits close to fp32, and 20 greedy tokens equal to fp32's", async () => {
+    const f32 = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+    const b16 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "bfloat16" });
+    const prompt = tensor([[464, 3290, 318, 257]]);
+    const a = (await f32.generate(prompt, { max_new_tokens: 20 })).tolist();
+    const b = (await b16.generate(prompt, { max_new_tokens: 20 })).tolist();
+    expect(b).toEqual(a);
+    const lf = (await f32.forward({ input_ids: prompt })).logits;
+    const lb = (await b16.forward({ input_ids: prompt })).logits;
+    expect(lb.dtype).toBe("bfloat16");
+    expect(maxAbsDiff(lb.float().data() as Float32Array, lf.data() as Float32Array)).toBeLessThan(0.05);
+    await f32.dispose();
+    await b16.dispose();
+  });
+});
