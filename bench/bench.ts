@@ -76,12 +76,27 @@ async function main() {
     const s = await timed(async () => { const o = await model.forward({ input_ids: ids }); o.logits.dispose(); }, 1, 3);
     results.forward_tokens_per_s = (16 * 64) / s;
   }
-  results.inference_peak_rss_over_weights = (process.resourceUsage().maxRSS * 1024) / weightsBytes;
+  {
+    // in a fresh process, so that nothing this harness allocated counts
+    const r = JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "rss-worker.js"), weightsDir], { encoding: "utf8" }).trim());
+    results.inference_peak_rss_over_weights = r.max_rss_bytes / r.weights_bytes;
+  }
   const prompt = randIds(1, 8, 2);
   if (want("decode1")) {
     const s = await timed(async () => (await model.generate(prompt, { max_new_tokens: 128 })).dispose(), 1, 3);
     results.decode_b1_tokens_per_s = 128 / s;
     results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs * 1e9) / weightsBytes);
+  }
+  if (want("decode1") || want("bf16")) {
+    // bfloat16 weights (float32 activations), batch 1: speed, and where greedy tokens first differ from fp32's
+    const b16 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "bfloat16" });
+    let toks: number[] = [];
+    const s = await timed(async () => { const o = await b16.generate(prompt, { max_new_tokens: 128 }); toks = (o.tolist() as number[][])[0]!; o.dispose(); }, 1, 3);
+    results.decode_b1_bf16_tokens_per_s = 128 / s;
+    const ref = ((await model.generate(prompt, { max_new_tokens: 128 })).tolist() as number[][])[0]!;
+    const first = ref.findIndex((t, i) => t !== toks[i]);
+    results.bf16_greedy_first_difference = first < 0 ? -1 : first - prompt[0]!.length;
+    await b16.dispose();
   }
   if (want("decode8")) {
     const p8 = randIds(8, 8, 3);
@@ -120,6 +135,33 @@ async function main() {
     results.train_ddp_tokens_per_s = multi.tokens_per_s;
   }
 
+  // transformers.js (onnxruntime-node) on an ONNX export of the same weights, for forward and batch-1 decoding.
+  let js: Record<string, number> & { decode_b1_tokens?: number[] } | null = null;
+  let jsNote = "";
+  if ((want("forward") || want("decode1")) && !argv.includes("--no-peers")) {
+    try {
+      const peer = join(root, "bench", "peer");
+      if (!existsSync(join(peer, "node_modules", "@huggingface", "transformers"))) {
+        console.log("installing transformers.js into bench/peer (npm install --ignore-scripts)");
+        execFileSync("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", peer], { stdio: ["ignore", "inherit", "inherit"] });
+      }
+      const onnxDir = weightsDir + "-onnx";
+      if (!existsSync(join(onnxDir, "onnx", "model.onnx"))) {
+        console.log(`exporting the weights to ONNX (${onnxDir}) with torch.onnx.export`);
+        execFileSync("/usr/bin/python3", [join(root, "bench", "export_onnx.py"), weightsDir, onnxDir], { stdio: ["ignore", "ignore", "inherit"] });
+      }
+      const which = ["forward", "decode1"].filter(want).join(",");
+      js = JSON.parse(execFileSync(process.execPath, [join(peer, "run.mjs"), onnxDir, String(threads), which], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!);
+    } catch (e) {
+      jsNote = `transformers.js skipped: ${(e as Error).message.split("\n")[0]}`;
+    }
+  } else jsNote = "transformers.js not run (--no-peers)";
+  let sameTokens: boolean | undefined;
+  if (js?.decode_b1_tokens) {
+    const ours = (await (async () => { const m = await GPT2LMHeadModel.from_pretrained(weightsDir); const o = await m.generate(prompt, { max_new_tokens: 128 }); const t = (o.tolist() as number[][])[0]!.slice(8); await m.dispose(); return t; })());
+    sameTokens = JSON.stringify(ours) === JSON.stringify(js.decode_b1_tokens);
+  }
+
   let py: Record<string, number> | null = null;
   let pyNote = "";
   try {
@@ -128,26 +170,30 @@ async function main() {
   } catch (e) {
     pyNote = `PyTorch from Python skipped: ${(e as Error).message.split("\n")[0]} (install python3-torch)`;
   }
-  const rows: [string, number, number | undefined][] = [
-    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s!, py?.forward_tokens_per_s],
+  const rows: [string, number, number | undefined, number?][] = [
+    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s!, py?.forward_tokens_per_s, js?.forward_tokens_per_s],
     ["training tokens/s (16 x 64, AdamW, clip)", results.train_tokens_per_s!, py?.train_tokens_per_s],
-    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s!, py?.decode_b1_tokens_per_s],
+    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s!, py?.decode_b1_tokens_per_s, js?.decode_b1_tokens_per_s],
+    ["greedy decode tokens/s (batch 1, bf16 weights)", results.decode_b1_bf16_tokens_per_s!, undefined],
     ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s!, py?.decode_b8_tokens_per_s],
     ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s!, undefined],
     [`Trainer tokens/s, ${results.ddp_ranks} ranks x 1 thread (DDP, Gloo)`, results.train_ddp_tokens_per_s!, undefined],
     [`Trainer tokens/s, 1 process x ${results.ddp_ranks} threads`, results.train_1proc_tokens_per_s!, undefined],
     ["from_pretrained s", results.from_pretrained_s!, py?.load_s],
     ["IMDB-sized load_dataset + map (25,000 reviews) s", results.imdb_load_and_tokenize_s!, undefined],
-  ].filter(([, v]) => v !== undefined) as [string, number, number | undefined][];
-  const table = ["| measure | torchlm | PyTorch (Python) | ratio |", "|---|---:|---:|---:|",
-    ...rows.map(([k, v, p]) => `| ${k} | ${v.toFixed(2)} | ${p === undefined ? "-" : p.toFixed(2)} | ${p === undefined ? "-" : k.endsWith(" s") ? (p / v).toFixed(2) + "x faster" : (v / p).toFixed(2) + "x"} |`)];
+  ].filter(([, v]) => v !== undefined) as [string, number, number | undefined, number?][];
+  const ratio = (k: string, v: number, p: number | undefined) => p === undefined ? "-" : k.endsWith(" s") ? (p / v).toFixed(2) + "x faster" : (v / p).toFixed(2) + "x";
+  const table = ["| measure | torchlm | PyTorch (Python) | ratio | transformers.js | ratio |", "|---|---:|---:|---:|---:|---:|",
+    ...rows.map(([k, v, p, j]) => `| ${k} | ${v.toFixed(2)} | ${p === undefined ? "-" : p.toFixed(2)} | ${ratio(k, v, p)} | ${j === undefined ? "-" : j.toFixed(2)} | ${ratio(k, v, j)} |`)];
   const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run)`,
     results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit` : "",
+    results.bf16_greedy_first_difference !== undefined ? `bf16 weights: greedy tokens ${results.bf16_greedy_first_difference < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.bf16_greedy_first_difference} of 128`}` : "",
     results.train_fraction_of_matmul_limit !== undefined ? `training at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit` : "",
-    `peak RSS after loading and a forward pass ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights (the Node process included); peak RSS ${results.peak_rss_mb!.toFixed(0)} MB over the whole run`,
+    `peak RSS of inference (a fresh process: load, decode 32 tokens) ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights, Node included; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
     results.imdb_load_and_tokenize_s !== undefined ? `IMDB-sized data: ${results.imdb_rows} rows, ${results.imdb_text_mb!.toFixed(1)} MB of text, loaded from parquet and tokenized (max_length 64) in ${results.imdb_load_and_tokenize_s.toFixed(1)} s; RSS grew ${results.imdb_rss_growth_mb!.toFixed(0)} MB` : "",
     results.train_ddp_tokens_per_s !== undefined ? `data-parallel scaling: ${results.ddp_ranks} ranks reach ${(results.train_ddp_tokens_per_s / results.train_1proc_tokens_per_s!).toFixed(2)}x the tokens/s of one process using the same cores` : "",
-    pyNote, "transformers.js peer: not run by this harness yet (it needs an ONNX export of the weights)"].filter(Boolean);
+    sameTokens === undefined ? "" : `greedy tokens (batch 1, 128) ${sameTokens ? "identical to" : "DIFFERENT from"} transformers.js's on the same weights`,
+    pyNote, jsNote].filter(Boolean);
   console.log("\n" + table.join("\n") + "\n\n" + extra.map((l) => `- ${l}`).join("\n"));
   if (only) {
     console.log("\n(a partial run with --only: bench/results/ left as it was)");
@@ -157,7 +203,8 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
   const name = `${quick ? "tiny" : "gpt2-124m"}-cpu-${threads}t`;
-  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, torchlm: results, pytorch: py, note: pyNote }, null, 2) + "\n");
+  if (js) delete js.decode_b1_tokens;
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, torchlm: results, pytorch: py, transformers_js: js, same_greedy_tokens_as_transformers_js: sameTokens, notes: [pyNote, jsNote].filter(Boolean) }, null, 2) + "\n");
   writeFileSync(join(dir, `${name}.md`), `# ${name} (${stamp})\n\n${table.join("\n")}\n\n${extra.map((l) => `- ${l}`).join("\n")}\n`);
   console.log(`\nwritten to ${join(dir, name)}.{json,md}`);
 }

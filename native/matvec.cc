@@ -166,6 +166,70 @@ __attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const
 }
 #endif
 
+// bfloat16 weights, 32 columns at a time: one 64-byte load holds 32 bf16 values; a 16-bit shift widens the even
+// ones and a mask the odd ones, exactly, with no cross-lane conversion. The partial sums of each 32-column
+// block are therefore kept permuted (16 even columns, then 16 odd ones) and put back in order at the end.
+static inline int64_t Permuted(int64_t n, int64_t N32) {
+  if (n >= N32) return n;
+  const int64_t base = n & ~int64_t(31), j = n & 31;
+  return base + ((j & 1) ? 16 + (j >> 1) : (j >> 1));
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void AxpyRowsBf16Split(const float* x, const uint16_t* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
+  const int64_t N32 = N & ~int64_t(31);
+  const __m512i odd = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  int64_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    const uint16_t* r[4] = {w + k * N, w + (k + 1) * N, w + (k + 2) * N, w + (k + 3) * N};
+    const __m512 xs[4] = {_mm512_set1_ps(x[k]), _mm512_set1_ps(x[k + 1]), _mm512_set1_ps(x[k + 2]), _mm512_set1_ps(x[k + 3])};
+    for (int64_t n = 0; n < N32; n += 32) {
+      __m512 ae = _mm512_loadu_ps(acc + n), ao = _mm512_loadu_ps(acc + n + 16);
+      for (int j = 0; j < 4; j++) {
+        const __m512i v = _mm512_loadu_si512(r[j] + n);
+        ae = _mm512_fmadd_ps(xs[j], _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), ae);
+        ao = _mm512_fmadd_ps(xs[j], _mm512_castsi512_ps(_mm512_and_si512(v, odd)), ao);
+      }
+      _mm512_storeu_ps(acc + n, ae);
+      _mm512_storeu_ps(acc + n + 16, ao);
+    }
+    for (int64_t n = N32; n < N; n++)
+      for (int j = 0; j < 4; j++) acc[n] += x[k + j] * Elem(r[j], n);
+  }
+  for (; k < k1; k++)
+    for (int64_t n = 0; n < N; n++) acc[Permuted(n, N32)] += x[k] * Elem(w + k * N, n);
+}
+
+// hp: h permuted as above (per 32-element block of K).
+__attribute__((target("avx512f"))) static void DotRowsBf16Split(const float* hp, const uint16_t* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+  const int64_t K32 = K & ~int64_t(31);
+  const __m512i odd = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  int64_t v = v0;
+  for (; v + 4 <= v1; v += 4) {
+    const uint16_t* r[4] = {w + v * K, w + (v + 1) * K, w + (v + 2) * K, w + (v + 3) * K};
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t k = 0; k < K32; k += 32) {
+      const __m512 he = _mm512_loadu_ps(hp + k), ho = _mm512_loadu_ps(hp + k + 16);
+      for (int j = 0; j < 4; j++) {
+        const __m512i x = _mm512_loadu_si512(r[j] + k);
+        a[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), he, a[j]);
+        a[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, odd)), ho, a[j]);
+      }
+    }
+    for (int j = 0; j < 4; j++) {
+      float s = Hsum512(a[j]);
+      for (int64_t k = K32; k < K; k++) s += Elem(r[j], k) * hp[k];
+      out[v + j] = s;
+    }
+  }
+  for (; v < v1; v++) {
+    float s = 0;
+    for (int64_t k = 0; k < K; k++) s += Elem(w + v * K, k) * hp[Permuted(k, K32)];
+    out[v] = s;
+  }
+}
+#endif
+
 template <typename W>
 using AxpyFn = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_t);
 template <typename W>
@@ -209,8 +273,7 @@ static bool Applies(const at::Tensor& x, const at::Tensor& w) {
 }
 
 template <typename W>
-static void KN(const float* x, const W* w, float* part, int64_t K, int64_t N, int64_t chunks) {
-  AxpyFn<W> axpy = Axpy<W>();
+static void KN(const float* x, const W* w, float* part, int64_t K, int64_t N, int64_t chunks, AxpyFn<W> axpy) {
   const int64_t per = (K + chunks - 1) / chunks;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) axpy(x, w, part + c * N, c * per, std::min(K, (c + 1) * per), N);
@@ -227,13 +290,24 @@ at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor&
   // are added at the end (N floats each, so the reduction is cheap).
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), K / 64));
   std::vector<float> part(static_cast<size_t>(chunks * N), 0.0f);
-  if (w.scalar_type() == at::kFloat) KN(x.data_ptr<float>(), w.data_ptr<float>(), part.data(), K, N, chunks);
-  else KN(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks);
+  const bool split = w.scalar_type() == at::kBFloat16 && Level() == 2;
+  if (w.scalar_type() == at::kFloat) {
+    KN(x.data_ptr<float>(), w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
+  } else {
+#if defined(__x86_64__)
+    AxpyFn<uint16_t> fn = split ? AxpyRowsBf16Split : Axpy<uint16_t>();
+#else
+    AxpyFn<uint16_t> fn = Axpy<uint16_t>();
+#endif
+    KN(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, fn);
+  }
   at::Tensor out = b.defined() ? b.reshape({N}).to(at::kFloat, false, true) : at::zeros({N}, w.options().dtype(at::kFloat));
   float* o = out.data_ptr<float>();
+  const int64_t N32 = split ? (N & ~int64_t(31)) : 0;
   for (int64_t c = 0; c < chunks; c++) {
     const float* p = part.data() + c * N;
-    for (int64_t n = 0; n < N; n++) o[n] += p[n];
+    if (split) for (int64_t n = 0; n < N; n++) o[n] += p[Permuted(n, N32)];
+    else for (int64_t n = 0; n < N; n++) o[n] += p[n];
   }
   auto sizes = x0.sizes().vec();
   sizes.back() = N;
@@ -253,9 +327,19 @@ at::Tensor MatVecNK(const at::Tensor& h0, const at::Tensor& w) {
     const float* wp = w.data_ptr<float>();
     at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
   } else {
-    DotFn<uint16_t> dot = Dot<uint16_t>();
     const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
-    at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+#if defined(__x86_64__)
+    if (Level() == 2) {
+      const int64_t K32 = K & ~int64_t(31);
+      std::vector<float> perm(static_cast<size_t>(K));
+      for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
+      at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { DotRowsBf16Split(perm.data(), wp, o, v0, v1, K); });
+    } else
+#endif
+    {
+      DotFn<uint16_t> dot = Dot<uint16_t>();
+      at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+    }
   }
   auto sizes = h0.sizes().vec();
   sizes.back() = V;

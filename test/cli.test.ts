@@ -56,7 +56,7 @@ describe("torchlm CLI", () => {
   });
 
   test("bench --quick runs against PyTorch", async () => {
-    const { stdout } = await torchlm(["bench", "--quick", "--only=forward"], 600_000);
+    const { stdout } = await torchlm(["bench", "--quick", "--only=forward", "--no-peers"], 600_000);
     expect(stdout).toMatch(/\| forward tokens\/s \(16 x 64\) \| [\d.]+ \| [\d.]+ \| [\d.]+x \|/);
   });
 });
