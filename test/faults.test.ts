@@ -80,7 +80,13 @@ describe("kill -9 while saving", () => {
     let hits = 0;
     for (let k = 0; k < 6; k++) {
       await r.waitFor(/saved \d+\n[\s\S]*saved \d+\n/);
-      await sleep(Math.floor(Math.random() * 60));
+      if (k % 2 === 0) {
+        // as soon as a save is under way (its temporary directory exists)
+        const t0 = Date.now();
+        while (!readdirSync(dir).some((f) => f.startsWith(".checkpoint-") && f.includes(".tmp-")) && Date.now() - t0 < 20_000) await sleep(1);
+      } else {
+        await sleep(Math.floor(Math.random() * 60));  // anywhere: in a step, a save, or a rotation
+      }
       r.p.kill("SIGKILL");
       expect((await r.exit).signal).toBe("SIGKILL");
       if (readdirSync(dir).some((f) => f.includes(".tmp-"))) hits++;
@@ -100,8 +106,8 @@ describe("kill -9 while saving", () => {
     }
     r.p.kill("SIGKILL");
     await r.exit;
-    // saves take most of each step here, so most kills land inside one
-    expect(hits).toBeGreaterThan(0);
+    // the kills aimed at a save landed inside one
+    expect(hits).toBeGreaterThanOrEqual(2);
   }, 300_000);
 });
 
