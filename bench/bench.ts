@@ -1,6 +1,7 @@
 // npm run bench: torchlm against PyTorch from Python (bench/baseline.py) on the same GPT-2 124M-shaped weights,
 // written here from a seed (never committed), in the same run, as ratios. Results: bench/results/.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
 import { availableParallelism } from "node:os";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -27,6 +28,44 @@ async function timed(fn: () => Promise<unknown>, warmup: number, runs: number): 
 }
 function rnd(seed: number) { let s = seed; return () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31; }
 const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
+
+/** The transformers.js child process (bench/peer/run.mjs), installed and exported on first use. */
+class Peer {
+  #lines: string[] = [];
+  #waiters: { res: (l: string) => void; rej: (e: Error) => void }[] = [];
+  #exited: Error | null = null;
+  private constructor(private child: ChildProcess) {
+    createInterface({ input: child.stdout! }).on("line", (l) => { const w = this.#waiters.shift(); if (w) w.res(l); else this.#lines.push(l); });
+    child.on("exit", (c) => { this.#exited = new Error(`transformers.js exited (${c})`); for (const w of this.#waiters.splice(0)) w.rej(this.#exited); });
+  }
+  #next(): Promise<string> {
+    const l = this.#lines.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    if (this.#exited) return Promise.reject(this.#exited);
+    return new Promise((res, rej) => this.#waiters.push({ res, rej }));
+  }
+  static async start(weightsDir: string, threads: number): Promise<Peer> {
+    const dir = join(root, "bench", "peer");
+    if (!existsSync(join(dir, "node_modules", "@huggingface", "transformers"))) {
+      console.log("installing transformers.js into bench/peer (npm install --ignore-scripts)");
+      execFileSync("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", dir], { stdio: ["ignore", "inherit", "inherit"] });
+    }
+    const onnxDir = weightsDir + "-onnx";
+    if (!existsSync(join(onnxDir, "onnx", "model.onnx"))) {
+      console.log(`exporting the weights to ONNX (${onnxDir}) with torch.onnx.export`);
+      execFileSync("/usr/bin/python3", [join(root, "bench", "export_onnx.py"), weightsDir, onnxDir], { stdio: ["ignore", "ignore", "inherit"] });
+    }
+    const p = new Peer(spawn(process.execPath, [join(dir, "run.mjs"), onnxDir, String(threads)], { stdio: ["pipe", "pipe", "inherit"] }));
+    const ready = JSON.parse(await p.#next());
+    if (!ready.ready) throw new Error(JSON.stringify(ready));
+    return p;
+  }
+  async run(cmd: "forward" | "decode1"): Promise<{ seconds: number; tokens?: number[] }> {
+    this.child.stdin!.write(cmd + "\n");
+    return JSON.parse(await this.#next());
+  }
+  stop(): void { this.child.stdin!.end("quit\n"); }
+}
 
 async function main() {
   const threads = get_num_threads();
@@ -67,14 +106,38 @@ async function main() {
     const r = await timed(async () => big.sum().dispose(), 2, 5);
     results.memory_read_gbs = (big.numel() * 4) / r / 1e9;
   }
+  // transformers.js (onnxruntime-node) on an ONNX export of the same weights: a child process that runs one
+  // forward or decode per request, so that its runs interleave with torchlm's (this machine's memory bandwidth
+  // drifts by 2x over minutes: runs minutes apart are not comparable).
+  let peer: Peer | null = null;
+  let jsNote = "";
+  if ((want("forward") || want("decode1")) && !argv.includes("--no-peers")) {
+    try {
+      peer = await Peer.start(weightsDir, threads);
+    } catch (e) {
+      jsNote = `transformers.js skipped: ${(e as Error).message.split("\n")[0]}`;
+    }
+  } else jsNote = "transformers.js not run (--no-peers)";
+  const js: Record<string, number> = {};
+  let sameTokens: boolean | undefined;
+
   const t0 = performance.now();
   const model = await GPT2LMHeadModel.from_pretrained(weightsDir);
   results.from_pretrained_s = (performance.now() - t0) / 1000;
   const weightsBytes = model.num_parameters() * 4;
   const ids = randIds(16, 64, 1);
+  const rounds = quick ? 3 : 5;
   if (want("forward")) {
-    const s = await timed(async () => { const o = await model.forward({ input_ids: ids }); o.logits.dispose(); }, 1, 3);
-    results.forward_tokens_per_s = (16 * 64) / s;
+    const ours: number[] = [], theirs: number[] = [];
+    const run = async () => { const t = performance.now(); const o = await model.forward({ input_ids: ids }); o.logits.dispose(); return (performance.now() - t) / 1000; };
+    await run();
+    if (peer) await peer.run("forward");
+    for (let r = 0; r < rounds; r++) {
+      ours.push(await run());
+      if (peer) theirs.push((await peer.run("forward")).seconds);
+    }
+    results.forward_tokens_per_s = (16 * 64) / median(ours);
+    if (peer) js.forward_tokens_per_s = (16 * 64) / median(theirs);
   }
   {
     // in a fresh process, so that nothing this harness allocated counts
@@ -83,10 +146,36 @@ async function main() {
   }
   const prompt = randIds(1, 8, 2);
   if (want("decode1")) {
-    const s = await timed(async () => (await model.generate(prompt, { max_new_tokens: 128 })).dispose(), 1, 3);
-    results.decode_b1_tokens_per_s = 128 / s;
-    results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs * 1e9) / weightsBytes);
+    // each round: the memory-read limit, torchlm, transformers.js; medians of each
+    const ours: number[] = [], theirs: number[] = [], bw: number[] = [];
+    const big = tensor(new Float32Array(64 * 1024 * 1024).fill(1), { shape: [64 * 1024 * 1024] });
+    let tokens: number[] = [];
+    const run = async () => {
+      const t = performance.now();
+      const o = await model.generate(prompt, { max_new_tokens: 128 });
+      const s = (performance.now() - t) / 1000;
+      tokens = (o.tolist() as number[][])[0]!.slice(8);
+      o.dispose();
+      return s;
+    };
+    await run();
+    if (peer) await peer.run("decode1");
+    let theirTokens: number[] | undefined;
+    for (let r = 0; r < rounds; r++) {
+      bw.push((big.numel() * 4) / (await timed(async () => big.sum().dispose(), 1, 3)) / 1e9);
+      ours.push(await run());
+      if (peer) { const p = await peer.run("decode1"); theirs.push(p.seconds); theirTokens = p.tokens; }
+    }
+    big.dispose();
+    results.decode_b1_tokens_per_s = 128 / median(ours);
+    results.memory_read_gbs_during_decode = median(bw);
+    results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
+    if (peer) {
+      js.decode_b1_tokens_per_s = 128 / median(theirs);
+      sameTokens = JSON.stringify(tokens) === JSON.stringify(theirTokens);
+    }
   }
+  peer?.stop();
   if (want("decode1") || want("bf16")) {
     // bfloat16 weights (float32 activations), batch 1: speed, and where greedy tokens first differ from fp32's
     const b16 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "bfloat16" });
@@ -135,33 +224,6 @@ async function main() {
     results.train_ddp_tokens_per_s = multi.tokens_per_s;
   }
 
-  // transformers.js (onnxruntime-node) on an ONNX export of the same weights, for forward and batch-1 decoding.
-  let js: Record<string, number> & { decode_b1_tokens?: number[] } | null = null;
-  let jsNote = "";
-  if ((want("forward") || want("decode1")) && !argv.includes("--no-peers")) {
-    try {
-      const peer = join(root, "bench", "peer");
-      if (!existsSync(join(peer, "node_modules", "@huggingface", "transformers"))) {
-        console.log("installing transformers.js into bench/peer (npm install --ignore-scripts)");
-        execFileSync("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", peer], { stdio: ["ignore", "inherit", "inherit"] });
-      }
-      const onnxDir = weightsDir + "-onnx";
-      if (!existsSync(join(onnxDir, "onnx", "model.onnx"))) {
-        console.log(`exporting the weights to ONNX (${onnxDir}) with torch.onnx.export`);
-        execFileSync("/usr/bin/python3", [join(root, "bench", "export_onnx.py"), weightsDir, onnxDir], { stdio: ["ignore", "ignore", "inherit"] });
-      }
-      const which = ["forward", "decode1"].filter(want).join(",");
-      js = JSON.parse(execFileSync(process.execPath, [join(peer, "run.mjs"), onnxDir, String(threads), which], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!);
-    } catch (e) {
-      jsNote = `transformers.js skipped: ${(e as Error).message.split("\n")[0]}`;
-    }
-  } else jsNote = "transformers.js not run (--no-peers)";
-  let sameTokens: boolean | undefined;
-  if (js?.decode_b1_tokens) {
-    const ours = (await (async () => { const m = await GPT2LMHeadModel.from_pretrained(weightsDir); const o = await m.generate(prompt, { max_new_tokens: 128 }); const t = (o.tolist() as number[][])[0]!.slice(8); await m.dispose(); return t; })());
-    sameTokens = JSON.stringify(ours) === JSON.stringify(js.decode_b1_tokens);
-  }
-
   let py: Record<string, number> | null = null;
   let pyNote = "";
   try {
@@ -171,9 +233,9 @@ async function main() {
     pyNote = `PyTorch from Python skipped: ${(e as Error).message.split("\n")[0]} (install python3-torch)`;
   }
   const rows: [string, number, number | undefined, number?][] = [
-    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s!, py?.forward_tokens_per_s, js?.forward_tokens_per_s],
+    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s!, py?.forward_tokens_per_s, js.forward_tokens_per_s],
     ["training tokens/s (16 x 64, AdamW, clip)", results.train_tokens_per_s!, py?.train_tokens_per_s],
-    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s!, py?.decode_b1_tokens_per_s, js?.decode_b1_tokens_per_s],
+    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s!, py?.decode_b1_tokens_per_s, js.decode_b1_tokens_per_s],
     ["greedy decode tokens/s (batch 1, bf16 weights)", results.decode_b1_bf16_tokens_per_s!, undefined],
     ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s!, py?.decode_b8_tokens_per_s],
     ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s!, undefined],
@@ -186,7 +248,7 @@ async function main() {
   const table = ["| measure | torchlm | PyTorch (Python) | ratio | transformers.js | ratio |", "|---|---:|---:|---:|---:|---:|",
     ...rows.map(([k, v, p, j]) => `| ${k} | ${v.toFixed(2)} | ${p === undefined ? "-" : p.toFixed(2)} | ${ratio(k, v, p)} | ${j === undefined ? "-" : j.toFixed(2)} | ${ratio(k, v, j)} |`)];
   const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run)`,
-    results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit` : "",
+    results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit (memory read ${results.memory_read_gbs_during_decode!.toFixed(1)} GB/s, measured between the decoding runs; forward and decode alternate with transformers.js's runs, medians of ${rounds})` : "",
     results.bf16_greedy_first_difference !== undefined ? `bf16 weights: greedy tokens ${results.bf16_greedy_first_difference < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.bf16_greedy_first_difference} of 128`}` : "",
     results.train_fraction_of_matmul_limit !== undefined ? `training at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit` : "",
     `peak RSS of inference (a fresh process: load, decode 32 tokens) ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights, Node included; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
@@ -203,8 +265,7 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
   const name = `${quick ? "tiny" : "gpt2-124m"}-cpu-${threads}t`;
-  if (js) delete js.decode_b1_tokens;
-  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, torchlm: results, pytorch: py, transformers_js: js, same_greedy_tokens_as_transformers_js: sameTokens, notes: [pyNote, jsNote].filter(Boolean) }, null, 2) + "\n");
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, torchlm: results, pytorch: py, transformers_js: peer ? js : null, same_greedy_tokens_as_transformers_js: sameTokens, notes: [pyNote, jsNote].filter(Boolean) }, null, 2) + "\n");
   writeFileSync(join(dir, `${name}.md`), `# ${name} (${stamp})\n\n${table.join("\n")}\n\n${extra.map((l) => `- ${l}`).join("\n")}\n`);
   console.log(`\nwritten to ${join(dir, name)}.{json,md}`);
 }
