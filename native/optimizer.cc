@@ -21,6 +21,9 @@
 namespace torchlm {
 
 #if defined(__x86_64__)
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn about it once inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // Returns where the scalar tail starts.
 __attribute__((target("avx512f"))) static int64_t FusedAdamW512(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, float decay,
                                                                 float w1, float b2, float c2, float bc2_sqrt, float eps, float neg_step) {
@@ -40,6 +43,7 @@ __attribute__((target("avx512f"))) static int64_t FusedAdamW512(float* p, const 
   }
   return i;
 }
+#pragma GCC diagnostic pop
 #endif
 
 AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps)

@@ -35,6 +35,21 @@ if (!found) {
   console.error("torchlm: " + HOW_TO_INSTALL);
   process.exit(1);
 }
+// Distributed training needs the Gloo headers that Debian's libtorch headers include (libgloo-dev).
+if (found.source.startsWith("Debian") && !existsSync("/usr/include/gloo/algorithm.h")) {
+  if (isDebianRoot()) {
+    console.log("torchlm: installing libgloo-dev (Gloo's headers, for distributed training) with apt-get");
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    let r = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libgloo-dev"], { stdio: "inherit", env });
+    if (r.status !== 0) {
+      spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
+      r = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libgloo-dev"], { stdio: "inherit", env });
+    }
+    if (r.status !== 0) console.warn("torchlm: could not install libgloo-dev: building without distributed training");
+  } else {
+    console.warn("torchlm: libgloo-dev is not installed: building without distributed training (apt-get install libgloo-dev, then npm run build:native)");
+  }
+}
 console.log(`torchlm: building against libtorch from ${found.source}: ${found.dir}`);
 
 const cmakeJs = join(root, "node_modules", "cmake-js", "bin", "cmake-js");
