@@ -69,7 +69,8 @@ class Peer {
 
 async function main() {
   const threads = get_num_threads();
-  console.log(`torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${threads} threads, libtorch ${torch_info().torch_version}`);
+  const blas = process.env.OPENBLAS_CORETYPE ? `OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE}` : "OpenBLAS kernels auto-detected";
+  console.log(`torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${threads} threads, libtorch ${torch_info().torch_version}, ${blas}`);
   if (!existsSync(join(weightsDir, "model.safetensors"))) {
     console.log(`writing seeded random weights to ${weightsDir}`);
     const m = await GPT2LMHeadModel.from_config(CONFIG, { seed: 0 });
@@ -247,7 +248,7 @@ async function main() {
   const ratio = (k: string, v: number, p: number | undefined) => p === undefined ? "-" : k.endsWith(" s") ? (p / v).toFixed(2) + "x faster" : (v / p).toFixed(2) + "x";
   const table = ["| measure | torchlm | PyTorch (Python) | ratio | transformers.js | ratio |", "|---|---:|---:|---:|---:|---:|",
     ...rows.map(([k, v, p, j]) => `| ${k} | ${v.toFixed(2)} | ${p === undefined ? "-" : p.toFixed(2)} | ${ratio(k, v, p)} | ${j === undefined ? "-" : j.toFixed(2)} | ${ratio(k, v, j)} |`)];
-  const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run)`,
+  const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run); ${blas}`,
     results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit (memory read ${results.memory_read_gbs_during_decode!.toFixed(1)} GB/s, measured between the decoding runs; forward and decode alternate with transformers.js's runs, medians of ${rounds})` : "",
     results.bf16_greedy_first_difference !== undefined ? `bf16 weights: greedy tokens ${results.bf16_greedy_first_difference < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.bf16_greedy_first_difference} of 128`}` : "",
     results.train_fraction_of_matmul_limit !== undefined ? `training at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit` : "",
@@ -265,7 +266,7 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
   const name = `${quick ? "tiny" : "gpt2-124m"}-cpu-${threads}t`;
-  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, torchlm: results, pytorch: py, transformers_js: peer ? js : null, same_greedy_tokens_as_transformers_js: sameTokens, notes: [pyNote, jsNote].filter(Boolean) }, null, 2) + "\n");
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, openblas_coretype: process.env.OPENBLAS_CORETYPE ?? null, torchlm: results, pytorch: py, transformers_js: peer ? js : null, same_greedy_tokens_as_transformers_js: sameTokens, notes: [pyNote, jsNote].filter(Boolean) }, null, 2) + "\n");
   writeFileSync(join(dir, `${name}.md`), `# ${name} (${stamp})\n\n${table.join("\n")}\n\n${extra.map((l) => `- ${l}`).join("\n")}\n`);
   console.log(`\nwritten to ${join(dir, name)}.{json,md}`);
 }
