@@ -146,25 +146,26 @@ async function main() {
     results.inference_peak_rss_over_weights = r.max_rss_bytes / r.weights_bytes;
   }
   const prompt = randIds(1, 8, 2);
+  // greedy batch-1 decoding of 128 tokens: the seconds it took and the new tokens
+  const greedy = async (m: GPT2LMHeadModel) => {
+    const t = performance.now();
+    const o = await m.generate(prompt, { max_new_tokens: 128 });
+    const seconds = (performance.now() - t) / 1000;
+    const tokens = (o.tolist() as number[][])[0]!.slice(prompt[0]!.length);
+    o.dispose();
+    return { seconds, tokens };
+  };
+  let fp32Tokens: number[] | undefined;
   if (want("decode1")) {
     // each round: the memory-read limit, torchlm, transformers.js; medians of each
     const ours: number[] = [], theirs: number[] = [], bw: number[] = [];
     const big = tensor(new Float32Array(64 * 1024 * 1024).fill(1), { shape: [64 * 1024 * 1024] });
-    let tokens: number[] = [];
-    const run = async () => {
-      const t = performance.now();
-      const o = await model.generate(prompt, { max_new_tokens: 128 });
-      const s = (performance.now() - t) / 1000;
-      tokens = (o.tolist() as number[][])[0]!.slice(8);
-      o.dispose();
-      return s;
-    };
-    await run();
+    fp32Tokens = (await greedy(model)).tokens;
     if (peer) await peer.run("decode1");
     let theirTokens: number[] | undefined;
     for (let r = 0; r < rounds; r++) {
       bw.push((big.numel() * 4) / (await timed(async () => big.sum().dispose(), 1, 3)) / 1e9);
-      ours.push(await run());
+      ours.push((await greedy(model)).seconds);
       if (peer) { const p = await peer.run("decode1"); theirs.push(p.seconds); theirTokens = p.tokens; }
     }
     big.dispose();
@@ -173,7 +174,7 @@ async function main() {
     results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
     if (peer) {
       js.decode_b1_tokens_per_s = 128 / median(theirs);
-      sameTokens = JSON.stringify(tokens) === JSON.stringify(theirTokens);
+      sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(theirTokens);
     }
   }
   peer?.stop();
@@ -181,11 +182,10 @@ async function main() {
     // bfloat16 weights (float32 activations), batch 1: speed, and where greedy tokens first differ from fp32's
     const b16 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "bfloat16" });
     let toks: number[] = [];
-    const s = await timed(async () => { const o = await b16.generate(prompt, { max_new_tokens: 128 }); toks = (o.tolist() as number[][])[0]!; o.dispose(); }, 1, 3);
+    const s = await timed(async () => { toks = (await greedy(b16)).tokens; }, 1, 3);
     results.decode_b1_bf16_tokens_per_s = 128 / s;
-    const ref = ((await model.generate(prompt, { max_new_tokens: 128 })).tolist() as number[][])[0]!;
-    const first = ref.findIndex((t, i) => t !== toks[i]);
-    results.bf16_greedy_first_difference = first < 0 ? -1 : first - prompt[0]!.length;
+    fp32Tokens ??= (await greedy(model)).tokens;
+    results.bf16_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
     await b16.dispose();
   }
   if (want("decode8")) {

@@ -98,11 +98,12 @@ export function _default_group(): NativeProcessGroup | null { return group; }
  */
 export function shard(order: ArrayLike<number>, num_replicas: number, rank: number, drop_last = false): number[] {
   const n = order.length;
+  if (n === 0) return [];
   const numSamples = drop_last && n % num_replicas !== 0 ? Math.ceil((n - num_replicas) / num_replicas) : Math.ceil(n / num_replicas);
   const total = numSamples * num_replicas;
   const out: number[] = [];
-  for (let i = rank; i < total; i += num_replicas) out.push(order[n === 0 ? 0 : i % n]!);
-  return n === 0 ? [] : out;
+  for (let i = rank; i < total; i += num_replicas) out.push(order[i % n]!);
+  return out;
 }
 
 /** PyTorch's DistributedSampler: each rank a disjoint, seeded slice of the dataset, reshuffled by set_epoch. */

@@ -2,8 +2,7 @@
 // forwards signals, and ends the whole job when one rank fails.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
-import { availableParallelism } from "node:os";
-import { constants } from "node:os";
+import { availableParallelism, constants } from "node:os";
 import { check, TorchlmError } from "./errors.js";
 
 export interface LaunchOptions {

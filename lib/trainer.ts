@@ -199,7 +199,8 @@ export class Trainer {
 
     const bs = args.per_device_train_batch_size;
     const ga = args.gradient_accumulation_steps;
-    const batchesPerEpoch = this.#batches(this.#shard(new Int32Array(ds.length)).length, bs, new Int32Array(ds.length)).length;
+    const epochRows = this.#shard(new Int32Array(ds.length));
+    const batchesPerEpoch = this.#batches(epochRows.length, bs, epochRows).length;
     const updatesPerEpoch = Math.max(Math.ceil(batchesPerEpoch / ga), 1);
     const maxSteps = args.max_steps > 0 ? args.max_steps : Math.ceil(args.num_train_epochs * updatesPerEpoch);
     const epochs = args.max_steps > 0 ? Math.ceil(maxSteps / updatesPerEpoch) : Math.ceil(args.num_train_epochs);
@@ -457,7 +458,7 @@ export class Trainer {
   #lastCheckpoint(): string | null {
     const dir = this.args.output_dir;
     if (!existsSync(dir)) return null;
-    const steps = readdirSync(dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
+    const steps = checkpointSteps(dir);
     return steps.length ? join(dir, `checkpoint-${steps[steps.length - 1]}`) : null;
   }
 
@@ -502,7 +503,7 @@ export class Trainer {
     }
     await this.#callback("on_save", { checkpoint: final });
     if (main && args.save_total_limit !== null) {
-      const all = readdirSync(args.output_dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
+      const all = checkpointSteps(args.output_dir);
       for (const s of all.slice(0, Math.max(0, all.length - args.save_total_limit))) await discard(join(args.output_dir, `checkpoint-${s}`));
     }
   }
@@ -525,6 +526,11 @@ export class Trainer {
     if (saved.max_steps !== this.state.max_steps) throw new TorchlmError(`${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`);
     Object.assign(this.state, saved);
   }
+}
+
+/** The N of every checkpoint-N folder in dir, ascending. */
+function checkpointSteps(dir: string): number[] {
+  return readdirSync(dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
 }
 
 /**

@@ -114,14 +114,7 @@ __attribute__((target("avx2,fma"))) static float Hsum256(__m256 a) {
   return _mm_cvtss_f32(s);
 }
 
-// Through memory: GCC 12's own reduction and extract intrinsics warn about an uninitialised variable.
-__attribute__((target("avx512f"))) static float Hsum512(__m512 a) {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, a);
-  float s = 0;
-  for (float v : t) s += v;
-  return s;
-}
+__attribute__((target("avx512f"))) static float Hsum512(__m512 a) { return _mm512_reduce_add_ps(a); }
 
 template <typename W>
 __attribute__((target("avx512f"))) static void DotRows512(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
@@ -235,7 +228,7 @@ using AxpyFn = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_
 template <typename W>
 using DotFn = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_t);
 
-static int Level() {
+int SimdLevel() {
 #if defined(__x86_64__)
   static const int level = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
   return level;
@@ -243,6 +236,7 @@ static int Level() {
   return 0;
 #endif
 }
+static int Level() { return SimdLevel(); }
 
 template <typename W>
 static AxpyFn<W> Axpy() {

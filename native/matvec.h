@@ -14,6 +14,8 @@ at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
 // the first S positions of the caches k, v [1, H, capacity, D] (float32 or bfloat16, contiguous):
 // softmax(q.K * scale).V as [H * D] in the caches' dtype.
 at::Tensor AttendOne(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale);
+// 2: AVX-512F, 1: AVX2 + FMA, 0: neither (checked once, at run time).
+int SimdLevel();
 // On by default; TORCHLM_NO_MATVEC=1 or setMatvec(false) turns it off (to measure the lever).
 bool MatVecEnabled();
 

@@ -2,6 +2,7 @@
 
 #include "distributed.h"
 #include "gpt2.h"
+#include "matvec.h"
 #include "model.h"
 #include "tensor.h"
 #include "worker.h"
@@ -67,7 +68,7 @@ static void FusedAdamWRange(float* p, const float* g, float* m, float* v, int64_
                             float c2, float bc2_sqrt, float eps, float neg_step) {
   int64_t i = i0;
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) i = FusedAdamW512(p, g, m, v, i0, i1, decay, w1, b2, c2, bc2_sqrt, eps, neg_step);
+  if (SimdLevel() == 2) i = FusedAdamW512(p, g, m, v, i0, i1, decay, w1, b2, c2, bc2_sqrt, eps, neg_step);
 #endif
   for (; i < i1; i++) {
     float pi = p[i] * decay;
