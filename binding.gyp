@@ -7,6 +7,7 @@
         "native/allocator.cc",
         "native/device.cc",
         "native/distributed.cc",
+        "native/gemm.cc",
         "native/generation.cc",
         "native/gpt2.cc",
         "native/loss.cc",
@@ -27,7 +28,7 @@
       "libraries": [
         "-L<!(node scripts/find-libtorch.mjs --lib)",
         "-Wl,-rpath,<!(node scripts/find-libtorch.mjs --lib)",
-        "-ltorch", "-ltorch_cpu", "-lc10"
+        "-ltorch", "-ltorch_cpu", "-lc10", "-ldl"
       ]
     }
   ]

@@ -132,6 +132,11 @@ export interface NativeBinding {
   /** How many calls took a fast path so far. */
   matvecCalls(): number;
   setRngState(state: NativeTensor): void;
+  /** oneDNN's sgemm for inference linears over many rows (on where libtorch brought oneDNN); off to measure the lever. */
+  setGemm(on: boolean): void;
+  /** How many linears took oneDNN's sgemm so far. */
+  gemmCalls(): number;
+  gemmAvailable: boolean;
 }
 
 /** The package root: the nearest folder above this module whose package.json is torchlm's. */

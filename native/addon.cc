@@ -4,6 +4,7 @@
 #include "device.h"
 #include "distributed.h"
 #include "loss.h"
+#include "gemm.h"
 #include "matvec.h"
 #include "model.h"
 #include "optimizer.h"
@@ -23,6 +24,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitOptimizer(env, exports);
   InitDistributed(env, exports);
   InitMatVec(env, exports);
+  InitGemm(env, exports);
   return exports;
 }
 
