@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/allocator.cc",
+        "native/decode.cc",
         "native/device.cc",
         "native/distributed.cc",
         "native/gemm.cc",

@@ -138,17 +138,6 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
   double scale = 1.0;
   if (cfg_.scale_attn_weights) scale /= std::sqrt(static_cast<double>(D));
   if (cfg_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
-  const at::ScalarType ct = qkv_flat.scalar_type();
-  if (cache && B == 1 && T == 1 && !bias.defined() && !training && MatVecEnabled() && (ct == at::kFloat || ct == at::kBFloat16) &&
-      qkv_flat.device().is_cpu() && !qkv_flat.requires_grad() && cache->k[i].is_contiguous() && cache->v[i].is_contiguous()) {
-    // Batch-1 decoding: write this token's key and value into the cache, attend over it in one pass.
-    const int64_t s = cache->length;
-    at::Tensor qkv = qkv_flat.reshape({3, H, D});
-    cache->k[i].select(0, 0).select(1, s).copy_(qkv[1]);
-    cache->v[i].select(0, 0).select(1, s).copy_(qkv[2]);
-    at::Tensor y = AttendOne(qkv[0].reshape({H * D}), cache->k[i], cache->v[i], s + 1, scale).to(ct).view({1, 1, E});
-    return Conv1D(y, L.attn_proj_w, L.attn_proj_b);
-  }
   auto qkv = qkv_flat.view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, D]
   at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   if (cache) {
@@ -187,6 +176,7 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
   if (S > cfg_.n_positions)
     throw UserError("sequence length " + std::to_string(S) + " is longer than n_positions " + std::to_string(cfg_.n_positions));
   if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
+  if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
 
   // Additive bias [B or 1, 1, T, S]: causal, plus padding from the mask; the most negative finite value
   // (not -inf) so that fully masked rows stay finite, as Hugging Face does.

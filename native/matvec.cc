@@ -307,11 +307,13 @@ static void KN(const float* x, const W* w, float* part, int64_t K, int64_t N, in
   });
 }
 
-at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor& b) {
-  if (!Applies(x0, w) || w.size(0) != x0.size(-1)) return at::Tensor();
-  if (b.defined() && (b.scalar_type() != w.scalar_type() || !b.device().is_cpu() || b.numel() != w.size(1))) return at::Tensor();
+bool MatVecKNApplies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (!Applies(x, w) || w.size(0) != x.size(-1)) return false;
+  return !b.defined() || (b.scalar_type() == w.scalar_type() && b.device().is_cpu() && b.numel() == w.size(1) && b.is_contiguous());
+}
+
+void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out) {
   g_calls++;
-  const at::Tensor x = x0.to(at::kFloat).contiguous();
   const int64_t K = w.size(0), N = w.size(1);
   // Each chunk of rows streams its own contiguous slice of W into a private partial sum; the partial sums
   // are added at the end (N floats each, so the reduction is cheap).
@@ -319,23 +321,32 @@ at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor&
   std::vector<float> part(static_cast<size_t>(chunks * N), 0.0f);
   const bool split = w.scalar_type() == at::kBFloat16 && Level() == 2;
   if (w.scalar_type() == at::kFloat) {
-    KN(x.data_ptr<float>(), w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
+    KN(x, w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
   } else {
 #if defined(__x86_64__)
     AxpyFn<uint16_t> fn = split ? AxpyRowsBf16Split : Axpy<uint16_t>();
 #else
     AxpyFn<uint16_t> fn = Axpy<uint16_t>();
 #endif
-    KN(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, fn);
+    KN(x, reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, fn);
   }
-  at::Tensor out = b.defined() ? b.reshape({N}).to(at::kFloat, false, true) : at::zeros({N}, w.options().dtype(at::kFloat));
-  float* o = out.data_ptr<float>();
+  if (!b.defined()) std::fill(out, out + N, 0.0f);
+  else if (b.scalar_type() == at::kFloat) std::copy(b.data_ptr<float>(), b.data_ptr<float>() + N, out);
+  else for (int64_t n = 0; n < N; n++) out[n] = Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);
   const int64_t N32 = split ? (N & ~int64_t(31)) : 0;
   for (int64_t c = 0; c < chunks; c++) {
     const float* p = part.data() + c * N;
-    if (split) for (int64_t n = 0; n < N; n++) o[n] += p[Permuted(n, N32)];
-    else for (int64_t n = 0; n < N; n++) o[n] += p[n];
+    if (split) for (int64_t n = 0; n < N; n++) out[n] += p[Permuted(n, N32)];
+    else for (int64_t n = 0; n < N; n++) out[n] += p[n];
   }
+}
+
+at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor& b) {
+  if (!MatVecKNApplies(x0, w, b)) return at::Tensor();
+  const at::Tensor x = x0.to(at::kFloat).contiguous();
+  const int64_t N = w.size(1);
+  at::Tensor out = at::empty({N}, w.options().dtype(at::kFloat));
+  MatVecKNInto(x.data_ptr<float>(), w, b, out.data_ptr<float>());
   auto sizes = x0.sizes().vec();
   sizes.back() = N;
   return out.to(x0.scalar_type()).view(sizes);
@@ -374,7 +385,8 @@ at::Tensor MatVecNK(const at::Tensor& h0, const at::Tensor& w) {
 }
 
 template <typename C>
-static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S, int64_t D, int64_t head_stride, double scale, float* y) {
+static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S, int64_t D, int64_t head_stride, double scale,
+                   const uint8_t* allowed, float* y) {
   AxpyFn<C> axpy = Axpy<C>();
   DotFn<C> dot = Dot<C>();
   at::parallel_for(0, H, 4, [&](int64_t h0, int64_t h1) {
@@ -384,7 +396,10 @@ static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S,
       const C* vh = v + h * head_stride;
       dot(q + h * D, kh, p.data(), 0, S, D);
       float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < S; s++) mx = std::max(mx, p[s] = static_cast<float>(p[s] * scale));
+      for (int64_t s = 0; s < S; s++) {
+        p[s] = allowed && !allowed[s] ? std::numeric_limits<float>::lowest() : static_cast<float>(p[s] * scale);
+        mx = std::max(mx, p[s]);
+      }
       float sum = 0;
       for (int64_t s = 0; s < S; s++) sum += p[s] = std::exp(p[s] - mx);
       for (int64_t s = 0; s < S; s++) p[s] /= sum;
@@ -395,17 +410,14 @@ static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S,
   });
 }
 
-at::Tensor AttendOne(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale) {
+void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale, const uint8_t* allowed, float* y) {
   g_calls++;
   const int64_t H = k.size(1), D = k.size(3), stride = k.size(2) * D;
-  const at::Tensor qf = q.to(at::kFloat).contiguous();
-  at::Tensor y = at::empty({H * D}, qf.options());
   if (k.scalar_type() == at::kFloat)
-    Attend(qf.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), H, S, D, stride, scale, y.data_ptr<float>());
+    Attend(q, k.data_ptr<float>(), v.data_ptr<float>(), H, S, D, stride, scale, allowed, y);
   else
-    Attend(qf.data_ptr<float>(), reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H, S, D,
-           stride, scale, y.data_ptr<float>());
-  return y.to(k.scalar_type());
+    Attend(q, reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H, S, D, stride, scale,
+           allowed, y);
 }
 
 static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {

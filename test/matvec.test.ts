@@ -39,6 +39,40 @@ describe("batch-1 decoding fast paths", () => {
     await model.dispose();
   });
 
+  test.each([
+    ["gelu", false],
+    ["relu", true],
+    ["gelu_pytorch_tanh", true],
+  ])("activation %s, scale_attn_by_inverse_layer_idx %s: fused decoding equals the reference path", async (activation_function, byLayer) => {
+    const model = await GPT2LMHeadModel.from_config(
+      { vocab_size: 301, n_positions: 64, n_embd: 48, n_layer: 3, n_head: 4, activation_function, scale_attn_by_inverse_layer_idx: byLayer },
+      { seed: 5 },
+    );
+    const next = [7, 300, 12, 0, 150];
+    const slow = await steps(model, [1, 2, 3], next, false);
+    const fast = await steps(model, [1, 2, 3], next, true);
+    slow.forEach((s, i) => expect(maxAbsDiff(fast[i]!, s)).toBeLessThan(1e-5));
+    await model.dispose();
+  });
+
+  test("an attention mask at batch 1 (left padding): fused decoding masks the same positions as the reference", async () => {
+    const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+    const ids = [[50256, 50256, 464, 3290, 318]], attention_mask = [[0, 0, 1, 1, 1]];
+    binding.setMatvec(false);
+    const a = (await model.generate(ids, { attention_mask, max_new_tokens: 12, pad_token_id: 50256 })).tolist();
+    binding.setMatvec(true);
+    const calls = binding.matvecCalls();
+    const b = (await model.generate(ids, { attention_mask, max_new_tokens: 12, pad_token_id: 50256 })).tolist();
+    // the prompt's LM head, then 11 cached steps through the fused path: 4 linears and one attention per layer, the head
+    expect(binding.matvecCalls() - calls).toBe(1 + 11 * (5 * model.config.n_layer + 1));
+    expect(b).toEqual(a);
+    // the padding is really masked: unmasked, the same ids continue differently
+    binding.setMatvec(true);
+    const c = (await model.generate(ids, { attention_mask: [[1, 1, 1, 1, 1]], max_new_tokens: 12, pad_token_id: 50256 })).tolist();
+    expect(c).not.toEqual(b);
+    await model.dispose();
+  });
+
   test("GPT-2 shapes (the tiny golden model): fast decoding equals the reference path", async () => {
     const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const next = [318, 257, 922, 1110, 11, 290, 50256, 0];
