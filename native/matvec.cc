@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <cstdlib>
@@ -420,6 +421,49 @@ void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_
            allowed, y);
 }
 
+static float StreamSumScalar(const float* p, int64_t n) {
+  float a[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n; i++) a[i & 3] += p[i];
+  return a[0] + a[1] + a[2] + a[3];
+}
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static float StreamSum512(const float* p, int64_t n) {  // n: a multiple of 64
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i < n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+  }
+  return Hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+#else
+static float StreamSum512(const float* p, int64_t n) { return StreamSumScalar(p, n); }
+#endif
+
+// The machine's memory-read limit as the kernels see it: every thread streams its share of a buffer larger than
+// the caches (vector loads, four accumulators), the best of `reps` passes, in bytes per second.
+static double ReadBandwidth(int64_t bytes, int reps) {
+  const int64_t n = bytes / 4 / 64 * 64;
+  at::Tensor buf = at::full({n}, 1.0f, at::TensorOptions().dtype(at::kFloat));
+  const float* p = buf.data_ptr<float>();
+  double best = 0;
+  volatile float sink = 0;
+  for (int r = 0; r < reps; r++) {
+    std::atomic<float> total{0};
+    const auto t0 = std::chrono::steady_clock::now();
+    at::parallel_for(0, n / 64, 1, [&](int64_t b0, int64_t b1) {
+      const float sum = Level() == 2 ? StreamSum512(p + b0 * 64, (b1 - b0) * 64) : StreamSumScalar(p + b0 * 64, (b1 - b0) * 64);
+      float expected = total.load();
+      while (!total.compare_exchange_weak(expected, expected + sum)) {}
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sink = sink + total.load();
+    best = std::max(best, static_cast<double>(n) * 4 / s);
+  }
+  return best;
+}
+
 static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {
   g_enabled.store(info[0].ToBoolean().Value());
   return info.Env().Undefined();
@@ -427,6 +471,9 @@ static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {
 
 void InitMatVec(Napi::Env env, Napi::Object exports) {
   exports.Set("setMatvec", Napi::Function::New(env, JsSetMatvec));
+  exports.Set("readBandwidth", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Number::New(info.Env(), ReadBandwidth(static_cast<int64_t>(info[0].ToNumber().DoubleValue()), info[1].ToNumber().Int32Value()));
+  }));
   exports.Set("matvecCalls", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Number::New(info.Env(), static_cast<double>(g_calls.load()));
   }));
