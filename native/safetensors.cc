@@ -117,7 +117,7 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
 
   std::vector<std::pair<std::string, at::Tensor>> out;
   out.reserve(entries.size());
-  static const bool borrow = std::getenv("TORCHLM_MMAP") != nullptr;
+  const bool borrow = std::getenv("TORCHLM_MMAP") != nullptr;  // read at each load
   struct Piece { uint8_t* dst; uint64_t n, offset; };
   std::vector<Piece> pieces;  // reads into the allocator's memory, done below on every thread
   int fd = -1;
