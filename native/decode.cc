@@ -91,12 +91,11 @@ bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_m
       if (t.requires_grad()) return false;
   if (!wte_.device().is_cpu() || (wte_.scalar_type() != at::kFloat && wte_.scalar_type() != at::kBFloat16)) return false;
   if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1)) return false;
-  const at::Tensor one = at::empty({1, 1, cfg_.n_embd}, wte_.options().dtype(at::kFloat));
   for (size_t i = 0; i < layers_.size(); i++) {
     const Layer& L = layers_[i];
     if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != wte_.scalar_type()) return false;
-    if (!MatVecKNApplies(one, L.c_attn_w, L.c_attn_b) || !MatVecKNApplies(one, L.attn_proj_w, L.attn_proj_b) ||
-        !MatVecKNApplies(one, L.c_fc_w, L.c_fc_b) || !L.mlp_proj_w.is_contiguous() || !L.mlp_proj_b.is_contiguous())
+    if (!MatVecKNWeights(L.c_attn_w, L.c_attn_b) || !MatVecKNWeights(L.attn_proj_w, L.attn_proj_b) ||
+        !MatVecKNWeights(L.c_fc_w, L.c_fc_b) || !MatVecKNWeights(L.mlp_proj_w, L.mlp_proj_b))
       return false;
     for (const at::Tensor* t : {&L.ln_1_w, &L.ln_1_b, &L.ln_2_w, &L.ln_2_b})
       if (!t->is_contiguous() || t->scalar_type() != wte_.scalar_type()) return false;
@@ -119,7 +118,7 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   std::vector<float> buf(static_cast<size_t>(3 * E + 3 * E + I));
   float *x = buf.data(), *h = x + E, *y = h + E, *qkv = y + E, *f = qkv + 3 * E;
   for (int64_t e = 0; e < E; e++) x[e] = At(wte_, id * E + e) + At(wpe_, pos * E + e);
-  double scale = cfg_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
+  const double scale = cfg_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
     LayerNorm(x, L.ln_1_w, L.ln_1_b, cfg_.layer_norm_epsilon, E, h);

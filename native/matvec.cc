@@ -308,9 +308,10 @@ static void KN(const float* x, const W* w, float* part, int64_t K, int64_t N, in
   });
 }
 
-bool MatVecKNApplies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  if (!Applies(x, w) || w.size(0) != x.size(-1)) return false;
-  return !b.defined() || (b.scalar_type() == w.scalar_type() && b.device().is_cpu() && b.numel() == w.size(1) && b.is_contiguous());
+bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b) {
+  const at::ScalarType t = w.scalar_type();
+  if (!w.device().is_cpu() || (t != at::kFloat && t != at::kBFloat16) || w.dim() != 2 || !w.is_contiguous()) return false;
+  return !b.defined() || (b.scalar_type() == t && b.device().is_cpu() && b.numel() == w.size(1) && b.is_contiguous());
 }
 
 void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out) {
@@ -343,7 +344,7 @@ void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, floa
 }
 
 at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor& b) {
-  if (!MatVecKNApplies(x0, w, b)) return at::Tensor();
+  if (!Applies(x0, w) || w.size(0) != x0.size(-1) || !MatVecKNWeights(w, b)) return at::Tensor();
   const at::Tensor x = x0.to(at::kFloat).contiguous();
   const int64_t N = w.size(1);
   at::Tensor out = at::empty({N}, w.options().dtype(at::kFloat));

@@ -8,8 +8,8 @@ namespace torchlm {
 // y = b + x @ W for one row x [K] and W [K, N] (Conv1D's layout): float32, CPU, contiguous. Returns an
 // undefined tensor when the fast path does not apply (the caller falls back to addmm).
 at::Tensor MatVecKN(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
-// The same on raw memory, for the fused decoder: whether it applies, and out[0:N] = b + x[0:K] @ W.
-bool MatVecKNApplies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+// The same on raw memory, for the fused decoder: whether W and b suit it, and out[0:N] = b + x[0:K] @ W.
+bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b);
 void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out);
 // y = W @ h for one row h [K] and W [V, K] (the tied LM head, wte).
 at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);

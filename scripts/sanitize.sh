@@ -18,7 +18,7 @@ CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} node node_modules/cm
 
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(test/tensor.test.ts test/model.test.ts test/errors.test.ts test/loss.test.ts test/generation.test.ts
-  test/trainer.test.ts test/lifetimes.test.ts test/fuzz.test.ts test/distributed.test.ts test/matvec.test.ts test/faults.test.ts)
+  test/trainer.test.ts test/lifetimes.test.ts test/fuzz.test.ts test/distributed.test.ts test/matvec.test.ts test/gemm.test.ts test/faults.test.ts)
 log=$(mktemp /tmp/torchlm-asan-XXXX)
 echo "sanitize: running ${suites[*]} (reports go to $log.*)"
 set +e
