@@ -66,7 +66,11 @@ class Peer {
     this.child.stdin!.write(cmd + "\n");
     return JSON.parse(await this.#next());
   }
-  stop(): void { this.child.stdin!.end("quit\n"); }
+  /** Ends the child and waits for it to exit (its thread pool must not share the cores with what is measured next). */
+  stop(): Promise<void> {
+    if (this.#exited) return Promise.resolve();
+    return new Promise((res) => { this.child.once("exit", () => res()); this.child.stdin!.end("quit\n"); });
+  }
 }
 
 async function main() {
@@ -180,12 +184,12 @@ async function main() {
       sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(theirTokens);
     }
   }
-  peer?.stop();
+  await peer?.stop();
   if (want("decode1") || want("bf16")) {
     // bfloat16 weights (float32 activations), batch 1: speed, and where greedy tokens first differ from fp32's
     const b16 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "bfloat16" });
     let toks: number[] = [];
-    const s = await timed(async () => { toks = (await greedy(b16)).tokens; }, 1, 3);
+    const s = await timed(async () => { toks = (await greedy(b16)).tokens; }, 2, rounds);
     results.decode_b1_bf16_tokens_per_s = 128 / s;
     results.decode_b1_bf16_fraction_of_bandwidth_limit = results.decode_b1_bf16_tokens_per_s / ((results.memory_read_gbs_during_decode ?? readGBs()) * 1e9 / (weightsBytes / 2));
     fp32Tokens ??= (await greedy(model)).tokens;
