@@ -28,7 +28,7 @@ async function timed(fn: () => Promise<unknown>, warmup: number, runs: number): 
 }
 function rnd(seed: number) { let s = seed; return () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31; }
 // Memory-read GB/s as the decoding kernels see it: every thread streaming a 256 MB buffer, the best of 5 passes.
-const readGBs = () => binding.readBandwidth(256 * 1024 * 1024, 5) / 1e9;
+const readGBs = async () => (await binding.readBandwidth(256 * 1024 * 1024, 5)) / 1e9;
 const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
 
 /** The transformers.js child process (bench/peer/run.mjs), installed and exported on first use. */
@@ -109,7 +109,7 @@ async function main() {
     const a = tensor(new Float32Array(1024 * 768).fill(0.5), { shape: [1024, 768] }), b = tensor(new Float32Array(768 * 3072).fill(0.25), { shape: [768, 3072] });
     const s = await timed(async () => a.matmul(b).dispose(), 2, 5);
     results.matmul_gflops = (2 * 1024 * 768 * 3072) / s / 1e9;
-    results.memory_read_gbs = readGBs();
+    results.memory_read_gbs = await readGBs();
   }
   // transformers.js (onnxruntime-node) on an ONNX export of the same weights: a child process that runs one
   // forward or decode per request, so that its runs interleave with torchlm's (this machine's memory bandwidth
@@ -172,7 +172,7 @@ async function main() {
     if (peer) await peer.run("decode1");
     let theirTokens: number[] | undefined;
     for (let r = 0; r < rounds; r++) {
-      bw.push(readGBs());
+      bw.push(await readGBs());
       ours.push((await greedy(model)).seconds);
       if (peer) { const p = await peer.run("decode1"); theirs.push(p.seconds); theirTokens = p.tokens; }
     }
@@ -191,7 +191,7 @@ async function main() {
     let toks: number[] = [];
     const s = await timed(async () => { toks = (await greedy(b16)).tokens; }, 2, rounds);
     results.decode_b1_bf16_tokens_per_s = 128 / s;
-    results.decode_b1_bf16_fraction_of_bandwidth_limit = results.decode_b1_bf16_tokens_per_s / ((results.memory_read_gbs_during_decode ?? readGBs()) * 1e9 / (weightsBytes / 2));
+    results.decode_b1_bf16_fraction_of_bandwidth_limit = results.decode_b1_bf16_tokens_per_s / ((results.memory_read_gbs_during_decode ?? (await readGBs())) * 1e9 / (weightsBytes / 2));
     fp32Tokens ??= (await greedy(model)).tokens;
     results.bf16_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
     await b16.dispose();

@@ -131,8 +131,8 @@ export interface NativeBinding {
   setMatvec(on: boolean): void;
   /** How many calls took a fast path so far. */
   matvecCalls(): number;
-  /** Benchmark probe (synchronous): memory-read bytes/s with every thread streaming `bytes`, the best of `reps` passes. */
-  readBandwidth(bytes: number, reps: number): number;
+  /** Benchmark probe: memory-read bytes/s with every compute thread streaming `bytes`, the best of `reps` passes. */
+  readBandwidth(bytes: number, reps: number): Promise<number>;
   setRngState(state: NativeTensor): void;
   /** oneDNN's sgemm for inference linears over many rows (on where libtorch brought oneDNN); off to measure the lever. */
   setGemm(on: boolean): void;

@@ -1,4 +1,5 @@
 #include "matvec.h"
+#include "worker.h"
 
 #include <ATen/Parallel.h>
 
@@ -473,7 +474,11 @@ static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {
 void InitMatVec(Napi::Env env, Napi::Object exports) {
   exports.Set("setMatvec", Napi::Function::New(env, JsSetMatvec));
   exports.Set("readBandwidth", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::Number::New(info.Env(), ReadBandwidth(static_cast<int64_t>(info[0].ToNumber().DoubleValue()), info[1].ToNumber().Int32Value()));
+    const int64_t bytes = static_cast<int64_t>(info[0].ToNumber().DoubleValue());
+    const int reps = info[1].ToNumber().Int32Value();
+    auto result = std::make_shared<double>(0);
+    return PromiseWorker::Run(info.Env(), [=] { *result = ReadBandwidth(bytes, reps); },
+                              [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
   }));
   exports.Set("matvecCalls", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Number::New(info.Env(), static_cast<double>(g_calls.load()));
