@@ -97,3 +97,24 @@ describe("batch-1 decoding fast paths", () => {
     await b16.dispose();
   });
 });
+
+test("big tensors made on the JavaScript thread grow no second OpenMP team (it would slow every later parallel region)", async () => {
+  // in a fresh process: counts its threads once the compute thread's team exists, then after a big tensor is made and
+  // copied on the JavaScript thread (tensor methods run synchronously there, and these copies take parallel_for)
+  const { execFileSync } = await import("node:child_process");
+  const { join } = await import("node:path");
+  const lib = join(import.meta.dirname ?? process.cwd(), "..", "dist", "lib");  // the compiled library, as cli.test.ts runs it
+  const script = `
+    import { readdirSync } from "node:fs";
+    const { tensor } = await import(${JSON.stringify(join(lib, "index.js"))});
+    const { binding } = await import(${JSON.stringify(join(lib, "native.js"))});
+    const n = () => readdirSync("/proc/self/task").length;
+    await binding.readBandwidth(1 << 24, 1);
+    const before = n();
+    const big = tensor(new Float32Array(1 << 22).fill(1), { shape: [1 << 22] });
+    const c = big.clone();
+    console.log(JSON.stringify([before, n(), c.shape[0]]));`;
+  const [before, after, len] = JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" }).trim());
+  expect(len).toBe(1 << 22);
+  expect(after).toBe(before);
+});
