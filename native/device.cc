@@ -190,10 +190,10 @@ static Napi::Value JsInfo(const Napi::CallbackInfo& info) {
 }
 
 void InitDevice(Napi::Env env, Napi::Object exports) {
+  KeepJsThreadSerial();  // Init runs on the JavaScript thread
   exports.Set("cudaIsAvailable", Napi::Function::New(env, JsCudaAvailable));
   exports.Set("mpsIsAvailable", Napi::Function::New(env, JsMpsAvailable));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, JsCudaDeviceCount));
-  KeepJsThreadSerial();
   exports.Set("setNumThreads", Napi::Function::New(env, JsSetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, JsGetNumThreads));
   exports.Set("manualSeed", Napi::Function::New(env, JsManualSeed));

@@ -10,6 +10,7 @@
 #include <limits>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -271,13 +272,12 @@ int SimdLevel() {
   return 0;
 #endif
 }
-static int Level() { return SimdLevel(); }
 
 template <typename W>
 static AxpyFn<W> Axpy() {
 #if defined(__x86_64__)
-  if (Level() == 2) return AxpyRows512<W>;
-  if (Level() == 1) return AxpyRows256<W>;
+  if (SimdLevel() == 2) return AxpyRows512<W>;
+  if (SimdLevel() == 1) return AxpyRows256<W>;
 #endif
   return AxpyRowsScalar<W>;
 }
@@ -285,8 +285,8 @@ static AxpyFn<W> Axpy() {
 template <typename W>
 static DotFn<W> Dot() {
 #if defined(__x86_64__)
-  if (Level() == 2) return DotRows512<W>;
-  if (Level() == 1) return DotRows256<W>;
+  if (SimdLevel() == 2) return DotRows512<W>;
+  if (SimdLevel() == 1) return DotRows256<W>;
 #endif
   return DotRowsScalar<W>;
 }
@@ -322,7 +322,7 @@ void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, floa
   // are added at the end (N floats each, so the reduction is cheap).
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), K / 64));
   std::vector<float> part(static_cast<size_t>(chunks * N), 0.0f);
-  const bool split = w.scalar_type() == at::kBFloat16 && Level() == 2;
+  const bool split = w.scalar_type() == at::kBFloat16 && SimdLevel() == 2;
   if (w.scalar_type() == at::kFloat) {
     KN(x, w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
   } else {
@@ -370,7 +370,7 @@ at::Tensor MatVecNK(const at::Tensor& h0, const at::Tensor& w) {
   } else {
     const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
 #if defined(__x86_64__)
-    if (Level() == 2) {
+    if (SimdLevel() == 2) {
       const int64_t K32 = K & ~int64_t(31);
       std::vector<float> perm(static_cast<size_t>(K));
       for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
@@ -450,17 +450,13 @@ static double ReadBandwidth(int64_t bytes, int reps) {
   at::Tensor buf = at::full({n}, 1.0f, at::TensorOptions().dtype(at::kFloat));
   const float* p = buf.data_ptr<float>();
   double best = 0;
-  volatile float sink = 0;
+  volatile float sink = 0;  // the sums are used, so the reads stay
   for (int r = 0; r < reps; r++) {
-    std::atomic<float> total{0};
     const auto t0 = std::chrono::steady_clock::now();
-    at::parallel_for(0, n / 64, 1, [&](int64_t b0, int64_t b1) {
-      const float sum = Level() == 2 ? StreamSum512(p + b0 * 64, (b1 - b0) * 64) : StreamSumScalar(p + b0 * 64, (b1 - b0) * 64);
-      float expected = total.load();
-      while (!total.compare_exchange_weak(expected, expected + sum)) {}
-    });
+    sink = sink + at::parallel_reduce(0, n / 64, 1, 0.0f, [&](int64_t b0, int64_t b1, float acc) {
+      return acc + (SimdLevel() == 2 ? StreamSum512(p + b0 * 64, (b1 - b0) * 64) : StreamSumScalar(p + b0 * 64, (b1 - b0) * 64));
+    }, std::plus<float>());
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    sink = sink + total.load();
     best = std::max(best, static_cast<double>(n) * 4 / s);
   }
   return best;

@@ -19,13 +19,19 @@ function isDebianRoot() {
   return process.platform === "linux" && existsSync("/etc/debian_version") && process.getuid?.() === 0;
 }
 
+/** apt-get install, with one `apt-get update` and a retry when the package lists are missing or stale. */
+function aptInstall(packages) {
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  const install = () => spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...packages], { stdio: "inherit", env }).status === 0;
+  if (install()) return true;
+  spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
+  return install();
+}
+
 let found = findLibtorch();
 if (!found && isDebianRoot()) {
   console.log("torchlm: libtorch not found; installing Debian's libtorch-dev and libopenblas0-pthread with apt-get");
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const update = spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
-  const install = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libtorch-dev", "libopenblas0-pthread", "libgloo-dev"], { stdio: "inherit", env });
-  if (update.status !== 0 || install.status !== 0) {
+  if (!aptInstall(["libtorch-dev", "libopenblas0-pthread", "libgloo-dev"])) {
     console.error("torchlm: apt-get could not install libtorch-dev. " + HOW_TO_INSTALL);
     process.exit(1);
   }
@@ -39,13 +45,7 @@ if (!found) {
 if (found.source.startsWith("Debian") && !existsSync("/usr/include/gloo/algorithm.h")) {
   if (isDebianRoot()) {
     console.log("torchlm: installing libgloo-dev (Gloo's headers, for distributed training) with apt-get");
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    let r = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libgloo-dev"], { stdio: "inherit", env });
-    if (r.status !== 0) {
-      spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
-      r = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "libgloo-dev"], { stdio: "inherit", env });
-    }
-    if (r.status !== 0) console.warn("torchlm: could not install libgloo-dev: building without distributed training");
+    if (!aptInstall(["libgloo-dev"])) console.warn("torchlm: could not install libgloo-dev: building without distributed training");
   } else {
     console.warn("torchlm: libgloo-dev is not installed: building without distributed training (apt-get install libgloo-dev, then npm run build:native)");
   }
