@@ -16,21 +16,26 @@
 
 namespace torchlm {
 
-// Element i of a float32 or bfloat16 CPU tensor, as float32.
-static inline float At(const at::Tensor& t, int64_t i) {
-  if (t.scalar_type() == at::kFloat) return t.data_ptr<float>()[i];
-  return static_cast<float>(reinterpret_cast<const c10::BFloat16*>(t.data_ptr())[i]);
-}
+// A float32 or bfloat16 CPU tensor's memory read as float32, with the dtype looked up once rather than per element.
+struct Floats {
+  const float* f = nullptr;
+  const c10::BFloat16* h = nullptr;
+  explicit Floats(const at::Tensor& t) {
+    if (t.scalar_type() == at::kFloat) f = t.data_ptr<float>();
+    else h = reinterpret_cast<const c10::BFloat16*>(t.data_ptr());
+  }
+  float operator[](int64_t i) const { return f ? f[i] : static_cast<float>(h[i]); }
+};
 
 // libtorch's layer norm: biased variance, (x * rstd - mean * rstd) * w + b; moments in double.
-static void LayerNorm(const float* x, const at::Tensor& w, const at::Tensor& b, double eps, int64_t E, float* y) {
+static void LayerNorm(const float* x, Floats w, Floats b, double eps, int64_t E, float* y) {
   double sum = 0, sq = 0;
   for (int64_t e = 0; e < E; e++) sum += x[e];
   const double mean = sum / E;
   for (int64_t e = 0; e < E; e++) sq += (x[e] - mean) * (x[e] - mean);
   const float rstd = static_cast<float>(1.0 / std::sqrt(sq / E + eps));
   const float scale = rstd, shift = -rstd * static_cast<float>(mean);
-  for (int64_t e = 0; e < E; e++) y[e] = (x[e] * scale + shift) * At(w, e) + At(b, e);
+  for (int64_t e = 0; e < E; e++) y[e] = (x[e] * scale + shift) * w[e] + b[e];
 }
 
 // GELU with tanh, as libtorch computes it: Sleef's tanh (the one libtorch's AVX2 kernel calls) over 16 floats at
@@ -117,11 +122,12 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   at::Tensor out = at::empty({1, 1, E}, wte_.options().dtype(at::kFloat));
   std::vector<float> buf(static_cast<size_t>(3 * E + 3 * E + I));
   float *x = buf.data(), *h = x + E, *y = h + E, *qkv = y + E, *f = qkv + 3 * E;
-  for (int64_t e = 0; e < E; e++) x[e] = At(wte_, id * E + e) + At(wpe_, pos * E + e);
+  const Floats wte(wte_), wpe(wpe_);
+  for (int64_t e = 0; e < E; e++) x[e] = wte[id * E + e] + wpe[pos * E + e];
   const double scale = cfg_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
-    LayerNorm(x, L.ln_1_w, L.ln_1_b, cfg_.layer_norm_epsilon, E, h);
+    LayerNorm(x, Floats(L.ln_1_w), Floats(L.ln_1_b), cfg_.layer_norm_epsilon, E, h);
     MatVecKNInto(h, L.c_attn_w, L.c_attn_b, qkv);
     for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
       Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
@@ -131,13 +137,13 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
     MatVecKNInto(y, L.attn_proj_w, L.attn_proj_b, h);
     for (int64_t e = 0; e < E; e++) x[e] += h[e];
-    LayerNorm(x, L.ln_2_w, L.ln_2_b, cfg_.layer_norm_epsilon, E, h);
+    LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
     MatVecKNInto(h, L.c_fc_w, L.c_fc_b, f);
     Activation(cfg_.activation_function, f, I);
     MatVecKNInto(f, L.mlp_proj_w, L.mlp_proj_b, h);
     for (int64_t e = 0; e < E; e++) x[e] += h[e];
   }
-  LayerNorm(x, ln_f_w_, ln_f_b_, cfg_.layer_norm_epsilon, E, out.data_ptr<float>());
+  LayerNorm(x, Floats(ln_f_w_), Floats(ln_f_b_), cfg_.layer_norm_epsilon, E, out.data_ptr<float>());
   return out.to(wte_.scalar_type());  // outputs keep the model's dtype
 }
 

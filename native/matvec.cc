@@ -142,24 +142,47 @@ __attribute__((target("avx512f"))) static float Hsum512(__m512 a) {
   return s;
 }
 
-template <typename W>
-__attribute__((target("avx512f"))) static void DotRows512(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+// The lane-by-lane sums of R accumulators at once: lane l of every row is added in the same order as Hsum512,
+// but R independent chains replace one serial chain of 16 dependent adds per row.
+template <int R>
+__attribute__((target("avx512f"))) static void HsumInOrder(const __m512* a, float* s) {
+  alignas(64) float t[R][16];
+  for (int j = 0; j < R; j++) _mm512_store_ps(t[j], a[j]);
+  for (int j = 0; j < R; j++) s[j] = 0;
+  for (int l = 0; l < 16; l++)
+#pragma GCC unroll 16
+    for (int j = 0; j < R; j++) s[j] += t[j][l];
+}
+
+// R rows per pass (R weight streams against one load of h).
+template <int R, typename W>
+__attribute__((target("avx512f"))) static int64_t DotPass512(const float* h, const W* w, float* out, int64_t v, int64_t v1, int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
-  int64_t v = v0;
-  for (; v + 4 <= v1; v += 4) {
-    const W *w0 = w + v * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (; v + R <= v1; v += R) {
+    const W* r = w + v * K;
+    __m512 a[R];
+#pragma GCC unroll 16
+    for (int j = 0; j < R; j++) a[j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K16; k += 16) {
       const __m512 hk = _mm512_loadu_ps(h + k);
-      a0 = _mm512_fmadd_ps(Load16(w0 + k), hk, a0);
-      a1 = _mm512_fmadd_ps(Load16(w1 + k), hk, a1);
-      a2 = _mm512_fmadd_ps(Load16(w2 + k), hk, a2);
-      a3 = _mm512_fmadd_ps(Load16(w3 + k), hk, a3);
+#pragma GCC unroll 16
+      for (int j = 0; j < R; j++) a[j] = _mm512_fmadd_ps(Load16(r + j * K + k), hk, a[j]);
     }
-    float s[4] = {Hsum512(a0), Hsum512(a1), Hsum512(a2), Hsum512(a3)};
-    for (int64_t k = K16; k < K; k++) { s[0] += Elem(w0, k) * h[k]; s[1] += Elem(w1, k) * h[k]; s[2] += Elem(w2, k) * h[k]; s[3] += Elem(w3, k) * h[k]; }
-    for (int j = 0; j < 4; j++) out[v + j] = s[j];
+    float s[R];
+    HsumInOrder<R>(a, s);
+    for (int j = 0; j < R; j++) {
+      for (int64_t k = K16; k < K; k++) s[j] += Elem(r + j * K, k) * h[k];
+      out[v + j] = s[j];
+    }
   }
+  return v;
+}
+
+// Sixteen rows and then four give every row the same sums as four at a time.
+template <typename W>
+__attribute__((target("avx512f"))) static void DotRows512(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+  int64_t v = DotPass512<16>(h, w, out, v0, v1, K);
+  v = DotPass512<4>(h, w, out, v, v1, K);
   DotRowsScalar(h, w, out, v, v1, K);
 }
 
@@ -229,28 +252,39 @@ __attribute__((target("avx512f"))) static void AxpyRowsBf16Split(const float* x,
     for (int64_t n = 0; n < N; n++) acc[Permuted(n, N32)] += x[k] * Elem(w + k * N, n);
 }
 
-// hp: h permuted as above (per 32-element block of K).
-__attribute__((target("avx512f"))) static void DotRowsBf16Split(const float* hp, const uint16_t* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+// hp: h permuted as above (per 32-element block of K). R rows per pass, summed as DotPass512 does.
+template <int R>
+__attribute__((target("avx512f"))) static int64_t DotPassBf16Split(const float* hp, const uint16_t* w, float* out, int64_t v, int64_t v1, int64_t K) {
   const int64_t K32 = K & ~int64_t(31);
   const __m512i odd = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  int64_t v = v0;
-  for (; v + 4 <= v1; v += 4) {
-    const uint16_t* r[4] = {w + v * K, w + (v + 1) * K, w + (v + 2) * K, w + (v + 3) * K};
-    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (; v + R <= v1; v += R) {
+    const uint16_t* r = w + v * K;
+    __m512 a[R];
+#pragma GCC unroll 16
+    for (int j = 0; j < R; j++) a[j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K32; k += 32) {
       const __m512 he = _mm512_loadu_ps(hp + k), ho = _mm512_loadu_ps(hp + k + 16);
-      for (int j = 0; j < 4; j++) {
-        const __m512i x = _mm512_loadu_si512(r[j] + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < R; j++) {
+        const __m512i x = _mm512_loadu_si512(r + j * K + k);
         a[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), he, a[j]);
         a[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, odd)), ho, a[j]);
       }
     }
-    for (int j = 0; j < 4; j++) {
-      float s = Hsum512(a[j]);
-      for (int64_t k = K32; k < K; k++) s += Elem(r[j], k) * hp[k];
-      out[v + j] = s;
+    float s[R];
+    HsumInOrder<R>(a, s);
+    for (int j = 0; j < R; j++) {
+      for (int64_t k = K32; k < K; k++) s[j] += Elem(r + j * K, k) * hp[k];
+      out[v + j] = s[j];
     }
   }
+  return v;
+}
+
+__attribute__((target("avx512f"))) static void DotRowsBf16Split(const float* hp, const uint16_t* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+  const int64_t K32 = K & ~int64_t(31);
+  int64_t v = DotPassBf16Split<16>(hp, w, out, v0, v1, K);
+  v = DotPassBf16Split<4>(hp, w, out, v, v1, K);
   for (; v < v1; v++) {
     float s = 0;
     for (int64_t k = 0; k < K; k++) s += Elem(w + v * K, k) * hp[Permuted(k, K32)];
