@@ -64,17 +64,34 @@ def decode_with_cache(w, cfg, ids, n):
         x_ids = nxt
 
 
+def status_bytes(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
 def main():
     cfg_dir, threads = sys.argv[1], int(sys.argv[2])
     which = sys.argv[3].split(",") if len(sys.argv) > 3 else ["forward", "train", "decode1", "decode8"]
     torch.set_num_threads(threads)
     with open(os.path.join(cfg_dir, "config.json")) as f:
         cfg = json.load(f)
+    baseline_rss = status_bytes("VmRSS")
     t = time.perf_counter()
     w, _ = read_safetensors(os.path.join(cfg_dir, "model.safetensors"))
     w = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in w.items()}
     out = {"load_s": time.perf_counter() - t, "torch": torch.__version__, "threads": threads}
     g = torch.Generator().manual_seed(0)
+    if which == ["rss"]:
+        # a fresh process's peak memory for load + 32 greedy tokens, as the bench's rss-worker measures torchlm's
+        with torch.no_grad():
+            decode_with_cache(w, cfg, torch.randint(0, cfg["vocab_size"], (1, 8), generator=g), 32)
+        weights = sum(v.numel() * 4 for v in w.values())
+        out.update(baseline_rss_bytes=baseline_rss, max_rss_bytes=status_bytes("VmHWM"), weights_bytes=weights)
+        print(json.dumps(out))
+        return
     ids = torch.randint(0, cfg["vocab_size"], (16, 64), generator=g)
     if "forward" in which:
         with torch.no_grad():

@@ -131,8 +131,10 @@ export interface NativeBinding {
   setMatvec(on: boolean): void;
   /** How many calls took a fast path so far. */
   matvecCalls(): number;
-  /** Benchmark probe: memory-read bytes/s with every compute thread streaming `bytes`, the best of `reps` passes. */
-  readBandwidth(bytes: number, reps: number): Promise<number>;
+  /** Benchmark probe: memory-read bytes/s streaming `bytes` on every compute thread (or one), the best of `reps` passes. */
+  readBandwidth(bytes: number, reps: number, allThreads?: boolean): Promise<number>;
+  /** Benchmark probe: seconds to allocate and first write `bytes` of fresh memory as the loader does (no file read). */
+  firstTouch(bytes: number): Promise<number>;
   setRngState(state: NativeTensor): void;
   /** oneDNN's sgemm for inference linears over many rows (on where libtorch brought oneDNN); off to measure the lever. */
   setGemm(on: boolean): void;

@@ -477,23 +477,38 @@ __attribute__((target("avx512f"))) static float StreamSum512(const float* p, int
 static float StreamSum512(const float* p, int64_t n) { return StreamSumScalar(p, n); }
 #endif
 
-// The machine's memory-read limit as the kernels see it: every thread streams its share of a buffer larger than
-// the caches (vector loads, four accumulators), the best of `reps` passes, in bytes per second.
-static double ReadBandwidth(int64_t bytes, int reps) {
+// The machine's memory-read limit as the kernels see it: every thread (or the calling thread alone) streams its
+// share of a buffer larger than the caches (vector loads, four accumulators), the best of `reps` passes, in bytes
+// per second.
+static double ReadBandwidth(int64_t bytes, int reps, bool all_threads) {
   const int64_t n = bytes / 4 / 64 * 64;
   at::Tensor buf = at::full({n}, 1.0f, at::TensorOptions().dtype(at::kFloat));
   const float* p = buf.data_ptr<float>();
+  const auto sum = [&](int64_t b0, int64_t b1, float acc) {
+    return acc + (SimdLevel() == 2 ? StreamSum512(p + b0 * 64, (b1 - b0) * 64) : StreamSumScalar(p + b0 * 64, (b1 - b0) * 64));
+  };
   double best = 0;
   volatile float sink = 0;  // the sums are used, so the reads stay
   for (int r = 0; r < reps; r++) {
     const auto t0 = std::chrono::steady_clock::now();
-    sink = sink + at::parallel_reduce(0, n / 64, 1, 0.0f, [&](int64_t b0, int64_t b1, float acc) {
-      return acc + (SimdLevel() == 2 ? StreamSum512(p + b0 * 64, (b1 - b0) * 64) : StreamSumScalar(p + b0 * 64, (b1 - b0) * 64));
-    }, std::plus<float>());
+    sink = sink + (all_threads ? at::parallel_reduce(0, n / 64, 1, 0.0f, sum, std::plus<float>()) : sum(0, n / 64, 0.0f));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, static_cast<double>(n) * 4 / s);
   }
   return best;
+}
+
+// Seconds to allocate and first write `bytes` of fresh memory the way the loader does (the caching allocator's
+// huge pages, 8 MB pieces on every thread), without reading a file: the floor under from_pretrained.
+static double FirstTouch(int64_t bytes) {
+  const auto t0 = std::chrono::steady_clock::now();
+  at::Tensor buf = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+  uint8_t* p = buf.data_ptr<uint8_t>();
+  constexpr int64_t kPiece = 8 << 20;
+  at::parallel_for(0, (bytes + kPiece - 1) / kPiece, 1, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; i++) std::memset(p + i * kPiece, 1, static_cast<size_t>(std::min(kPiece, bytes - i * kPiece)));
+  });
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {
@@ -503,11 +518,19 @@ static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {
 
 void InitMatVec(Napi::Env env, Napi::Object exports) {
   exports.Set("setMatvec", Napi::Function::New(env, JsSetMatvec));
+  // readBandwidth(bytes, reps, allThreads): bytes per second; firstTouch(bytes): seconds. Both on the compute thread.
   exports.Set("readBandwidth", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t bytes = static_cast<int64_t>(info[0].ToNumber().DoubleValue());
     const int reps = info[1].ToNumber().Int32Value();
+    const bool all = info.Length() < 3 || info[2].ToBoolean().Value();
     auto result = std::make_shared<double>(0);
-    return PromiseWorker::Run(info.Env(), [=] { *result = ReadBandwidth(bytes, reps); },
+    return PromiseWorker::Run(info.Env(), [=] { *result = ReadBandwidth(bytes, reps, all); },
+                              [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
+  }));
+  exports.Set("firstTouch", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    const int64_t bytes = static_cast<int64_t>(info[0].ToNumber().DoubleValue());
+    auto result = std::make_shared<double>(0);
+    return PromiseWorker::Run(info.Env(), [=] { *result = FirstTouch(bytes); },
                               [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
   }));
   exports.Set("matvecCalls", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

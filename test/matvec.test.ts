@@ -118,3 +118,12 @@ test("big tensors made on the JavaScript thread grow no second OpenMP team (it w
   expect(len).toBe(1 << 22);
   expect(after).toBe(before);
 });
+
+test("the bench's machine probes: read bandwidth on every thread and on one, and the first write of fresh memory", async () => {
+  const all = await binding.readBandwidth(1 << 24, 2);
+  const one = await binding.readBandwidth(1 << 24, 2, false);
+  const touch = await binding.firstTouch(1 << 24);
+  for (const v of [all, one]) expect(v).toBeGreaterThan(1e8);  // bytes per second: any machine streams 100 MB/s
+  expect(touch).toBeGreaterThan(0);
+  expect(touch).toBeLessThan(10);
+});
