@@ -511,6 +511,16 @@ static double FirstTouch(int64_t bytes) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Argument i of a probe as an integer in [1, max], or a TypeError in the library's shape.
+static int64_t PositiveInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t max) {
+  const Napi::Value v = info[i];
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
+  if (!v.IsNumber() || !(d >= 1 && d <= static_cast<double>(max)) || d != std::floor(d))
+    throw Napi::TypeError::New(info.Env(), std::string("Expected integer between 1 and ") + std::to_string(max) + " for " + name +
+                                               " but received " + v.ToString().Utf8Value());
+  return static_cast<int64_t>(d);
+}
+
 static Napi::Value JsSetMatvec(const Napi::CallbackInfo& info) {
   g_enabled.store(info[0].ToBoolean().Value());
   return info.Env().Undefined();
@@ -520,15 +530,15 @@ void InitMatVec(Napi::Env env, Napi::Object exports) {
   exports.Set("setMatvec", Napi::Function::New(env, JsSetMatvec));
   // readBandwidth(bytes, reps, allThreads): bytes per second; firstTouch(bytes): seconds. Both on the compute thread.
   exports.Set("readBandwidth", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t bytes = static_cast<int64_t>(info[0].ToNumber().DoubleValue());
-    const int reps = info[1].ToNumber().Int32Value();
+    const int64_t bytes = PositiveInt(info, 0, "bytes", int64_t(1) << 40);
+    const int reps = static_cast<int>(PositiveInt(info, 1, "reps", 1000));
     const bool all = info.Length() < 3 || info[2].ToBoolean().Value();
     auto result = std::make_shared<double>(0);
     return PromiseWorker::Run(info.Env(), [=] { *result = ReadBandwidth(bytes, reps, all); },
                               [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
   }));
   exports.Set("firstTouch", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t bytes = static_cast<int64_t>(info[0].ToNumber().DoubleValue());
+    const int64_t bytes = PositiveInt(info, 0, "bytes", int64_t(1) << 40);
     auto result = std::make_shared<double>(0);
     return PromiseWorker::Run(info.Env(), [=] { *result = FirstTouch(bytes); },
                               [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });

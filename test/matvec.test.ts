@@ -126,4 +126,6 @@ test("the bench's machine probes: read bandwidth on every thread and on one, and
   for (const v of [all, one]) expect(v).toBeGreaterThan(1e8);  // bytes per second: any machine streams 100 MB/s
   expect(touch).toBeGreaterThan(0);
   expect(touch).toBeLessThan(10);
+  expect(() => binding.firstTouch(-1)).toThrow("Expected integer between 1 and 1099511627776 for bytes but received -1");
+  expect(() => binding.readBandwidth(1 << 20, 0.5)).toThrow("Expected integer between 1 and 1000 for reps but received 0.5");
 });
