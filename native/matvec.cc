@@ -142,16 +142,20 @@ __attribute__((target("avx512f"))) static float Hsum512(__m512 a) {
   return s;
 }
 
-// The lane-by-lane sums of R accumulators at once: lane l of every row is added in the same order as Hsum512,
-// but R independent chains replace one serial chain of 16 dependent adds per row.
-template <int R>
-__attribute__((target("avx512f"))) static void HsumInOrder(const __m512* a, float* s) {
+// out[j] = the sum of accumulator j's 16 lanes, lane by lane in order (as Hsum512 adds them; R independent chains
+// instead of one serial chain of 16 dependent adds per row), plus row j's tail columns [k0, K) one by one.
+template <int R, typename W>
+__attribute__((target("avx512f"))) static void StoreRowSums(const __m512* a, const W* r, const float* h, int64_t k0, int64_t K, float* out) {
   alignas(64) float t[R][16];
   for (int j = 0; j < R; j++) _mm512_store_ps(t[j], a[j]);
-  for (int j = 0; j < R; j++) s[j] = 0;
+  float s[R] = {};
   for (int l = 0; l < 16; l++)
 #pragma GCC unroll 16
     for (int j = 0; j < R; j++) s[j] += t[j][l];
+  for (int j = 0; j < R; j++) {
+    for (int64_t k = k0; k < K; k++) s[j] += Elem(r + j * K, k) * h[k];
+    out[j] = s[j];
+  }
 }
 
 // R rows per pass (R weight streams against one load of h).
@@ -168,12 +172,7 @@ __attribute__((target("avx512f"))) static int64_t DotPass512(const float* h, con
 #pragma GCC unroll 16
       for (int j = 0; j < R; j++) a[j] = _mm512_fmadd_ps(Load16(r + j * K + k), hk, a[j]);
     }
-    float s[R];
-    HsumInOrder<R>(a, s);
-    for (int j = 0; j < R; j++) {
-      for (int64_t k = K16; k < K; k++) s[j] += Elem(r + j * K, k) * h[k];
-      out[v + j] = s[j];
-    }
+    StoreRowSums<R>(a, r, h, K16, K, out + v);
   }
   return v;
 }
@@ -252,7 +251,8 @@ __attribute__((target("avx512f"))) static void AxpyRowsBf16Split(const float* x,
     for (int64_t n = 0; n < N; n++) acc[Permuted(n, N32)] += x[k] * Elem(w + k * N, n);
 }
 
-// hp: h permuted as above (per 32-element block of K). R rows per pass, summed as DotPass512 does.
+// hp: h permuted as above (per 32-element block of K). R rows per pass, summed as DotPass512 does (the tail
+// columns past K32 are not permuted).
 template <int R>
 __attribute__((target("avx512f"))) static int64_t DotPassBf16Split(const float* hp, const uint16_t* w, float* out, int64_t v, int64_t v1, int64_t K) {
   const int64_t K32 = K & ~int64_t(31);
@@ -271,12 +271,7 @@ __attribute__((target("avx512f"))) static int64_t DotPassBf16Split(const float* 
         a[j] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, odd)), ho, a[j]);
       }
     }
-    float s[R];
-    HsumInOrder<R>(a, s);
-    for (int j = 0; j < R; j++) {
-      for (int64_t k = K32; k < K; k++) s[j] += Elem(r + j * K, k) * hp[k];
-      out[v + j] = s[j];
-    }
+    StoreRowSums<R>(a, r, hp, K32, K, out + v);
   }
   return v;
 }
