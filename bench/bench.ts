@@ -145,8 +145,8 @@ async function main() {
     if (peer) js.forward_tokens_per_s = (16 * 64) / median(theirs);
   }
   {
-    // three fresh processes: loading as a user's script does (the harness's own heap makes its load slower), and peak RSS
-    // Each load alternates with a process that only first-writes as much fresh memory: this VM's host takes freed
+    // Three fresh processes load as a user's script does (the harness's own heap makes its load slower) and give peak
+    // RSS. Each alternates with a process that only first-writes as much fresh memory: this VM's host takes freed
     // memory back, and touching it again costs from 0.1 to over 1 s for 500 MB depending on the moment.
     const worker = (...args: string[]) => JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "rss-worker.js"), weightsDir, ...args], { encoding: "utf8" }).trim());
     const rs: { load_s: number; max_rss_bytes: number; baseline_rss_bytes: number; weights_bytes: number }[] = [], touch: number[] = [];

@@ -7,7 +7,10 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 
+#include <dlfcn.h>
+
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,6 +42,14 @@ auto Guard(Napi::Env env, F&& fn) -> decltype(fn()) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, ErrorMessage(e));
   }
+}
+
+// A function of a library this process already loaded (libtorch's own Sleef or oneDNN), or null: RTLD_NOLOAD never
+// loads a second copy, so whatever is found shares libtorch's build and OpenMP runtime.
+inline void* LoadedSymbol(std::initializer_list<const char*> libraries, const char* symbol) {
+  for (const char* name : libraries)
+    if (void* lib = dlopen(name, RTLD_LAZY | RTLD_NOLOAD)) return dlsym(lib, symbol);
+  return nullptr;
 }
 
 at::ScalarType ParseDtype(const std::string& name);

@@ -1,7 +1,5 @@
 #include "gemm.h"
 
-#include <dlfcn.h>
-
 #include <atomic>
 #include <cstdlib>
 
@@ -11,12 +9,10 @@ namespace torchlm {
 using SgemmFn = int (*)(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                         const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// Only the oneDNN that libtorch itself loaded (so that both share one OpenMP runtime and build); never loaded here.
+// Only the oneDNN that libtorch itself loaded, never one of our own.
 static SgemmFn FindSgemm() {
   if (std::getenv("TORCHLM_NO_DNNL")) return nullptr;
-  void* lib = dlopen("libdnnl.so.2", RTLD_LAZY | RTLD_NOLOAD);
-  if (!lib) lib = dlopen("libdnnl.so.3", RTLD_LAZY | RTLD_NOLOAD);
-  return lib ? reinterpret_cast<SgemmFn>(dlsym(lib, "dnnl_sgemm")) : nullptr;
+  return reinterpret_cast<SgemmFn>(LoadedSymbol({"libdnnl.so.2", "libdnnl.so.3"}, "dnnl_sgemm"));
 }
 
 static SgemmFn Sgemm() {

@@ -1,4 +1,5 @@
 #include "matvec.h"
+#include "safetensors.h"
 #include "worker.h"
 
 #include <ATen/Parallel.h>
@@ -17,6 +18,7 @@
 #include <immintrin.h>
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn about it once inlined.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace torchlm {
@@ -133,17 +135,9 @@ __attribute__((target("avx2,fma"))) static float Hsum256(__m256 a) {
   return _mm_cvtss_f32(s);
 }
 
-// Lane by lane, in order (the summation order the parity figures were measured with).
-__attribute__((target("avx512f"))) static float Hsum512(__m512 a) {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, a);
-  float s = 0;
-  for (float v : t) s += v;
-  return s;
-}
-
-// out[j] = the sum of accumulator j's 16 lanes, lane by lane in order (as Hsum512 adds them; R independent chains
-// instead of one serial chain of 16 dependent adds per row), plus row j's tail columns [k0, K) one by one.
+// out[j] = the sum of accumulator j's 16 lanes, lane by lane in order (the order the parity figures were measured
+// with; R independent chains instead of one serial chain of 16 dependent adds per row), plus row j's tail columns
+// [k0, K) one by one.
 template <int R, typename W>
 __attribute__((target("avx512f"))) static void StoreRowSums(const __m512* a, const W* r, const float* h, int64_t k0, int64_t K, float* out) {
   alignas(64) float t[R][16];
@@ -466,7 +460,7 @@ __attribute__((target("avx512f"))) static float StreamSum512(const float* p, int
     a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
     a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
   }
-  return Hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 #else
 static float StreamSum512(const float* p, int64_t n) { return StreamSumScalar(p, n); }
@@ -499,9 +493,8 @@ static double FirstTouch(int64_t bytes) {
   const auto t0 = std::chrono::steady_clock::now();
   at::Tensor buf = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
   uint8_t* p = buf.data_ptr<uint8_t>();
-  constexpr int64_t kPiece = 8 << 20;
-  at::parallel_for(0, (bytes + kPiece - 1) / kPiece, 1, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; i++) std::memset(p + i * kPiece, 1, static_cast<size_t>(std::min(kPiece, bytes - i * kPiece)));
+  at::parallel_for(0, (bytes + kReadPiece - 1) / kReadPiece, 1, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; i++) std::memset(p + i * kReadPiece, 1, static_cast<size_t>(std::min(kReadPiece, bytes - i * kReadPiece)));
   });
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

@@ -137,9 +137,9 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
       t = at::empty(e.shape, at::TensorOptions().dtype(st));
       if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) throw UserError("Cannot open " + path + ": " + std::strerror(errno));
-      constexpr uint64_t kPiece = 8 << 20;
-      for (uint64_t at = 0; at < e.end - e.begin; at += kPiece)
-        pieces.push_back({static_cast<uint8_t*>(t.data_ptr()) + at, std::min(kPiece, e.end - e.begin - at), data_start + e.begin + at});
+      const uint64_t piece = kReadPiece;
+      for (uint64_t at = 0; at < e.end - e.begin; at += piece)
+        pieces.push_back({static_cast<uint8_t*>(t.data_ptr()) + at, std::min(piece, e.end - e.begin - at), data_start + e.begin + at});
     } else if (aligned && target == st && device.is_cpu()) {
       // TORCHLM_MMAP=1: borrow the mapping (no copy; pages read in when used). MAP_PRIVATE makes later
       // in-place updates (training) copy-on-write, never touching the file.

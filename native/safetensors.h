@@ -8,6 +8,9 @@
 
 namespace torchlm {
 
+// Bytes per pread of the loader, spread over every thread (the first-touch probe in matvec.cc writes the same pieces).
+constexpr int64_t kReadPiece = 8 << 20;
+
 // One entry of a safetensors header, parsed from JSON by the JavaScript layer and checked again here.
 struct SafetensorsEntry {
   std::string name;
