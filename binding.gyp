@@ -24,7 +24,7 @@
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "USE_C10D_GLOO", "TORCHLM_HAVE_GLOO=1"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-D_GLIBCXX_USE_CXX11_ABI=1", "-Wno-unused-parameter", "-Wno-sign-compare", "-fopenmp"],
+      "cflags_cc": ["-std=c++20", "-fexceptions", "-frtti", "-O2", "-D_GLIBCXX_USE_CXX11_ABI=1", "-Wno-unused-parameter", "-Wno-sign-compare", "-fopenmp"],
       "ldflags": ["-fopenmp"],
       "libraries": [
         "-L<!(node scripts/find-libtorch.mjs --lib)",

@@ -1,4 +1,4 @@
-/** Jest runs the TypeScript sources as ESM (ts-jest), against the real addon. */
+/** Jest runs the TypeScript sources as ESM (ts-jest), against the real addon; the references come from Python first. */
 export default {
   preset: "ts-jest/presets/default-esm",
   testEnvironment: "node",
@@ -7,6 +7,7 @@ export default {
   transform: {
     "^.+\\.ts$": ["ts-jest", { useESM: true, tsconfig: "tsconfig.test.json", diagnostics: { warnOnly: false } }],
   },
+  globalSetup: "<rootDir>/test/setup/references.mjs",
   testTimeout: 120000,
   maxWorkers: 2,
 };

@@ -1,10 +1,12 @@
-// npm run bench: torchlm against PyTorch from Python (bench/baseline.py) on the same GPT-2 124M-shaped weights,
-// written here from a seed (never committed), in the same run, as ratios. Results: bench/results/.
+// npm run bench: torchlm against Hugging Face transformers on PyTorch 2 (bench/hf_peer.py), plain PyTorch eager
+// (bench/baseline.py) and transformers.js, on the same GPT-2 124M-shaped weights written here from a seed (never
+// committed), in the same run, rounds interleaved, as ratios. Results: bench/results/.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { availableParallelism } from "node:os";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, load_dataset, tensor, torch_info, type Tensor } from "../lib/index.js";
 import { writeReviewsParquet } from "../examples/embedded.js";
 import { binding, packageRoot } from "../lib/native.js";
@@ -31,14 +33,15 @@ function rnd(seed: number) { let s = seed; return () => (s = (s * 1103515245 + 1
 const readGBs = async (allThreads = true) => (await binding.readBandwidth(256 * 1024 * 1024, 5, allThreads)) / 1e9;
 const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
 
-/** The transformers.js child process (bench/peer/run.mjs), installed and exported on first use. */
+/** A peer in a child process that answers one JSON line per command line, so its runs interleave with torchlm's. */
 class Peer {
   #lines: string[] = [];
   #waiters: { res: (l: string) => void; rej: (e: Error) => void }[] = [];
   #exited: Error | null = null;
-  private constructor(private child: ChildProcess) {
+  ready: Record<string, unknown> = {};
+  private constructor(private name: string, private child: ChildProcess) {
     createInterface({ input: child.stdout! }).on("line", (l) => { const w = this.#waiters.shift(); if (w) w.res(l); else this.#lines.push(l); });
-    child.on("exit", (c) => { this.#exited = new Error(`transformers.js exited (${c})`); for (const w of this.#waiters.splice(0)) w.rej(this.#exited); });
+    child.on("exit", (c) => { this.#exited = new Error(`${name} exited (${c})`); for (const w of this.#waiters.splice(0)) w.rej(this.#exited); });
   }
   #next(): Promise<string> {
     const l = this.#lines.shift();
@@ -46,25 +49,17 @@ class Peer {
     if (this.#exited) return Promise.reject(this.#exited);
     return new Promise((res, rej) => this.#waiters.push({ res, rej }));
   }
-  static async start(weightsDir: string, threads: number): Promise<Peer> {
-    const dir = join(root, "bench", "peer");
-    if (!existsSync(join(dir, "node_modules", "@huggingface", "transformers"))) {
-      console.log("installing transformers.js into bench/peer (npm install --ignore-scripts)");
-      execFileSync("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", dir], { stdio: ["ignore", "inherit", "inherit"] });
-    }
-    const onnxDir = weightsDir + "-onnx";
-    if (!existsSync(join(onnxDir, "onnx", "model.onnx"))) {
-      console.log(`exporting the weights to ONNX (${onnxDir}) with torch.onnx.export`);
-      execFileSync("/usr/bin/python3", [join(root, "bench", "export_onnx.py"), weightsDir, onnxDir], { stdio: ["ignore", "ignore", "inherit"] });
-    }
-    const p = new Peer(spawn(process.execPath, [join(dir, "run.mjs"), onnxDir, String(threads)], { stdio: ["pipe", "pipe", "inherit"] }));
-    const ready = JSON.parse(await p.#next());
-    if (!ready.ready) throw new Error(JSON.stringify(ready));
+  static async start(name: string, cmd: string, args: string[]): Promise<Peer> {
+    const p = new Peer(name, spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"] }));
+    p.ready = JSON.parse(await p.#next());
+    if (!p.ready.ready) throw new Error(JSON.stringify(p.ready));
     return p;
   }
-  async run(cmd: "forward" | "decode1"): Promise<{ seconds: number; tokens?: number[] }> {
+  async run(cmd: string): Promise<{ seconds: number; tokens?: number[] }> {
     this.child.stdin!.write(cmd + "\n");
-    return JSON.parse(await this.#next());
+    const r = JSON.parse(await this.#next());
+    if (r.error) throw new Error(`${this.name}: ${r.error}`);
+    return r;
   }
   /** Ends the child and waits for it to exit (its thread pool must not share the cores with what is measured next). */
   stop(): Promise<void> {
@@ -73,10 +68,36 @@ class Peer {
   }
 }
 
+/**
+ * The bench's own Python (bench/.peers/venv: the pinned torch, transformers and onnx), made on first use;
+ * TORCHLM_BENCH_PYTHON names another one that has them.
+ */
+let benchPy: string | undefined = process.env.TORCHLM_BENCH_PYTHON || undefined;
+async function benchPython(): Promise<string> {
+  if (benchPy) return benchPy;
+  // the build scripts' plain ES module, from the package root (tsc does not copy it into dist/)
+  const { ensureVenv } = await import(pathToFileURL(join(root, "scripts", "python-env.mjs")).href);
+  return (benchPy ??= ensureVenv(join(root, "bench", ".peers", "venv"), "bench", { why: "the bench's Python peers" }) as string);
+}
+
+/** transformers.js (bench/peer/run.mjs) on an ONNX export of the weights, both installed on first use. */
+async function startTransformersJs(weightsDir: string, threads: number): Promise<Peer> {
+  const dir = join(root, "bench", "peer");
+  if (!existsSync(join(dir, "node_modules", "@huggingface", "transformers"))) {
+    console.log("installing transformers.js into bench/peer (npm install --ignore-scripts)");
+    execFileSync("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", dir], { stdio: ["ignore", "inherit", "inherit"] });
+  }
+  const onnxDir = weightsDir + "-onnx";
+  if (!existsSync(join(onnxDir, "onnx", "model.onnx"))) {
+    console.log(`exporting the weights to ONNX (${onnxDir}) with torch.onnx.export`);
+    execFileSync(await benchPython(), [join(root, "bench", "export_onnx.py"), weightsDir, onnxDir], { stdio: ["ignore", "ignore", "inherit"] });
+  }
+  return Peer.start("transformers.js", process.execPath, [join(dir, "run.mjs"), onnxDir, String(threads)]);
+}
+
 async function main() {
   const threads = get_num_threads();
-  const blas = process.env.OPENBLAS_CORETYPE ? `OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE}` : "OpenBLAS kernels auto-detected";
-  console.log(`torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${threads} threads, libtorch ${torch_info().torch_version}, ${blas}`);
+  console.log(`torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${threads} threads, libtorch ${torch_info().torch_version}`);
   if (!existsSync(join(weightsDir, "model.safetensors"))) {
     console.log(`writing seeded random weights to ${weightsDir}`);
     const m = await GPT2LMHeadModel.from_config(CONFIG, { seed: 0 });
@@ -111,20 +132,42 @@ async function main() {
     results.matmul_gflops = (2 * 1024 * 768 * 3072) / s / 1e9;
     results.memory_read_gbs = await readGBs();
   }
-  // transformers.js (onnxruntime-node) on an ONNX export of the same weights: a child process that runs one
-  // forward or decode per request, so that its runs interleave with torchlm's (this machine's memory bandwidth
-  // drifts by 2x over minutes: runs minutes apart are not comparable).
-  let peer: Peer | null = null;
-  let jsNote = "";
-  if ((want("forward") || want("decode1")) && !argv.includes("--no-peers")) {
+  // The peers run in child processes that answer one run per request, so that their runs interleave with torchlm's
+  // (this machine's memory bandwidth drifts by 2x over minutes: runs minutes apart are not comparable).
+  const noPeers = argv.includes("--no-peers");
+  let hf: Peer | null = null, peer: Peer | null = null;
+  let hfNote = "", jsNote = "";
+  if (noPeers) hfNote = "transformers not run (--no-peers)";
+  else {
     try {
-      peer = await Peer.start(weightsDir, threads);
+      hf = await Peer.start("transformers", await benchPython(), [join(root, "bench", "hf_peer.py"), weightsDir, String(threads)]);
+    } catch (e) {
+      hfNote = `transformers skipped: ${(e as Error).message.split("\n")[0]}`;
+    }
+  }
+  if ((want("forward") || want("decode1")) && !noPeers && !argv.includes("--no-transformers-js")) {
+    try {
+      peer = await startTransformersJs(weightsDir, threads);
     } catch (e) {
       jsNote = `transformers.js skipped: ${(e as Error).message.split("\n")[0]}`;
     }
-  } else jsNote = "transformers.js not run (--no-peers)";
+  } else jsNote = "transformers.js not run";
   const js: Record<string, number> = {};
-  let sameTokens: boolean | undefined;
+  const hfr: Record<string, number> = {};
+  if (hf) hfr.load_s = hf.ready.load_s as number;
+  let sameTokens: boolean | undefined, sameTokensHf: boolean | undefined;
+  /** One warm-up each, then rounds of torchlm then every peer; the median seconds of each side. */
+  const interleaved = async (ours: () => Promise<number>, peers: [Peer | null, string][]) => {
+    await ours();
+    for (const [p, cmd] of peers) if (p) await p.run(cmd);
+    const mine: number[] = [], theirs: number[][] = peers.map(() => []);
+    const last: ({ seconds: number; tokens?: number[] } | undefined)[] = peers.map(() => undefined);
+    for (let r = 0; r < rounds; r++) {
+      mine.push(await ours());
+      for (const [i, [p, cmd]] of peers.entries()) if (p) { last[i] = await p.run(cmd); theirs[i]!.push(last[i]!.seconds); }
+    }
+    return { ours: median(mine), theirs: theirs.map((t) => (t.length ? median(t) : undefined)), last };
+  };
 
   const t0 = performance.now();
   const model = await GPT2LMHeadModel.from_pretrained(weightsDir);
@@ -133,21 +176,16 @@ async function main() {
   const ids = randIds(16, 64, 1);
   const rounds = quick ? 3 : 5;
   if (want("forward")) {
-    const ours: number[] = [], theirs: number[] = [];
     const run = async () => { const t = performance.now(); const o = await model.forward({ input_ids: ids }); o.logits.dispose(); return (performance.now() - t) / 1000; };
-    await run();
-    if (peer) await peer.run("forward");
-    for (let r = 0; r < rounds; r++) {
-      ours.push(await run());
-      if (peer) theirs.push((await peer.run("forward")).seconds);
-    }
-    results.forward_tokens_per_s = (16 * 64) / median(ours);
-    if (peer) js.forward_tokens_per_s = (16 * 64) / median(theirs);
+    const r = await interleaved(run, [[hf, "forward"], [peer, "forward"]]);
+    results.forward_tokens_per_s = (16 * 64) / r.ours;
+    if (r.theirs[0]) hfr.forward_tokens_per_s = (16 * 64) / r.theirs[0];
+    if (r.theirs[1]) js.forward_tokens_per_s = (16 * 64) / r.theirs[1];
   }
   {
     // Three fresh processes load as a user's script does (the harness's own heap makes its load slower) and give peak
-    // RSS. Each alternates with a process that only first-writes as much fresh memory: this VM's host takes freed
-    // memory back, and touching it again costs from 0.1 to over 1 s for 500 MB depending on the moment.
+    // RSS. Each alternates with a process that only first-writes as much fresh memory: a virtual machine's host may
+    // take freed memory back, and touching it again then costs from 0.1 to over 1 s for 500 MB.
     const worker = (...args: string[]) => JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "rss-worker.js"), weightsDir, ...args], { encoding: "utf8" }).trim());
     const rs: { load_s: number; max_rss_bytes: number; baseline_rss_bytes: number; weights_bytes: number }[] = [], touch: number[] = [];
     for (let r = 0; r < 3; r++) {
@@ -172,27 +210,24 @@ async function main() {
   };
   let fp32Tokens: number[] | undefined;
   if (want("decode1")) {
-    // each round: the memory-read limit, torchlm, transformers.js; medians of each
-    const ours: number[] = [], theirs: number[] = [], bw: number[] = [], bw1: number[] = [];
-    fp32Tokens = (await greedy(model)).tokens;
-    if (peer) await peer.run("decode1");
-    let theirTokens: number[] | undefined;
-    for (let r = 0; r < rounds; r++) {
+    // each round: the memory-read limits, torchlm, transformers, transformers.js; medians of each
+    const bw: number[] = [], bw1: number[] = [];
+    let tokens: number[] = [];
+    const r = await interleaved(async () => {
       bw.push(await readGBs());
       bw1.push(await readGBs(false));
-      ours.push((await greedy(model)).seconds);
-      if (peer) { const p = await peer.run("decode1"); theirs.push(p.seconds); theirTokens = p.tokens; }
-    }
-    results.decode_b1_tokens_per_s = 128 / median(ours);
+      const g = await greedy(model);
+      tokens = g.tokens;
+      return g.seconds;
+    }, [[hf, "decode1"], [peer, "decode1"]]);
+    fp32Tokens = tokens;
+    results.decode_b1_tokens_per_s = 128 / r.ours;
     results.memory_read_gbs_during_decode = median(bw);
     results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
-    // the limit the performance issue quotes (31-34 GB/s, 63-67 tokens/s here) is one thread's streaming read
     results.memory_read_one_thread_gbs_during_decode = median(bw1);
     results.decode_b1_fraction_of_one_thread_limit = results.decode_b1_tokens_per_s / ((results.memory_read_one_thread_gbs_during_decode * 1e9) / weightsBytes);
-    if (peer) {
-      js.decode_b1_tokens_per_s = 128 / median(theirs);
-      sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(theirTokens);
-    }
+    if (r.theirs[0]) { hfr.decode_b1_tokens_per_s = 128 / r.theirs[0]; sameTokensHf = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[0]?.tokens); }
+    if (r.theirs[1]) { js.decode_b1_tokens_per_s = 128 / r.theirs[1]; sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[1]?.tokens); }
   }
   await peer?.stop();
   if (want("decode1") || want("bf16")) {
@@ -208,23 +243,44 @@ async function main() {
   }
   if (want("decode8")) {
     const p8 = randIds(8, 8, 3);
-    const s = await timed(async () => (await model.generate(p8, { max_new_tokens: 128 })).dispose(), 1, 2);
-    results.decode_b8_tokens_per_s = (8 * 128) / s;
+    const run = async () => { const t = performance.now(); (await model.generate(p8, { max_new_tokens: 128 })).dispose(); return (performance.now() - t) / 1000; };
+    const r = await interleaved(run, [[hf, "decode8"]]);
+    results.decode_b8_tokens_per_s = (8 * 128) / r.ours;
+    if (r.theirs[0]) hfr.decode_b8_tokens_per_s = (8 * 128) / r.theirs[0];
   }
   if (want("sample1")) {
     const s = await timed(async () => (await model.generate(prompt, { max_new_tokens: 128, do_sample: true, top_k: 50, top_p: 0.9, seed: 1 })).dispose(), 1, 3);
     results.sample_b1_tokens_per_s = 128 / s;
   }
   if (want("train")) {
+    // One native training step (forward, loss, backward, clipping, AdamW) against transformers' Trainer steps with the
+    // same arguments, at the tutorial's 16 x 64 and at 4 x 1024, where attention matters.
     model.train();
     const named = model.named_parameters();
     const opt = new binding.NativeAdamW([{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }], 0.9, 0.999, 1e-8);
-    const x = tensor(ids);
-    const s = await timed(() => opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, 0), 1, 2);
-    results.train_tokens_per_s = (16 * 64) / s;
-    results.train_fraction_of_matmul_limit = (results.train_tokens_per_s * 6 * model.num_parameters()) / (results.matmul_gflops * 1e9);
+    const trainRounds = quick ? 2 : 3;
+    for (const [B, T] of [[16, 64], [4, quick ? 256 : 1024]] as const) {
+      const x = tensor(randIds(B, T, 1));
+      const ours: number[] = [], theirs: number[] = [];
+      await opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, 0);
+      for (let r = 0; r < trainRounds; r++) {
+        const t = performance.now();
+        await opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, 0);
+        ours.push((performance.now() - t) / 1000);
+        if (hf) theirs.push((await hf.run(`train ${B} ${T}`)).seconds);
+      }
+      x.dispose();
+      const key = B === 16 ? "train_tokens_per_s" : "train_long_tokens_per_s";
+      results[key] = (B * T) / median(ours);
+      if (theirs.length) hfr[key] = (B * T) / median(theirs);
+    }
+    results.train_long_context = quick ? 256 : 1024;
+    // 6 FLOPs per parameter and token, plus attention's 6 * L * T * E (llm.c's count) at T = 64
+    const flopsPerToken = 6 * model.num_parameters() + 6 * CONFIG.n_layer * 64 * CONFIG.n_embd;
+    results.train_fraction_of_matmul_limit = (results.train_tokens_per_s! * flopsPerToken) / (results.matmul_gflops! * 1e9);
     model.eval();
   }
+  await hf?.stop();
   results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
   await model.dispose();
 
@@ -243,44 +299,50 @@ async function main() {
     results.train_ddp_tokens_per_s = multi.tokens_per_s;
   }
 
+  // plain PyTorch eager from Python (bench/baseline.py: the same loop written with torch.nn.functional), alone after the rest
   let py: Record<string, number> | null = null;
   let pyNote = "";
   try {
     const which = ["forward", "train", "decode1", "decode8"].filter(want).join(",");
-    const runPy = (what: string) => JSON.parse(execFileSync("/usr/bin/python3", [join(root, "bench", "baseline.py"), weightsDir, String(threads), what], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }));
+    const python = await benchPython();
+    const runPy = (what: string) => JSON.parse(execFileSync(python, [join(root, "bench", "baseline.py"), weightsDir, String(threads), what], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }));
     const p = runPy(which);
     // a fresh process's load + 32 tokens, for peak RSS as rss-worker measures it
     const r = runPy("rss");
     py = { ...p, inference_peak_rss_over_weights: r.max_rss_bytes / r.weights_bytes, runtime_rss_mb: r.baseline_rss_bytes / 1e6 };
   } catch (e) {
-    pyNote = `PyTorch from Python skipped: ${(e as Error).message.split("\n")[0]} (install python3-torch)`;
+    pyNote = `PyTorch eager skipped: ${(e as Error).message.split("\n")[0]}`;
   }
-  const rows: [string, number, number | undefined, number?][] = [
-    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s!, py?.forward_tokens_per_s, js.forward_tokens_per_s],
-    ["training tokens/s (16 x 64, AdamW, clip)", results.train_tokens_per_s!, py?.train_tokens_per_s],
-    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s!, py?.decode_b1_tokens_per_s, js.decode_b1_tokens_per_s],
-    ["greedy decode tokens/s (batch 1, bf16 weights)", results.decode_b1_bf16_tokens_per_s!, undefined],
-    ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s!, py?.decode_b8_tokens_per_s],
-    ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s!, undefined],
-    [`Trainer tokens/s, ${results.ddp_ranks} ranks x 1 thread (DDP, Gloo)`, results.train_ddp_tokens_per_s!, undefined],
-    [`Trainer tokens/s, 1 process x ${results.ddp_ranks} threads`, results.train_1proc_tokens_per_s!, undefined],
-    ["from_pretrained s", results.from_pretrained_s!, py?.load_s],
-    ["IMDB-sized load_dataset + map (25,000 reviews) s", results.imdb_load_and_tokenize_s!, undefined],
-  ].filter(([, v]) => v !== undefined) as [string, number, number | undefined, number?][];
+  const L = results.train_long_context ?? 1024;
+  const rows: [string, number | undefined, number | undefined, number | undefined, number | undefined][] = [
+    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s, hfr.forward_tokens_per_s, py?.forward_tokens_per_s, js.forward_tokens_per_s],
+    ["training tokens/s (16 x 64, AdamW, clip)", results.train_tokens_per_s, hfr.train_tokens_per_s, py?.train_tokens_per_s, undefined],
+    [`training tokens/s (4 x ${L}, AdamW, clip)`, results.train_long_tokens_per_s, hfr.train_long_tokens_per_s, undefined, undefined],
+    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s, hfr.decode_b1_tokens_per_s, py?.decode_b1_tokens_per_s, js.decode_b1_tokens_per_s],
+    ["greedy decode tokens/s (batch 1, bf16 weights)", results.decode_b1_bf16_tokens_per_s, undefined, undefined, undefined],
+    ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s, hfr.decode_b8_tokens_per_s, py?.decode_b8_tokens_per_s, undefined],
+    ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s, undefined, undefined, undefined],
+    [`Trainer tokens/s, ${results.ddp_ranks} ranks x 1 thread (DDP, Gloo)`, results.train_ddp_tokens_per_s, undefined, undefined, undefined],
+    [`Trainer tokens/s, 1 process x ${results.ddp_ranks} threads`, results.train_1proc_tokens_per_s, undefined, undefined, undefined],
+    ["from_pretrained s", results.from_pretrained_s, hfr.load_s, py?.load_s, undefined],
+    ["IMDB-sized load_dataset + map (25,000 reviews) s", results.imdb_load_and_tokenize_s, undefined, undefined, undefined],
+  ].filter(([, v]) => v !== undefined) as [string, number | undefined, number | undefined, number | undefined, number | undefined][];
   const ratio = (k: string, v: number, p: number | undefined) => p === undefined ? "-" : k.endsWith(" s") ? (p / v).toFixed(2) + "x faster" : (v / p).toFixed(2) + "x";
-  const table = ["| measure | torchlm | PyTorch (Python) | ratio | transformers.js | ratio |", "|---|---:|---:|---:|---:|---:|",
-    ...rows.map(([k, v, p, j]) => `| ${k} | ${v.toFixed(2)} | ${p === undefined ? "-" : p.toFixed(2)} | ${ratio(k, v, p)} | ${j === undefined ? "-" : j.toFixed(2)} | ${ratio(k, v, j)} |`)];
-  const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run); ${blas}`,
-    results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit (memory read ${results.memory_read_gbs_during_decode!.toFixed(1)} GB/s, every thread streaming, measured between the decoding runs; forward and decode alternate with transformers.js's runs, medians of ${rounds}); ${(100 * results.decode_b1_fraction_of_one_thread_limit!).toFixed(0)}% of the limit the performance issue quotes (one thread streaming, ${results.memory_read_one_thread_gbs_during_decode!.toFixed(1)} GB/s, ${(results.memory_read_one_thread_gbs_during_decode! * 1e9 / weightsBytes).toFixed(0)} tokens/s)` : "",
+  const cell = (v: number | undefined) => v === undefined ? "-" : v.toFixed(2);
+  const table = [`| measure | torchlm | transformers ${hf?.ready.transformers ?? ""} | ratio | PyTorch eager | ratio | transformers.js | ratio |`, "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ...rows.map(([k, v, h, p, j]) => `| ${k} | ${cell(v)} | ${cell(h)} | ${ratio(k, v!, h)} | ${cell(p)} | ${ratio(k, v!, p)} | ${cell(j)} | ${ratio(k, v!, j)} |`)];
+  const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run); libtorch ${torch_info().torch_version}${hf ? `; transformers ${hf.ready.transformers} on PyTorch ${hf.ready.torch}, attention "${hf.ready.attn_implementation}"` : ""}`,
+    results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit (memory read ${results.memory_read_gbs_during_decode!.toFixed(1)} GB/s, every thread streaming, measured between the decoding runs; forward, decode and training steps alternate with the peers' runs, medians of ${rounds}); ${(100 * results.decode_b1_fraction_of_one_thread_limit!).toFixed(0)}% of one thread's streaming limit (${results.memory_read_one_thread_gbs_during_decode!.toFixed(1)} GB/s, ${(results.memory_read_one_thread_gbs_during_decode! * 1e9 / weightsBytes).toFixed(0)} tokens/s)` : "",
     results.decode_b1_bf16_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode with bf16 weights at ${(100 * results.decode_b1_bf16_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit for half the bytes` : "",
     results.bf16_greedy_first_difference !== undefined ? `bf16 weights: greedy tokens ${results.bf16_greedy_first_difference < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.bf16_greedy_first_difference} of 128`}` : "",
-    results.train_fraction_of_matmul_limit !== undefined ? `training at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit` : "",
-    `from_pretrained: the median of 3 fresh processes (${results.from_pretrained_in_harness_s!.toFixed(2)} s inside this harness, after its other work); first writing as much fresh memory alone took ${results.fresh_memory_first_touch_s!.toFixed(2)} s (median of 3 processes alternating with the loads)`,
-    `peak RSS of inference (a fresh process: load, decode 32 tokens) ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights with Node and libtorch's code (${results.runtime_rss_mb!.toFixed(0)} MB before loading), ${results.inference_model_rss_over_weights!.toFixed(2)}x for what loading and decoding added; PyTorch from Python ${py?.inference_peak_rss_over_weights === undefined ? "not measured" : `${py.inference_peak_rss_over_weights.toFixed(2)}x (${py.runtime_rss_mb!.toFixed(0)} MB before loading)`}; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
+    results.train_fraction_of_matmul_limit !== undefined ? `training (16 x 64) at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit (6 FLOPs per parameter and token plus attention's, as llm.c counts)` : "",
+    `from_pretrained: the median of 3 fresh processes (${results.from_pretrained_in_harness_s!.toFixed(2)} s inside this harness, after its other work); first writing as much fresh memory alone took ${results.fresh_memory_first_touch_s!.toFixed(2)} s (median of 3 processes alternating with the loads); transformers' figure is its from_pretrained in the peer process`,
+    `peak RSS of inference (a fresh process: load, decode 32 tokens) ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights with Node and libtorch's code (${results.runtime_rss_mb!.toFixed(0)} MB before loading), ${results.inference_model_rss_over_weights!.toFixed(2)}x for what loading and decoding added; PyTorch eager ${py?.inference_peak_rss_over_weights === undefined ? "not measured" : `${py.inference_peak_rss_over_weights.toFixed(2)}x (${py.runtime_rss_mb!.toFixed(0)} MB before loading)`}; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
     results.imdb_load_and_tokenize_s !== undefined ? `IMDB-sized data: ${results.imdb_rows} rows, ${results.imdb_text_mb!.toFixed(1)} MB of text, loaded from parquet and tokenized (max_length 64) in ${results.imdb_load_and_tokenize_s.toFixed(1)} s; RSS grew ${results.imdb_rss_growth_mb!.toFixed(0)} MB` : "",
     results.train_ddp_tokens_per_s !== undefined ? `data-parallel scaling: ${results.ddp_ranks} ranks reach ${(results.train_ddp_tokens_per_s / results.train_1proc_tokens_per_s!).toFixed(2)}x the tokens/s of one process using the same cores` : "",
+    sameTokensHf === undefined ? "" : `greedy tokens (batch 1, 128) ${sameTokensHf ? "identical to" : "DIFFERENT from"} transformers' generate on the same weights`,
     sameTokens === undefined ? "" : `greedy tokens (batch 1, 128) ${sameTokens ? "identical to" : "DIFFERENT from"} transformers.js's on the same weights`,
-    pyNote, jsNote].filter(Boolean);
+    hfNote, pyNote, jsNote].filter(Boolean);
   console.log("\n" + table.join("\n") + "\n\n" + extra.map((l) => `- ${l}`).join("\n"));
   if (only) {
     console.log("\n(a partial run with --only: bench/results/ left as it was)");
@@ -290,7 +352,7 @@ async function main() {
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
   const name = `${quick ? "tiny" : "gpt2-124m"}-cpu-${threads}t`;
-  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, openblas_coretype: process.env.OPENBLAS_CORETYPE ?? null, torchlm: results, pytorch: py, transformers_js: peer ? js : null, same_greedy_tokens_as_transformers_js: sameTokens, notes: [pyNote, jsNote].filter(Boolean) }, null, 2) + "\n");
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ date: stamp, threads, libtorch: torch_info().torch_version, torchlm: results, transformers: hf ? { ...hf.ready, ...hfr } : null, pytorch_eager: py, transformers_js: peer ? js : null, same_greedy_tokens_as_transformers: sameTokensHf, same_greedy_tokens_as_transformers_js: sameTokens, notes: [hfNote, pyNote, jsNote].filter(Boolean) }, null, 2) + "\n");
   writeFileSync(join(dir, `${name}.md`), `# ${name} (${stamp})\n\n${table.join("\n")}\n\n${extra.map((l) => `- ${l}`).join("\n")}\n`);
   console.log(`\nwritten to ${join(dir, name)}.{json,md}`);
 }

@@ -126,7 +126,7 @@ export function buildProgram(): Command {
       await model.dispose();
     });
 
-  program.command("bench").description("the benchmark against PyTorch from Python (npm run bench)")
+  program.command("bench").description("the benchmark against transformers, PyTorch eager and transformers.js (npm run bench)")
     .allowUnknownOption().argument("[args...]")
     .action(async (args: string[]) => {
       process.argv = [process.argv[0]!, "bench", ...args];

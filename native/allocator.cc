@@ -41,20 +41,14 @@ class CachingCPUAllocator final : public c10::Allocator {
 
   // The context of every DataPtr is its pointer (raw_allocate / raw_deallocate need that); block sizes
   // are kept in a side table.
-#if TORCHLM_TORCH_AT_LEAST(2, 3)
   c10::DataPtr allocate(size_t n) override {
-#else
-  c10::DataPtr allocate(size_t n) const override {
-#endif
     void* p = Allocate(n);
     return c10::DataPtr(p, p, &CachingCPUAllocator::Free, c10::Device(c10::DeviceType::CPU));
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &CachingCPUAllocator::Free; }
 
-#if TORCHLM_TORCH_AT_LEAST(2, 3)
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
-#endif
 
   void* Allocate(size_t n) const {
     if (n == 0) n = 1;

@@ -15,9 +15,8 @@
 #include <string>
 #include <vector>
 
-// One source builds on Debian's libtorch 1.13 and on 2.x (a CUDA build from pip's torch).
-#define TORCHLM_TORCH_AT_LEAST(major, minor) \
-  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+// libtorch 2.4 or newer (CMakeLists.txt checks): pip's CPU and CUDA builds.
+static_assert(TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4), "torchlm needs libtorch 2.4 or newer");
 
 namespace torchlm {
 
@@ -44,7 +43,7 @@ auto Guard(Napi::Env env, F&& fn) -> decltype(fn()) {
   }
 }
 
-// A function of a library this process already loaded (libtorch's own Sleef or oneDNN), or null: RTLD_NOLOAD never
+// A function of a library this process already loaded (libtorch's own Sleef or MKL), or null: RTLD_NOLOAD never
 // loads a second copy, so whatever is found shares libtorch's build and OpenMP runtime.
 inline void* LoadedSymbol(std::initializer_list<const char*> libraries, const char* symbol) {
   for (const char* name : libraries)

@@ -43,7 +43,7 @@ static void LayerNorm(const float* x, Floats w, Floats b, double eps, int64_t E,
 using TanhF8 = __m256 (*)(__m256);
 static TanhF8 FindTanh() {
   if (!__builtin_cpu_supports("avx2")) return nullptr;
-  return reinterpret_cast<TanhF8>(LoadedSymbol({"libsleef.so.3"}, "Sleef_tanhf8_u10"));
+  return reinterpret_cast<TanhF8>(LoadedSymbol({"libtorch_cpu.so", "libsleef.so.3"}, "Sleef_tanhf8_u10"));
 }
 __attribute__((target("avx2"))) static int64_t GeluTanh8(TanhF8 tanh8, float* x, int64_t n) {
   const __m256 beta = _mm256_set1_ps(static_cast<float>(M_SQRT2 * M_2_SQRTPI * 0.5)), kappa = _mm256_set1_ps(0.044715f);

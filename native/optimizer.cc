@@ -184,30 +184,15 @@ struct AutocastGuard {
   AutocastGuard(Amp a, at::Device d) : amp(a), cuda(d.is_cuda()) {
     if (amp == Amp::kNone) return;
     at::ScalarType t = amp == Amp::kBF16 ? at::kBFloat16 : at::kHalf;
-#if TORCHLM_TORCH_AT_LEAST(2, 4)
     at::DeviceType dt = cuda ? at::kCUDA : at::kCPU;
     at::autocast::set_autocast_dtype(dt, t);
     at::autocast::set_autocast_enabled(dt, true);
-#else
-    if (cuda) {
-      at::autocast::set_autocast_gpu_dtype(t);
-      at::autocast::set_enabled(true);
-    } else {
-      at::autocast::set_autocast_cpu_dtype(t);
-      at::autocast::set_cpu_enabled(true);
-    }
-#endif
     at::autocast::increment_nesting();
   }
   ~AutocastGuard() {
     if (amp == Amp::kNone) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-#if TORCHLM_TORCH_AT_LEAST(2, 4)
     at::autocast::set_autocast_enabled(cuda ? at::kCUDA : at::kCPU, false);
-#else
-    if (cuda) at::autocast::set_enabled(false);
-    else at::autocast::set_cpu_enabled(false);
-#endif
   }
 };
 

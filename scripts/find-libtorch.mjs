@@ -1,20 +1,31 @@
 // Finds libtorch's CMake package directory, in the documented order:
-//   1. LIBTORCH (a libtorch folder) or Torch_DIR (its share/cmake/Torch folder);
-//   2. a Python `torch` on the PATH (torch.utils.cmake_prefix_path: how a CUDA build is found);
-//   3. Debian's libtorch-dev.
-// Prints the folder with --print; exits 1 with what to do when none is found.
+//   1. LIBTORCH (an unpacked libtorch folder) or Torch_DIR (its share/cmake/Torch folder);
+//   2. the `torch` of python3 (torch.utils.cmake_prefix_path: pip's CPU or CUDA builds);
+//   3. the torch of the venv torchlm owns (.venv, made by scripts/install.mjs with the pinned torch==2.13.0).
+// With --print: the folder; --include / --lib: what binding.gyp needs. Exits 1 with what to do when none is found.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { pathToFileURL } from "node:url";
+import { ROOT, basePython, venvPython } from "./python-env.mjs";
 
-const DEBIAN_DIRS = [
-  "/usr/lib/x86_64-linux-gnu/cmake/Torch",
-  "/usr/lib/aarch64-linux-gnu/cmake/Torch",
-];
+export const OWN_VENV = join(ROOT, ".venv");
 
 function hasConfig(dir) {
   return dir && existsSync(join(dir, "TorchConfig.cmake"));
+}
+
+function torchOf(python) {
+  try {
+    const prefix = execFileSync(python, ["-c", "import torch,sys;sys.stdout.write(torch.utils.cmake_prefix_path)"], {
+      stdio: ["ignore", "pipe", "ignore"],
+      timeout: 120000,
+    }).toString().trim();
+    const dir = join(prefix, "Torch");
+    return hasConfig(dir) ? dir : null;
+  } catch {
+    return null;  // no such python, or no torch in it
+  }
 }
 
 /** @returns {{ dir: string, source: string } | null} */
@@ -28,26 +39,25 @@ export function findLibtorch(env = process.env) {
     if (hasConfig(dir)) return { dir, source: "LIBTORCH" };
     throw new Error(`LIBTORCH=${env.LIBTORCH} has no share/cmake/Torch/TorchConfig.cmake: point it at an unpacked libtorch folder`);
   }
-  for (const py of ["python3", "python"]) {
-    try {
-      const prefix = execFileSync(py, ["-c", "import torch,sys;sys.stdout.write(torch.utils.cmake_prefix_path)"], {
-        stdio: ["ignore", "pipe", "ignore"],
-        timeout: 60000,
-      }).toString().trim();
-      const dir = join(prefix, "Torch");
-      if (hasConfig(dir)) return { dir, source: `${py} (torch ${prefix})` };
-    } catch {
-      // no python or no torch module: try the next source
-    }
+  const py = basePython(env);
+  const system = torchOf(py);
+  if (system) return { dir: system, source: `the torch of ${py}` };
+  if (existsSync(venvPython(OWN_VENV))) {
+    const own = torchOf(venvPython(OWN_VENV));
+    if (own) return { dir: own, source: `torchlm's own environment (${OWN_VENV})` };
   }
-  for (const dir of DEBIAN_DIRS) if (hasConfig(dir)) return { dir, source: "Debian libtorch-dev" };
   return null;
 }
 
+/** libtorch's root: the folder holding include/ and lib/ (share/cmake/Torch is three levels down). */
+export function libtorchRoot(found) {
+  return join(found.dir, "..", "..", "..");
+}
+
 export const HOW_TO_INSTALL =
-  "libtorch not found: install libtorch-dev (Debian/Ubuntu: apt-get install libtorch-dev libopenblas0-pthread), " +
-  "or set LIBTORCH to an unpacked libtorch folder, or Torch_DIR to its share/cmake/Torch, " +
-  "or put a Python with torch on the PATH (pip install torch)";
+  "libtorch not found: pip install torch==2.13.0 for python3 (or let `npm install` put it in torchlm's own " +
+  "environment: that needs python3 with venv and pip), or set LIBTORCH to an unpacked libtorch folder, " +
+  "or Torch_DIR to its share/cmake/Torch";
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   try {
@@ -57,14 +67,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
       process.exit(1);
     }
     const arg = process.argv[2];
-    if (arg === "--include" || arg === "--lib") {
-      // For binding.gyp: the prefix is four levels above share/cmake/Torch (or lib/cmake/Torch).
-      const prefix = join(found.dir, "..", "..", "..");
-      const debian = found.source.startsWith("Debian");
-      const root = debian ? "/usr" : prefix;
-      if (arg === "--include") console.log([join(root, "include"), join(root, "include", "torch", "csrc", "api", "include")].join(" "));
-      else console.log(debian ? join(found.dir, "..", "..") : join(prefix, "lib"));
-    } else console.log(found.dir);
+    const root = libtorchRoot(found);
+    if (arg === "--include") console.log([join(root, "include"), join(root, "include", "torch", "csrc", "api", "include")].join(" "));
+    else if (arg === "--lib") console.log(join(root, "lib"));
+    else console.log(found.dir);
   } catch (e) {
     console.error(e.message);
     process.exit(1);

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Golden files from Hugging Face transformers itself, on torchlm's tiny fixture weights.
+"""References from Hugging Face transformers itself, on torchlm's tiny weights.
 
-Run where transformers is installed (the GPU machine; CPU is enough):
-    python3 scripts/hf-golden.py --vocab DIR --torchlm-checkpoint DIR --out test/fixtures/hf-golden.json
-DIR for --vocab holds GPT-2's vocab.json and merges.txt; --torchlm-checkpoint is a directory saved by torchlm's
-save_pretrained (the tiny model), which must load in transformers with the same logits. Each section is recorded
-independently: a failure is written into the JSON as {"error": ...} rather than stopping the run.
+`npm test` runs this in each run with the pinned transformers of .venv-test (scripts/references.mjs):
+    python scripts/hf-golden.py --vocab DIR --golden golden-tiny.json --out hf-golden.json --hf-checkpoint-out DIR
+    python scripts/hf-golden.py --check-saved DIR --ids JSON     # a torchlm-saved directory, loaded by transformers
+DIR for --vocab holds GPT-2's vocab.json and merges.txt; the tokenizer is built from them with the `tokenizers`
+library (BPE, byte-level), independently of torchlm's. Each section is recorded independently: a failure is written
+into the JSON as {"error": ...} rather than stopping the run.
 """
 import argparse
 import json
@@ -44,6 +45,26 @@ def hf_model(cfg=TINY, weights=None):
     return m.eval()
 
 
+def gpt2_tokenizer(folder):
+    """GPT-2's fast tokenizer from vocab.json + merges.txt, assembled with the tokenizers library."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    bpe = models.BPE.from_file(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    t = Tokenizer(bpe)
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+
+
+def check_saved(d, ids):
+    """A directory written by torchlm's save_pretrained, as transformers loads it: logits and loss as JSON."""
+    m = GPT2LMHeadModel.from_pretrained(d).eval()
+    x = torch.tensor(ids)
+    with torch.no_grad():
+        o = m(input_ids=x, labels=x)
+    print(json.dumps({"logits": pick(o.logits)[1], "loss": o.loss.item(), "transformers_version": transformers.__version__}))
+
+
 def section(out, name, fn):
     try:
         out[name] = fn()
@@ -55,15 +76,19 @@ def section(out, name, fn):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--vocab", required=True, help="a folder with GPT-2's tokenizer files")
-    ap.add_argument("--torchlm-checkpoint")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--vocab", help="a folder with GPT-2's vocab.json and merges.txt")
+    ap.add_argument("--golden", help="golden-tiny.json of scripts/reference.py (inputs and generation cases)")
+    ap.add_argument("--out")
     ap.add_argument("--hf-checkpoint-out", help="write a small checkpoint saved by transformers here")
+    ap.add_argument("--check-saved", help="print the logits and loss transformers computes from this saved directory, then stop")
+    ap.add_argument("--ids", help="input ids for --check-saved, as JSON")
     a = ap.parse_args()
-    golden = json.load(open(os.path.join(HERE, "..", "test", "fixtures", "golden-tiny.json")))
-    # GPT-2's tokenizer from a folder (tokenizer.json etc., as torchlm's save_pretrained writes it): the machine is offline.
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(a.vocab)
+    if a.check_saved:
+        return check_saved(a.check_saved, json.loads(a.ids))
+    if not (a.vocab and a.golden and a.out):
+        ap.error("--vocab, --golden and --out are needed")
+    golden = json.load(open(a.golden))
+    tok = gpt2_tokenizer(a.vocab)
     model = hf_model()
     out = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
            "tokenizer_check": {"ids": tok("The cat is")["input_ids"], "eos_token_id": tok.eos_token_id, "natural": tok("Natural language processing is ")["input_ids"]}}
@@ -172,16 +197,6 @@ def main():
         return res
     section(out, "trainer", trainer_runs)
 
-    def torchlm_checkpoint():
-        if not a.torchlm_checkpoint:
-            return {"skipped": "no --torchlm-checkpoint"}
-        m = GPT2LMHeadModel.from_pretrained(a.torchlm_checkpoint).eval()
-        with torch.no_grad():
-            lo = m(input_ids=ids).logits
-            ref = model(input_ids=ids).logits
-        return {"max_abs_diff_vs_fixture": (lo - ref).abs().max().item(), "logits": pick(lo)[1]}
-    section(out, "torchlm_checkpoint_in_transformers", torchlm_checkpoint)
-
     def hf_checkpoint():
         if not a.hf_checkpoint_out:
             return {"skipped": "no --hf-checkpoint-out"}
@@ -201,4 +216,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

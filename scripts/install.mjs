@@ -1,13 +1,14 @@
-// npm install hook: find (or, on Debian as root, install) libtorch, then build the addon with cmake-js.
-import { existsSync } from "node:fs";
-import { execFileSync, spawnSync } from "node:child_process";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { findLibtorch, HOW_TO_INSTALL } from "./find-libtorch.mjs";
+// npm install hook: find libtorch (or put the pinned torch==2.13.0 into torchlm's own venv), then build the addon
+// with cmake-js. One line per step; a step's full log only when it fails.
+import { existsSync, mkdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { findLibtorch, HOW_TO_INSTALL, OWN_VENV } from "./find-libtorch.mjs";
+import { ROOT, ensureVenv, step } from "./python-env.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const force = process.argv.includes("--force");
-const binary = join(root, "build", "Release", "torchlm.node");
+const binary = join(ROOT, "build", "Release", "torchlm.node");
+const logDir = join(ROOT, "build-logs");
 
 if (process.env.TORCHLM_SKIP_BUILD) process.exit(0);
 if (!force && existsSync(binary)) {
@@ -15,55 +16,57 @@ if (!force && existsSync(binary)) {
   process.exit(0);
 }
 
+function fail(message) {
+  console.error(`torchlm: ${message}`);
+  process.exit(1);
+}
+
 function isDebianRoot() {
   return process.platform === "linux" && existsSync("/etc/debian_version") && process.getuid?.() === 0;
 }
 
-/** apt-get install, with one `apt-get update` and a retry when the package lists are missing or stale. */
-function aptInstall(packages) {
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const install = () => spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...packages], { stdio: "inherit", env }).status === 0;
-  if (install()) return true;
-  spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
-  return install();
-}
-
-let found = findLibtorch();
-if (!found && isDebianRoot()) {
-  console.log("torchlm: libtorch not found; installing Debian's libtorch-dev and libopenblas0-pthread with apt-get");
-  if (!aptInstall(["libtorch-dev", "libopenblas0-pthread", "libgloo-dev"])) {
-    console.error("torchlm: apt-get could not install libtorch-dev. " + HOW_TO_INSTALL);
-    process.exit(1);
-  }
+let found;
+try {
   found = findLibtorch();
-}
-if (!found) {
-  console.error("torchlm: " + HOW_TO_INSTALL);
-  process.exit(1);
-}
-// Distributed training needs the Gloo headers that Debian's libtorch headers include (libgloo-dev).
-if (found.source.startsWith("Debian") && !existsSync("/usr/include/gloo/algorithm.h")) {
-  if (isDebianRoot()) {
-    console.log("torchlm: installing libgloo-dev (Gloo's headers, for distributed training) with apt-get");
-    if (!aptInstall(["libgloo-dev"])) console.warn("torchlm: could not install libgloo-dev: building without distributed training");
-  } else {
-    console.warn("torchlm: libgloo-dev is not installed: building without distributed training (apt-get install libgloo-dev, then npm run build:native)");
+  if (!found) {
+    console.log(`torchlm: no libtorch found (LIBTORCH, Torch_DIR, python3's torch): installing the pinned torch into ${OWN_VENV}`);
+    ensureVenv(OWN_VENV, "torch", { why: "libtorch for the addon" });
+    found = findLibtorch();
   }
+} catch (e) {
+  fail(`${e.message}\n${HOW_TO_INSTALL}`);
 }
+if (!found) fail(HOW_TO_INSTALL);
 console.log(`torchlm: building against libtorch from ${found.source}: ${found.dir}`);
 
-const cmakeJs = join(root, "node_modules", "cmake-js", "bin", "cmake-js");
-const args = [cmakeJs, "rebuild", "--CDTorch_DIR=" + found.dir];
-if (process.env.CMAKE_BUILD_PARALLEL_LEVEL === undefined) process.env.CMAKE_BUILD_PARALLEL_LEVEL = "2";
-const r = spawnSync(process.execPath, args, { cwd: root, stdio: "inherit" });
-if (r.status !== 0) {
-  console.error("torchlm: building the native addon failed (see above). " +
-    "It needs cmake, a C++17 compiler and libtorch's headers.");
-  process.exit(r.status ?? 1);
+// pip's libtorch ships no Gloo headers; c10d's ProcessGroupGloo.hpp needs them (Debian: libgloo-dev, headers only).
+if (!existsSync("/usr/include/gloo/algorithm.h") && !process.env.TORCHLM_NO_GLOO) {
+  if (isDebianRoot()) {
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    const apt = ["install", "-y", "-q", "--no-install-recommends", "libgloo-dev"];
+    try {
+      step("apt-get install libgloo-dev (Gloo's headers, for distributed training)", join(logDir, "apt.log"), "apt-get", apt, { env });
+    } catch {
+      try {
+        step("apt-get update, then install libgloo-dev", join(logDir, "apt.log"), "sh", ["-c", `apt-get update -q && apt-get ${apt.join(" ")}`], { env });
+      } catch (e) {
+        console.warn(`torchlm: could not install libgloo-dev: building without distributed training\n${e.message}`);
+      }
+    }
+  } else {
+    console.warn("torchlm: Gloo's headers are missing: building without distributed training (apt-get install libgloo-dev, then npm run build:native)");
+  }
 }
+
+mkdirSync(logDir, { recursive: true });
+const cmakeJs = join(ROOT, "node_modules", "cmake-js", "bin", "cmake-js");
+const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? "2" };
 try {
-  execFileSync(process.execPath, ["-e", `require(${JSON.stringify(binary)})`], { stdio: "inherit" });
-} catch {
-  console.error(`torchlm: the addon built but does not load: ${binary}`);
-  process.exit(1);
+  step("compiling the native addon with cmake-js (about 2 minutes)", join(logDir, "cmake-js.log"), process.execPath,
+    [cmakeJs, "rebuild", "--CDTorch_DIR=" + found.dir], { cwd: ROOT, env });
+} catch (e) {
+  fail(`${e.message}\nBuilding the native addon needs cmake, a C++20 compiler and libtorch's headers.`);
 }
+const load = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(binary)})`], { encoding: "utf8" });
+if (load.status !== 0) fail(`the addon built but does not load: ${binary}\n${load.stderr}`);
+console.log(`torchlm: ${binary} loads`);

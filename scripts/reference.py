@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""PyTorch reference for torchlm's parity tests (Debian's python3-torch; no transformers needed).
+"""PyTorch reference for torchlm's parity tests (plain PyTorch 2, no transformers needed).
 
 Builds the tiny GPT-2 of the tests from a seed with the same counter-hash generator as
 test/helpers/tiny.ts, runs an independent GPT-2 written here with torch.nn.functional, and writes
-small golden files to test/fixtures/. With --models DIR it also writes the weights as safetensors
-(hub and saved layouts, F32/F16/BF16).
+golden files: `npm test` writes them to .cache/references/ in each run (scripts/references.mjs), with the
+pinned torch of .venv-test; `npm run fixtures` refreshes the copy in test/fixtures/ that the GPU check reads.
+With --models DIR it also writes the weights as safetensors (hub and saved layouts, F32/F16/BF16).
 
-    /usr/bin/python3 scripts/reference.py            # goldens
-    /usr/bin/python3 scripts/reference.py --models /tmp/tiny
+    .venv-test/bin/python scripts/reference.py --out .cache/references
+    .venv-test/bin/python scripts/reference.py --models /tmp/tiny
 """
 import argparse
 import json
@@ -463,6 +464,7 @@ def main():
     ap.add_argument("--models", help="also write the tiny model's safetensors under this folder")
     ap.add_argument("--check-saved", help="print logits and loss of a saved directory as JSON, then stop")
     ap.add_argument("--ids", help="input ids for --check-saved, as JSON")
+    ap.add_argument("--out", default=FIXTURES, help="the folder golden-tiny.json is written to")
     args = ap.parse_args()
     if args.check_saved:
         return check_saved(args.check_saved, json.loads(args.ids))
@@ -537,8 +539,8 @@ def main():
         "schedulers": scheduler_tables(),
         "adamw": {"lr": 1e-3, "weight_decay": 0.1, "max_grad_norm": 1.0, "steps": train},
     }
-    os.makedirs(FIXTURES, exist_ok=True)
-    path = os.path.join(FIXTURES, "golden-tiny.json")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "golden-tiny.json")
     with open(path, "w") as f:
         json.dump(golden, f)
     print(f"wrote {path} ({os.path.getsize(path)} bytes); loss {loss.item():.6f}")

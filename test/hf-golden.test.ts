@@ -1,14 +1,16 @@
-// Parity with Hugging Face transformers itself: test/fixtures/hf-golden.json was written by
-// scripts/hf-golden.py (transformers 5.17, PyTorch 2.11, on the GPU machine's Python, CPU) on the same tiny weights.
-import { readFileSync } from "node:fs";
+// Parity with Hugging Face transformers itself: .cache/references/hf-golden.json was written in this run by
+// scripts/hf-golden.py with the pinned transformers and PyTorch of .venv-test, on the same tiny weights.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   AutoTokenizer, DataCollatorForLanguageModeling, Dataset, GPT2LMHeadModel, Trainer, TrainingArguments, get_scheduler_lambda,
   pipeline, SCHEDULER_TYPES, tensor,
 } from "../lib/index.js";
-import { FIXTURES, flatten, golden, maxAbsDiff, tinyModelDir, pick } from "./helpers/tiny.js";
+import { flatten, golden, maxAbsDiff, tinyModelDir, pick } from "./helpers/tiny.js";
+import { REFERENCES, ROOT, pythonJson } from "./helpers/python.js";
 
-const hf = JSON.parse(readFileSync(join(FIXTURES, "hf-golden.json"), "utf8"));
+const hf = JSON.parse(readFileSync(join(REFERENCES, "hf-golden.json"), "utf8"));
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(1e-8, Math.abs(b));
 
 let model: GPT2LMHeadModel;
@@ -78,7 +80,7 @@ describe("Trainer against transformers' Trainer", () => {
     const m = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const tok = await AutoTokenizer.from_pretrained("gpt2");
     tok.pad_token = tok.eos_token;
-    const args = new TrainingArguments({ output_dir: join(FIXTURES, "..", "..", "build", "hf-trainer"), per_device_train_batch_size: 2, gradient_accumulation_steps: 2,
+    const args = new TrainingArguments({ output_dir: join(ROOT, "build", "hf-trainer"), per_device_train_batch_size: 2, gradient_accumulation_steps: 2,
       max_steps: 5, learning_rate: 1e-3, weight_decay: 0.1, max_grad_norm: 1.0, lr_scheduler_type: sched as never, logging_steps: 1, save_strategy: "no",
       seed: 42, disable_tqdm: true, plot_loss: false });
     const t = new InOrder({ model: m, args, train_dataset: Dataset.from_dict({ input_ids: hf.trainer.rows }), data_collator: new DataCollatorForLanguageModeling(tok, { mlm: false }) });
@@ -110,13 +112,17 @@ describe("Trainer against transformers' Trainer", () => {
 });
 
 describe("checkpoints exchanged with transformers", () => {
-  test("a checkpoint saved by torchlm loads in transformers with the same logits", () => {
-    expect(hf.torchlm_checkpoint_in_transformers.max_abs_diff_vs_fixture).toBeLessThan(1e-6);
-    expect(maxAbsDiff(flatten(hf.torchlm_checkpoint_in_transformers.logits), flatten(golden.logits))).toBeLessThan(1e-4);
+  test("a checkpoint saved by torchlm loads in transformers with the same logits", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "torchlm-to-hf-"));
+    await model.save_pretrained(dir);
+    const theirs = pythonJson("hf-golden.py", ["--check-saved", dir, "--ids", JSON.stringify(golden.input_ids)]);
+    expect(theirs.transformers_version).toBe(hf.transformers_version);
+    expect(maxAbsDiff(flatten(theirs.logits), flatten(hf.forward.logits))).toBeLessThan(1e-5);
+    rmSync(dir, { recursive: true, force: true });
   });
   test("a checkpoint saved by transformers loads in torchlm with the same logits", async () => {
     const c = hf.hf_checkpoint;
-    const m = await GPT2LMHeadModel.from_pretrained(join(FIXTURES, "hf-tiny-checkpoint"));
+    const m = await GPT2LMHeadModel.from_pretrained(join(REFERENCES, "hf-tiny-checkpoint"));
     const o = await m.forward({ input_ids: c.input_ids, labels: c.input_ids });
     const d = o.logits.data() as Float32Array;
     expect(rel(d.reduce((a, b) => a + b, 0), c.logits_sum)).toBeLessThan(1e-4);

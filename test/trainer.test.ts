@@ -70,7 +70,9 @@ describe("AdamW, clipping and the training step", () => {
     ref.steps.forEach((s: any, k: number) => {
       expect(rel(rows[k]!.loss!, s.loss)).toBeLessThan(1e-5);
       expect(rel(rows[k]!.grad_norm!, s.grad_norm)).toBeLessThan(1e-5);
-      for (const key of keys) expect(Math.abs(after[k]![key]! - s.param_sums[key])).toBeLessThan(1e-5 * Math.max(1, Math.abs(s.param_sums[key])));
+      // wte.weight holds 3.2M entries, most with near-zero gradients whose Adam steps (about lr each) follow roundoff:
+      // PyTorch alone moves this sum by 3.4e-5 between 1 and 2 threads (and by 3e-3 in float64), hence its wider bound.
+      for (const key of keys) expect(Math.abs(after[k]![key]! - s.param_sums[key])).toBeLessThan((key === "wte.weight" ? 1e-4 : 1e-5) * Math.max(1, Math.abs(s.param_sums[key])));
       if (k + 1 < ref.steps.length) expect(rel(losses[k]!, ref.steps[k + 1].loss)).toBeLessThan(1e-5);
     });
     expect(rows[0]!.learning_rate).toBe(ref.lr);

@@ -1,12 +1,15 @@
 // The tiny GPT-2 of the tests, regenerated from its seed with the same counter-hash generator as
 // scripts/reference.py, and written as real safetensors by a small writer here (independent of the addon).
+// `golden` is what PyTorch computed on it in this run (.cache/references/golden-tiny.json).
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { REFERENCES } from "./python.js";
+
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
-export const golden = JSON.parse(readFileSync(join(FIXTURES, "golden-tiny.json"), "utf8"));
+export const golden = JSON.parse(readFileSync(join(REFERENCES, "golden-tiny.json"), "utf8"));
 export const TINY: Record<string, unknown> = golden.config;
 export const SEED: number = golden.seed;
 

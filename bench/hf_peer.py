@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Hugging Face transformers on PyTorch 2 (attn_implementation="sdpa"): the peer `npm run bench` races.
+
+argv: WEIGHTS_DIR THREADS. Loads GPT2LMHeadModel, prints {"ready": true, ...}, then answers one command per stdin
+line with the seconds one run took, so that the harness interleaves its runs with torchlm's:
+  forward           16 x 64 under torch.inference_mode()
+  decode1 | decode8 greedy generate (its KV cache), 8 + 128 tokens, batch 1 or 8; the new tokens too
+  train B T         Trainer steps at B x T (AdamW, weight decay 0.1, clipping 1.0): the median step time
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+import transformers
+from transformers import GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+
+
+def rnd_ids(B, T, seed):
+    """The harness's generator (bench.ts randIds): the same prompts and batches on both sides."""
+    s = seed
+    rows = []
+    for _ in range(B):
+        row = []
+        for _ in range(T):
+            s = (s * 1103515245 + 12345) % 2 ** 31
+            row.append(int(s / 2 ** 31 * 50257))
+        rows.append(row)
+    return torch.tensor(rows)
+
+
+class StepTimes(TrainerCallback):
+    def __init__(self):
+        self.times, self.t0 = [], 0.0
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.times.append(time.perf_counter() - self.t0)
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, ids):
+        self.ids = ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def main():
+    src, threads = sys.argv[1], int(sys.argv[2])
+    # the protocol owns stdout; whatever transformers prints (the Trainer's summary) goes to stderr
+    proto = sys.stdout
+    sys.stdout = sys.stderr
+    torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    t = time.perf_counter()
+    model = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa").eval()
+    load_s = time.perf_counter() - t
+    trainee = None
+    print(json.dumps({"ready": True, "load_s": load_s, "transformers": transformers.__version__, "torch": torch.__version__,
+                      "attn_implementation": model.config._attn_implementation}), file=proto, flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        if cmd[0] == "forward":
+            ids = rnd_ids(16, 64, 1)
+            with torch.inference_mode():
+                t = time.perf_counter()
+                model(input_ids=ids)
+                out = {"seconds": time.perf_counter() - t}
+        elif cmd[0] in ("decode1", "decode8"):
+            prompt = rnd_ids(1, 8, 2) if cmd[0] == "decode1" else rnd_ids(8, 8, 3)
+            with torch.inference_mode():
+                t = time.perf_counter()
+                o = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=128, do_sample=False, pad_token_id=50256)
+                out = {"seconds": time.perf_counter() - t, "tokens": o[0, prompt.shape[1]:].tolist()}
+        elif cmd[0] == "train":
+            B, T = int(cmd[1]), int(cmd[2])
+            if trainee is None:  # a copy, so that training never changes the weights the other commands use
+                trainee = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa")
+            trainee.train()
+            steps = 3
+            ids = rnd_ids(B * steps, T, 1)
+            cb = StepTimes()
+            args = TrainingArguments(output_dir=os.path.join(src, "hf-trainer"), per_device_train_batch_size=B, max_steps=steps,
+                                     learning_rate=1e-4, weight_decay=0.1, max_grad_norm=1.0, logging_steps=1000, save_strategy="no",
+                                     report_to="none", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=42)
+            Trainer(model=trainee, args=args, train_dataset=Rows(ids), callbacks=[cb]).train()
+            later = sorted(cb.times[1:])  # the first step also builds the optimizer state
+            out = {"seconds": later[len(later) // 2]}
+        else:
+            out = {"error": f"unknown command {cmd[0]}"}
+        print(json.dumps(out), file=proto, flush=True)
+
+
+if __name__ == "__main__":
+    main()
