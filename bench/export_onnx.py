@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Exports the benchmark's GPT-2 weights to ONNX in the layout transformers.js loads (onnx/model.onnx with
 input_ids, attention_mask, position_ids and past_key_values.N.key/value in; logits and present.N.key/value
-out), with Debian's torch.onnx.export. Usage: export_onnx.py WEIGHTS_DIR OUT_DIR"""
+out), with torch.onnx.export's TorchScript exporter (dynamo=False: no onnxscript needed). Usage: export_onnx.py WEIGHTS_DIR OUT_DIR"""
 import json
 import os
 import shutil
@@ -77,7 +77,8 @@ def main():
     tmp = os.path.join(out, "onnx", "model.onnx.tmp")
     with torch.no_grad():
         torch.onnx.export(model, args, tmp, input_names=["input_ids", "attention_mask", "position_ids", *names_past],
-                          output_names=["logits", *names_present], dynamic_axes=axes, opset_version=14, do_constant_folding=False)
+                          output_names=["logits", *names_present], dynamic_axes=axes, opset_version=14, do_constant_folding=False,
+                          dynamo=False)
     os.replace(tmp, os.path.join(out, "onnx", "model.onnx"))
     cfg_out = dict(cfg, model_type="gpt2", architectures=["GPT2LMHeadModel"], use_cache=True)
     with open(os.path.join(out, "config.json"), "w") as f:
