@@ -259,18 +259,20 @@ async function main() {
     const named = model.named_parameters();
     const opt = new binding.NativeAdamW([{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }], 0.9, 0.999, 1e-8);
     const trainRounds = quick ? 2 : 3;
-    for (const [B, T] of [[16, 64], [4, quick ? 256 : 1024]] as const) {
+    const settings = [["train_tokens_per_s", 16, 64, false], ["train_long_tokens_per_s", 4, quick ? 256 : 1024, false],
+      ["train_bf16_tokens_per_s", 16, 64, true]] as const;
+    for (const [key, B, T, bf16] of settings) {
       const x = tensor(randIds(B, T, 1));
       const ours: number[] = [], theirs: number[] = [];
-      await opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, 0);
+      const amp = bf16 ? 1 : 0;  // the binding's autocast code: 1 = bfloat16
+      await opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, amp);
       for (let r = 0; r < trainRounds; r++) {
         const t = performance.now();
-        await opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, 0);
+        await opt.trainStep(model._native, x._t, null, x._t, 1, { lr: 1e-4, max_grad_norm: 1 }, amp);
         ours.push((performance.now() - t) / 1000);
-        if (hf) theirs.push((await hf.run(`train ${B} ${T}`)).seconds);
+        if (hf) theirs.push((await hf.run(`train ${B} ${T}${bf16 ? " bf16" : ""}`)).seconds);
       }
       x.dispose();
-      const key = B === 16 ? "train_tokens_per_s" : "train_long_tokens_per_s";
       results[key] = (B * T) / median(ours);
       if (theirs.length) hfr[key] = (B * T) / median(theirs);
     }
@@ -318,6 +320,7 @@ async function main() {
     ["forward tokens/s (16 x 64)", results.forward_tokens_per_s, hfr.forward_tokens_per_s, py?.forward_tokens_per_s, js.forward_tokens_per_s],
     ["training tokens/s (16 x 64, AdamW, clip)", results.train_tokens_per_s, hfr.train_tokens_per_s, py?.train_tokens_per_s, undefined],
     [`training tokens/s (4 x ${L}, AdamW, clip)`, results.train_long_tokens_per_s, hfr.train_long_tokens_per_s, undefined, undefined],
+    ["training tokens/s (16 x 64, bf16 autocast)", results.train_bf16_tokens_per_s, hfr.train_bf16_tokens_per_s, undefined, undefined],
     ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s, hfr.decode_b1_tokens_per_s, py?.decode_b1_tokens_per_s, js.decode_b1_tokens_per_s],
     ["greedy decode tokens/s (batch 1, bf16 weights)", results.decode_b1_bf16_tokens_per_s, undefined, undefined, undefined],
     ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s, hfr.decode_b8_tokens_per_s, py?.decode_b8_tokens_per_s, undefined],

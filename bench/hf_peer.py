@@ -5,7 +5,8 @@ argv: WEIGHTS_DIR THREADS. Loads GPT2LMHeadModel, prints {"ready": true, ...}, t
 line with the seconds one run took, so that the harness interleaves its runs with torchlm's:
   forward           16 x 64 under torch.inference_mode()
   decode1 | decode8 greedy generate (its KV cache), 8 + 128 tokens, batch 1 or 8; the new tokens too
-  train B T         Trainer steps at B x T (AdamW, weight decay 0.1, clipping 1.0): the median step time
+  train B T [bf16]  Trainer steps at B x T (AdamW, weight decay 0.1, clipping 1.0; bf16 autocast with bf16):
+                    the median step time
 """
 import json
 import os
@@ -83,7 +84,7 @@ def main():
                 o = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=128, do_sample=False, pad_token_id=50256)
                 out = {"seconds": time.perf_counter() - t, "tokens": o[0, prompt.shape[1]:].tolist()}
         elif cmd[0] == "train":
-            B, T = int(cmd[1]), int(cmd[2])
+            B, T, bf16 = int(cmd[1]), int(cmd[2]), "bf16" in cmd[3:]
             if trainee is None:  # a copy, so that training never changes the weights the other commands use
                 trainee = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa")
             trainee.train()
@@ -92,7 +93,7 @@ def main():
             cb = StepTimes()
             args = TrainingArguments(output_dir=os.path.join(src, "hf-trainer"), per_device_train_batch_size=B, max_steps=steps,
                                      learning_rate=1e-4, weight_decay=0.1, max_grad_norm=1.0, logging_steps=1000, save_strategy="no",
-                                     report_to="none", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=42)
+                                     report_to="none", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=42, bf16=bf16)
             Trainer(model=trainee, args=args, train_dataset=Rows(ids), callbacks=[cb]).train()
             later = sorted(cb.times[1:])  # the first step also builds the optimizer state
             out = {"seconds": later[len(later) // 2]}

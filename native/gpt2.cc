@@ -1,5 +1,7 @@
 #include "gpt2.h"
 
+#include <cstring>
+
 #include "gemm.h"
 #include "matvec.h"
 
@@ -147,12 +149,29 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
     k = cache->k[i].narrow(2, 0, s + T).to(q.scalar_type());
     v = cache->v[i].narrow(2, 0, s + T).to(q.scalar_type());
   }
-  at::Tensor att = at::matmul(q, k.transpose(-1, -2)).mul_(scale);
-  if (bias.defined()) att = att + bias;
-  att = at::softmax(att, -1, at::kFloat).to(v.scalar_type());
-  att = at::dropout(att, cfg_.attn_pdrop, training);
-  at::Tensor y = at::matmul(att, v).transpose(1, 2).reshape({B, T, E});
+  at::Tensor y;
+  if (UseSdpa()) {
+    // PyTorch 2's fused attention (flash on the CPU, flash / cuDNN / memory-efficient on CUDA): no [T, S] score
+    // matrix kept for backward. With no padding and no cache, the causal mask is implied rather than read.
+    const bool causal = !bias.defined() && T > 1;
+    y = at::scaled_dot_product_attention(q, k, v, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt,
+                                         training ? cfg_.attn_pdrop : 0.0, causal, scale);
+  } else {
+    at::Tensor att = at::matmul(q, k.transpose(-1, -2)).mul_(scale);
+    if (bias.defined()) att = att + bias;
+    att = at::softmax(att, -1, at::kFloat).to(v.scalar_type());
+    att = at::dropout(att, cfg_.attn_pdrop, training);
+    y = at::matmul(att, v);
+  }
+  y = y.transpose(1, 2).reshape({B, T, E});
   return at::dropout(Conv1D(y, L.attn_proj_w, L.attn_proj_b), cfg_.resid_pdrop, training);
+}
+
+// TORCHLM_NO_SDPA=1 keeps the explicit matmul-softmax-matmul attention (the reference path; read at each call so
+// that one process can measure both).
+bool GPT2::UseSdpa() {
+  const char* off = std::getenv("TORCHLM_NO_SDPA");
+  return !(off && *off && std::strcmp(off, "0") != 0);
 }
 
 static at::Tensor Activation(const std::string& name, const at::Tensor& x) {
@@ -179,9 +198,10 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
   if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
 
   // Additive bias [B or 1, 1, T, S]: causal, plus padding from the mask; the most negative finite value
-  // (not -inf) so that fully masked rows stay finite, as Hugging Face does.
+  // (not -inf) so that fully masked rows stay finite, as Hugging Face does. None for a plain causal window under
+  // scaled_dot_product_attention (is_causal).
   at::Tensor bias;
-  if (T > 1 || attention_mask.defined()) {
+  if ((T > 1 || attention_mask.defined()) && !(UseSdpa() && !attention_mask.defined() && past == 0)) {
     auto opts = at::TensorOptions().device(ids.device());
     at::Tensor allowed = at::arange(S, opts.dtype(at::kLong)).unsqueeze(0) <=
                          (at::arange(T, opts.dtype(at::kLong)) + past).unsqueeze(1);  // [T, S]

@@ -66,6 +66,7 @@ class GPT2 {
   std::vector<Layer> layers_;
   void Bind();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);
+  static bool UseSdpa();
   // native/decode.cc: one token at batch 1 through the cache on raw buffers (what Hidden computes, faster).
   bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
   at::Tensor DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask, KVCache& cache);

@@ -2,7 +2,6 @@
 
 #include "distributed.h"
 #include "gpt2.h"
-#include "matvec.h"
 #include "model.h"
 #include "tensor.h"
 #include "worker.h"
@@ -15,37 +14,12 @@
 #endif
 
 #include <cmath>
+#include <array>
 #include <cstdlib>
 #include <map>
 #include <memory>
 
 namespace torchlm {
-
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn about it once inlined.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// Returns where the scalar tail starts.
-__attribute__((target("avx512f"))) static int64_t FusedAdamW512(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, float decay,
-                                                                float w1, float b2, float c2, float bc2_sqrt, float eps, float neg_step) {
-  const __m512 vdecay = _mm512_set1_ps(decay), vw1 = _mm512_set1_ps(w1), vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(c2),
-               vs2 = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps), vneg = _mm512_set1_ps(neg_step);
-  int64_t i = i0;
-  for (; i + 16 <= i1; i += 16) {
-    const __m512 G = _mm512_loadu_ps(g + i);
-    __m512 M = _mm512_loadu_ps(m + i), V = _mm512_loadu_ps(v + i);
-    const __m512 P = _mm512_mul_ps(_mm512_loadu_ps(p + i), vdecay);
-    M = _mm512_add_ps(M, _mm512_mul_ps(vw1, _mm512_sub_ps(G, M)));
-    V = _mm512_add_ps(_mm512_mul_ps(V, vb2), _mm512_mul_ps(vc2, _mm512_mul_ps(G, G)));
-    const __m512 D = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(V), vs2), veps);
-    _mm512_storeu_ps(p + i, _mm512_add_ps(P, _mm512_mul_ps(vneg, _mm512_div_ps(M, D))));
-    _mm512_storeu_ps(m + i, M);
-    _mm512_storeu_ps(v + i, V);
-  }
-  return i;
-}
-#pragma GCC diagnostic pop
-#endif
 
 AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps)
     : groups_(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {
@@ -62,62 +36,45 @@ std::vector<at::Tensor> AdamW::All() const {
   return all;
 }
 
-// One pass over a float32 CPU parameter: decay, both moments and the update, in torch.optim.AdamW's order of
-// operations (float32 arithmetic), instead of seven passes of separate ATen ops.
-static void FusedAdamWRange(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, float decay, float w1, float b2,
-                            float c2, float bc2_sqrt, float eps, float neg_step) {
-  int64_t i = i0;
-#if defined(__x86_64__)
-  if (SimdLevel() == 2) i = FusedAdamW512(p, g, m, v, i0, i1, decay, w1, b2, c2, bc2_sqrt, eps, neg_step);
-#endif
-  for (; i < i1; i++) {
-    float pi = p[i] * decay;
-    float mi = m[i] + w1 * (g[i] - m[i]);
-    float vi = v[i] * b2 + c2 * (g[i] * g[i]);
-    float d = std::sqrt(vi) / bc2_sqrt + eps;
-    p[i] = pi + neg_step * (mi / d);
-    m[i] = mi;
-    v[i] = vi;
-  }
-}
-
-static bool FusedEnabled() {
-  static const bool on = std::getenv("TORCHLM_NO_FUSED_ADAMW") == nullptr;
-  return on;
+// PyTorch's fused AdamW (torch.optim.AdamW(fused=True)): one pass over each parameter for decay, both moments and
+// the update, on the CPU and on CUDA. It replaced torchlm's own AVX-512 kernel: 80.4 vs 78.6 ms a step for GPT-2
+// 124M's parameters, measured in one process with rounds alternating.
+static bool FusedSupported(const at::Tensor& p) {
+  const auto t = p.scalar_type();
+  return (p.device().is_cpu() || p.device().is_cuda()) && (t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble);
 }
 
 void AdamW::Step(double lr) {
   at::NoGradGuard ng;
   size_t i = 0;
   for (const auto& g : groups_) {
+    // the fused kernel takes one device and dtype per call, as torch.optim groups its tensors
+    std::map<std::pair<std::string, at::ScalarType>, std::array<std::vector<at::Tensor>, 5>> fused;
     for (const auto& p : g.params) {
       const size_t k = i++;
       const at::Tensor& grad = p.grad();
       if (!grad.defined()) continue;
-      int64_t step = ++steps_[k];
+      const double step = static_cast<double>(++steps_[k]);
       at::Tensor param = p.detach();
-      if (FusedEnabled() && param.device().is_cpu() && param.scalar_type() == at::kFloat && grad.scalar_type() == at::kFloat &&
-          param.is_contiguous() && grad.is_contiguous() && exp_avg_[k].is_contiguous() && exp_avg_sq_[k].is_contiguous()) {
-        const double bc1 = 1.0 - std::pow(beta1_, static_cast<double>(step));
-        const double bc2 = 1.0 - std::pow(beta2_, static_cast<double>(step));
-        float* pp = param.data_ptr<float>();
-        const float* gp = grad.data_ptr<float>();
-        float* mp = exp_avg_[k].data_ptr<float>();
-        float* vp = exp_avg_sq_[k].data_ptr<float>();
-        const float decay = static_cast<float>(1.0 - lr * g.weight_decay), w1 = static_cast<float>(1.0 - beta1_),
-                    b2 = static_cast<float>(beta2_), c2 = static_cast<float>(1.0 - beta2_), s2 = static_cast<float>(std::sqrt(bc2)),
-                    eps = static_cast<float>(eps_), neg = static_cast<float>(-lr / bc1);
-        at::parallel_for(0, param.numel(), 1 << 15, [&](int64_t a, int64_t b) { FusedAdamWRange(pp, gp, mp, vp, a, b, decay, w1, b2, c2, s2, eps, neg); });
+      if (FusedSupported(param) && grad.scalar_type() == param.scalar_type()) {
+        auto& f = fused[{param.device().str(), param.scalar_type()}];
+        f[0].push_back(param);
+        f[1].push_back(grad);
+        f[2].push_back(exp_avg_[k]);
+        f[3].push_back(exp_avg_sq_[k]);
+        f[4].push_back(at::scalar_tensor(step, at::TensorOptions().dtype(at::kFloat).device(param.device())));
         continue;
       }
       if (g.weight_decay != 0.0) param.mul_(1.0 - lr * g.weight_decay);
       exp_avg_[k].lerp_(grad, 1.0 - beta1_);
       exp_avg_sq_[k].mul_(beta2_).addcmul_(grad, grad, 1.0 - beta2_);
-      const double bc1 = 1.0 - std::pow(beta1_, static_cast<double>(step));
-      const double bc2 = 1.0 - std::pow(beta2_, static_cast<double>(step));
+      const double bc1 = 1.0 - std::pow(beta1_, step);
+      const double bc2 = 1.0 - std::pow(beta2_, step);
       at::Tensor denom = (exp_avg_sq_[k].sqrt() / std::sqrt(bc2)).add_(eps_);
       param.addcdiv_(exp_avg_[k], denom, -lr / bc1);
     }
+    for (auto& [key, f] : fused)
+      at::_fused_adamw_(f[0], f[1], f[2], f[3], {}, f[4], lr, beta1_, beta2_, g.weight_decay, eps_, /*amsgrad=*/false, /*maximize=*/false);
   }
 }
 
