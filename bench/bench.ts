@@ -127,13 +127,12 @@ async function main() {
   }
   // Machine limits, measured in the same run: matmul GFLOP/s and memory-read GB/s.
   {
-    const a = tensor(new Float32Array(1024 * 768).fill(0.5), { shape: [1024, 768] }), b = tensor(new Float32Array(768 * 3072).fill(0.25), { shape: [768, 3072] });
-    const s = await timed(async () => a.matmul(b).dispose(), 2, 5);
-    results.matmul_gflops = (2 * 1024 * 768 * 3072) / s / 1e9;
+    // GPT-2's MLP shape on the compute thread with libtorch's threads, the best of the oneDNN linear and addmm
+    results.matmul_gflops = (await binding.matmulLimit(1024, 768, 3072, 5)) / 1e9;
     results.memory_read_gbs = await readGBs();
   }
   // The peers run in child processes that answer one run per request, so that their runs interleave with torchlm's
-  // (this machine's memory bandwidth drifts by 2x over minutes: runs minutes apart are not comparable).
+  // (a shared machine's memory bandwidth can drift by 2x over minutes: runs minutes apart are not comparable).
   const noPeers = argv.includes("--no-peers");
   let hf: Peer | null = null, peer: Peer | null = null;
   let hfNote = "", jsNote = "";

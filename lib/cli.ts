@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // torchlm's command line: generate, finetune, evaluate, bench, info.
 import { Command, InvalidArgumentError, Option } from "commander";
-import { readFileSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import {
   AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments,
   default_device, load_dataset, set_num_threads, torch_info, type Dataset, type GenerateOptions,
@@ -158,9 +158,16 @@ export function buildProgram(): Command {
   return program;
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href || process.argv[1]?.endsWith("/torchlm")) {
-  buildProgram().parseAsync(process.argv).catch((e: Error) => {
-    console.error(`torchlm: ${e.message}`);
+/** Runs the command line; exits 1 with the error's message on failure (2 on bad usage, from commander). */
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    console.error(`torchlm: ${(e as Error).message}`);
     process.exit(1);
-  });
+  }
 }
+
+// `node .../dist/lib/cli.js` run directly, through a symlinked path too (bin/torchlm.js is the package's command)
+const invoked = process.argv[1] ? (() => { try { return realpathSync(process.argv[1]!); } catch { return ""; } })() : "";
+if (invoked === realpathSync(fileURLToPath(import.meta.url))) await main(process.argv);

@@ -43,7 +43,7 @@ export interface FromPretrainedOptions {
 
 const FLOAT_DTYPES = ["float32", "float16", "bfloat16"] as const;
 
-/** Integer ids (nested arrays or a Tensor) as an int64 Tensor; the second value says whether it was made here. */
+/** Integer ids (nested arrays or a Tensor) as an int64 Tensor (a Tensor passes through as it is). */
 export function idsTensor(v: IdsLike, name: string, device = "cpu"): Tensor {
   if (v instanceof Tensor) {
     if (v.dtype.startsWith("float") || v.dtype === "bfloat16") throw invalid(name, "integer ids", `a ${v.dtype} Tensor`);
@@ -200,8 +200,14 @@ export class GPT2LMHeadModel {
   }
   /** Parameters, in Hugging Face's order. */
   parameters(): Tensor[] { return this.named_parameters().map(([, t]) => t); }
-  /** The number of parameters (lm_head is tied, so counted once). */
-  num_parameters(): number { return this._native.numParameters(); }
+  /** The number of parameters (lm_head is tied, so counted once); without the token and position embeddings on request. */
+  num_parameters(options: { exclude_embeddings?: boolean } = {}): number {
+    check.knownKeys("num_parameters", options, ["exclude_embeddings"]);
+    const all = this._native.numParameters();
+    if (!options.exclude_embeddings) return all;
+    const c = this.config;
+    return all - c.vocab_size * c.n_embd - c.n_positions * c.n_embd;
+  }
   /** Drops every parameter's gradient. */
   zero_grad(): void { this._native.zeroGrad(); }
 

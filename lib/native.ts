@@ -133,6 +133,7 @@ export interface NativeBinding {
   matvecCalls(): number;
   /** Benchmark probe: memory-read bytes/s streaming `bytes` on every compute thread (or one), the best of `reps` passes. */
   readBandwidth(bytes: number, reps: number, allThreads?: boolean): Promise<number>;
+  matmulLimit(M: number, K: number, N: number, reps: number): Promise<number>;
   /** Benchmark probe: seconds to allocate and first write `bytes` of fresh memory as the loader does (no file read). */
   firstTouch(bytes: number): Promise<number>;
   setRngState(state: NativeTensor): void;
@@ -168,7 +169,7 @@ function load(): NativeBinding {
   if (!path) {
     throw new Error(
       `torchlm's native addon is not built (${candidates[candidates.length - 1]} is missing): run \`npm run build:native\` ` +
-      "in the torchlm folder. It needs libtorch: install libtorch-dev or set LIBTORCH.",
+      "in the torchlm folder. It needs libtorch: python3's torch, LIBTORCH, or torchlm's own .venv (made by the build).",
     );
   }
   const require = createRequire(import.meta.url);
@@ -177,7 +178,8 @@ function load(): NativeBinding {
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     if (/lib(torch|c10)[^ ]*\.so|libtorch|c10\.dll|libc10/.test(msg)) {
-      throw new Error(`libtorch not found: install libtorch-dev or set LIBTORCH, then run \`npm run build:native\` (${msg})`);
+      throw new Error(`libtorch not found: the libtorch the addon was built against is gone (a removed venv or pip uninstall?); ` +
+        `pip install torch==2.13.0 or set LIBTORCH, then run \`npm run build:native\` (${msg})`);
     }
     throw new Error(`torchlm's native addon at ${path} failed to load: ${msg}. Rebuild it with \`npm run build:native\`.`);
   }

@@ -74,6 +74,13 @@ export interface GPT2TokenizerFast {
 }
 
 /** GPT-2's tokenizer with Hugging Face's names: encode, decode, batch_decode, the call form, save_pretrained. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+/** Text with a lone UTF-16 surrogate has no UTF-8 form: Python's tokenizer refuses it, and so does this one. */
+function wellFormed(text: string): string {
+  if (LONE_SURROGATE.test(text)) throw invalid("text", "well-formed text (a lone UTF-16 surrogate has no UTF-8 encoding)", text);
+  return text;
+}
+
 export class GPT2TokenizerFast extends Callable {
   /** @internal */ _tok: Tokenizer;
   /** @internal */ _json: Record<string, any>;
@@ -142,7 +149,7 @@ export class GPT2TokenizerFast extends Callable {
 
   convert_tokens_to_ids(token: string): number | null { return this._tok.token_to_id(token) ?? null; }
   convert_ids_to_tokens(id: number): string { return this._tok.id_to_token(id) ?? (() => { throw invalid("id", "an id of the vocabulary", id); })(); }
-  tokenize(text: string): string[] { return this._tok.tokenize(check.stringOrEmpty("text", text)); }
+  tokenize(text: string): string[] { return this._tok.tokenize(wellFormed(check.stringOrEmpty("text", text))); }
 
   /** Token ids of one text (GPT-2 adds no BOS/EOS); `return_tensors: "pt"` gives a [1, n] int64 Tensor. */
   encode(text: string, options: EncodeOptions & { return_tensors: "pt" }): Tensor;
@@ -165,6 +172,7 @@ export class GPT2TokenizerFast extends Callable {
       list = (ids.reshape(-1).tolist() as number[]);
     } else if (Array.isArray(ids)) list = ids.map((x, i) => (typeof x === "bigint" ? Number(x) : check.integer(`token_ids[${i}]`, x, 0)));
     else throw invalid("token_ids", "an array of ids or a Tensor", ids);
+    if (list.length === 0) return "";  // as Python; @huggingface/tokenizers refuses an empty list
     let text = this._tok.decode(list, { skip_special_tokens: options.skip_special_tokens ?? false, clean_up_tokenization_spaces: false });
     if (options.clean_up_tokenization_spaces ?? this._config.clean_up_tokenization_spaces) text = cleanUp(text);
     return text;
@@ -261,6 +269,7 @@ export class GPT2TokenizerFast extends Callable {
    *  text as it needs: a cut just after a non-space character that is followed by whitespace is always a
    *  pre-token boundary of the byte-level pattern, so the ids of the prefix are a prefix of the ids. */
   #ids(text: string, maxLen: number | null): number[] {
+    wellFormed(text);
     if (maxLen === null) return this._tok.encode(text).ids;
     if (this.#truncationSide === "left") return this._tok.encode(text).ids.slice(-maxLen);
     let chars = maxLen * 8;

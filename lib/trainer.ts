@@ -21,6 +21,9 @@ import { _default_group, all_reduce, barrier, broadcast_parameters, distributed_
 export type Inputs = { input_ids: Tensor; attention_mask?: Tensor; labels?: Tensor; [k: string]: unknown };
 export type LogRow = Record<string, number>;
 
+
+// The inputs of GPT2LMHeadModel.forward, and the label names Hugging Face's Trainer keeps beside them.
+const FORWARD_COLUMNS = new Set(["input_ids", "attention_mask", "position_ids", "labels", "past_key_values", "use_cache", "label", "label_ids"]);
 /** Hugging Face's TrainerState (the part torchlm keeps): saved as trainer_state.json in checkpoints. */
 export class TrainerState {
   epoch = 0;
@@ -180,7 +183,17 @@ export class Trainer {
   }
 
   #collate(ds: Dataset, idx: number[]): Inputs {
-    const batch = this.data_collator(idx.map((i) => ds.get(i)));
+    let rows = idx.map((i) => ds.get(i));
+    if (this.args.remove_unused_columns) {
+      // as Hugging Face's Trainer: the collator sees only the columns GPT2LMHeadModel.forward takes (and label names)
+      const cols = Object.keys(rows[0] ?? {});
+      const keep = cols.filter((c) => FORWARD_COLUMNS.has(c));
+      if (keep.length === 0)
+        throw new TorchlmError(`No column of the dataset (${cols.join(", ")}) is an input of the model's forward (${[...FORWARD_COLUMNS].join(", ")}): ` +
+          "tokenize with map(..., { remove_columns }) or set remove_unused_columns: false");
+      if (keep.length < cols.length) rows = rows.map((r) => Object.fromEntries(keep.map((c) => [c, r[c]])) as Row);
+    }
+    const batch = this.data_collator(rows);
     if (!batch || !(batch.input_ids instanceof Tensor)) throw new TorchlmError("data_collator must return { input_ids, attention_mask?, labels } as Tensors");
     return batch;
   }
@@ -196,6 +209,7 @@ export class Trainer {
     const amp = args.bf16 ? 1 : args.fp16 ? 2 : 0;
     if (args.fp16 && !this.model.device.startsWith("cuda")) throw new TorchlmError("fp16 mixed precision requires a CUDA device");
     const pg = await this.#joinProcessGroup();
+    const flopsParams = this.model.num_parameters({ exclude_embeddings: true });
 
     const bs = args.per_device_train_batch_size;
     const ga = args.gradient_accumulation_steps;
@@ -256,6 +270,8 @@ export class Trainer {
           let gradNorm = 0;
           for (const [k, idx] of window.entries()) {
             const inputs = this.#collate(ds, idx);
+            // Hugging Face's estimate: 6 FLOPs per token and non-embedding parameter (forward and backward)
+            this.state.total_flos += 6 * inputs.input_ids.numel() * flopsParams;
             const last = k === window.length - 1;
             const scale = 1 / window.length;
             if (fused) {

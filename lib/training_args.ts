@@ -185,6 +185,13 @@ export class TrainingArguments {
     if (this.fp16 && this.bf16) throw new TorchlmError("At most one of fp16 and bf16 can be true");
     if (this.eval_strategy !== "no" && this.eval_steps === null) this.eval_steps = this.logging_steps;
     if (this.push_to_hub) throw new TorchlmError("push_to_hub is not supported by torchlm: upload output_dir with @huggingface/hub");
+    // accepted only where torchlm does what the option says (no reporting integrations: "all" finds none installed)
+    for (const r of Array.isArray(this.report_to) ? this.report_to : [this.report_to]) {
+      if (!["none", "all"].includes(r as string))
+        throw invalid("report_to", '"none" (torchlm has no reporting integrations yet: the logs are in trainer.state.log_history and the loss plot)', r);
+    }
+    if (this.load_best_model_at_end) throw new TorchlmError("load_best_model_at_end is not supported by torchlm yet: load the checkpoint you want with from_pretrained");
+    if (!this.save_safetensors) throw new TorchlmError("save_safetensors: false is not supported: torchlm writes checkpoints as safetensors only");
     if (this.fp16 && !this.use_cpu && !this.no_cuda && !cuda_is_available())
       throw new TorchlmError("fp16 mixed precision requires a GPU (not 'mps' or the CPU): use bf16, or fp16 on a CUDA machine");
     if (this.fp16 && (this.use_cpu || this.no_cuda)) throw new TorchlmError("fp16 mixed precision requires a GPU: it cannot be used with use_cpu");

@@ -38,8 +38,8 @@ static inline float Elem(const uint16_t* w, int64_t i) {
   return f;
 }
 
-// ---- acc[0:N] += sum over rows k in [k0, k1) of x[k] * W[k, :] (four rows per pass: one load and store of
-// acc for four contiguous weight streams) ----
+// ---- acc[0:N] += sum over rows k in [k0, k1) of x[k] * W[k, :] (R rows per pass, below: one load and store of
+// acc for R contiguous weight streams) ----
 
 template <typename W>
 static void AxpyRowsScalar(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {

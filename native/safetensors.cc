@@ -80,6 +80,19 @@ static void PreadAll(int fd, uint8_t* dst, uint64_t n, uint64_t offset, const st
   }
 }
 
+// Reads `bytes` of dtype st at `offset` into dst (any dtype, any device) through a staging buffer of kConvertPiece.
+static constexpr uint64_t kConvertPiece = 16ull << 20;
+static void StreamConvert(int fd, const std::string& path, uint64_t offset, uint64_t bytes, at::ScalarType st, size_t item, at::Tensor& dst) {
+  const int64_t numel = static_cast<int64_t>(bytes / item), per = static_cast<int64_t>(kConvertPiece / item);
+  at::Tensor stage = at::empty({std::min(per, numel)}, at::TensorOptions().dtype(st));
+  at::Tensor flat = dst.view({-1});
+  for (int64_t i = 0; i < numel; i += per) {
+    const int64_t n = std::min(per, numel - i);
+    PreadAll(fd, static_cast<uint8_t*>(stage.data_ptr()), static_cast<uint64_t>(n) * item, offset + static_cast<uint64_t>(i) * item, path);
+    flat.narrow(0, i, n).copy_(stage.narrow(0, 0, n));
+  }
+}
+
 std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
     const std::string& path, uint64_t data_start, const std::vector<SafetensorsEntry>& entries,
     c10::optional<at::ScalarType> dtype, at::Device device) {
@@ -122,6 +135,11 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
   std::vector<Piece> pieces;  // reads into the allocator's memory, done below on every thread
   int fd = -1;
   struct CloseFd { int& fd; ~CloseFd() { if (fd >= 0) ::close(fd); } } close_fd{fd};
+  auto open_fd = [&] {
+    if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw UserError("Cannot open " + path + ": " + std::strerror(errno));
+    return fd;
+  };
   for (const auto& e : entries) {
     size_t item = 0;
     at::ScalarType st = StDtype(e.dtype, &item);
@@ -135,8 +153,7 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
       // Read into the allocator's memory (huge pages): streaming the weights every decoded token is about
       // 30% faster than through the file mapping's 4 KB pages, and pread costs no page fault per 4 KB.
       t = at::empty(e.shape, at::TensorOptions().dtype(st));
-      if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) throw UserError("Cannot open " + path + ": " + std::strerror(errno));
+      open_fd();
       const uint64_t piece = kReadPiece;
       for (uint64_t at = 0; at < e.end - e.begin; at += piece)
         pieces.push_back({static_cast<uint8_t*>(t.data_ptr()) + at, std::min(piece, e.end - e.begin - at), data_start + e.begin + at});
@@ -145,12 +162,12 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
       // in-place updates (training) copy-on-write, never touching the file.
       auto keep = file;
       t = at::from_blob(ptr, e.shape, [keep](void*) mutable { keep.reset(); }, at::TensorOptions().dtype(st));
-    } else if (aligned) {
-      t = at::from_blob(ptr, e.shape, at::TensorOptions().dtype(st)).to(device, target, false, true);
     } else {
-      at::Tensor tmp = at::empty(e.shape, at::TensorOptions().dtype(st));
-      std::memcpy(tmp.data_ptr(), ptr, e.end - e.begin);
-      t = tmp.to(device, target, false, true);
+      // Another dtype or another device: converted piece by piece from a bounded staging buffer. Reading through the
+      // mapping kept every page of the file it touched in this process's RSS until the load ended, so a bfloat16 load
+      // peaked at the float32 file plus the result.
+      t = at::empty(e.shape, at::TensorOptions().dtype(target).device(device));
+      StreamConvert(open_fd(), path, data_start + e.begin, e.end - e.begin, st, item, t);
     }
     out.emplace_back(e.name, t);
   }

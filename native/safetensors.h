@@ -33,7 +33,8 @@ class MappedFile {
 
 // Validates entries against the file (offsets inside the data, no overlap, byte length = dtype size x shape)
 // and returns tensors in the requested dtype on the requested device. CPU tensors whose dtype already
-// matches are read straight into the allocator's memory (TORCHLM_MMAP=1: borrow the mapping instead).
+// matches are read straight into the allocator's memory (TORCHLM_MMAP=1: borrow the mapping instead); the others
+// are converted 16 MB at a time, so a converting load holds the result and one piece, never the whole file.
 std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
     const std::string& path, uint64_t data_start, const std::vector<SafetensorsEntry>& entries,
     c10::optional<at::ScalarType> dtype, at::Device device);

@@ -77,6 +77,7 @@ function calls(): Record<string, () => unknown> {
     "ds.shuffle": () => ds.shuffle({ seed: "a" }),
     "ds.get": () => ds.get(10),
     "TrainingArguments": () => new T.TrainingArguments({ learning_rate: "x" }),
+    "TrainingArguments report_to": () => new T.TrainingArguments({ report_to: ["wandb"] }),
     "Trainer": () => new T.Trainer(5),
     "GenerationConfig": () => new T.GenerationConfig({ top_p: 2 }),
     "GPT2Config": () => new T.GPT2Config({ n_embd: -1 }),
@@ -97,6 +98,13 @@ test.each(Object.keys(calls()))("%s: a TorchlmError in the one shape", async (na
   }
   expect(err).toBeInstanceOf(t.TorchlmError);
   expect((err as Error).message).toMatch(/^Expected .+ for .+ but received .+/);
+});
+
+test("options torchlm does not implement are refused, not ignored", () => {
+  expect(() => new t.TrainingArguments({ report_to: "tensorboard" })).toThrow(/^Expected "none" .* for report_to but received "tensorboard"/);
+  expect(() => new t.TrainingArguments({ load_best_model_at_end: true })).toThrow(/load_best_model_at_end is not supported/);
+  expect(() => new t.TrainingArguments({ save_safetensors: false })).toThrow(/save_safetensors: false is not supported/);
+  for (const report_to of ["none", "all", ["none"], []] as const) expect(new t.TrainingArguments({ report_to: report_to as any }).report_to).toEqual(report_to);
 });
 
 test("unknown options name themselves and the known ones", async () => {

@@ -1,5 +1,9 @@
-import { readFileSync, readdirSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { copyFileSync, cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
+import { torch_info } from "../lib/index.js";
 
 const root = join(import.meta.dirname ?? process.cwd(), "..");
 
@@ -13,3 +17,16 @@ test("binding.gyp and CMakeLists.txt build the same native sources, and all of t
   const onDisk = readdirSync(join(root, "native")).filter((f) => f.endsWith(".cc")).map((f) => `native/${f}`).sort();
   expect(fromCmake).toEqual(onDisk);
 });
+
+test("node-gyp (npm run build:gyp) builds the same sources into an addon that loads on the same libtorch", async () => {
+  // in a copy of the package, so that the cmake-js build in build/ stays as it is
+  const dir = mkdtempSync(join(tmpdir(), "torchlm-gyp-"));
+  for (const f of ["binding.gyp", "package.json"]) copyFileSync(join(root, f), join(dir, f));
+  for (const d of ["native", "scripts"]) cpSync(join(root, d), join(dir, d), { recursive: true });
+  symlinkSync(join(root, "node_modules"), join(dir, "node_modules"), "dir");
+  const Torch_DIR = execFileSync(process.execPath, [join(root, "scripts", "find-libtorch.mjs")], { encoding: "utf8" }).trim();
+  await promisify(execFile)("npm", ["run", "build:gyp"], { cwd: dir, env: { ...process.env, Torch_DIR }, timeout: 1_500_000, maxBuffer: 1 << 26 });
+  const info = execFileSync(process.execPath, ["-e", `process.stdout.write(JSON.stringify(require(${JSON.stringify(join(dir, "build", "Release", "torchlm.node"))}).info()))`], { encoding: "utf8" });
+  expect(JSON.parse(info).torch_version).toBe(torch_info().torch_version);
+  rmSync(dir, { recursive: true, force: true });
+}, 1_600_000);

@@ -1,6 +1,6 @@
 // The CLI and the tutorial, run as a user runs them (compiled to dist/ by `npm ci` / `npm run build`).
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -28,6 +28,17 @@ describe("torchlm CLI", () => {
     expect(info.default_device).toBe("cpu");
     await expect(torchlm(["generate"])).rejects.toMatchObject({ code: 2 });
     await expect(torchlm(["generate", "x", "--top-k", "many"])).rejects.toMatchObject({ code: 2 });
+  });
+
+  test("the package's command and cli.js run through a symlinked node_modules/torchlm (npm link, workspaces, pnpm)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "torchlm-linked-"));
+    mkdirSync(join(dir, "node_modules"));
+    symlinkSync(root, join(dir, "node_modules", "torchlm"), "dir");
+    for (const entry of [join("bin", "torchlm.js"), join("dist", "lib", "cli.js")]) {
+      const { stdout } = await run(process.execPath, [join(dir, "node_modules", "torchlm", entry), "info"], { env, cwd: dir });
+      expect(JSON.parse(stdout).torch_version).toMatch(/^2\./);
+    }
+    rmSync(dir, { recursive: true, force: true });
   });
 
   test("generate streams greedy text; beams and sampling work", async () => {

@@ -30,6 +30,24 @@ describe("GPT-2 tokenizer", () => {
   let tok: GPT2TokenizerFast;
   beforeAll(async () => { tok = await AutoTokenizer.from_pretrained("gpt2"); });
 
+  test("empty and odd input: Python's results, or the library's error shape", () => {
+    // Python (transformers 5): decode([]) == "", batch_decode([[]]) == [""], encode("") == [], and pads and
+    // specials skipped leave "".
+    expect(tok.decode([])).toBe("");
+    expect(tok.decode(tok("", { return_tensors: "pt" }).input_ids as Tensor)).toBe("");
+    expect(tok.batch_decode([[]])).toEqual([""]);
+    expect(tok.batch_decode([])).toEqual([]);
+    expect(tok.encode("")).toEqual([]);
+    expect(tok.tokenize("")).toEqual([]);
+    expect(tok.decode([50256])).toBe("<|endoftext|>");
+    expect(tok.decode([50256, 50256, 50256], { skip_special_tokens: true })).toBe("");
+    expect(tok.encode("<|endoftext|>")).toEqual([50256]);
+    // Python cannot encode a lone surrogate (no UTF-8 form) and raises; here it is the one error shape
+    for (const f of [() => tok.encode("a\ud800b"), () => tok("x\udc00"), () => tok.tokenize("\ud83d")])
+      expect(f).toThrow(/^Expected well-formed text .* for text but received/);
+    expect(tok.encode("😀")).toEqual(tok.encode("\ud83d\ude00"));
+  });
+
   test("ids equal js-tiktoken's gpt2 encoding over a varied corpus of at least 200 KB", () => {
     const enc = getEncoding("gpt2");
     const texts = corpus();

@@ -216,6 +216,30 @@ describe("Trainer", () => {
     await model.dispose();
   });
 
+  test("total_flos counts 6 x tokens x non-embedding parameters; remove_unused_columns hides other columns from the collator", async () => {
+    const model = await fresh();
+    const ids = (randomData(8).column("input_ids") as number[][]);
+    const ds = Dataset.from_dict({ input_ids: ids, text: ids.map((r) => r.join(" ")) });
+    const seen: string[][] = [];
+    const collate = (rows: any[]) => { seen.push(Object.keys(rows[0]).sort()); return lmCollate(rows); };
+    const args = (remove_unused_columns: boolean) => new TrainingArguments({ output_dir: out(), per_device_train_batch_size: 2, max_steps: 3,
+      save_strategy: "no", disable_tqdm: true, plot_loss: false, remove_unused_columns });
+    const t = new Trainer({ model, args: args(true), train_dataset: ds, data_collator: collate });
+    const r = await t.train();
+    const c = model.config;
+    const nonEmbedding = model.num_parameters() - (c.vocab_size + c.n_positions) * c.n_embd;
+    expect(model.num_parameters({ exclude_embeddings: true })).toBe(nonEmbedding);
+    expect(t.state.total_flos).toBe(6 * 3 * 2 * 16 * nonEmbedding);
+    expect(r.metrics.total_flos).toBe(t.state.total_flos);
+    expect(seen.every((k) => JSON.stringify(k) === '["input_ids"]')).toBe(true);
+    seen.length = 0;
+    await new Trainer({ model, args: args(false), train_dataset: ds, data_collator: collate }).train();
+    expect(seen[0]).toEqual(["input_ids", "text"]);
+    const textOnly = Dataset.from_dict({ text: ["a", "b"] });
+    await expect(new Trainer({ model, args: args(true), train_dataset: textOnly, data_collator: collate }).train()).rejects.toThrow(/No column of the dataset \(text\) is an input of the model's forward/);
+    await model.dispose();
+  });
+
   test("bf16 autocast trains on the CPU; a NaN loss stops with a clear error", async () => {
     const model = await fresh();
     const tok = await AutoTokenizer.from_pretrained("gpt2");
