@@ -196,6 +196,10 @@ async function main() {
     results.inference_peak_rss_over_weights = median(rs.map((r) => r.max_rss_bytes / r.weights_bytes));
     results.inference_model_rss_over_weights = median(rs.map((r) => (r.max_rss_bytes - r.baseline_rss_bytes) / r.weights_bytes));
     results.runtime_rss_mb = median(rs.map((r) => r.baseline_rss_bytes / 1e6));
+    // a converting load (the float32 file as bfloat16): its peak against its own weights
+    const b16 = worker("bfloat16");
+    results.inference_peak_rss_bf16_over_weights = b16.max_rss_bytes / b16.weights_bytes;
+    results.inference_model_rss_bf16_over_weights = (b16.max_rss_bytes - b16.baseline_rss_bytes) / b16.weights_bytes;
   }
   const prompt = randIds(1, 8, 2);
   // greedy batch-1 decoding of 128 tokens: the seconds it took and the new tokens
@@ -340,6 +344,7 @@ async function main() {
     results.train_fraction_of_matmul_limit !== undefined ? `training (16 x 64) at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit (6 FLOPs per parameter and token plus attention's, as llm.c counts)` : "",
     `from_pretrained: the median of 3 fresh processes (${results.from_pretrained_in_harness_s!.toFixed(2)} s inside this harness, after its other work); first writing as much fresh memory alone took ${results.fresh_memory_first_touch_s!.toFixed(2)} s (median of 3 processes alternating with the loads); transformers' figure is its from_pretrained in the peer process`,
     `peak RSS of inference (a fresh process: load, decode 32 tokens) ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights with Node and libtorch's code (${results.runtime_rss_mb!.toFixed(0)} MB before loading), ${results.inference_model_rss_over_weights!.toFixed(2)}x for what loading and decoding added; PyTorch eager ${py?.inference_peak_rss_over_weights === undefined ? "not measured" : `${py.inference_peak_rss_over_weights.toFixed(2)}x (${py.runtime_rss_mb!.toFixed(0)} MB before loading)`}; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
+    `peak RSS per dtype (load from the float32 file + 32 tokens, a fresh process each, over that dtype's weights): float32 ${results.inference_peak_rss_over_weights!.toFixed(2)}x (the model adds ${results.inference_model_rss_over_weights!.toFixed(2)}x), bfloat16 ${results.inference_peak_rss_bf16_over_weights!.toFixed(2)}x (the model adds ${results.inference_model_rss_bf16_over_weights!.toFixed(2)}x)`,
     results.imdb_load_and_tokenize_s !== undefined ? `IMDB-sized data: ${results.imdb_rows} rows, ${results.imdb_text_mb!.toFixed(1)} MB of text, loaded from parquet and tokenized (max_length 64) in ${results.imdb_load_and_tokenize_s.toFixed(1)} s; RSS grew ${results.imdb_rss_growth_mb!.toFixed(0)} MB` : "",
     results.train_ddp_tokens_per_s !== undefined ? `data-parallel scaling: ${results.ddp_ranks} ranks reach ${(results.train_ddp_tokens_per_s / results.train_1proc_tokens_per_s!).toFixed(2)}x the tokens/s of one process using the same cores` : "",
     sameTokensHf === undefined ? "" : `greedy tokens (batch 1, 128) ${sameTokensHf ? "identical to" : "DIFFERENT from"} transformers' generate on the same weights`,
