@@ -39,9 +39,15 @@ export function step(what, log, cmd, args, options = {}) {
  * Makes (or reuses) the venv at dir holding the pinned packages of requirements/<name>.txt and returns its python.
  * Throws with the end of the pip log when something fails.
  */
+/** The text of requirements/<name>.txt with the files it includes (`-r other.txt`) in place: one pin, one place. */
+function requirementsText(name) {
+  return readFileSync(join(REQUIREMENTS, `${name}.txt`), "utf8").split("\n")
+    .map((l) => (l.startsWith("-r ") ? requirementsText(l.slice(3).trim().replace(/\.txt$/, "")) : l)).join("\n");
+}
+
 export function ensureVenv(dir, name, { why = "" } = {}) {
   const reqFile = join(REQUIREMENTS, `${name}.txt`);
-  const wanted = readFileSync(reqFile, "utf8");
+  const wanted = requirementsText(name);
   const stamp = join(dir, ".torchlm-requirements");
   const py = venvPython(dir);
   if (existsSync(py) && existsSync(stamp) && readFileSync(stamp, "utf8") === wanted) return py;
@@ -52,7 +58,7 @@ export function ensureVenv(dir, name, { why = "" } = {}) {
     const base = basePython();
     step(`creating a Python environment in ${dir}${why ? ` (${why})` : ""} with ${base}`, log, base, ["-m", "venv", dir]);
   }
-  const pins = wanted.split("\n").filter((l) => l.trim() && !l.startsWith("#")).join(" ");
+  const pins = wanted.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")).join(" ");
   step(`pip install ${pins}`, log, py, ["-m", "pip", "install", "--disable-pip-version-check", "-r", reqFile],
     { env: { ...process.env, PIP_NO_INPUT: "1" } });
   writeFileSync(stamp, wanted);
