@@ -15,6 +15,7 @@
         "native/matvec.cc",
         "native/model.cc",
         "native/optimizer.cc",
+        "native/probes.cc",
         "native/safetensors.cc",
         "native/tensor.cc"
       ],

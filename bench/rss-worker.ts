@@ -6,11 +6,11 @@
 // this machine (a VM whose host takes freed memory back, so fresh memory is slow to touch at some moments).
 import { readFileSync, statSync } from "node:fs";
 import { GPT2LMHeadModel } from "../lib/index.js";
-import { binding } from "../lib/native.js";
+import { probes } from "../lib/native.js";
 
 const status = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN) * 1024;
 if (process.argv[3] === "touch") {
-  console.log(JSON.stringify({ touch_s: await binding.firstTouch(statSync(`${process.argv[2]}/model.safetensors`).size) }));
+  console.log(JSON.stringify({ touch_s: await probes.firstTouch(statSync(`${process.argv[2]}/model.safetensors`).size) }));
 } else {
   const dtype = process.argv[3] as "bfloat16" | "float16" | undefined;
   const baseline = status("VmRSS");

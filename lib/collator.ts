@@ -1,6 +1,6 @@
 // DataCollatorForLanguageModeling (mlm: false): pads a list of rows into int64 tensors with labels.
 import { Callable } from "./callable.js";
-import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import { Tensor, tensor } from "./tensor.js";
 import type { GPT2TokenizerFast } from "./tokenizer.js";
 
@@ -35,7 +35,7 @@ export class DataCollatorForLanguageModeling extends Callable {
     this.tokenizer = tokenizer;
     this.mlm = check.boolean("mlm", options.mlm ?? true);
     if (this.mlm)
-      throw new TorchlmError("mlm: true (masked language modelling) needs a model like BERT; GPT-2 is a causal language model: pass { mlm: false }");
+      throw new InvalidArgumentError("mlm: true (masked language modelling) needs a model like BERT; GPT-2 is a causal language model: pass { mlm: false }");
     this.pad_to_multiple_of = options.pad_to_multiple_of ?? null;
     if (this.pad_to_multiple_of !== null) check.integer("pad_to_multiple_of", this.pad_to_multiple_of, 1);
     if (options.return_tensors !== undefined && options.return_tensors !== "pt") throw invalid("return_tensors", '"pt"', options.return_tensors);
@@ -54,7 +54,7 @@ export class DataCollatorForLanguageModeling extends Callable {
     let L = Math.max(...rows.map((r) => r.ids.length));
     if (this.pad_to_multiple_of) L = Math.ceil(L / this.pad_to_multiple_of) * this.pad_to_multiple_of;
     if (padId === null && rows.some((r) => r.ids.length !== L))
-      throw new TorchlmError("Asking to pad but the tokenizer does not have a padding token: set tokenizer.pad_token = tokenizer.eos_token");
+      throw new InvalidArgumentError("Asking to pad but the tokenizer does not have a padding token: set tokenizer.pad_token = tokenizer.eos_token");
     const B = rows.length;
     const ids = new Int32Array(B * L);
     const mask = new Int32Array(B * L);

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { check, isPlainObject, TorchlmError } from "./errors.js";
+import { check, InvalidArgumentError, isPlainObject } from "./errors.js";
 
 /** Hugging Face's GPT2Config, with its names and defaults. Unknown fields are kept, as in Python. */
 export class GPT2Config {
@@ -28,16 +28,16 @@ export class GPT2Config {
   [key: string]: unknown;
 
   constructor(values: Record<string, unknown> = {}) {
-    if (!isPlainObject(values)) throw new TorchlmError("GPT2Config expects an object of config values");
+    if (!isPlainObject(values)) throw new InvalidArgumentError("GPT2Config expects an object of config values");
     Object.assign(this, values);
-    if (this.model_type !== "gpt2") throw new TorchlmError(`Unknown model_type ${JSON.stringify(this.model_type)}: torchlm supports gpt2`);
+    if (this.model_type !== "gpt2") throw new InvalidArgumentError(`Unknown model_type ${JSON.stringify(this.model_type)}: torchlm supports gpt2`);
     for (const k of ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] as const) check.integer(`config.${k}`, this[k], 1, 1e7);
     if (this.n_inner !== null && this.n_inner !== undefined) check.integer("config.n_inner", this.n_inner, 1, 1e8);
-    if (this.n_embd % this.n_head !== 0) throw new TorchlmError(`config.n_embd (${this.n_embd}) must be divisible by config.n_head (${this.n_head})`);
+    if (this.n_embd % this.n_head !== 0) throw new InvalidArgumentError(`config.n_embd (${this.n_embd}) must be divisible by config.n_head (${this.n_head})`);
     check.oneOf("config.activation_function", this.activation_function, ["gelu_new", "gelu", "gelu_pytorch_tanh", "relu"]);
     for (const k of ["resid_pdrop", "embd_pdrop", "attn_pdrop"] as const) check.number(`config.${k}`, this[k], 0, 1);
     check.number("config.layer_norm_epsilon", this.layer_norm_epsilon, 0, 1, true);
-    if (this.reorder_and_upcast_attn) throw new TorchlmError("config.reorder_and_upcast_attn is not supported by torchlm");
+    if (this.reorder_and_upcast_attn) throw new InvalidArgumentError("config.reorder_and_upcast_attn is not supported by torchlm");
   }
 
   /** Loads config.json; an unknown model_type is an error naming it. */
@@ -46,15 +46,15 @@ export class GPT2Config {
     try {
       raw = await readFile(path, "utf8");
     } catch (e) {
-      throw new TorchlmError(`Cannot read ${path}: ${(e as Error).message}`);
+      throw new InvalidArgumentError(`Cannot read ${path}: ${(e as Error).message}`);
     }
     let json: unknown;
     try {
       json = JSON.parse(raw);
     } catch (e) {
-      throw new TorchlmError(`${path} is not valid JSON: ${(e as Error).message}`);
+      throw new InvalidArgumentError(`${path} is not valid JSON: ${(e as Error).message}`);
     }
-    if (!isPlainObject(json)) throw new TorchlmError(`${path} does not hold a JSON object`);
+    if (!isPlainObject(json)) throw new InvalidArgumentError(`${path} does not hold a JSON object`);
     return new GPT2Config(json as Record<string, unknown>);
   }
 

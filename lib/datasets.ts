@@ -6,7 +6,7 @@ import { extname, join, relative, resolve as resolvePath } from "node:path";
 import { listFiles } from "@huggingface/hub";
 import { asyncBufferFromFile, parquetReadObjects } from "hyparquet";
 import { parse as parseCsv } from "csv-parse/sync";
-import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject, TorchlmError } from "./errors.js";
 import { checkRepoId, hubCacheDir, hubEndpoint, isOffline, repoFolder, resolveHubFile } from "./hub.js";
 import { bar } from "./progress.js";
 import { Tensor } from "./tensor.js";
@@ -59,7 +59,7 @@ function toColumn(name: string, v: unknown, n?: number): Column {
   }
   if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return { kind: "numbers", data: v as Numeric };
   if (!Array.isArray(v)) throw invalid(`column ${name}`, "an array, a typed array or a Tensor with one entry per row", v);
-  if (n !== undefined && v.length !== n) throw new TorchlmError(`Column ${name} has ${v.length} rows but ${n} were expected`);
+  if (n !== undefined && v.length !== n) throw new InvalidArgumentError(`Column ${name} has ${v.length} rows but ${n} were expected`);
   if (v.length > 0 && v.every((x) => typeof x === "number" && Number.isInteger(x) && Math.abs(x) < 2 ** 31))
     return { kind: "numbers", data: Int32Array.from(v as number[]) };
   if (v.length > 0 && v.every((x) => typeof x === "number")) return { kind: "numbers", data: Float64Array.from(v as number[]) };
@@ -133,7 +133,7 @@ export class Dataset implements Iterable<Row> {
     this._cols = cols;
     const lens = [...cols.values()].map(colLength);
     this.#length = length ?? lens[0] ?? 0;
-    for (const [name, c] of cols) if (colLength(c) !== this.#length) throw new TorchlmError(`Column ${name} has ${colLength(c)} rows but the dataset has ${this.#length}`);
+    for (const [name, c] of cols) if (colLength(c) !== this.#length) throw new InvalidArgumentError(`Column ${name} has ${colLength(c)} rows but the dataset has ${this.#length}`);
   }
 
   static from_dict(columns: Record<string, unknown>): Dataset {
@@ -165,7 +165,7 @@ export class Dataset implements Iterable<Row> {
   /** A column's values, as `dataset["text"]` in Python. */
   column(name: string): unknown[] {
     const c = this._cols.get(name);
-    if (!c) throw new TorchlmError(`Column ${name} not in the dataset: it has ${this.column_names.join(", ")}`);
+    if (!c) throw new InvalidArgumentError(`Column ${name} not in the dataset: it has ${this.column_names.join(", ")}`);
     return Array.from({ length: this.#length }, (_, i) => cell(c, i));
   }
 
@@ -213,7 +213,7 @@ export class Dataset implements Iterable<Row> {
 
   remove_columns(names: string[] | string): Dataset {
     const list = typeof names === "string" ? [names] : names;
-    for (const n of list) if (!this._cols.has(n)) throw new TorchlmError(`Column ${n} not in the dataset: it has ${this.column_names.join(", ")}`);
+    for (const n of list) if (!this._cols.has(n)) throw new InvalidArgumentError(`Column ${n} not in the dataset: it has ${this.column_names.join(", ")}`);
     return new Dataset(new Map([...this._cols].filter(([k]) => !list.includes(k))), this.#length);
   }
 
@@ -231,7 +231,7 @@ export class Dataset implements Iterable<Row> {
     if (options.batch_size !== undefined) check.integer("batch_size", options.batch_size, 1);
     const batchSize = batched ? options.batch_size ?? 1000 : 1;
     const remove = options.remove_columns === undefined ? [] : typeof options.remove_columns === "string" ? [options.remove_columns] : options.remove_columns;
-    for (const r of remove) if (!this._cols.has(r)) throw new TorchlmError(`Column ${r} in remove_columns is not in the dataset: it has ${this.column_names.join(", ")}`);
+    for (const r of remove) if (!this._cols.has(r)) throw new InvalidArgumentError(`Column ${r} in remove_columns is not in the dataset: it has ${this.column_names.join(", ")}`);
     const pieces = new Map<string, Column[]>();
     const keptPieces = new Map<string, Column[]>();
     const progress = bar("Map", this.#length, undefined, options.disable_progress || this.#length < 10_000);
@@ -251,12 +251,12 @@ export class Dataset implements Iterable<Row> {
       let n = end - start;
       if (batched) {
         const lens = entries.map(([k, v]) => colLength(toColumn(k, v)));
-        if (lens.length && lens.some((l) => l !== lens[0])) throw new TorchlmError(`The mapped function returned columns of different lengths: ${entries.map(([k], i) => `${k}: ${lens[i]}`).join(", ")}`);
+        if (lens.length && lens.some((l) => l !== lens[0])) throw new InvalidArgumentError(`The mapped function returned columns of different lengths: ${entries.map(([k], i) => `${k}: ${lens[i]}`).join(", ")}`);
         if (lens.length) n = lens[0]!;
       }
       const kept = this.column_names.filter((k) => !remove.includes(k) && !entries.some(([e]) => e === k));
       if (n !== end - start && kept.length)
-        throw new TorchlmError(`The mapped function returned ${n} rows for a batch of ${end - start}: remove the old columns (${kept.join(", ")}) with remove_columns`);
+        throw new InvalidArgumentError(`The mapped function returned ${n} rows for a batch of ${end - start}: remove the old columns (${kept.join(", ")}) with remove_columns`);
       for (const [k, v] of entries) {
         const col = batched ? toColumn(k, v) : toColumn(k, [v instanceof Tensor ? v.tolist() : v]);
         if (!pieces.has(k)) pieces.set(k, []);
@@ -274,7 +274,7 @@ export class Dataset implements Iterable<Row> {
     for (const k of this.column_names) if (keptPieces.has(k) && !pieces.has(k)) cols.set(k, concat(keptPieces.get(k)!));
     for (const [k, ps] of pieces) {
       const c = concat(ps);
-      if (colLength(c) !== rowsOut) throw new TorchlmError(`Column ${k} was not returned for every batch`);
+      if (colLength(c) !== rowsOut) throw new InvalidArgumentError(`Column ${k} was not returned for every batch`);
       cols.set(k, c);
     }
     return new Dataset(cols, rowsOut);
@@ -300,14 +300,14 @@ export class Dataset implements Iterable<Row> {
 
   static async load_from_disk(dir: string): Promise<Dataset> {
     const infoPath = join(dir, "dataset_info.json");
-    if (!existsSync(infoPath)) throw new TorchlmError(`${dir} is not a dataset saved by save_to_disk (no dataset_info.json)`);
+    if (!existsSync(infoPath)) throw new InvalidArgumentError(`${dir} is not a dataset saved by save_to_disk (no dataset_info.json)`);
     const info = JSON.parse(await readFile(infoPath, "utf8"));
     const types: Record<string, { new (b: ArrayBuffer, o: number, n: number): Numeric; BYTES_PER_ELEMENT: number }> = { Int32Array, Float32Array, Float64Array, BigInt64Array, Uint8Array } as never;
     const cols = new Map<string, Column>();
     for (const c of info.columns) {
       if (c.kind === "values") { cols.set(c.name, { kind: "values", data: JSON.parse(await readFile(join(dir, c.file + ".json"), "utf8")) }); continue; }
       const T = types[c.type];
-      if (!T) throw new TorchlmError(`${dir}: unknown column type ${c.type}`);
+      if (!T) throw new InvalidArgumentError(`${dir}: unknown column type ${c.type}`);
       const buf = await readFile(join(dir, c.file + ".bin"));
       const copy = new Uint8Array(buf).buffer;
       const data = new T(copy, 0, copy.byteLength / T.BYTES_PER_ELEMENT);
@@ -353,7 +353,7 @@ const BUILDERS: Record<string, string> = { parquet: ".parquet", json: ".json", c
 
 function jsonLines(text: string, path: string): Row[] {
   return text.split(/\r?\n/).filter((l) => l.trim()).map((l, i) => {
-    try { return JSON.parse(l) as Row; } catch (e) { throw new TorchlmError(`${path}:${i + 1} is not valid JSON: ${(e as Error).message}`); }
+    try { return JSON.parse(l) as Row; } catch (e) { throw new InvalidArgumentError(`${path}:${i + 1} is not valid JSON: ${(e as Error).message}`); }
   });
 }
 
@@ -362,13 +362,13 @@ async function readFiles(paths: string[], builderExt?: string): Promise<Dataset>
   for (const p of paths) {
     const ext = builderExt ?? (p.endsWith(".jsonl.gz") ? ".jsonl" : extname(p).toLowerCase());
     const reader = READERS[ext];
-    if (!reader) throw new TorchlmError(`Cannot read ${p}: torchlm reads parquet, json, jsonl, csv, tsv and text files`);
+    if (!reader) throw new InvalidArgumentError(`Cannot read ${p}: torchlm reads parquet, json, jsonl, csv, tsv and text files`);
     const out = await reader(p);
     parts.push(out instanceof Dataset ? out : Dataset.from_list(out));
   }
   if (parts.length === 1) return parts[0]!;
   const names = parts[0]!.column_names;
-  for (const p of parts) if (p.column_names.join() !== names.join()) throw new TorchlmError(`Data files have different columns: ${names.join(", ")} vs ${p.column_names.join(", ")}`);
+  for (const p of parts) if (p.column_names.join() !== names.join()) throw new InvalidArgumentError(`Data files have different columns: ${names.join(", ")} vs ${p.column_names.join(", ")}`);
   return new Dataset(new Map(names.map((n) => [n, concat(parts.map((p) => p._cols.get(n)!))])));
 }
 
@@ -404,7 +404,7 @@ function pickSplit<T>(splits: Record<string, T>, split: string | undefined, wher
   const m = /^(\w+)(\[.*\])?$/.exec(split);
   if (!m || m[2]) throw invalid("split", 'a split name such as "train" (slices like train[:10%] are not supported: use select)', split);
   const s = splits[m[1]!];
-  if (s === undefined) throw new TorchlmError(`Unknown split "${split}" for ${where}: it has ${Object.keys(splits).join(", ") || "no data files"}`);
+  if (s === undefined) throw new InvalidArgumentError(`Unknown split "${split}" for ${where}: it has ${Object.keys(splits).join(", ") || "no data files"}`);
   return s;
 }
 
@@ -442,7 +442,7 @@ export async function load_dataset(path: string, options: LoadDatasetOptions = {
   };
   // A builder name with data_files: load_dataset("csv", { data_files: "reviews.csv" })
   if (BUILDERS[path]) {
-    if (!data_files) throw new TorchlmError(`load_dataset("${path}") needs data_files`);
+    if (!data_files) throw new InvalidArgumentError(`load_dataset("${path}") needs data_files`);
     return load(normalise(data_files, process.cwd()), path, BUILDERS[path]);
   }
   const local = resolvePath(path);
@@ -467,7 +467,7 @@ export async function load_dataset(path: string, options: LoadDatasetOptions = {
   }
   const files = await listHubFiles(path, revision);
   const splits = groupSplits(files);
-  if (Object.keys(splits).length === 0) throw new TorchlmError(`Dataset ${path} has no parquet, json, csv or text data files that torchlm can read`);
+  if (Object.keys(splits).length === 0) throw new InvalidArgumentError(`Dataset ${path} has no parquet, json, csv or text data files that torchlm can read`);
   const chosen = pickSplit(splits, split, path);
   const fetchAll = async (fs: string[]) => Promise.all(fs.map(async (f) => (await resolveHubFile(path, f, { type: "dataset", revision, progress: true }))!));
   if (Array.isArray(chosen)) return readFiles(await fetchAll(chosen));
@@ -507,13 +507,13 @@ async function listHubFiles(repoId: string, revision: string): Promise<string[]>
       const cached = fromCache();
       if (cached) return cached;
       throw new TorchlmError(`Cannot list the files of dataset ${repoId} on ${hubEndpoint()} (${(e as Error).message}), and it is not in the cache at ${folder}. ` +
-        "Check the network, or set HF_HUB_OFFLINE=1 and use a cached copy or local files.");
+        "Check the network, or set HF_HUB_OFFLINE=1 and use a cached copy or local files.", "ERR_TORCHLM_HUB");
     }
   }
   const cached = fromCache();
   if (cached) return cached;
   throw new TorchlmError(`Dataset ${repoId} (revision ${revision}) is not in the Hugging Face cache at ${folder} (HF_HUB_CACHE=${hubCacheDir()}), ` +
     "and HF_HUB_OFFLINE is set so nothing is downloaded. Download it once with network access, or pass local files: " +
-    `load_dataset("parquet", { data_files: { train: "train.parquet" } }).`);
+    `load_dataset("parquet", { data_files: { train: "train.parquet" } }).`, "ERR_TORCHLM_HUB");
 }
 

@@ -1,6 +1,6 @@
 // torch.distributed, the part data-parallel training needs: env:// rendezvous with torchrun's variables
 // (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) on PyTorch's c10d engine (Gloo).
-import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { binding, type NativeModel, type NativeProcessGroup } from "./native.js";
 import { permutation } from "./datasets.js";
 
@@ -22,11 +22,11 @@ let group: NativeProcessGroup | null = null;
 function envInt(name: string, fallback: number | null, min: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === "") {
-    if (fallback === null) throw new TorchlmError(`${name} is not set: start the job with \`torchlm launch\` (or torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)`);
+    if (fallback === null) throw new InvalidArgumentError(`${name} is not set: start the job with \`torchlm launch\` (or torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)`);
     return fallback;
   }
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) throw new TorchlmError(`Expected an integer of at least ${min} for the environment variable ${name} but received ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(v) || v < min) throw new InvalidArgumentError(`Expected an integer of at least ${min} for the environment variable ${name} but received ${JSON.stringify(raw)}`);
   return v;
 }
 
@@ -35,7 +35,7 @@ export function distributed_env(): DistributedEnv | null {
   const world = envInt("WORLD_SIZE", 1, 1);
   if (world === 1) return null;
   const rank = envInt("RANK", null, 0);
-  if (rank >= world) throw new TorchlmError(`RANK ${rank} is not below WORLD_SIZE ${world}`);
+  if (rank >= world) throw new InvalidArgumentError(`RANK ${rank} is not below WORLD_SIZE ${world}`);
   return {
     rank, world_size: world, local_rank: envInt("LOCAL_RANK", rank, 0),
     master_addr: process.env.MASTER_ADDR || "127.0.0.1", master_port: envInt("MASTER_PORT", 29500, 1),
@@ -46,10 +46,10 @@ export function distributed_env(): DistributedEnv | null {
 export async function init_process_group(options: InitProcessGroupOptions = {}): Promise<void> {
   if (!isPlainObject(options)) throw invalid("init_process_group options", "an object", options);
   check.knownKeys("init_process_group", options, ["backend", "timeout", "rank", "world_size", "master_addr", "master_port"]);
-  if (group) throw new TorchlmError("The default process group is already initialized: call destroy_process_group() first");
+  if (group) throw new InvalidArgumentError("The default process group is already initialized: call destroy_process_group() first");
   if (options.backend !== undefined) check.oneOf("backend", options.backend, ["gloo"] as const);
   if (!binding.distributedAvailable) {
-    throw new TorchlmError("This torchlm build has no distributed support: libtorch's Gloo headers were missing when it was built " +
+    throw new InvalidArgumentError("This torchlm build has no distributed support: libtorch's Gloo headers were missing when it was built " +
       "(install libgloo-dev, then run `npm run build:native`)");
   }
   const env = distributed_env();

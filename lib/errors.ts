@@ -1,6 +1,59 @@
-/** The one error shape of torchlm: what was expected, for which argument, and what was received. */
+/**
+ * torchlm's errors. Every one is a TorchlmError with a `code`; the message has one shape where an argument is at
+ * fault: `Expected ${expected} for ${name} but received ${received}`. Errors from the addon keep the caller's
+ * JavaScript stack and the native side's kind: the caller's mistake, a disposed object, an abort, or libtorch's own.
+ */
+export type ErrorCode =
+  | "ERR_TORCHLM_INVALID_ARGUMENT"
+  | "ERR_TORCHLM_DISPOSED"
+  | "ABORT_ERR"
+  | "ERR_TORCHLM_NATIVE"
+  | "ERR_TORCHLM_ADDON_NOT_BUILT"
+  | "ERR_TORCHLM_LIBTORCH_NOT_FOUND"
+  | "ERR_TORCHLM_ADDON_LOAD"
+  | "ERR_TORCHLM_IO"
+  | "ERR_TORCHLM_HUB"
+  | "ERR_TORCHLM_NONFINITE_LOSS"
+  | "ERR_TORCHLM_INTERRUPTED";
+
+/** The base of torchlm's errors; `code` says which kind. */
 export class TorchlmError extends Error {
   override name = "TorchlmError";
+  readonly code: ErrorCode;
+  constructor(message: string, code: ErrorCode) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** An argument, option, input file or state of the call that cannot work (ERR_TORCHLM_INVALID_ARGUMENT). */
+export class InvalidArgumentError extends TorchlmError {
+  override name = "InvalidArgumentError";
+  constructor(message: string) { super(message, "ERR_TORCHLM_INVALID_ARGUMENT"); }
+}
+
+/** A tensor, model or process group used after dispose() (ERR_TORCHLM_DISPOSED). */
+export class DisposedError extends TorchlmError {
+  override name = "DisposedError";
+  constructor(message: string) { super(message, "ERR_TORCHLM_DISPOSED"); }
+}
+
+/** Work cancelled through its AbortSignal: name "AbortError" and code "ABORT_ERR", as Node's own. */
+export class AbortError extends TorchlmError {
+  override name = "AbortError";
+  constructor(message = "The operation was aborted") { super(message, "ABORT_ERR"); }
+}
+
+/** libtorch (or the system below it) failed where the arguments were valid (ERR_TORCHLM_NATIVE). */
+export class NativeError extends TorchlmError {
+  override name = "NativeError";
+  constructor(message: string) { super(message, "ERR_TORCHLM_NATIVE"); }
+}
+
+/** The addon cannot be loaded: not built, libtorch gone, or another load failure. */
+export class AddonLoadError extends TorchlmError {
+  override name = "AddonLoadError";
+  constructor(message: string, code: "ERR_TORCHLM_ADDON_NOT_BUILT" | "ERR_TORCHLM_LIBTORCH_NOT_FOUND" | "ERR_TORCHLM_ADDON_LOAD") { super(message, code); }
 }
 
 function describe(v: unknown): string {
@@ -13,8 +66,8 @@ function describe(v: unknown): string {
 }
 
 /** `Expected ${expected} for ${name} but received ${received}`. */
-export function invalid(name: string, expected: string, received: unknown): TorchlmError {
-  return new TorchlmError(`Expected ${expected} for ${name} but received ${describe(received)}`);
+export function invalid(name: string, expected: string, received: unknown): InvalidArgumentError {
+  return new InvalidArgumentError(`Expected ${expected} for ${name} but received ${describe(received)}`);
 }
 
 export function isPlainObject(v: unknown): boolean {
@@ -57,7 +110,7 @@ export const check = {
   /** Rejects keys that are not in `known`, naming the first unknown one. */
   knownKeys(what: string, options: object, known: readonly string[]): void {
     for (const key of Object.keys(options)) {
-      if (!known.includes(key)) throw new TorchlmError(`Unknown option ${key} for ${what}: expected one of ${known.join(", ")}`);
+      if (!known.includes(key)) throw new InvalidArgumentError(`Unknown option ${key} for ${what}: expected one of ${known.join(", ")}`);
     }
   },
 };
@@ -76,11 +129,22 @@ export async function withStack<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The class of an addon error, from the `code` the C++ side set (native/errors.h). */
+function fromNative(message: string, code: unknown): TorchlmError {
+  switch (code) {
+    case "ERR_TORCHLM_INVALID_ARGUMENT": return new InvalidArgumentError(message);
+    case "ERR_TORCHLM_DISPOSED": return new DisposedError(message);
+    case "ABORT_ERR": return new AbortError(message);
+    default: return new NativeError(message);
+  }
+}
+
 export function rethrow(e: unknown, stack?: string): Error {
+  if (e instanceof TorchlmError) return e;
   // Errors from the addon may come from another realm (jest's vm contexts): test the shape, not the class.
-  const message = typeof e === "object" && e !== null && typeof (e as { message?: unknown }).message === "string" ? (e as Error).message : String(e);
-  const err = e instanceof TorchlmError ? e : new TorchlmError(message);
-  if (stack && !(e instanceof TorchlmError)) err.stack = `${err.name}: ${err.message}\n${stack.split("\n").slice(1).join("\n")}`;
+  const o = typeof e === "object" && e !== null ? (e as { message?: unknown; code?: unknown }) : {};
+  const err = fromNative(typeof o.message === "string" ? o.message : String(e), o.code);
+  if (stack) err.stack = `${err.name}: ${err.message}\n${stack.split("\n").slice(1).join("\n")}`;
   return err;
 }
 
@@ -90,7 +154,7 @@ export function native<T>(call: () => T): T {
     return call();
   } catch (e) {
     const err = rethrow(e);
-    Error.captureStackTrace(err, native);
+    if (!(e instanceof TorchlmError)) Error.captureStackTrace(err, native);
     throw err;
   }
 }

@@ -1,7 +1,8 @@
 // generate() and generate_stream(): options merged and checked here, decoding runs natively.
-import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { AbortError, check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { GenerationConfig, GENERATION_KEYS, type GenerationOptions } from "./generation_config.js";
 import { Tensor } from "./tensor.js";
+import type { NativeGenerateConfig } from "./native.js";
 import type { GPT2LMHeadModel, IdsLike } from "./model.js";
 import { idsTensor } from "./model.js";
 
@@ -26,7 +27,7 @@ const CALL_KEYS = ["attention_mask", "generation_config", "seed", "signal", "str
 interface Prepared {
   ids: Tensor;
   mask: Tensor | null;
-  native: Record<string, unknown>;
+  native: NativeGenerateConfig;
   signal?: AbortSignal;
   streamer?: Streamer;
 }
@@ -34,7 +35,7 @@ interface Prepared {
 function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOptions): Prepared {
   if (!isPlainObject(options)) throw invalid("options", "an object of generation options", options);
   for (const k of Object.keys(options)) {
-    if (!CALL_KEYS.includes(k) && !(GENERATION_KEYS as readonly string[]).includes(k)) throw new TorchlmError(`Unknown generation option ${k}`);
+    if (!CALL_KEYS.includes(k) && !(GENERATION_KEYS as readonly string[]).includes(k)) throw new InvalidArgumentError(`Unknown generation option ${k}`);
   }
   const { attention_mask, generation_config, seed, signal, streamer, ...rest } = options;
   const base = generation_config ?? model.generation_config;
@@ -52,12 +53,12 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
     throw invalid("streamer", "an object with put() and end()", streamer);
   // max_new_tokens wins; otherwise max_length counts the prompt, as in Hugging Face.
   let maxNew = g.max_new_tokens ?? g.max_length - T;
-  if (maxNew < 1) throw new TorchlmError(`The prompt has ${T} tokens, which is already max_length ${g.max_length}: set max_new_tokens`);
+  if (maxNew < 1) throw new InvalidArgumentError(`The prompt has ${T} tokens, which is already max_length ${g.max_length}: set max_new_tokens`);
   if (T + maxNew > model.config.n_positions)
-    throw new TorchlmError(`The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ${model.config.n_positions}`);
+    throw new InvalidArgumentError(`The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ${model.config.n_positions}`);
   const eos = g.eos_token_id === null ? [] : Array.isArray(g.eos_token_id) ? g.eos_token_id : [g.eos_token_id];
   const pad = g.pad_token_id ?? eos[0] ?? 0;
-  const nativeOptions: Record<string, unknown> = {
+  const nativeOptions: NativeGenerateConfig = {
     max_new_tokens: maxNew,
     min_new_tokens: g.min_new_tokens ?? 0,
     min_length: g.min_length,
@@ -69,23 +70,21 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
     typical_p: g.typical_p,
     repetition_penalty: g.repetition_penalty,
     no_repeat_ngram_size: g.no_repeat_ngram_size,
-    bad_words_ids: g.bad_words_ids ?? undefined,
+    bad_words_ids: g.bad_words_ids ?? [],
     eos_token_ids: eos,
     pad_token_id: pad,
     num_beams: g.num_beams,
     num_return_sequences: g.num_return_sequences,
     length_penalty: g.length_penalty,
-    early_stopping: g.early_stopping === true ? 1 : g.early_stopping === "never" ? 2 : 0,
+    early_stopping: g.early_stopping === true ? "always" : g.early_stopping === "never" ? "never" : "heuristic",
     use_cache: g.use_cache,
-    seed,
+    seed: seed ?? null,
   };
   return { ids, mask, native: nativeOptions, signal, streamer };
 }
 
-function abortError(signal: AbortSignal): Error {
-  const e = new Error(signal.reason instanceof Error ? signal.reason.message : "generation was aborted");
-  e.name = "AbortError";
-  return e;
+function abortError(signal: AbortSignal): AbortError {
+  return new AbortError(signal.reason instanceof Error ? signal.reason.message : "generation was aborted");
 }
 
 async function run(model: GPT2LMHeadModel, p: Prepared, onTokens: ((t: number[]) => void) | null): Promise<Tensor> {
@@ -94,8 +93,8 @@ async function run(model: GPT2LMHeadModel, p: Prepared, onTokens: ((t: number[])
   const onAbort = () => Atomics.store(cancel, 0, 1);
   p.signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    const out = await model._enqueue(() => withStack(() =>
-      model._native.generate(p.ids._t, p.mask?._t ?? null, p.native, onTokens, cancel)));
+    const out = await withStack(() => model._enqueue(() =>
+      model._native.generate({ input_ids: p.ids._t, attention_mask: p.mask?._t ?? null, config: p.native, on_tokens: onTokens, cancel })));
     return new Tensor(out);
   } catch (e) {
     if (p.signal?.aborted) throw abortError(p.signal);
@@ -121,7 +120,7 @@ export async function generate(model: GPT2LMHeadModel, input_ids: IdsLike, optio
 /** New token ids, one array (a value per row) per step, as they are made. */
 export async function* generate_stream(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOptions = {}): AsyncGenerator<number[]> {
   const p = prepare(model, input_ids, options);
-  if (p.native.num_beams !== 1) throw new TorchlmError("generate_stream does not support beam search (num_beams > 1)");
+  if (p.native.num_beams !== 1) throw new InvalidArgumentError("generate_stream does not support beam search (num_beams > 1)");
   const T = p.ids.shape[1]!;
   const queue: number[][] = [];
   let wake: (() => void) | null = null;

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import type { GPT2Config } from "./config.js";
 
 /** Options of generate(), with Hugging Face's names and defaults. */
@@ -69,7 +69,7 @@ export class GenerationConfig implements GenerationOptions {
     if (!isPlainObject(options) && !(options instanceof GenerationConfig)) throw invalid("generation options", "an object", options);
     for (const [k, v] of Object.entries(options)) {
       if (IGNORED_KEYS.includes(k)) continue;
-      if (!(GENERATION_KEYS as readonly string[]).includes(k)) throw new TorchlmError(`Unknown generation option ${k}`);
+      if (!(GENERATION_KEYS as readonly string[]).includes(k)) throw new InvalidArgumentError(`Unknown generation option ${k}`);
       if (v === undefined) continue;
       (this as unknown as Record<string, unknown>)[k] = v;
     }
@@ -105,10 +105,10 @@ export class GenerationConfig implements GenerationOptions {
         throw invalid("bad_words_ids", "a list of non-empty lists of token ids", this.bad_words_ids);
     }
     if (!this.do_sample && this.num_beams === 1 && this.num_return_sequences > 1)
-      throw new TorchlmError("Greedy decoding does not support num_return_sequences other than 1: set do_sample: true or num_beams > 1");
+      throw new InvalidArgumentError("Greedy decoding does not support num_return_sequences other than 1: set do_sample: true or num_beams > 1");
     if (this.num_beams > 1 && this.num_return_sequences > this.num_beams)
-      throw new TorchlmError(`num_return_sequences (${this.num_return_sequences}) must be at most num_beams (${this.num_beams})`);
-    if (this.num_beams > 1 && this.do_sample) throw new TorchlmError("Beam sampling (num_beams > 1 with do_sample) is not supported: use one or the other");
+      throw new InvalidArgumentError(`num_return_sequences (${this.num_return_sequences}) must be at most num_beams (${this.num_beams})`);
+    if (this.num_beams > 1 && this.do_sample) throw new InvalidArgumentError("Beam sampling (num_beams > 1 with do_sample) is not supported: use one or the other");
   }
 
   /** A copy with options applied. */

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, realpathSync, statSync, writeFileS
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve, sep } from "node:path";
 import { downloadFileToCacheDir } from "@huggingface/hub";
-import { TorchlmError } from "./errors.js";
+import { InvalidArgumentError, TorchlmError } from "./errors.js";
 import { progressFetch } from "./progress.js";
 
 export type RepoType = "model" | "dataset";
@@ -35,12 +35,12 @@ export function repoFolder(repoId: string, type: RepoType): string {
 
 export function checkRepoId(repoId: string): void {
   if (!/^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/.test(repoId) || repoId.includes(".."))
-    throw new TorchlmError(`Invalid repository id ${JSON.stringify(repoId)}: expected "name" or "organisation/name"`);
+    throw new InvalidArgumentError(`Invalid repository id ${JSON.stringify(repoId)}: expected "name" or "organisation/name"`);
 }
 
 function checkFilename(filename: string): void {
   if (isAbsolute(filename) || filename.split(/[\\/]/).some((p) => p === ".." || p === "") || filename.includes("\0"))
-    throw new TorchlmError(`Refusing file name ${JSON.stringify(filename)}: it must stay inside the repository`);
+    throw new InvalidArgumentError(`Refusing file name ${JSON.stringify(filename)}: it must stay inside the repository`);
 }
 
 /** A cached file must resolve (through the snapshot's symlink) to a blob inside the cache. */
@@ -48,7 +48,7 @@ function insideCache(path: string, repoDir: string): string {
   const real = realpathSync(path);
   const root = realpathSync(repoDir);
   if (real !== root && !real.startsWith(root + sep))
-    throw new TorchlmError(`Refusing cached file ${path}: it links outside the cache (${real})`);
+    throw new InvalidArgumentError(`Refusing cached file ${path}: it links outside the cache (${real})`);
   return path;
 }
 
@@ -96,7 +96,7 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
   checkFilename(filename);
   const cached = cachedFile(repoId, filename, type, revision);
   if (cached === "missing") {
-    if (required) throw new TorchlmError(`${filename} does not exist in ${type} ${repoId} (revision ${revision})`);
+    if (required) throw new InvalidArgumentError(`${filename} does not exist in ${type} ${repoId} (revision ${revision})`);
     return null;
   }
   if (cached) return cached;
@@ -105,7 +105,7 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
     throw new TorchlmError(
       `Cannot find ${filename} of ${type} ${repoId} (revision ${revision}) in the Hugging Face cache at ${repoFolder(repoId, type)}, ` +
       "and HF_HUB_OFFLINE (or local_files_only) is set so nothing is downloaded. Download it once with network access " +
-      "(or set HF_HUB_CACHE / HF_HOME to a cache that has it), or pass a local directory.",
+      "(or set HF_HUB_CACHE / HF_HOME to a cache that has it), or pass a local directory.", "ERR_TORCHLM_HUB",
     );
   }
   try {
@@ -134,15 +134,15 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
     const msg = e instanceof Error ? e.message : String(e);
     if (e instanceof TorchlmError) throw e;
     if (/RepoNotFound|401|403|Unauthorized|gated/i.test(msg)) {
-      throw new TorchlmError(`Repository ${repoId} (${type}) was not found on ${hubEndpoint()}: check the id, or set HF_TOKEN if it is private or gated`);
+      throw new InvalidArgumentError(`Repository ${repoId} (${type}) was not found on ${hubEndpoint()}: check the id, or set HF_TOKEN if it is private or gated`);
     }
     if (/404|not found|Entry Not Found|cannot get path info/i.test(msg)) {
       if (!required) return null;
-      throw new TorchlmError(`${filename} does not exist in ${type} ${repoId} (revision ${revision}) on ${hubEndpoint()}`);
+      throw new InvalidArgumentError(`${filename} does not exist in ${type} ${repoId} (revision ${revision}) on ${hubEndpoint()}`);
     }
     throw new TorchlmError(
       `Cannot download ${filename} of ${type} ${repoId} from ${hubEndpoint()} (${msg.replace(token() ?? "\0", "***")}), ` +
-      `and it is not in the cache at ${repoFolder(repoId, type)}. Check the network or set HF_HUB_OFFLINE=1 and use a cached or local copy.`,
+      `and it is not in the cache at ${repoFolder(repoId, type)}. Check the network or set HF_HUB_OFFLINE=1 and use a cached or local copy.`, "ERR_TORCHLM_HUB",
     );
   }
 }

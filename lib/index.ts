@@ -1,6 +1,6 @@
 // torchlm: GPT-2 in Node.js on libtorch, with Hugging Face's names.
 import { invalid } from "./errors.js";
-export { TorchlmError } from "./errors.js";
+export { AbortError, AddonLoadError, DisposedError, InvalidArgumentError, NativeError, TorchlmError, type ErrorCode } from "./errors.js";
 export { Tensor, tensor, cat, type Dtype, type NestedList } from "./tensor.js";
 export { default_device, cuda_is_available, mps_is_available, set_num_threads, get_num_threads, set_seed, torch_info } from "./device.js";
 export { GPT2Config } from "./config.js";

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { availableParallelism, constants } from "node:os";
-import { check, TorchlmError } from "./errors.js";
+import { check, InvalidArgumentError } from "./errors.js";
 
 export interface LaunchOptions {
   nproc_per_node: number;
@@ -40,7 +40,7 @@ export async function launch(script: string, args: string[], options: LaunchOpti
   check.string("script", script);
   const log = options.log ?? ((l: string) => process.stderr.write(l + "\n"));
   if (port === 0) {
-    if (nnodes > 1) throw new TorchlmError("master_port 0 (a free port) works on one machine only: give every node the same --master-port");
+    if (nnodes > 1) throw new InvalidArgumentError("master_port 0 (a free port) works on one machine only: give every node the same --master-port");
     port = await freePort();
   }
   const world = nproc * nnodes;

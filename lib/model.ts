@@ -4,11 +4,11 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { totalmem } from "node:os";
-import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { check, DisposedError, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { GPT2Config } from "./config.js";
 import { checkDevice } from "./device.js";
 import { localDir, resolveHubFile } from "./hub.js";
-import { binding, type NativeModel } from "./native.js";
+import { binding, type FloatDtype, type NativeConfig, type NativeModel } from "./native.js";
 import { readSafetensorsIndex } from "./safetensors.js";
 import { asTensor, tensor, Tensor, type Dtype } from "./tensor.js";
 import { GenerationConfig } from "./generation_config.js";
@@ -87,10 +87,10 @@ export class GPT2LMHeadModel {
     const config = await GPT2Config.from_json_file(files.config);
     checkFits(config, `The config of ${idOrDir}`, "load");
     if (config.architectures && !config.architectures.some((a) => a === "GPT2LMHeadModel" || a === "GPT2Model"))
-      throw new TorchlmError(`${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`);
+      throw new InvalidArgumentError(`${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`);
     const index = await readSafetensorsIndex(files.weights);
     const nm = await withStack(() =>
-      binding.NativeModel.load(nativeConfig(config), files.weights, index.dataStart, index.entries, device, dtype ?? "float32"));
+      binding.NativeModel.load({ config: nativeConfig(config), path: files.weights, data_start: index.dataStart, entries: index.entries, device, dtype: dtype ?? "float32" }));
     let gen: GenerationConfig | undefined;
     if (files.generation_config) gen = await GenerationConfig.from_json_file(files.generation_config);
     const model = new GPT2LMHeadModel(config, nm, gen);
@@ -106,13 +106,13 @@ export class GPT2LMHeadModel {
     const dtype = check.oneOf("dtype", options.dtype ?? "float32", FLOAT_DTYPES);
     if (options.seed !== undefined) check.integer("seed", options.seed, 0, Number.MAX_SAFE_INTEGER);
     checkFits(cfg, "The config", "create");
-    const nm = await withStack(() => binding.NativeModel.create(nativeConfig(cfg), device, dtype, options.seed ?? null));
+    const nm = await withStack(() => binding.NativeModel.create({ config: nativeConfig(cfg), device, dtype, seed: options.seed ?? null }));
     return new GPT2LMHeadModel(cfg, nm);
   }
 
   /** @internal The native model; throws when disposed. */
   get _native(): NativeModel {
-    if (!this.#native) throw new TorchlmError("Model is disposed: it cannot be used after dispose()");
+    if (!this.#native) throw new DisposedError("Model is disposed: it cannot be used after dispose()");
     return this.#native;
   }
 
@@ -141,15 +141,15 @@ export class GPT2LMHeadModel {
   /** Moves the weights: `await model.to("cuda")`, `await model.to("bfloat16")`. */
   async to(target: string | { device?: string; dtype?: Dtype }): Promise<this> {
     let device: string | null = null;
-    let dtype: string | null = null;
+    let dtype: FloatDtype | null = null;
     if (typeof target === "string") {
-      if ((FLOAT_DTYPES as readonly string[]).includes(target)) dtype = target;
+      if ((FLOAT_DTYPES as readonly string[]).includes(target)) dtype = target as FloatDtype;
       else device = checkDevice("device", target);
     } else if (isPlainObject(target)) {
       if (target.device !== undefined) device = checkDevice("device", target.device);
       if (target.dtype !== undefined) dtype = check.oneOf("dtype", target.dtype, FLOAT_DTYPES);
     } else throw invalid("target", "a device, a dtype or { device, dtype }", target);
-    await this._enqueue(() => withStack(() => this._native.to(device, dtype)));
+    await withStack(() => this._enqueue(() => this._native.to({ device, dtype })));
     return this;
   }
 
@@ -173,8 +173,9 @@ export class GPT2LMHeadModel {
     }
     const useCache = inputs.use_cache === undefined ? false : check.boolean("use_cache", inputs.use_cache);
     const grad = inputs.requires_grad === undefined ? this.#training : check.boolean("requires_grad", inputs.requires_grad);
-    const out = await this._enqueue(() => withStack(() =>
-      this._native.forward(ids._t, mask, pos, labels, past ? past.map((t) => t._t) : null, useCache, grad)));
+    const out = await withStack(() => this._enqueue(() =>
+      this._native.forward({ input_ids: ids._t, attention_mask: mask, position_ids: pos, labels, past_key_values: past ? past.map((t) => t._t) : null,
+        use_cache: useCache, grad })));
     const result: CausalLMOutput = { logits: new Tensor(out.logits) };
     if (out.loss) result.loss = new Tensor(out.loss);
     if (out.past_key_values) {
@@ -215,7 +216,7 @@ export class GPT2LMHeadModel {
   async save_pretrained(dir: string): Promise<void> {
     check.string("save_directory", dir);
     await mkdir(dir, { recursive: true });
-    await this._enqueue(() => withStack(() => this._native.save(join(dir, "model.safetensors"))));
+    await withStack(() => this._enqueue(() => this._native.save(join(dir, "model.safetensors"))));
     await writeFile(join(dir, "config.json"), this.config.to_json_string());
     await writeFile(join(dir, "generation_config.json"), this.generation_config.to_json_string());
   }
@@ -240,10 +241,10 @@ export class AutoModelForCausalLM {
   }
 }
 
-export function nativeConfig(c: GPT2Config): Record<string, unknown> {
+export function nativeConfig(c: GPT2Config): NativeConfig {
   return {
     vocab_size: c.vocab_size, n_positions: c.n_positions, n_embd: c.n_embd, n_layer: c.n_layer, n_head: c.n_head,
-    n_inner: c.n_inner ?? 0, layer_norm_epsilon: c.layer_norm_epsilon, embd_pdrop: c.embd_pdrop, attn_pdrop: c.attn_pdrop,
+    n_inner: c.n_inner ?? null, layer_norm_epsilon: c.layer_norm_epsilon, embd_pdrop: c.embd_pdrop, attn_pdrop: c.attn_pdrop,
     resid_pdrop: c.resid_pdrop, activation_function: c.activation_function, scale_attn_weights: c.scale_attn_weights,
     scale_attn_by_inverse_layer_idx: c.scale_attn_by_inverse_layer_idx,
   };
@@ -255,7 +256,7 @@ interface ModelFiles { config: string; weights: string; generation_config: strin
 function checkFits(config: GPT2Config, what: string, action: string): void {
   const bytes = config.num_parameters() * 4;
   if (bytes > totalmem()) {
-    throw new TorchlmError(`${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
+    throw new InvalidArgumentError(`${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
       `more than this machine's memory (${(totalmem() / 2 ** 30).toFixed(1)} GiB): refusing to ${action} it`);
   }
 }
@@ -265,10 +266,10 @@ async function resolveModelFiles(idOrDir: string, options: FromPretrainedOptions
   if (dir) {
     const config = join(dir, "config.json");
     const weights = join(dir, "model.safetensors");
-    if (!existsSync(config)) throw new TorchlmError(`${dir} has no config.json`);
+    if (!existsSync(config)) throw new InvalidArgumentError(`${dir} has no config.json`);
     if (!existsSync(weights)) {
       const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin, a pickle format torchlm does not load: convert it to safetensors)" : "";
-      throw new TorchlmError(`${dir} has no model.safetensors${hint}`);
+      throw new InvalidArgumentError(`${dir} has no model.safetensors${hint}`);
     }
     const gen = join(dir, "generation_config.json");
     return { config, weights, generation_config: existsSync(gen) ? gen : null };

@@ -1,5 +1,5 @@
 // pipeline("text-generation", ...): tokenizer + model + generate, with Hugging Face's defaults.
-import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import { checkDevice } from "./device.js";
 import { GPT2LMHeadModel } from "./model.js";
 import { GPT2TokenizerFast, AutoTokenizer } from "./tokenizer.js";
@@ -48,7 +48,7 @@ export async function pipeline(
   async function one(text: string, opts: TextGenerationOptions): Promise<{ generated_text: string }[]> {
     const { return_full_text = true, seed, signal, ...gen } = opts;
     const ids = tok.encode(text);
-    if (ids.length === 0) throw new TorchlmError("The prompt is empty: text-generation needs at least one token");
+    if (ids.length === 0) throw new InvalidArgumentError("The prompt is empty: text-generation needs at least one token");
     // Hugging Face drops the default max_length when max_new_tokens is given.
     const merged: GenerateOptions = { ...defaults, ...gen, seed, signal };
     if (gen.max_new_tokens !== undefined && gen.max_length === undefined) delete merged.max_length;

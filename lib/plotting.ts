@@ -1,7 +1,7 @@
 // Loss curves from log_history as SVG (vega-lite) or PNG (resvg).
 import { writeFile } from "node:fs/promises";
 import { extname } from "node:path";
-import { invalid, TorchlmError } from "./errors.js";
+import { invalid, InvalidArgumentError } from "./errors.js";
 
 export type LogRow = Record<string, number>;
 
@@ -47,7 +47,7 @@ export async function plot_log_history(log_history: LogRow[], file: string, opti
   if (!Array.isArray(log_history)) throw invalid("log_history", "an array of log rows (trainer.state.log_history)", log_history);
   if (typeof file !== "string" || !file) throw invalid("file", "a file name ending in .png or .svg", file);
   if (!log_history.some((r) => typeof r.loss === "number" || typeof r.eval_loss === "number"))
-    throw new TorchlmError("log_history has no loss or eval_loss rows to plot");
+    throw new InvalidArgumentError("log_history has no loss or eval_loss rows to plot");
   const svg = await loss_chart_svg(log_history, options.title);
   if (extname(file).toLowerCase() === ".svg") {
     await writeFile(file, svg);

@@ -1,6 +1,6 @@
 // safetensors headers: read and validated here (JSON), the bytes are memory-mapped natively.
 import { open } from "node:fs/promises";
-import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { checkDevice } from "./device.js";
 import { binding, type NativeTensor, type SafetensorsEntry } from "./native.js";
 import { asTensor, Tensor, type Dtype } from "./tensor.js";
@@ -44,9 +44,9 @@ function duplicateTopLevelKey(text: string): string | null {
 
 /** Reads and checks the header of a safetensors file (nothing else is read). */
 export async function readSafetensorsIndex(path: string): Promise<SafetensorsIndex> {
-  const fail = (why: string) => new TorchlmError(`${path} is not a valid safetensors file: ${why}`);
+  const fail = (why: string) => new InvalidArgumentError(`${path} is not a valid safetensors file: ${why}`);
   const fh = await open(path, "r").catch((e: NodeJS.ErrnoException) => {
-    throw new TorchlmError(`Cannot open ${path}: ${e.code === "ENOENT" ? "no such file" : e.message}`);
+    throw new InvalidArgumentError(`Cannot open ${path}: ${e.code === "ENOENT" ? "no such file" : e.message}`);
   });
   try {
     const { size } = await fh.stat();
@@ -118,7 +118,7 @@ export async function load_file(path: string, options: { dtype?: Dtype; device?:
   if (options.dtype !== undefined) check.oneOf("dtype", options.dtype, ["float32", "float16", "bfloat16", "float64"] as const);
   const device = checkDevice("device", options.device ?? "cpu");
   const index = await readSafetensorsIndex(path);
-  const pairs = await withStack(() => binding.readSafetensors(path, index.dataStart, index.entries, options.dtype ?? null, device));
+  const pairs = await withStack(() => binding.readSafetensors({ path, data_start: index.dataStart, entries: index.entries, dtype: options.dtype ?? null, device }));
   return Object.fromEntries(pairs.map(([k, t]) => [k, new Tensor(t)]));
 }
 

@@ -1,5 +1,5 @@
 // Tensor: a libtorch tensor owned by JavaScript. Small, synchronous operations; heavy work lives on models.
-import { check, invalid, native, TorchlmError } from "./errors.js";
+import { check, invalid, InvalidArgumentError, native } from "./errors.js";
 import { binding, type NativeTensor } from "./native.js";
 
 export type Dtype = "float32" | "float16" | "bfloat16" | "float64" | "int64" | "int32" | "uint8" | "bool";
@@ -77,7 +77,7 @@ export class Tensor {
       device = target.device ?? null;
       dtype = target.dtype ?? null;
     } else throw invalid("target", "a device, a dtype or { device, dtype }", target);
-    return new Tensor(native(() => this._t.to(device, dtype)));
+    return new Tensor(native(() => this._t.to({ device, dtype })));
   }
   float(): Tensor { return this.to("float32"); }
   long(): Tensor { return this.to("int64"); }
@@ -114,7 +114,7 @@ export class Tensor {
   /** Row i along dimension 0 (negative from the end). */
   get(i: number): Tensor {
     const n = this.shape[0];
-    if (n === undefined) throw new TorchlmError("get() needs a tensor with at least one dimension");
+    if (n === undefined) throw new InvalidArgumentError("get() needs a tensor with at least one dimension");
     check.integer("index", i, -n, n - 1);
     const idx = i < 0 ? n + i : i;
     return new Tensor(native(() => this._t.slice(0, idx, idx + 1, 1))).reshape(this.shape.slice(1));

@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Callable } from "./callable.js";
-import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import { cachedFile, localDir, resolveHubFile } from "./hub.js";
 import { Tensor, tensor } from "./tensor.js";
 
@@ -205,7 +205,7 @@ export class GPT2TokenizerFast extends Callable {
     if (pad) {
       const padId = this.pad_token_id;
       if (padId === null) {
-        throw new TorchlmError("Asking to pad but the tokenizer does not have a padding token. Please select a token to use as `pad_token` " +
+        throw new InvalidArgumentError("Asking to pad but the tokenizer does not have a padding token. Please select a token to use as `pad_token` " +
           "(tokenizer.pad_token = tokenizer.eos_token e.g.) or add a new pad token.");
       }
       let target = pad === "max_length" ? this.#maxLength(options.max_length) : Math.max(0, ...rows.map((r) => r.length));
@@ -226,7 +226,7 @@ export class GPT2TokenizerFast extends Callable {
     const out: BatchEncoding = { input_ids: null, attention_mask: null };
     if (options.return_tensors === "pt") {
       if (rows.some((r) => r.length !== rows[0]!.length))
-        throw new TorchlmError("Unable to create tensor, you should probably activate truncation and/or padding with padding: true, truncation: true to have batched tensors with the same length.");
+        throw new InvalidArgumentError("Unable to create tensor, you should probably activate truncation and/or padding with padding: true, truncation: true to have batched tensors with the same length.");
       const L = rows[0]?.length ?? 0;
       out.input_ids = tensor(Int32Array.from(rows.flat()), { dtype: "int64", shape: [rows.length, L] });
       out.attention_mask = tensor(Int32Array.from(masks.flat()), { dtype: "int64", shape: [rows.length, L] });
@@ -299,7 +299,7 @@ async function readJson(path: string): Promise<Record<string, any>> {
   try {
     return JSON.parse(await readFile(path, "utf8"));
   } catch (e) {
-    throw new TorchlmError(`Cannot read ${path}: ${(e as Error).message}`);
+    throw new InvalidArgumentError(`Cannot read ${path}: ${(e as Error).message}`);
   }
 }
 
@@ -313,7 +313,7 @@ async function fromFiles(resolve: (f: string) => Promise<string | null>, where: 
   const vocab = await resolve("vocab.json");
   const merges = await resolve("merges.txt");
   if (vocab && merges) return new GPT2TokenizerFast(gpt2TokenizerJson(await readJson(vocab), await readFile(merges, "utf8")), config);
-  throw new TorchlmError(`${where} has no tokenizer.json, nor vocab.json and merges.txt`);
+  throw new InvalidArgumentError(`${where} has no tokenizer.json, nor vocab.json and merges.txt`);
 }
 
 let bundledJson: Record<string, unknown> | null = null;

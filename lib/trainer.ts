@@ -4,8 +4,8 @@
 import { existsSync, readdirSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { check, invalid, isPlainObject, TorchlmError, withStack } from "./errors.js";
-import { binding, type NativeAdamW, type NativeTensor } from "./native.js";
+import { check, invalid, InvalidArgumentError, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { binding, type Amp, type NativeAdamW, type NativeTensor } from "./native.js";
 import { GPT2LMHeadModel, type CausalLMOutput } from "./model.js";
 import { TrainingArguments } from "./training_args.js";
 import { get_scheduler, type LRScheduler } from "./schedulers.js";
@@ -14,12 +14,15 @@ import { DataCollatorForLanguageModeling } from "./collator.js";
 import { GPT2TokenizerFast } from "./tokenizer.js";
 import { Tensor } from "./tensor.js";
 import { readSafetensorsIndex } from "./safetensors.js";
-import { bar, type Bar } from "./progress.js";
+import { bar } from "./progress.js";
 import { plot_log_history } from "./plotting.js";
 import { _default_group, all_reduce, barrier, broadcast_parameters, distributed_env, init_process_group, shard } from "./distributed.js";
 
 export type Inputs = { input_ids: Tensor; attention_mask?: Tensor; labels?: Tensor; [k: string]: unknown };
 export type LogRow = Record<string, number>;
+
+/** The running loss sums of a train() call. */
+interface RunTotals { loss: number; lossAll: number; lastLogged: number; stepsSinceLog: number }
 
 
 // The inputs of GPT2LMHeadModel.forward, and the label names Hugging Face's Trainer keeps beside them.
@@ -77,7 +80,7 @@ export class EarlyStoppingCallback extends TrainerCallback {
     const name = args.metric_for_best_model ?? "eval_loss";
     const key = name.startsWith("eval_") ? name : `eval_${name}`;
     const v = metrics[key];
-    if (v === undefined) throw new TorchlmError(`EarlyStoppingCallback: metric ${key} is not among the evaluation metrics`);
+    if (v === undefined) throw new InvalidArgumentError(`EarlyStoppingCallback: metric ${key} is not among the evaluation metrics`);
     const greater = args.greater_is_better ?? !key.endsWith("loss");
     const better = this.#best === null || (greater ? v > this.#best + this.early_stopping_threshold : v < this.#best - this.early_stopping_threshold);
     if (better) { this.#best = v; this.#bad = 0; } else if (++this.#bad >= this.early_stopping_patience) control.should_training_stop = true;
@@ -129,11 +132,11 @@ export class Trainer {
     this.train_dataset = options.train_dataset;
     this.eval_dataset = options.eval_dataset;
     const collator = options.data_collator ?? (this.tokenizer ? new DataCollatorForLanguageModeling(this.tokenizer, { mlm: false }) : null);
-    if (!collator) throw new TorchlmError("Trainer needs a data_collator (or a tokenizer to build DataCollatorForLanguageModeling)");
+    if (!collator) throw new InvalidArgumentError("Trainer needs a data_collator (or a tokenizer to build DataCollatorForLanguageModeling)");
     if (typeof collator !== "function") throw invalid("data_collator", "a collator or a function from rows to a batch", collator);
     this.data_collator = collator as (f: Row[]) => Inputs;
     this.callbacks = options.callbacks ?? [];
-    if (this.args.eval_strategy !== "no" && !this.eval_dataset) throw new TorchlmError(`eval_strategy is "${this.args.eval_strategy}" but no eval_dataset was given`);
+    if (this.args.eval_strategy !== "no" && !this.eval_dataset) throw new InvalidArgumentError(`eval_strategy is "${this.args.eval_strategy}" but no eval_dataset was given`);
   }
 
   /**
@@ -142,7 +145,7 @@ export class Trainer {
    */
   async compute_loss(model: GPT2LMHeadModel, inputs: Inputs, return_outputs = false): Promise<Tensor | [Tensor, CausalLMOutput]> {
     const outputs = await model.forward(inputs as never);
-    if (!outputs.loss) throw new TorchlmError("The model returned no loss: the batch has no labels");
+    if (!outputs.loss) throw new InvalidArgumentError("The model returned no loss: the batch has no labels");
     return return_outputs ? [outputs.loss, outputs] : outputs.loss;
   }
 
@@ -167,10 +170,10 @@ export class Trainer {
     const named = this.model.named_parameters();
     const decay = named.filter(([n]) => !NO_DECAY(n)).map(([, t]) => t._t);
     const rest = named.filter(([n]) => NO_DECAY(n)).map(([, t]) => t._t);
-    return new binding.NativeAdamW(
-      [{ params: decay, weight_decay: this.args.weight_decay }, { params: rest, weight_decay: 0 }],
-      this.args.adam_beta1, this.args.adam_beta2, this.args.adam_epsilon,
-    );
+    return new binding.NativeAdamW({
+      groups: [{ params: decay, weight_decay: this.args.weight_decay }, { params: rest, weight_decay: 0 }],
+      beta1: this.args.adam_beta1, beta2: this.args.adam_beta2, eps: this.args.adam_epsilon,
+    });
   }
 
   #batches(n: number, size: number, order: ArrayLike<number>): number[][] {
@@ -182,19 +185,29 @@ export class Trainer {
     return out;
   }
 
-  #collate(ds: Dataset, idx: number[]): Inputs {
-    let rows = idx.map((i) => ds.get(i));
-    if (this.args.remove_unused_columns) {
-      // as Hugging Face's Trainer: the collator sees only the columns GPT2LMHeadModel.forward takes (and label names)
-      const cols = Object.keys(rows[0] ?? {});
-      const keep = cols.filter((c) => FORWARD_COLUMNS.has(c));
-      if (keep.length === 0)
-        throw new TorchlmError(`No column of the dataset (${cols.join(", ")}) is an input of the model's forward (${[...FORWARD_COLUMNS].join(", ")}): ` +
+  #inputsOnly = new WeakMap<Dataset, Dataset>();
+  /**
+   * The dataset as the collator sees it: with remove_unused_columns (as Hugging Face's Trainer), only the columns
+   * GPT2LMHeadModel.forward takes and the label names. Worked out once per dataset.
+   */
+  #modelInputs(ds: Dataset): Dataset {
+    if (!this.args.remove_unused_columns) return ds;
+    let out = this.#inputsOnly.get(ds);
+    if (!out) {
+      const cols = ds.column_names;
+      const unused = cols.filter((c) => !FORWARD_COLUMNS.has(c));
+      if (unused.length === cols.length)
+        throw new InvalidArgumentError(`No column of the dataset (${cols.join(", ")}) is an input of the model's forward (${[...FORWARD_COLUMNS].join(", ")}): ` +
           "tokenize with map(..., { remove_columns }) or set remove_unused_columns: false");
-      if (keep.length < cols.length) rows = rows.map((r) => Object.fromEntries(keep.map((c) => [c, r[c]])) as Row);
+      out = unused.length ? ds.remove_columns(unused) : ds;
+      this.#inputsOnly.set(ds, out);
     }
-    const batch = this.data_collator(rows);
-    if (!batch || !(batch.input_ids instanceof Tensor)) throw new TorchlmError("data_collator must return { input_ids, attention_mask?, labels } as Tensors");
+    return out;
+  }
+
+  #collate(ds: Dataset, idx: number[]): Inputs {
+    const batch = this.data_collator(idx.map((i) => ds.get(i)));
+    if (!batch || !(batch.input_ids instanceof Tensor)) throw new InvalidArgumentError("data_collator must return { input_ids, attention_mask?, labels } as Tensors");
     return batch;
   }
 
@@ -202,12 +215,12 @@ export class Trainer {
   async train(options: { resume_from_checkpoint?: boolean | string } = {}): Promise<TrainOutput> {
     check.knownKeys("train", options, ["resume_from_checkpoint"]);
     const args = this.args;
-    const ds = this.train_dataset;
-    if (!ds || ds.length === 0) throw new TorchlmError("Trainer.train() needs a non-empty train_dataset");
+    if (!this.train_dataset || this.train_dataset.length === 0) throw new InvalidArgumentError("Trainer.train() needs a non-empty train_dataset");
+    const ds = this.#modelInputs(this.train_dataset);
     const device = args.device;
     if (this.model.device !== device && !(device === "cuda" && this.model.device.startsWith("cuda"))) await this.model.to(device);
-    const amp = args.bf16 ? 1 : args.fp16 ? 2 : 0;
-    if (args.fp16 && !this.model.device.startsWith("cuda")) throw new TorchlmError("fp16 mixed precision requires a CUDA device");
+    const amp: Amp = args.bf16 ? "bfloat16" : args.fp16 ? "float16" : "none";
+    if (args.fp16 && !this.model.device.startsWith("cuda")) throw new InvalidArgumentError("fp16 mixed precision requires a CUDA device");
     const pg = await this.#joinProcessGroup();
     const flopsParams = this.model.num_parameters({ exclude_embeddings: true });
 
@@ -238,7 +251,7 @@ export class Trainer {
     let skipUpdates = 0;
     if (options.resume_from_checkpoint) {
       const ckpt = options.resume_from_checkpoint === true ? this.#lastCheckpoint() : check.string("resume_from_checkpoint", options.resume_from_checkpoint);
-      if (!ckpt) throw new TorchlmError(`No checkpoint-N folder in ${args.output_dir} to resume from`);
+      if (!ckpt) throw new InvalidArgumentError(`No checkpoint-N folder in ${args.output_dir} to resume from`);
       await this.#loadCheckpoint(ckpt);
       skipUpdates = this.state.global_step;
     }
@@ -247,15 +260,15 @@ export class Trainer {
     this.model.train();
     const startStep = this.state.global_step;
     const start = Date.now();
-    let trLoss = 0, trLossAll = 0, lastLogged = this.state.global_step, stepsSinceLog = 0;
-    let bar_: Bar | null = null;
-    if (!args.disable_tqdm && this.#rank === 0) bar_ = bar("Train", maxSteps, "Train [{bar}] {value}/{total} steps | loss {loss} | {eta_formatted}", false);
+    const run: RunTotals = { loss: 0, lossAll: 0, lastLogged: this.state.global_step, stepsSinceLog: 0 };
+    const bar_ = !args.disable_tqdm && this.#rank === 0
+      ? bar("Train", maxSteps, "Train [{bar}] {value}/{total} steps | loss {loss} | {eta_formatted}", false) : null;
     bar_?.update(this.state.global_step, { loss: "-" });
     const onSignal = () => { this.#interrupted = true; };
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
     await this.#callback("on_train_begin");
-    const fused = !this.#overridden();
+    const step = { amp, fused: !this.#overridden(), flopsParams };
     try {
       outer: for (let epoch = 0; epoch < epochs; epoch++) {
         const order = this.#shard(this._get_train_order(epoch, ds.length));
@@ -265,80 +278,22 @@ export class Trainer {
         await this.#callback("on_epoch_begin");
         for (let u = skipUpdates; u < updates; u++) {
           const window = batches.slice(u * ga, Math.min((u + 1) * ga, batches.length));
-          const lr = this.lr_scheduler.get_last_lr();
-          let stepLoss = 0;
-          let gradNorm = 0;
-          for (const [k, idx] of window.entries()) {
-            const inputs = this.#collate(ds, idx);
-            // Hugging Face's estimate: 6 FLOPs per token and non-embedding parameter (forward and backward)
-            this.state.total_flos += 6 * inputs.input_ids.numel() * flopsParams;
-            const last = k === window.length - 1;
-            const scale = 1 / window.length;
-            if (fused) {
-              if (!inputs.labels) throw new TorchlmError("The batch has no labels: use DataCollatorForLanguageModeling or add labels");
-              const r = await withStack(() => this.optimizer!.trainStep(this.model._native, inputs.input_ids._t, inputs.attention_mask?._t ?? null,
-                inputs.labels!._t, scale, last ? { lr, max_grad_norm: args.max_grad_norm } : null, amp));
-              this.#checkFinite(r.loss);
-              stepLoss += r.loss * scale;
-              if (last) gradNorm = r.grad_norm ?? 0;
-            } else {
-              const result = await this.compute_loss(this.model, inputs, false);
-              const loss = Array.isArray(result) ? result[0] : result;
-              if (!(loss instanceof Tensor)) throw invalid("compute_loss's result", "a loss Tensor (or [loss, outputs])", loss);
-              const value = await withStack(() => this.optimizer!.backward(loss._t, scale, amp === 2));
-              this.#checkFinite(value);
-              stepLoss += value * scale;
-              loss.dispose();
-              if (last) gradNorm = await withStack(() => this.optimizer!.finishStep(lr, args.max_grad_norm));
-            }
-            for (const v of Object.values(inputs)) if (v instanceof Tensor) v.dispose();
-          }
           if (window.length === 0) continue;
+          const lr = this.lr_scheduler.get_last_lr();
+          const { loss, grad_norm } = await this.#trainingStep(ds, window, lr, step);
           this.lr_scheduler.step();
           this.state.global_step++;
           this.state.epoch = epoch + (u + 1) / updates;
-          trLoss += stepLoss;
-          trLossAll += stepLoss;
-          stepsSinceLog++;
-          bar_?.update(this.state.global_step, { loss: stepLoss.toFixed(4) });
+          run.loss += loss;
+          run.lossAll += loss;
+          run.stepsSinceLog++;
+          bar_?.update(this.state.global_step, { loss: loss.toFixed(4) });
           await this.#callback("on_step_end");
-          // a signal may reach the ranks at different steps: stop together
-          if (pg) this.#interrupted = (await all_reduce([this.#interrupted ? 1 : 0], "max"))[0]! > 0;
-          const gs = this.state.global_step;
-          const logNow = args.logging_strategy === "steps" && (gs % args.logging_steps === 0 || (args.logging_first_step && gs === 1));
-          if (logNow || this.control.should_log) {
-            // learning_rate is the rate this update used, as transformers 5 logs it
-            await this.log({ loss: (await this.#mean(trLoss)) / (gs - lastLogged), grad_norm: gradNorm, learning_rate: lr, epoch: this.state.epoch });
-            trLoss = 0;
-            lastLogged = gs;
-            stepsSinceLog = 0;
-            this.control.should_log = false;
-          }
-          if ((args.eval_strategy === "steps" && gs % args.eval_steps! === 0) || this.control.should_evaluate) {
-            await this.evaluate();
-            this.control.should_evaluate = false;
-            this.model.train();
-          }
-          if ((args.save_strategy === "steps" && gs % args.save_steps === 0) || this.control.should_save) {
-            await this.#saveCheckpoint();
-            this.control.should_save = false;
-          }
-          if (this.#interrupted) {
-            await this.#saveCheckpoint();
-            throw new TorchlmError(`Training was interrupted at step ${gs}; a checkpoint was saved: resume with train({ resume_from_checkpoint: true })`);
-          }
-          if (gs >= maxSteps || this.control.should_training_stop) break outer;
+          await this.#afterUpdate(run, lr, grad_norm, pg !== null);
+          if (this.state.global_step >= maxSteps || this.control.should_training_stop) break outer;
         }
         skipUpdates = 0;
-        if (args.logging_strategy === "epoch" && stepsSinceLog > 0) {
-          await this.log({ loss: (await this.#mean(trLoss)) / (this.state.global_step - lastLogged), learning_rate: this.lr_scheduler.get_last_lr(), epoch: this.state.epoch });
-          trLoss = 0;
-          lastLogged = this.state.global_step;
-          stepsSinceLog = 0;
-        }
-        if (args.eval_strategy === "epoch") { await this.evaluate(); this.model.train(); }
-        if (args.save_strategy === "epoch") await this.#saveCheckpoint();
-        await this.#callback("on_epoch_end");
+        await this.#afterEpoch(run);
         if (this.control.should_training_stop) break;
       }
     } finally {
@@ -347,12 +302,101 @@ export class Trainer {
       bar_?.stop();
       this.model.eval();
     }
+    return this.#finish(run, startStep, start, bs * ga);
+  }
+
+  /**
+   * One optimizer update over an accumulation window of batches: by default one native call per batch (forward, loss,
+   * backward, and at the window's end clip + AdamW + zero-grad); with a compute_loss override, its loss, then backward
+   * and the update natively. Returns the window's mean loss and the gradient norm before clipping.
+   */
+  async #trainingStep(ds: Dataset, window: number[][], lr: number, step: { amp: Amp; fused: boolean; flopsParams: number }): Promise<{ loss: number; grad_norm: number }> {
+    const max_grad_norm = this.args.max_grad_norm;
+    let loss = 0, grad_norm = 0;
+    for (const [k, idx] of window.entries()) {
+      const inputs = this.#collate(ds, idx);
+      // Hugging Face's estimate: 6 FLOPs per token and non-embedding parameter (forward and backward)
+      this.state.total_flos += 6 * inputs.input_ids.numel() * step.flopsParams;
+      const last = k === window.length - 1;
+      const scale = 1 / window.length;
+      if (step.fused) {
+        if (!inputs.labels) throw new InvalidArgumentError("The batch has no labels: use DataCollatorForLanguageModeling or add labels");
+        const r = await withStack(() => this.optimizer!.trainStep({
+          model: this.model._native, input_ids: inputs.input_ids._t, attention_mask: inputs.attention_mask?._t ?? null, labels: inputs.labels!._t,
+          loss_scale: scale, update: last ? { lr, max_grad_norm } : null, amp: step.amp,
+        }));
+        this.#checkFinite(r.loss);
+        loss += r.loss * scale;
+        if (last) grad_norm = r.grad_norm ?? 0;
+      } else {
+        const result = await this.compute_loss(this.model, inputs, false);
+        const l = Array.isArray(result) ? result[0] : result;
+        if (!(l instanceof Tensor)) throw invalid("compute_loss's result", "a loss Tensor (or [loss, outputs])", l);
+        const value = await withStack(() => this.optimizer!.backward({ loss: l._t, scale, amp: step.amp }));
+        this.#checkFinite(value);
+        loss += value * scale;
+        l.dispose();
+        if (last) grad_norm = await withStack(() => this.optimizer!.finishStep(lr, max_grad_norm));
+      }
+      for (const v of Object.values(inputs)) if (v instanceof Tensor) v.dispose();
+    }
+    return { loss, grad_norm };
+  }
+
+  /** What follows an update: log, evaluate, save as the strategies and callbacks ask. */
+  async #afterUpdate(run: RunTotals, lr: number, grad_norm: number, distributed: boolean): Promise<void> {
+    const args = this.args;
+    // a signal may reach the ranks at different steps: stop together
+    if (distributed) this.#interrupted = (await all_reduce([this.#interrupted ? 1 : 0], "max"))[0]! > 0;
+    const gs = this.state.global_step;
+    if ((args.logging_strategy === "steps" && (gs % args.logging_steps === 0 || (args.logging_first_step && gs === 1))) || this.control.should_log) {
+      // learning_rate is the rate this update used, as transformers 5 logs it
+      await this.#logLoss(run, { grad_norm, learning_rate: lr });
+      this.control.should_log = false;
+    }
+    if ((args.eval_strategy === "steps" && gs % args.eval_steps! === 0) || this.control.should_evaluate) {
+      await this.evaluate();
+      this.control.should_evaluate = false;
+      this.model.train();
+    }
+    if ((args.save_strategy === "steps" && gs % args.save_steps === 0) || this.control.should_save) {
+      await this.#saveCheckpoint();
+      this.control.should_save = false;
+    }
+    if (this.#interrupted) {
+      await this.#saveCheckpoint();
+      throw new TorchlmError(`Training was interrupted at step ${gs}; a checkpoint was saved: resume with train({ resume_from_checkpoint: true })`, "ERR_TORCHLM_INTERRUPTED");
+    }
+  }
+
+  /** The end of an epoch: log, evaluate, save as the "epoch" strategies ask. */
+  async #afterEpoch(run: RunTotals): Promise<void> {
+    const args = this.args;
+    if (args.logging_strategy === "epoch" && run.stepsSinceLog > 0) await this.#logLoss(run, { learning_rate: this.lr_scheduler!.get_last_lr() });
+    if (args.eval_strategy === "epoch") { await this.evaluate(); this.model.train(); }
+    if (args.save_strategy === "epoch") await this.#saveCheckpoint();
+    await this.#callback("on_epoch_end");
+  }
+
+  /** Logs the mean loss over the ranks and the updates since the last log row. */
+  async #logLoss(run: RunTotals, extra: LogRow): Promise<void> {
+    const gs = this.state.global_step;
+    const loss = (await this.#mean(run.loss)) / (gs - run.lastLogged);
+    await this.log({ loss, ...extra, epoch: this.state.epoch });
+    run.loss = 0;
+    run.lastLogged = gs;
+    run.stepsSinceLog = 0;
+  }
+
+  /** train()'s summary row, on_train_end and the loss plot. */
+  async #finish(run: RunTotals, startStep: number, start: number, rowsPerUpdate: number): Promise<TrainOutput> {
+    const args = this.args;
     const runtime = (Date.now() - start) / 1000;
     const stepsRun = this.state.global_step - startStep;
-    const trainLoss = stepsRun > 0 ? (await this.#mean(trLossAll)) / stepsRun : 0;
+    const trainLoss = stepsRun > 0 ? (await this.#mean(run.lossAll)) / stepsRun : 0;
     const metrics: LogRow = {
       train_runtime: round4(runtime),
-      train_samples_per_second: round3((stepsRun * bs * ga * this.#world) / Math.max(runtime, 1e-9)),
+      train_samples_per_second: round3((stepsRun * rowsPerUpdate * this.#world) / Math.max(runtime, 1e-9)),
       train_steps_per_second: round3(stepsRun / Math.max(runtime, 1e-9)),
       total_flos: this.state.total_flos,
       train_loss: trainLoss,
@@ -391,7 +435,7 @@ export class Trainer {
       await writeFile(probe, "");
       await rm(probe);
     } catch (e) {
-      throw new TorchlmError(`output_dir ${dir} is not writable (${(e as Error).message}): checkpoints and the loss plot are written there; choose another output_dir`);
+      throw new TorchlmError(`output_dir ${dir} is not writable (${(e as Error).message}): checkpoints and the loss plot are written there; choose another output_dir`, "ERR_TORCHLM_IO");
     }
     for (const name of readdirSync(dir)) if (/^\.checkpoint-\d+\.tmp-/.test(name)) await rm(join(dir, name), { recursive: true, force: true });
   }
@@ -410,7 +454,7 @@ export class Trainer {
     if (Number.isFinite(loss)) return;
     if (this.args.skip_nonfinite_loss) return;
     throw new TorchlmError(`The loss is ${loss} at step ${this.state.global_step + 1}: training stopped (the last checkpoint is intact). ` +
-      "Lower learning_rate, check the data, or set skip_nonfinite_loss: true to skip such steps.");
+      "Lower learning_rate, check the data, or set skip_nonfinite_loss: true to skip such steps.", "ERR_TORCHLM_NONFINITE_LOSS");
   }
 
   /** Adds a row to log_history (with epoch and step) and calls on_log. */
@@ -423,8 +467,9 @@ export class Trainer {
 
   /** Loss on eval_dataset, in order, in batches of per_device_eval_batch_size; logs and returns the metrics. */
   async evaluate(options: { eval_dataset?: Dataset } = {}): Promise<LogRow> {
-    const ds = options.eval_dataset ?? this.eval_dataset;
-    if (!ds || ds.length === 0) throw new TorchlmError("evaluate() needs an eval_dataset");
+    const given = options.eval_dataset ?? this.eval_dataset;
+    if (!given || given.length === 0) throw new InvalidArgumentError("evaluate() needs an eval_dataset");
+    const ds = this.#modelInputs(given);
     const wasTraining = this.model.training;
     this.model.eval();
     const start = Date.now();
@@ -515,7 +560,7 @@ export class Trainer {
       }
     } catch (e) {
       if (main) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-      throw new TorchlmError(`Cannot save checkpoint ${final}: ${(e as Error).message}`);
+      throw new TorchlmError(`Cannot save checkpoint ${final}: ${(e as Error).message}`, "ERR_TORCHLM_IO");
     }
     await this.#callback("on_save", { checkpoint: final });
     if (main && args.save_total_limit !== null) {
@@ -525,21 +570,21 @@ export class Trainer {
   }
 
   async #loadCheckpoint(dir: string): Promise<void> {
-    if (!existsSync(join(dir, "trainer_state.json"))) throw new TorchlmError(`${dir} is not a checkpoint (no trainer_state.json)`);
+    if (!existsSync(join(dir, "trainer_state.json"))) throw new InvalidArgumentError(`${dir} is not a checkpoint (no trainer_state.json)`);
     const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
-    await this.model._enqueue(() => withStack(() => this.model._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
+    await withStack(() => this.model._enqueue(() => this.model._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
     const opt = await readSafetensorsIndex(join(dir, "optimizer.safetensors"));
-    const tensors = await withStack(() => binding.readSafetensors(opt.path, opt.dataStart, opt.entries, null, this.model.device));
+    const tensors = await withStack(() => binding.readSafetensors({ path: opt.path, data_start: opt.dataStart, entries: opt.entries, dtype: null, device: this.model.device }));
     this.optimizer!.loadState(tensors as [string, NativeTensor][]);
     this.lr_scheduler!.load_state_dict(JSON.parse(await readFile(join(dir, "scheduler.json"), "utf8")));
     // a DDP checkpoint has one RNG state per rank; a single process resumes from rank 0's
     const rngFile = [`rng_state_${this.#rank}.safetensors`, "rng_state.safetensors", "rng_state_0.safetensors"].map((f) => join(dir, f)).find((f) => existsSync(f));
-    if (!rngFile) throw new TorchlmError(`${dir} has no rng_state file`);
+    if (!rngFile) throw new InvalidArgumentError(`${dir} has no rng_state file`);
     const rng = await readSafetensorsIndex(rngFile);
-    const [[, state]] = await withStack(() => binding.readSafetensors(rng.path, rng.dataStart, rng.entries, null, "cpu"));
+    const [[, state]] = await withStack(() => binding.readSafetensors({ path: rng.path, data_start: rng.dataStart, entries: rng.entries, dtype: null, device: "cpu" }));
     binding.setRngState(state!);
     const saved = JSON.parse(await readFile(join(dir, "trainer_state.json"), "utf8")) as TrainerState;
-    if (saved.max_steps !== this.state.max_steps) throw new TorchlmError(`${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`);
+    if (saved.max_steps !== this.state.max_steps) throw new InvalidArgumentError(`${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`);
     Object.assign(this.state, saved);
   }
 }

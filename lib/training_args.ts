@@ -1,4 +1,4 @@
-import { check, invalid, isPlainObject, TorchlmError } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import { cuda_is_available, default_device, mps_is_available } from "./device.js";
 import { distributed_env } from "./distributed.js";
 import { SCHEDULER_TYPES, type SchedulerType } from "./schedulers.js";
@@ -137,11 +137,11 @@ export class TrainingArguments {
 
   constructor(options: TrainingArgumentsOptions = {}) {
     if (!isPlainObject(options)) throw invalid("TrainingArguments", "an object of options", options);
-    for (const k of Object.keys(options)) if (!KEYS.includes(k)) throw new TorchlmError(`Unknown option ${k} for TrainingArguments`);
+    for (const k of Object.keys(options)) if (!KEYS.includes(k)) throw new InvalidArgumentError(`Unknown option ${k} for TrainingArguments`);
     const o = { ...options };
     if (o.evaluation_strategy !== undefined) {
       if (o.eval_strategy !== undefined && o.eval_strategy !== o.evaluation_strategy)
-        throw new TorchlmError("Both eval_strategy and evaluation_strategy (its old name) are set, to different values");
+        throw new InvalidArgumentError("Both eval_strategy and evaluation_strategy (its old name) are set, to different values");
       o.eval_strategy = o.evaluation_strategy;
       delete o.evaluation_strategy;
     }
@@ -182,20 +182,20 @@ export class TrainingArguments {
     check.integer("seed", this.seed, 0, 2 ** 32 - 1);
     if (this.data_seed !== null) check.integer("data_seed", this.data_seed, 0, 2 ** 32 - 1);
     if (!["adamw_torch", "adamw_torch_fused", "adamw_hf"].includes(this.optim)) throw invalid("optim", '"adamw_torch" (torchlm implements AdamW)', this.optim);
-    if (this.fp16 && this.bf16) throw new TorchlmError("At most one of fp16 and bf16 can be true");
+    if (this.fp16 && this.bf16) throw new InvalidArgumentError("At most one of fp16 and bf16 can be true");
     if (this.eval_strategy !== "no" && this.eval_steps === null) this.eval_steps = this.logging_steps;
-    if (this.push_to_hub) throw new TorchlmError("push_to_hub is not supported by torchlm: upload output_dir with @huggingface/hub");
+    if (this.push_to_hub) throw new InvalidArgumentError("push_to_hub is not supported by torchlm: upload output_dir with @huggingface/hub");
     // accepted only where torchlm does what the option says (no reporting integrations: "all" finds none installed)
     for (const r of Array.isArray(this.report_to) ? this.report_to : [this.report_to]) {
       if (!["none", "all"].includes(r as string))
         throw invalid("report_to", '"none" (torchlm has no reporting integrations yet: the logs are in trainer.state.log_history and the loss plot)', r);
     }
-    if (this.load_best_model_at_end) throw new TorchlmError("load_best_model_at_end is not supported by torchlm yet: load the checkpoint you want with from_pretrained");
-    if (!this.save_safetensors) throw new TorchlmError("save_safetensors: false is not supported: torchlm writes checkpoints as safetensors only");
+    if (this.load_best_model_at_end) throw new InvalidArgumentError("load_best_model_at_end is not supported by torchlm yet: load the checkpoint you want with from_pretrained");
+    if (!this.save_safetensors) throw new InvalidArgumentError("save_safetensors: false is not supported: torchlm writes checkpoints as safetensors only");
     if (this.fp16 && !this.use_cpu && !this.no_cuda && !cuda_is_available())
-      throw new TorchlmError("fp16 mixed precision requires a GPU (not 'mps' or the CPU): use bf16, or fp16 on a CUDA machine");
-    if (this.fp16 && (this.use_cpu || this.no_cuda)) throw new TorchlmError("fp16 mixed precision requires a GPU: it cannot be used with use_cpu");
-    if (this.use_mps_device && !mps_is_available()) throw new TorchlmError("use_mps_device is set but MPS is not available on this machine");
+      throw new InvalidArgumentError("fp16 mixed precision requires a GPU (not 'mps' or the CPU): use bf16, or fp16 on a CUDA machine");
+    if (this.fp16 && (this.use_cpu || this.no_cuda)) throw new InvalidArgumentError("fp16 mixed precision requires a GPU: it cannot be used with use_cpu");
+    if (this.use_mps_device && !mps_is_available()) throw new InvalidArgumentError("use_mps_device is set but MPS is not available on this machine");
   }
 
   /** The device training runs on: CUDA, else MPS, else CPU (use_cpu forces the CPU). */

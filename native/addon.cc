@@ -4,10 +4,9 @@
 #include "device.h"
 #include "distributed.h"
 #include "loss.h"
-#include "gemm.h"
-#include "matvec.h"
 #include "model.h"
 #include "optimizer.h"
+#include "probes.h"
 #include "safetensors.h"
 #include "tensor.h"
 
@@ -23,8 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitLoss(env, exports);
   InitOptimizer(env, exports);
   InitDistributed(env, exports);
-  InitMatVec(env, exports);
-  InitGemm(env, exports);
+  InitProbes(env, exports);
   return exports;
 }
 

@@ -7,6 +7,8 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 
+#include "errors.h"
+
 #include <dlfcn.h>
 
 #include <cstdint>
@@ -20,18 +22,8 @@ static_assert(TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERS
 
 namespace torchlm {
 
-// Errors raised on worker threads carry only a message; the JavaScript layer
-// attaches the caller's stack when it rejects.
-struct UserError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-inline std::string ErrorMessage(const std::exception& e) {
-  if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
-  return e.what();
-}
-
-// Runs fn and turns libtorch / std exceptions into JavaScript errors on the main thread.
+// Runs fn and turns libtorch / std exceptions into JavaScript errors (with their code) on the main thread; the
+// JavaScript layer attaches the caller's stack.
 template <typename F>
 auto Guard(Napi::Env env, F&& fn) -> decltype(fn()) {
   try {
@@ -39,7 +31,7 @@ auto Guard(Napi::Env env, F&& fn) -> decltype(fn()) {
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw Napi::Error::New(env, ErrorMessage(e));
+    throw JsError(env, e);
   }
 }
 

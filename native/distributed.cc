@@ -158,12 +158,12 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
 
   explicit ProcessGroupWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProcessGroupWrap>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
-      throw Napi::TypeError::New(info.Env(), "NativeProcessGroup cannot be constructed directly: use init_process_group()");
+      throw JsError(info.Env(), "NativeProcessGroup cannot be constructed directly: use init_process_group()", kInvalidArgument);
     comm_ = *info[0].As<Napi::External<std::shared_ptr<Comm>>>().Data();
   }
 
   std::shared_ptr<Comm> Get(Napi::Env env) const {
-    if (!comm_) throw Napi::Error::New(env, "The process group is destroyed: it cannot be used after destroy_process_group()");
+    if (!comm_) throw JsError(env, "The process group is destroyed: it cannot be used after destroy_process_group()", kDisposed);
     return comm_;
   }
 
@@ -231,7 +231,7 @@ Napi::FunctionReference* ProcessGroupWrap::ctor_ = nullptr;
 
 std::shared_ptr<Comm> UnwrapComm(const Napi::Value& v) {
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ProcessGroupWrap::ctor_->Value()))
-    throw Napi::TypeError::New(v.Env(), "Expected a process group");
+    throw JsError(v.Env(), "Expected a process group", kInvalidArgument);
   return Napi::ObjectWrap<ProcessGroupWrap>::Unwrap(v.As<Napi::Object>())->Get(v.Env());
 }
 

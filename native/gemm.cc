@@ -1,10 +1,6 @@
 #include "gemm.h"
 
-#include "worker.h"
-
 #include <ATen/core/dispatch/Dispatcher.h>
-
-#include <chrono>
 
 #include <algorithm>
 #include <atomic>
@@ -54,47 +50,7 @@ at::Tensor GemmLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   return stack.back().toTensor().view(sizes);
 }
 
-// The machine's float32 matmul limit as the addon reaches it: the best of `reps` [M, K] x [K, N] products on the compute
-// thread (libtorch's thread pool), through the oneDNN linear (both weight layouts) and through addmm, in FLOP/s.
-static double MatmulLimit(int64_t M, int64_t K, int64_t N, int reps) {
-  at::InferenceMode guard;
-  const at::Tensor x = at::full({M, K}, 0.5f), w = at::full({K, N}, 0.25f), wt = at::full({N, K}, 0.25f), b = at::zeros({N});
-  double best = 0;
-  for (int r = 0; r < reps; r++) {
-    for (int path = 0; path < 3; path++) {  // oneDNN with Conv1D's [K, N] and nn.Linear's [N, K] weights, addmm
-      const auto t0 = std::chrono::steady_clock::now();
-      at::Tensor y = path == 0 ? GemmLinear(x, w, b, false) : path == 1 ? GemmLinear(x, wt, b, true) : at::addmm(b, x, w);
-      if (!y.defined()) continue;
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      best = std::max(best, 2.0 * M * K * N / s);
-    }
-  }
-  return best;
-}
-
-void InitGemm(Napi::Env env, Napi::Object exports) {
-  // matmulLimit(M, K, N, reps) -> Promise<FLOP/s>, on the compute thread
-  exports.Set("matmulLimit", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Guard(info.Env(), [&]() -> Napi::Value {
-      int64_t d[4];
-      for (size_t i = 0; i < 4; i++) {
-        if (!info[i].IsNumber() || info[i].As<Napi::Number>().DoubleValue() < 1 || info[i].As<Napi::Number>().DoubleValue() > 65536)
-          throw Napi::TypeError::New(info.Env(), "matmulLimit(M, K, N, reps): positive integers up to 65536");
-        d[i] = info[i].As<Napi::Number>().Int64Value();
-      }
-      auto result = std::make_shared<double>(0);
-      return PromiseWorker::Run(info.Env(), [=] { *result = MatmulLimit(d[0], d[1], d[2], static_cast<int>(d[3])); },
-                                [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
-    });
-  }));
-  exports.Set("setGemm", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    g_enabled.store(info[0].ToBoolean().Value());
-    return info.Env().Undefined();
-  }));
-  exports.Set("gemmCalls", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::Number::New(info.Env(), static_cast<double>(g_calls.load()));
-  }));
-  exports.Set("gemmAvailable", Napi::Boolean::New(env, GemmAvailable()));
-}
+void SetGemmEnabled(bool on) { g_enabled.store(on); }
+int64_t GemmCalls() { return g_calls.load(); }
 
 }  // namespace torchlm

@@ -1,6 +1,7 @@
 #include "generation.h"
 
 #include "model.h"
+#include "options.h"
 #include "tensor.h"
 #include "worker.h"
 
@@ -17,157 +18,215 @@ namespace torchlm {
 namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr float kNegInfF = -std::numeric_limits<float>::infinity();
 
-// Logits processors, in Hugging Face's order; `rows` holds every row's ids so far (prompt included).
-void Process(at::Tensor& scores, const std::vector<std::vector<int64_t>>& rows, const at::Tensor& ids_so_far,
-             int64_t prompt_len, const GenerateConfig& c) {
-  const int64_t B = scores.size(0), V = scores.size(1);
-  const int64_t cur_len = static_cast<int64_t>(rows[0].size());
-  if (c.repetition_penalty != 1.0) {
-    at::Tensor s = scores.gather(1, ids_so_far);
-    s = at::where(s < 0, s * c.repetition_penalty, s / c.repetition_penalty);
-    scores.scatter_(1, ids_so_far, s);
-  }
-  const int64_t n = c.no_repeat_ngram_size;
-  if (n > 0 && cur_len + 1 >= n) {
-    auto acc = scores.accessor<float, 2>();
-    for (int64_t b = 0; b < B; b++) {
-      const auto& r = rows[b];
-      for (int64_t s = 0; s + n <= cur_len; s++) {
-        bool match = true;
-        for (int64_t k = 0; k < n - 1 && match; k++) match = r[s + k] == r[cur_len - n + 1 + k];
-        if (match) acc[b][r[s + n - 1]] = -std::numeric_limits<float>::infinity();
-      }
+// What a logits processor sees at a step: every row's ids so far (prompt included), the same as a [B, len] tensor
+// where a processor needs one, and the prompt's length.
+struct Step {
+  const std::vector<std::vector<int64_t>>& rows;
+  const at::Tensor& seen;
+  int64_t prompt_len;
+  int64_t len() const { return static_cast<int64_t>(rows[0].size()); }
+};
+
+// A Hugging Face LogitsProcessor or LogitsWarper: edits the scores [B, V] of the next token in place.
+using LogitsProcessor = std::function<void(at::Tensor& scores, const Step& step)>;
+
+// ---- the processors, as Hugging Face names them ----
+
+void RepetitionPenalty(double penalty, at::Tensor& scores, const Step& step) {
+  at::Tensor s = scores.gather(1, step.seen);
+  s = at::where(s < 0, s * penalty, s / penalty);
+  scores.scatter_(1, step.seen, s);
+}
+
+void NoRepeatNGram(int64_t n, at::Tensor& scores, const Step& step) {
+  const int64_t cur_len = step.len();
+  if (cur_len + 1 < n) return;
+  auto acc = scores.accessor<float, 2>();
+  for (int64_t b = 0; b < scores.size(0); b++) {
+    const auto& r = step.rows[b];
+    for (int64_t s = 0; s + n <= cur_len; s++) {
+      bool match = true;
+      for (int64_t k = 0; k < n - 1 && match; k++) match = r[s + k] == r[cur_len - n + 1 + k];
+      if (match) acc[b][r[s + n - 1]] = kNegInfF;
     }
-  }
-  if (!c.bad_words_ids.empty()) {
-    auto acc = scores.accessor<float, 2>();
-    for (int64_t b = 0; b < B; b++) {
-      const auto& r = rows[b];
-      for (const auto& w : c.bad_words_ids) {
-        const int64_t L = static_cast<int64_t>(w.size());
-        if (L == 0 || w.back() < 0 || w.back() >= V) continue;
-        bool match = L - 1 <= cur_len;
-        for (int64_t k = 0; k < L - 1 && match; k++) match = r[cur_len - (L - 1) + k] == w[k];
-        if (match) acc[b][w.back()] = -std::numeric_limits<float>::infinity();
-      }
-    }
-  }
-  if (cur_len < c.min_length || cur_len - prompt_len < c.min_new_tokens) {
-    for (int64_t e : c.eos_token_ids)
-      if (e >= 0 && e < V) scores.select(1, e).fill_(kNegInf);
   }
 }
 
-// Sampling warpers, in Hugging Face's order: temperature, top-k, top-p, min-p, typical-p.
-void Warp(at::Tensor& scores, const GenerateConfig& c) {
+void NoBadWords(const std::vector<std::vector<int64_t>>& words, at::Tensor& scores, const Step& step) {
+  const int64_t V = scores.size(1), cur_len = step.len();
+  auto acc = scores.accessor<float, 2>();
+  for (int64_t b = 0; b < scores.size(0); b++) {
+    const auto& r = step.rows[b];
+    for (const auto& w : words) {
+      const int64_t L = static_cast<int64_t>(w.size());
+      if (L == 0 || w.back() < 0 || w.back() >= V) continue;
+      bool match = L - 1 <= cur_len;
+      for (int64_t k = 0; k < L - 1 && match; k++) match = r[cur_len - (L - 1) + k] == w[k];
+      if (match) acc[b][w.back()] = kNegInfF;
+    }
+  }
+}
+
+// MinLengthLogitsProcessor and MinNewTokensLengthLogitsProcessor: no end of sequence before the minimum.
+void MinLength(int64_t min_length, int64_t min_new_tokens, const std::vector<int64_t>& eos, at::Tensor& scores, const Step& step) {
+  if (step.len() >= min_length && step.len() - step.prompt_len >= min_new_tokens) return;
+  for (int64_t e : eos)
+    if (e >= 0 && e < scores.size(1)) scores.select(1, e).fill_(kNegInf);
+}
+
+void Temperature(double t, at::Tensor& scores, const Step&) { scores.div_(t); }
+
+void TopK(int64_t top_k, at::Tensor& scores, const Step&) {
+  const int64_t k = std::min(top_k, scores.size(1));
+  at::Tensor kth = std::get<0>(scores.topk(k, -1)).narrow(1, k - 1, 1);
+  scores.masked_fill_(scores < kth, kNegInf);
+}
+
+void TopP(double top_p, at::Tensor& scores, const Step&) {
+  auto sorted = scores.sort(-1, /*descending=*/false);
+  at::Tensor sv = std::get<0>(sorted), si = std::get<1>(sorted);
+  at::Tensor remove = sv.softmax(-1).cumsum(-1) <= (1.0 - top_p);
+  remove.narrow(1, scores.size(1) - 1, 1).fill_(false);
+  scores.masked_fill_(remove.scatter(1, si, remove), kNegInf);
+}
+
+// TopK then TopP, with TopP on the k survivors only: everything else is -inf and carries no probability, so the
+// whole vocabulary need not be sorted. The same result as the two in turn.
+void TopKThenTopP(int64_t top_k, double top_p, at::Tensor& scores, const Step&) {
+  const int64_t k = std::min(top_k, scores.size(1));
+  auto top = scores.topk(k, -1, /*largest=*/true, /*sorted=*/true);
+  at::Tensor tv = std::get<0>(top), ti = std::get<1>(top);
+  at::Tensor keep = scores >= tv.narrow(1, k - 1, 1);  // ties with the k-th value stay, as in Hugging Face
+  at::Tensor asc = tv.flip(1);
+  at::Tensor remove_asc = asc.softmax(-1).cumsum(-1) <= (1.0 - top_p);
+  remove_asc.narrow(1, k - 1, 1).fill_(false);
+  scores.masked_fill_(keep.logical_not(), kNegInf);
+  scores.scatter_(1, ti.flip(1), asc.masked_fill(remove_asc, kNegInf));
+}
+
+void MinP(double min_p, at::Tensor& scores, const Step&) {
+  at::Tensor probs = scores.softmax(-1);
+  at::Tensor top = std::get<0>(probs.max(-1, true));
+  scores.masked_fill_(probs < top * min_p, kNegInf);
+}
+
+void Typical(double mass, at::Tensor& scores, const Step&) {
   const int64_t V = scores.size(1);
-  if (c.temperature != 1.0) scores.div_(c.temperature);
-  if (c.top_k > 0 && c.top_p < 1.0) {
-    // Top-k then top-p on the k survivors only: everything else is -inf and carries no probability,
-    // so sorting the whole vocabulary is not needed.
-    int64_t k = std::min(c.top_k, V);
-    auto top = scores.topk(k, -1, /*largest=*/true, /*sorted=*/true);
-    at::Tensor tv = std::get<0>(top), ti = std::get<1>(top);
-    at::Tensor kth = tv.narrow(1, k - 1, 1);
-    at::Tensor keep = scores >= kth;  // ties with the k-th value stay, as in Hugging Face
-    at::Tensor asc = tv.flip(1);
-    at::Tensor cum = asc.softmax(-1).cumsum(-1);
-    at::Tensor remove_asc = cum <= (1.0 - c.top_p);
-    remove_asc.narrow(1, k - 1, 1).fill_(false);
-    scores.masked_fill_(keep.logical_not(), kNegInf);
-    scores.scatter_(1, ti.flip(1), asc.masked_fill(remove_asc, kNegInf));
-  } else if (c.top_k > 0) {
-    int64_t k = std::min(c.top_k, V);
-    at::Tensor kth = std::get<0>(scores.topk(k, -1)).narrow(1, k - 1, 1);
-    scores.masked_fill_(scores < kth, kNegInf);
-  } else if (c.top_p < 1.0) {
-    auto sorted = scores.sort(-1, /*descending=*/false);
-    at::Tensor sv = std::get<0>(sorted), si = std::get<1>(sorted);
-    at::Tensor cum = sv.softmax(-1).cumsum(-1);
-    at::Tensor remove = cum <= (1.0 - c.top_p);
-    remove.narrow(1, V - 1, 1).fill_(false);
-    scores.masked_fill_(remove.scatter(1, si, remove), kNegInf);
+  at::Tensor logp = scores.log_softmax(-1);
+  at::Tensor ent = -(logp * logp.exp()).nansum(-1, true);
+  auto sorted = ((-logp) - ent).abs().sort(-1, false);
+  at::Tensor ss = std::get<0>(sorted), si = std::get<1>(sorted);
+  at::Tensor cum = scores.gather(-1, si).softmax(-1).cumsum(-1);
+  at::Tensor last = (cum < mass).sum(1).clamp_max(V - 1);
+  at::Tensor remove = ss > ss.gather(1, last.view({-1, 1}));
+  remove.narrow(1, 0, 1).fill_(false);
+  scores.masked_fill_(remove.scatter(1, si, remove), kNegInf);
+}
+
+// The processors a call needs, assembled once, in Hugging Face's order: the logits processors, then (when sampling)
+// the warpers.
+struct Processors {
+  std::vector<LogitsProcessor> list;
+  bool needs_seen = false;  // a [B, len] tensor of the ids so far (repetition penalty)
+  bool needs_cpu = false;   // per-element edits through accessors
+
+  void operator()(at::Tensor& scores, const Step& step) const {
+    for (const auto& p : list) p(scores, step);
   }
-  if (c.min_p > 0.0) {
-    at::Tensor probs = scores.softmax(-1);
-    at::Tensor top = std::get<0>(probs.max(-1, true));
-    scores.masked_fill_(probs < top * c.min_p, kNegInf);
+};
+
+Processors BuildProcessors(const GenerateConfig& c, bool warpers) {
+  using namespace std::placeholders;
+  Processors p;
+  if (c.repetition_penalty != 1.0) {
+    p.list.push_back(std::bind(RepetitionPenalty, c.repetition_penalty, _1, _2));
+    p.needs_seen = true;
   }
-  if (c.typical_p < 1.0) {
-    at::Tensor logp = scores.log_softmax(-1);
-    at::Tensor p = logp.exp();
-    at::Tensor ent = -(logp * p).nansum(-1, true);
-    at::Tensor shifted = ((-logp) - ent).abs();
-    auto sorted = shifted.sort(-1, false);
-    at::Tensor ss = std::get<0>(sorted), si = std::get<1>(sorted);
-    at::Tensor cum = scores.gather(-1, si).softmax(-1).cumsum(-1);
-    at::Tensor last = (cum < c.typical_p).sum(1).clamp_max(V - 1);
-    at::Tensor remove = ss > ss.gather(1, last.view({-1, 1}));
-    remove.narrow(1, 0, 1).fill_(false);
-    scores.masked_fill_(remove.scatter(1, si, remove), kNegInf);
+  if (c.no_repeat_ngram_size > 0) {
+    p.list.push_back(std::bind(NoRepeatNGram, c.no_repeat_ngram_size, _1, _2));
+    p.needs_cpu = true;
   }
+  if (!c.bad_words_ids.empty()) {
+    p.list.push_back([words = c.bad_words_ids](at::Tensor& s, const Step& st) { NoBadWords(words, s, st); });
+    p.needs_cpu = true;
+  }
+  if (c.min_length > 0 || c.min_new_tokens > 0)
+    p.list.push_back([c](at::Tensor& s, const Step& st) { MinLength(c.min_length, c.min_new_tokens, c.eos_token_ids, s, st); });
+  if (!warpers) return p;
+  if (c.temperature != 1.0) p.list.push_back(std::bind(Temperature, c.temperature, _1, _2));
+  if (c.top_k > 0 && c.top_p < 1.0) p.list.push_back(std::bind(TopKThenTopP, c.top_k, c.top_p, _1, _2));
+  else if (c.top_k > 0) p.list.push_back(std::bind(TopK, c.top_k, _1, _2));
+  else if (c.top_p < 1.0) p.list.push_back(std::bind(TopP, c.top_p, _1, _2));
+  if (c.min_p > 0.0) p.list.push_back(std::bind(MinP, c.min_p, _1, _2));
+  if (c.typical_p < 1.0) p.list.push_back(std::bind(Typical, c.typical_p, _1, _2));
+  return p;
 }
 
 bool IsEos(int64_t t, const GenerateConfig& c) {
   return std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), t) != c.eos_token_ids.end();
 }
 
-struct Prepared {
-  at::Tensor ids, mask, pos;  // on the model's device
-  int64_t B, T;
+// The set-up greedy, sampling and beam search share: the prompt's rows expanded (num_return_sequences or beams),
+// the cache for prompt + new tokens, the mask widened to that capacity, position ids derived from the mask.
+struct Decoding {
+  at::Tensor ids, pos, next_pos;  // on the model's device; next_pos: the position of each row's next token
+  at::Tensor mask;                // [B, cap], or undefined when unpadded
+  KVCache cache;                  // empty without use_cache
+  std::vector<std::vector<int64_t>> rows;  // each row's ids so far, on the CPU
+  int64_t B, T, cap;
 };
 
-// Expands rows (for num_return_sequences or beams) and derives position ids from the mask.
-Prepared Prepare(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, int64_t expand) {
+Decoding Prepare(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, int64_t expand, int64_t max_new_tokens, bool cache) {
   at::Device dev = model.device();
-  Prepared p;
-  p.ids = ids0.to(dev, at::kLong).repeat_interleave(expand, 0);
-  p.B = p.ids.size(0);
-  p.T = p.ids.size(1);
+  Decoding d;
+  d.ids = ids0.to(dev, at::kLong).repeat_interleave(expand, 0);
+  d.B = d.ids.size(0);
+  d.T = d.ids.size(1);
+  d.cap = d.T + max_new_tokens;
   if (mask0.defined()) {
-    p.mask = mask0.to(dev, at::kLong).repeat_interleave(expand, 0);
-    p.pos = (p.mask.cumsum(-1) - 1).clamp_min(0);
+    at::Tensor m = mask0.to(dev, at::kLong).repeat_interleave(expand, 0);
+    d.pos = (m.cumsum(-1) - 1).clamp_min(0);
+    d.mask = at::ones({d.B, d.cap}, m.options());
+    d.mask.narrow(1, 0, d.T).copy_(m);
   } else {
-    p.pos = at::arange(p.T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({p.B, p.T});
+    d.pos = at::arange(d.T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({d.B, d.T});
   }
-  return p;
+  d.next_pos = d.pos.narrow(1, d.T - 1, 1) + 1;
+  if (cache) d.cache = model.NewCache(d.B, d.cap);
+  at::Tensor cpu = d.ids.to(at::kCPU).contiguous();
+  auto acc = cpu.accessor<int64_t, 2>();
+  d.rows.resize(static_cast<size_t>(d.B));
+  for (int64_t b = 0; b < d.B; b++) d.rows[b].assign(&acc[b][0], &acc[b][0] + d.T);
+  return d;
+}
+
+void CheckCancel(const std::atomic<int32_t>* cancel) {
+  if (cancel && cancel->load() != 0) throw AbortedError("generation was aborted");
 }
 
 at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, const GenerateConfig& c,
                           const TokenSink& sink, const std::atomic<int32_t>* cancel) {
-  Prepared p = Prepare(model, ids0, mask0, c.num_return_sequences);
-  const int64_t B = p.B, T = p.T, cap = T + c.max_new_tokens;
+  Decoding d = Prepare(model, ids0, mask0, c.num_return_sequences, c.max_new_tokens, c.use_cache);
+  const int64_t B = d.B, T = d.T;
   at::Device dev = model.device();
-  KVCache cache = c.use_cache ? model.NewCache(B, cap) : KVCache();
-  at::Tensor mask;
-  if (p.mask.defined()) {
-    mask = at::ones({B, cap}, p.mask.options());
-    mask.narrow(1, 0, T).copy_(p.mask);
-  }
-  at::Tensor all = at::empty({B, cap}, at::TensorOptions().dtype(at::kLong).device(dev));
-  all.narrow(1, 0, T).copy_(p.ids);
-  std::vector<std::vector<int64_t>> rows(B);
-  {
-    at::Tensor cpu = p.ids.to(at::kCPU).contiguous();
-    auto acc = cpu.accessor<int64_t, 2>();
-    for (int64_t b = 0; b < B; b++) rows[b].assign(&acc[b][0], &acc[b][0] + T);
-  }
+  const Processors process = BuildProcessors(c, c.do_sample);
+  at::Tensor all = at::empty({B, d.cap}, at::TensorOptions().dtype(at::kLong).device(dev));
+  all.narrow(1, 0, T).copy_(d.ids);
   c10::optional<at::Generator> gen;
   if (c.has_seed) gen = at::detail::createCPUGenerator(c.seed);
-  const bool needs_rows = c.no_repeat_ngram_size > 0 || !c.bad_words_ids.empty();
 
-  at::Tensor x = p.ids, pos = p.pos;
-  at::Tensor next_pos = p.pos.narrow(1, T - 1, 1) + 1;
+  at::Tensor x = d.ids, pos = d.pos;
   std::vector<uint8_t> finished(B, 0);
   int64_t len = T;
   for (int64_t step = 0; step < c.max_new_tokens; step++) {
-    if (cancel && cancel->load() != 0) throw UserError("generation was aborted");
-    at::Tensor m = mask.defined() ? mask.narrow(1, 0, len) : at::Tensor();
+    CheckCancel(cancel);
+    at::Tensor m = d.mask.defined() ? d.mask.narrow(1, 0, len) : at::Tensor();
     at::Tensor h;
     if (c.use_cache) {
-      h = model.Hidden(x, pos, m, &cache);
-      cache.length = len;
+      h = model.Hidden(x, pos, m, &d.cache);
+      d.cache.length = len;
     } else {
       // Full recompute of the whole sequence each step (use_cache: false).
       at::Tensor full_pos = m.defined() ? (m.cumsum(-1) - 1).clamp_min(0)
@@ -175,12 +234,11 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
       h = model.Hidden(all.narrow(1, 0, len), full_pos, m, nullptr);
     }
     at::Tensor scores = model.Logits(h.narrow(1, h.size(1) - 1, 1).squeeze(1)).to(at::kFloat);
-    if (needs_rows || scores.device().is_cpu() == false) scores = scores.to(at::kCPU);
-    at::Tensor seen = c.repetition_penalty != 1.0 ? all.narrow(1, 0, len).to(scores.device()) : at::Tensor();
-    Process(scores, rows, seen, T, c);
+    if (process.needs_cpu || !scores.device().is_cpu()) scores = scores.to(at::kCPU);
+    at::Tensor seen = process.needs_seen ? all.narrow(1, 0, len).to(scores.device()) : at::Tensor();
+    process(scores, Step{d.rows, seen, T});
     at::Tensor next;
     if (c.do_sample) {
-      Warp(scores, c);
       at::Tensor probs = scores.softmax(-1);
       next = gen ? at::multinomial(probs.to(at::kCPU), 1, false, *gen).squeeze(1) : at::multinomial(probs, 1).squeeze(1);
     } else {
@@ -193,7 +251,7 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
     for (int64_t b = 0; b < B; b++) {
       int64_t t = finished[b] ? c.pad_token_id : nacc[b];
       tokens[b] = t;
-      rows[b].push_back(t);
+      d.rows[b].push_back(t);
       if (!finished[b] && IsEos(t, c)) finished[b] = 1;
       all_done = all_done && finished[b];
     }
@@ -203,8 +261,8 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
     if (sink) sink(tokens);
     if (all_done) break;
     x = col.unsqueeze(1);
-    pos = next_pos;
-    next_pos = next_pos + 1;
+    pos = d.next_pos;
+    d.next_pos = d.next_pos + 1;
   }
   return all.narrow(1, 0, len).to(at::kCPU).clone();
 }
@@ -213,7 +271,7 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
 struct Hypotheses {
   int64_t num_beams;
   double length_penalty;
-  int early_stopping;
+  EarlyStopping early_stopping;
   int64_t max_length;
   std::vector<std::pair<double, std::vector<int64_t>>> beams;
   double worst = 1e9;
@@ -237,9 +295,9 @@ struct Hypotheses {
 
   bool IsDone(double best_sum_logprobs, int64_t cur_len, int64_t prompt_len) const {
     if (static_cast<int64_t>(beams.size()) < num_beams) return false;
-    if (early_stopping == 1) return true;
+    if (early_stopping == EarlyStopping::kAlways) return true;
     double highest;
-    if (early_stopping == 0) {
+    if (early_stopping == EarlyStopping::kHeuristic) {
       highest = best_sum_logprobs / std::pow(static_cast<double>(cur_len - prompt_len), length_penalty);
     } else {
       highest = length_penalty > 0 ? best_sum_logprobs / std::pow(static_cast<double>(max_length - prompt_len), length_penalty)
@@ -252,40 +310,32 @@ struct Hypotheses {
 at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, const GenerateConfig& c,
                       const std::atomic<int32_t>* cancel) {
   const int64_t K = c.num_beams;
-  Prepared p = Prepare(model, ids0, mask0, K);
-  const int64_t B0 = ids0.size(0), B = p.B, T = p.T, cap = T + c.max_new_tokens, max_length = cap;
+  Decoding d = Prepare(model, ids0, mask0, K, c.max_new_tokens, /*cache=*/true);
+  const int64_t B0 = ids0.size(0), B = d.B, T = d.T, max_length = d.cap;
   at::Device dev = model.device();
-  KVCache cache = model.NewCache(B, cap);
-  at::Tensor mask;
-  if (p.mask.defined()) {
-    mask = at::ones({B, cap}, p.mask.options());
-    mask.narrow(1, 0, T).copy_(p.mask);
-  }
-  std::vector<std::vector<int64_t>> rows(B);
-  {
-    at::Tensor cpu = p.ids.to(at::kCPU).contiguous();
-    auto acc = cpu.accessor<int64_t, 2>();
-    for (int64_t b = 0; b < B; b++) rows[b].assign(&acc[b][0], &acc[b][0] + T);
-  }
+  const Processors process = BuildProcessors(c, /*warpers=*/false);
+  auto& rows = d.rows;
   std::vector<Hypotheses> hyps(B0, Hypotheses{K, c.length_penalty, c.early_stopping, max_length, {}, 1e9});
   std::vector<uint8_t> done(B0, 0);
   std::vector<double> beam_scores(B, 0.0);
   for (int64_t b = 0; b < B0; b++)
     for (int64_t k = 1; k < K; k++) beam_scores[b * K + k] = -1e9;
 
-  at::Tensor x = p.ids, pos = p.pos;
-  at::Tensor next_pos = p.pos.narrow(1, T - 1, 1) + 1;
+  at::Tensor x = d.ids, pos = d.pos;
   int64_t len = T;
   while (len < max_length) {
-    if (cancel && cancel->load() != 0) throw UserError("generation was aborted");
-    at::Tensor m = mask.defined() ? mask.narrow(1, 0, len) : at::Tensor();
-    at::Tensor h = model.Hidden(x, pos, m, &cache);
-    cache.length = len;
+    CheckCancel(cancel);
+    at::Tensor m = d.mask.defined() ? d.mask.narrow(1, 0, len) : at::Tensor();
+    at::Tensor h = model.Hidden(x, pos, m, &d.cache);
+    d.cache.length = len;
     at::Tensor scores = model.Logits(h.narrow(1, h.size(1) - 1, 1).squeeze(1)).to(at::kFloat).log_softmax(-1).to(at::kCPU);
-    std::vector<int64_t> flat;
-    for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
-    at::Tensor seen = at::from_blob(flat.data(), {B, len}, at::kLong).clone();
-    Process(scores, rows, seen, T, c);
+    at::Tensor seen;
+    if (process.needs_seen) {
+      std::vector<int64_t> flat;
+      for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+      seen = at::from_blob(flat.data(), {B, len}, at::kLong).clone();
+    }
+    process(scores, Step{rows, seen, T});
     const int64_t V = scores.size(1);
     scores = scores + at::tensor(beam_scores, at::kDouble).to(at::kFloat).unsqueeze(1);
     scores = scores.view({B0, K * V});
@@ -326,15 +376,15 @@ at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mas
     rows.swap(next_rows);
     beam_scores = new_scores;
     at::Tensor src = at::from_blob(new_src.data(), {B}, at::kLong).clone().to(dev);
-    for (int64_t l = 0; l < static_cast<int64_t>(cache.k.size()); l++) {
-      cache.k[l].narrow(2, 0, len).copy_(cache.k[l].narrow(2, 0, len).index_select(0, src));
-      cache.v[l].narrow(2, 0, len).copy_(cache.v[l].narrow(2, 0, len).index_select(0, src));
+    for (int64_t l = 0; l < static_cast<int64_t>(d.cache.k.size()); l++) {
+      d.cache.k[l].narrow(2, 0, len).copy_(d.cache.k[l].narrow(2, 0, len).index_select(0, src));
+      d.cache.v[l].narrow(2, 0, len).copy_(d.cache.v[l].narrow(2, 0, len).index_select(0, src));
     }
-    if (mask.defined()) mask = mask.index_select(0, src);
-    next_pos = next_pos.index_select(0, src);
+    if (d.mask.defined()) d.mask = d.mask.index_select(0, src);
+    d.next_pos = d.next_pos.index_select(0, src);
     x = at::from_blob(new_tokens.data(), {B, 1}, at::kLong).clone().to(dev);
-    pos = next_pos;
-    next_pos = next_pos + 1;
+    pos = d.next_pos;
+    d.next_pos = d.next_pos + 1;
     len++;
     if (std::all_of(done.begin(), done.end(), [](uint8_t d) { return d != 0; })) break;
   }
@@ -379,50 +429,51 @@ at::Tensor Generate(GPT2& model, const at::Tensor& ids, const at::Tensor& mask, 
 
 // ---- binding ---------------------------------------------------------------------------------------
 
-static int64_t GetInt(const Napi::Object& o, const char* k, int64_t def) {
-  Napi::Value v = o.Get(k);
-  return v.IsNumber() ? v.As<Napi::Number>().Int64Value() : def;
-}
-static double GetNum(const Napi::Object& o, const char* k, double def) {
-  Napi::Value v = o.Get(k);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+GenerateConfig ParseGenerateConfig(const Options& o) {
+  GenerateConfig c;
+  c.max_new_tokens = o.Int("max_new_tokens");
+  c.min_new_tokens = o.Int("min_new_tokens");
+  c.min_length = o.Int("min_length");
+  c.do_sample = o.Bool("do_sample");
+  c.temperature = o.Num("temperature");
+  c.top_k = o.Int("top_k");
+  c.top_p = o.Num("top_p");
+  c.min_p = o.Num("min_p");
+  c.typical_p = o.Num("typical_p");
+  c.repetition_penalty = o.Num("repetition_penalty");
+  c.no_repeat_ngram_size = o.Int("no_repeat_ngram_size");
+  auto words = o.Get("bad_words_ids");
+  if (!words.IsArray()) throw UserError("Expected an array of id arrays for generate's option bad_words_ids");
+  for (uint32_t i = 0; i < words.As<Napi::Array>().Length(); i++)
+    c.bad_words_ids.push_back(ToInt64Vector(words.As<Napi::Array>().Get(i), "bad_words_ids"));
+  c.eos_token_ids = o.Ints("eos_token_ids");
+  c.pad_token_id = o.Int("pad_token_id");
+  c.num_beams = o.Int("num_beams");
+  c.num_return_sequences = o.Int("num_return_sequences");
+  c.length_penalty = o.Num("length_penalty");
+  c.early_stopping = static_cast<EarlyStopping>(o.Enum("early_stopping", {"heuristic", "always", "never"}));
+  c.use_cache = o.Bool("use_cache");
+  if (!o.IsNull("seed")) {
+    c.has_seed = true;
+    c.seed = static_cast<uint64_t>(o.Int("seed"));
+  }
+  if (c.max_new_tokens < 1 || c.num_beams < 1 || c.num_return_sequences < 1 || c.top_k < 0 || c.min_new_tokens < 0 || c.min_length < 0 ||
+      c.no_repeat_ngram_size < 0)
+    throw UserError("generate: max_new_tokens, num_beams and num_return_sequences must be positive; top_k, min_new_tokens, min_length "
+                    "and no_repeat_ngram_size non-negative");
+  return c;
 }
 
-// generate(input_ids, attention_mask | null, options, onTokens | null, cancel: Int32Array(SharedArrayBuffer) | null)
+// generate({ input_ids, attention_mask: Tensor | null, config: {...}, on_tokens: fn | null,
+//            cancel: Int32Array(SharedArrayBuffer) | null }) -> Promise<Tensor>
 Napi::Value ModelWrap::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
   return Guard(env, [&]() -> Napi::Value {
-    at::Tensor ids = TensorWrap::FromJs(info[0], "input_ids");
-    at::Tensor mask = info[1].IsObject() ? TensorWrap::FromJs(info[1], "attention_mask") : at::Tensor();
-    auto o = info[2].As<Napi::Object>();
-    GenerateConfig c;
-    c.max_new_tokens = GetInt(o, "max_new_tokens", 20);
-    c.min_new_tokens = GetInt(o, "min_new_tokens", 0);
-    c.min_length = GetInt(o, "min_length", 0);
-    c.do_sample = o.Get("do_sample").ToBoolean().Value();
-    c.temperature = GetNum(o, "temperature", 1.0);
-    c.top_k = GetInt(o, "top_k", 0);
-    c.top_p = GetNum(o, "top_p", 1.0);
-    c.min_p = GetNum(o, "min_p", 0.0);
-    c.typical_p = GetNum(o, "typical_p", 1.0);
-    c.repetition_penalty = GetNum(o, "repetition_penalty", 1.0);
-    c.no_repeat_ngram_size = GetInt(o, "no_repeat_ngram_size", 0);
-    c.pad_token_id = GetInt(o, "pad_token_id", 0);
-    c.num_beams = GetInt(o, "num_beams", 1);
-    c.num_return_sequences = GetInt(o, "num_return_sequences", 1);
-    c.length_penalty = GetNum(o, "length_penalty", 1.0);
-    c.early_stopping = static_cast<int>(GetInt(o, "early_stopping", 0));
-    c.use_cache = !o.Get("use_cache").IsBoolean() || o.Get("use_cache").As<Napi::Boolean>().Value();
-    if (o.Get("seed").IsNumber()) {
-      c.has_seed = true;
-      c.seed = static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value());
-    }
-    c.eos_token_ids = ToInt64Vector(o.Get("eos_token_ids"), "eos_token_id");
-    if (o.Get("bad_words_ids").IsArray()) {
-      auto arr = o.Get("bad_words_ids").As<Napi::Array>();
-      for (uint32_t i = 0; i < arr.Length(); i++) c.bad_words_ids.push_back(ToInt64Vector(arr.Get(i), "bad_words_ids"));
-    }
+    const Options args(info[0], "generate");
+    at::Tensor ids = args.Tensor("input_ids");
+    at::Tensor mask = args.TensorOrNull("attention_mask");
+    const GenerateConfig c = ParseGenerateConfig(args.Nested("config"));
     const auto& mc = model->config();
     if (ids.dim() != 2 || ids.size(1) == 0) throw UserError("Expected input_ids of shape [batch, sequence] with at least one token");
     if (ids.size(1) + c.max_new_tokens > mc.n_positions)
@@ -431,15 +482,22 @@ Napi::Value ModelWrap::Generate(const Napi::CallbackInfo& info) {
     if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= mc.vocab_size)
       throw UserError("input_ids must be in [0, " + std::to_string(mc.vocab_size) + ")");
 
-    std::shared_ptr<Napi::ThreadSafeFunction> tsfn;
-    if (info[3].IsFunction())
-      tsfn = std::make_shared<Napi::ThreadSafeFunction>(Napi::ThreadSafeFunction::New(env, info[3].As<Napi::Function>(), "torchlm-stream", 0, 1));
     const std::atomic<int32_t>* cancel = nullptr;
     std::vector<Napi::Object> keep = {info.This().As<Napi::Object>()};
-    if (info[4].IsTypedArray()) {
-      auto ta = info[4].As<Napi::Int32Array>();
+    if (!args.IsNull("cancel")) {
+      Napi::Value v = args.Get("cancel");
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || v.As<Napi::TypedArray>().ElementLength() < 1)
+        throw UserError("Expected an Int32Array or null for generate's option cancel");
+      auto ta = v.As<Napi::Int32Array>();
       cancel = reinterpret_cast<const std::atomic<int32_t>*>(ta.Data());
       keep.push_back(ta);
+    }
+    // made last: nothing may throw after it, or the thread-safe function would hold the event loop open
+    std::shared_ptr<Napi::ThreadSafeFunction> tsfn;
+    if (!args.IsNull("on_tokens")) {
+      if (!args.Get("on_tokens").IsFunction()) throw UserError("Expected a function or null for generate's option on_tokens");
+      tsfn = std::make_shared<Napi::ThreadSafeFunction>(
+          Napi::ThreadSafeFunction::New(env, args.Get("on_tokens").As<Napi::Function>(), "torchlm-stream", 0, 1));
     }
     auto out = std::make_shared<at::Tensor>();
     return PromiseWorker::Run(

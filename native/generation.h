@@ -9,6 +9,11 @@
 
 namespace torchlm {
 
+// Hugging Face's early_stopping: false (a heuristic), true, "never".
+enum class EarlyStopping { kHeuristic, kAlways, kNever };
+
+// Every field is set from the call's options (lib/generation.ts fills them from GenerationConfig); none has a
+// default of its own that a call could fall back on.
 struct GenerateConfig {
   int64_t max_new_tokens = 20, min_new_tokens = 0, min_length = 0;
   bool do_sample = false;
@@ -20,13 +25,13 @@ struct GenerateConfig {
   int64_t pad_token_id = 0;
   int64_t num_beams = 1, num_return_sequences = 1;
   double length_penalty = 1.0;
-  int early_stopping = 0;  // 0: heuristic (false), 1: true, 2: "never"
+  EarlyStopping early_stopping = EarlyStopping::kHeuristic;
   bool use_cache = true;
   bool has_seed = false;
   uint64_t seed = 0;
 };
 
-// Called after each step with the new token of every row; returns false to stop.
+// Called after each step with the new token of every row.
 using TokenSink = std::function<void(const std::vector<int64_t>&)>;
 
 // ids [B, T] int64 (left-padded when mask is given), mask [B, T] or undefined.

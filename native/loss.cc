@@ -1,20 +1,23 @@
 // CrossEntropyLoss with torch semantics.
 #include "loss.h"
 
+#include "options.h"
 #include "tensor.h"
 
 namespace torchlm {
 
-// crossEntropy(input [N, C] | [N, C, d1...], target, ignore_index, reduction, label_smoothing) -> Tensor
+// crossEntropy({ input [N, C] | [N, C, d1...], target, ignore_index, reduction: "mean" | "sum" | "none",
+//                label_smoothing }) -> Tensor
 static Napi::Value JsCrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    at::Tensor input = TensorWrap::FromJs(info[0], "input");
-    at::Tensor target = TensorWrap::FromJs(info[1], "target");
-    int64_t ignore = info[2].As<Napi::Number>().Int64Value();
-    std::string red = info[3].As<Napi::String>().Utf8Value();
-    double smoothing = info[4].IsNumber() ? info[4].As<Napi::Number>().DoubleValue() : 0.0;
-    int64_t reduction = red == "mean" ? at::Reduction::Mean : red == "sum" ? at::Reduction::Sum : at::Reduction::None;
+    const Options args(info[0], "crossEntropy");
+    at::Tensor input = args.Tensor("input");
+    at::Tensor target = args.Tensor("target");
+    int64_t ignore = args.Int("ignore_index");
+    static constexpr int64_t kReductions[] = {at::Reduction::Mean, at::Reduction::Sum, at::Reduction::None};
+    int64_t reduction = kReductions[args.Enum("reduction", {"mean", "sum", "none"})];
+    double smoothing = args.Num("label_smoothing");
     if (!at::isFloatingType(input.scalar_type()))
       throw UserError("Expected a floating input for CrossEntropyLoss but received " + DtypeName(input.scalar_type()));
     if (input.dim() < 1) throw UserError("Expected input of shape [N, C] or [N, C, d1, ...] for CrossEntropyLoss");

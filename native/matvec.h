@@ -19,9 +19,10 @@ at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
 void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale, const uint8_t* allowed, float* y);
 // 2: AVX-512F, 1: AVX2 + FMA, 0: neither (checked once, at run time).
 int SimdLevel();
-// On by default; TORCHLM_NO_MATVEC=1 or setMatvec(false) turns it off (to measure the lever).
+// On by default; TORCHLM_NO_MATVEC=1 or probes.setMatvec(false) turns it off (to measure the lever).
 bool MatVecEnabled();
-
-void InitMatVec(Napi::Env env, Napi::Object exports);
+void SetMatVecEnabled(bool on);
+// Calls that took a fast path so far (tests check that the path they compare was really taken).
+int64_t MatVecCalls();
 
 }  // namespace torchlm

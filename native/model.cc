@@ -1,4 +1,5 @@
 #include "model.h"
+#include "options.h"
 
 #include "safetensors.h"
 #include "tensor.h"
@@ -33,7 +34,7 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
 
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
   if (info.Length() != 1 || !info[0].IsExternal())
-    throw Napi::TypeError::New(info.Env(), "NativeModel cannot be constructed directly: use from_pretrained()");
+    throw JsError(info.Env(), "NativeModel cannot be constructed directly: use from_pretrained()", kInvalidArgument);
   model_ = *info[0].As<Napi::External<std::shared_ptr<GPT2>>>().Data();
 }
 
@@ -43,65 +44,57 @@ Napi::Object ModelWrap::New(Napi::Env env, std::shared_ptr<GPT2> model) {
 
 ModelWrap* ModelWrap::UnwrapModel(const Napi::Value& v) {
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor_->Value()))
-    throw Napi::TypeError::New(v.Env(), "Expected a model");
+    throw JsError(v.Env(), "Expected a model", kInvalidArgument);
   return Napi::ObjectWrap<ModelWrap>::Unwrap(v.As<Napi::Object>());
 }
 
 std::shared_ptr<GPT2> ModelWrap::Get(Napi::Env env) const {
-  if (!model_) throw Napi::Error::New(env, "Model is disposed: it cannot be used after dispose()");
+  if (!model_) throw JsError(env, "Model is disposed: it cannot be used after dispose()", kDisposed);
   return model_;
 }
 
-static int64_t IntField(const Napi::Object& o, const char* key, int64_t def) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  if (!v.IsNumber()) throw UserError(std::string("config.") + key + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= 1e9) || d != static_cast<double>(static_cast<int64_t>(d)))
-    throw UserError(std::string("config.") + key + " must be a non-negative integer");
-  return static_cast<int64_t>(d);
-}
-static double NumField(const Napi::Object& o, const char* key, double def) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  if (!v.IsNumber()) throw UserError(std::string("config.") + key + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
+static int64_t Size(const Options& o, const char* key) {
+  const int64_t v = o.Int(key);
+  if (v < 0 || v > 1000000000) throw UserError(std::string("config.") + key + " must be a non-negative integer");
+  return v;
 }
 
-GPT2Config ParseConfig(const Napi::Object& o) {
+GPT2Config ParseConfig(const Options& o) {
   GPT2Config c;
-  c.vocab_size = IntField(o, "vocab_size", c.vocab_size);
-  c.n_positions = IntField(o, "n_positions", c.n_positions);
-  c.n_embd = IntField(o, "n_embd", c.n_embd);
-  c.n_layer = IntField(o, "n_layer", c.n_layer);
-  c.n_head = IntField(o, "n_head", c.n_head);
-  c.n_inner = IntField(o, "n_inner", 0);
-  c.layer_norm_epsilon = NumField(o, "layer_norm_epsilon", c.layer_norm_epsilon);
-  c.embd_pdrop = NumField(o, "embd_pdrop", c.embd_pdrop);
-  c.attn_pdrop = NumField(o, "attn_pdrop", c.attn_pdrop);
-  c.resid_pdrop = NumField(o, "resid_pdrop", c.resid_pdrop);
-  Napi::Value act = o.Get("activation_function");
-  if (act.IsString()) c.activation_function = act.As<Napi::String>().Utf8Value();
-  Napi::Value s = o.Get("scale_attn_weights");
-  if (s.IsBoolean()) c.scale_attn_weights = s.As<Napi::Boolean>().Value();
-  s = o.Get("scale_attn_by_inverse_layer_idx");
-  if (s.IsBoolean()) c.scale_attn_by_inverse_layer_idx = s.As<Napi::Boolean>().Value();
+  c.vocab_size = Size(o, "vocab_size");
+  c.n_positions = Size(o, "n_positions");
+  c.n_embd = Size(o, "n_embd");
+  c.n_layer = Size(o, "n_layer");
+  c.n_head = Size(o, "n_head");
+  c.n_inner = o.IsNull("n_inner") ? 0 : Size(o, "n_inner");
+  c.layer_norm_epsilon = o.Num("layer_norm_epsilon");
+  c.embd_pdrop = o.Num("embd_pdrop");
+  c.attn_pdrop = o.Num("attn_pdrop");
+  c.resid_pdrop = o.Num("resid_pdrop");
+  c.activation_function = o.Str("activation_function");
+  c.scale_attn_weights = o.Bool("scale_attn_weights");
+  c.scale_attn_by_inverse_layer_idx = o.Bool("scale_attn_by_inverse_layer_idx");
   if (c.vocab_size < 1 || c.n_positions < 1 || c.n_embd < 1 || c.n_layer < 1 || c.n_head < 1)
     throw UserError("config sizes (vocab_size, n_positions, n_embd, n_layer, n_head) must be positive");
   return c;
 }
 
-// load(config, path, dataStart, entries, device, dtype | null) -> Promise<NativeModel>
+static c10::optional<at::ScalarType> DtypeOrNull(const Options& o, const char* key) {
+  if (o.IsNull(key)) return c10::nullopt;
+  return ParseDtype(o.Str(key));
+}
+
+// load({ config, path, data_start, entries, device, dtype: string | null }) -> Promise<NativeModel>
 Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    auto model = std::make_shared<GPT2>(ParseConfig(info[0].As<Napi::Object>()));
-    auto path = info[1].As<Napi::String>().Utf8Value();
-    auto start = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
-    auto entries = ParseEntries(info[3]);
-    at::Device device = ParseDevice(info[4].As<Napi::String>().Utf8Value());
-    c10::optional<at::ScalarType> dtype;
-    if (info[5].IsString()) dtype = ParseDtype(info[5].As<Napi::String>().Utf8Value());
+    const Options args(info[0], "NativeModel.load");
+    auto model = std::make_shared<GPT2>(ParseConfig(args.Nested("config")));
+    auto path = args.Str("path");
+    auto start = static_cast<uint64_t>(args.Int("data_start"));
+    auto entries = ParseEntries(args.Get("entries"));
+    at::Device device = ParseDevice(args.Str("device"));
+    c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
     // Only the tensors the model uses are read: attention-mask buffers and the tied lm_head are skipped.
     std::vector<SafetensorsEntry> wanted;
     for (auto& e : entries) {
@@ -114,6 +107,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
         env,
         [=] {
           c10::InferenceMode guard(false);
+          // null: the file's float types become float32, as transformers loads without a torch_dtype
           auto tensors = ReadSafetensors(path, start, wanted, dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat), device);
           model->Load(std::move(tensors));
           model->SetRequiresGrad(true);
@@ -122,15 +116,16 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   });
 }
 
-// create(config, device, dtype, seed) -> Promise<NativeModel> with Hugging Face's random initialisation
+// create({ config, device, dtype, seed: number | null }) -> Promise<NativeModel> with Hugging Face's random initialisation
 Napi::Value ModelWrap::Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    auto model = std::make_shared<GPT2>(ParseConfig(info[0].As<Napi::Object>()));
-    at::Device device = ParseDevice(info[1].As<Napi::String>().Utf8Value());
-    at::ScalarType dtype = ParseDtype(info[2].As<Napi::String>().Utf8Value());
-    bool seeded = info[3].IsNumber();
-    int64_t seed = seeded ? info[3].As<Napi::Number>().Int64Value() : 0;
+    const Options args(info[0], "NativeModel.create");
+    auto model = std::make_shared<GPT2>(ParseConfig(args.Nested("config")));
+    at::Device device = ParseDevice(args.Str("device"));
+    at::ScalarType dtype = ParseDtype(args.Str("dtype"));
+    bool seeded = !args.IsNull("seed");
+    int64_t seed = seeded ? args.Int("seed") : 0;
     return PromiseWorker::Run(
         env,
         [=] {
@@ -142,28 +137,26 @@ Napi::Value ModelWrap::Create(const Napi::CallbackInfo& info) {
   });
 }
 
-static at::Tensor OptionalTensor(const Napi::Value& v, const char* what) {
-  if (v.IsUndefined() || v.IsNull()) return at::Tensor();
-  return TensorWrap::FromJs(v, what);
-}
-
-// forward(input_ids, attention_mask?, position_ids?, labels?, past?: Tensor[] (k0, v0, k1, v1, ...),
-//         use_cache, grad) -> Promise<{ logits, loss?, past_key_values? }>
+// forward({ input_ids, attention_mask, position_ids, labels: Tensor | null, past_key_values: Tensor[] | null
+//           (k0, v0, k1, v1, ...), use_cache, grad }) -> Promise<{ logits, loss?, past_key_values? }>
 Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
   return Guard(env, [&]() -> Napi::Value {
-    at::Tensor ids = TensorWrap::FromJs(info[0], "input_ids");
-    at::Tensor mask = OptionalTensor(info[1], "attention_mask");
-    at::Tensor pos = OptionalTensor(info[2], "position_ids");
-    at::Tensor labels = OptionalTensor(info[3], "labels");
+    const Options args(info[0], "forward");
+    at::Tensor ids = args.Tensor("input_ids");
+    at::Tensor mask = args.TensorOrNull("attention_mask");
+    at::Tensor pos = args.TensorOrNull("position_ids");
+    at::Tensor labels = args.TensorOrNull("labels");
     std::vector<at::Tensor> past;
-    if (info[4].IsArray()) {
-      auto arr = info[4].As<Napi::Array>();
+    if (!args.IsNull("past_key_values")) {
+      Napi::Value v = args.Get("past_key_values");
+      if (!v.IsArray()) throw UserError("Expected an array of Tensors or null for forward's option past_key_values");
+      auto arr = v.As<Napi::Array>();
       for (uint32_t i = 0; i < arr.Length(); i++) past.push_back(TensorWrap::FromJs(arr.Get(i), "past_key_values"));
     }
-    bool use_cache = info[5].ToBoolean().Value();
-    bool grad = info[6].ToBoolean().Value();
+    bool use_cache = args.Bool("use_cache");
+    bool grad = args.Bool("grad");
     const auto& cfg = model->config();
 
     if (ids.dim() != 2) throw UserError("Expected input_ids of shape [batch, sequence] but received " + std::to_string(ids.dim()) + " dimensions");
@@ -238,19 +231,20 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
-  Get(info.Env())->training = info[0].ToBoolean().Value();
+  if (!info[0].IsBoolean()) throw JsError(info.Env(), "Expected a boolean for setTraining's mode", kInvalidArgument);
+  Get(info.Env())->training = info[0].As<Napi::Boolean>().Value();
   return info.Env().Undefined();
 }
 
-// to(device | null, dtype | null) -> Promise<void>
+// to({ device: string | null, dtype: string | null }) -> Promise<void>
 Napi::Value ModelWrap::To(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
   return Guard(env, [&]() -> Napi::Value {
+    const Options args(info[0], "to");
     c10::optional<at::Device> device;
-    c10::optional<at::ScalarType> dtype;
-    if (info[0].IsString()) device = ParseDevice(info[0].As<Napi::String>().Utf8Value());
-    if (info[1].IsString()) dtype = ParseDtype(info[1].As<Napi::String>().Utf8Value());
+    if (!args.IsNull("device")) device = ParseDevice(args.Str("device"));
+    c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
     return PromiseWorker::Run(
         env,
         [=] {

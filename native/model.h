@@ -37,6 +37,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 };
 
-GPT2Config ParseConfig(const Napi::Object& o);
+class Options;
+GPT2Config ParseConfig(const Options& o);
 
 }  // namespace torchlm

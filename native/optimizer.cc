@@ -3,6 +3,7 @@
 #include "distributed.h"
 #include "gpt2.h"
 #include "model.h"
+#include "options.h"
 #include "tensor.h"
 #include "worker.h"
 
@@ -212,25 +213,30 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     exports.Set("NativeAdamW", f);
   }
 
-  // new NativeAdamW([{ params: Tensor[], weight_decay }], beta1, beta2, eps)
+  // new NativeAdamW({ groups: [{ params: Tensor[], weight_decay }], beta1, beta2, eps })
   explicit AdamWWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamWWrap>(info) {
     Napi::Env env = info.Env();
     Guard(env, [&] {
+      const Options args(info[0], "NativeAdamW");
       std::vector<ParamGroup> groups;
-      auto arr = info[0].As<Napi::Array>();
+      Napi::Value gs = args.Get("groups");
+      if (!gs.IsArray()) throw UserError("Expected an array of parameter groups for NativeAdamW's option groups");
+      auto arr = gs.As<Napi::Array>();
       for (uint32_t i = 0; i < arr.Length(); i++) {
-        auto o = arr.Get(i).As<Napi::Object>();
+        const Options o(arr.Get(i), "NativeAdamW's parameter group");
         ParamGroup g;
-        g.weight_decay = o.Get("weight_decay").As<Napi::Number>().DoubleValue();
-        auto ps = o.Get("params").As<Napi::Array>();
-        for (uint32_t j = 0; j < ps.Length(); j++) g.params.push_back(TensorWrap::FromJs(ps.Get(j), "params"));
+        g.weight_decay = o.Num("weight_decay");
+        Napi::Value ps = o.Get("params");
+        if (!ps.IsArray()) throw UserError("Expected an array of Tensors for a parameter group's params");
+        for (uint32_t j = 0; j < ps.As<Napi::Array>().Length(); j++) g.params.push_back(TensorWrap::FromJs(ps.As<Napi::Array>().Get(j), "params"));
         groups.push_back(std::move(g));
       }
-      opt_ = std::make_shared<AdamW>(std::move(groups), info[1].As<Napi::Number>().DoubleValue(),
-                                     info[2].As<Napi::Number>().DoubleValue(), info[3].As<Napi::Number>().DoubleValue());
+      opt_ = std::make_shared<AdamW>(std::move(groups), args.Num("beta1"), args.Num("beta2"), args.Num("eps"));
       return 0;
     });
   }
+
+  static Amp ParseAmp(const Options& o) { return static_cast<Amp>(o.Enum("amp", {"none", "bfloat16", "float16"})); }
 
  private:
   std::shared_ptr<AdamW> opt_;
@@ -249,14 +255,15 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
 
   GradScaler* Scaler() { return fp16_ ? scaler_.get() : nullptr; }
 
-  // backward(loss, scale, fp16) -> Promise<number>: backward of loss * scale (times the loss scale under
-  // fp16) on a worker thread; resolves to the loss value. For compute_loss overrides.
+  // backward({ loss, scale, amp }) -> Promise<number>: backward of loss * scale (times the loss scale under
+  // float16) on a worker thread; resolves to the loss value. For compute_loss overrides.
   Napi::Value JsBackward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      at::Tensor loss = TensorWrap::FromJs(info[0], "loss");
-      double scale = info[1].As<Napi::Number>().DoubleValue();
-      fp16_ = info[2].ToBoolean().Value();
+      const Options args(info[0], "backward");
+      at::Tensor loss = args.Tensor("loss");
+      double scale = args.Num("scale");
+      fp16_ = ParseAmp(args) == Amp::kFP16;
       if (!loss.requires_grad()) throw UserError("the loss does not require grad: compute_loss must return a loss computed from the model's forward in training mode");
       if (loss.numel() != 1) throw UserError("the loss must be a scalar tensor");
       auto value = std::make_shared<double>(0);
@@ -271,7 +278,7 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
         if (fp16) { scaler->Init(loss.device()); l = l * scaler->scale.to(l.device()); }
         l.backward();
       }, [value](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *value); },
-      {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
+      {info.This().As<Napi::Object>(), args.Object("loss")});
     });
   }
 
@@ -342,25 +349,27 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     });
   }
 
-  // trainStep(model, input_ids, attention_mask | null, labels, loss_scale, step: { lr, max_grad_norm } | null)
-  //   -> Promise<{ loss, grad_norm? }>. Forward, loss, backward; when `step` is given (the accumulation
-  //   window closes) also clip, update and zero the gradients: no JavaScript per operation.
+  // trainStep({ model, input_ids, attention_mask: Tensor | null, labels, loss_scale,
+  //             update: { lr, max_grad_norm } | null, amp: "none" | "bfloat16" | "float16" }) -> Promise<{ loss, grad_norm? }>.
+  // Forward, loss, backward; with `update` (the accumulation window closes) also clip, update and zero the
+  // gradients: no JavaScript per operation.
   Napi::Value JsTrainStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      auto model = ModelWrap::UnwrapModel(info[0])->Get(env);
-      at::Tensor ids = TensorWrap::FromJs(info[1], "input_ids");
-      at::Tensor mask = info[2].IsNull() || info[2].IsUndefined() ? at::Tensor() : TensorWrap::FromJs(info[2], "attention_mask");
-      at::Tensor labels = TensorWrap::FromJs(info[3], "labels");
-      double scale = info[4].As<Napi::Number>().DoubleValue();
-      bool do_step = info[5].IsObject();
+      const Options args(info[0], "trainStep");
+      auto model = ModelWrap::UnwrapModel(args.Get("model"))->Get(env);
+      at::Tensor ids = args.Tensor("input_ids");
+      at::Tensor mask = args.TensorOrNull("attention_mask");
+      at::Tensor labels = args.Tensor("labels");
+      double scale = args.Num("loss_scale");
+      bool do_step = !args.IsNull("update");
       double lr = 0, max_norm = 0;
       if (do_step) {
-        auto o = info[5].As<Napi::Object>();
-        lr = o.Get("lr").As<Napi::Number>().DoubleValue();
-        max_norm = o.Get("max_grad_norm").As<Napi::Number>().DoubleValue();
+        const Options u = args.Nested("update");
+        lr = u.Num("lr");
+        max_norm = u.Num("max_grad_norm");
       }
-      Amp amp = static_cast<Amp>(info.Length() > 6 && info[6].IsNumber() ? info[6].As<Napi::Number>().Int32Value() : 0);
+      Amp amp = ParseAmp(args);
       fp16_ = amp == Amp::kFP16;
       if (ids.dim() != 2 || labels.sizes() != ids.sizes()) throw UserError("Expected input_ids and labels of the same shape [batch, sequence]");
       if (ids.size(1) > model->config().n_positions) throw UserError("sequence length is longer than n_positions");
@@ -408,7 +417,7 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
             if (out->norm >= 0 || std::isnan(out->norm)) o.Set("grad_norm", out->norm);
             return o;
           },
-          {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
+          {info.This().As<Napi::Object>(), args.Object("model")});
     });
   }
 };

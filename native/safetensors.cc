@@ -1,4 +1,5 @@
 #include "safetensors.h"
+#include "options.h"
 
 #include <ATen/Parallel.h>
 #include "tensor.h"
@@ -278,16 +279,17 @@ std::vector<SafetensorsEntry> ParseEntries(const Napi::Value& v) {
   return out;
 }
 
-// readSafetensors(path, dataStart, entries, dtype | null, device) -> Promise<[name, Tensor][]>
+// readSafetensors({ path, data_start, entries, dtype: string | null (the file's own), device }) -> Promise<[name, Tensor][]>
 static Napi::Value JsRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    auto path = info[0].As<Napi::String>().Utf8Value();
-    auto start = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
-    auto entries = ParseEntries(info[2]);
+    const Options args(info[0], "readSafetensors");
+    auto path = args.Str("path");
+    auto start = static_cast<uint64_t>(args.Int("data_start"));
+    auto entries = ParseEntries(args.Get("entries"));
     c10::optional<at::ScalarType> dtype;
-    if (info[3].IsString()) dtype = ParseDtype(info[3].As<Napi::String>().Utf8Value());
-    at::Device device = ParseDevice(info[4].As<Napi::String>().Utf8Value());
+    if (!args.IsNull("dtype")) dtype = ParseDtype(args.Str("dtype"));
+    at::Device device = ParseDevice(args.Str("device"));
     auto result = std::make_shared<std::vector<std::pair<std::string, at::Tensor>>>();
     return PromiseWorker::Run(
         env, [=] { *result = ReadSafetensors(path, start, entries, dtype, device); },

@@ -1,4 +1,5 @@
 #include "tensor.h"
+#include "options.h"
 
 #include <cstring>
 
@@ -42,7 +43,7 @@ void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
 
 TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
   if (info.Length() != 1 || !info[0].IsExternal())
-    throw Napi::TypeError::New(info.Env(), "NativeTensor cannot be constructed directly: use tensor()");
+    throw JsError(info.Env(), "NativeTensor cannot be constructed directly: use tensor()", kInvalidArgument);
   auto* t = info[0].As<Napi::External<at::Tensor>>().Data();
   tensor_ = std::move(*t);
   reported_ = tensor_.defined() && tensor_.device().is_cpu() ? static_cast<int64_t>(tensor_.nbytes()) : 0;
@@ -70,12 +71,12 @@ bool TensorWrap::IsTensor(const Napi::Value& v) {
 }
 
 at::Tensor TensorWrap::FromJs(const Napi::Value& v, const char* what) {
-  if (!IsTensor(v)) throw Napi::TypeError::New(v.Env(), std::string("Expected a Tensor for ") + what);
+  if (!IsTensor(v)) throw JsError(v.Env(), std::string("Expected a Tensor for ") + what, kInvalidArgument);
   return Napi::ObjectWrap<TensorWrap>::Unwrap(v.As<Napi::Object>())->Get(v.Env());
 }
 
 const at::Tensor& TensorWrap::Get(Napi::Env env) const {
-  if (disposed_) throw Napi::Error::New(env, "Tensor is disposed: it cannot be used after dispose()");
+  if (disposed_) throw JsError(env, "Tensor is disposed: it cannot be used after dispose()", kDisposed);
   return tensor_;
 }
 
@@ -192,13 +193,14 @@ Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
   });
 }
 
-// to(device | null, dtype | null)
+// to({ device: string | null, dtype: string | null })
 Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
+    const Options args(info[0], "Tensor.to");
     at::Tensor t = Get(env);
-    if (info[0].IsString()) t = t.to(ParseDevice(info[0].As<Napi::String>().Utf8Value()));
-    if (info[1].IsString()) t = t.to(ParseDtype(info[1].As<Napi::String>().Utf8Value()));
+    if (!args.IsNull("device")) t = t.to(ParseDevice(args.Str("device")));
+    if (!args.IsNull("dtype")) t = t.to(ParseDtype(args.Str("dtype")));
     return New(env, t);
   });
 }

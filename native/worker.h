@@ -80,8 +80,10 @@ class PromiseWorker : public Napi::AsyncWorker {
         exec_();
       });
     } catch (const std::exception& e) {
+      code_ = ErrorCode(e);
       SetError(ErrorMessage(e));
     } catch (...) {
+      code_ = kNative;
       SetError("unknown native error");
     }
   }
@@ -95,18 +97,22 @@ class PromiseWorker : public Napi::AsyncWorker {
       deferred_.Reject(e.Value());
       return;
     } catch (const std::exception& e) {
-      deferred_.Reject(Napi::Error::New(env, ErrorMessage(e)).Value());
+      deferred_.Reject(JsError(env, e).Value());
       return;
     }
     deferred_.Resolve(result);
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    e.Value().Set("code", Napi::String::New(Env(), code_));
+    deferred_.Reject(e.Value());
+  }
 
  private:
   Napi::Promise::Deferred deferred_;
   Exec exec_;
   Done done_;
+  const char* code_ = kNative;
   std::vector<Napi::ObjectReference> refs_;
 };
 

@@ -2,7 +2,8 @@
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GPT2LMHeadModel, tensor } from "../lib/index.js";
+import { AbortError, DisposedError, GPT2LMHeadModel, InvalidArgumentError, NativeError, tensor, TorchlmError } from "../lib/index.js";
+import { binding } from "../lib/native.js";
 import { TINY, tinyModelDir, tinyWeights, writeSafetensors } from "./helpers/tiny.js";
 
 const root = join(tmpdir(), `torchlm-errors-${process.pid}`);
@@ -105,5 +106,91 @@ describe("bad forward inputs", () => {
   test("the model still works afterwards", async () => {
     const out = await model.forward({ input_ids: [[464, 3290]] });
     expect(out.logits.shape).toEqual([1, 2, 50257]);
+  });
+});
+
+describe("error classes and codes", () => {
+  let model: GPT2LMHeadModel;
+  beforeAll(async () => { model = await GPT2LMHeadModel.from_pretrained(tinyModelDir()); });
+  afterAll(async () => { await model.dispose(); });
+
+  test("an argument checked in TypeScript: InvalidArgumentError, ERR_TORCHLM_INVALID_ARGUMENT", async () => {
+    const e = await model.generate([[1, 2]], { max_new_tokens: -1 }).catch((x) => x);
+    expect(e).toBeInstanceOf(InvalidArgumentError);
+    expect(e).toBeInstanceOf(TorchlmError);
+    expect(e).toMatchObject({ name: "InvalidArgumentError", code: "ERR_TORCHLM_INVALID_ARGUMENT" });
+    expect(e.message).toBe("Expected positive integer for max_new_tokens but received -1");
+  });
+  test("the caller's mistake found in C++ keeps its kind and the caller's stack", async () => {
+    const e = await model.forward({ input_ids: [[1, 50257]] }).catch((x) => x);
+    expect(e).toBeInstanceOf(InvalidArgumentError);
+    expect(e.code).toBe("ERR_TORCHLM_INVALID_ARGUMENT");
+    expect(e.stack).toContain("errors.test.ts");
+  });
+  test("libtorch's own failure: NativeError, ERR_TORCHLM_NATIVE", () => {
+    const e = (() => { try { tensor([[1, 2, 3]]).matmul(tensor([[1, 2]])); } catch (x) { return x; } })() as Error;
+    expect(e).toBeInstanceOf(NativeError);
+    expect(e).toMatchObject({ name: "NativeError", code: "ERR_TORCHLM_NATIVE" });
+  });
+  test("a disposed tensor or model: DisposedError, ERR_TORCHLM_DISPOSED", async () => {
+    const t = tensor([1, 2]);
+    t.dispose();
+    expect(() => t.sum()).toThrow(DisposedError);
+    const m = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+    await m.dispose();
+    const e = await m.forward({ input_ids: [[1]] }).catch((x) => x);
+    expect(e).toMatchObject({ name: "DisposedError", code: "ERR_TORCHLM_DISPOSED" });
+  });
+  test("an aborted call: AbortError with Node's ABORT_ERR, from the native loop as from the signal", async () => {
+    const controller = new AbortController();
+    const p = model.generate([[1, 2]], { max_new_tokens: 100, signal: controller.signal, streamer: { put: () => controller.abort(), end: () => undefined } });
+    const e = await p.catch((x) => x);
+    expect(e).toBeInstanceOf(AbortError);
+    expect(e).toMatchObject({ name: "AbortError", code: "ABORT_ERR" });
+  });
+});
+
+describe("the raw binding's contract (lib/addon_types.ts): named options, every key required, string enums", () => {
+  // the typed layer always passes every key; these calls go around it, as a bug in it would. The binding checks
+  // options before it starts work, so it throws synchronously: `later` makes that a rejection, as withStack does.
+  const later = <T>(f: () => Promise<T>) => Promise.resolve().then(f);
+  const config = { vocab_size: 64, n_positions: 16, n_embd: 8, n_layer: 1, n_head: 2, n_inner: null, layer_norm_epsilon: 1e-5,
+    embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0, activation_function: "gelu_new", scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false };
+  test("a missing key is named, not replaced by a default of the C++'s own", async () => {
+    await expect(later(() => binding.NativeModel.create({ config, device: "cpu", dtype: "float32" } as never))).rejects.toThrow("NativeModel.create's option seed is missing");
+    const { n_head: _, ...partial } = config;
+    await expect(later(() => binding.NativeModel.create({ config: partial, device: "cpu", dtype: "float32", seed: 1 } as never)))
+      .rejects.toThrow("NativeModel.create's config's option n_head is missing");
+  });
+  test("a mistyped key or an unknown enum value is refused with the library's error shape", async () => {
+    const nm = await binding.NativeModel.create({ config, device: "cpu", dtype: "float32", seed: 1 });
+    const ids = tensor([[1, 2]])._t;
+    const base = { input_ids: ids, attention_mask: null, position_ids: null, labels: null, past_key_values: null, use_cache: false, grad: false };
+    await expect(later(() => nm.forward({ ...base, use_cache: 0 } as never))).rejects.toThrow("Expected a boolean for forward's option use_cache but received 0");
+    const opt = new binding.NativeAdamW({ groups: [{ params: nm.parameters().map(([, t]) => t), weight_decay: 0 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+    const step = { model: nm, input_ids: ids, attention_mask: null, labels: ids, loss_scale: 1, update: null, amp: 1 };
+    const e = await later(() => opt.trainStep(step as never)).catch((x) => x);
+    expect(e.message).toBe('Expected one of "none", "bfloat16", "float16" for trainStep\'s option amp but received 1');
+    expect(e.code).toBe("ERR_TORCHLM_INVALID_ARGUMENT");
+    expect(() => binding.crossEntropy({ input: tensor([[0.5, 0.5]])._t, target: tensor([0])._t, ignore_index: -100, reduction: "avg", label_smoothing: 0 } as never))
+      .toThrow('Expected one of "mean", "sum", "none" for crossEntropy\'s option reduction but received "avg"');
+    nm.dispose();
+  });
+  test("generate's settings arrive whole: early_stopping as a name, not a code", async () => {
+    const nm = await binding.NativeModel.create({ config, device: "cpu", dtype: "float32", seed: 1 });
+    const settings = { max_new_tokens: 2, min_new_tokens: 0, min_length: 0, do_sample: false, temperature: 1, top_k: 0, top_p: 1, min_p: 0,
+      typical_p: 1, repetition_penalty: 1, no_repeat_ngram_size: 0, bad_words_ids: [], eos_token_ids: [], pad_token_id: 0, num_beams: 2,
+      num_return_sequences: 1, length_penalty: 1, early_stopping: "always", use_cache: true, seed: null } as const;
+    const request = { input_ids: tensor([[1, 2]])._t, attention_mask: null, on_tokens: null, cancel: null };
+    const out = await nm.generate({ ...request, config: settings });
+    expect(out.shape).toEqual([1, 4]);
+    await expect(later(() => nm.generate({ ...request, config: { ...settings, early_stopping: 1 } } as never)))
+      .rejects.toThrow(/Expected one of "heuristic", "always", "never" for generate's config's option early_stopping/);
+    const cancel = new Int32Array(new SharedArrayBuffer(4));
+    Atomics.store(cancel, 0, 1);
+    await expect(nm.generate({ ...request, cancel, config: settings })).rejects.toMatchObject({ code: "ABORT_ERR", message: "generation was aborted" });
+    const { top_k: _, ...noTopK } = settings;
+    await expect(later(() => nm.generate({ ...request, config: noTopK } as never))).rejects.toThrow("generate's config's option top_k is missing");
+    nm.dispose();
   });
 });

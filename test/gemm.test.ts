@@ -1,23 +1,23 @@
 // Inference linears over many rows on oneDNN's sgemm (native/gemm.cc) against libtorch's addmm / matmul, and
 // the tiny golden model's logits against PyTorch's (test/fixtures/golden-tiny.json) with the path taken.
 import { GPT2LMHeadModel } from "../lib/index.js";
-import { binding } from "../lib/native.js";
+import { probes } from "../lib/native.js";
 import { flatten, golden, maxAbsDiff, pick, tinyModelDir } from "./helpers/tiny.js";
 
-afterEach(() => binding.setGemm(true));
+afterEach(() => probes.setGemm(true));
 
 /** Logits of one forward pass with the oneDNN path on or off, and how many linears took it. */
 async function logits(model: GPT2LMHeadModel, ids: number[][], on: boolean, requires_grad = false): Promise<{ out: Float32Array; golden: number[]; calls: number }> {
-  binding.setGemm(on);
-  const c0 = binding.gemmCalls();
+  probes.setGemm(on);
+  const c0 = probes.gemmCalls();
   const o = await model.forward({ input_ids: ids, requires_grad });
   const out = Float32Array.from(o.logits.data() as Float32Array);
   const golden_ = model.config.vocab_size === 50257 ? pick(o.logits, golden.columns) : [];
   o.logits.dispose();
-  return { out, golden: golden_, calls: binding.gemmCalls() - c0 };
+  return { out, golden: golden_, calls: probes.gemmCalls() - c0 };
 }
 
-const maybe = binding.gemmAvailable ? describe : describe.skip;
+const maybe = probes.gemmAvailable ? describe : describe.skip;
 
 maybe("oneDNN sgemm for inference linears", () => {
   test("odd shapes: the same logits as addmm and matmul; every linear and the LM head take the path", async () => {

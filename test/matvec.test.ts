@@ -1,15 +1,15 @@
 // The batch-1 fast paths (matrix-vector kernels for the linears and the LM head, one-pass decoding attention,
 // float32 activations over bfloat16 weights) against libtorch's own addmm / matmul / softmax path.
 import { GPT2LMHeadModel, tensor } from "../lib/index.js";
-import { binding } from "../lib/native.js";
+import { probes } from "../lib/native.js";
 import { maxAbsDiff, tinyModelDir } from "./helpers/tiny.js";
 
-afterEach(() => binding.setMatvec(true));
+afterEach(() => probes.setMatvec(true));
 
 /** Logits of each decoding step (prompt, then one token at a time through the cache), fast paths on or off. */
 async function steps(model: GPT2LMHeadModel, prompt: number[], next: number[], fast: boolean): Promise<Float32Array[]> {
-  binding.setMatvec(fast);
-  const calls = binding.matvecCalls();
+  probes.setMatvec(fast);
+  const calls = probes.matvecCalls();
   const out: Float32Array[] = [];
   let o = await model.forward({ input_ids: [prompt], use_cache: true });
   out.push(Float32Array.from(o.logits.float().data() as Float32Array));
@@ -18,8 +18,8 @@ async function steps(model: GPT2LMHeadModel, prompt: number[], next: number[], f
     out.push(Float32Array.from(o.logits.float().data() as Float32Array));
   }
   // per cached step: 4 linears and one attention per layer, and the LM head
-  if (fast) expect(binding.matvecCalls() - calls).toBe(next.length * (5 * model.config.n_layer + 1));
-  else expect(binding.matvecCalls()).toBe(calls);
+  if (fast) expect(probes.matvecCalls() - calls).toBe(next.length * (5 * model.config.n_layer + 1));
+  else expect(probes.matvecCalls()).toBe(calls);
   return out;
 }
 
@@ -31,9 +31,9 @@ describe("batch-1 decoding fast paths", () => {
     const slow = await steps(model, [1, 2, 3], next, false);
     const fast = await steps(model, [1, 2, 3], next, true);
     slow.forEach((s, i) => expect(maxAbsDiff(fast[i]!, s)).toBeLessThan(1e-5));
-    binding.setMatvec(false);
+    probes.setMatvec(false);
     const a = (await model.generate([[1, 2, 3]], { max_new_tokens: 20 })).tolist();
-    binding.setMatvec(true);
+    probes.setMatvec(true);
     const b = (await model.generate([[1, 2, 3]], { max_new_tokens: 20 })).tolist();
     expect(b).toEqual(a);
     await model.dispose();
@@ -58,16 +58,16 @@ describe("batch-1 decoding fast paths", () => {
   test("an attention mask at batch 1 (left padding): fused decoding masks the same positions as the reference", async () => {
     const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const ids = [[50256, 50256, 464, 3290, 318]], attention_mask = [[0, 0, 1, 1, 1]];
-    binding.setMatvec(false);
+    probes.setMatvec(false);
     const a = (await model.generate(ids, { attention_mask, max_new_tokens: 12, pad_token_id: 50256 })).tolist();
-    binding.setMatvec(true);
-    const calls = binding.matvecCalls();
+    probes.setMatvec(true);
+    const calls = probes.matvecCalls();
     const b = (await model.generate(ids, { attention_mask, max_new_tokens: 12, pad_token_id: 50256 })).tolist();
     // the prompt's LM head, then 11 cached steps through the fused path: 4 linears and one attention per layer, the head
-    expect(binding.matvecCalls() - calls).toBe(1 + 11 * (5 * model.config.n_layer + 1));
+    expect(probes.matvecCalls() - calls).toBe(1 + 11 * (5 * model.config.n_layer + 1));
     expect(b).toEqual(a);
     // the padding is really masked: unmasked, the same ids continue differently
-    binding.setMatvec(true);
+    probes.setMatvec(true);
     const c = (await model.generate(ids, { attention_mask: [[1, 1, 1, 1, 1]], max_new_tokens: 12, pad_token_id: 50256 })).tolist();
     expect(c).not.toEqual(b);
     await model.dispose();
@@ -107,9 +107,9 @@ test("big tensors made on the JavaScript thread grow no second OpenMP team (it w
   const script = `
     import { readdirSync } from "node:fs";
     const { tensor } = await import(${JSON.stringify(join(lib, "index.js"))});
-    const { binding } = await import(${JSON.stringify(join(lib, "native.js"))});
+    const { probes } = await import(${JSON.stringify(join(lib, "native.js"))});
     const n = () => readdirSync("/proc/self/task").length;
-    await binding.readBandwidth(1 << 24, 1);
+    await probes.readBandwidth(1 << 24, 1);
     const before = n();
     const big = tensor(new Float32Array(1 << 22).fill(1), { shape: [1 << 22] });
     const c = big.clone();
@@ -120,12 +120,12 @@ test("big tensors made on the JavaScript thread grow no second OpenMP team (it w
 });
 
 test("the bench's machine probes: read bandwidth on every thread and on one, and the first write of fresh memory", async () => {
-  const all = await binding.readBandwidth(1 << 24, 2);
-  const one = await binding.readBandwidth(1 << 24, 2, false);
-  const touch = await binding.firstTouch(1 << 24);
+  const all = await probes.readBandwidth(1 << 24, 2);
+  const one = await probes.readBandwidth(1 << 24, 2, false);
+  const touch = await probes.firstTouch(1 << 24);
   for (const v of [all, one]) expect(v).toBeGreaterThan(1e8);  // bytes per second: any machine streams 100 MB/s
   expect(touch).toBeGreaterThan(0);
   expect(touch).toBeLessThan(10);
-  expect(() => binding.firstTouch(-1)).toThrow("Expected integer between 1 and 1099511627776 for bytes but received -1");
-  expect(() => binding.readBandwidth(1 << 20, 0.5)).toThrow("Expected integer between 1 and 1000 for reps but received 0.5");
+  expect(() => probes.firstTouch(-1)).toThrow("Expected integer between 1 and 1099511627776 for bytes but received -1");
+  expect(() => probes.readBandwidth(1 << 20, 0.5)).toThrow("Expected integer between 1 and 1000 for reps but received 0.5");
 });

@@ -1,0 +1,286 @@
+// The bench's measurements: torchlm and its peers on the same weights, in one run, rounds interleaved. Rendering and
+// writing the results is bench/render.ts's.
+import { execFileSync } from "node:child_process";
+import { availableParallelism } from "node:os";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, load_dataset, tensor, torch_info, type Tensor } from "../lib/index.js";
+import { writeReviewsParquet } from "../examples/embedded.js";
+import { binding, packageRoot, probes } from "../lib/native.js";
+import { benchPython, Peer, startTransformersJs } from "./peers.js";
+
+const root = packageRoot();
+/** GPT-2 124M's shapes, or a tiny model's with --quick; no dropout, so runs compare. */
+export const benchConfig = (quick: boolean) => quick
+  ? { model_type: "gpt2", vocab_size: 50257, n_positions: 256, n_embd: 128, n_layer: 2, n_head: 4, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 }
+  : { model_type: "gpt2", vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
+
+function median(xs: number[]): number { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; }
+async function timed(fn: () => Promise<unknown>, warmup: number, runs: number): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const t: number[] = [];
+  for (let i = 0; i < runs; i++) { const t0 = performance.now(); await fn(); t.push((performance.now() - t0) / 1000); }
+  return median(t);
+}
+function rnd(seed: number) { let s = seed; return () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31; }
+// Memory-read GB/s as the decoding kernels see it: every thread streaming a 256 MB buffer, the best of 5 passes.
+const readGBs = async (allThreads = true) => (await probes.readBandwidth(256 * 1024 * 1024, 5, allThreads)) / 1e9;
+const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
+
+
+export interface BenchOptions {
+  quick: boolean;
+  /** Measure only these rows (forward, decode1, decode8, bf16, sample1, train, ddp, datasets). */
+  only?: string[];
+  noPeers: boolean;
+  noTransformersJs: boolean;
+  /** Where the seeded weights are (written by bench.ts when missing). */
+  weightsDir: string;
+}
+
+/** Everything one run measured; bench/render.ts turns it into the table and the notes. */
+export interface Measured {
+  threads: number;
+  quick: boolean;
+  libtorch: string;
+  rounds: number;
+  weightsBytes: number;
+  /** torchlm's figures. */
+  results: Record<string, number>;
+  /** transformers' figures, and what its peer reported when it started (versions, attention). */
+  hfr: Record<string, number>;
+  hfReady: Record<string, unknown> | null;
+  /** plain PyTorch eager's figures. */
+  py: Record<string, number> | null;
+  /** transformers.js's figures. */
+  js: Record<string, number> | null;
+  sameTokensHf?: boolean;
+  sameTokens?: boolean;
+  notes: string[];
+}
+
+export async function measure(o: BenchOptions): Promise<Measured> {
+  const { quick, weightsDir } = o;
+  const want = (k: string) => !o.only || o.only.includes(k);
+  const CONFIG = benchConfig(quick);
+  const threads = get_num_threads();
+  const results: Record<string, number> = {};
+  if (want("datasets")) {
+    // IMDB-sized data: 25,000 reviews, about 33 MB of text, loaded from parquet and tokenized with map as the tutorial does.
+    const file = join(root, "bench", ".weights", "imdb-25k.parquet");
+    if (!existsSync(file)) { mkdirSync(join(root, "bench", ".weights"), { recursive: true }); await writeReviewsParquet(file, 25_000, 7, 6); }
+    global.gc?.();
+    const rss0 = process.memoryUsage().rss;
+    const t0 = performance.now();
+    const ds = await load_dataset(file, { split: "train" });
+    const tok = await AutoTokenizer.from_pretrained("gpt2");
+    tok.pad_token = tok.eos_token;
+    tok.padding_side = "left";
+    const tokenized = await ds.map((b: { text: string[] }) => {
+      const t = tok(b.text, { max_length: 64, padding: "max_length", truncation: true, return_tensors: "pt" });
+      return { input_ids: t.input_ids, attention_mask: (t.input_ids as Tensor).ne(tok.pad_token_id!).long() };
+    }, { batched: true, remove_columns: ds.column_names, disable_progress: true });
+    results.imdb_load_and_tokenize_s = (performance.now() - t0) / 1000;
+    results.imdb_text_mb = ds.column("text").reduce((a: number, t) => a + Buffer.byteLength(t as string), 0) / 1e6;
+    results.imdb_rows = tokenized.length;
+    results.imdb_rss_growth_mb = (process.memoryUsage().rss - rss0) / 1e6;
+  }
+  // Machine limits, measured in the same run: matmul GFLOP/s and memory-read GB/s.
+  {
+    // GPT-2's MLP shape on the compute thread with libtorch's threads, the best of the oneDNN linear and addmm
+    results.matmul_gflops = (await probes.matmulLimit(1024, 768, 3072, 5)) / 1e9;
+    results.memory_read_gbs = await readGBs();
+  }
+  // The peers run in child processes that answer one run per request, so that their runs interleave with torchlm's
+  // (a shared machine's memory bandwidth can drift by 2x over minutes: runs minutes apart are not comparable).
+  const noPeers = o.noPeers;
+  let hf: Peer | null = null, peer: Peer | null = null;
+  let hfNote = "", jsNote = "";
+  if (noPeers) hfNote = "transformers not run (--no-peers)";
+  else {
+    try {
+      hf = await Peer.start("transformers", await benchPython(), [join(root, "bench", "hf_peer.py"), weightsDir, String(threads)]);
+    } catch (e) {
+      hfNote = `transformers skipped: ${(e as Error).message.split("\n")[0]}`;
+    }
+  }
+  if ((want("forward") || want("decode1")) && !noPeers && !o.noTransformersJs) {
+    try {
+      peer = await startTransformersJs(weightsDir, threads);
+    } catch (e) {
+      jsNote = `transformers.js skipped: ${(e as Error).message.split("\n")[0]}`;
+    }
+  } else jsNote = "transformers.js not run";
+  const js: Record<string, number> = {};
+  const hfr: Record<string, number> = {};
+  if (hf) hfr.load_s = hf.ready.load_s as number;
+  let sameTokens: boolean | undefined, sameTokensHf: boolean | undefined;
+  /** One warm-up each, then rounds of torchlm then every peer; the median seconds of each side. */
+  const interleaved = async (ours: () => Promise<number>, peers: [Peer | null, string][]) => {
+    await ours();
+    for (const [p, cmd] of peers) if (p) await p.run(cmd);
+    const mine: number[] = [], theirs: number[][] = peers.map(() => []);
+    const last: ({ seconds: number; tokens?: number[] } | undefined)[] = peers.map(() => undefined);
+    for (let r = 0; r < rounds; r++) {
+      mine.push(await ours());
+      for (const [i, [p, cmd]] of peers.entries()) if (p) { last[i] = await p.run(cmd); theirs[i]!.push(last[i]!.seconds); }
+    }
+    return { ours: median(mine), theirs: theirs.map((t) => (t.length ? median(t) : undefined)), last };
+  };
+
+  const t0 = performance.now();
+  const model = await GPT2LMHeadModel.from_pretrained(weightsDir);
+  results.from_pretrained_in_harness_s = (performance.now() - t0) / 1000;
+  const weightsBytes = model.num_parameters() * 4;
+  const ids = randIds(16, 64, 1);
+  const rounds = quick ? 3 : 5;
+  if (want("forward")) {
+    const run = async () => { const t = performance.now(); const o = await model.forward({ input_ids: ids }); o.logits.dispose(); return (performance.now() - t) / 1000; };
+    const r = await interleaved(run, [[hf, "forward"], [peer, "forward"]]);
+    results.forward_tokens_per_s = (16 * 64) / r.ours;
+    if (r.theirs[0]) hfr.forward_tokens_per_s = (16 * 64) / r.theirs[0];
+    if (r.theirs[1]) js.forward_tokens_per_s = (16 * 64) / r.theirs[1];
+  }
+  {
+    // Three fresh processes load as a user's script does (the harness's own heap makes its load slower) and give peak
+    // RSS. Each alternates with a process that only first-writes as much fresh memory: a virtual machine's host may
+    // take freed memory back, and touching it again then costs from 0.1 to over 1 s for 500 MB.
+    const worker = (...args: string[]) => JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "rss-worker.js"), weightsDir, ...args], { encoding: "utf8" }).trim());
+    const rs: { load_s: number; max_rss_bytes: number; baseline_rss_bytes: number; weights_bytes: number }[] = [], touch: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      rs.push(worker());
+      touch.push(worker("touch").touch_s);
+    }
+    results.from_pretrained_s = median(rs.map((r) => r.load_s));
+    results.fresh_memory_first_touch_s = median(touch);
+    results.inference_peak_rss_over_weights = median(rs.map((r) => r.max_rss_bytes / r.weights_bytes));
+    results.inference_model_rss_over_weights = median(rs.map((r) => (r.max_rss_bytes - r.baseline_rss_bytes) / r.weights_bytes));
+    results.runtime_rss_mb = median(rs.map((r) => r.baseline_rss_bytes / 1e6));
+    // a converting load (the float32 file as bfloat16): its peak against its own weights
+    const b16 = worker("bfloat16");
+    results.inference_peak_rss_bf16_over_weights = b16.max_rss_bytes / b16.weights_bytes;
+    results.inference_model_rss_bf16_over_weights = (b16.max_rss_bytes - b16.baseline_rss_bytes) / b16.weights_bytes;
+  }
+  const prompt = randIds(1, 8, 2);
+  // greedy batch-1 decoding of 128 tokens: the seconds it took and the new tokens
+  const greedy = async (m: GPT2LMHeadModel) => {
+    const t = performance.now();
+    const o = await m.generate(prompt, { max_new_tokens: 128 });
+    const seconds = (performance.now() - t) / 1000;
+    const tokens = (o.tolist() as number[][])[0]!.slice(prompt[0]!.length);
+    o.dispose();
+    return { seconds, tokens };
+  };
+  let fp32Tokens: number[] | undefined;
+  if (want("decode1")) {
+    // each round: the memory-read limits, torchlm, transformers, transformers.js; medians of each
+    const bw: number[] = [], bw1: number[] = [];
+    let tokens: number[] = [];
+    const r = await interleaved(async () => {
+      bw.push(await readGBs());
+      bw1.push(await readGBs(false));
+      const g = await greedy(model);
+      tokens = g.tokens;
+      return g.seconds;
+    }, [[hf, "decode1"], [peer, "decode1"]]);
+    fp32Tokens = tokens;
+    results.decode_b1_tokens_per_s = 128 / r.ours;
+    results.memory_read_gbs_during_decode = median(bw);
+    results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
+    results.memory_read_one_thread_gbs_during_decode = median(bw1);
+    results.decode_b1_fraction_of_one_thread_limit = results.decode_b1_tokens_per_s / ((results.memory_read_one_thread_gbs_during_decode * 1e9) / weightsBytes);
+    if (r.theirs[0]) { hfr.decode_b1_tokens_per_s = 128 / r.theirs[0]; sameTokensHf = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[0]?.tokens); }
+    if (r.theirs[1]) { js.decode_b1_tokens_per_s = 128 / r.theirs[1]; sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[1]?.tokens); }
+  }
+  await peer?.stop();
+  if (want("decode1") || want("bf16")) {
+    // bfloat16 weights (float32 activations), batch 1: speed, and where greedy tokens first differ from fp32's
+    const b16 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "bfloat16" });
+    let toks: number[] = [];
+    const s = await timed(async () => { toks = (await greedy(b16)).tokens; }, 2, rounds);
+    results.decode_b1_bf16_tokens_per_s = 128 / s;
+    results.decode_b1_bf16_fraction_of_bandwidth_limit = results.decode_b1_bf16_tokens_per_s / ((results.memory_read_gbs_during_decode ?? (await readGBs())) * 1e9 / (weightsBytes / 2));
+    fp32Tokens ??= (await greedy(model)).tokens;
+    results.bf16_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
+    await b16.dispose();
+  }
+  if (want("decode8")) {
+    const p8 = randIds(8, 8, 3);
+    const run = async () => { const t = performance.now(); (await model.generate(p8, { max_new_tokens: 128 })).dispose(); return (performance.now() - t) / 1000; };
+    const r = await interleaved(run, [[hf, "decode8"]]);
+    results.decode_b8_tokens_per_s = (8 * 128) / r.ours;
+    if (r.theirs[0]) hfr.decode_b8_tokens_per_s = (8 * 128) / r.theirs[0];
+  }
+  if (want("sample1")) {
+    const s = await timed(async () => (await model.generate(prompt, { max_new_tokens: 128, do_sample: true, top_k: 50, top_p: 0.9, seed: 1 })).dispose(), 1, 3);
+    results.sample_b1_tokens_per_s = 128 / s;
+  }
+  if (want("train")) {
+    // One native training step (forward, loss, backward, clipping, AdamW) against transformers' Trainer steps with the
+    // same arguments, at the tutorial's 16 x 64 and at 4 x 1024, where attention matters.
+    model.train();
+    const named = model.named_parameters();
+    const opt = new binding.NativeAdamW({ groups: [{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+    const trainRounds = quick ? 2 : 3;
+    const settings = [["train_tokens_per_s", 16, 64, false], ["train_long_tokens_per_s", 4, quick ? 256 : 1024, false],
+      ["train_bf16_tokens_per_s", 16, 64, true]] as const;
+    for (const [key, B, T, bf16] of settings) {
+      const x = tensor(randIds(B, T, 1));
+      const ours: number[] = [], theirs: number[] = [];
+      const step = { model: model._native, input_ids: x._t, attention_mask: null, labels: x._t, loss_scale: 1,
+        update: { lr: 1e-4, max_grad_norm: 1 }, amp: bf16 ? "bfloat16" : "none" } as const;
+      await opt.trainStep(step);
+      for (let r = 0; r < trainRounds; r++) {
+        const t = performance.now();
+        await opt.trainStep(step);
+        ours.push((performance.now() - t) / 1000);
+        if (hf) theirs.push((await hf.run(`train ${B} ${T}${bf16 ? " bf16" : ""}`)).seconds);
+      }
+      x.dispose();
+      results[key] = (B * T) / median(ours);
+      if (theirs.length) hfr[key] = (B * T) / median(theirs);
+    }
+    results.train_long_context = quick ? 256 : 1024;
+    // 6 FLOPs per parameter and token, plus attention's 6 * L * T * E (llm.c's count) at T = 64
+    const flopsPerToken = 6 * model.num_parameters() + 6 * CONFIG.n_layer * 64 * CONFIG.n_embd;
+    results.train_fraction_of_matmul_limit = (results.train_tokens_per_s! * flopsPerToken) / (results.matmul_gflops! * 1e9);
+    model.eval();
+  }
+  await hf?.stop();
+  results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
+  await model.dispose();
+
+  if (want("ddp") && binding.distributedAvailable) {
+    // Data-parallel scaling (a figure, not a target): one global batch of 16 x 64 per step, as 1 process with
+    // every core or as one rank per core with one thread each (c10d/Gloo over loopback).
+    const cores = Math.min(availableParallelism(), 16);
+    const steps = quick ? 6 : 3;
+    const worker = join(root, "dist", "bench", "ddp-worker.js");
+    const runOne = (cmd: string[], threadsEnv: string) => JSON.parse(execFileSync(process.execPath, cmd,
+      { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: threadsEnv, TORCHLM_NO_PROGRESS: "1" }, stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!);
+    const single = runOne([worker, weightsDir, "16", String(steps)], String(cores));
+    const multi = runOne([join(root, "dist", "lib", "cli.js"), "launch", "--nproc-per-node", String(cores), "--master-port", "0", worker, weightsDir, String(16 / cores), String(steps)], "1");
+    results.ddp_ranks = cores;
+    results.train_1proc_tokens_per_s = single.tokens_per_s;
+    results.train_ddp_tokens_per_s = multi.tokens_per_s;
+  }
+
+  // plain PyTorch eager from Python (bench/baseline.py: the same loop written with torch.nn.functional), alone after the rest
+  let py: Record<string, number> | null = null;
+  let pyNote = "";
+  try {
+    const which = ["forward", "train", "decode1", "decode8"].filter(want).join(",");
+    const python = await benchPython();
+    const runPy = (what: string) => JSON.parse(execFileSync(python, [join(root, "bench", "baseline.py"), weightsDir, String(threads), what], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }));
+    const p = runPy(which);
+    // a fresh process's load + 32 tokens, for peak RSS as rss-worker measures it
+    const r = runPy("rss");
+    py = { ...p, inference_peak_rss_over_weights: r.max_rss_bytes / r.weights_bytes, runtime_rss_mb: r.baseline_rss_bytes / 1e6 };
+  } catch (e) {
+    pyNote = `PyTorch eager skipped: ${(e as Error).message.split("\n")[0]}`;
+  }
+  return {
+    threads, quick, libtorch: torch_info().torch_version, rounds, weightsBytes, results, hfr, hfReady: hf ? hf.ready : null, py,
+    js: peer ? js : null, sameTokensHf, sameTokens, notes: [hfNote, pyNote, jsNote].filter(Boolean),
+  };
+}

@@ -1,0 +1,56 @@
+// The bench's table and notes from what bench/measure.ts measured, and the files in bench/results/.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Measured } from "./measure.js";
+
+/** The markdown table (torchlm beside each peer, with ratios) and the notes under it. */
+export function render(m: Measured): { table: string[]; extra: string[] } {
+  const { results, hfr, hfReady, py, js, rounds, weightsBytes, sameTokensHf, sameTokens, libtorch } = m;
+  const L = results.train_long_context ?? 1024;
+  const rows: [string, number | undefined, number | undefined, number | undefined, number | undefined][] = [
+    ["forward tokens/s (16 x 64)", results.forward_tokens_per_s, hfr.forward_tokens_per_s, py?.forward_tokens_per_s, js?.forward_tokens_per_s],
+    ["training tokens/s (16 x 64, AdamW, clip)", results.train_tokens_per_s, hfr.train_tokens_per_s, py?.train_tokens_per_s, undefined],
+    [`training tokens/s (4 x ${L}, AdamW, clip)`, results.train_long_tokens_per_s, hfr.train_long_tokens_per_s, undefined, undefined],
+    ["training tokens/s (16 x 64, bf16 autocast)", results.train_bf16_tokens_per_s, hfr.train_bf16_tokens_per_s, undefined, undefined],
+    ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s, hfr.decode_b1_tokens_per_s, py?.decode_b1_tokens_per_s, js?.decode_b1_tokens_per_s],
+    ["greedy decode tokens/s (batch 1, bf16 weights)", results.decode_b1_bf16_tokens_per_s, undefined, undefined, undefined],
+    ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s, hfr.decode_b8_tokens_per_s, py?.decode_b8_tokens_per_s, undefined],
+    ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s, undefined, undefined, undefined],
+    [`Trainer tokens/s, ${results.ddp_ranks} ranks x 1 thread (DDP, Gloo)`, results.train_ddp_tokens_per_s, undefined, undefined, undefined],
+    [`Trainer tokens/s, 1 process x ${results.ddp_ranks} threads`, results.train_1proc_tokens_per_s, undefined, undefined, undefined],
+    ["from_pretrained s", results.from_pretrained_s, hfr.load_s, py?.load_s, undefined],
+    ["IMDB-sized load_dataset + map (25,000 reviews) s", results.imdb_load_and_tokenize_s, undefined, undefined, undefined],
+  ].filter(([, v]) => v !== undefined) as [string, number | undefined, number | undefined, number | undefined, number | undefined][];
+  const ratio = (k: string, v: number, p: number | undefined) => p === undefined ? "-" : k.endsWith(" s") ? (p / v).toFixed(2) + "x faster" : (v / p).toFixed(2) + "x";
+  const cell = (v: number | undefined) => v === undefined ? "-" : v.toFixed(2);
+  const table = [`| measure | torchlm | transformers ${hfReady?.transformers ?? ""} | ratio | PyTorch eager | ratio | transformers.js | ratio |`, "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ...rows.map(([k, v, h, p, j]) => `| ${k} | ${cell(v)} | ${cell(h)} | ${ratio(k, v!, h)} | ${cell(p)} | ${ratio(k, v!, p)} | ${cell(j)} | ${ratio(k, v!, j)} |`)];
+  const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run); libtorch ${libtorch}${hfReady ? `; transformers ${hfReady.transformers} on PyTorch ${hfReady.torch}, attention "${hfReady.attn_implementation}"` : ""}`,
+    results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit (memory read ${results.memory_read_gbs_during_decode!.toFixed(1)} GB/s, every thread streaming, measured between the decoding runs; forward, decode and training steps alternate with the peers' runs, medians of ${rounds}); ${(100 * results.decode_b1_fraction_of_one_thread_limit!).toFixed(0)}% of one thread's streaming limit (${results.memory_read_one_thread_gbs_during_decode!.toFixed(1)} GB/s, ${(results.memory_read_one_thread_gbs_during_decode! * 1e9 / weightsBytes).toFixed(0)} tokens/s)` : "",
+    results.decode_b1_bf16_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode with bf16 weights at ${(100 * results.decode_b1_bf16_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit for half the bytes` : "",
+    results.bf16_greedy_first_difference !== undefined ? `bf16 weights: greedy tokens ${results.bf16_greedy_first_difference < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.bf16_greedy_first_difference} of 128`}` : "",
+    results.train_fraction_of_matmul_limit !== undefined ? `training (16 x 64) at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit (6 FLOPs per parameter and token plus attention's, as llm.c counts)` : "",
+    `from_pretrained: the median of 3 fresh processes (${results.from_pretrained_in_harness_s!.toFixed(2)} s inside this harness, after its other work); first writing as much fresh memory alone took ${results.fresh_memory_first_touch_s!.toFixed(2)} s (median of 3 processes alternating with the loads); transformers' figure is its from_pretrained in the peer process`,
+    `peak RSS of inference (a fresh process: load, decode 32 tokens) ${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights with Node and libtorch's code (${results.runtime_rss_mb!.toFixed(0)} MB before loading), ${results.inference_model_rss_over_weights!.toFixed(2)}x for what loading and decoding added; PyTorch eager ${py?.inference_peak_rss_over_weights === undefined ? "not measured" : `${py.inference_peak_rss_over_weights.toFixed(2)}x (${py.runtime_rss_mb!.toFixed(0)} MB before loading)`}; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
+    `peak RSS per dtype (load from the float32 file + 32 tokens, a fresh process each, over that dtype's weights): float32 ${results.inference_peak_rss_over_weights!.toFixed(2)}x (the model adds ${results.inference_model_rss_over_weights!.toFixed(2)}x), bfloat16 ${results.inference_peak_rss_bf16_over_weights!.toFixed(2)}x (the model adds ${results.inference_model_rss_bf16_over_weights!.toFixed(2)}x)`,
+    results.imdb_load_and_tokenize_s !== undefined ? `IMDB-sized data: ${results.imdb_rows} rows, ${results.imdb_text_mb!.toFixed(1)} MB of text, loaded from parquet and tokenized (max_length 64) in ${results.imdb_load_and_tokenize_s.toFixed(1)} s; RSS grew ${results.imdb_rss_growth_mb!.toFixed(0)} MB` : "",
+    results.train_ddp_tokens_per_s !== undefined ? `data-parallel scaling: ${results.ddp_ranks} ranks reach ${(results.train_ddp_tokens_per_s / results.train_1proc_tokens_per_s!).toFixed(2)}x the tokens/s of one process using the same cores` : "",
+    sameTokensHf === undefined ? "" : `greedy tokens (batch 1, 128) ${sameTokensHf ? "identical to" : "DIFFERENT from"} transformers' generate on the same weights`,
+    sameTokens === undefined ? "" : `greedy tokens (batch 1, 128) ${sameTokens ? "identical to" : "DIFFERENT from"} transformers.js's on the same weights`,
+    ...m.notes].filter(Boolean);
+  return { table, extra };
+}
+
+/** bench/results/<name>.{json,md}: the figures and the rendered table. */
+export function writeResults(dir: string, m: Measured, out: { table: string[]; extra: string[] }): string {
+  mkdirSync(dir, { recursive: true });
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  const name = `${m.quick ? "tiny" : "gpt2-124m"}-cpu-${m.threads}t`;
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({
+    date: stamp, threads: m.threads, libtorch: m.libtorch, torchlm: m.results, transformers: m.hfReady ? { ...m.hfReady, ...m.hfr } : null,
+    pytorch_eager: m.py, transformers_js: m.js, same_greedy_tokens_as_transformers: m.sameTokensHf,
+    same_greedy_tokens_as_transformers_js: m.sameTokens, notes: m.notes,
+  }, null, 2) + "\n");
+  writeFileSync(join(dir, `${name}.md`), `# ${name} (${stamp})\n\n${out.table.join("\n")}\n\n${out.extra.map((l) => `- ${l}`).join("\n")}\n`);
+  return join(dir, name);
+}

@@ -1,0 +1,244 @@
+// The contract of the raw binding (native/*.cc), as node-llama-cpp keeps one: what each native function takes and
+// returns. Calls take named option objects whose every key is required (null where a value may be absent), with
+// string enums for modes; the C++ side (native/options.h) rejects a missing or mistyped key instead of assuming a
+// default, so the defaults live in one place: GenerationConfig, TrainingArguments and the public API.
+
+export type DeviceName = string;
+export type FloatDtype = "float32" | "float16" | "bfloat16";
+/** Mixed precision of a training step: none, bfloat16 autocast, or float16 autocast with loss scaling. */
+export type Amp = "none" | "bfloat16" | "float16";
+/** Hugging Face's early_stopping for beam search: false ("heuristic"), true ("always"), "never". */
+export type EarlyStopping = "heuristic" | "always" | "never";
+export type Reduction = "mean" | "sum" | "none";
+
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: string;
+  readonly device: string;
+  readonly disposed: boolean;
+  requires_grad: boolean;
+  readonly grad: NativeTensor | null;
+  data(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+  item(): number | boolean;
+  to(options: { device: DeviceName | null; dtype: string | null }): NativeTensor;
+  permute(dims: number[]): NativeTensor;
+  reshape(shape: number[]): NativeTensor;
+  view(shape: number[]): NativeTensor;
+  slice(dim: number, start: number, end: number | null, step?: number): NativeTensor;
+  contiguous(): NativeTensor;
+  argmax(dim?: number, keepdim?: boolean): NativeTensor;
+  softmax(dim: number): NativeTensor;
+  log_softmax(dim: number): NativeTensor;
+  backward(gradient?: NativeTensor): void;
+  detach(): NativeTensor;
+  clone(): NativeTensor;
+  compare(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", other: NativeTensor | number): NativeTensor;
+  arith(op: "add" | "sub" | "mul" | "div", other: NativeTensor | number): NativeTensor;
+  reduce(op: "sum" | "mean" | "max" | "min", dim: number | null, keepdim: boolean): NativeTensor;
+  matmul(other: NativeTensor): NativeTensor;
+  dispose(): void;
+}
+
+export interface NativeTensorStatic {
+  fromBuffer(data: ArrayBufferView, shape: number[], dtype: string, device: DeviceName): NativeTensor;
+  cat(tensors: NativeTensor[], dim: number): NativeTensor;
+}
+
+/** One tensor of a safetensors header, with its byte range in the data section. */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** The part of GPT2Config the native model reads; every key present. */
+export interface NativeConfig {
+  vocab_size: number;
+  n_positions: number;
+  n_embd: number;
+  n_layer: number;
+  n_head: number;
+  n_inner: number | null;
+  layer_norm_epsilon: number;
+  embd_pdrop: number;
+  attn_pdrop: number;
+  resid_pdrop: number;
+  activation_function: string;
+  scale_attn_weights: boolean;
+  scale_attn_by_inverse_layer_idx: boolean;
+}
+
+export interface LoadRequest {
+  config: NativeConfig;
+  path: string;
+  data_start: number;
+  entries: SafetensorsEntry[];
+  device: DeviceName;
+  /** null: the file's float types as float32. */
+  dtype: FloatDtype | null;
+}
+
+export interface CreateRequest {
+  config: NativeConfig;
+  device: DeviceName;
+  dtype: FloatDtype;
+  seed: number | null;
+}
+
+export interface ForwardRequest {
+  input_ids: NativeTensor;
+  attention_mask: NativeTensor | null;
+  position_ids: NativeTensor | null;
+  labels: NativeTensor | null;
+  /** k0, v0, k1, v1, ... */
+  past_key_values: NativeTensor[] | null;
+  use_cache: boolean;
+  /** Record autograd. */
+  grad: boolean;
+}
+
+export interface NativeForwardResult {
+  logits: NativeTensor;
+  loss?: NativeTensor;
+  past_key_values?: NativeTensor[];
+}
+
+/** Decoding settings, resolved from a GenerationConfig (lib/generation.ts). */
+export interface NativeGenerateConfig {
+  max_new_tokens: number;
+  min_new_tokens: number;
+  min_length: number;
+  do_sample: boolean;
+  temperature: number;
+  /** 0: off. */
+  top_k: number;
+  top_p: number;
+  /** 0: off. */
+  min_p: number;
+  typical_p: number;
+  repetition_penalty: number;
+  no_repeat_ngram_size: number;
+  bad_words_ids: number[][];
+  eos_token_ids: number[];
+  pad_token_id: number;
+  num_beams: number;
+  num_return_sequences: number;
+  length_penalty: number;
+  early_stopping: EarlyStopping;
+  use_cache: boolean;
+  seed: number | null;
+}
+
+export interface GenerateRequest {
+  input_ids: NativeTensor;
+  attention_mask: NativeTensor | null;
+  config: NativeGenerateConfig;
+  /** Called with each step's new ids (one per row). */
+  on_tokens: ((tokens: number[]) => void) | null;
+  /** A one-element Int32Array over a SharedArrayBuffer: set to 1 to cancel. */
+  cancel: Int32Array | null;
+}
+
+export interface NativeModel {
+  readonly device: string;
+  readonly dtype: string;
+  forward(request: ForwardRequest): Promise<NativeForwardResult>;
+  generate(request: GenerateRequest): Promise<NativeTensor>;
+  setTraining(on: boolean): void;
+  to(options: { device: DeviceName | null; dtype: FloatDtype | null }): Promise<void>;
+  parameters(): [string, NativeTensor][];
+  numParameters(): number;
+  zeroGrad(): void;
+  save(path: string): Promise<void>;
+  loadWeights(path: string, dataStart: number, entries: SafetensorsEntry[]): Promise<void>;
+  dispose(): void;
+}
+
+export interface NativeModelStatic {
+  load(request: LoadRequest): Promise<NativeModel>;
+  create(request: CreateRequest): Promise<NativeModel>;
+}
+
+export interface TrainStepRequest {
+  model: NativeModel;
+  input_ids: NativeTensor;
+  attention_mask: NativeTensor | null;
+  labels: NativeTensor;
+  /** The loss is multiplied by this before backward (1 / gradient_accumulation_steps). */
+  loss_scale: number;
+  /** Given when the accumulation window closes: clip, update and zero the gradients. */
+  update: { lr: number; max_grad_norm: number } | null;
+  amp: Amp;
+}
+
+export interface NativeAdamW {
+  step(lr: number): Promise<void>;
+  zeroGrad(): void;
+  clipGradNorm(max: number): Promise<number>;
+  state(): [string, NativeTensor][];
+  loadState(state: [string, NativeTensor][]): void;
+  trainStep(request: TrainStepRequest): Promise<{ loss: number; grad_norm?: number }>;
+  backward(request: { loss: NativeTensor; scale: number; amp: Amp }): Promise<number>;
+  finishStep(lr: number, max_grad_norm: number): Promise<number>;
+  lossScale(): number;
+  setProcessGroup(pg: NativeProcessGroup | null): void;
+}
+
+export interface NativeAdamWStatic {
+  new (options: { groups: { params: NativeTensor[]; weight_decay: number }[]; beta1: number; beta2: number; eps: number }): NativeAdamW;
+}
+
+export interface NativeProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  broadcastParameters(model: NativeModel, root: number): Promise<void>;
+  allReduce(values: Float64Array, op: "sum" | "max"): Promise<Float64Array>;
+  barrier(): Promise<void>;
+  dispose(): void;
+}
+
+export interface NativeProcessGroupStatic {
+  connect(master_addr: string, master_port: number, rank: number, world_size: number, timeout_ms: number): Promise<NativeProcessGroup>;
+}
+
+/** Probes for the bench and the tests (native/probes.cc): machine limits, fast-path switches and counters. */
+export interface AddonProbes {
+  /** Memory-read bytes/s streaming `bytes` on every compute thread (or one), the best of `reps` passes. */
+  readBandwidth(bytes: number, reps: number, allThreads?: boolean): Promise<number>;
+  /** FLOP/s of the best [M, K] x [K, N] product the addon reaches, the best of `reps`. */
+  matmulLimit(M: number, K: number, N: number, reps: number): Promise<number>;
+  /** Seconds to allocate and first write `bytes` of fresh memory as the loader does (no file read). */
+  firstTouch(bytes: number): Promise<number>;
+  /** The batch-1 matrix-vector kernels (on by default); off to measure the lever. */
+  setMatvec(on: boolean): void;
+  /** How many calls took a matrix-vector fast path so far. */
+  matvecCalls(): number;
+  /** oneDNN's sgemm for inference linears over many rows (on where libtorch brought oneDNN). */
+  setGemm(on: boolean): void;
+  /** How many linears took oneDNN's sgemm so far. */
+  gemmCalls(): number;
+  readonly gemmAvailable: boolean;
+}
+
+export interface Addon {
+  cudaIsAvailable(): boolean;
+  mpsIsAvailable(): boolean;
+  cudaDeviceCount(): number;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  manualSeed(seed: number): void;
+  info(): { torch_version: string; parallel_info: string; cuda: boolean; mps: boolean; num_threads: number; mkldnn: boolean };
+  NativeTensor: NativeTensorStatic;
+  NativeModel: NativeModelStatic;
+  NativeAdamW: NativeAdamWStatic;
+  NativeProcessGroup: NativeProcessGroupStatic;
+  distributedAvailable: boolean;
+  readSafetensors(request: { path: string; data_start: number; entries: SafetensorsEntry[]; dtype: string | null; device: DeviceName }): Promise<[string, NativeTensor][]>;
+  writeSafetensors(path: string, tensors: [string, NativeTensor][], metadata: Record<string, string>): Promise<void>;
+  crossEntropy(request: { input: NativeTensor; target: NativeTensor; ignore_index: number; reduction: Reduction; label_smoothing: number }): NativeTensor;
+  getRngState(): NativeTensor;
+  setRngState(state: NativeTensor): void;
+  probes: AddonProbes;
+}
