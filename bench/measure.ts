@@ -189,7 +189,23 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
     results.memory_read_one_thread_gbs_during_decode = median(bw1);
     results.decode_b1_fraction_of_one_thread_limit = results.decode_b1_tokens_per_s / ((results.memory_read_one_thread_gbs_during_decode * 1e9) / weightsBytes);
-    if (r.theirs[0]) { hfr.decode_b1_tokens_per_s = 128 / r.theirs[0]; sameTokensHf = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[0]?.tokens); }
+    if (r.theirs[0]) {
+      hfr.decode_b1_tokens_per_s = 128 / r.theirs[0];
+      const theirs = r.last[0]?.tokens ?? [];
+      sameTokensHf = JSON.stringify(fp32Tokens) === JSON.stringify(theirs);
+      if (!sameTokensHf) {
+        // where the two greedy paths part: torchlm's margin between its top two logits at that step (float32 rounding
+        // decides between near-ties on random weights, where the logits are nearly flat)
+        const at = fp32Tokens.findIndex((t, i) => t !== theirs[i]);
+        const o = await model.forward({ input_ids: [[...prompt[0]!, ...fp32Tokens.slice(0, at)]] });
+        const last = (o.logits.tolist() as number[][][])[0]!.at(-1)!;
+        o.logits.dispose();
+        const top = [...last].sort((a, b) => b - a);
+        results.greedy_first_difference_from_transformers = at;
+        results.greedy_top2_margin_there = top[0]! - top[1]!;
+        results.greedy_margin_theirs_token = last[fp32Tokens[at]!]! - last[theirs[at]!]!;
+      }
+    }
     if (r.theirs[1]) { js.decode_b1_tokens_per_s = 128 / r.theirs[1]; sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[1]?.tokens); }
   }
   await peer?.stop();

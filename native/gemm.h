@@ -9,6 +9,9 @@ namespace torchlm {
 // y = b + x @ W for x [..., K] and W [K, N] (Conv1D's layout); with transposed, W is [N, K] (y = x @ W^T, the tied
 // LM head). float32 on the CPU with no gradient wanted; otherwise an undefined tensor (the caller uses addmm).
 at::Tensor GemmLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool transposed);
+// The same for training (grad mode on, float32, no autocast): forward and backward products on oneDNN through a custom
+// autograd function; otherwise an undefined tensor (the caller uses addmm).
+at::Tensor TrainLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool transposed);
 // Whether libtorch has the oneDNN linear (TORCHLM_NO_DNNL=1 or probes.setGemm(false) turn the path off).
 bool GemmAvailable();
 void SetGemmEnabled(bool on);

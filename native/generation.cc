@@ -430,29 +430,25 @@ at::Tensor Generate(GPT2& model, const at::Tensor& ids, const at::Tensor& mask, 
 // ---- binding ---------------------------------------------------------------------------------------
 
 GenerateConfig ParseGenerateConfig(const Options& o) {
-  GenerateConfig c;
-  c.max_new_tokens = o.Int("max_new_tokens");
-  c.min_new_tokens = o.Int("min_new_tokens");
-  c.min_length = o.Int("min_length");
+  using G = GenerateConfig;
+  static constexpr std::pair<const char*, int64_t G::*> kIntegers[] = {
+      {"max_new_tokens", &G::max_new_tokens}, {"min_new_tokens", &G::min_new_tokens}, {"min_length", &G::min_length},
+      {"top_k", &G::top_k}, {"no_repeat_ngram_size", &G::no_repeat_ngram_size}, {"pad_token_id", &G::pad_token_id},
+      {"num_beams", &G::num_beams}, {"num_return_sequences", &G::num_return_sequences}};
+  static constexpr std::pair<const char*, double G::*> kNumbers[] = {
+      {"temperature", &G::temperature}, {"top_p", &G::top_p}, {"min_p", &G::min_p}, {"typical_p", &G::typical_p},
+      {"repetition_penalty", &G::repetition_penalty}, {"length_penalty", &G::length_penalty}};
+  G c;
+  for (const auto& [key, field] : kIntegers) c.*field = o.Int(key);
+  for (const auto& [key, field] : kNumbers) c.*field = o.Num(key);
   c.do_sample = o.Bool("do_sample");
-  c.temperature = o.Num("temperature");
-  c.top_k = o.Int("top_k");
-  c.top_p = o.Num("top_p");
-  c.min_p = o.Num("min_p");
-  c.typical_p = o.Num("typical_p");
-  c.repetition_penalty = o.Num("repetition_penalty");
-  c.no_repeat_ngram_size = o.Int("no_repeat_ngram_size");
+  c.use_cache = o.Bool("use_cache");
   auto words = o.Get("bad_words_ids");
   if (!words.IsArray()) throw UserError("Expected an array of id arrays for generate's option bad_words_ids");
   for (uint32_t i = 0; i < words.As<Napi::Array>().Length(); i++)
     c.bad_words_ids.push_back(ToInt64Vector(words.As<Napi::Array>().Get(i), "bad_words_ids"));
   c.eos_token_ids = o.Ints("eos_token_ids");
-  c.pad_token_id = o.Int("pad_token_id");
-  c.num_beams = o.Int("num_beams");
-  c.num_return_sequences = o.Int("num_return_sequences");
-  c.length_penalty = o.Num("length_penalty");
   c.early_stopping = static_cast<EarlyStopping>(o.Enum("early_stopping", {"heuristic", "always", "never"}));
-  c.use_cache = o.Bool("use_cache");
   if (!o.IsNull("seed")) {
     c.has_seed = true;
     c.seed = static_cast<uint64_t>(o.Int("seed"));

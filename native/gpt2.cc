@@ -126,6 +126,7 @@ KVCache GPT2::NewCache(int64_t batch, int64_t capacity) const {
 static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (at::Tensor y = MatVecKN(x, w, b); y.defined()) return y;  // one row (batch-1 decoding)
   if (at::Tensor y = GemmLinear(x, w, b, false); y.defined()) return y;
+  if (at::Tensor y = TrainLinear(x, w, b, false); y.defined()) return y;
   auto sizes = x.sizes().vec();
   sizes.back() = w.size(1);
   if (x.scalar_type() != w.scalar_type())  // float32 activations over bfloat16 weights
@@ -231,6 +232,7 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
 at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
   if (at::Tensor y = MatVecNK(hidden, wte_); y.defined()) return y;
   if (at::Tensor y = GemmLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;
+  if (at::Tensor y = TrainLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;
   if (hidden.scalar_type() != wte_.scalar_type()) return at::matmul(hidden.to(wte_.scalar_type()), wte_.t()).to(hidden.scalar_type());
   return at::matmul(hidden, wte_.t());
 }
