@@ -238,10 +238,13 @@ at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
 }
 
 at::Tensor GPT2::CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels) {
-  const int64_t V = logits.size(-1);
-  at::Tensor l = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, V}).to(at::kFloat);
-  at::Tensor y = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1}).to(l.device(), at::kLong);
-  return at::cross_entropy_loss(l, y, {}, at::Reduction::Mean, -100);
+  // Hugging Face's shifted loss (position t predicts label t + 1) without slicing the logits: the labels move left
+  // and the last position of each row is ignored, so the [B * T, V] logits are read in place and their gradient is
+  // written in place, instead of copying a [B * (T - 1), V] slice and scattering its gradient back.
+  const int64_t V = logits.size(-1), T = labels.size(1);
+  at::Tensor y = at::full(labels.sizes(), -100, labels.options().dtype(at::kLong).device(logits.device()));
+  y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
+  return at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), y.reshape({-1}), {}, at::Reduction::Mean, -100);
 }
 
 }  // namespace torchlm

@@ -58,7 +58,7 @@ maybe("oneDNN for linears over many rows", () => {
     const slow = await run(false);
     const fast = await run(true);
     expect(slow.calls).toBe(0);
-    expect(fast.calls).toBe(3 * (4 * 2 + 1));  // forward, input gradient and weight gradient of every linear and the LM head
+    expect(fast.calls).toBe(2 * (4 * 2 + 1));  // the forward and the input gradient of every linear and the LM head
     expect(Math.abs(fast.loss - slow.loss)).toBeLessThan(1e-6);
     for (const [i, [name, g]] of fast.grads.entries()) {
       const scale = Math.max(...g.map(Math.abs), 1e-6);
