@@ -26,6 +26,7 @@ export { Dataset, load_dataset, type DatasetDict, type LoadDatasetOptions, type 
 export { DataCollatorForLanguageModeling, type CollatedBatch } from "./collator.js";
 export { TrainingArguments, type TrainingArgumentsOptions } from "./training_args.js";
 export { Trainer, TrainerCallback, TrainerState, TrainerControl, EarlyStoppingCallback, type TrainOutput, type TrainerOptions, type Inputs } from "./trainer.js";
+export { SummaryWriter, TensorBoardCallback, rewrite_logs } from "./tensorboard.js";
 export { get_scheduler, get_scheduler_lambda, LRScheduler, SCHEDULER_TYPES, type SchedulerType } from "./schedulers.js";
 export {
   init_process_group, destroy_process_group, is_initialized, get_rank, get_world_size, barrier, all_reduce, DistributedSampler,

@@ -122,6 +122,12 @@ export class TrainingArguments {
   use_cpu!: boolean;
   no_cuda!: boolean;
   report_to!: string | string[];
+
+  /** Whether the Trainer writes TensorBoard event files (report_to "tensorboard" or "all"). */
+  reports_to_tensorboard(): boolean {
+    const list = Array.isArray(this.report_to) ? this.report_to : [this.report_to];
+    return list.includes("tensorboard") || list.includes("all");
+  }
   disable_tqdm!: boolean;
   dataloader_drop_last!: boolean;
   remove_unused_columns!: boolean;
@@ -185,10 +191,10 @@ export class TrainingArguments {
     if (this.fp16 && this.bf16) throw new InvalidArgumentError("At most one of fp16 and bf16 can be true");
     if (this.eval_strategy !== "no" && this.eval_steps === null) this.eval_steps = this.logging_steps;
     if (this.push_to_hub) throw new InvalidArgumentError("push_to_hub is not supported by torchlm: upload output_dir with @huggingface/hub");
-    // accepted only where torchlm does what the option says (no reporting integrations: "all" finds none installed)
+    // accepted only where torchlm does what the option says: TensorBoard is its one integration ("all" means it)
     for (const r of Array.isArray(this.report_to) ? this.report_to : [this.report_to]) {
-      if (!["none", "all"].includes(r as string))
-        throw invalid("report_to", '"none" (torchlm has no reporting integrations yet: the logs are in trainer.state.log_history and the loss plot)', r);
+      if (!["none", "all", "tensorboard"].includes(r as string))
+        throw invalid("report_to", '"none", "all" or "tensorboard" (torchlm\'s one reporting integration; the logs are also in trainer.state.log_history and the loss plot)', r);
     }
     if (this.load_best_model_at_end) throw new InvalidArgumentError("load_best_model_at_end is not supported by torchlm yet: load the checkpoint you want with from_pretrained");
     if (!this.save_safetensors) throw new InvalidArgumentError("save_safetensors: false is not supported: torchlm writes checkpoints as safetensors only");

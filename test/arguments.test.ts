@@ -101,10 +101,10 @@ test.each(Object.keys(calls()))("%s: a TorchlmError in the one shape", async (na
 });
 
 test("options torchlm does not implement are refused, not ignored", () => {
-  expect(() => new t.TrainingArguments({ report_to: "tensorboard" })).toThrow(/^Expected "none" .* for report_to but received "tensorboard"/);
+  expect(() => new t.TrainingArguments({ report_to: "wandb" })).toThrow(/^Expected "none", "all" or "tensorboard" .* for report_to but received "wandb"/);
   expect(() => new t.TrainingArguments({ load_best_model_at_end: true })).toThrow(/load_best_model_at_end is not supported/);
   expect(() => new t.TrainingArguments({ save_safetensors: false })).toThrow(/save_safetensors: false is not supported/);
-  for (const report_to of ["none", "all", ["none"], []] as const) expect(new t.TrainingArguments({ report_to: report_to as any }).report_to).toEqual(report_to);
+  for (const report_to of ["none", "all", "tensorboard", ["none"], ["tensorboard"], []] as const) expect(new t.TrainingArguments({ report_to: report_to as any }).report_to).toEqual(report_to);
 });
 
 test("unknown options name themselves and the known ones", async () => {

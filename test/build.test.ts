@@ -30,3 +30,20 @@ test("node-gyp (npm run build:gyp) builds the same sources into an addon that lo
   expect(JSON.parse(info).torch_version).toBe(torch_info().torch_version);
   rmSync(dir, { recursive: true, force: true });
 }, 1_600_000);
+
+test("npm install prints one line per step, and a failing step the end of its log (scripts/python-env.mjs step)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "torchlm-steps-"));
+  const script = (cmd: string) => `
+    import { step } from ${JSON.stringify(join(root, "scripts", "python-env.mjs"))};
+    try { step("a step", ${JSON.stringify(join(dir, "step.log"))}, "sh", ["-c", ${JSON.stringify(cmd)}]); }
+    catch (e) { console.log("FAILED: " + e.message); }`;
+  const run = (cmd: string) => execFileSync(process.execPath, ["--input-type=module", "-e", script(cmd)], { encoding: "utf8" });
+  // 200 lines of a package manager's output go to the log, not the terminal
+  const ok = run("for i in $(seq 200); do echo output line $i; done");
+  expect(ok.trim().split("\n")).toEqual([expect.stringMatching(/^torchlm: a step \(\d+\.\d s\)$/)]);
+  expect(readFileSync(join(dir, "step.log"), "utf8")).toContain("output line 200");
+  const failed = run("echo the reason it failed; exit 3");
+  expect(failed).toMatch(/^FAILED: a step failed after \d+\.\d s \(exit 3\); the end of .*step\.log:/);
+  expect(failed).toContain("the reason it failed");
+  rmSync(dir, { recursive: true, force: true });
+});

@@ -1,0 +1,67 @@
+// The Trainer's state and its callbacks, as Hugging Face names them.
+import { check, InvalidArgumentError } from "./errors.js";
+import type { GPT2LMHeadModel } from "./model.js";
+import type { TrainingArguments } from "./training_args.js";
+
+export type LogRow = Record<string, number>;
+
+/** Hugging Face's TrainerState (the part torchlm keeps): saved as trainer_state.json in checkpoints. */
+export class TrainerState {
+  epoch = 0;
+  global_step = 0;
+  max_steps = 0;
+  num_train_epochs = 0;
+  logging_steps = 500;
+  eval_steps: number | null = null;
+  save_steps = 500;
+  train_batch_size = 8;
+  log_history: LogRow[] = [];
+  best_metric: number | null = null;
+  best_model_checkpoint: string | null = null;
+  total_flos = 0;
+  is_local_process_zero = true;
+  is_world_process_zero = true;
+}
+
+/** What a callback may ask of the loop. */
+export class TrainerControl {
+  should_training_stop = false;
+  should_evaluate = false;
+  should_save = false;
+  should_log = false;
+}
+
+export interface CallbackArgs { args: TrainingArguments; state: TrainerState; control: TrainerControl; model: GPT2LMHeadModel }
+
+/** Hooks into the loop, as in Hugging Face; every method is optional. */
+export class TrainerCallback {
+  on_train_begin?(a: CallbackArgs): void | Promise<void>;
+  on_epoch_begin?(a: CallbackArgs): void | Promise<void>;
+  on_step_end?(a: CallbackArgs): void | Promise<void>;
+  on_log?(a: CallbackArgs & { logs: LogRow }): void | Promise<void>;
+  on_evaluate?(a: CallbackArgs & { metrics: LogRow }): void | Promise<void>;
+  on_save?(a: CallbackArgs & { checkpoint: string }): void | Promise<void>;
+  on_epoch_end?(a: CallbackArgs): void | Promise<void>;
+  on_train_end?(a: CallbackArgs): void | Promise<void>;
+}
+
+/** Stops training when the eval metric (metric_for_best_model, default eval_loss) stops improving. */
+export class EarlyStoppingCallback extends TrainerCallback {
+  #best: number | null = null;
+  #bad = 0;
+  constructor(readonly early_stopping_patience = 1, readonly early_stopping_threshold = 0) {
+    super();
+    check.integer("early_stopping_patience", early_stopping_patience, 1);
+    check.number("early_stopping_threshold", early_stopping_threshold, 0);
+  }
+  override on_evaluate({ args, control, metrics }: CallbackArgs & { metrics: LogRow }): void {
+    const name = args.metric_for_best_model ?? "eval_loss";
+    const key = name.startsWith("eval_") ? name : `eval_${name}`;
+    const v = metrics[key];
+    if (v === undefined) throw new InvalidArgumentError(`EarlyStoppingCallback: metric ${key} is not among the evaluation metrics`);
+    const greater = args.greater_is_better ?? !key.endsWith("loss");
+    const better = this.#best === null || (greater ? v > this.#best + this.early_stopping_threshold : v < this.#best - this.early_stopping_threshold);
+    if (better) { this.#best = v; this.#bad = 0; } else if (++this.#bad >= this.early_stopping_patience) control.should_training_stop = true;
+  }
+}
+
