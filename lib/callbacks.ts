@@ -1,35 +1,10 @@
-// The Trainer's state and its callbacks, as Hugging Face names them.
+// The Trainer's callbacks, as Hugging Face names them.
 import { check, InvalidArgumentError } from "./errors.js";
 import type { GPT2LMHeadModel } from "./model.js";
 import type { TrainingArguments } from "./training_args.js";
+import type { TrainerControl, TrainerState } from "./trainer.js";
 
 export type LogRow = Record<string, number>;
-
-/** Hugging Face's TrainerState (the part torchlm keeps): saved as trainer_state.json in checkpoints. */
-export class TrainerState {
-  epoch = 0;
-  global_step = 0;
-  max_steps = 0;
-  num_train_epochs = 0;
-  logging_steps = 500;
-  eval_steps: number | null = null;
-  save_steps = 500;
-  train_batch_size = 8;
-  log_history: LogRow[] = [];
-  best_metric: number | null = null;
-  best_model_checkpoint: string | null = null;
-  total_flos = 0;
-  is_local_process_zero = true;
-  is_world_process_zero = true;
-}
-
-/** What a callback may ask of the loop. */
-export class TrainerControl {
-  should_training_stop = false;
-  should_evaluate = false;
-  should_save = false;
-  should_log = false;
-}
 
 export interface CallbackArgs { args: TrainingArguments; state: TrainerState; control: TrainerControl; model: GPT2LMHeadModel }
 

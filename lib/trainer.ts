@@ -15,10 +15,10 @@ import { GPT2TokenizerFast } from "./tokenizer.js";
 import { Tensor } from "./tensor.js";
 import { readSafetensorsIndex } from "./safetensors.js";
 import { bar } from "./progress.js";
-import { TrainerCallback, TrainerControl, TrainerState, type LogRow } from "./callbacks.js";
+import { TrainerCallback, type LogRow } from "./callbacks.js";
 import { TensorBoardCallback } from "./tensorboard.js";
 
-export { EarlyStoppingCallback, TrainerCallback, TrainerControl, TrainerState, type CallbackArgs, type LogRow } from "./callbacks.js";
+export { EarlyStoppingCallback, TrainerCallback, type CallbackArgs, type LogRow } from "./callbacks.js";
 import { plot_log_history } from "./plotting.js";
 import { _default_group, all_reduce, barrier, broadcast_parameters, distributed_env, init_process_group, shard } from "./distributed.js";
 
@@ -30,6 +30,32 @@ interface RunTotals { loss: number; lossAll: number; lastLogged: number; stepsSi
 
 // The inputs of GPT2LMHeadModel.forward, and the label names Hugging Face's Trainer keeps beside them.
 const FORWARD_COLUMNS = new Set(["input_ids", "attention_mask", "position_ids", "labels", "past_key_values", "use_cache", "label", "label_ids"]);
+/** Hugging Face's TrainerState (the part torchlm keeps): saved as trainer_state.json in checkpoints. */
+export class TrainerState {
+  epoch = 0;
+  global_step = 0;
+  max_steps = 0;
+  num_train_epochs = 0;
+  logging_steps = 500;
+  eval_steps: number | null = null;
+  save_steps = 500;
+  train_batch_size = 8;
+  log_history: LogRow[] = [];
+  best_metric: number | null = null;
+  best_model_checkpoint: string | null = null;
+  total_flos = 0;
+  is_local_process_zero = true;
+  is_world_process_zero = true;
+}
+
+/** What a callback may ask of the loop. */
+export class TrainerControl {
+  should_training_stop = false;
+  should_evaluate = false;
+  should_save = false;
+  should_log = false;
+}
+
 export interface TrainerOptions {
   model: GPT2LMHeadModel;
   args?: TrainingArguments;
