@@ -22,7 +22,9 @@ async function timed(fn: () => Promise<unknown>, warmup: number, runs: number): 
   for (let i = 0; i < runs; i++) { const t0 = performance.now(); await fn(); t.push((performance.now() - t0) / 1000); }
   return median(t);
 }
-function rnd(seed: number) { let s = seed; return () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31; }
+// The same generator as hf_peer.py's rnd_ids, exactly: s * 1103515245 passes 2^53, so it is taken modulo 2^32 with
+// Math.imul (plain float arithmetic rounded it, and the two sides' prompts differed).
+function rnd(seed: number) { let s = seed; return () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31; }
 // Memory-read GB/s as the decoding kernels see it: every thread streaming a 256 MB buffer, the best of 5 passes.
 const readGBs = async (allThreads = true) => (await probes.readBandwidth(256 * 1024 * 1024, 5, allThreads)) / 1e9;
 const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
@@ -266,6 +268,23 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
   await model.dispose();
 
+  if (want("checkpointing")) {
+    // Gradient checkpointing at long context: peak RSS and step time of fresh processes, without and with it
+    // (alternating, the median of each). The peak counts everything the process holds: weights, AdamW's state,
+    // activations, the caching allocator's free blocks.
+    const [B, T] = quick ? [2, 256] : [8, 1024];
+    const worker = (on: boolean) => JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "train-worker.js"), weightsDir, String(B), String(T), on ? "1" : "0", "2"],
+      { encoding: "utf8", env: { ...process.env, TORCHLM_NO_PROGRESS: "1" } }).trim().split("\n").pop()!);
+    const off: { step_s: number; max_rss_bytes: number }[] = [], on: typeof off = [];
+    for (let r = 0; r < (quick ? 1 : 2); r++) { off.push(worker(false)); on.push(worker(true)); }
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+    results.checkpointing_context = T;
+    results.checkpointing_batch = B;
+    results.train_step_s_plain = med(off.map((x) => x.step_s));
+    results.train_step_s_checkpointing = med(on.map((x) => x.step_s));
+    results.train_peak_rss_mb_plain = med(off.map((x) => x.max_rss_bytes / 1e6));
+    results.train_peak_rss_mb_checkpointing = med(on.map((x) => x.max_rss_bytes / 1e6));
+  }
   if (want("ddp") && binding.distributedAvailable) {
     // Data-parallel scaling (a figure, not a target): one global batch of 16 x 64 per step, as 1 process with
     // every core or as one rank per core with one thread each (c10d/Gloo over loopback).

@@ -147,6 +147,8 @@ export interface NativeModel {
   forward(request: ForwardRequest): Promise<NativeForwardResult>;
   generate(request: GenerateRequest): Promise<NativeTensor>;
   setTraining(on: boolean): void;
+  /** Recompute each block in backward instead of keeping its activations (training with autograd only). */
+  setGradientCheckpointing(on: boolean): void;
   to(options: { device: DeviceName | null; dtype: FloatDtype | null }): Promise<void>;
   parameters(): [string, NativeTensor][];
   numParameters(): number;

@@ -25,7 +25,7 @@ export { pipeline, type TextGenerationPipeline, type TextGenerationOptions } fro
 export { Dataset, load_dataset, type DatasetDict, type LoadDatasetOptions, type MapOptions } from "./datasets.js";
 export { DataCollatorForLanguageModeling, type CollatedBatch } from "./collator.js";
 export { TrainingArguments, type TrainingArgumentsOptions } from "./training_args.js";
-export { Trainer, TrainerCallback, TrainerState, TrainerControl, EarlyStoppingCallback, type TrainOutput, type TrainerOptions, type Inputs } from "./trainer.js";
+export { Trainer, TrainerCallback, TrainerState, TrainerControl, EarlyStoppingCallback, type TrainOutput, type TrainerOptions, type Inputs, type EvalPrediction } from "./trainer.js";
 export { SummaryWriter, TensorBoardCallback, rewrite_logs } from "./tensorboard.js";
 export { get_scheduler, get_scheduler_lambda, LRScheduler, SCHEDULER_TYPES, type SchedulerType } from "./schedulers.js";
 export {

@@ -138,6 +138,15 @@ export class GPT2LMHeadModel {
   /** Evaluation mode: no dropout; forward records no autograd graph unless asked. */
   eval(): this { return this.train(false); }
 
+  #checkpointing = false;
+  /**
+   * Gradient checkpointing, as Hugging Face's: in training, each block keeps only its input for backward and runs
+   * again there (with the same dropout masks), trading about a third more compute for most of the activations' memory.
+   */
+  gradient_checkpointing_enable(): void { this._native.setGradientCheckpointing(true); this.#checkpointing = true; }
+  gradient_checkpointing_disable(): void { this._native.setGradientCheckpointing(false); this.#checkpointing = false; }
+  get is_gradient_checkpointing(): boolean { return this.#checkpointing; }
+
   /** Moves the weights: `await model.to("cuda")`, `await model.to("bfloat16")`. */
   async to(target: string | { device?: string; dtype?: Dtype }): Promise<this> {
     let device: string | null = null;

@@ -12,7 +12,7 @@ import { get_scheduler, type LRScheduler } from "./schedulers.js";
 import { Dataset, permutation, type Row } from "./datasets.js";
 import { DataCollatorForLanguageModeling } from "./collator.js";
 import { GPT2TokenizerFast } from "./tokenizer.js";
-import { Tensor } from "./tensor.js";
+import { cat, Tensor } from "./tensor.js";
 import { readSafetensorsIndex } from "./safetensors.js";
 import { bar } from "./progress.js";
 import { TrainerCallback, type LogRow } from "./callbacks.js";
@@ -42,6 +42,7 @@ export class TrainerState {
   train_batch_size = 8;
   log_history: LogRow[] = [];
   best_metric: number | null = null;
+  best_global_step: number | null = null;
   best_model_checkpoint: string | null = null;
   total_flos = 0;
   is_local_process_zero = true;
@@ -65,7 +66,17 @@ export interface TrainerOptions {
   tokenizer?: GPT2TokenizerFast;
   processing_class?: GPT2TokenizerFast;
   callbacks?: TrainerCallback[];
+  /** Metrics of an evaluation from its predictions and labels; each key is logged with an eval_ prefix. */
+  compute_metrics?: (eval_pred: EvalPrediction) => Record<string, number> | Promise<Record<string, number>>;
+  /**
+   * What of each batch's logits compute_metrics gets (e.g. their argmax): only this is kept across the batches,
+   * never the logits themselves unless it returns them.
+   */
+  preprocess_logits_for_metrics?: (logits: Tensor, labels: Tensor) => Tensor | Promise<Tensor>;
 }
+
+/** Hugging Face's EvalPrediction: an evaluation's predictions (or what preprocess_logits_for_metrics made of the logits) and labels. */
+export interface EvalPrediction { predictions: Tensor; label_ids: Tensor }
 
 export interface TrainOutput { global_step: number; training_loss: number; metrics: LogRow }
 
@@ -80,6 +91,8 @@ export class Trainer {
   eval_dataset?: Dataset;
   tokenizer?: GPT2TokenizerFast;
   callbacks: TrainerCallback[];
+  compute_metrics?: TrainerOptions["compute_metrics"];
+  preprocess_logits_for_metrics?: TrainerOptions["preprocess_logits_for_metrics"];
   state = new TrainerState();
   control = new TrainerControl();
   optimizer: NativeAdamW | null = null;
@@ -90,7 +103,12 @@ export class Trainer {
 
   constructor(options: TrainerOptions) {
     if (!isPlainObject(options)) throw invalid("Trainer options", "an object with model, args, datasets", options);
-    check.knownKeys("Trainer", options, ["model", "args", "data_collator", "train_dataset", "eval_dataset", "tokenizer", "processing_class", "callbacks"]);
+    check.knownKeys("Trainer", options, ["model", "args", "data_collator", "train_dataset", "eval_dataset", "tokenizer", "processing_class", "callbacks",
+      "compute_metrics", "preprocess_logits_for_metrics"]);
+    for (const k of ["compute_metrics", "preprocess_logits_for_metrics"] as const)
+      if (options[k] !== undefined && typeof options[k] !== "function") throw invalid(k, "a function", options[k]);
+    this.compute_metrics = options.compute_metrics;
+    this.preprocess_logits_for_metrics = options.preprocess_logits_for_metrics;
     if (!(options.model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", options.model);
     this.model = options.model;
     this.args = options.args ?? new TrainingArguments();
@@ -191,6 +209,7 @@ export class Trainer {
     if (this.model.device !== device && !(device === "cuda" && this.model.device.startsWith("cuda"))) await this.model.to(device);
     const amp: Amp = args.bf16 ? "bfloat16" : args.fp16 ? "float16" : "none";
     if (args.fp16 && !this.model.device.startsWith("cuda")) throw new InvalidArgumentError("fp16 mixed precision requires a CUDA device");
+    if (args.gradient_checkpointing) this.model.gradient_checkpointing_enable();
     const pg = await this.#joinProcessGroup();
     const flopsParams = this.model.num_parameters({ exclude_embeddings: true });
 
@@ -325,7 +344,7 @@ export class Trainer {
       this.control.should_log = false;
     }
     if ((args.eval_strategy === "steps" && gs % args.eval_steps! === 0) || this.control.should_evaluate) {
-      await this.evaluate();
+      this.#determineBestMetric(await this.evaluate());
       this.control.should_evaluate = false;
       this.model.train();
     }
@@ -343,7 +362,7 @@ export class Trainer {
   async #afterEpoch(run: RunTotals): Promise<void> {
     const args = this.args;
     if (args.logging_strategy === "epoch" && run.stepsSinceLog > 0) await this.#logLoss(run, { learning_rate: this.lr_scheduler!.get_last_lr() });
-    if (args.eval_strategy === "epoch") { await this.evaluate(); this.model.train(); }
+    if (args.eval_strategy === "epoch") { this.#determineBestMetric(await this.evaluate()); this.model.train(); }
     if (args.save_strategy === "epoch") await this.#saveCheckpoint();
     await this.#callback("on_epoch_end");
   }
@@ -358,9 +377,28 @@ export class Trainer {
     run.stepsSinceLog = 0;
   }
 
-  /** train()'s summary row, on_train_end and the loss plot. */
+  /** Hugging Face's _determine_best_metric: state.best_metric and best_global_step from an evaluation's metrics. */
+  #determineBestMetric(metrics: LogRow): void {
+    const name = this.args.metric_for_best_model;
+    if (name === null) return;
+    const key = name.startsWith("eval_") ? name : `eval_${name}`;
+    const value = metrics[key];
+    if (value === undefined)
+      throw new InvalidArgumentError(`metric_for_best_model is ${key}, which is not among the evaluation metrics (${Object.keys(metrics).join(", ")})`);
+    const best = this.state.best_metric;
+    if (best === null || (this.args.greater_is_better ? value > best : value < best)) {
+      this.state.best_metric = value;
+      if (this.args.save_strategy !== "no") this.state.best_global_step = this.state.global_step;
+    }
+  }
+
+  /** train()'s summary row, the best checkpoint's weights when asked, on_train_end and the loss plot. */
   async #finish(run: RunTotals, startStep: number, start: number, rowsPerUpdate: number): Promise<TrainOutput> {
     const args = this.args;
+    if (args.load_best_model_at_end && this.state.best_model_checkpoint && existsSync(this.state.best_model_checkpoint)) {
+      if (this.#world > 1) await barrier();
+      await this.#loadWeights(this.state.best_model_checkpoint);
+    }
     const runtime = (Date.now() - start) / 1000;
     const stepsRun = this.state.global_step - startStep;
     const trainLoss = stepsRun > 0 ? (await this.#mean(run.lossAll)) / stepsRun : 0;
@@ -447,6 +485,9 @@ export class Trainer {
     // each rank a strided slice, not padded, so the summed loss covers every row once
     const mine = Int32Array.from({ length: Math.max(0, Math.ceil((ds.length - this.#rank) / this.#world)) }, (_, i) => this.#rank + i * this.#world);
     const batches = this.#batches(mine.length, this.args.per_device_eval_batch_size, mine);
+    if (this.compute_metrics && this.#world > 1)
+      throw new InvalidArgumentError("compute_metrics is not supported in distributed evaluation yet: evaluate in one process");
+    const preds: Tensor[] = [], labels: Tensor[] = [];
     try {
       for (const idx of batches) {
         const inputs = this.#collate(ds, idx);
@@ -455,16 +496,39 @@ export class Trainer {
         total += loss.item() * idx.length;
         count += idx.length;
         steps++;
-        if (Array.isArray(result)) result[1].logits.dispose();
+        let keep: Tensor | null = null;
+        if (this.compute_metrics) {
+          if (!Array.isArray(result) || !inputs.labels) throw new InvalidArgumentError("compute_metrics needs the model's outputs and the batch's labels");
+          const logits = result[1].logits;
+          keep = this.preprocess_logits_for_metrics ? await this.preprocess_logits_for_metrics(logits, inputs.labels) : logits;
+          preds.push(keep);
+          labels.push(inputs.labels.clone());
+        }
+        if (Array.isArray(result) && result[1].logits !== keep) result[1].logits.dispose();
         loss.dispose();
         for (const v of Object.values(inputs)) if (v instanceof Tensor) v.dispose();
       }
     } finally {
       if (wasTraining) this.model.train();
     }
+    const computed: LogRow = {};
+    if (this.compute_metrics) {
+      const predictions = catBatches(preds, "predictions"), label_ids = catBatches(labels, "label_ids");
+      try {
+        for (const [k, v] of Object.entries(await this.compute_metrics({ predictions, label_ids }))) {
+          if (typeof v !== "number") throw invalid(`compute_metrics's ${k}`, "a number", v);
+          computed[k.startsWith("eval_") ? k : `eval_${k}`] = v;
+        }
+      } finally {
+        predictions.dispose();
+        label_ids.dispose();
+      }
+    }
     if (this.#world > 1) [total, count, steps] = await all_reduce([total, count, steps]) as [number, number, number];
     const runtime = (Date.now() - start) / 1000;
+    // Hugging Face's order: compute_metrics' metrics, the loss, then the speed
     const metrics: LogRow = {
+      ...computed,
       eval_loss: total / count,
       eval_runtime: round4(runtime),
       eval_samples_per_second: round3(count / Math.max(runtime, 1e-9)),
@@ -516,6 +580,10 @@ export class Trainer {
           await writeFile(join(tmp, "scheduler.json"), JSON.stringify(this.lr_scheduler!.state_dict()));
           await saveRng();
         }
+        // as Hugging Face: the best checkpoint is this one or an earlier one still on disk
+        const best = this.state.best_global_step;
+        if (best !== null && (best === this.state.global_step || existsSync(join(args.output_dir, `checkpoint-${best}`))))
+          this.state.best_model_checkpoint = join(args.output_dir, `checkpoint-${best}`);
         await writeFile(join(tmp, "trainer_state.json"), JSON.stringify(this.state, null, 2));
         await writeFile(join(tmp, "training_args.json"), JSON.stringify(args.to_dict(), null, 2));
       }
@@ -534,15 +602,24 @@ export class Trainer {
     }
     await this.#callback("on_save", { checkpoint: final });
     if (main && args.save_total_limit !== null) {
-      const all = checkpointSteps(args.output_dir);
-      for (const s of all.slice(0, Math.max(0, all.length - args.save_total_limit))) await discard(join(args.output_dir, `checkpoint-${s}`));
+      // the best checkpoint counts as the newest, so rotation keeps it; with a limit of 1, the last one stays too
+      const best = this.state.best_model_checkpoint ? Number(/checkpoint-(\d+)$/.exec(this.state.best_model_checkpoint)?.[1]) : NaN;
+      const all = checkpointSteps(args.output_dir).filter((s) => s !== best);
+      if (!Number.isNaN(best) && existsSync(join(args.output_dir, `checkpoint-${best}`))) all.push(best);
+      const limit = args.save_total_limit === 1 && !Number.isNaN(best) && all.at(-1) === best && all.length > 1 && best !== this.state.global_step ? 2 : args.save_total_limit;
+      for (const s of all.slice(0, Math.max(0, all.length - limit))) await discard(join(args.output_dir, `checkpoint-${s}`));
     }
+  }
+
+  /** A checkpoint's weights copied into the model's parameters in place (the optimizer keeps holding them). */
+  async #loadWeights(dir: string): Promise<void> {
+    const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
+    await withStack(() => this.model._enqueue(() => this.model._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
   }
 
   async #loadCheckpoint(dir: string): Promise<void> {
     if (!existsSync(join(dir, "trainer_state.json"))) throw new InvalidArgumentError(`${dir} is not a checkpoint (no trainer_state.json)`);
-    const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
-    await withStack(() => this.model._enqueue(() => this.model._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
+    await this.#loadWeights(dir);
     const opt = await readSafetensorsIndex(join(dir, "optimizer.safetensors"));
     const tensors = await withStack(() => binding.readSafetensors({ path: opt.path, data_start: opt.dataStart, entries: opt.entries, dtype: null, device: this.model.device }));
     this.optimizer!.loadState(tensors as [string, NativeTensor][]);
@@ -572,6 +649,17 @@ async function discard(dir: string): Promise<void> {
   const trash = join(dirname(dir), `.${basename(dir)}.tmp-deleting-${process.pid}`);
   await rename(dir, trash);
   await rm(trash, { recursive: true, force: true });
+}
+
+/** The batches of an evaluation as one tensor along the rows (they must agree in every other dimension). */
+function catBatches(ts: Tensor[], what: string): Tensor {
+  const rest = (t: Tensor) => t.shape.slice(1).join(",");
+  if (ts.some((t) => rest(t) !== rest(ts[0]!)))
+    throw new InvalidArgumentError(`compute_metrics: the ${what} of the evaluation batches differ in shape (${ts.map((t) => `[${t.shape.join(", ")}]`).join(", ")}): ` +
+      "pad the evaluation set to one length (padding: \"max_length\")");
+  const out = ts.length === 1 ? ts[0]!.clone() : cat(ts, 0);
+  for (const t of ts) t.dispose();
+  return out;
 }
 
 function round4(x: number): number { return Math.round(x * 1e4) / 1e4; }

@@ -52,6 +52,8 @@ export interface TrainingArgumentsOptions {
   dataloader_drop_last?: boolean;
   remove_unused_columns?: boolean;
   load_best_model_at_end?: boolean;
+  /** Recompute each block in backward instead of keeping its activations (model.gradient_checkpointing_enable()). */
+  gradient_checkpointing?: boolean;
   metric_for_best_model?: string | null;
   greater_is_better?: boolean | null;
   run_name?: string | null;
@@ -75,7 +77,7 @@ const DEFAULTS: Required<Omit<TrainingArgumentsOptions, "evaluation_strategy">> 
   save_strategy: "steps", save_steps: 500, save_total_limit: null, save_safetensors: true, save_only_model: false,
   seed: 42, data_seed: null, fp16: false, bf16: false, push_to_hub: false, use_mps_device: false, use_cpu: false, no_cuda: false,
   report_to: "none", disable_tqdm: false, dataloader_drop_last: false, remove_unused_columns: true,
-  load_best_model_at_end: false, metric_for_best_model: null, greater_is_better: null, run_name: null, optim: "adamw_torch",
+  load_best_model_at_end: false, gradient_checkpointing: false, metric_for_best_model: null, greater_is_better: null, run_name: null, optim: "adamw_torch",
   skip_nonfinite_loss: false, plot_loss: true, ddp_timeout: 1800, ddp_backend: null,
 };
 const KEYS = [...Object.keys(DEFAULTS), "evaluation_strategy"];
@@ -132,6 +134,7 @@ export class TrainingArguments {
   dataloader_drop_last!: boolean;
   remove_unused_columns!: boolean;
   load_best_model_at_end!: boolean;
+  gradient_checkpointing!: boolean;
   metric_for_best_model!: string | null;
   greater_is_better!: boolean | null;
   run_name!: string | null;
@@ -159,7 +162,7 @@ export class TrainingArguments {
   #validate(): void {
     check.string("output_dir", this.output_dir);
     for (const k of ["overwrite_output_dir", "do_train", "do_eval", "logging_first_step", "save_safetensors", "save_only_model", "fp16", "bf16", "push_to_hub",
-      "use_mps_device", "use_cpu", "no_cuda", "disable_tqdm", "dataloader_drop_last", "remove_unused_columns", "load_best_model_at_end", "skip_nonfinite_loss", "plot_loss"] as const) {
+      "use_mps_device", "use_cpu", "no_cuda", "disable_tqdm", "dataloader_drop_last", "remove_unused_columns", "load_best_model_at_end", "gradient_checkpointing", "skip_nonfinite_loss", "plot_loss"] as const) {
       check.boolean(k, this[k]);
     }
     check.oneOf("eval_strategy", this.eval_strategy, STRATEGIES);
@@ -196,7 +199,17 @@ export class TrainingArguments {
       if (!["none", "all", "tensorboard"].includes(r as string))
         throw invalid("report_to", '"none", "all" or "tensorboard" (torchlm\'s one reporting integration; the logs are also in trainer.state.log_history and the loss plot)', r);
     }
-    if (this.load_best_model_at_end) throw new InvalidArgumentError("load_best_model_at_end is not supported by torchlm yet: load the checkpoint you want with from_pretrained");
+    if (this.load_best_model_at_end) {
+      // Hugging Face's rule: the best model is a checkpoint, so a save must follow every evaluation it may pick
+      if (this.save_strategy !== this.eval_strategy)
+        throw new InvalidArgumentError(`load_best_model_at_end requires the save and eval strategy to match, but found eval_strategy "${this.eval_strategy}" and save_strategy "${this.save_strategy}"`);
+      if (this.eval_strategy === "no") throw new InvalidArgumentError('load_best_model_at_end needs evaluations: set eval_strategy (and save_strategy) to "steps" or "epoch"');
+      if (this.eval_strategy === "steps" && this.save_steps % this.eval_steps! !== 0)
+        throw new InvalidArgumentError(`load_best_model_at_end requires save_steps (${this.save_steps}) to be a multiple of eval_steps (${this.eval_steps})`);
+      this.metric_for_best_model ??= "loss";
+    }
+    if (this.metric_for_best_model !== null) check.string("metric_for_best_model", this.metric_for_best_model);
+    if (this.greater_is_better === null && this.metric_for_best_model !== null) this.greater_is_better = !this.metric_for_best_model.endsWith("loss");
     if (!this.save_safetensors) throw new InvalidArgumentError("save_safetensors: false is not supported: torchlm writes checkpoints as safetensors only");
     if (this.fp16 && !this.use_cpu && !this.no_cuda && !cuda_is_available())
       throw new InvalidArgumentError("fp16 mixed precision requires a GPU (not 'mps' or the CPU): use bf16, or fp16 on a CUDA machine");

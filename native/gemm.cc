@@ -103,6 +103,13 @@ at::Tensor TrainLinear(const at::Tensor& x, const at::Tensor& w, const at::Tenso
   return DnnlLinearFn::apply(x.reshape({-1, x.size(-1)}), w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt, transposed).view(sizes);
 }
 
+at::Tensor LinearNoGrad(const at::Tensor& a, const at::Tensor& w) {
+  const c10::OperatorHandle* op = Linear();
+  if (op && g_enabled.load(std::memory_order_relaxed) && Suits(a, w, at::Tensor(), true) && a.dim() == 2 && a.size(0) > 1)
+    return Dnnl(op, a.contiguous(), w, at::Tensor());
+  return at::mm(a, w.t());
+}
+
 void SetGemmEnabled(bool on) { g_enabled.store(on); }
 int64_t GemmCalls() { return g_calls.load(); }
 

@@ -12,6 +12,8 @@ at::Tensor GemmLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor
 // The same for training (grad mode on, float32, no autocast): forward and backward products on oneDNN through a custom
 // autograd function; otherwise an undefined tensor (the caller uses addmm).
 at::Tensor TrainLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool transposed);
+// a [M, K] @ w^T for w [N, K], no autograd: oneDNN's product where it applies, else mm.
+at::Tensor LinearNoGrad(const at::Tensor& a, const at::Tensor& w);
 // Whether libtorch has the oneDNN linear (TORCHLM_NO_DNNL=1 or probes.setGemm(false) turn the path off).
 bool GemmAvailable();
 void SetGemmEnabled(bool on);

@@ -1,4 +1,6 @@
 #include "gpt2.h"
+#include "checkpoint.h"
+#include "lm_loss.h"
 
 #include <cstring>
 
@@ -215,18 +217,27 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
 
   at::Tensor x = (at::embedding(wte_, ids) + at::embedding(wpe_, position_ids)).to(compute);
   x = at::dropout(x, cfg_.embd_pdrop, training);
-  const std::vector<int64_t> norm_shape = {cfg_.n_embd};
+  const bool checkpoint = gradient_checkpointing && training && !cache && at::GradMode::is_enabled();
+  for (int64_t i = 0; i < cfg_.n_layer; i++) x = checkpoint ? CheckpointedBlock(*this, i, x, bias, compute) : Block(i, x, bias, cache, compute);
+  return at::layer_norm(x, {cfg_.n_embd}, ln_f_w_.to(compute), ln_f_b_.to(compute), cfg_.layer_norm_epsilon)
+      .to(wte_.scalar_type());  // outputs keep the model's dtype
+}
+
+at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const at::Tensor& bias, KVCache* cache, at::ScalarType compute) {
+  const Layer& L = layers_[i];
   auto ln = [&](const at::Tensor& t, const at::Tensor& w, const at::Tensor& b) {
-    return at::layer_norm(t, norm_shape, w.to(compute), b.to(compute), cfg_.layer_norm_epsilon);
+    return at::layer_norm(t, {cfg_.n_embd}, w.to(compute), b.to(compute), cfg_.layer_norm_epsilon);
   };
-  for (int64_t i = 0; i < cfg_.n_layer; i++) {
-    const Layer& L = layers_[i];
-    x = x + Attention(i, ln(x, L.ln_1_w, L.ln_1_b), bias, cache);
-    at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
-    h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b)), L.mlp_proj_w, L.mlp_proj_b);
-    x = x + at::dropout(h, cfg_.resid_pdrop, training);
-  }
-  return ln(x, ln_f_w_, ln_f_b_).to(wte_.scalar_type());  // outputs keep the model's dtype
+  at::Tensor x = x0 + Attention(i, ln(x0, L.ln_1_w, L.ln_1_b), bias, cache);
+  at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
+  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b)), L.mlp_proj_w, L.mlp_proj_b);
+  return x + at::dropout(h, cfg_.resid_pdrop, training);
+}
+
+std::vector<at::Tensor> GPT2::LayerParameters(int64_t i) const {
+  const Layer& L = layers_[i];
+  return {L.ln_1_w, L.ln_1_b, L.c_attn_w, L.c_attn_b, L.attn_proj_w, L.attn_proj_b,
+          L.ln_2_w, L.ln_2_b, L.c_fc_w, L.c_fc_b, L.mlp_proj_w, L.mlp_proj_b};
 }
 
 at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
@@ -235,6 +246,14 @@ at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
   if (at::Tensor y = TrainLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;
   if (hidden.scalar_type() != wte_.scalar_type()) return at::matmul(hidden.to(wte_.scalar_type()), wte_.t()).to(hidden.scalar_type());
   return at::matmul(hidden, wte_.t());
+}
+
+at::Tensor GPT2::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
+  const int64_t T = labels.size(1);
+  at::Tensor y = at::full(labels.sizes(), -100, labels.options().dtype(at::kLong).device(hidden.device()));
+  y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
+  if (at::Tensor loss = FusedLMLoss(hidden.reshape({-1, hidden.size(-1)}), wte_, y.reshape({-1})); loss.defined()) return loss;
+  return CausalLMLoss(Logits(hidden), labels);
 }
 
 at::Tensor GPT2::CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels) {

@@ -4,6 +4,8 @@
 
 #include "common.h"
 
+#include <memory>
+
 #include <map>
 
 namespace torchlm {
@@ -29,7 +31,7 @@ struct Layer {
   at::Tensor ln_2_w, ln_2_b, c_fc_w, c_fc_b, mlp_proj_w, mlp_proj_b;
 };
 
-class GPT2 {
+class GPT2 : public std::enable_shared_from_this<GPT2> {
  public:
   explicit GPT2(GPT2Config cfg);
 
@@ -47,6 +49,9 @@ class GPT2 {
   at::Device device() const { return wte_.device(); }
   at::ScalarType dtype() const { return wte_.scalar_type(); }
   bool training = false;
+  // Hugging Face's gradient checkpointing: in training with autograd, each block keeps only its input for backward
+  // and runs again there (native/checkpoint.cc).
+  bool gradient_checkpointing = false;
 
   // Hidden states after ln_f for ids [B, T]. `position_ids` [B, T]. `attention_mask` [B, past + T] of 0/1
   // (undefined: attend everywhere allowed by causality). With `cache`, keys and values are written at
@@ -57,7 +62,14 @@ class GPT2 {
   at::Tensor Logits(const at::Tensor& hidden) const;
   // Hugging Face's causal LM loss: logits[:, :-1] against labels[:, 1:], -100 ignored, mean, in float32.
   static at::Tensor CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels);
+  // The same loss from the hidden states, for a training step (no logits wanted): the LM head and the loss fused a
+  // slice of rows at a time where that applies (native/lm_loss.cc).
+  at::Tensor TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const;
   KVCache NewCache(int64_t batch, int64_t capacity) const;
+  // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
+  at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
+  // Block i's parameters, in Layer's order.
+  std::vector<at::Tensor> LayerParameters(int64_t i) const;
 
  private:
   GPT2Config cfg_;

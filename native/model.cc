@@ -18,6 +18,7 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
     InstanceMethod("forward", &ModelWrap::Forward),
     InstanceMethod("generate", &ModelWrap::Generate),
     InstanceMethod("setTraining", &ModelWrap::SetTraining),
+    InstanceMethod("setGradientCheckpointing", &ModelWrap::SetGradientCheckpointing),
     InstanceMethod("to", &ModelWrap::To),
     InstanceMethod("parameters", &ModelWrap::Parameters),
     InstanceMethod("numParameters", &ModelWrap::NumParameters),
@@ -233,6 +234,12 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
   if (!info[0].IsBoolean()) throw JsError(info.Env(), "Expected a boolean for setTraining's mode", kInvalidArgument);
   Get(info.Env())->training = info[0].As<Napi::Boolean>().Value();
+  return info.Env().Undefined();
+}
+
+Napi::Value ModelWrap::SetGradientCheckpointing(const Napi::CallbackInfo& info) {
+  if (!info[0].IsBoolean()) throw JsError(info.Env(), "Expected a boolean for setGradientCheckpointing's on", kInvalidArgument);
+  Get(info.Env())->gradient_checkpointing = info[0].As<Napi::Boolean>().Value();
   return info.Env().Undefined();
 }
 

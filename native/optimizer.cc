@@ -391,8 +391,7 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
             at::Tensor loss;
             {
               AutocastGuard ac(amp, dev);
-              at::Tensor logits = model->Logits(model->Hidden(x, pos, m, nullptr));
-              loss = GPT2::CausalLMLoss(logits, labels);
+              loss = model->TrainingLoss(model->Hidden(x, pos, m, nullptr), labels.to(dev));
             }
             out->loss = loss.item<double>();
             if (!std::isfinite(out->loss)) {

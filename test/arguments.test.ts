@@ -102,7 +102,11 @@ test.each(Object.keys(calls()))("%s: a TorchlmError in the one shape", async (na
 
 test("options torchlm does not implement are refused, not ignored", () => {
   expect(() => new t.TrainingArguments({ report_to: "wandb" })).toThrow(/^Expected "none", "all" or "tensorboard" .* for report_to but received "wandb"/);
-  expect(() => new t.TrainingArguments({ load_best_model_at_end: true })).toThrow(/load_best_model_at_end is not supported/);
+  expect(() => new t.TrainingArguments({ load_best_model_at_end: true })).toThrow('load_best_model_at_end requires the save and eval strategy to match, but found eval_strategy "no" and save_strategy "steps"');
+  expect(() => new t.TrainingArguments({ load_best_model_at_end: true, eval_strategy: "steps", eval_steps: 3, save_steps: 5 })).toThrow("save_steps (5) to be a multiple of eval_steps (3)");
+  const best = new t.TrainingArguments({ load_best_model_at_end: true, eval_strategy: "steps", eval_steps: 5, save_steps: 10 });
+  expect([best.metric_for_best_model, best.greater_is_better]).toEqual(["loss", false]);
+  expect(new t.TrainingArguments({ metric_for_best_model: "accuracy" }).greater_is_better).toBe(true);
   expect(() => new t.TrainingArguments({ save_safetensors: false })).toThrow(/save_safetensors: false is not supported/);
   for (const report_to of ["none", "all", "tensorboard", ["none"], ["tensorboard"], []] as const) expect(new t.TrainingArguments({ report_to: report_to as any }).report_to).toEqual(report_to);
 });

@@ -1,4 +1,7 @@
-import { GPT2LMHeadModel, AutoModelForCausalLM, tensor, Tensor } from "../lib/index.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { GPT2LMHeadModel, AutoModelForCausalLM, Dataset, set_seed, tensor, Tensor, Trainer, TrainingArguments } from "../lib/index.js";
 import { golden, tinyModelDir, maxAbsDiff, flatten, pick } from "./helpers/tiny.js";
 
 
@@ -113,5 +116,53 @@ describe("worker threads and ordering", () => {
     await disposed;
     expect(order).toEqual([0, 1, 2, 3]);
     await expect(model.forward({ input_ids: [[1]] })).rejects.toThrow(/disposed/);
+  });
+});
+
+describe("gradient checkpointing", () => {
+  test("the same loss and gradients as without it, dropout included (the recomputation replays the random state)", async () => {
+    const model = await GPT2LMHeadModel.from_config({ vocab_size: 300, n_positions: 32, n_embd: 32, n_layer: 3, n_head: 4,
+      resid_pdrop: 0.1, embd_pdrop: 0.1, attn_pdrop: 0.1 }, { seed: 5 });
+    model.train();
+    const ids = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]];
+    const run = async (on: boolean) => {
+      if (on) model.gradient_checkpointing_enable(); else model.gradient_checkpointing_disable();
+      set_seed(123);
+      model.zero_grad();
+      const o = await model.forward({ input_ids: ids, labels: ids, attention_mask: [[1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1]] });
+      o.loss!.backward();
+      const grads = model.named_parameters().map(([n, t]) => [n, Float32Array.from(t.grad!.data() as Float32Array)] as const);
+      return { loss: o.loss!.item() as number, grads };
+    };
+    const plain = await run(false);
+    const ckpt = await run(true);
+    expect(model.is_gradient_checkpointing).toBe(true);
+    expect(ckpt.loss).toBe(plain.loss);
+    for (const [i, [name, g]] of ckpt.grads.entries()) {
+      const ref = plain.grads[i]![1];
+      let d = 0, m = 1e-12;
+      g.forEach((v, j) => { d = Math.max(d, Math.abs(v - ref[j]!)); m = Math.max(m, Math.abs(ref[j]!)); });
+      expect([name, d / m < 1e-5]).toEqual([name, true]);
+    }
+    await model.dispose();
+  });
+
+  test("TrainingArguments gradient_checkpointing: the Trainer's losses as without it", async () => {
+    const make = async (gradient_checkpointing: boolean) => {
+      const model = await GPT2LMHeadModel.from_config({ vocab_size: 300, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4 }, { seed: 6 });
+      const ds = Dataset.from_dict({ input_ids: Array.from({ length: 8 }, (_, r) => Array.from({ length: 12 }, (_, t) => (r * 31 + t * 7) % 300)) });
+      const args = new TrainingArguments({ output_dir: mkdtempSync(join(tmpdir(), "torchlm-gc-")), per_device_train_batch_size: 4, max_steps: 3,
+        logging_steps: 1, save_strategy: "no", disable_tqdm: true, plot_loss: false, gradient_checkpointing });
+      const collate = (rows: any[]) => { const t = tensor(rows.map((r) => r.input_ids)); return { input_ids: t, labels: t.clone() }; };
+      const trainer = new Trainer({ model, args, train_dataset: ds, data_collator: collate });
+      await trainer.train();
+      expect(model.is_gradient_checkpointing).toBe(gradient_checkpointing);
+      const losses = trainer.state.log_history.filter((r) => "loss" in r).map((r) => r.loss!);
+      await model.dispose();
+      return losses;
+    };
+    const plain = await make(false), ckpt = await make(true);
+    expect(ckpt).toHaveLength(3);
+    ckpt.forEach((l, i) => expect(Math.abs(l - plain[i]!)).toBeLessThan(1e-5));
   });
 });

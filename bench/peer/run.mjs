@@ -9,7 +9,7 @@ const [dir, threadsArg] = process.argv.slice(2);
 env.allowRemoteModels = false;
 env.localModelPath = dirname(dir);
 
-function rnd(seed) { let s = seed; return () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31; }
+function rnd(seed) { let s = seed; return () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31; }  // as bench/measure.ts
 const ids = (B, T, seed) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
 const int64 = (rows) => new Tensor("int64", BigInt64Array.from(rows.flat().map(BigInt)), [rows.length, rows[0].length]);
 const ones = (B, T) => new Tensor("int64", new BigInt64Array(B * T).fill(1n), [B, T]);
