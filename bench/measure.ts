@@ -277,13 +277,12 @@ export async function measure(o: BenchOptions): Promise<Measured> {
       { encoding: "utf8", env: { ...process.env, TORCHLM_NO_PROGRESS: "1" } }).trim().split("\n").pop()!);
     const off: { step_s: number; max_rss_bytes: number }[] = [], on: typeof off = [];
     for (let r = 0; r < (quick ? 1 : 2); r++) { off.push(worker(false)); on.push(worker(true)); }
-    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
     results.checkpointing_context = T;
     results.checkpointing_batch = B;
-    results.train_step_s_plain = med(off.map((x) => x.step_s));
-    results.train_step_s_checkpointing = med(on.map((x) => x.step_s));
-    results.train_peak_rss_mb_plain = med(off.map((x) => x.max_rss_bytes / 1e6));
-    results.train_peak_rss_mb_checkpointing = med(on.map((x) => x.max_rss_bytes / 1e6));
+    results.train_step_s_plain = median(off.map((x) => x.step_s));
+    results.train_step_s_checkpointing = median(on.map((x) => x.step_s));
+    results.train_peak_rss_mb_plain = median(off.map((x) => x.max_rss_bytes / 1e6));
+    results.train_peak_rss_mb_checkpointing = median(on.map((x) => x.max_rss_bytes / 1e6));
   }
   if (want("ddp") && binding.distributedAvailable) {
     // Data-parallel scaling (a figure, not a target): one global batch of 16 x 64 per step, as 1 process with

@@ -248,22 +248,25 @@ at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
   return at::matmul(hidden, wte_.t());
 }
 
-at::Tensor GPT2::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
+// Hugging Face's shifted labels without slicing the logits: position t is scored against label t + 1, and the last
+// position of each row is ignored (-100), so the [B * T, V] logits are read in place and their gradient written in
+// place, instead of copying a [B * (T - 1), V] slice and scattering its gradient back.
+static at::Tensor ShiftedLabels(const at::Tensor& labels, at::Device device) {
   const int64_t T = labels.size(1);
-  at::Tensor y = at::full(labels.sizes(), -100, labels.options().dtype(at::kLong).device(hidden.device()));
+  at::Tensor y = at::full(labels.sizes(), -100, labels.options().dtype(at::kLong).device(device));
   y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
-  if (at::Tensor loss = FusedLMLoss(hidden.reshape({-1, hidden.size(-1)}), wte_, y.reshape({-1})); loss.defined()) return loss;
+  return y.reshape({-1});
+}
+
+at::Tensor GPT2::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
+  if (at::Tensor loss = FusedLMLoss(hidden.reshape({-1, hidden.size(-1)}), wte_, ShiftedLabels(labels, hidden.device())); loss.defined())
+    return loss;
   return CausalLMLoss(Logits(hidden), labels);
 }
 
 at::Tensor GPT2::CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels) {
-  // Hugging Face's shifted loss (position t predicts label t + 1) without slicing the logits: the labels move left
-  // and the last position of each row is ignored, so the [B * T, V] logits are read in place and their gradient is
-  // written in place, instead of copying a [B * (T - 1), V] slice and scattering its gradient back.
-  const int64_t V = logits.size(-1), T = labels.size(1);
-  at::Tensor y = at::full(labels.sizes(), -100, labels.options().dtype(at::kLong).device(logits.device()));
-  y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
-  return at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), y.reshape({-1}), {}, at::Reduction::Mean, -100);
+  const int64_t V = logits.size(-1);
+  return at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), ShiftedLabels(labels, logits.device()), {}, at::Reduction::Mean, -100);
 }
 
 }  // namespace torchlm
