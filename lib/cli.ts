@@ -5,8 +5,8 @@ import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import {
-  AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments,
-  default_device, load_dataset, set_num_threads, torch_info, type Dataset, type GenerateOptions,
+  AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, LoraConfig, PeftModel, Trainer, TrainingArguments,
+  default_device, get_peft_model, load_dataset, set_num_threads, torch_info, type Dataset, type GenerateOptions,
 } from "./index.js";
 import { packageRoot } from "./native.js";
 import { hubCacheDir } from "./hub.js";
@@ -62,10 +62,13 @@ export function buildProgram(): Command {
     .option("--do-sample", "sample instead of greedy decoding")
     .option("--early-stopping <v>", "beam search: true, false or never")
     .option("--seed <n>", "seed for sampling", int)
+    .option("--adapter <dir>", "a LoRA adapter (PEFT's files) to apply")
+    .option("--dtype <dtype>", "weights: float32, bfloat16, float16 or q8 (int8 per block of 32, CPU)")
     .option("--no-stream", "print the whole text at the end");
   for (const [k, parse] of GEN_FLAGS) gen.option(`${flag(k)} <v>`, k.replace(/_/g, " "), parse);
   gen.action(async (prompt: string, o: Record<string, any>) => {
-    const model = await AutoModelForCausalLM.from_pretrained(o.model, { device: o.device });
+    const base = await AutoModelForCausalLM.from_pretrained(o.model, { device: o.device, dtype: o.dtype });
+    const model = o.adapter ? await PeftModel.from_pretrained(base, o.adapter) : base;
     const tok = await AutoTokenizer.from_pretrained(o.model);
     const options: GenerateOptions = { seed: o.seed };
     for (const [k] of GEN_FLAGS) { const v = o[k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())]; if (v !== undefined) (options as Record<string, unknown>)[k] = v; }
@@ -92,7 +95,12 @@ export function buildProgram(): Command {
 
   const ft = dataOptions(program.command("finetune").description("fine-tune a model on a text dataset with the Trainer"), "train")
     .option("--config <file>", "TrainingArguments as JSON (flags win)")
-    .option("--save-to <dir>", "save the fine-tuned model (and tokenizer) here");
+    .option("--save-to <dir>", "save the fine-tuned model (and tokenizer) here")
+    .option("--lora-r <n>", "train LoRA adapters of this rank instead of every weight (PEFT's files)", int)
+    .option("--lora-alpha <n>", "LoRA's alpha (scale alpha / r)", num, 8)
+    .option("--lora-dropout <p>", "dropout on the adapters' input", num, 0)
+    .option("--lora-target-modules <names>", "comma-separated Conv1D names (c_attn,c_proj,c_fc)", "c_attn")
+    .option("--merge-lora", "with --save-to: save the model with the adapters merged in, not the adapter");
   // Every TrainingArguments field is a flag, its parser taken from the type of its default.
   const NULLABLE: Record<string, (v: string) => unknown> = { eval_steps: num, save_total_limit: int, data_seed: int, logging_dir: String,
     metric_for_best_model: String, greater_is_better: bool, run_name: String, ddp_backend: String };
@@ -106,12 +114,21 @@ export function buildProgram(): Command {
     const fromFlags: Record<string, unknown> = {};
     for (const [k] of argFlags) { const v = o[k.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())]; if (v !== undefined) fromFlags[k] = v; }
     const args = new TrainingArguments({ ...fromFile, ...fromFlags });
-    const { model, tok, tokenized, collator } = await loadForTraining(o);
+    if (o.mergeLora && o.loraR === undefined) throw new InvalidArgumentError("--merge-lora needs --lora-r");
+    const loaded = await loadForTraining(o);
+    const { tok, tokenized, collator } = loaded;
+    const model = o.loraR === undefined ? loaded.model : get_peft_model(loaded.model, new LoraConfig({ r: o.loraR, lora_alpha: o.loraAlpha,
+      lora_dropout: o.loraDropout, target_modules: String(o.loraTargetModules).split(",").map((x) => x.trim()).filter(Boolean), fan_in_fan_out: true, task_type: "CAUSAL_LM" }));
+    if (model instanceof PeftModel) model.print_trainable_parameters();
     const split = args.eval_strategy !== "no" ? tokenized.train_test_split({ test_size: 0.1, seed: args.seed }) : { train: tokenized, test: undefined };
     const trainer = new Trainer({ model, tokenizer: tok, args, train_dataset: split.train, eval_dataset: split.test, data_collator: collator });
     const r = await trainer.train();
     console.log(JSON.stringify(r.metrics));
-    if (o.saveTo) await trainer.save_model(o.saveTo);
+    if (o.saveTo && o.mergeLora) {
+      const merged = await (model as PeftModel).merge_and_unload();
+      await merged.save_pretrained(o.saveTo);
+      await tok.save_pretrained(o.saveTo);
+    } else if (o.saveTo) await trainer.save_model(o.saveTo);
     await model.dispose();
   });
 

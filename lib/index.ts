@@ -4,6 +4,7 @@ export { AbortError, AddonLoadError, DisposedError, InvalidArgumentError, Native
 export { Tensor, tensor, cat, type Dtype, type NestedList } from "./tensor.js";
 export { default_device, cuda_is_available, mps_is_available, set_num_threads, get_num_threads, set_seed, torch_info } from "./device.js";
 export { GPT2Config } from "./config.js";
+export { LoraConfig, get_peft_model, PeftModel, type LoraConfigOptions } from "./peft.js";
 export { GPT2LMHeadModel, AutoModelForCausalLM, type ForwardInputs, type CausalLMOutput, type FromPretrainedOptions } from "./model.js";
 export { GenerationConfig, type GenerationOptions } from "./generation_config.js";
 export { type GenerateOptions, type Streamer } from "./generation.js";

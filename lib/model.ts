@@ -35,7 +35,8 @@ export interface CausalLMOutput {
 
 export interface FromPretrainedOptions {
   device?: string;
-  dtype?: "float32" | "float16" | "bfloat16";
+  /** A float dtype, or "q8": int8 weights per block of 32 for decoding (CPU, inference only), as transformers.js names it. */
+  dtype?: "float32" | "float16" | "bfloat16" | "q8";
   torch_dtype?: "float32" | "float16" | "bfloat16";
   revision?: string;
   local_files_only?: boolean;
@@ -58,20 +59,32 @@ export function idsTensor(v: IdsLike, name: string, device = "cpu"): Tensor {
   return tensor(rows, { dtype: "int64", device });
 }
 
+/**
+ * @internal What every JavaScript view of one native model shares (a PeftModel and the model it wraps, as in Python):
+ * the handle, the queue that keeps its calls in order, and its modes.
+ */
+export interface ModelCore {
+  native: NativeModel | null;
+  queue: Promise<unknown>;
+  training: boolean;
+  checkpointing: boolean;
+  /** Calls queued or running: synchronous changes to the weights (get_peft_model) wait for none. */
+  pending: number;
+}
+
 /** GPT-2 with a language-modelling head (tied to the token embeddings), as in Hugging Face. */
 export class GPT2LMHeadModel {
   config: GPT2Config;
   generation_config: GenerationConfig;
   /** Where the weights came from (a directory), if loaded. */
   name_or_path?: string;
-  #native: NativeModel | null;
-  #training = false;
-  #queue: Promise<unknown> = Promise.resolve();
+  /** @internal */
+  readonly _core: ModelCore;
 
   /** @internal */
-  constructor(config: GPT2Config, nativeModel: NativeModel, generation_config?: GenerationConfig) {
+  constructor(config: GPT2Config, native: NativeModel | ModelCore, generation_config?: GenerationConfig) {
     this.config = config;
-    this.#native = nativeModel;
+    this._core = "queue" in native ? native : { native, queue: Promise.resolve(), training: false, checkpointing: false, pending: 0 };
     this.generation_config = generation_config ?? GenerationConfig.from_model_config(config);
   }
 
@@ -81,8 +94,11 @@ export class GPT2LMHeadModel {
     if (!isPlainObject(options)) throw invalid("options", "an object", options);
     check.knownKeys("from_pretrained", options, ["device", "dtype", "torch_dtype", "revision", "local_files_only"]);
     const device = checkDevice("device", options.device ?? "cpu");
-    const dtype = options.dtype ?? options.torch_dtype;
-    if (dtype !== undefined) check.oneOf("dtype", dtype, FLOAT_DTYPES);
+    const requested = options.dtype ?? options.torch_dtype;
+    if (requested !== undefined) check.oneOf("dtype", requested, [...FLOAT_DTYPES, "q8"] as const);
+    const quantize = requested === "q8" ? "q8" : null;
+    if (quantize && device !== "cpu") throw new InvalidArgumentError(`dtype "q8" runs on the CPU, not on ${device}`);
+    const dtype = quantize ? "float32" : requested as FloatDtype | undefined;
     const files = await resolveModelFiles(idOrDir, options);
     const config = await GPT2Config.from_json_file(files.config);
     checkFits(config, `The config of ${idOrDir}`, "load");
@@ -91,6 +107,7 @@ export class GPT2LMHeadModel {
     const index = await readSafetensorsIndex(files.weights);
     const nm = await withStack(() =>
       binding.NativeModel.load({ config: nativeConfig(config), path: files.weights, data_start: index.dataStart, entries: index.entries, device, dtype: dtype ?? "float32" }));
+    if (quantize) await withStack(() => nm.quantize({ kind: quantize }));
     let gen: GenerationConfig | undefined;
     if (files.generation_config) gen = await GenerationConfig.from_json_file(files.generation_config);
     const model = new GPT2LMHeadModel(config, nm, gen);
@@ -112,40 +129,42 @@ export class GPT2LMHeadModel {
 
   /** @internal The native model; throws when disposed. */
   get _native(): NativeModel {
-    if (!this.#native) throw new DisposedError("Model is disposed: it cannot be used after dispose()");
-    return this.#native;
+    if (!this._core.native) throw new DisposedError("Model is disposed: it cannot be used after dispose()");
+    return this._core.native;
   }
 
   /** Runs `fn` after every earlier call on this model has settled: calls on one model run in order. */
   /** @internal */
   _enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(fn, fn);
-    this.#queue = run.catch(() => undefined);
+    const core = this._core;
+    core.pending++;
+    const run = core.queue.then(fn, fn).finally(() => { core.pending--; });
+    core.queue = run.catch(() => undefined);
     return run;
   }
 
   get device(): string { return this._native.device; }
-  get dtype(): string { return this._native.dtype; }
-  get training(): boolean { return this.#training; }
+  /** The weights' dtype: "float32", "float16", "bfloat16", or "q8" for a quantized model. */
+  get dtype(): string { return this._native.quantization || this._native.dtype; }
+  get training(): boolean { return this._core.training; }
 
   /** Training mode: dropout on, autograd recorded by forward. */
   train(mode = true): this {
     check.boolean("mode", mode);
-    this.#training = mode;
+    this._core.training = mode;
     this._native.setTraining(mode);
     return this;
   }
   /** Evaluation mode: no dropout; forward records no autograd graph unless asked. */
   eval(): this { return this.train(false); }
 
-  #checkpointing = false;
   /**
    * Gradient checkpointing, as Hugging Face's: in training, each block keeps only its input for backward and runs
    * again there (with the same dropout masks), trading about a third more compute for most of the activations' memory.
    */
-  gradient_checkpointing_enable(): void { this._native.setGradientCheckpointing(true); this.#checkpointing = true; }
-  gradient_checkpointing_disable(): void { this._native.setGradientCheckpointing(false); this.#checkpointing = false; }
-  get is_gradient_checkpointing(): boolean { return this.#checkpointing; }
+  gradient_checkpointing_enable(): void { this._native.setGradientCheckpointing(true); this._core.checkpointing = true; }
+  gradient_checkpointing_disable(): void { this._native.setGradientCheckpointing(false); this._core.checkpointing = false; }
+  get is_gradient_checkpointing(): boolean { return this._core.checkpointing; }
 
   /** Moves the weights: `await model.to("cuda")`, `await model.to("bfloat16")`. */
   async to(target: string | { device?: string; dtype?: Dtype }): Promise<this> {
@@ -181,7 +200,7 @@ export class GPT2LMHeadModel {
       });
     }
     const useCache = inputs.use_cache === undefined ? false : check.boolean("use_cache", inputs.use_cache);
-    const grad = inputs.requires_grad === undefined ? this.#training : check.boolean("requires_grad", inputs.requires_grad);
+    const grad = inputs.requires_grad === undefined ? this._core.training : check.boolean("requires_grad", inputs.requires_grad);
     const out = await withStack(() => this._enqueue(() =>
       this._native.forward({ input_ids: ids._t, attention_mask: mask, position_ids: pos, labels, past_key_values: past ? past.map((t) => t._t) : null,
         use_cache: useCache, grad })));
@@ -230,11 +249,17 @@ export class GPT2LMHeadModel {
     await writeFile(join(dir, "generation_config.json"), this.generation_config.to_json_string());
   }
 
+  /** @internal A Trainer checkpoint's weights copied into the parameters in place (optimizers keep holding them). */
+  async _load_checkpoint_weights(dir: string): Promise<void> {
+    const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
+    await withStack(() => this._enqueue(() => this._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
+  }
+
   /** Frees the weights now (after calls already queued); later use throws. */
   async dispose(): Promise<void> {
     await this._enqueue(async () => {
-      this.#native?.dispose();
-      this.#native = null;
+      this._core.native?.dispose();
+      this._core.native = null;
     });
   }
   async [Symbol.asyncDispose](): Promise<void> { await this.dispose(); }

@@ -155,7 +155,12 @@ export class Trainer {
   }
 
   #createOptimizer(): NativeAdamW {
-    const named = this.model.named_parameters();
+    // as Hugging Face's: only what requires grad (a PeftModel's adapters), so frozen weights get no optimizer state
+    const named = this.model.named_parameters().filter(([, t]) => t.requires_grad);
+    if (named.length === 0) {
+      throw new InvalidArgumentError(this.model.dtype === "q8" ? "Training a q8 model is not supported: its weights are int8 for decoding; load the model in float32 to train it"
+        : "The model has no parameter that requires grad: there is nothing to train");
+    }
     const decay = named.filter(([n]) => !NO_DECAY(n)).map(([, t]) => t._t);
     const rest = named.filter(([n]) => NO_DECAY(n)).map(([, t]) => t._t);
     return new binding.NativeAdamW({
@@ -526,10 +531,12 @@ export class Trainer {
     }
     if (this.#world > 1) [total, count, steps] = await all_reduce([total, count, steps]) as [number, number, number];
     const runtime = (Date.now() - start) / 1000;
-    // Hugging Face's order: compute_metrics' metrics, the loss, then the speed
+    // Hugging Face's order: compute_metrics' metrics, the loss, then the speed; perplexity beside the loss, as the
+    // causal LM example scripts report it (exp of the mean token loss)
     const metrics: LogRow = {
       ...computed,
       eval_loss: total / count,
+      eval_perplexity: Math.exp(total / count),
       eval_runtime: round4(runtime),
       eval_samples_per_second: round3(count / Math.max(runtime, 1e-9)),
       eval_steps_per_second: round3(steps / Math.max(runtime, 1e-9)),
@@ -611,10 +618,9 @@ export class Trainer {
     }
   }
 
-  /** A checkpoint's weights copied into the model's parameters in place (the optimizer keeps holding them). */
+  /** A checkpoint's weights (a PeftModel's: its adapters) copied into the model in place (the optimizer keeps holding them). */
   async #loadWeights(dir: string): Promise<void> {
-    const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
-    await withStack(() => this.model._enqueue(() => this.model._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
+    await this.model._load_checkpoint_weights(dir);
   }
 
   async #loadCheckpoint(dir: string): Promise<void> {

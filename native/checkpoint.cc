@@ -81,15 +81,25 @@ struct CheckpointBackward : public torch::autograd::Node {
 
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
     at::Tensor x = input.unpack().detach().requires_grad_(true);
+    // frozen parameters (LoRA's base weights) get no gradient: autograd refuses to differentiate them
+    const std::vector<at::Tensor> params = model->LayerParameters(layer);
     std::vector<at::Tensor> inputs = {x};
-    for (const auto& p : model->LayerParameters(layer)) inputs.push_back(p);
+    std::vector<size_t> slots = {0};
+    for (size_t k = 0; k < params.size(); k++)
+      if (params[k].requires_grad()) {
+        inputs.push_back(params[k]);
+        slots.push_back(k + 1);
+      }
     at::Tensor y;
     {
       ReplayGuard guard(replay);
       c10::AutoGradMode on(true);
       y = model->Block(layer, x, bias, nullptr, compute);
     }
-    return torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/true);
+    auto got = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/true);
+    torch::autograd::variable_list out(params.size() + 1);
+    for (size_t k = 0; k < slots.size(); k++) out[slots[k]] = got[k];
+    return out;
   }
 
   void release_variables() override {

@@ -74,6 +74,7 @@ std::string DtypeName(at::ScalarType t) {
     case at::kLong: return "int64";
     case at::kInt: return "int32";
     case at::kByte: return "uint8";
+    case at::kChar: return "int8";
     case at::kBool: return "bool";
     default: return c10::toString(t);
   }

@@ -193,6 +193,7 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     return PromiseWorker::Run(env, [=] {
       std::vector<at::Tensor> ps;
       for (const auto& [name, t] : model->Parameters()) ps.push_back(t.detach());
+      for (const auto& [name, t] : model->LoraParameters()) ps.push_back(t.detach());
       comm->Broadcast(ps, root, kBucketBytes);
     }, nullptr, {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
   }

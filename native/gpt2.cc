@@ -98,14 +98,37 @@ void GPT2::Bind() {
                             m.at(p + "attn.c_attn.bias"), m.at(p + "attn.c_proj.weight"), m.at(p + "attn.c_proj.bias"),
                             m.at(p + "ln_2.weight"), m.at(p + "ln_2.bias"), m.at(p + "mlp.c_fc.weight"),
                             m.at(p + "mlp.c_fc.bias"), m.at(p + "mlp.c_proj.weight"), m.at(p + "mlp.c_proj.bias")});
+    auto lora = [&](const std::string& module) -> const Lora* {
+      auto it = lora_.find(p + module);
+      return it == lora_.end() ? nullptr : &it->second;
+    };
+    Layer& L = layers_.back();
+    auto q8 = [&](const std::string& module) -> const Q8Weight* {
+      auto it = q8_.find(p + module + ".weight");
+      return it == q8_.end() ? nullptr : &it->second;
+    };
+    L.c_attn_q8 = q8("attn.c_attn");
+    L.attn_proj_q8 = q8("attn.c_proj");
+    L.c_fc_q8 = q8("mlp.c_fc");
+    L.mlp_proj_q8 = q8("mlp.c_proj");
+    L.c_attn_lora = lora("attn.c_attn");
+    L.attn_proj_lora = lora("attn.c_proj");
+    L.c_fc_lora = lora("mlp.c_fc");
+    L.mlp_proj_lora = lora("mlp.c_proj");
   }
 }
 
 void GPT2::Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) {
-  for (auto& [name, t] : params_) {
+  if (!quantization_.empty()) throw UserError("a " + quantization_ + " model stays on the CPU as it was loaded: load it again to move it or change its dtype");
+  auto move = [&](at::Tensor& t) {
     bool rg = t.requires_grad();
     t = fn(t.detach());
     if (rg) t.requires_grad_(true);
+  };
+  for (auto& [name, t] : params_) move(t);
+  for (auto& [name, l] : lora_) {
+    move(l.A);
+    move(l.B);
   }
   Bind();
 }
@@ -125,7 +148,7 @@ KVCache GPT2::NewCache(int64_t batch, int64_t capacity) const {
 }
 
 // Conv1D: weights stored [in, out].
-static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+static at::Tensor Conv1DBase(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (at::Tensor y = MatVecKN(x, w, b); y.defined()) return y;  // one row (batch-1 decoding)
   if (at::Tensor y = GemmLinear(x, w, b, false); y.defined()) return y;
   if (at::Tensor y = TrainLinear(x, w, b, false); y.defined()) return y;
@@ -136,10 +159,17 @@ static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Ten
   return at::addmm(b, x.reshape({-1, x.size(-1)}), w).view(sizes);
 }
 
+// With a LoRA adapter, its term is added to the base layer's output (PEFT's LoraLayer.forward); a quantized weight
+// takes the int8 kernels.
+static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const Lora* lora, bool training, const Q8Weight* q8 = nullptr) {
+  at::Tensor y = q8 ? Q8Linear(x, *q8, b) : Conv1DBase(x, w, b);
+  return lora ? y + LoraDelta(*lora, x, training, y.scalar_type()) : y;
+}
+
 at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache) {
   const Layer& L = layers_[i];
   const int64_t B = x.size(0), T = x.size(1), E = cfg_.n_embd, H = cfg_.n_head, D = E / H;
-  at::Tensor qkv_flat = Conv1D(x, L.c_attn_w, L.c_attn_b);
+  at::Tensor qkv_flat = Conv1D(x, L.c_attn_w, L.c_attn_b, L.c_attn_lora, training, L.c_attn_q8);
   double scale = 1.0;
   if (cfg_.scale_attn_weights) scale /= std::sqrt(static_cast<double>(D));
   if (cfg_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
@@ -167,7 +197,7 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
     y = at::matmul(att, v);
   }
   y = y.transpose(1, 2).reshape({B, T, E});
-  return at::dropout(Conv1D(y, L.attn_proj_w, L.attn_proj_b), cfg_.resid_pdrop, training);
+  return at::dropout(Conv1D(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q8), cfg_.resid_pdrop, training);
 }
 
 // TORCHLM_NO_SDPA=1 keeps the explicit matmul-softmax-matmul attention (the reference path; read at each call so
@@ -195,6 +225,8 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                                      ? at::kFloat
                                      : wte_.scalar_type();
   const int64_t S = past + T;
+  if (!quantization_.empty() && at::GradMode::is_enabled() && (training || wte_.requires_grad()))
+    throw UserError("Training a " + quantization_ + " model is not supported: its weights are int8 for decoding; load the model in float32 to train it");
   if (S > cfg_.n_positions)
     throw UserError("sequence length " + std::to_string(S) + " is longer than n_positions " + std::to_string(cfg_.n_positions));
   if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
@@ -230,17 +262,22 @@ at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const at::Tensor& bias, 
   };
   at::Tensor x = x0 + Attention(i, ln(x0, L.ln_1_w, L.ln_1_b), bias, cache);
   at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
-  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b)), L.mlp_proj_w, L.mlp_proj_b);
+  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q8)), L.mlp_proj_w, L.mlp_proj_b,
+             L.mlp_proj_lora, training, L.mlp_proj_q8);
   return x + at::dropout(h, cfg_.resid_pdrop, training);
 }
 
 std::vector<at::Tensor> GPT2::LayerParameters(int64_t i) const {
   const Layer& L = layers_[i];
-  return {L.ln_1_w, L.ln_1_b, L.c_attn_w, L.c_attn_b, L.attn_proj_w, L.attn_proj_b,
-          L.ln_2_w, L.ln_2_b, L.c_fc_w, L.c_fc_b, L.mlp_proj_w, L.mlp_proj_b};
+  std::vector<at::Tensor> ps = {L.ln_1_w, L.ln_1_b, L.c_attn_w, L.c_attn_b, L.attn_proj_w, L.attn_proj_b,
+                                L.ln_2_w, L.ln_2_b, L.c_fc_w, L.c_fc_b, L.mlp_proj_w, L.mlp_proj_b};
+  for (const Lora* l : {L.c_attn_lora, L.attn_proj_lora, L.c_fc_lora, L.mlp_proj_lora})
+    if (l) ps.insert(ps.end(), {l->A, l->B});
+  return ps;
 }
 
 at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
+  if (lm_head_q8_.q.defined()) return Q8Linear(hidden, lm_head_q8_, at::Tensor());  // a q8 model never trains
   if (at::Tensor y = MatVecNK(hidden, wte_); y.defined()) return y;
   if (at::Tensor y = GemmLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;
   if (at::Tensor y = TrainLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "common.h"
+#include "lora.h"
+#include "quant.h"
 
 #include <memory>
 
@@ -29,6 +31,10 @@ struct KVCache {
 struct Layer {
   at::Tensor ln_1_w, ln_1_b, c_attn_w, c_attn_b, attn_proj_w, attn_proj_b;
   at::Tensor ln_2_w, ln_2_b, c_fc_w, c_fc_b, mlp_proj_w, mlp_proj_b;
+  // LoRA adapters on the Conv1D layers, or null
+  const Lora *c_attn_lora = nullptr, *attn_proj_lora = nullptr, *c_fc_lora = nullptr, *mlp_proj_lora = nullptr;
+  // 8-bit copies of the Conv1D weights, or null (the _w fields are then their int8 views, [in, out])
+  const Q8Weight *c_attn_q8 = nullptr, *attn_proj_q8 = nullptr, *c_fc_q8 = nullptr, *mlp_proj_q8 = nullptr;
 };
 
 class GPT2 : public std::enable_shared_from_this<GPT2> {
@@ -45,6 +51,7 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
 
   const std::vector<std::pair<std::string, at::Tensor>>& Parameters() const { return params_; }
   void Apply(const std::function<at::Tensor(const at::Tensor&)>& fn);  // e.g. device/dtype moves
+  // The base weights' requires_grad (LoRA adapters keep theirs).
   void SetRequiresGrad(bool on);
   at::Device device() const { return wte_.device(); }
   at::ScalarType dtype() const { return wte_.scalar_type(); }
@@ -68,14 +75,35 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   KVCache NewCache(int64_t batch, int64_t capacity) const;
   // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
-  // Block i's parameters, in Layer's order.
+  // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
   std::vector<at::Tensor> LayerParameters(int64_t i) const;
+
+  // LoRA (PEFT's LoraModel). Modules are Conv1D names ("h.0.attn.c_attn", "h.3.mlp.c_proj"); each gets a new adapter
+  // of rank r in the model's dtype and device. `trainable`: the adapters require grad (the base weights never do while
+  // adapters are on).
+  void AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout, bool trainable);
+  // The adapters' tensors as "h.0.attn.c_attn.lora_A.weight", "...lora_B.weight", in the model's parameter order.
+  std::vector<std::pair<std::string, at::Tensor>> LoraParameters() const;
+  // Copies tensors named as LoraParameters() into the adapters in place; every adapter must be given, shapes checked.
+  void CopyLora(const std::vector<std::pair<std::string, at::Tensor>>& tensors);
+  // Drops every adapter, first folding it into its base weight with `merge`; the base weights require grad again.
+  void RemoveLora(bool merge);
+  bool HasLora() const { return !lora_.empty(); }
+
+  // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head as int8 per block of
+  // 32 (the token embeddings stay float32 for lookups); the float32 Conv1D weights are freed. Inference only.
+  void Quantize(const std::string& kind);
+  const std::string& quantization() const { return quantization_; }
 
  private:
   GPT2Config cfg_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Layer> layers_;
+  std::map<std::string, Lora> lora_;  // by module name; Layer points into it
+  std::map<std::string, Q8Weight> q8_;  // by parameter name; Layer points into it
+  Q8Weight lm_head_q8_;
+  std::string quantization_;
   void Bind();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);
   static bool UseSdpa();

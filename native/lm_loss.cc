@@ -24,7 +24,9 @@ struct FusedLMLossFn : public torch::autograd::Function<FusedLMLossFn> {
     const int64_t rows = std::max<int64_t>(1, kSliceElements / V);
     const at::Tensor counted = targets.ne(-100);
     const double n = static_cast<double>(counted.sum().item<int64_t>());  // 0: NaN, as a mean over nothing is
-    at::Tensor gh = at::empty_like(h), gw = at::zeros_like(w);
+    // a frozen LM head (LoRA) needs no [V, E] gradient: a third of the head's products saved
+    const bool want_w = w.requires_grad();
+    at::Tensor gh = at::empty_like(h), gw = want_w ? at::zeros_like(w) : at::Tensor();
     double total = 0;
     for (int64_t r0 = 0; r0 < N; r0 += rows) {
       const int64_t r = std::min(rows, N - r0);
@@ -38,7 +40,7 @@ struct FusedLMLossFn : public torch::autograd::Function<FusedLMLossFn> {
       logits.scatter_add_(1, ts, at::full({r, 1}, -1.0, logits.options()));
       logits.mul_((cs.to(logits.scalar_type()) / n).unsqueeze(1));
       gh.narrow(0, r0, r).copy_(at::mm(logits, w));
-      gw.addmm_(logits.t(), hs);
+      if (want_w) gw.addmm_(logits.t(), hs);
     }
     ctx->save_for_backward({gh, gw});
     return at::scalar_tensor(total / n, h.options());
@@ -47,7 +49,7 @@ struct FusedLMLossFn : public torch::autograd::Function<FusedLMLossFn> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor go = grads[0];
-    return {saved[0] * go, saved[1] * go, at::Tensor()};
+    return {saved[0] * go, saved[1].defined() ? saved[1] * go : at::Tensor(), at::Tensor()};
   }
 };
 

@@ -26,6 +26,12 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
     InstanceMethod("save", &ModelWrap::Save),
     InstanceMethod("loadWeights", &ModelWrap::LoadWeights),
     InstanceMethod("dispose", &ModelWrap::Dispose),
+    InstanceMethod("addLora", &ModelWrap::AddLora),
+    InstanceMethod("loraParameters", &ModelWrap::LoraParameters),
+    InstanceMethod("copyLora", &ModelWrap::CopyLora),
+    InstanceMethod("removeLora", &ModelWrap::RemoveLora),
+    InstanceMethod("quantize", &ModelWrap::Quantize),
+    InstanceAccessor("quantization", &ModelWrap::Quantization, nullptr),
     InstanceAccessor("device", &ModelWrap::Device, nullptr),
     InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr),
   });
@@ -83,6 +89,31 @@ GPT2Config ParseConfig(const Options& o) {
 static c10::optional<at::ScalarType> DtypeOrNull(const Options& o, const char* key) {
   if (o.IsNull(key)) return c10::nullopt;
   return ParseDtype(o.Str(key));
+}
+
+// [name, Tensor][] from JavaScript.
+static std::vector<std::pair<std::string, at::Tensor>> NamedTensors(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw UserError(std::string("Expected an array of [name, Tensor] pairs for ") + what);
+  auto arr = v.As<Napi::Array>();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value pair = arr.Get(i);
+    if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2 || !pair.As<Napi::Array>().Get(0u).IsString())
+      throw UserError(std::string("Expected a [name, Tensor] pair for ") + what + "[" + std::to_string(i) + "]");
+    out.emplace_back(pair.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value(), TensorWrap::FromJs(pair.As<Napi::Array>().Get(1u), what));
+  }
+  return out;
+}
+
+static Napi::Array NamedTensorsToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts, const std::string& prefix) {
+  auto arr = Napi::Array::New(env, ts.size());
+  for (size_t i = 0; i < ts.size(); i++) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, prefix + ts[i].first);
+    pair.Set(1u, TensorWrap::New(env, ts[i].second));
+    arr.Set(static_cast<uint32_t>(i), pair);
+  }
+  return arr;
 }
 
 // load({ config, path, data_start, entries, device, dtype: string | null }) -> Promise<NativeModel>
@@ -268,17 +299,7 @@ Napi::Value ModelWrap::To(const Napi::CallbackInfo& info) {
 
 // parameters() -> [name, Tensor][] with Hugging Face's names (transformer. prefix); tensors share storage.
 Napi::Value ModelWrap::Parameters(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto model = Get(env);
-  const auto& ps = model->Parameters();
-  auto arr = Napi::Array::New(env, ps.size());
-  for (size_t i = 0; i < ps.size(); i++) {
-    auto pair = Napi::Array::New(env, 2);
-    pair.Set(0u, "transformer." + ps[i].first);
-    pair.Set(1u, TensorWrap::New(env, ps[i].second));
-    arr.Set(static_cast<uint32_t>(i), pair);
-  }
-  return arr;
+  return NamedTensorsToJs(info.Env(), Get(info.Env())->Parameters(), "transformer.");
 }
 
 Napi::Value ModelWrap::NumParameters(const Napi::CallbackInfo& info) {
@@ -295,9 +316,11 @@ Napi::Value ModelWrap::Dtype(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelWrap::ZeroGrad(const Napi::CallbackInfo& info) {
-  for (const auto& [name, t] : Get(info.Env())->Parameters()) {
+  auto model = Get(info.Env());
+  for (const auto& [name, t] : model->Parameters())
     if (t.grad().defined()) t.mutable_grad() = at::Tensor();
-  }
+  for (const auto& [name, t] : model->LoraParameters())
+    if (t.grad().defined()) t.mutable_grad() = at::Tensor();
   return info.Env().Undefined();
 }
 
@@ -309,6 +332,9 @@ Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
   return PromiseWorker::Run(
       env,
       [=] {
+        if (!model->quantization().empty())
+          throw UserError("save_pretrained of a " + model->quantization() + " model is not supported yet: save the float32 model, and load it with dtype \"" +
+                          model->quantization() + "\"");
         std::vector<std::pair<std::string, at::Tensor>> ts;
         for (const auto& [name, t] : model->Parameters()) ts.emplace_back("transformer." + name, t);
         WriteSafetensors(path, ts, {{"format", "pt"}});
@@ -342,6 +368,76 @@ Napi::Value ModelWrap::LoadWeights(const Napi::CallbackInfo& info) {
         },
         nullptr, {info.This().As<Napi::Object>()});
   });
+}
+
+// addLora({ modules: string[], r, scaling, dropout, trainable }) -> void: PEFT's LoRA on Conv1D layers
+// ("h.0.attn.c_attn"); the base weights are frozen.
+Napi::Value ModelWrap::AddLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  return Guard(env, [&]() -> Napi::Value {
+    const Options args(info[0], "addLora");
+    Napi::Value mv = args.Get("modules");
+    if (!mv.IsArray()) throw UserError("Expected an array of module names for addLora's option modules");
+    std::vector<std::string> modules;
+    for (uint32_t i = 0; i < mv.As<Napi::Array>().Length(); i++) {
+      Napi::Value m = mv.As<Napi::Array>().Get(i);
+      if (!m.IsString()) throw UserError("Expected a module name for addLora's modules[" + std::to_string(i) + "]");
+      modules.push_back(m.As<Napi::String>().Utf8Value());
+    }
+    const int64_t r = args.Int("r");
+    const double scaling = args.Num("scaling"), dropout = args.Num("dropout");
+    const bool trainable = args.Bool("trainable");
+    if (!(dropout >= 0 && dropout < 1)) throw UserError("Expected a number in [0, 1) for addLora's option dropout but received " + std::to_string(dropout));
+    // synchronous, as get_peft_model is: a few small tensors (the JavaScript layer refuses while calls are in flight)
+    model->AddLora(modules, r, scaling, dropout, trainable);
+    return env.Undefined();
+  });
+}
+
+// loraParameters() -> [name, Tensor][]: "transformer.h.0.attn.c_attn.lora_A.weight", ...; tensors share storage.
+Napi::Value ModelWrap::LoraParameters(const Napi::CallbackInfo& info) {
+  return NamedTensorsToJs(info.Env(), Get(info.Env())->LoraParameters(), "transformer.");
+}
+
+// copyLora([name, Tensor][]) -> Promise<void>: every adapter's A and B copied in place (names as loraParameters()).
+Napi::Value ModelWrap::CopyLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  return Guard(env, [&]() -> Napi::Value {
+    auto named = NamedTensors(info[0], "copyLora's tensors");
+    for (auto& [name, t] : named) {
+      if (name.rfind("transformer.", 0) == 0) name = name.substr(12);
+    }
+    return PromiseWorker::Run(env, [=] { model->CopyLora(named); }, nullptr, {info.This().As<Napi::Object>()});
+  });
+}
+
+// removeLora({ merge }) -> Promise<void>: drops the adapters, folded into the base weights with merge.
+Napi::Value ModelWrap::RemoveLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  return Guard(env, [&]() -> Napi::Value {
+    const Options args(info[0], "removeLora");
+    const bool merge = args.Bool("merge");
+    return PromiseWorker::Run(env, [=] { model->RemoveLora(merge); }, nullptr, {info.This().As<Napi::Object>()});
+  });
+}
+
+// quantize({ kind: "q8" }) -> Promise<void>: int8 weights for decoding (native/quant.cc).
+Napi::Value ModelWrap::Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = Get(env);
+  return Guard(env, [&]() -> Napi::Value {
+    const Options args(info[0], "quantize");
+    const std::string kind = args.Str("kind");
+    return PromiseWorker::Run(env, [=] { model->Quantize(kind); }, nullptr, {info.This().As<Napi::Object>()});
+  });
+}
+
+// "" for float weights, else the quantization ("q8").
+Napi::Value ModelWrap::Quantization(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), Get(info.Env())->quantization());
 }
 
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {

@@ -36,6 +36,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Save(const Napi::CallbackInfo& info);
   Napi::Value LoadWeights(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value AddLora(const Napi::CallbackInfo& info);
+  Napi::Value LoraParameters(const Napi::CallbackInfo& info);
+  Napi::Value CopyLora(const Napi::CallbackInfo& info);
+  Napi::Value RemoveLora(const Napi::CallbackInfo& info);
+  Napi::Value Quantize(const Napi::CallbackInfo& info);
+  Napi::Value Quantization(const Napi::CallbackInfo& info);
 };
 
 class Options;

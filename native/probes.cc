@@ -2,6 +2,7 @@
 // FLOP/s, first-touch cost of fresh memory), and the switches and call counters of the fast paths. Kept apart from the
 // kernels, and exported as `probes`, apart from the library's bindings.
 #include "probes.h"
+#include "quant.h"
 
 #include "gemm.h"
 #include "matvec.h"
@@ -147,6 +148,9 @@ void InitProbes(Napi::Env env, Napi::Object exports) {
     return Napi::Number::New(info.Env(), static_cast<double>(GemmCalls()));
   }));
   probes.Set("gemmAvailable", Napi::Boolean::New(env, GemmAvailable()));
+  probes.Set("q8Kernel", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::String::New(info.Env(), Q8Kernel());
+  }));
   exports.Set("probes", probes);
 }
 

@@ -1,6 +1,6 @@
 // The CLI and the tutorial, run as a user runs them (compiled to dist/ by `npm ci` / `npm run build`).
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -49,6 +49,8 @@ describe("torchlm CLI", () => {
     const s1 = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--do-sample", "--seed", "3"]);
     const s2 = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--do-sample", "--seed", "3"]);
     expect(s1.stdout).toBe(s2.stdout);
+    const q8 = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--dtype", "q8"]);
+    expect(q8.stdout.startsWith("The cat")).toBe(true);
     await expect(torchlm(["generate", "x", "-m", join(tmpdir(), "no-such-model-dir")])).rejects.toMatchObject({ code: 1 });
   });
 
@@ -65,6 +67,17 @@ describe("torchlm CLI", () => {
     const ev = JSON.parse((await torchlm(["evaluate", "-m", join(dir, "final"), "-d", data, "--split", "train", "--select", "8"])).stdout);
     expect(ev.perplexity).toBeCloseTo(Math.exp(ev.eval_loss), 6);
     await expect(torchlm(["finetune", "-m", model, "-d", data, "--learning-rte", "1"])).rejects.toMatchObject({ code: 2 });
+    // LoRA: the adapter in PEFT's files, which generate --adapter applies; --merge-lora saves a whole model
+    const lora = await torchlm(["finetune", "-m", model, "-d", data, "--max-steps", "2", "--per-device-train-batch-size", "4", "--output-dir", join(dir, "lora-out"),
+      "--save-to", join(dir, "adapter"), "--lora-r", "4", "--lora-target-modules", "c_attn,c_proj,c_fc", "--learning-rate", "1e-2", "--disable-tqdm", "true", "--plot-loss", "false"]);
+    expect(lora.stdout).toMatch(/^trainable params: 8,192 \|\| all params: [\d,]+ \|\| trainable%: [\d.]+$/m);
+    expect(readdirSync(join(dir, "adapter")).filter((f) => f.startsWith("adapter_")).sort()).toEqual(["adapter_config.json", "adapter_model.safetensors"]);
+    expect(existsSync(join(dir, "adapter", "model.safetensors"))).toBe(false);
+    const withAdapter = await torchlm(["generate", "The film", "-m", model, "--adapter", join(dir, "adapter"), "--max-new-tokens", "4", "--no-stream"]);
+    await torchlm(["finetune", "-m", model, "-d", data, "--max-steps", "1", "--per-device-train-batch-size", "4", "--output-dir", join(dir, "lora-out2"),
+      "--save-to", join(dir, "merged"), "--lora-r", "4", "--merge-lora", "--disable-tqdm", "true", "--plot-loss", "false"]);
+    expect(existsSync(join(dir, "merged", "model.safetensors"))).toBe(true);
+    expect(withAdapter.stdout.startsWith("The film")).toBe(true);
   });
 
   test("bench --quick runs against transformers and PyTorch eager", async () => {

@@ -90,6 +90,18 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
     expect(r.log_history.filter((x) => "loss" in x).map((x) => x.step)).toEqual([1, 2, 3]);
   }, 240_000);
 
+  test("LoRA: 2 ranks x batch 2 give the adapter of 1 process x batch 4 (rank 1's own adapter replaced by rank 0's)", async () => {
+    const one = out(), two = out();
+    const a = await train(1, one, 4, 3, "lora");
+    const b = await train(2, two, 2, 3, "lora");
+    const pa = await load_file(join(one, "final", "adapter_model.safetensors"));
+    const pb = await load_file(join(two, "final", "adapter_model.safetensors"));
+    expect(Object.keys(pb).sort()).toEqual(Object.keys(pa).sort());
+    for (const [name, t] of Object.entries(pa)) expect(relNorm(t, pb[name]!)).toBeLessThan(1e-5);
+    const losses = (h: Record<string, number>[]) => h.filter((r) => "loss" in r).map((r) => r.loss!);
+    losses(a.log_history).forEach((l, i) => expect(Math.abs(l - losses(b.log_history)[i]!)).toBeLessThan(1e-5 * l));
+  }, 240_000);
+
   test("a rank killed with SIGKILL ends the job: the launcher stops the others and exits non-zero", async () => {
     const t0 = Date.now();
     const err = await train(2, out(), 2, 6, "kill").then(() => null, (e) => e);

@@ -145,7 +145,8 @@ describe("Trainer", () => {
     expect(train).toHaveLength(5);
     expect(Object.keys(train[0]!).sort()).toEqual(["epoch", "grad_norm", "learning_rate", "loss", "step"]);
     expect(evals).toHaveLength(2);
-    expect(Object.keys(evals[0]!).sort()).toEqual(["epoch", "eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "step"]);
+    expect(Object.keys(evals[0]!).sort()).toEqual(["epoch", "eval_loss", "eval_perplexity", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "step"]);
+    evals.forEach((e) => expect(e.eval_perplexity).toBeCloseTo(Math.exp(e.eval_loss!), 10));
     expect(Object.keys(last).sort()).toEqual(["epoch", "step", "total_flos", "train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second"]);
     expect(train.map((x) => x.step)).toEqual([1, 2, 3, 4, 5]);
     expect(train[4]!.epoch).toBeCloseTo(1);
@@ -310,6 +311,6 @@ test("compute_metrics with preprocess_logits_for_metrics: eval_ metrics from arg
   let right = 0;
   arg.forEach((row, i) => row.slice(0, -1).forEach((v, t) => { if (v === ids[i]![t + 1]) right++; }));
   expect(metrics.eval_accuracy).toBeCloseTo(right / (6 * 15), 10);
-  expect(Object.keys(metrics)).toEqual(["eval_accuracy", "eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch"]);
+  expect(Object.keys(metrics)).toEqual(["eval_accuracy", "eval_loss", "eval_perplexity", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch"]);
   await model.dispose();
 });

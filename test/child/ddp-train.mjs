@@ -1,8 +1,9 @@
 // Child process of test/distributed.test.ts: trains the tiny model with the Trainer, in one process or as one
 // rank of a job started by `torchlm launch`; rank 0 saves the model and prints the log history.
-// argv: distIndex modelDir outDir batchSize maxSteps mode (ok | kill | throw | resume)
+// argv: distIndex modelDir outDir batchSize maxSteps mode (ok | kill | throw | resume | lora)
+// lora: LoRA adapters, drawn from a different seed on each rank (the Trainer's broadcast must make them rank 0's).
 const [, , distIndex, modelDir, outDir, bsArg, stepsArg, mode = "ok"] = process.argv;
-const { Dataset, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments, tensor } = await import(distIndex);
+const { Dataset, GPT2LMHeadModel, LoraConfig, Trainer, TrainerCallback, TrainingArguments, get_peft_model, set_seed, tensor } = await import(distIndex);
 
 let s = 7;
 const rnd = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
@@ -20,7 +21,11 @@ class Fault extends TrainerCallback {
   }
 }
 
-const model = await GPT2LMHeadModel.from_pretrained(modelDir);
+let model = await GPT2LMHeadModel.from_pretrained(modelDir);
+if (mode === "lora") {
+  set_seed(rank);
+  model = get_peft_model(model, new LoraConfig({ r: 4, lora_alpha: 8, target_modules: ["c_attn", "c_proj", "c_fc"], fan_in_fan_out: true }));
+}
 const args = new TrainingArguments({
   output_dir: outDir, per_device_train_batch_size: Number(bsArg), max_steps: Number(stepsArg), learning_rate: 1e-3, weight_decay: 0.1,
   lr_scheduler_type: "cosine", logging_steps: 1, eval_strategy: "steps", eval_steps: 3, per_device_eval_batch_size: 2,

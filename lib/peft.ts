@@ -1,0 +1,332 @@
+// LoRA as PEFT does it: LoraConfig, get_peft_model, PeftModel with PEFT's names and files (adapter_config.json and
+// adapter_model.safetensors that Python's peft loads). The adapters live in the native model (native/lora.cc), so
+// forward, generate, the Trainer's native step and distributed training all see them.
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
+import { localDir, resolveHubFile } from "./hub.js";
+import { GPT2LMHeadModel, type ModelCore } from "./model.js";
+import type { GPT2Config } from "./config.js";
+import type { GenerationConfig } from "./generation_config.js";
+import { load_file, save_file } from "./safetensors.js";
+import { Tensor } from "./tensor.js";
+
+/** The Conv1D layers of a GPT-2 block that LoRA can adapt, as PEFT names them under transformer.h.N. */
+const CONV1D = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] as const;
+/** PEFT's default target for GPT-2 (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+const GPT2_DEFAULT_TARGETS = ["c_attn"];
+/** Where adapter keys live in PEFT's files and names: PeftModel -> LoraModel -> the transformers model. */
+const PREFIX = "base_model.model.";
+
+export interface LoraConfigOptions {
+  r?: number;
+  lora_alpha?: number;
+  lora_dropout?: number;
+  target_modules?: string[] | string | null;
+  bias?: "none";
+  fan_in_fan_out?: boolean;
+  task_type?: "CAUSAL_LM" | null;
+  use_rslora?: boolean;
+  init_lora_weights?: boolean;
+  layers_to_transform?: number[] | number | null;
+  inference_mode?: boolean;
+  base_model_name_or_path?: string | null;
+  revision?: string | null;
+  modules_to_save?: null;
+}
+
+const OPTIONS = ["r", "lora_alpha", "lora_dropout", "target_modules", "bias", "fan_in_fan_out", "task_type", "use_rslora", "init_lora_weights",
+  "layers_to_transform", "inference_mode", "base_model_name_or_path", "revision", "modules_to_save"] as const;
+
+/**
+ * adapter_config.json keys of PEFT 0.21 that torchlm reads only at their defaults: any other value changes what the
+ * adapter computes (DoRA, per-module ranks, ...), so it is refused rather than ignored.
+ */
+const PEFT_DEFAULTS: Record<string, unknown> = {
+  peft_type: "LORA", use_dora: false, lora_bias: false, alpha_pattern: {}, rank_pattern: {}, layer_replication: null, layers_pattern: null,
+  exclude_modules: null, target_parameters: null, trainable_token_indices: null, use_qalora: false, megatron_config: null, auto_mapping: null,
+  loftq_config: {}, eva_config: null, corda_config: null, alora_invocation_tokens: null, arrow_config: null,
+  use_bdlora: null, kasa_config: null, lora_ga_config: null, monteclora_config: null, velora_config: null,
+};
+/** Keys PEFT writes that do not change the computation. */
+const PEFT_INERT = ["peft_version", "megatron_core", "qalora_group_size", "ensure_weight_tying"];
+
+/** PEFT's LoraConfig (the options torchlm supports; PEFT's defaults). */
+export class LoraConfig {
+  readonly peft_type = "LORA";
+  r = 8;
+  lora_alpha = 8;
+  lora_dropout = 0;
+  target_modules: string[] | string | null = null;
+  bias: "none" = "none";
+  fan_in_fan_out = false;
+  task_type: "CAUSAL_LM" | null = null;
+  use_rslora = false;
+  init_lora_weights = true;
+  layers_to_transform: number[] | number | null = null;
+  inference_mode = false;
+  base_model_name_or_path: string | null = null;
+  revision: string | null = null;
+  modules_to_save: null = null;
+
+  constructor(options: LoraConfigOptions = {}) {
+    if (!isPlainObject(options)) throw invalid("LoraConfig options", "an object", options);
+    check.knownKeys("LoraConfig", options, OPTIONS);
+    const o = options as Record<string, unknown>;
+    if (o.r !== undefined) this.r = check.integer("r", o.r, 1);
+    if (o.lora_alpha !== undefined) this.lora_alpha = check.number("lora_alpha", o.lora_alpha, 0, Infinity, true);
+    if (o.lora_dropout !== undefined) this.lora_dropout = check.number("lora_dropout", o.lora_dropout, 0, 1);
+    if (this.lora_dropout === 1) throw invalid("lora_dropout", "number in [0, 1)", 1);
+    if (o.target_modules !== undefined && o.target_modules !== null) {
+      const t = o.target_modules;
+      if (typeof t === "string") this.target_modules = check.string("target_modules", t);
+      else if (Array.isArray(t) && t.length > 0 && t.every((x) => typeof x === "string" && x.length > 0)) this.target_modules = [...t] as string[];
+      else throw invalid("target_modules", "a non-empty array of module names, a regular expression string or null", t);
+    }
+    if (o.bias !== undefined && o.bias !== "none") {
+      throw new InvalidArgumentError(`LoraConfig bias ${JSON.stringify(o.bias)} is not supported: torchlm trains no biases with LoRA (bias: "none")`);
+    }
+    if (o.fan_in_fan_out !== undefined) this.fan_in_fan_out = check.boolean("fan_in_fan_out", o.fan_in_fan_out);
+    if (o.task_type !== undefined && o.task_type !== null) this.task_type = check.oneOf("task_type", o.task_type, ["CAUSAL_LM"] as const);
+    if (o.use_rslora !== undefined) this.use_rslora = check.boolean("use_rslora", o.use_rslora);
+    if (o.init_lora_weights !== undefined && o.init_lora_weights !== true) {
+      throw new InvalidArgumentError(`LoraConfig init_lora_weights ${JSON.stringify(o.init_lora_weights)} is not supported: torchlm initialises as PEFT's default (true)`);
+    }
+    if (o.layers_to_transform !== undefined && o.layers_to_transform !== null) {
+      const l = o.layers_to_transform;
+      const list = typeof l === "number" ? [l] : l;
+      if (!Array.isArray(list) || list.length === 0) throw invalid("layers_to_transform", "a layer index, an array of them or null", l);
+      list.forEach((x, i) => check.integer(`layers_to_transform[${i}]`, x, 0));
+      this.layers_to_transform = typeof l === "number" ? l : [...list];
+    }
+    if (o.inference_mode !== undefined) this.inference_mode = check.boolean("inference_mode", o.inference_mode);
+    if (o.base_model_name_or_path !== undefined && o.base_model_name_or_path !== null) this.base_model_name_or_path = check.stringOrEmpty("base_model_name_or_path", o.base_model_name_or_path);
+    if (o.revision !== undefined && o.revision !== null) this.revision = check.string("revision", o.revision);
+    if (o.modules_to_save !== undefined && o.modules_to_save !== null) {
+      throw new InvalidArgumentError("LoraConfig modules_to_save is not supported: torchlm trains only the adapters");
+    }
+  }
+
+  /** The adapter's scale: lora_alpha / r (lora_alpha / sqrt(r) with use_rslora). */
+  get scaling(): number { return this.use_rslora ? this.lora_alpha / Math.sqrt(this.r) : this.lora_alpha / this.r; }
+
+  /** adapter_config.json as PEFT 0.21 writes it. */
+  to_dict(): Record<string, unknown> {
+    const d: Record<string, unknown> = { ...PEFT_DEFAULTS, peft_version: "0.21.2", megatron_core: "megatron.core", qalora_group_size: 16, ensure_weight_tying: false };
+    for (const k of OPTIONS) d[k] = (this as Record<string, unknown>)[k];
+    d.peft_type = "LORA";
+    d.target_modules = Array.isArray(this.target_modules) ? [...this.target_modules].sort() : this.target_modules;
+    return Object.fromEntries(Object.entries(d).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  }
+
+  /** Reads an adapter_config.json object; settings that would change what the adapter computes are refused. */
+  static from_dict(d: Record<string, unknown>, where = "adapter_config.json"): LoraConfig {
+    if (!isPlainObject(d)) throw invalid(where, "an object", d);
+    if (d.peft_type !== undefined && d.peft_type !== "LORA") throw new InvalidArgumentError(`${where} is a ${String(d.peft_type)} adapter: torchlm loads LORA adapters`);
+    const options: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(d)) {
+      if ((OPTIONS as readonly string[]).includes(k)) options[k] = v;
+      else if (k in PEFT_DEFAULTS) {
+        if (v !== null && v !== undefined && JSON.stringify(v) !== JSON.stringify(PEFT_DEFAULTS[k]))
+          throw new InvalidArgumentError(`${where} sets ${k} to ${JSON.stringify(v)}, which torchlm does not support`);
+      } else if (!PEFT_INERT.includes(k)) {
+        throw new InvalidArgumentError(`${where} has an unknown key ${k}`);
+      }
+    }
+    return new LoraConfig(options as LoraConfigOptions);
+  }
+
+  /** Reads adapter_config.json from a directory or a Hub repository. */
+  static async from_pretrained(idOrDir: string, options: { revision?: string; local_files_only?: boolean } = {}): Promise<LoraConfig> {
+    const file = await adapterFile(idOrDir, "adapter_config.json", options);
+    return LoraConfig.from_dict(JSON.parse(await readFile(file, "utf8")), file);
+  }
+}
+
+/**
+ * The Conv1D modules (as "h.N.attn.c_attn") a config adapts in a model of n_layer blocks, matched as PEFT matches:
+ * a list entry equals a module's name or ends it after a dot; a string is a regular expression over the whole name;
+ * "all-linear" is every Conv1D. A target naming another kind of module, or nothing, is an error.
+ */
+export function loraModules(config: LoraConfig, n_layer: number): string[] {
+  const conv = Array.from({ length: n_layer }, (_, i) => CONV1D.map((m) => `h.${i}.${m}`)).flat();
+  const others = ["wte", "wpe", "drop", "ln_f", ...Array.from({ length: n_layer }, (_, i) =>
+    ["", ".ln_1", ".attn", ".attn.attn_dropout", ".attn.resid_dropout", ".ln_2", ".mlp", ".mlp.act", ".mlp.dropout"].map((m) => `h.${i}${m}`)).flat()]
+    .map((m) => `transformer.${m}`).concat(["transformer", "lm_head"]);
+  const targets = config.target_modules ?? GPT2_DEFAULT_TARGETS;
+  const full = (m: string) => `transformer.${m}`;
+  let matches: (key: string) => boolean;
+  if (targets === "all-linear") matches = (key) => conv.some((m) => full(m) === key);
+  else if (typeof targets === "string") {
+    let re: RegExp;
+    try { re = new RegExp(`^(?:${targets})$`); } catch { throw invalid("target_modules", "a valid regular expression", targets); }
+    matches = (key) => re.test(key);
+  } else matches = (key) => targets.some((t) => key === t || key.endsWith("." + t));
+  const layers = config.layers_to_transform === null ? null : new Set([config.layers_to_transform].flat());
+  if (layers) for (const l of layers) if (l >= n_layer) throw new InvalidArgumentError(`layers_to_transform has layer ${l} but the model has ${n_layer} layers`);
+  const wrong = others.filter(matches);
+  if (wrong.length > 0 && typeof targets !== "string") {
+    throw new InvalidArgumentError(`LoRA target ${wrong[0]} is not a Conv1D layer: torchlm's LoRA adapts GPT-2's c_attn, c_proj and c_fc`);
+  }
+  const chosen = conv.filter((m) => matches(full(m)) && (!layers || layers.has(Number(m.split(".")[1]))));
+  if (chosen.length === 0) {
+    throw new InvalidArgumentError(`Target modules ${JSON.stringify(targets)} not found in the base model. Please check the target modules and try again.`);
+  }
+  return chosen;
+}
+
+async function adapterFile(idOrDir: string, name: string, options: { revision?: string; local_files_only?: boolean }): Promise<string> {
+  const dir = localDir(idOrDir);
+  if (dir) {
+    const f = join(dir, name);
+    if (!existsSync(f)) throw new InvalidArgumentError(`${dir} has no ${name}${name === "adapter_model.safetensors" && existsSync(join(dir, "adapter_model.bin")) ? " (only adapter_model.bin, a pickle format torchlm does not load)" : ""}`);
+    return f;
+  }
+  return (await resolveHubFile(idOrDir, name, { revision: options.revision, offline: options.local_files_only }))!;
+}
+
+/** Adds LoRA adapters to a model in place, as PEFT's get_peft_model does, and returns the PeftModel that wraps it. */
+export function get_peft_model(model: GPT2LMHeadModel, peft_config: LoraConfig, adapter_name = "default"): PeftModel {
+  if (!(model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", model);
+  if (!(peft_config instanceof LoraConfig)) throw invalid("peft_config", "a LoraConfig", peft_config);
+  if (adapter_name !== "default") throw new InvalidArgumentError(`adapter_name ${JSON.stringify(adapter_name)} is not supported: torchlm holds one adapter, "default"`);
+  return new PeftModel(model, peft_config, !peft_config.inference_mode);
+}
+
+// PeftModel is a GPT2LMHeadModel to the Trainer, pipeline and generate, but its static from_pretrained takes PEFT's
+// arguments (model, adapter): the base class's static side is left out of its type.
+const ModelBase = GPT2LMHeadModel as unknown as new (config: GPT2Config, core: ModelCore, generation_config: GenerationConfig) => GPT2LMHeadModel;
+
+/** PEFT's PeftModel (PeftModelForCausalLM) over a GPT2LMHeadModel: the same weights, plus LoRA adapters. */
+export class PeftModel extends ModelBase {
+  peft_config: Record<string, LoraConfig>;
+  readonly active_adapter = "default";
+  readonly #base: GPT2LMHeadModel;
+
+  /** @internal Use get_peft_model or PeftModel.from_pretrained. */
+  constructor(model: GPT2LMHeadModel, config: LoraConfig, trainable: boolean) {
+    super(model.config, model._core, model.generation_config);
+    if (model._native.loraParameters().length > 0) throw new InvalidArgumentError("The model already has LoRA adapters: merge_and_unload() or unload() them first");
+    if (model._core.pending > 0) throw new InvalidArgumentError("The model has calls in flight: await them before adding adapters");
+    const modules = loraModules(config, model.config.n_layer);
+    if (!config.fan_in_fan_out) {
+      // as PEFT: GPT-2's Conv1D stores weights [in, out], which is what fan_in_fan_out says
+      process.emitWarning("fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out to True.", "PeftWarning");
+      config.fan_in_fan_out = true;
+    }
+    if (config.base_model_name_or_path === null && model.name_or_path) config.base_model_name_or_path = model.name_or_path;
+    this.#base = model;
+    this.name_or_path = model.name_or_path;
+    this.peft_config = { default: config };
+    model._native.addLora({ modules, r: config.r, scaling: config.scaling, dropout: config.lora_dropout, trainable });
+  }
+
+  /** The adapters' A and B, named as in PEFT's files after base_model.model. */
+  #lora(): [string, Tensor][] {
+    return this._native.loraParameters().map(([n, t]) => [n, new Tensor(t)]);
+  }
+
+  /** The wrapped GPT2LMHeadModel (which carries the adapters too until merge_and_unload). */
+  get_base_model(): GPT2LMHeadModel { return this.#base; }
+
+  /** Parameters with PEFT's names: base weights of adapted layers under base_layer, adapters as lora_A.default. */
+  override named_parameters(): [string, Tensor][] {
+    const lora = new Map(this.#lora());
+    const out: [string, Tensor][] = [];
+    for (const [name, t] of super.named_parameters()) {
+      const module = name.replace(/\.(weight|bias)$/, "");
+      const adapted = lora.has(`${module}.lora_A.weight`);
+      out.push([PREFIX + (adapted ? `${module}.base_layer.${name.slice(module.length + 1)}` : name), t]);
+      if (adapted && name.endsWith(".bias")) {
+        out.push([`${PREFIX}${module}.lora_A.default.weight`, lora.get(`${module}.lora_A.weight`)!]);
+        out.push([`${PREFIX}${module}.lora_B.default.weight`, lora.get(`${module}.lora_B.weight`)!]);
+      }
+    }
+    return out;
+  }
+
+  override num_parameters(options: { exclude_embeddings?: boolean } = {}): number {
+    return super.num_parameters(options) + this.#lora().reduce((n, [, t]) => n + t.numel(), 0);
+  }
+
+  /** [trainable parameters, all parameters], as PEFT counts them. */
+  get_nb_trainable_parameters(): [number, number] {
+    const all = this.named_parameters();
+    return [all.filter(([, t]) => t.requires_grad).reduce((n, [, t]) => n + t.numel(), 0), this.num_parameters()];
+  }
+
+  /** Prints "trainable params: 294,912 || all params: 124,734,720 || trainable%: 0.2364", as PEFT does. */
+  print_trainable_parameters(): void {
+    const [trainable, all] = this.get_nb_trainable_parameters();
+    const f = (n: number) => n.toLocaleString("en-US");
+    console.log(`trainable params: ${f(trainable)} || all params: ${f(all)} || trainable%: ${(100 * trainable / all).toFixed(4)}`);
+  }
+
+  /** Writes adapter_config.json and adapter_model.safetensors (PEFT's keys), which Python's PeftModel.from_pretrained loads. */
+  override async save_pretrained(dir: string): Promise<void> {
+    check.string("save_directory", dir);
+    await mkdir(dir, { recursive: true });
+    const tensors: Record<string, Tensor> = {};
+    for (const [name, t] of this.#lora()) tensors[PREFIX + name] = t;
+    // after the calls queued before it, so a Trainer checkpoint holds the weights of its step
+    await this._enqueue(() => save_file(tensors, join(dir, "adapter_model.safetensors"), { format: "pt" }));
+    const config = { ...this.peft_config.default!.to_dict(), inference_mode: true };
+    const tmp = join(dir, `.adapter_config.json.tmp-${process.pid}`);
+    await writeFile(tmp, JSON.stringify(config, null, 2) + "\n");
+    await rename(tmp, join(dir, "adapter_config.json")).catch(async (e) => { await rm(tmp, { force: true }); throw e; });
+  }
+
+  /** Folds the adapters into the base weights and returns the base model (the fast decoding paths apply again). */
+  async merge_and_unload(): Promise<GPT2LMHeadModel> {
+    await withStack(() => this._enqueue(() => this._native.removeLora({ merge: true })));
+    return this.#base;
+  }
+
+  /** Removes the adapters without merging and returns the base model as it was. */
+  async unload(): Promise<GPT2LMHeadModel> {
+    await withStack(() => this._enqueue(() => this._native.removeLora({ merge: false })));
+    return this.#base;
+  }
+
+  /**
+   * Loads an adapter (adapter_config.json + adapter_model.safetensors, from a directory or the Hub) onto `model`.
+   * As PEFT: for inference unless is_trainable.
+   */
+  static async from_pretrained(model: GPT2LMHeadModel, model_id: string,
+    options: { is_trainable?: boolean; adapter_name?: string; revision?: string; local_files_only?: boolean } = {}): Promise<PeftModel> {
+    if (!(model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", model);
+    check.string("model_id", model_id);
+    if (!isPlainObject(options)) throw invalid("options", "an object", options);
+    check.knownKeys("PeftModel.from_pretrained", options, ["is_trainable", "adapter_name", "revision", "local_files_only"]);
+    const trainable = options.is_trainable === undefined ? false : check.boolean("is_trainable", options.is_trainable);
+    if (options.adapter_name !== undefined && options.adapter_name !== "default") throw new InvalidArgumentError(`adapter_name ${JSON.stringify(options.adapter_name)} is not supported: torchlm holds one adapter, "default"`);
+    const config = await LoraConfig.from_pretrained(model_id, { revision: options.revision, local_files_only: options.local_files_only });
+    config.inference_mode = !trainable;
+    const weights = await adapterFile(model_id, "adapter_model.safetensors", options);
+    await model._core.queue;
+    const peft = new PeftModel(model, config, trainable);
+    try {
+      await peft._copy_adapter(weights);
+    } catch (e) {
+      await peft._enqueue(() => peft._native.removeLora({ merge: false }));
+      throw e;
+    }
+    return peft;
+  }
+
+  /** @internal The adapters (named as in PEFT's files) copied in place from a safetensors file. */
+  async _copy_adapter(file: string): Promise<void> {
+    const loaded = await load_file(file, { device: this.device });
+    const pairs = Object.entries(loaded).map(([k, t]) => {
+      const name = k.startsWith(PREFIX) ? k.slice(PREFIX.length) : k;
+      return [name.replace(/\.lora_([AB])\.default\.weight$/, ".lora_$1.weight"), t._t] as [string, typeof t._t];
+    });
+    await withStack(() => this._enqueue(() => this._native.copyLora(pairs)));
+  }
+
+  /** @internal A Trainer checkpoint holds the adapter only. */
+  override async _load_checkpoint_weights(dir: string): Promise<void> {
+    await this._copy_adapter(join(dir, "adapter_model.safetensors"));
+  }
+}

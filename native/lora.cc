@@ -1,0 +1,121 @@
+#include "lora.h"
+#include "gpt2.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace torchlm {
+
+at::Tensor LoraDelta(const Lora& l, const at::Tensor& x, bool training, at::ScalarType out) {
+  at::Tensor h = at::dropout(x, l.dropout, training);
+  // under autocast the linears pick their own dtype; otherwise x meets the adapter in the adapter's dtype (float32
+  // activations over bfloat16 weights in batch-1 inference)
+  if (h.scalar_type() != l.A.scalar_type() && !at::autocast::is_autocast_enabled(x.device().type())) h = h.to(l.A.scalar_type());
+  at::Tensor d = at::linear(at::linear(h, l.A), l.B).mul(l.scaling);
+  return d.scalar_type() == out ? d : d.to(out);
+}
+
+Lora NewLora(int64_t in, int64_t out, int64_t r, double scaling, double dropout, const at::TensorOptions& options) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  Lora l;
+  l.A = at::empty({r, in}, at::kFloat).uniform_(-bound, bound).to(options);
+  l.B = at::zeros({out, r}, options);
+  l.scaling = scaling;
+  l.dropout = dropout;
+  return l;
+}
+
+void MergeLora(const Lora& l, const at::Tensor& w) {
+  at::NoGradGuard ng;
+  at::Tensor delta = at::mm(l.B.to(at::kFloat), l.A.to(at::kFloat)).t().mul_(l.scaling);
+  w.detach().add_(delta.to(w.scalar_type()));
+}
+
+// The Conv1D weights adapters can sit on, by module name, in parameter order.
+static std::vector<std::pair<std::string, at::Tensor>> Conv1DWeights(const std::vector<std::pair<std::string, at::Tensor>>& params) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [name, t] : params)
+    for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"})
+      if (name.size() > std::strlen(m) && name.compare(name.size() - std::strlen(m), std::strlen(m), m) == 0)
+        out.emplace_back(name.substr(0, name.size() - 7), t);
+  return out;
+}
+
+void GPT2::AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout, bool trainable) {
+  if (r <= 0) throw UserError("Expected a positive rank r for LoRA but received " + std::to_string(r));
+  if (modules.empty()) throw UserError("LoRA needs at least one module");
+  if (!quantization_.empty()) throw UserError("LoRA on a " + quantization_ + " model is not supported: load the model in float32");
+  std::map<std::string, at::Tensor> weights;
+  for (auto& [name, w] : Conv1DWeights(params_)) weights.emplace(name, w);
+  std::set<std::string> seen;
+  for (const auto& m : modules) {
+    if (!weights.count(m)) throw UserError("LoRA: " + m + " is not a Conv1D layer of this model (c_attn, c_proj or c_fc of h.0 to h." + std::to_string(cfg_.n_layer - 1) + ")");
+    if (lora_.count(m) || !seen.insert(m).second) throw UserError("LoRA: " + m + " already has an adapter");
+  }
+  std::map<std::string, Lora> made;
+  for (const auto& m : modules) {
+    const at::Tensor& w = weights.at(m);
+    Lora l = NewLora(w.size(0), w.size(1), r, scaling, dropout, w.options().requires_grad(false));
+    l.A.requires_grad_(trainable);
+    l.B.requires_grad_(trainable);
+    made.emplace(m, std::move(l));
+  }
+  lora_.merge(made);
+  SetRequiresGrad(false);  // PEFT freezes the base model
+  Bind();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> GPT2::LoraParameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [module, w] : Conv1DWeights(params_)) {
+    auto it = lora_.find(module);
+    if (it == lora_.end()) continue;
+    out.emplace_back(module + ".lora_A.weight", it->second.A);
+    out.emplace_back(module + ".lora_B.weight", it->second.B);
+  }
+  return out;
+}
+
+void GPT2::CopyLora(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  std::map<std::string, at::Tensor> given;
+  for (const auto& [name, t] : tensors)
+    if (!given.emplace(name, t).second) throw UserError("LoRA tensor " + name + " is given twice");
+  const auto mine = LoraParameters();
+  for (const auto& [name, t] : given) {
+    bool known = false;
+    for (const auto& [n, p] : mine) known = known || n == name;
+    if (!known) throw UserError("LoRA tensor " + name + " has no adapter in this model");
+  }
+  for (const auto& [name, p] : mine) {
+    auto it = given.find(name);
+    if (it == given.end()) throw UserError("LoRA weights are missing tensor " + name);
+    if (it->second.sizes() != p.sizes()) {
+      auto shape = [](at::IntArrayRef d) {
+        std::string o = "[";
+        for (size_t i = 0; i < d.size(); i++) o += (i ? ", " : "") + std::to_string(d[i]);
+        return o + "]";
+      };
+      throw UserError("LoRA tensor " + name + " has shape " + shape(it->second.sizes()) + " but the adapter's is " + shape(p.sizes()));
+    }
+    if (!at::isFloatingType(it->second.scalar_type())) throw UserError("LoRA tensor " + name + " is not a floating-point tensor");
+  }
+  at::NoGradGuard ng;
+  for (const auto& [name, p] : mine) p.detach().copy_(given.at(name));
+}
+
+void GPT2::RemoveLora(bool merge) {
+  if (merge) {
+    std::map<std::string, at::Tensor> weights;
+    for (auto& [name, w] : Conv1DWeights(params_)) weights.emplace(name, w);
+    for (const auto& [module, l] : lora_) MergeLora(l, weights.at(module));
+  }
+  lora_.clear();
+  SetRequiresGrad(true);
+  Bind();
+}
+
+}  // namespace torchlm

@@ -1,0 +1,315 @@
+#include "quant.h"
+#include "gpt2.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace torchlm {
+
+Q8Weight QuantizeQ8(const at::Tensor& w_nk) {
+  // in float64, so that w / s lands on the side of a rounding tie that exact arithmetic gives (weights on a coarse
+  // grid hit ties), as an independent implementation of the scheme does
+  const at::Tensor w = w_nk.detach().to(at::kDouble).contiguous();
+  const int64_t N = w.size(0), K = w.size(1), nb = K / kQ8Block;
+  if (K % kQ8Block != 0) throw UserError("q8 needs input sizes that are multiples of 32, but a weight has " + std::to_string(K));
+  const at::Tensor blocks = w.view({N, nb, kQ8Block});
+  // round-to-nearest of w / (max |w| / 127): every block uses the full int8 range symmetrically (-127..127)
+  at::Tensor s = blocks.abs().amax(-1) / 127.0;
+  at::Tensor q = (blocks / s.clamp_min(1e-30).unsqueeze(-1)).round().clamp(-127, 127).to(at::kChar).view({N, K}).contiguous();
+  return {q, s.to(at::kFloat).contiguous()};
+}
+
+at::Tensor DequantizeQ8(const Q8Weight& w) {
+  const int64_t N = w.q.size(0), K = w.q.size(1);
+  return (w.q.to(at::kFloat).view({N, K / kQ8Block, kQ8Block}) * w.s.unsqueeze(-1)).view({N, K});
+}
+
+namespace {
+
+// x quantized per block of 32 as the weights are: |x_q| as bytes (the unsigned operand of VNNI's dot product), its
+// signs (applied to the weights instead), and each block's scale; padded with zeros to a multiple of 64.
+struct QuantizedX {
+  std::vector<uint8_t> mag;
+  std::vector<int8_t> val;
+  std::vector<uint64_t> neg;  // a bit per byte of each 64-byte chunk
+  std::vector<float> scale;   // per block of 32
+  int64_t chunks = 0;
+};
+
+QuantizedX QuantizeX(const float* x, int64_t K) {
+  QuantizedX r;
+  const int64_t nb = K / kQ8Block;
+  r.chunks = (nb + 1) / 2;
+  r.mag.assign(r.chunks * 64, 0);
+  r.val.assign(r.chunks * 64, 0);
+  r.neg.assign(r.chunks, 0);
+  r.scale.assign(r.chunks * 2, 0.0f);
+  for (int64_t b = 0; b < nb; b++) {
+    float m = 0;
+    for (int64_t i = 0; i < kQ8Block; i++) m = std::max(m, std::fabs(x[b * kQ8Block + i]));
+    const float d = m / 127.0f, inv = m > 0 ? 127.0f / m : 0.0f;
+    r.scale[b] = d;
+    for (int64_t i = 0; i < kQ8Block; i++) {
+      const int64_t k = b * kQ8Block + i;
+      const int v = static_cast<int>(std::nearbyint(x[k] * inv));
+      r.val[k] = static_cast<int8_t>(v);
+      r.mag[k] = static_cast<uint8_t>(std::abs(v));
+      if (v < 0) r.neg[k / 64] |= uint64_t(1) << (k % 64);
+    }
+  }
+  return r;
+}
+
+// Rows [n0, n1) of out = W x: per block, the int32 dot product of the int8 values times both scales.
+void RowsScalar(const QuantizedX& x, const int8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
+  const int64_t nb = K / kQ8Block;
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* qn = q + n * K;
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+      int32_t d = 0;
+      for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(x.val[b * kQ8Block + i]) * qn[b * kQ8Block + i];
+      acc += static_cast<float>(d) * (s[n * nb + b] * x.scale[b]);
+    }
+    out[n] = acc;
+  }
+}
+
+#if defined(__x86_64__)
+// The same loop compiled for AVX2 (GCC vectorizes the int8 products): the fallback for CPUs without AVX-512 VNNI.
+__attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const int8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
+  const int64_t nb = K / kQ8Block;
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* qn = q + n * K;
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++) {
+      int32_t d = 0;
+      const int8_t* xv = x.val.data() + b * kQ8Block;
+      const int8_t* wv = qn + b * kQ8Block;
+#pragma GCC unroll 32
+      for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(xv[i]) * wv[i];
+      acc += static_cast<float>(d) * (s[n * nb + b] * x.scale[b]);
+    }
+    out[n] = acc;
+  }
+}
+
+// AVX-512 VNNI: 64 weights (two blocks) a step. vpdpbusd multiplies unsigned by signed bytes, so x goes in as |x_q|
+// and its signs are moved onto the weights; the 16 int32 lanes hold 4-product sums, lanes 0-7 of the first block and
+// 8-15 of the second, scaled by a vector of the two blocks' scales.
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnni(const QuantizedX& x, const int8_t* q, const float* s, int64_t K,
+                                                                                int64_t n0, int64_t n1, float* out) {
+  const int64_t nb = K / kQ8Block, full = nb / 2;
+  const __m512i zero = _mm512_setzero_si512();
+  // x's two block scales of each chunk, each over its 8 lanes (plain floats: a vector of __m512 is not kept aligned)
+  std::vector<float> xs(static_cast<size_t>(x.chunks * 16));
+  for (int64_t c = 0; c < x.chunks; c++)
+    for (int j = 0; j < 16; j++) xs[c * 16 + j] = x.scale[2 * c + j / 8];
+  int64_t n = n0;
+  // one weight row at a time: the rows are one sequential stream, which the hardware prefetcher follows (interleaving
+  // several rows' streams, with the loads of x shared, measured 20% slower)
+  constexpr int R = 1;
+  for (; n + R <= n1; n += R) {
+    const int8_t* qr = q + n * K;
+    const float* sr = s + n * nb;
+    __m512 acc[R];
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < full; c++) {
+      const __m512i xm = _mm512_loadu_si512(x.mag.data() + c * 64);
+      const __mmask64 ng = x.neg[c];
+      const __m512 xsc = _mm512_loadu_ps(xs.data() + c * 16);
+#pragma GCC unroll 4
+      for (int j = 0; j < R; j++) {
+        const __m512i wv = _mm512_loadu_si512(qr + j * K + c * 64);
+        const __m512i w = _mm512_mask_sub_epi8(wv, ng, zero, wv);
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, xm, w));
+        const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(sr[j * nb + 2 * c]), _mm256_set1_ps(sr[j * nb + 2 * c + 1]), 1);
+        acc[j] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, xsc), acc[j]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++) {
+      float r = _mm512_reduce_add_ps(acc[j]);
+      if (nb % 2) {  // a last lone block of 32
+        const int64_t b = nb - 1;
+        int32_t d = 0;
+        for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(x.val[b * kQ8Block + i]) * qr[j * K + b * kQ8Block + i];
+        r += static_cast<float>(d) * (sr[j * nb + b] * x.scale[b]);
+      }
+      out[n + j] = r;
+    }
+  }
+  if (n < n1) RowsScalar(x, q, s, K, n, n1, out);
+}
+#endif
+
+#if defined(__x86_64__)
+// M rows of x against each weight row, the weights read once for all of them (batched decoding, beams, short prompts):
+// out[m * N + n] for n in [n0, n1).
+template <int M>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnniBatch(const QuantizedX* x, const int8_t* q, const float* s, int64_t K,
+                                                                                     int64_t N, int64_t n0, int64_t n1, float* out) {
+  const int64_t nb = K / kQ8Block, full = nb / 2, chunks = x[0].chunks;
+  const __m512i zero = _mm512_setzero_si512();
+  std::vector<float> xs(static_cast<size_t>(M * chunks * 16));
+  for (int m = 0; m < M; m++)
+    for (int64_t c = 0; c < chunks; c++)
+      for (int j = 0; j < 16; j++) xs[(m * chunks + c) * 16 + j] = x[m].scale[2 * c + j / 8];
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* qr = q + n * K;
+    const float* sr = s + n * nb;
+    __m512 acc[M];
+#pragma GCC unroll 8
+    for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < full; c++) {
+      const __m512i wv = _mm512_loadu_si512(qr + c * 64);
+      const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(sr[2 * c]), _mm256_set1_ps(sr[2 * c + 1]), 1);
+#pragma GCC unroll 8
+      for (int m = 0; m < M; m++) {
+        const __m512i w = _mm512_mask_sub_epi8(wv, x[m].neg[c], zero, wv);
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_loadu_si512(x[m].mag.data() + c * 64), w));
+        acc[m] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, _mm512_loadu_ps(xs.data() + (m * chunks + c) * 16)), acc[m]);
+      }
+    }
+    for (int m = 0; m < M; m++) {
+      float r = _mm512_reduce_add_ps(acc[m]);
+      if (nb % 2) {
+        const int64_t b = nb - 1;
+        int32_t d = 0;
+        for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(x[m].val[b * kQ8Block + i]) * qr[b * kQ8Block + i];
+        r += static_cast<float>(d) * (sr[b] * x[m].scale[b]);
+      }
+      out[m * N + n] = r;
+    }
+  }
+}
+#endif
+
+using RowsFn = void (*)(const QuantizedX&, const int8_t*, const float*, int64_t, int64_t, int64_t, float*);
+
+int KernelLevel() {
+  static const int level = [] {
+    int best = 0;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512dq"))
+      best = 2;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      best = 1;
+#endif
+    const char* want = std::getenv("TORCHLM_Q8_KERNEL");
+    if (want && std::strcmp(want, "scalar") == 0) best = 0;
+    if (want && std::strcmp(want, "avx2") == 0) best = std::min(best, 1);
+    return best;
+  }();
+  return level;
+}
+
+RowsFn Rows() {
+#if defined(__x86_64__)
+  if (KernelLevel() == 2) return RowsVnni;
+  if (KernelLevel() == 1) return RowsAvx2;
+#endif
+  return RowsScalar;
+}
+
+}  // namespace
+
+const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel() == 1 ? "avx2" : "scalar"; }
+
+void Q8MatVecInto(const float* x, const Q8Weight& w, const at::Tensor& b, float* out) {
+  const int64_t N = w.q.size(0), K = w.q.size(1);
+  const QuantizedX xq = QuantizeX(x, K);
+  const int8_t* q = w.q.data_ptr<int8_t>();
+  const float* s = w.s.data_ptr<float>();
+  const RowsFn rows = Rows();
+  at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) { rows(xq, q, s, K, n0, n1, out); });
+  if (b.defined()) {
+    const float* bp = b.data_ptr<float>();
+    for (int64_t n = 0; n < N; n++) out[n] += bp[n];
+  }
+}
+
+at::Tensor Q8Linear(const at::Tensor& x0, const Q8Weight& w, const at::Tensor& b) {
+  const int64_t N = w.q.size(0), K = w.q.size(1);
+  if (x0.size(-1) != K) throw UserError("q8 linear: input has " + std::to_string(x0.size(-1)) + " features but the weight takes " + std::to_string(K));
+  const at::Tensor x = x0.to(at::kFloat).reshape({-1, K}).contiguous();
+  const int64_t M = x.size(0);
+  at::Tensor y;
+  if (M == 1) {
+    y = at::empty({M, N}, x.options());
+    Q8MatVecInto(x.data_ptr<float>(), w, b, y.data_ptr<float>());
+  } else if (M <= 16) {  // the int8 kernels; past this, widening the weights to float32 once costs less
+    y = at::empty({M, N}, x.options());
+    float* yp = y.data_ptr<float>();
+    std::vector<QuantizedX> xq;
+    for (int64_t m = 0; m < M; m++) xq.push_back(QuantizeX(x.data_ptr<float>() + m * K, K));
+    const int8_t* q = w.q.data_ptr<int8_t>();
+    const float* s = w.s.data_ptr<float>();
+#if defined(__x86_64__)
+    if (KernelLevel() == 2) {
+      // groups of 8, 4, 2 and 1 rows, each reading the weights once
+      at::parallel_for(0, N, 128, [&](int64_t n0, int64_t n1) {
+        int64_t m = 0;
+        for (; m + 8 <= M; m += 8) RowsVnniBatch<8>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
+        for (; m + 4 <= M; m += 4) RowsVnniBatch<4>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
+        for (; m + 2 <= M; m += 2) RowsVnniBatch<2>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
+        for (; m < M; m++) RowsVnniBatch<1>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
+      });
+    } else
+#endif
+    {
+      const RowsFn rows = Rows();
+      at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
+        for (int64_t m = 0; m < M; m++) rows(xq[m], q, s, K, n0, n1, yp + m * N);
+      });
+    }
+    if (b.defined()) y.add_(b.to(at::kFloat));
+  } else {
+    y = b.defined() ? at::addmm(b, x, DequantizeQ8(w).t()) : at::mm(x, DequantizeQ8(w).t());
+  }
+  auto sizes = x0.sizes().vec();
+  sizes.back() = N;
+  return y.view(sizes).to(x0.scalar_type());
+}
+
+void GPT2::Quantize(const std::string& kind) {
+  if (kind != "q8") throw UserError("unknown quantization " + kind + ": torchlm has q8");
+  if (!quantization_.empty()) throw UserError("the model is already " + quantization_);
+  if (!lora_.empty()) throw UserError("quantizing a model with LoRA adapters is not supported: merge_and_unload() first");
+  if (!wte_.device().is_cpu()) throw UserError("q8 runs on the CPU; this model is on " + DeviceName(wte_.device()));
+  at::NoGradGuard ng;
+  std::map<std::string, Q8Weight> made;
+  for (auto& [name, t] : params_) {
+    for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
+      const size_t n = std::strlen(m);
+      if (name.size() > n && name.compare(name.size() - n, n, m) == 0) made.emplace(name, QuantizeQ8(t.t()));  // Conv1D [in, out]
+    }
+  }
+  Q8Weight head = QuantizeQ8(wte_);
+  // only now, when nothing can fail, does the model change: the float32 Conv1D weights are replaced by int8 views
+  for (auto& [name, t] : params_) {
+    auto it = made.find(name);
+    if (it != made.end()) t = it->second.q.t();
+    t.requires_grad_(false);
+  }
+  q8_ = std::move(made);
+  lm_head_q8_ = std::move(head);
+  quantization_ = kind;
+  Bind();
+}
+
+}  // namespace torchlm
