@@ -78,6 +78,8 @@ export interface LoadRequest {
   device: DeviceName;
   /** null: the file's float types as float32. */
   dtype: FloatDtype | null;
+  /** A checkpoint that save_pretrained wrote from a quantized model (int8 weights and their scales), or null. */
+  quantization: "q8" | null;
 }
 
 export interface CreateRequest {

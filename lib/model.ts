@@ -43,6 +43,8 @@ export interface FromPretrainedOptions {
 }
 
 const FLOAT_DTYPES = ["float32", "float16", "bfloat16"] as const;
+/** config.json's quantization_config for torchlm's q8 checkpoints (int8 [out, in] weights, a float32 scale per 32 inputs). */
+const Q8_CONFIG = { quant_method: "torchlm", format: "q8", bits: 8, group_size: 32, symmetric: true } as const;
 
 /** Integer ids (nested arrays or a Tensor) as an int64 Tensor (a Tensor passes through as it is). */
 export function idsTensor(v: IdsLike, name: string, device = "cpu"): Tensor {
@@ -96,18 +98,27 @@ export class GPT2LMHeadModel {
     const device = checkDevice("device", options.device ?? "cpu");
     const requested = options.dtype ?? options.torch_dtype;
     if (requested !== undefined) check.oneOf("dtype", requested, [...FLOAT_DTYPES, "q8"] as const);
-    const quantize = requested === "q8" ? "q8" : null;
-    if (quantize && device !== "cpu") throw new InvalidArgumentError(`dtype "q8" runs on the CPU, not on ${device}`);
-    const dtype = quantize ? "float32" : requested as FloatDtype | undefined;
     const files = await resolveModelFiles(idOrDir, options);
     const config = await GPT2Config.from_json_file(files.config);
+    // a checkpoint saved from a q8 model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...) is refused
+    const qc = config.quantization_config as Record<string, unknown> | undefined;
+    const saved = qc === undefined || qc === null ? null : qc.quant_method === Q8_CONFIG.quant_method && qc.format === Q8_CONFIG.format ? "q8" as const : undefined;
+    if (saved === undefined) throw new InvalidArgumentError(`${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own q8 checkpoints`);
+    if (saved && requested !== undefined && requested !== "q8") throw new InvalidArgumentError(`${idOrDir} holds q8 weights: load it without a dtype, or with dtype "q8"`);
+    const quantize = saved ? null : requested === "q8" ? "q8" : null;
+    if ((quantize || saved) && device !== "cpu") throw new InvalidArgumentError(`q8 weights run on the CPU, not on ${device}`);
+    const dtype = quantize || saved ? "float32" : requested as FloatDtype | undefined;
     checkFits(config, `The config of ${idOrDir}`, "load");
     if (config.architectures && !config.architectures.some((a) => a === "GPT2LMHeadModel" || a === "GPT2Model"))
       throw new InvalidArgumentError(`${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`);
     const index = await readSafetensorsIndex(files.weights);
     const nm = await withStack(() =>
-      binding.NativeModel.load({ config: nativeConfig(config), path: files.weights, data_start: index.dataStart, entries: index.entries, device, dtype: dtype ?? "float32" }));
-    if (quantize) await withStack(() => nm.quantize({ kind: quantize }));
+      binding.NativeModel.load({ config: nativeConfig(config), path: files.weights, data_start: index.dataStart, entries: index.entries, device, dtype: dtype ?? "float32",
+        quantization: saved }));
+    if (quantize) {
+      await withStack(() => nm.quantize({ kind: quantize }));
+      config.quantization_config = { ...Q8_CONFIG };  // save_pretrained writes it, and from_pretrained reads the weights back as they are
+    }
     let gen: GenerationConfig | undefined;
     if (files.generation_config) gen = await GenerationConfig.from_json_file(files.generation_config);
     const model = new GPT2LMHeadModel(config, nm, gen);

@@ -5,8 +5,8 @@ import { checkDevice } from "./device.js";
 import { binding, type NativeTensor, type SafetensorsEntry } from "./native.js";
 import { asTensor, Tensor, type Dtype } from "./tensor.js";
 
-const DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL"];
-const ITEM: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, U8: 1, BOOL: 1 };
+const DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "U8", "I8", "BOOL"];
+const ITEM: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, U8: 1, I8: 1, BOOL: 1 };
 /** safetensors' own bound on the header. */
 const MAX_HEADER = 100_000_000;
 

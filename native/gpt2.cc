@@ -49,7 +49,7 @@ static std::string ShapeStr(at::IntArrayRef s) {
   return o + "]";
 }
 
-void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors) {
+void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8) {
   std::map<std::string, at::Tensor> by_name;
   for (auto& [name0, t] : tensors) {
     std::string name = name0.rfind("transformer.", 0) == 0 ? name0.substr(12) : name0;
@@ -60,10 +60,10 @@ void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors) {
   for (const auto& [name, shape] : Expected()) {
     auto it = by_name.find(name);
     if (it == by_name.end()) throw UserError("checkpoint is missing tensor " + name);
+    if (!at::isFloatingType(it->second.scalar_type()) && !(allow_int8 && it->second.scalar_type() == at::kChar))
+      throw UserError("tensor " + name + " has dtype " + DtypeName(it->second.scalar_type()) + " but a floating dtype is needed");
     if (it->second.sizes() != at::IntArrayRef(shape))
       throw UserError("tensor " + name + " has shape " + ShapeStr(it->second.sizes()) + " but the config needs " + ShapeStr(shape));
-    if (!at::isFloatingType(it->second.scalar_type()))
-      throw UserError("tensor " + name + " has dtype " + DtypeName(it->second.scalar_type()) + " but a floating dtype is needed");
     params_.emplace_back(name, it->second);
   }
   Bind();

@@ -45,7 +45,7 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   // Expected (name, shape) pairs in Hugging Face's named_parameters() order.
   std::vector<std::pair<std::string, std::vector<int64_t>>> Expected() const;
   // Takes tensors by checkpoint name (hub or saved layout); checks names and shapes.
-  void Load(std::vector<std::pair<std::string, at::Tensor>> tensors);
+  void Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8 = false);
   // Hugging Face's initialisation (normal 0.02, residual projections scaled by 1/sqrt(2 n_layer)).
   void InitRandom(at::ScalarType dtype, at::Device device);
 
@@ -93,6 +93,12 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head as int8 per block of
   // 32 (the token embeddings stay float32 for lookups); the float32 Conv1D weights are freed. Inference only.
   void Quantize(const std::string& kind);
+  // A q8 checkpoint as SavedTensors() wrote it (no re-quantizing): names and shapes checked.
+  void LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind);
+  // What save_pretrained writes, in the saved layout's names without "transformer.": the parameters, or for a q8
+  // model each quantized weight as int8 [out, in] with "<name>_scale" [out, in / 32] beside it and the LM head's
+  // own copy as "lm_head.weight" / "lm_head.weight_scale" (the caller adds the prefix to the others).
+  std::vector<std::pair<std::string, at::Tensor>> SavedTensors() const;
   const std::string& quantization() const { return quantization_; }
 
  private:

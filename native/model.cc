@@ -127,11 +127,13 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
     auto entries = ParseEntries(args.Get("entries"));
     at::Device device = ParseDevice(args.Str("device"));
     c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
-    // Only the tensors the model uses are read: attention-mask buffers and the tied lm_head are skipped.
+    const std::string quantization = args.IsNull("quantization") ? "" : args.Str("quantization");
+    // Only the tensors the model uses are read: attention-mask buffers and the tied lm_head are skipped (a quantized
+    // checkpoint's lm_head is its own int8 copy, kept).
     std::vector<SafetensorsEntry> wanted;
     for (auto& e : entries) {
       const std::string& n = e.name;
-      bool skip = n == "lm_head.weight" || (n.size() > 9 && n.compare(n.size() - 9, 9, ".attn.bias") == 0) ||
+      bool skip = (n == "lm_head.weight" && quantization.empty()) || (n.size() > 9 && n.compare(n.size() - 9, 9, ".attn.bias") == 0) ||
                   n.find(".attn.masked_bias") != std::string::npos;
       if (!skip) wanted.push_back(e);
     }
@@ -141,6 +143,10 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
           c10::InferenceMode guard(false);
           // null: the file's float types become float32, as transformers loads without a torch_dtype
           auto tensors = ReadSafetensors(path, start, wanted, dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat), device);
+          if (!quantization.empty()) {
+            model->LoadQuantized(std::move(tensors), quantization);
+            return;
+          }
           model->Load(std::move(tensors));
           model->SetRequiresGrad(true);
         },
@@ -332,11 +338,8 @@ Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
   return PromiseWorker::Run(
       env,
       [=] {
-        if (!model->quantization().empty())
-          throw UserError("save_pretrained of a " + model->quantization() + " model is not supported yet: save the float32 model, and load it with dtype \"" +
-                          model->quantization() + "\"");
         std::vector<std::pair<std::string, at::Tensor>> ts;
-        for (const auto& [name, t] : model->Parameters()) ts.emplace_back("transformer." + name, t);
+        for (const auto& [name, t] : model->SavedTensors()) ts.emplace_back(name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name, t);
         WriteSafetensors(path, ts, {{"format", "pt"}});
       },
       nullptr, {info.This().As<Napi::Object>()});

@@ -312,4 +312,61 @@ void GPT2::Quantize(const std::string& kind) {
   Bind();
 }
 
+std::vector<std::pair<std::string, at::Tensor>> GPT2::SavedTensors() const {
+  if (quantization_.empty()) return params_;
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [name, t] : params_) {
+    auto it = q8_.find(name);
+    if (it == q8_.end()) {
+      out.emplace_back(name, t);
+    } else {
+      out.emplace_back(name, it->second.q);
+      out.emplace_back(name + "_scale", it->second.s);
+    }
+  }
+  out.emplace_back("lm_head.weight", lm_head_q8_.q);
+  out.emplace_back("lm_head.weight_scale", lm_head_q8_.s);
+  return out;
+}
+
+void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind) {
+  if (kind != "q8") throw UserError("unknown quantization " + kind + ": torchlm has q8");
+  std::map<std::string, at::Tensor> scales, head;
+  std::vector<std::pair<std::string, at::Tensor>> rest;
+  for (auto& [name0, t] : tensors) {
+    const std::string name = name0.rfind("transformer.", 0) == 0 ? name0.substr(12) : name0;
+    if (name == "lm_head.weight" || name == "lm_head.weight_scale") head[name] = t;
+    else if (name.size() > 6 && name.compare(name.size() - 6, 6, "_scale") == 0) scales[name.substr(0, name.size() - 6)] = t;
+    else rest.emplace_back(name, t);
+  }
+  if (!head.count("lm_head.weight") || !head.count("lm_head.weight_scale")) throw UserError("q8 checkpoint is missing lm_head.weight or its scale");
+  // the int8 weights are [out, in]: Load checks them against the config as the [in, out] views they stand for
+  std::map<std::string, Q8Weight> made;
+  for (auto& [name, t] : rest) {
+    if (t.scalar_type() != at::kChar) continue;
+    auto it = scales.find(name);
+    if (it == scales.end()) throw UserError("q8 checkpoint has int8 tensor " + name + " but no " + name + "_scale");
+    if (t.dim() != 2 || t.size(1) % kQ8Block != 0 || it->second.sizes() != at::IntArrayRef({t.size(0), t.size(1) / kQ8Block}) ||
+        it->second.scalar_type() != at::kFloat)
+      throw UserError("q8 tensor " + name + "_scale does not fit " + name);
+    made.emplace(name, Q8Weight{t.contiguous(), it->second.contiguous()});
+    t = t.t();
+  }
+  if (made.size() != scales.size()) throw UserError("q8 checkpoint has scales without int8 weights");
+  Load(std::move(rest), /*allow_int8=*/true);
+  for (const auto& [name, t] : params_) {
+    const bool conv = name.find(".c_attn.weight") != std::string::npos || name.find(".c_proj.weight") != std::string::npos ||
+                      name.find(".c_fc.weight") != std::string::npos;
+    if (conv != (made.count(name) == 1)) throw UserError("q8 checkpoint: " + name + (conv ? " is not int8" : " should not be int8"));
+  }
+  const at::Tensor hq = head.at("lm_head.weight"), hs = head.at("lm_head.weight_scale");
+  if (hq.scalar_type() != at::kChar || hq.sizes() != wte_.sizes() || hs.sizes() != at::IntArrayRef({wte_.size(0), wte_.size(1) / kQ8Block}))
+    throw UserError("q8 checkpoint's lm_head.weight does not fit the token embeddings");
+  for (auto& [name, t] : params_) t.requires_grad_(false);
+  q8_ = std::move(made);
+  lm_head_q8_ = Q8Weight{hq.contiguous(), hs.to(at::kFloat).contiguous()};
+  quantization_ = kind;
+  Bind();
+}
+
 }  // namespace torchlm

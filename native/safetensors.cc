@@ -52,6 +52,7 @@ static at::ScalarType StDtype(const std::string& d, size_t* item) {
   if (d == "I64") { *item = 8; return at::kLong; }
   if (d == "I32") { *item = 4; return at::kInt; }
   if (d == "U8") { *item = 1; return at::kByte; }
+  if (d == "I8") { *item = 1; return at::kChar; }
   if (d == "BOOL") { *item = 1; return at::kBool; }
   throw UserError("unsupported safetensors dtype " + d);
 }
@@ -65,6 +66,7 @@ static const char* StName(at::ScalarType t) {
     case at::kLong: return "I64";
     case at::kInt: return "I32";
     case at::kByte: return "U8";
+    case at::kChar: return "I8";
     case at::kBool: return "BOOL";
     default: throw UserError(std::string("cannot save dtype ") + c10::toString(t) + " to safetensors");
   }

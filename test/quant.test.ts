@@ -2,12 +2,13 @@
 // (scripts/quant-check.py: transformers' GPT-2 with its linears computed from quantized weights, in float64), the
 // decoding kernels against each other, fidelity against float32 on a trained model, and what a q8 model refuses.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { AutoTokenizer, GPT2LMHeadModel, LoraConfig, Trainer, TrainingArguments, Dataset, get_peft_model, load_file, tensor } from "../lib/index.js";
 import { probes } from "../lib/native.js";
+import { readSafetensorsIndex } from "../lib/safetensors.js";
 import type { Inputs } from "../lib/trainer.js";
 import { prepareEmbedded } from "../examples/embedded.js";
 import { movieReviews } from "../examples/reviews.js";
@@ -114,6 +115,32 @@ test("fidelity on a trained model: over held-out text, q8's perplexity within 1%
   await q8.dispose();
 }, 300_000);
 
+test("save_pretrained writes the int8 weights with a quantization_config; from_pretrained reads them back as they are", async () => {
+  const q8 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q8" });
+  const dir = mkdtempSync(join(tmpdir(), "torchlm-q8-"));
+  await q8.save_pretrained(dir);
+  const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+  expect(config.quantization_config).toEqual({ quant_method: "torchlm", format: "q8", bits: 8, group_size: 32, symmetric: true });
+  const index = await readSafetensorsIndex(join(dir, "model.safetensors"));
+  const byName = new Map(index.entries.map((e) => [e.name, e]));
+  expect(byName.get("transformer.h.0.attn.c_attn.weight")).toMatchObject({ dtype: "I8", shape: [192, 64] });
+  expect(byName.get("transformer.h.0.attn.c_attn.weight_scale")).toMatchObject({ dtype: "F32", shape: [192, 2] });
+  expect(byName.get("lm_head.weight")).toMatchObject({ dtype: "I8", shape: [50257, 64] });
+  const back = await GPT2LMHeadModel.from_pretrained(dir);
+  expect(back.dtype).toBe("q8");
+  const x = [ids(12, 9)];
+  expect(Array.from((await back.forward({ input_ids: x })).logits.data() as Float32Array))
+    .toEqual(Array.from((await q8.forward({ input_ids: x })).logits.data() as Float32Array));
+  expect((await back.generate(x, { max_new_tokens: 8 })).tolist()).toEqual((await q8.generate(x, { max_new_tokens: 8 })).tolist());
+  await expect(GPT2LMHeadModel.from_pretrained(dir, { dtype: "bfloat16" })).rejects.toThrow('holds q8 weights: load it without a dtype, or with dtype "q8"');
+  writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: { quant_method: "bitsandbytes", load_in_8bit: true } }));
+  await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(/has a quantization_config torchlm does not load/);
+  writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: undefined }));
+  await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(/tensor h\.0\.attn\.c_attn\.weight has dtype int8 but a floating dtype is needed/);
+  await q8.dispose();
+  await back.dispose();
+});
+
 test("a q8 model generates, and refuses what it cannot do with a clear error", async () => {
   const q8 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q8" });
   expect((await q8.generate([[1, 2, 3]], { max_new_tokens: 4, num_beams: 2 })).shape).toEqual([1, 7]);
@@ -122,7 +149,6 @@ test("a q8 model generates, and refuses what it cannot do with a clear error", a
   const args = new TrainingArguments({ output_dir: mkdtempSync(join(tmpdir(), "torchlm-q8-")), max_steps: 1, disable_tqdm: true, plot_loss: false, save_strategy: "no" });
   await expect(new Trainer({ model: q8, args, train_dataset: Dataset.from_dict({ input_ids: [[1, 2, 3, 4]] }), data_collator: collate }).train())
     .rejects.toThrow(/Training a q8 model is not supported/);
-  await expect(q8.save_pretrained(mkdtempSync(join(tmpdir(), "torchlm-q8-")))).rejects.toThrow(/save_pretrained of a q8 model is not supported yet/);
   await expect(q8.to("bfloat16")).rejects.toThrow(/a q8 model stays on the CPU/);
   expect(() => get_peft_model(q8, new LoraConfig())).toThrow(/LoRA on a q8 model is not supported/);
   await expect(GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q4" as never })).rejects.toThrow(/Expected one of .*"q8" for dtype but received "q4"/);
