@@ -14,18 +14,7 @@ import time
 import ctranslate2
 import transformers
 
-
-def rnd_ids(B, T, seed):
-    # the harness's generator (bench/measure.ts randIds): an LCG in 31 bits, exact in both languages
-    s = seed
-    rows = []
-    for _ in range(B):
-        row = []
-        for _ in range(T):
-            s = (s * 1103515245 + 12345) & 0x7FFFFFFF
-            row.append(int(s / 2**31 * 50257))
-        rows.append(row)
-    return rows
+from hf_peer import rnd_ids  # the harness's prompts, as the transformers peer makes them
 
 
 def main():

@@ -72,38 +72,34 @@ QuantizedX QuantizeX(const float* x, int64_t K) {
   return r;
 }
 
+// Block b of x against one row of weights: the int32 sum of products of the int8 values.
+inline int32_t BlockDot(const QuantizedX& x, const int8_t* row, int64_t b) {
+  int32_t d = 0;
+  const int8_t* xv = x.val.data() + b * kQ8Block;
+  const int8_t* wv = row + b * kQ8Block;
+#pragma GCC unroll 32
+  for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(xv[i]) * wv[i];
+  return d;
+}
+
 // Rows [n0, n1) of out = W x: per block, the int32 dot product of the int8 values times both scales.
-void RowsScalar(const QuantizedX& x, const int8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
+__attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, const int8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
   const int64_t nb = K / kQ8Block;
   for (int64_t n = n0; n < n1; n++) {
-    const int8_t* qn = q + n * K;
     float acc = 0;
-    for (int64_t b = 0; b < nb; b++) {
-      int32_t d = 0;
-      for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(x.val[b * kQ8Block + i]) * qn[b * kQ8Block + i];
-      acc += static_cast<float>(d) * (s[n * nb + b] * x.scale[b]);
-    }
+    for (int64_t b = 0; b < nb; b++) acc += static_cast<float>(BlockDot(x, q + n * K, b)) * (s[n * nb + b] * x.scale[b]);
     out[n] = acc;
   }
+}
+
+void RowsScalar(const QuantizedX& x, const int8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
+  RowsPortable(x, q, s, K, n0, n1, out);
 }
 
 #if defined(__x86_64__)
 // The same loop compiled for AVX2 (GCC vectorizes the int8 products): the fallback for CPUs without AVX-512 VNNI.
 __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const int8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
-  const int64_t nb = K / kQ8Block;
-  for (int64_t n = n0; n < n1; n++) {
-    const int8_t* qn = q + n * K;
-    float acc = 0;
-    for (int64_t b = 0; b < nb; b++) {
-      int32_t d = 0;
-      const int8_t* xv = x.val.data() + b * kQ8Block;
-      const int8_t* wv = qn + b * kQ8Block;
-#pragma GCC unroll 32
-      for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(xv[i]) * wv[i];
-      acc += static_cast<float>(d) * (s[n * nb + b] * x.scale[b]);
-    }
-    out[n] = acc;
-  }
+  RowsPortable(x, q, s, K, n0, n1, out);
 }
 
 // AVX-512 VNNI: 64 weights (two blocks) a step. vpdpbusd multiplies unsigned by signed bytes, so x goes in as |x_q|
@@ -143,12 +139,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnni(co
 #pragma GCC unroll 4
     for (int j = 0; j < R; j++) {
       float r = _mm512_reduce_add_ps(acc[j]);
-      if (nb % 2) {  // a last lone block of 32
-        const int64_t b = nb - 1;
-        int32_t d = 0;
-        for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(x.val[b * kQ8Block + i]) * qr[j * K + b * kQ8Block + i];
-        r += static_cast<float>(d) * (sr[j * nb + b] * x.scale[b]);
-      }
+      if (nb % 2) r += static_cast<float>(BlockDot(x, qr + j * K, nb - 1)) * (sr[j * nb + nb - 1] * x.scale[nb - 1]);  // a last lone block
       out[n + j] = r;
     }
   }
@@ -186,12 +177,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnniBat
     }
     for (int m = 0; m < M; m++) {
       float r = _mm512_reduce_add_ps(acc[m]);
-      if (nb % 2) {
-        const int64_t b = nb - 1;
-        int32_t d = 0;
-        for (int64_t i = 0; i < kQ8Block; i++) d += static_cast<int32_t>(x[m].val[b * kQ8Block + i]) * qr[b * kQ8Block + i];
-        r += static_cast<float>(d) * (sr[b] * x[m].scale[b]);
-      }
+      if (nb % 2) r += static_cast<float>(BlockDot(x[m], qr, nb - 1)) * (sr[nb - 1] * x[m].scale[nb - 1]);  // a last lone block
       out[m * N + n] = r;
     }
   }
