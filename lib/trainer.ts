@@ -402,7 +402,7 @@ export class Trainer {
     const args = this.args;
     if (args.load_best_model_at_end && this.state.best_model_checkpoint && existsSync(this.state.best_model_checkpoint)) {
       if (this.#world > 1) await barrier();
-      await this.#loadWeights(this.state.best_model_checkpoint);
+      await this.model._load_checkpoint_weights(this.state.best_model_checkpoint);
     }
     const runtime = (Date.now() - start) / 1000;
     const stepsRun = this.state.global_step - startStep;
@@ -618,14 +618,10 @@ export class Trainer {
     }
   }
 
-  /** A checkpoint's weights (a PeftModel's: its adapters) copied into the model in place (the optimizer keeps holding them). */
-  async #loadWeights(dir: string): Promise<void> {
-    await this.model._load_checkpoint_weights(dir);
-  }
 
   async #loadCheckpoint(dir: string): Promise<void> {
     if (!existsSync(join(dir, "trainer_state.json"))) throw new InvalidArgumentError(`${dir} is not a checkpoint (no trainer_state.json)`);
-    await this.#loadWeights(dir);
+    await this.model._load_checkpoint_weights(dir);  // in place: the optimizer keeps holding the tensors
     const opt = await readSafetensorsIndex(join(dir, "optimizer.safetensors"));
     const tensors = await withStack(() => binding.readSafetensors({ path: opt.path, data_start: opt.dataStart, entries: opt.entries, dtype: null, device: this.model.device }));
     this.optimizer!.loadState(tensors as [string, NativeTensor][]);

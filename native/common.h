@@ -45,6 +45,8 @@ inline void* LoadedSymbol(std::initializer_list<const char*> libraries, const ch
 
 at::ScalarType ParseDtype(const std::string& name);
 std::string DtypeName(at::ScalarType t);
+// "[2, 3]": a shape for error messages.
+std::string ShapeStr(at::IntArrayRef shape);
 at::Device ParseDevice(const std::string& name);
 std::string DeviceName(const at::Device& d);
 std::vector<int64_t> ToInt64Vector(const Napi::Value& v, const char* what);

@@ -65,6 +65,12 @@ at::ScalarType ParseDtype(const std::string& name) {
   throw UserError("Expected one of float32, float16, bfloat16, float64, int64, int32, uint8, bool for dtype but received " + name);
 }
 
+std::string ShapeStr(at::IntArrayRef shape) {
+  std::string o = "[";
+  for (size_t i = 0; i < shape.size(); i++) o += (i ? ", " : "") + std::to_string(shape[i]);
+  return o + "]";
+}
+
 std::string DtypeName(at::ScalarType t) {
   switch (t) {
     case at::kFloat: return "float32";

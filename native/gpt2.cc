@@ -43,10 +43,12 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> GPT2::Expected() const
   return out;
 }
 
-static std::string ShapeStr(at::IntArrayRef s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); i++) o += (i ? ", " : "") + std::to_string(s[i]);
-  return o + "]";
+bool GPT2::IsConv1DWeight(const std::string& name) {
+  for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
+    const size_t n = std::strlen(m);
+    if (name.size() > n && name.compare(name.size() - n, n, m) == 0) return true;
+  }
+  return false;
 }
 
 void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8) {

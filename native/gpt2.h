@@ -75,6 +75,8 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   KVCache NewCache(int64_t batch, int64_t capacity) const;
   // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
+  // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 quantizes.
+  static bool IsConv1DWeight(const std::string& name);
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
   std::vector<at::Tensor> LayerParameters(int64_t i) const;
 

@@ -4,7 +4,6 @@
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
-#include <cstring>
 #include <map>
 #include <set>
 
@@ -39,9 +38,7 @@ void MergeLora(const Lora& l, const at::Tensor& w) {
 static std::vector<std::pair<std::string, at::Tensor>> Conv1DWeights(const std::vector<std::pair<std::string, at::Tensor>>& params) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& [name, t] : params)
-    for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"})
-      if (name.size() > std::strlen(m) && name.compare(name.size() - std::strlen(m), std::strlen(m), m) == 0)
-        out.emplace_back(name.substr(0, name.size() - 7), t);
+    if (GPT2::IsConv1DWeight(name)) out.emplace_back(name.substr(0, name.size() - 7), t);  // without ".weight"
   return out;
 }
 
@@ -93,14 +90,8 @@ void GPT2::CopyLora(const std::vector<std::pair<std::string, at::Tensor>>& tenso
   for (const auto& [name, p] : mine) {
     auto it = given.find(name);
     if (it == given.end()) throw UserError("LoRA weights are missing tensor " + name);
-    if (it->second.sizes() != p.sizes()) {
-      auto shape = [](at::IntArrayRef d) {
-        std::string o = "[";
-        for (size_t i = 0; i < d.size(); i++) o += (i ? ", " : "") + std::to_string(d[i]);
-        return o + "]";
-      };
-      throw UserError("LoRA tensor " + name + " has shape " + shape(it->second.sizes()) + " but the adapter's is " + shape(p.sizes()));
-    }
+    if (it->second.sizes() != p.sizes())
+      throw UserError("LoRA tensor " + name + " has shape " + ShapeStr(it->second.sizes()) + " but the adapter's is " + ShapeStr(p.sizes()));
     if (!at::isFloatingType(it->second.scalar_type())) throw UserError("LoRA tensor " + name + " is not a floating-point tensor");
   }
   at::NoGradGuard ng;

@@ -91,31 +91,6 @@ static c10::optional<at::ScalarType> DtypeOrNull(const Options& o, const char* k
   return ParseDtype(o.Str(key));
 }
 
-// [name, Tensor][] from JavaScript.
-static std::vector<std::pair<std::string, at::Tensor>> NamedTensors(const Napi::Value& v, const char* what) {
-  if (!v.IsArray()) throw UserError(std::string("Expected an array of [name, Tensor] pairs for ") + what);
-  auto arr = v.As<Napi::Array>();
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value pair = arr.Get(i);
-    if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2 || !pair.As<Napi::Array>().Get(0u).IsString())
-      throw UserError(std::string("Expected a [name, Tensor] pair for ") + what + "[" + std::to_string(i) + "]");
-    out.emplace_back(pair.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value(), TensorWrap::FromJs(pair.As<Napi::Array>().Get(1u), what));
-  }
-  return out;
-}
-
-static Napi::Array NamedTensorsToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts, const std::string& prefix) {
-  auto arr = Napi::Array::New(env, ts.size());
-  for (size_t i = 0; i < ts.size(); i++) {
-    auto pair = Napi::Array::New(env, 2);
-    pair.Set(0u, prefix + ts[i].first);
-    pair.Set(1u, TensorWrap::New(env, ts[i].second));
-    arr.Set(static_cast<uint32_t>(i), pair);
-  }
-  return arr;
-}
-
 // load({ config, path, data_start, entries, device, dtype: string | null }) -> Promise<NativeModel>
 Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -305,7 +280,7 @@ Napi::Value ModelWrap::To(const Napi::CallbackInfo& info) {
 
 // parameters() -> [name, Tensor][] with Hugging Face's names (transformer. prefix); tensors share storage.
 Napi::Value ModelWrap::Parameters(const Napi::CallbackInfo& info) {
-  return NamedTensorsToJs(info.Env(), Get(info.Env())->Parameters(), "transformer.");
+  return TensorWrap::NamedToJs(info.Env(), Get(info.Env())->Parameters(), "transformer.");
 }
 
 Napi::Value ModelWrap::NumParameters(const Napi::CallbackInfo& info) {
@@ -400,7 +375,7 @@ Napi::Value ModelWrap::AddLora(const Napi::CallbackInfo& info) {
 
 // loraParameters() -> [name, Tensor][]: "transformer.h.0.attn.c_attn.lora_A.weight", ...; tensors share storage.
 Napi::Value ModelWrap::LoraParameters(const Napi::CallbackInfo& info) {
-  return NamedTensorsToJs(info.Env(), Get(info.Env())->LoraParameters(), "transformer.");
+  return TensorWrap::NamedToJs(info.Env(), Get(info.Env())->LoraParameters(), "transformer.");
 }
 
 // copyLora([name, Tensor][]) -> Promise<void>: every adapter's A and B copied in place (names as loraParameters()).
@@ -408,7 +383,7 @@ Napi::Value ModelWrap::CopyLora(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
   return Guard(env, [&]() -> Napi::Value {
-    auto named = NamedTensors(info[0], "copyLora's tensors");
+    auto named = TensorWrap::NamedFromJs(info[0], "copyLora's tensors");
     for (auto& [name, t] : named) {
       if (name.rfind("transformer.", 0) == 0) name = name.substr(12);
     }

@@ -325,26 +325,12 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
   }
   Napi::Value JsState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto st = opt_->State();
-    auto arr = Napi::Array::New(env, st.size());
-    for (size_t i = 0; i < st.size(); i++) {
-      auto pair = Napi::Array::New(env, 2);
-      pair.Set(0u, st[i].first);
-      pair.Set(1u, TensorWrap::New(env, st[i].second));
-      arr.Set(static_cast<uint32_t>(i), pair);
-    }
-    return arr;
+    return TensorWrap::NamedToJs(env, opt_->State());
   }
   Napi::Value JsLoadState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      std::vector<std::pair<std::string, at::Tensor>> st;
-      auto arr = info[0].As<Napi::Array>();
-      for (uint32_t i = 0; i < arr.Length(); i++) {
-        auto pair = arr.Get(i).As<Napi::Array>();
-        st.emplace_back(pair.Get(0u).As<Napi::String>().Utf8Value(), TensorWrap::FromJs(pair.Get(1u), "state"));
-      }
-      opt_->LoadState(st);
+      opt_->LoadState(TensorWrap::NamedFromJs(info[0], "loadState's state"));
       return env.Undefined();
     });
   }

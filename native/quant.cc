@@ -102,54 +102,15 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const int
   RowsPortable(x, q, s, K, n0, n1, out);
 }
 
-// AVX-512 VNNI: 64 weights (two blocks) a step. vpdpbusd multiplies unsigned by signed bytes, so x goes in as |x_q|
-// and its signs are moved onto the weights; the 16 int32 lanes hold 4-product sums, lanes 0-7 of the first block and
-// 8-15 of the second, scaled by a vector of the two blocks' scales.
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnni(const QuantizedX& x, const int8_t* q, const float* s, int64_t K,
-                                                                                int64_t n0, int64_t n1, float* out) {
-  const int64_t nb = K / kQ8Block, full = nb / 2;
-  const __m512i zero = _mm512_setzero_si512();
-  // x's two block scales of each chunk, each over its 8 lanes (plain floats: a vector of __m512 is not kept aligned)
-  std::vector<float> xs(static_cast<size_t>(x.chunks * 16));
-  for (int64_t c = 0; c < x.chunks; c++)
-    for (int j = 0; j < 16; j++) xs[c * 16 + j] = x.scale[2 * c + j / 8];
-  int64_t n = n0;
-  // one weight row at a time: the rows are one sequential stream, which the hardware prefetcher follows (interleaving
-  // several rows' streams, with the loads of x shared, measured 20% slower)
-  constexpr int R = 1;
-  for (; n + R <= n1; n += R) {
-    const int8_t* qr = q + n * K;
-    const float* sr = s + n * nb;
-    __m512 acc[R];
-#pragma GCC unroll 4
-    for (int j = 0; j < R; j++) acc[j] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < full; c++) {
-      const __m512i xm = _mm512_loadu_si512(x.mag.data() + c * 64);
-      const __mmask64 ng = x.neg[c];
-      const __m512 xsc = _mm512_loadu_ps(xs.data() + c * 16);
-#pragma GCC unroll 4
-      for (int j = 0; j < R; j++) {
-        const __m512i wv = _mm512_loadu_si512(qr + j * K + c * 64);
-        const __m512i w = _mm512_mask_sub_epi8(wv, ng, zero, wv);
-        const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, xm, w));
-        const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(sr[j * nb + 2 * c]), _mm256_set1_ps(sr[j * nb + 2 * c + 1]), 1);
-        acc[j] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, xsc), acc[j]);
-      }
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < R; j++) {
-      float r = _mm512_reduce_add_ps(acc[j]);
-      if (nb % 2) r += static_cast<float>(BlockDot(x, qr + j * K, nb - 1)) * (sr[j * nb + nb - 1] * x.scale[nb - 1]);  // a last lone block
-      out[n + j] = r;
-    }
-  }
-  if (n < n1) RowsScalar(x, q, s, K, n, n1, out);
-}
 #endif
 
 #if defined(__x86_64__)
-// M rows of x against each weight row, the weights read once for all of them (batched decoding, beams, short prompts):
-// out[m * N + n] for n in [n0, n1).
+// AVX-512 VNNI, 64 weights (two blocks) a step: vpdpbusd multiplies unsigned by signed bytes, so x goes in as |x_q|
+// and its signs are moved onto the weights; the 16 int32 lanes hold 4-product sums, lanes 0-7 of the first block and
+// 8-15 of the second, scaled by a vector of the two blocks' scales. M rows of x against each weight row, the weights
+// read once for all of them (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row
+// at a time: the rows are one sequential stream, which the hardware prefetcher follows (interleaving several rows'
+// streams measured 20% slower).
 template <int M>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnniBatch(const QuantizedX* x, const int8_t* q, const float* s, int64_t K,
                                                                                      int64_t N, int64_t n0, int64_t n1, float* out) {
@@ -184,8 +145,6 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnniBat
 }
 #endif
 
-using RowsFn = void (*)(const QuantizedX&, const int8_t*, const float*, int64_t, int64_t, int64_t, float*);
-
 int KernelLevel() {
   static const int level = [] {
     int best = 0;
@@ -204,12 +163,29 @@ int KernelLevel() {
   return level;
 }
 
-RowsFn Rows() {
+// out[m * N + n] = W x_m for M quantized rows; on VNNI each weight row is read once for up to 8 of them.
+void Rows(const QuantizedX* xq, int64_t M, const Q8Weight& w, float* out) {
+  const int64_t N = w.q.size(0), K = w.q.size(1);
+  const int8_t* q = w.q.data_ptr<int8_t>();
+  const float* s = w.s.data_ptr<float>();
+  const int level = KernelLevel();
+  at::parallel_for(0, N, 128, [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
-  if (KernelLevel() == 2) return RowsVnni;
-  if (KernelLevel() == 1) return RowsAvx2;
+    if (level == 2) {
+      int64_t m = 0;
+      for (; m + 8 <= M; m += 8) RowsVnniBatch<8>(xq + m, q, s, K, N, n0, n1, out + m * N);
+      for (; m + 4 <= M; m += 4) RowsVnniBatch<4>(xq + m, q, s, K, N, n0, n1, out + m * N);
+      for (; m + 2 <= M; m += 2) RowsVnniBatch<2>(xq + m, q, s, K, N, n0, n1, out + m * N);
+      for (; m < M; m++) RowsVnniBatch<1>(xq + m, q, s, K, N, n0, n1, out + m * N);
+      return;
+    }
+    if (level == 1) {
+      for (int64_t m = 0; m < M; m++) RowsAvx2(xq[m], q, s, K, n0, n1, out + m * N);
+      return;
+    }
 #endif
-  return RowsScalar;
+    for (int64_t m = 0; m < M; m++) RowsScalar(xq[m], q, s, K, n0, n1, out + m * N);
+  });
 }
 
 }  // namespace
@@ -217,15 +193,11 @@ RowsFn Rows() {
 const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel() == 1 ? "avx2" : "scalar"; }
 
 void Q8MatVecInto(const float* x, const Q8Weight& w, const at::Tensor& b, float* out) {
-  const int64_t N = w.q.size(0), K = w.q.size(1);
-  const QuantizedX xq = QuantizeX(x, K);
-  const int8_t* q = w.q.data_ptr<int8_t>();
-  const float* s = w.s.data_ptr<float>();
-  const RowsFn rows = Rows();
-  at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) { rows(xq, q, s, K, n0, n1, out); });
+  const QuantizedX xq = QuantizeX(x, w.q.size(1));
+  Rows(&xq, 1, w, out);
   if (b.defined()) {
     const float* bp = b.data_ptr<float>();
-    for (int64_t n = 0; n < N; n++) out[n] += bp[n];
+    for (int64_t n = 0; n < w.q.size(0); n++) out[n] += bp[n];
   }
 }
 
@@ -235,34 +207,11 @@ at::Tensor Q8Linear(const at::Tensor& x0, const Q8Weight& w, const at::Tensor& b
   const at::Tensor x = x0.to(at::kFloat).reshape({-1, K}).contiguous();
   const int64_t M = x.size(0);
   at::Tensor y;
-  if (M == 1) {
-    y = at::empty({M, N}, x.options());
-    Q8MatVecInto(x.data_ptr<float>(), w, b, y.data_ptr<float>());
-  } else if (M <= 16) {  // the int8 kernels; past this, widening the weights to float32 once costs less
-    y = at::empty({M, N}, x.options());
-    float* yp = y.data_ptr<float>();
+  if (M <= 16) {  // the int8 kernels; past this, widening the weights to float32 once costs less
     std::vector<QuantizedX> xq;
     for (int64_t m = 0; m < M; m++) xq.push_back(QuantizeX(x.data_ptr<float>() + m * K, K));
-    const int8_t* q = w.q.data_ptr<int8_t>();
-    const float* s = w.s.data_ptr<float>();
-#if defined(__x86_64__)
-    if (KernelLevel() == 2) {
-      // groups of 8, 4, 2 and 1 rows, each reading the weights once
-      at::parallel_for(0, N, 128, [&](int64_t n0, int64_t n1) {
-        int64_t m = 0;
-        for (; m + 8 <= M; m += 8) RowsVnniBatch<8>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
-        for (; m + 4 <= M; m += 4) RowsVnniBatch<4>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
-        for (; m + 2 <= M; m += 2) RowsVnniBatch<2>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
-        for (; m < M; m++) RowsVnniBatch<1>(xq.data() + m, q, s, K, N, n0, n1, yp + m * N);
-      });
-    } else
-#endif
-    {
-      const RowsFn rows = Rows();
-      at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
-        for (int64_t m = 0; m < M; m++) rows(xq[m], q, s, K, n0, n1, yp + m * N);
-      });
-    }
+    y = at::empty({M, N}, x.options());
+    Rows(xq.data(), M, w, y.data_ptr<float>());
     if (b.defined()) y.add_(b.to(at::kFloat));
   } else {
     y = b.defined() ? at::addmm(b, x, DequantizeQ8(w).t()) : at::mm(x, DequantizeQ8(w).t());
@@ -279,12 +228,8 @@ void GPT2::Quantize(const std::string& kind) {
   if (!wte_.device().is_cpu()) throw UserError("q8 runs on the CPU; this model is on " + DeviceName(wte_.device()));
   at::NoGradGuard ng;
   std::map<std::string, Q8Weight> made;
-  for (auto& [name, t] : params_) {
-    for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
-      const size_t n = std::strlen(m);
-      if (name.size() > n && name.compare(name.size() - n, n, m) == 0) made.emplace(name, QuantizeQ8(t.t()));  // Conv1D [in, out]
-    }
-  }
+  for (auto& [name, t] : params_)
+    if (IsConv1DWeight(name)) made.emplace(name, QuantizeQ8(t.t()));  // Conv1D [in, out]
   Q8Weight head = QuantizeQ8(wte_);
   // only now, when nothing can fail, does the model change: the float32 Conv1D weights are replaced by int8 views
   for (auto& [name, t] : params_) {
@@ -341,8 +286,7 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
   if (made.size() != scales.size()) throw UserError("q8 checkpoint has scales without int8 weights");
   Load(std::move(rest), /*allow_int8=*/true);
   for (const auto& [name, t] : params_) {
-    const bool conv = name.find(".c_attn.weight") != std::string::npos || name.find(".c_proj.weight") != std::string::npos ||
-                      name.find(".c_fc.weight") != std::string::npos;
+    const bool conv = IsConv1DWeight(name);
     if (conv != (made.count(name) == 1)) throw UserError("q8 checkpoint: " + name + (conv ? " is not int8" : " should not be int8"));
   }
   const at::Tensor hq = head.at("lm_head.weight"), hs = head.at("lm_head.weight_scale");

@@ -296,14 +296,7 @@ static Napi::Value JsRead(const Napi::CallbackInfo& info) {
     return PromiseWorker::Run(
         env, [=] { *result = ReadSafetensors(path, start, entries, dtype, device); },
         [result](Napi::Env env) -> Napi::Value {
-          auto arr = Napi::Array::New(env, result->size());
-          for (size_t i = 0; i < result->size(); i++) {
-            auto pair = Napi::Array::New(env, 2);
-            pair.Set(0u, (*result)[i].first);
-            pair.Set(1u, TensorWrap::New(env, (*result)[i].second));
-            arr.Set(static_cast<uint32_t>(i), pair);
-          }
-          return arr;
+          return TensorWrap::NamedToJs(env, *result);
         });
   });
 }
@@ -313,12 +306,7 @@ static Napi::Value JsWrite(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     auto path = info[0].As<Napi::String>().Utf8Value();
-    auto arr = info[1].As<Napi::Array>();
-    std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-      auto pair = arr.Get(i).As<Napi::Array>();
-      tensors.emplace_back(pair.Get(0u).As<Napi::String>().Utf8Value(), TensorWrap::FromJs(pair.Get(1u), "tensors"));
-    }
+    auto tensors = TensorWrap::NamedFromJs(info[1], "writeSafetensors's tensors");
     std::vector<std::pair<std::string, std::string>> meta;
     if (info[2].IsObject()) {
       auto o = info[2].As<Napi::Object>();

@@ -75,6 +75,30 @@ at::Tensor TensorWrap::FromJs(const Napi::Value& v, const char* what) {
   return Napi::ObjectWrap<TensorWrap>::Unwrap(v.As<Napi::Object>())->Get(v.Env());
 }
 
+std::vector<std::pair<std::string, at::Tensor>> TensorWrap::NamedFromJs(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw UserError(std::string("Expected an array of [name, Tensor] pairs for ") + what);
+  auto arr = v.As<Napi::Array>();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value pair = arr.Get(i);
+    if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2 || !pair.As<Napi::Array>().Get(0u).IsString())
+      throw UserError(std::string("Expected a [name, Tensor] pair for ") + what + "[" + std::to_string(i) + "]");
+    out.emplace_back(pair.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value(), FromJs(pair.As<Napi::Array>().Get(1u), what));
+  }
+  return out;
+}
+
+Napi::Array TensorWrap::NamedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts, const std::string& prefix) {
+  auto arr = Napi::Array::New(env, ts.size());
+  for (size_t i = 0; i < ts.size(); i++) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, prefix + ts[i].first);
+    pair.Set(1u, New(env, ts[i].second));
+    arr.Set(static_cast<uint32_t>(i), pair);
+  }
+  return arr;
+}
+
 const at::Tensor& TensorWrap::Get(Napi::Env env) const {
   if (disposed_) throw JsError(env, "Tensor is disposed: it cannot be used after dispose()", kDisposed);
   return tensor_;

@@ -12,6 +12,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   static bool IsTensor(const Napi::Value& v);
   // The tensor behind a JavaScript value; throws a JavaScript error naming `what` if it is not a live tensor.
   static at::Tensor FromJs(const Napi::Value& v, const char* what);
+  // [name, Tensor][] from JavaScript (named state, checkpoints, adapters), each pair checked.
+  static std::vector<std::pair<std::string, at::Tensor>> NamedFromJs(const Napi::Value& v, const char* what);
+  // [name, Tensor][] for JavaScript, each name after `prefix`; the tensors share storage.
+  static Napi::Array NamedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts, const std::string& prefix = "");
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
   ~TensorWrap() override;
