@@ -78,8 +78,8 @@ export interface LoadRequest {
   device: DeviceName;
   /** null: the file's float types as float32. */
   dtype: FloatDtype | null;
-  /** A checkpoint that save_pretrained wrote from a quantized model (int8 weights and their scales), or null. */
-  quantization: "q8" | null;
+  /** A checkpoint that save_pretrained wrote from a quantized model (quantized weights and their scales), or null. */
+  quantization: "q8" | "q4" | null;
 }
 
 export interface CreateRequest {
@@ -166,8 +166,8 @@ export interface NativeModel {
   /** Drops the adapters, folding them into the base weights with merge. */
   removeLora(request: { merge: boolean }): Promise<void>;
   /** int8 weights for decoding; inference only. */
-  quantize(request: { kind: "q8" }): Promise<void>;
-  /** "" for float weights, else the quantization ("q8"). */
+  quantize(request: { kind: "q8" | "q4" }): Promise<void>;
+  /** "" for float weights, else the quantization ("q8" or "q4"). */
   readonly quantization: string;
   dispose(): void;
 }
@@ -236,7 +236,7 @@ export interface AddonProbes {
   /** How many linears took oneDNN's sgemm so far. */
   gemmCalls(): number;
   readonly gemmAvailable: boolean;
-  /** The q8 decoding kernel this CPU runs: "avx512-vnni", "avx2" or "scalar" (TORCHLM_Q8_KERNEL picks a slower one). */
+  /** The q8 / q4 decoding kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (TORCHLM_Q8_KERNEL picks a slower one). */
   q8Kernel(): string;
 }
 

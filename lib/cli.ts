@@ -63,7 +63,7 @@ export function buildProgram(): Command {
     .option("--early-stopping <v>", "beam search: true, false or never")
     .option("--seed <n>", "seed for sampling", int)
     .option("--adapter <dir>", "a LoRA adapter (PEFT's files) to apply")
-    .option("--dtype <dtype>", "weights: float32, bfloat16, float16 or q8 (int8 per block of 32, CPU)")
+    .option("--dtype <dtype>", "weights: float32, bfloat16, float16, q8 or q4 (8 or 4 bits per block of 32, CPU)")
     .option("--no-stream", "print the whole text at the end");
   for (const [k, parse] of GEN_FLAGS) gen.option(`${flag(k)} <v>`, k.replace(/_/g, " "), parse);
   gen.action(async (prompt: string, o: Record<string, any>) => {

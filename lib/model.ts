@@ -35,16 +35,24 @@ export interface CausalLMOutput {
 
 export interface FromPretrainedOptions {
   device?: string;
-  /** A float dtype, or "q8": int8 weights per block of 32 for decoding (CPU, inference only), as transformers.js names it. */
-  dtype?: "float32" | "float16" | "bfloat16" | "q8";
+  /** A float dtype, or "q8" / "q4": 8- or 4-bit weights per block of 32 for decoding (CPU, inference only), as
+   * transformers.js names them. */
+  dtype?: "float32" | "float16" | "bfloat16" | QuantDtype;
   torch_dtype?: "float32" | "float16" | "bfloat16";
   revision?: string;
   local_files_only?: boolean;
 }
 
 const FLOAT_DTYPES = ["float32", "float16", "bfloat16"] as const;
-/** config.json's quantization_config for torchlm's q8 checkpoints (int8 [out, in] weights, a float32 scale per 32 inputs). */
-const Q8_CONFIG = { quant_method: "torchlm", format: "q8", bits: 8, group_size: 32, symmetric: true } as const;
+/** The quantized dtypes: "q8" (int8 per block of 32, as llama.cpp's q8_0) and "q4" (4 bits per block of 32, as q4_0). */
+export type QuantDtype = "q8" | "q4";
+const QUANT_DTYPES = ["q8", "q4"] as const;
+/** config.json's quantization_config for torchlm's quantized checkpoints (q8: int8 [out, in] weights; q4: uint8
+ * [out, in / 2] nibbles, offset 8; each with a float32 scale per 32 inputs; q4 keeps the LM head in q8). */
+function quantConfig(format: QuantDtype): Record<string, unknown> {
+  return format === "q8" ? { quant_method: "torchlm", format, bits: 8, group_size: 32, symmetric: true }
+    : { quant_method: "torchlm", format, bits: 4, group_size: 32, symmetric: true, lm_head_bits: 8 };
+}
 
 /** Integer ids (nested arrays or a Tensor) as an int64 Tensor (a Tensor passes through as it is). */
 export function idsTensor(v: IdsLike, name: string, device = "cpu"): Tensor {
@@ -97,16 +105,20 @@ export class GPT2LMHeadModel {
     check.knownKeys("from_pretrained", options, ["device", "dtype", "torch_dtype", "revision", "local_files_only"]);
     const device = checkDevice("device", options.device ?? "cpu");
     const requested = options.dtype ?? options.torch_dtype;
-    if (requested !== undefined) check.oneOf("dtype", requested, [...FLOAT_DTYPES, "q8"] as const);
+    if (requested !== undefined) check.oneOf("dtype", requested, [...FLOAT_DTYPES, ...QUANT_DTYPES] as const);
     const files = await resolveModelFiles(idOrDir, options);
     const config = await GPT2Config.from_json_file(files.config);
-    // a checkpoint saved from a q8 model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...) is refused
+    // a checkpoint saved from a quantized model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...) is refused
     const qc = config.quantization_config as Record<string, unknown> | undefined;
-    const saved = qc === undefined || qc === null ? null : qc.quant_method === Q8_CONFIG.quant_method && qc.format === Q8_CONFIG.format ? "q8" as const : undefined;
-    if (saved === undefined) throw new InvalidArgumentError(`${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own q8 checkpoints`);
-    if (saved && requested !== undefined && requested !== "q8") throw new InvalidArgumentError(`${idOrDir} holds q8 weights: load it without a dtype, or with dtype "q8"`);
-    const quantize = saved ? null : requested === "q8" ? "q8" : null;
-    if ((quantize || saved) && device !== "cpu") throw new InvalidArgumentError(`q8 weights run on the CPU, not on ${device}`);
+    const saved = qc === undefined || qc === null ? null
+      : QUANT_DTYPES.find((f) => {
+        const want = quantConfig(f);
+        return Object.keys(qc).length === Object.keys(want).length && Object.entries(want).every(([k, v]) => qc[k] === v);
+      }) ?? undefined;
+    if (saved === undefined) throw new InvalidArgumentError(`${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own q8 and q4 checkpoints`);
+    if (saved && requested !== undefined && requested !== saved) throw new InvalidArgumentError(`${idOrDir} holds ${saved} weights: load it without a dtype, or with dtype "${saved}"`);
+    const quantize = saved ? null : (QUANT_DTYPES as readonly string[]).includes(requested ?? "") ? requested as QuantDtype : null;
+    if ((quantize || saved) && device !== "cpu") throw new InvalidArgumentError(`${quantize ?? saved} weights run on the CPU, not on ${device}`);
     const dtype = quantize || saved ? "float32" : requested as FloatDtype | undefined;
     checkFits(config, `The config of ${idOrDir}`, "load");
     if (config.architectures && !config.architectures.some((a) => a === "GPT2LMHeadModel" || a === "GPT2Model"))
@@ -117,7 +129,7 @@ export class GPT2LMHeadModel {
         quantization: saved }));
     if (quantize) {
       await withStack(() => nm.quantize({ kind: quantize }));
-      config.quantization_config = { ...Q8_CONFIG };  // save_pretrained writes it, and from_pretrained reads the weights back as they are
+      config.quantization_config = quantConfig(quantize);  // save_pretrained writes it, and from_pretrained reads the weights back as they are
     }
     let gen: GenerationConfig | undefined;
     if (files.generation_config) gen = await GenerationConfig.from_json_file(files.generation_config);
@@ -155,7 +167,7 @@ export class GPT2LMHeadModel {
   }
 
   get device(): string { return this._native.device; }
-  /** The weights' dtype: "float32", "float16", "bfloat16", or "q8" for a quantized model. */
+  /** The weights' dtype: "float32", "float16", "bfloat16", or "q8" / "q4" for a quantized model. */
   get dtype(): string { return this._native.quantization || this._native.dtype; }
   get training(): boolean { return this._core.training; }
 

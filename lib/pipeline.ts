@@ -29,7 +29,7 @@ export interface TextGenerationPipeline {
 export async function pipeline(
   task: "text-generation",
   model: string | GPT2LMHeadModel = "gpt2",
-  options: { device?: string; tokenizer?: GPT2TokenizerFast | string; dtype?: "float32" | "float16" | "bfloat16" | "q8" } = {},
+  options: { device?: string; tokenizer?: GPT2TokenizerFast | string; dtype?: "float32" | "float16" | "bfloat16" | "q8" | "q4" } = {},
 ): Promise<TextGenerationPipeline> {
   if (task !== "text-generation") throw invalid("task", '"text-generation"', task);
   if (!isPlainObject(options)) throw invalid("options", "an object", options);

@@ -158,7 +158,7 @@ export class Trainer {
     // as Hugging Face's: only what requires grad (a PeftModel's adapters), so frozen weights get no optimizer state
     const named = this.model.named_parameters().filter(([, t]) => t.requires_grad);
     if (named.length === 0) {
-      throw new InvalidArgumentError(this.model.dtype === "q8" ? "Training a q8 model is not supported: its weights are int8 for decoding; load the model in float32 to train it"
+      throw new InvalidArgumentError(["q8", "q4"].includes(this.model.dtype) ? `Training a ${this.model.dtype} model is not supported: its weights are quantized for decoding; load the model in float32 to train it`
         : "The model has no parameter that requires grad: there is nothing to train");
     }
     const decay = named.filter(([n]) => !NO_DECAY(n)).map(([, t]) => t._t);

@@ -88,8 +88,8 @@ static void Store(at::Tensor& cache, int64_t offset, const float* src, int64_t n
 }
 
 // A Conv1D on raw memory: the int8 kernel for a quantized weight, else the float32 / bfloat16 one.
-static void LinearInto(const float* x, const at::Tensor& w, const at::Tensor& b, const Q8Weight* q8, float* out) {
-  if (q8) Q8MatVecInto(x, *q8, b, out);
+static void LinearInto(const float* x, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out) {
+  if (qw) QMatVecInto(x, *qw, b, out);
   else MatVecKNInto(x, w, b, out);
 }
 
@@ -104,11 +104,11 @@ bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_m
   for (size_t i = 0; i < layers_.size(); i++) {
     const Layer& L = layers_[i];
     if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != wte_.scalar_type()) return false;
-    auto suits = [](const at::Tensor& w, const at::Tensor& b, const Q8Weight* q8) {
-      return q8 ? (!b.defined() || (b.scalar_type() == at::kFloat && b.is_contiguous())) : MatVecKNWeights(w, b);
+    auto suits = [](const at::Tensor& w, const at::Tensor& b, const QWeight* qw) {
+      return qw ? (!b.defined() || (b.scalar_type() == at::kFloat && b.is_contiguous())) : MatVecKNWeights(w, b);
     };
-    if (!suits(L.c_attn_w, L.c_attn_b, L.c_attn_q8) || !suits(L.attn_proj_w, L.attn_proj_b, L.attn_proj_q8) ||
-        !suits(L.c_fc_w, L.c_fc_b, L.c_fc_q8) || !suits(L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q8))
+    if (!suits(L.c_attn_w, L.c_attn_b, L.c_attn_q) || !suits(L.attn_proj_w, L.attn_proj_b, L.attn_proj_q) ||
+        !suits(L.c_fc_w, L.c_fc_b, L.c_fc_q) || !suits(L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q))
       return false;
     for (const at::Tensor* t : {&L.ln_1_w, &L.ln_1_b, &L.ln_2_w, &L.ln_2_b})
       if (!t->is_contiguous() || t->scalar_type() != wte_.scalar_type()) return false;
@@ -136,19 +136,19 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
     LayerNorm(x, Floats(L.ln_1_w), Floats(L.ln_1_b), cfg_.layer_norm_epsilon, E, h);
-    LinearInto(h, L.c_attn_w, L.c_attn_b, L.c_attn_q8, qkv);
+    LinearInto(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv);
     for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
       Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
       Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
     }
     const double layer_scale = cfg_.scale_attn_by_inverse_layer_idx ? scale / static_cast<double>(i + 1) : scale;
     AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
-    LinearInto(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q8, h);
+    LinearInto(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h);
     for (int64_t e = 0; e < E; e++) x[e] += h[e];
     LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
-    LinearInto(h, L.c_fc_w, L.c_fc_b, L.c_fc_q8, f);
+    LinearInto(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f);
     Activation(cfg_.activation_function, f, I);
-    LinearInto(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q8, h);
+    LinearInto(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h);
     for (int64_t e = 0; e < E; e++) x[e] += h[e];
   }
   LayerNorm(x, Floats(ln_f_w_), Floats(ln_f_b_), cfg_.layer_norm_epsilon, E, out.data_ptr<float>());

@@ -105,14 +105,14 @@ void GPT2::Bind() {
       return it == lora_.end() ? nullptr : &it->second;
     };
     Layer& L = layers_.back();
-    auto q8 = [&](const std::string& module) -> const Q8Weight* {
-      auto it = q8_.find(p + module + ".weight");
-      return it == q8_.end() ? nullptr : &it->second;
+    auto quantized = [&](const std::string& module) -> const QWeight* {
+      auto it = quant_.find(p + module + ".weight");
+      return it == quant_.end() ? nullptr : &it->second;
     };
-    L.c_attn_q8 = q8("attn.c_attn");
-    L.attn_proj_q8 = q8("attn.c_proj");
-    L.c_fc_q8 = q8("mlp.c_fc");
-    L.mlp_proj_q8 = q8("mlp.c_proj");
+    L.c_attn_q = quantized("attn.c_attn");
+    L.attn_proj_q = quantized("attn.c_proj");
+    L.c_fc_q = quantized("mlp.c_fc");
+    L.mlp_proj_q = quantized("mlp.c_proj");
     L.c_attn_lora = lora("attn.c_attn");
     L.attn_proj_lora = lora("attn.c_proj");
     L.c_fc_lora = lora("mlp.c_fc");
@@ -162,16 +162,16 @@ static at::Tensor Conv1DBase(const at::Tensor& x, const at::Tensor& w, const at:
 }
 
 // With a LoRA adapter, its term is added to the base layer's output (PEFT's LoraLayer.forward); a quantized weight
-// takes the int8 kernels.
-static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const Lora* lora, bool training, const Q8Weight* q8 = nullptr) {
-  at::Tensor y = q8 ? Q8Linear(x, *q8, b) : Conv1DBase(x, w, b);
+// takes the integer kernels.
+static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const Lora* lora, bool training, const QWeight* qw = nullptr) {
+  at::Tensor y = qw ? QLinear(x, *qw, b) : Conv1DBase(x, w, b);
   return lora ? y + LoraDelta(*lora, x, training, y.scalar_type()) : y;
 }
 
 at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache) {
   const Layer& L = layers_[i];
   const int64_t B = x.size(0), T = x.size(1), E = cfg_.n_embd, H = cfg_.n_head, D = E / H;
-  at::Tensor qkv_flat = Conv1D(x, L.c_attn_w, L.c_attn_b, L.c_attn_lora, training, L.c_attn_q8);
+  at::Tensor qkv_flat = Conv1D(x, L.c_attn_w, L.c_attn_b, L.c_attn_lora, training, L.c_attn_q);
   double scale = 1.0;
   if (cfg_.scale_attn_weights) scale /= std::sqrt(static_cast<double>(D));
   if (cfg_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
@@ -199,7 +199,7 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
     y = at::matmul(att, v);
   }
   y = y.transpose(1, 2).reshape({B, T, E});
-  return at::dropout(Conv1D(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q8), cfg_.resid_pdrop, training);
+  return at::dropout(Conv1D(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q), cfg_.resid_pdrop, training);
 }
 
 // TORCHLM_NO_SDPA=1 keeps the explicit matmul-softmax-matmul attention (the reference path; read at each call so
@@ -228,7 +228,7 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                                      : wte_.scalar_type();
   const int64_t S = past + T;
   if (!quantization_.empty() && at::GradMode::is_enabled() && (training || wte_.requires_grad()))
-    throw UserError("Training a " + quantization_ + " model is not supported: its weights are int8 for decoding; load the model in float32 to train it");
+    throw UserError("Training a " + quantization_ + " model is not supported: its weights are quantized for decoding; load the model in float32 to train it");
   if (S > cfg_.n_positions)
     throw UserError("sequence length " + std::to_string(S) + " is longer than n_positions " + std::to_string(cfg_.n_positions));
   if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
@@ -264,8 +264,8 @@ at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const at::Tensor& bias, 
   };
   at::Tensor x = x0 + Attention(i, ln(x0, L.ln_1_w, L.ln_1_b), bias, cache);
   at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
-  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q8)), L.mlp_proj_w, L.mlp_proj_b,
-             L.mlp_proj_lora, training, L.mlp_proj_q8);
+  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q)), L.mlp_proj_w, L.mlp_proj_b,
+             L.mlp_proj_lora, training, L.mlp_proj_q);
   return x + at::dropout(h, cfg_.resid_pdrop, training);
 }
 
@@ -279,7 +279,7 @@ std::vector<at::Tensor> GPT2::LayerParameters(int64_t i) const {
 }
 
 at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
-  if (lm_head_q8_.q.defined()) return Q8Linear(hidden, lm_head_q8_, at::Tensor());  // a q8 model never trains
+  if (lm_head_q_.q.defined()) return QLinear(hidden, lm_head_q_, at::Tensor());  // a quantized model never trains
   if (at::Tensor y = MatVecNK(hidden, wte_); y.defined()) return y;
   if (at::Tensor y = GemmLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;
   if (at::Tensor y = TrainLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;

@@ -33,8 +33,8 @@ struct Layer {
   at::Tensor ln_2_w, ln_2_b, c_fc_w, c_fc_b, mlp_proj_w, mlp_proj_b;
   // LoRA adapters on the Conv1D layers, or null
   const Lora *c_attn_lora = nullptr, *attn_proj_lora = nullptr, *c_fc_lora = nullptr, *mlp_proj_lora = nullptr;
-  // 8-bit copies of the Conv1D weights, or null (the _w fields are then their int8 views, [in, out])
-  const Q8Weight *c_attn_q8 = nullptr, *attn_proj_q8 = nullptr, *c_fc_q8 = nullptr, *mlp_proj_q8 = nullptr;
+  // quantized Conv1D weights, or null (the _w fields are then views of their int8 / packed storage)
+  const QWeight *c_attn_q = nullptr, *attn_proj_q = nullptr, *c_fc_q = nullptr, *mlp_proj_q = nullptr;
 };
 
 class GPT2 : public std::enable_shared_from_this<GPT2> {
@@ -75,7 +75,7 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   KVCache NewCache(int64_t batch, int64_t capacity) const;
   // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
-  // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 quantizes.
+  // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 / q4 quantize.
   static bool IsConv1DWeight(const std::string& name);
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
   std::vector<at::Tensor> LayerParameters(int64_t i) const;
@@ -93,15 +93,19 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   bool HasLora() const { return !lora_.empty(); }
 
   // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head as int8 per block of
-  // 32 (the token embeddings stay float32 for lookups); the float32 Conv1D weights are freed. Inference only.
+  // 32, "q4" the Conv1D weights as 4-bit nibbles per block of 32 and the LM head as int8 (the token embeddings stay
+  // float32 for lookups); the float32 Conv1D weights are freed. Inference only.
   void Quantize(const std::string& kind);
-  // A q8 checkpoint as SavedTensors() wrote it (no re-quantizing): names and shapes checked.
+  // A q8 / q4 checkpoint as SavedTensors() wrote it (no re-quantizing): names, dtypes and shapes checked.
   void LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind);
-  // What save_pretrained writes, in the saved layout's names without "transformer.": the parameters, or for a q8
-  // model each quantized weight as int8 [out, in] with "<name>_scale" [out, in / 32] beside it and the LM head's
-  // own copy as "lm_head.weight" / "lm_head.weight_scale" (the caller adds the prefix to the others).
+  // What save_pretrained writes, in the saved layout's names without "transformer.": the parameters, or for a
+  // quantized model each quantized weight as stored (q8 int8 [out, in], q4 uint8 [out, in / 2]) with
+  // "<name>_scale" [out, in / 32] beside it and the LM head's own copy as "lm_head.weight" / "lm_head.weight_scale"
+  // (the caller adds the prefix to the others).
   std::vector<std::pair<std::string, at::Tensor>> SavedTensors() const;
   const std::string& quantization() const { return quantization_; }
+  // The float model's parameter count (a quantized weight counts its rows times its inputs, whatever its storage).
+  int64_t NumParameters() const;
 
  private:
   GPT2Config cfg_;
@@ -109,8 +113,8 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   at::Tensor wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Layer> layers_;
   std::map<std::string, Lora> lora_;  // by module name; Layer points into it
-  std::map<std::string, Q8Weight> q8_;  // by parameter name; Layer points into it
-  Q8Weight lm_head_q8_;
+  std::map<std::string, QWeight> quant_;  // by parameter name; Layer points into it
+  QWeight lm_head_q_;
   std::string quantization_;
   void Bind();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);

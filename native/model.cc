@@ -104,7 +104,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
     c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
     const std::string quantization = args.IsNull("quantization") ? "" : args.Str("quantization");
     // Only the tensors the model uses are read: attention-mask buffers and the tied lm_head are skipped (a quantized
-    // checkpoint's lm_head is its own int8 copy, kept).
+    // checkpoint's lm_head is its own quantized copy, kept).
     std::vector<SafetensorsEntry> wanted;
     for (auto& e : entries) {
       const std::string& n = e.name;
@@ -284,9 +284,7 @@ Napi::Value ModelWrap::Parameters(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelWrap::NumParameters(const Napi::CallbackInfo& info) {
-  int64_t n = 0;
-  for (const auto& [name, t] : Get(info.Env())->Parameters()) n += t.numel();
-  return Napi::Number::New(info.Env(), static_cast<double>(n));
+  return Napi::Number::New(info.Env(), static_cast<double>(Get(info.Env())->NumParameters()));
 }
 
 Napi::Value ModelWrap::Device(const Napi::CallbackInfo& info) {
@@ -402,7 +400,7 @@ Napi::Value ModelWrap::RemoveLora(const Napi::CallbackInfo& info) {
   });
 }
 
-// quantize({ kind: "q8" }) -> Promise<void>: int8 weights for decoding (native/quant.cc).
+// quantize({ kind: "q8" | "q4" }) -> Promise<void>: 8- or 4-bit weights for decoding (native/quant.cc).
 Napi::Value ModelWrap::Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
@@ -413,7 +411,7 @@ Napi::Value ModelWrap::Quantize(const Napi::CallbackInfo& info) {
   });
 }
 
-// "" for float weights, else the quantization ("q8").
+// "" for float weights, else the quantization ("q8" or "q4").
 Napi::Value ModelWrap::Quantization(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), Get(info.Env())->quantization());
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""An independent reference for torchlm's q8 (test/quant.test.ts): transformers' GPT-2 with its Conv1D layers and
-tied LM head computed from weights quantized as q8 describes it (symmetric int8 per block of 32 inputs, scale
-max|w| / 127, round half to even), in float64.
+"""An independent reference for torchlm's q8 and q4 (test/quant.test.ts): transformers' GPT-2 with its Conv1D layers
+and tied LM head computed from weights quantized as each scheme describes it, in float64:
+  q8  symmetric int8 per block of 32 inputs, scale max|w| / 127, round half to even (llama.cpp's q8_0);
+  q4  per block of 32, d = m / -8 for the block's value m of largest magnitude (the first on a tie), u = floor(w / d +
+      8.5) clamped to 0..15, w ~ (u - 8) d (llama.cpp's q4_0); the LM head stays q8.
 
-    quant-check.py --model DIR --ids JSON --out FILE
+    quant-check.py --model DIR --ids JSON --out FILE [--bits 8|4]
 
 FILE (safetensors) gets two [B, T, V] logits tensors:
   weights   only the weights quantized (what torchlm computes for more than 16 rows at once)
@@ -20,18 +22,24 @@ from transformers.pytorch_utils import Conv1D
 B = 32
 
 
-def quantize(w_nk):
-    """int8 values and per-block scales of w [N, K] along K."""
+def quantize(w_nk, bits):
+    """Integer values and per-block scales of w [N, K] along K."""
     N, K = w_nk.shape
     blocks = w_nk.double().reshape(N, K // B, B)
+    if bits == 4:
+        m = torch.gather(blocks, -1, blocks.abs().argmax(-1, keepdim=True)).squeeze(-1)
+        d = m / -8.0
+        inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+        u = torch.floor(blocks * inv.unsqueeze(-1) + 8.5).clamp(0, 15)
+        return u - 8, d
     s = blocks.abs().amax(-1) / 127.0
     q = torch.round(blocks / s.clamp_min(1e-30).unsqueeze(-1)).clamp(-127, 127)
     return q, s
 
 
-def linear(x, w_nk, bias, quant_x):
-    """x [..., K] @ W^T (+ bias) with W quantized; x too with quant_x."""
-    q, s = quantize(w_nk)
+def linear(x, w_nk, bias, quant_x, bits):
+    """x [..., K] @ W^T (+ bias) with W quantized to `bits`; x to int8 too with quant_x."""
+    q, s = quantize(w_nk, bits)
     N, K = w_nk.shape
     xb = x.double().reshape(-1, K // B, B)
     if quant_x:
@@ -45,16 +53,16 @@ def linear(x, w_nk, bias, quant_x):
     return y.reshape(*x.shape[:-1], N)
 
 
-def logits(model, ids, quant_x):
+def logits(model, ids, quant_x, bits):
     def conv_forward(self, x):
-        return linear(x, self.weight.t(), self.bias, quant_x).to(x.dtype)
+        return linear(x, self.weight.t(), self.bias, quant_x, bits).to(x.dtype)
 
     original = Conv1D.forward
     Conv1D.forward = conv_forward
     try:
         with torch.no_grad():
             h = model.transformer(input_ids=ids).last_hidden_state
-            return linear(h, model.transformer.wte.weight, None, quant_x).float().contiguous()
+            return linear(h, model.transformer.wte.weight, None, quant_x, 8).float().contiguous()
     finally:
         Conv1D.forward = original
 
@@ -64,10 +72,11 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--ids", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--bits", type=int, choices=[8, 4], default=8)
     a = ap.parse_args()
     model = GPT2LMHeadModel.from_pretrained(a.model).eval()
     ids = torch.tensor(json.loads(a.ids))
-    save_file({"weights": logits(model, ids, False), "x8": logits(model, ids, True)}, a.out)
+    save_file({"weights": logits(model, ids, False, a.bits), "x8": logits(model, ids, True, a.bits)}, a.out)
     print(json.dumps({"ok": True}))
 
 

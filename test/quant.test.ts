@@ -1,6 +1,6 @@
-// q8: int8 weights per block of 32 for decoding. Parity with an independent reference of the same scheme
+// q8 and q4: 8- and 4-bit weights per block of 32 for decoding. Parity with an independent reference of each scheme
 // (scripts/quant-check.py: transformers' GPT-2 with its linears computed from quantized weights, in float64), the
-// decoding kernels against each other, fidelity against float32 on a trained model, and what a q8 model refuses.
+// decoding kernels against each other, fidelity against float32 on a trained model, and what a quantized model refuses.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,13 +19,17 @@ const scaleOf = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v))
 const rel = (a: Float32Array, b: Float32Array) => maxAbsDiff(a, b) / Math.max(1, scaleOf(b));
 const ids = (n: number, seed: number) => { let s = seed; return Array.from({ length: n }, () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) % 50000); };
 
-describe("q8 against an independent reference of the scheme", () => {
-  const out = join(mkdtempSync(join(tmpdir(), "torchlm-q8-")), "ref.safetensors");
+// n_embd 64: every weight's blocks come in pairs; n_embd 96: 3 blocks, the last one alone (its own code path)
+describe.each([
+  ["q8", 64], ["q4", 64], ["q8", 96], ["q4", 96],
+] as const)("%s (n_embd %i) against an independent reference of the scheme", (dtype, nEmbd) => {
+  const modelDir = () => nEmbd === 64 ? tinyModelDir() : tinyModelDir({ config: { n_embd: 96 }, name: "e96" });
+  const out = join(mkdtempSync(join(tmpdir(), "torchlm-quant-")), "ref.safetensors");
   const short = [ids(16, 1)], long = [ids(40, 2)];
   let ref16: Record<string, Float32Array>, ref40: Record<string, Float32Array>;
   beforeAll(async () => {
     const get = async (x: number[][]) => {
-      pythonJson("quant-check.py", ["--model", tinyModelDir(), "--ids", JSON.stringify(x), "--out", out]);
+      pythonJson("quant-check.py", ["--model", modelDir(), "--ids", JSON.stringify(x), "--out", out, "--bits", dtype.slice(1)]);
       const t = await load_file(out);
       return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.data() as Float32Array]));
     };
@@ -33,35 +37,44 @@ describe("q8 against an independent reference of the scheme", () => {
     ref40 = await get(long);
   });
 
-  test("16 rows (the int8 kernels: activations quantized too) and 40 rows (the weights widened) match it", async () => {
-    const q8 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q8" });
-    expect(q8.dtype).toBe("q8");
-    const a = (await q8.forward({ input_ids: short })).logits.data() as Float32Array;
-    const b = (await q8.forward({ input_ids: long })).logits.data() as Float32Array;
-    expect(rel(a, ref16.x8!)).toBeLessThan(1e-5);
+  test("16 rows (the integer kernels: activations quantized too) and 40 rows (the weights widened) match it", async () => {
+    const q = await GPT2LMHeadModel.from_pretrained(modelDir(), { dtype });
+    expect(q.dtype).toBe(dtype);
+    const a = (await q.forward({ input_ids: short })).logits.data() as Float32Array;
+    const b = (await q.forward({ input_ids: long })).logits.data() as Float32Array;
+    // an activation within float32 noise of a rounding tie may round either way in torchlm and in the reference (q4 at
+    // n_embd 96 has one: position 2's logits move by 1e-3, and later positions a little through attention): most
+    // positions agree within 1e-5, every one within 2e-2
+    const V = 50257, off: number[] = [];
+    for (let t = 0; t < 16; t++) if (rel(a.subarray(t * V, (t + 1) * V), ref16.x8!.subarray(t * V, (t + 1) * V)) > 1e-5) off.push(t);
+    expect(off.length).toBeLessThan(8);
+    expect(rel(a, ref16.x8!)).toBeLessThan(2e-2);
     expect(rel(b, ref40.weights!)).toBeLessThan(1e-5);
     // and quantization did something: float32's logits are further away
-    const f32 = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
-    expect(rel((await f32.forward({ input_ids: short })).logits.data() as Float32Array, ref16.x8!)).toBeGreaterThan(10 * rel(a, ref16.x8!));
-    await q8.dispose();
+    const f32 = await GPT2LMHeadModel.from_pretrained(modelDir());
+    expect(rel((await f32.forward({ input_ids: long })).logits.data() as Float32Array, ref40.weights!)).toBeGreaterThan(100 * rel(b, ref40.weights!));
+    // the float model's parameter count, whatever the storage
+    expect(q.num_parameters()).toBe(f32.num_parameters());
+    await q.dispose();
     await f32.dispose();
   });
 
   test("the fused batch-1 decoder and the general path give the same tokens; every kernel (VNNI, AVX2, scalar) the same logits", async () => {
-    const q8 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q8" });
+    const q = await GPT2LMHeadModel.from_pretrained(modelDir(), { dtype });
     const prompt = [ids(6, 3)];
-    const fused = (await q8.generate(prompt, { max_new_tokens: 20 })).tolist();
+    const fused = (await q.generate(prompt, { max_new_tokens: 20 })).tolist();
     probes.setMatvec(false);  // the fused decoder off: every step through the general forward
     try {
-      expect((await q8.generate(prompt, { max_new_tokens: 20 })).tolist()).toEqual(fused);
+      expect((await q.generate(prompt, { max_new_tokens: 20 })).tolist()).toEqual(fused);
     } finally {
       probes.setMatvec(true);
     }
-    await q8.dispose();
+    await q.dispose();
+    // 12 rows: the batched kernels (8 + 4 rows a weight row)
     const script = `const t = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "lib", "index.js")).href)});
       const n = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "lib", "native.js")).href)});
-      const m = await t.GPT2LMHeadModel.from_pretrained(${JSON.stringify(tinyModelDir())}, { dtype: "q8" });
-      const o = await m.forward({ input_ids: ${JSON.stringify([ids(8, 4)])} });
+      const m = await t.GPT2LMHeadModel.from_pretrained(${JSON.stringify(modelDir())}, { dtype: "${dtype}" });
+      const o = await m.forward({ input_ids: ${JSON.stringify([ids(12, 4)])} });
       console.log(JSON.stringify({ kernel: n.probes.q8Kernel(), logits: Array.from(o.logits.data()) }));`;
     const run = (kernel: string) => JSON.parse(execFileSync(process.execPath, ["--input-type=module", "-e", script],
       { encoding: "utf8", maxBuffer: 1 << 28, env: { ...process.env, TORCHLM_Q8_KERNEL: kernel } }).trim().split("\n").pop()!) as { kernel: string; logits: number[] };
@@ -74,18 +87,23 @@ describe("q8 against an independent reference of the scheme", () => {
   });
 });
 
-test("fidelity on a trained model: over held-out text, q8's perplexity within 1% of float32's, small KL, greedy agreement", async () => {
+// the issue's gates: perplexity within 1% (q8) and 5% (q4) of float32's; KL and agreement near the measured figures
+// (q8 +0.05%, 2.3e-5, 98.7%; q4, its LM head in q8, +0.01%, 6.9e-4, 97.8%)
+test.each([
+  ["q8", 0.01, 1e-3, 0.97],
+  ["q4", 0.05, 2e-3, 0.95],
+] as const)("fidelity on a trained model: over held-out text, %s's perplexity within %f of float32's, small KL, greedy agreement", async (dtype, pplGate, klGate, agreeGate) => {
   const { model: dir } = await prepareEmbedded(join(ROOT, ".cache", "embedded"), () => undefined);
   const tok = await AutoTokenizer.from_pretrained(dir);
   const f32 = await GPT2LMHeadModel.from_pretrained(dir);
-  const q8 = await GPT2LMHeadModel.from_pretrained(dir, { dtype: "q8" });
+  const q = await GPT2LMHeadModel.from_pretrained(dir, { dtype });
   // held-out reviews (another seed than the pre-training corpus), in rows of 16 tokens: the decoding kernels' path
   const stream = movieReviews(200, 99).text.flatMap((t) => tok.encode(t));
   const rows: number[][] = [];
   for (let i = 0; i + 16 <= stream.length && rows.length < 80; i += 16) rows.push(stream.slice(i, i + 16));
   let nllF = 0, nllQ = 0, kl = 0, agree = 0, n = 0;
   for (const row of rows) {
-    const lf = (await f32.forward({ input_ids: [row] })).logits, lq = (await q8.forward({ input_ids: [row] })).logits;
+    const lf = (await f32.forward({ input_ids: [row] })).logits, lq = (await q.forward({ input_ids: [row] })).logits;
     const pf = lf.log_softmax(-1).data() as Float32Array, pq = lq.log_softmax(-1).data() as Float32Array;
     const V = lf.shape[2]!;
     for (let t = 0; t + 1 < row.length; t++) {
@@ -104,44 +122,51 @@ test("fidelity on a trained model: over held-out text, q8's perplexity within 1%
     }
   }
   const pplF = Math.exp(nllF / n), pplQ = Math.exp(nllQ / n);
-  console.log(`q8 fidelity over ${n} positions: perplexity ${pplQ.toFixed(3)} against float32's ${pplF.toFixed(3)} (${(100 * (pplQ / pplF - 1)).toFixed(3)}%), ` +
+  console.log(`${dtype} fidelity over ${n} positions: perplexity ${pplQ.toFixed(3)} against float32's ${pplF.toFixed(3)} (${(100 * (pplQ / pplF - 1)).toFixed(3)}%), ` +
     `mean KL ${(kl / n).toExponential(2)}, greedy agreement ${(100 * agree / n).toFixed(2)}%`);
   expect(n).toBeGreaterThanOrEqual(1000);
   expect(pplF).toBeLessThan(200);  // a trained model, so the comparison means something
-  expect(Math.abs(pplQ / pplF - 1)).toBeLessThan(0.01);
-  expect(kl / n).toBeLessThan(1e-3);
-  expect(agree / n).toBeGreaterThan(0.97);
+  expect(Math.abs(pplQ / pplF - 1)).toBeLessThan(pplGate);
+  expect(kl / n).toBeLessThan(klGate);
+  expect(agree / n).toBeGreaterThan(agreeGate);
   await f32.dispose();
-  await q8.dispose();
+  await q.dispose();
 }, 300_000);
 
-test("save_pretrained writes the int8 weights with a quantization_config; from_pretrained reads them back as they are", async () => {
-  const q8 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q8" });
-  const dir = mkdtempSync(join(tmpdir(), "torchlm-q8-"));
-  await q8.save_pretrained(dir);
+test.each([
+  ["q8", "I8", [192, 64], { quant_method: "torchlm", format: "q8", bits: 8, group_size: 32, symmetric: true }],
+  ["q4", "U8", [192, 32], { quant_method: "torchlm", format: "q4", bits: 4, group_size: 32, symmetric: true, lm_head_bits: 8 }],
+] as const)("save_pretrained writes the %s weights with a quantization_config; from_pretrained reads them back as they are", async (dtype, stDtype, shape, qc) => {
+  const q = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype });
+  const dir = mkdtempSync(join(tmpdir(), "torchlm-quant-"));
+  await q.save_pretrained(dir);
   const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
-  expect(config.quantization_config).toEqual({ quant_method: "torchlm", format: "q8", bits: 8, group_size: 32, symmetric: true });
+  expect(config.quantization_config).toEqual(qc);
   const index = await readSafetensorsIndex(join(dir, "model.safetensors"));
   const byName = new Map(index.entries.map((e) => [e.name, e]));
-  expect(byName.get("transformer.h.0.attn.c_attn.weight")).toMatchObject({ dtype: "I8", shape: [192, 64] });
+  expect(byName.get("transformer.h.0.attn.c_attn.weight")).toMatchObject({ dtype: stDtype, shape });
   expect(byName.get("transformer.h.0.attn.c_attn.weight_scale")).toMatchObject({ dtype: "F32", shape: [192, 2] });
   expect(byName.get("lm_head.weight")).toMatchObject({ dtype: "I8", shape: [50257, 64] });
   const back = await GPT2LMHeadModel.from_pretrained(dir);
-  expect(back.dtype).toBe("q8");
+  expect(back.dtype).toBe(dtype);
   const x = [ids(12, 9)];
   expect(Array.from((await back.forward({ input_ids: x })).logits.data() as Float32Array))
-    .toEqual(Array.from((await q8.forward({ input_ids: x })).logits.data() as Float32Array));
-  expect((await back.generate(x, { max_new_tokens: 8 })).tolist()).toEqual((await q8.generate(x, { max_new_tokens: 8 })).tolist());
-  await expect(GPT2LMHeadModel.from_pretrained(dir, { dtype: "bfloat16" })).rejects.toThrow('holds q8 weights: load it without a dtype, or with dtype "q8"');
+    .toEqual(Array.from((await q.forward({ input_ids: x })).logits.data() as Float32Array));
+  expect((await back.generate(x, { max_new_tokens: 8 })).tolist()).toEqual((await q.generate(x, { max_new_tokens: 8 })).tolist());
+  await expect(GPT2LMHeadModel.from_pretrained(dir, { dtype: "bfloat16" })).rejects.toThrow(`holds ${dtype} weights: load it without a dtype, or with dtype "${dtype}"`);
+  // the other format's config on these tensors: the stored dtype does not fit, and the loader says so
+  const other = dtype === "q8" ? "q4" : "q8";
+  writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: { ...qc, format: other, bits: other === "q8" ? 8 : 4, lm_head_bits: other === "q4" ? 8 : undefined } }));
+  await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(`${other} checkpoint has ${dtype === "q8" ? "int8" : "uint8"} tensor h.0.attn.c_attn.weight but ${other} stores ${other === "q8" ? "int8" : "uint8"}`);
   writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: { quant_method: "bitsandbytes", load_in_8bit: true } }));
   await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(/has a quantization_config torchlm does not load/);
   writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: undefined }));
-  await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(/tensor h\.0\.attn\.c_attn\.weight has dtype int8 but a floating dtype is needed/);
-  await q8.dispose();
+  await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(new RegExp(`tensor h\\.0\\.attn\\.c_attn\\.weight has dtype ${dtype === "q8" ? "int8" : "uint8"} but a floating dtype is needed`));
+  await q.dispose();
   await back.dispose();
 });
 
-test("a q8 model generates, and refuses what it cannot do with a clear error", async () => {
+test("a q8 or q4 model generates, and refuses what it cannot do with a clear error", async () => {
   const q8 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q8" });
   expect((await q8.generate([[1, 2, 3]], { max_new_tokens: 4, num_beams: 2 })).shape).toEqual([1, 7]);
   expect((await q8.generate([[1, 2, 3], [4, 5, 6]], { max_new_tokens: 4 })).shape).toEqual([2, 7]);
@@ -151,8 +176,17 @@ test("a q8 model generates, and refuses what it cannot do with a clear error", a
     .rejects.toThrow(/Training a q8 model is not supported/);
   await expect(q8.to("bfloat16")).rejects.toThrow(/a q8 model stays on the CPU/);
   expect(() => get_peft_model(q8, new LoraConfig())).toThrow(/LoRA on a q8 model is not supported/);
-  await expect(GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q4" as never })).rejects.toThrow(/Expected one of .*"q8" for dtype but received "q4"/);
+  await expect(GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q5" as never })).rejects.toThrow(/Expected one of .*"q4" for dtype but received "q5"/);
   await expect(GPT2LMHeadModel.from_pretrained(tinyModelDir({ config: { n_embd: 48 }, name: "e48" }), { dtype: "q8" }))
     .rejects.toThrow("q8 needs input sizes that are multiples of 32, but a weight has 48");
   await q8.dispose();
+  // q4 the same
+  const q4 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "q4" });
+  expect((await q4.generate([[1, 2, 3]], { max_new_tokens: 4, num_beams: 2 })).shape).toEqual([1, 7]);
+  await expect(new Trainer({ model: q4, args, train_dataset: Dataset.from_dict({ input_ids: [[1, 2, 3, 4]] }), data_collator: collate }).train())
+    .rejects.toThrow(/Training a q4 model is not supported/);
+  expect(() => get_peft_model(q4, new LoraConfig())).toThrow(/LoRA on a q4 model is not supported/);
+  await expect(GPT2LMHeadModel.from_pretrained(tinyModelDir({ config: { n_embd: 48 }, name: "e48" }), { dtype: "q4" }))
+    .rejects.toThrow("q4 needs input sizes that are multiples of 32, but a weight has 48");
+  await q4.dispose();
 });
