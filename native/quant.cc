@@ -20,44 +20,60 @@ namespace torchlm {
 
 namespace {
 
-QWeight QuantizeQ8(const at::Tensor& w, int64_t N, int64_t K) {
-  const at::Tensor blocks = w.view({N, K / kQBlock, kQBlock});
-  // round-to-nearest of w / (max |w| / 127): every block uses the full int8 range symmetrically (-127..127)
-  at::Tensor s = blocks.abs().amax(-1) / 127.0;
-  at::Tensor q = (blocks / s.clamp_min(1e-30).unsqueeze(-1)).round().clamp(-127, 127).to(at::kChar).view({N, K}).contiguous();
-  return {q, s.to(at::kFloat).contiguous(), 8};
+// One block of 32 weights (in double, so that w / s lands on the side of a rounding tie that exact arithmetic gives:
+// weights on a coarse grid hit ties, and an independent implementation of the scheme in float64 agrees to the bit).
+// q8: round-to-nearest-even of w / (max |w| / 127), the full int8 range used symmetrically (-127..127).
+inline float QuantizeBlockQ8(const float* w, int8_t* q) {
+  double m = 0;
+  for (int64_t i = 0; i < kQBlock; i++) m = std::max(m, std::fabs(static_cast<double>(w[i])));
+  const double s = m / 127.0, div = std::max(s, 1e-30);
+  for (int64_t i = 0; i < kQBlock; i++) q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(w[i] / div), -127.0, 127.0));
+  return static_cast<float>(s);
 }
 
-QWeight QuantizeQ4(const at::Tensor& w, int64_t N, int64_t K) {
-  const int64_t nb = K / kQBlock, full = nb / 2;
-  const at::Tensor blocks = w.view({N, nb, kQBlock});
-  // llama.cpp's q4_0: the block's value of largest magnitude (the first, on a tie), with its sign, maps to -8, so the
-  // grid -8..7 covers it exactly; u = floor(w / d + 8.5) clamped to 0..15
-  const at::Tensor mx = blocks.gather(-1, blocks.abs().argmax(-1, true)).squeeze(-1);
-  const at::Tensor d = mx / -8.0;
-  const at::Tensor inv = at::where(d != 0, 1.0 / d, at::zeros_like(d));
-  const at::Tensor u = (blocks * inv.unsqueeze(-1) + 8.5).floor().clamp(0, 15).to(at::kByte).view({N, K});
-  std::vector<at::Tensor> parts;
-  if (full > 0) {
-    const at::Tensor pairs = u.narrow(1, 0, full * 64).view({N, full, 2, 32});
-    parts.push_back(at::bitwise_or(pairs.select(2, 0), pairs.select(2, 1).mul(16)).reshape({N, full * 32}));
-  }
-  if (nb % 2) {
-    const at::Tensor last = u.narrow(1, full * 64, kQBlock).view({N, 2, 16});
-    parts.push_back(at::bitwise_or(last.select(1, 0), last.select(1, 1).mul(16)));
-  }
-  return {at::cat(parts, 1).contiguous(), d.to(at::kFloat).contiguous(), 4};
+// q4, llama.cpp's q4_0: the block's value of largest magnitude (the first, on a tie), with its sign, maps to -8, so the
+// grid -8..7 covers it exactly; u = floor(w / d + 8.5) clamped to 0..15. u goes to u[0..31] in input order.
+inline float QuantizeBlockQ4(const float* w, uint8_t* u) {
+  double mx = 0, amax = 0;
+  for (int64_t i = 0; i < kQBlock; i++)
+    if (std::fabs(static_cast<double>(w[i])) > amax) amax = std::fabs(static_cast<double>(w[i])), mx = w[i];
+  const double d = mx / -8.0, inv = d != 0 ? 1.0 / d : 0.0;
+  for (int64_t i = 0; i < kQBlock; i++) u[i] = static_cast<uint8_t>(std::clamp(std::floor(w[i] * inv + 8.5), 0.0, 15.0));
+  return static_cast<float>(d);
 }
 
 }  // namespace
 
 QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
-  // in float64, so that w / s lands on the side of a rounding tie that exact arithmetic gives (weights on a coarse
-  // grid hit ties), as an independent implementation of the scheme does
-  const at::Tensor w = w_nk.detach().to(at::kDouble).contiguous();
-  const int64_t N = w.size(0), K = w.size(1);
+  const at::Tensor w = w_nk.detach().to(at::kFloat).contiguous();
+  const int64_t N = w.size(0), K = w.size(1), nb = K / kQBlock, full = nb / 2;
   if (K % kQBlock != 0) throw UserError("q" + std::to_string(bits) + " needs input sizes that are multiples of 32, but a weight has " + std::to_string(K));
-  return bits == 4 ? QuantizeQ4(w, N, K) : QuantizeQ8(w, N, K);
+  at::Tensor q = at::empty({N, K * bits / 8}, w.options().dtype(bits == 8 ? at::kChar : at::kByte));
+  at::Tensor s = at::empty({N, nb}, w.options());
+  const float* wp = w.data_ptr<float>();
+  uint8_t* qp = static_cast<uint8_t*>(q.data_ptr());
+  float* sp = s.data_ptr<float>();
+  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+    uint8_t u[2 * kQBlock];
+    for (int64_t n = n0; n < n1; n++) {
+      const float* row = wp + n * K;
+      if (bits == 8) {
+        for (int64_t b = 0; b < nb; b++) sp[n * nb + b] = QuantizeBlockQ8(row + b * kQBlock, reinterpret_cast<int8_t*>(qp) + n * K + b * kQBlock);
+        continue;
+      }
+      uint8_t* out = qp + n * (K / 2);
+      for (int64_t c = 0; c < full; c++) {  // a pair of blocks: the first in the low nibbles of 32 bytes, the second in the high
+        sp[n * nb + 2 * c] = QuantizeBlockQ4(row + c * 64, u);
+        sp[n * nb + 2 * c + 1] = QuantizeBlockQ4(row + c * 64 + kQBlock, u + kQBlock);
+        for (int64_t i = 0; i < 32; i++) out[c * 32 + i] = static_cast<uint8_t>(u[i] | (u[32 + i] << 4));
+      }
+      if (nb % 2) {  // a lone last block: 16 bytes, input i low and 16 + i high
+        sp[n * nb + nb - 1] = QuantizeBlockQ4(row + full * 64, u);
+        for (int64_t i = 0; i < 16; i++) out[full * 32 + i] = static_cast<uint8_t>(u[i] | (u[16 + i] << 4));
+      }
+    }
+  });
+  return {q, s, bits};
 }
 
 at::Tensor DequantizeWeight(const QWeight& w) {
@@ -160,6 +176,33 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uin
   RowsPortable<Bits>(x, q, s, K, n0, n1, out);
 }
 
+// Pair of blocks c of one weight row against M rows of x, into acc.
+template <int Bits, int M>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"), always_inline)) inline void VnniPair(const QuantizedX* x, const uint8_t* qr, const float* sr,
+                                                                                                     const float* xs, int64_t chunks, int64_t c, __m512* acc) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(sr[2 * c]), _mm256_set1_ps(sr[2 * c + 1]), 1);
+  if constexpr (Bits == 8) {
+    const __m512i wv = _mm512_loadu_si512(qr + c * 64);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; m++) {
+      const __m512i w = _mm512_mask_sub_epi8(wv, x[m].neg[c], zero, wv);
+      const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_loadu_si512(x[m].mag.data() + c * 64), w));
+      acc[m] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, _mm512_loadu_ps(xs + (m * chunks + c) * 16)), acc[m]);
+    }
+  } else {
+    const __m256i low4 = _mm256_set1_epi8(15);
+    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + c * 32));
+    const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(packed, low4)), _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4), 1);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; m++) {
+      const __m512i start = _mm512_loadu_si512(x[m].offset.data() + c * 16);
+      const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, wv, _mm512_loadu_si512(x[m].val.data() + c * 64)));
+      acc[m] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, _mm512_loadu_ps(xs + (m * chunks + c) * 16)), acc[m]);
+    }
+  }
+}
+
 // AVX-512 VNNI, 64 weights (two blocks) a step: vpdpbusd multiplies unsigned by signed bytes. 8-bit weights go in
 // signed, x as |x_q| with its signs moved onto the weights; 4-bit weights go in as their unsigned nibbles against the
 // signed x_q, the accumulator starting at x's offset term. The 16 int32 lanes hold 4-product sums, lanes 0-7 of the
@@ -171,8 +214,6 @@ template <int Bits, int M>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnni(const QuantizedX* x, const uint8_t* q, const float* s, int64_t K,
                                                                                 int64_t N, int64_t n0, int64_t n1, float* out) {
   const int64_t nb = K / kQBlock, full = nb / 2, chunks = x[0].chunks, stride = K * Bits / 8;
-  const __m512i zero = _mm512_setzero_si512();
-  const __m256i low4 = _mm256_set1_epi8(15);
   std::vector<float> xs(static_cast<size_t>(M * chunks * 16));
   for (int m = 0; m < M; m++)
     for (int64_t c = 0; c < chunks; c++)
@@ -180,33 +221,18 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnni(co
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* qr = q + n * stride;
     const float* sr = s + n * nb;
-    __m512 acc[M];
+    // two accumulators a row, for even and odd pairs of blocks, so that two chains of fmadd latencies overlap
+    __m512 even[M], odd[M];
 #pragma GCC unroll 8
-    for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < full; c++) {
-      const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(sr[2 * c]), _mm256_set1_ps(sr[2 * c + 1]), 1);
-      if constexpr (Bits == 8) {
-        const __m512i wv = _mm512_loadu_si512(qr + c * 64);
-#pragma GCC unroll 8
-        for (int m = 0; m < M; m++) {
-          const __m512i w = _mm512_mask_sub_epi8(wv, x[m].neg[c], zero, wv);
-          const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_loadu_si512(x[m].mag.data() + c * 64), w));
-          acc[m] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, _mm512_loadu_ps(xs.data() + (m * chunks + c) * 16)), acc[m]);
-        }
-      } else {
-        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + c * 32));
-        const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(packed, low4)),
-                                              _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4), 1);
-#pragma GCC unroll 8
-        for (int m = 0; m < M; m++) {
-          const __m512i start = _mm512_loadu_si512(x[m].offset.data() + c * 16);
-          const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, wv, _mm512_loadu_si512(x[m].val.data() + c * 64)));
-          acc[m] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, _mm512_loadu_ps(xs.data() + (m * chunks + c) * 16)), acc[m]);
-        }
-      }
+    for (int m = 0; m < M; m++) even[m] = odd[m] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 2 <= full; c += 2) {
+      VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c, even);
+      VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c + 1, odd);
     }
+    if (c < full) VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c, even);
     for (int m = 0; m < M; m++) {
-      float r = _mm512_reduce_add_ps(acc[m]);
+      float r = _mm512_reduce_add_ps(_mm512_add_ps(even[m], odd[m]));
       if (nb % 2) r += static_cast<float>(BlockDot<Bits>(x[m], qr, nb - 1, nb)) * (sr[nb - 1] * x[m].scale[nb - 1]);  // a last lone block
       out[m * N + n] = r;
     }
