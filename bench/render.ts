@@ -14,9 +14,6 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
     ["training tokens/s (16 x 64, bf16 autocast)", results.train_bf16_tokens_per_s, hfr.train_bf16_tokens_per_s, undefined, undefined],
     ["LoRA training tokens/s (16 x 64, r 8 on c_attn, c_proj, c_fc; peft)", results.train_lora_tokens_per_s, hfr.train_lora_tokens_per_s, undefined, undefined],
     ["greedy decode tokens/s (batch 1, 8 + 128)", results.decode_b1_tokens_per_s, hfr.decode_b1_tokens_per_s, py?.decode_b1_tokens_per_s, js?.decode_b1_tokens_per_s],
-    ["greedy decode tokens/s (batch 1, bf16 weights)", results.decode_b1_bf16_tokens_per_s, undefined, undefined, undefined],
-    ["greedy decode tokens/s (batch 1, q8 weights)", results.decode_b1_q8_tokens_per_s, undefined, undefined, undefined],
-    ["greedy decode tokens/s (batch 8, q8 weights)", results.decode_b8_q8_tokens_per_s, undefined, undefined, undefined],
     ["greedy decode tokens/s (batch 8, 8 + 128)", results.decode_b8_tokens_per_s, hfr.decode_b8_tokens_per_s, py?.decode_b8_tokens_per_s, undefined],
     ["sampling tokens/s (batch 1, top-k 50, top-p 0.9)", results.sample_b1_tokens_per_s, undefined, undefined, undefined],
     [`Trainer tokens/s, ${results.ddp_ranks} ranks x 1 thread (DDP, Gloo)`, results.train_ddp_tokens_per_s, undefined, undefined, undefined],
@@ -42,7 +39,7 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
     ["batch 8, torchlm q4", results.decode_b8_q4_tokens_per_s, "", undefined, "", undefined],
   ];
   const r = (v: number | undefined, p: number | undefined) => v === undefined || p === undefined ? "-" : (v / p).toFixed(2) + "x";
-  if (results.decode_b1_q8_tokens_per_s !== undefined || results.decode_b1_q4_tokens_per_s !== undefined) {
+  if ([results.decode_b1_bf16_tokens_per_s, results.decode_b1_q8_tokens_per_s, results.decode_b1_q4_tokens_per_s].some((v) => v !== undefined)) {
     table.push("", `| greedy decode tokens/s (8 + 128 tokens, 2 threads) | torchlm | llama.cpp (llama-cpp-python ${llama?.version ?? "not run"}) | ratio | CTranslate2 ${ct2?.version ?? "not run"} | ratio |`,
       "|---|---:|---:|---:|---:|---:|",
       ...qrows.filter(([, v]) => v !== undefined).map(([k, v, lt, l, ct, c]) =>

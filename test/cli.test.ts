@@ -51,6 +51,8 @@ describe("torchlm CLI", () => {
     expect(s1.stdout).toBe(s2.stdout);
     const q8 = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--dtype", "q8"]);
     expect(q8.stdout.startsWith("The cat")).toBe(true);
+    const q4 = await torchlm(["generate", "The cat", "-m", model, "--max-new-tokens", "5", "--dtype", "q4"]);
+    expect(q4.stdout.startsWith("The cat")).toBe(true);
     await expect(torchlm(["generate", "x", "-m", join(tmpdir(), "no-such-model-dir")])).rejects.toMatchObject({ code: 1 });
   });
 
