@@ -48,7 +48,6 @@ async function measureScaling(weightsDir: string, log: (s: string) => void): Pro
   const rows: ScalingRow[] = [];
   for (const size of SIZES) {
     const dir = size.name === "124M" ? weightsDir : join(root, "bench", ".weights", `scaling-${size.name}`);
-    let parameters = 0;
     if (!existsSync(join(dir, "model.safetensors"))) {
       log(`writing seeded random weights of GPT-2 ${size.name}'s shapes to ${dir}`);
       const { name: _, ...shape } = size;
@@ -58,8 +57,7 @@ async function measureScaling(weightsDir: string, log: (s: string) => void): Pro
     }
     for (const dtype of SCALING_DTYPES) {
       const r = JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "scaling-worker.js"), dir, dtype, ...SCALING_CONTEXTS.map(String)], { encoding: "utf8" }).trim().split("\n").pop()!);
-      if (!parameters) { const m = await GPT2LMHeadModel.from_pretrained(dir); parameters = m.num_parameters(); await m.dispose(); }
-      rows.push({ size: size.name, dtype, parameters, ...r });
+      rows.push({ size: size.name, dtype, ...r });
       log(`scaling ${size.name} ${dtype}: ${SCALING_CONTEXTS.map((c) => `${r.tokens_per_s[c].toFixed(1)} tokens/s at ${c}`).join(", ")}, peak RSS ${(r.max_rss_bytes / 1e6).toFixed(0)} MB`);
     }
   }

@@ -1,6 +1,6 @@
 // One cell group of the bench's scaling table, in a fresh process (for its peak RSS): loads GPT-2-shaped weights in a
 // dtype and decodes at batch 1 from prompts that bring the context to each length. argv: weightsDir dtype ctx...
-// Prints {load_s, tokens_per_s: {ctx: n}, max_rss_bytes}. Decoding speed is timed between the first and the last
+// Prints {parameters, load_s, tokens_per_s: {ctx: n}, max_rss_bytes}. Decoding speed is timed between the first and the last
 // streamed token (the prompt's prefill excluded), 32 new tokens ending at the context length.
 import { readFileSync } from "node:fs";
 import { GPT2LMHeadModel } from "../lib/index.js";
@@ -23,5 +23,5 @@ for (const c of ctxs.map(Number)) {
   }
   tokens_per_s[c] = (n - 1) / ((last - first) / 1000);
 }
-console.log(JSON.stringify({ load_s, tokens_per_s, max_rss_bytes: status("VmHWM") }));
+console.log(JSON.stringify({ parameters: model.num_parameters(), load_s, tokens_per_s, max_rss_bytes: status("VmHWM") }));
 await model.dispose();

@@ -87,7 +87,7 @@ static void Store(at::Tensor& cache, int64_t offset, const float* src, int64_t n
   }
 }
 
-// A Conv1D on raw memory: the int8 kernel for a quantized weight, else the float32 / bfloat16 one.
+// A Conv1D on raw memory: the integer kernels for a quantized weight, else the float32 / bfloat16 one.
 static void LinearInto(const float* x, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out) {
   if (qw) QMatVecInto(x, *qw, b, out);
   else MatVecKNInto(x, w, b, out);

@@ -251,18 +251,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnni(co
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* qr = q + n * stride;
     const float* sr = s + n * nb;
-    // two accumulators a row, for even and odd pairs of blocks, so that two chains of fmadd latencies overlap
-    __m512 even[M], odd[M];
+    __m512 acc[M];
 #pragma GCC unroll 8
-    for (int m = 0; m < M; m++) even[m] = odd[m] = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 2 <= full; c += 2) {
-      VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c, even);
-      VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c + 1, odd);
-    }
-    if (c < full) VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c, even);
+    for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < full; c++) VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c, acc);
     for (int m = 0; m < M; m++) {
-      float r = _mm512_reduce_add_ps(_mm512_add_ps(even[m], odd[m]));
+      float r = _mm512_reduce_add_ps(acc[m]);
       if (nb % 2) r += static_cast<float>(BlockDot<Bits>(x[m], qr, nb - 1, nb)) * (sr[nb - 1] * x[m].scale[nb - 1]);  // a last lone block
       out[m * N + n] = r;
     }
