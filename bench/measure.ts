@@ -291,47 +291,36 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     results.bf16_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
     await b16.dispose();
   }
-  if (want("decode1") || want("q8")) {
-    // q8 weights (int8 per block of 32, activations quantized per block for the int8 dot products), batch 1 and 8;
-    // its limit counts the bytes a token reads: int8 values and float32 scales of the linears and the LM head
-    const q8 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "q8" });
+  // q8 and q4 weights (per block of 32, the activations quantized per block for integer dot products), batch 1 and 8,
+  // beside each peer's nearest format (a peer's figure is named by its format: decode_b1_int8, decode_b1_q4_0, ...);
+  // the limit counts the bytes a token reads: the linears' values and float32 scales, the LM head's int8 and scales
+  const quantized: { dtype: "q8" | "q4"; bits: number; b1: [Peer | null, string][]; b8: [Peer | null, string][] }[] = [
+    { dtype: "q8", bits: 8, b1: [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]], b8: [[ct2, "decode8 int8"]] },
+    { dtype: "q4", bits: 4, b1: [[llama, "decode1 q4_0"]], b8: [] },
+  ];
+  const peerFigures = (peers: [Peer | null, string][], theirs: (number | undefined)[], tokens: number) => peers.forEach(([p, cmd], i) => {
+    const [what, format] = cmd.split(" ");
+    if (theirs[i]) (p === ct2 ? ct2r : llamar)[`decode_b${what === "decode8" ? 8 : 1}_${format}_tokens_per_s`] = tokens / theirs[i]!;
+  });
+  for (const { dtype, bits, b1, b8 } of quantized) {
+    if (!want("decode1") && !want(dtype)) continue;
+    const q = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype });
     let toks: number[] = [];
     const bw: number[] = [];
-    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q8); toks = g.tokens; return g.seconds; },
-      [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]]);
-    results.decode_b1_q8_tokens_per_s = 128 / r1.ours;
-    if (r1.theirs[0]) ct2r.decode_b1_int8_tokens_per_s = 128 / r1.theirs[0];
-    if (r1.theirs[1]) llamar.decode_b1_q8_0_tokens_per_s = 128 / r1.theirs[1];
-    const linear = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd + CONFIG.vocab_size * CONFIG.n_embd;
-    results.q8_bytes_per_token = linear * (1 + 4 / 32);
-    results.decode_b1_q8_fraction_of_bandwidth_limit = results.decode_b1_q8_tokens_per_s / (median(bw) * 1e9 / results.q8_bytes_per_token);
-    fp32Tokens ??= (await greedy(model)).tokens;
-    results.q8_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
-    const p8 = randIds(8, 8, 3);
-    const r8 = await interleaved(async () => { const t = performance.now(); (await q8.generate(p8, { max_new_tokens: 128 })).dispose(); return (performance.now() - t) / 1000; },
-      [[ct2, "decode8 int8"]]);
-    results.decode_b8_q8_tokens_per_s = (8 * 128) / r8.ours;
-    if (r8.theirs[0]) ct2r.decode_b8_int8_tokens_per_s = (8 * 128) / r8.theirs[0];
-    results.q8_kernel_is_vnni = probes.q8Kernel() === "avx512-vnni" ? 1 : 0;
-    await q8.dispose();
-  }
-  if (want("decode1") || want("q4")) {
-    // q4 weights (4 bits per block of 32, the LM head in q8), batch 1 beside llama.cpp's q4_0, and batch 8; its limit
-    // counts nibbles and float32 scales of the linears, int8 and scales of the LM head
-    const q4 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "q4" });
-    let toks: number[] = [];
-    const bw: number[] = [];
-    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q4); toks = g.tokens; return g.seconds; }, [[llama, "decode1 q4_0"]]);
-    results.decode_b1_q4_tokens_per_s = 128 / r1.ours;
-    if (r1.theirs[0]) llamar.decode_b1_q4_0_tokens_per_s = 128 / r1.theirs[0];
+    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q); toks = g.tokens; return g.seconds; }, b1);
+    results[`decode_b1_${dtype}_tokens_per_s`] = 128 / r1.ours;
+    peerFigures(b1, r1.theirs, 128);
     const blocks = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd, head = CONFIG.vocab_size * CONFIG.n_embd;
-    results.q4_bytes_per_token = blocks * (0.5 + 4 / 32) + head * (1 + 4 / 32);
-    results.decode_b1_q4_fraction_of_bandwidth_limit = results.decode_b1_q4_tokens_per_s / (median(bw) * 1e9 / results.q4_bytes_per_token);
+    results[`${dtype}_bytes_per_token`] = blocks * (bits / 8 + 4 / 32) + head * (1 + 4 / 32);
+    results[`decode_b1_${dtype}_fraction_of_bandwidth_limit`] = (128 / r1.ours) / (median(bw) * 1e9 / results[`${dtype}_bytes_per_token`]!);
     fp32Tokens ??= (await greedy(model)).tokens;
-    results.q4_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
+    results[`${dtype}_greedy_first_difference`] = fp32Tokens.findIndex((t, i) => t !== toks[i]);
     const p8 = randIds(8, 8, 3);
-    results.decode_b8_q4_tokens_per_s = (8 * 128) / await timed(async () => (await q4.generate(p8, { max_new_tokens: 128 })).dispose(), 1, rounds);
-    await q4.dispose();
+    const r8 = await interleaved(async () => { const t = performance.now(); (await q.generate(p8, { max_new_tokens: 128 })).dispose(); return (performance.now() - t) / 1000; }, b8);
+    results[`decode_b8_${dtype}_tokens_per_s`] = (8 * 128) / r8.ours;
+    peerFigures(b8, r8.theirs, 8 * 128);
+    results.q8_kernel_is_vnni = probes.q8Kernel() === "avx512-vnni" ? 1 : 0;
+    await q.dispose();
   }
   if (want("decode8")) {
     const p8 = randIds(8, 8, 3);

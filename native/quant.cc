@@ -132,14 +132,12 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) void QuantizeXBlockAvx512(c
 
 int KernelLevel();
 
-QuantizedX QuantizeX(const float* x, int64_t K) {
+// What the kernels for `bits`-bit weights read: the values and scales, and |x_q| with its signs (8) or the offsets (4).
+QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   QuantizedX r;
   const int64_t nb = K / kQBlock;
   r.chunks = (nb + 1) / 2;
-  r.mag.assign(r.chunks * 64, 0);
   r.val.assign(r.chunks * 64, 0);
-  r.neg.assign(r.chunks, 0);
-  r.offset.assign(r.chunks * 16, 0);
   r.scale.assign(r.chunks * 2, 0.0f);
 #if defined(__x86_64__)
   const bool wide = KernelLevel() == 2;
@@ -153,10 +151,16 @@ QuantizedX QuantizeX(const float* x, int64_t K) {
 #endif
       QuantizeXBlock(x + b * kQBlock, r.val.data() + b * kQBlock, &r.scale[b]);
   }
+  if (bits == 4) {
+    r.offset.assign(r.chunks * 16, 0);
+    for (int64_t k = 0; k < nb * kQBlock; k++) r.offset[k / 4] -= 8 * r.val[k];
+    return r;
+  }
+  r.mag.assign(r.chunks * 64, 0);
+  r.neg.assign(r.chunks, 0);
   for (int64_t k = 0; k < nb * kQBlock; k++) {
     const int v = r.val[k];
     r.mag[k] = static_cast<uint8_t>(v < 0 ? -v : v);
-    r.offset[k / 4] -= 8 * v;
     if (v < 0) r.neg[k / 64] |= uint64_t(1) << (k % 64);
   }
   return r;
@@ -318,7 +322,7 @@ void Rows(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
 const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel() == 1 ? "avx2" : "scalar"; }
 
 void QMatVecInto(const float* x, const QWeight& w, const at::Tensor& b, float* out) {
-  const QuantizedX xq = QuantizeX(x, w.cols());
+  const QuantizedX xq = QuantizeX(x, w.cols(), w.bits);
   Rows(&xq, 1, w, out);
   if (b.defined()) {
     const float* bp = b.data_ptr<float>();
@@ -334,7 +338,7 @@ at::Tensor QLinear(const at::Tensor& x0, const QWeight& w, const at::Tensor& b) 
   at::Tensor y;
   if (M <= 16) {  // the integer kernels; past this, widening the weights to float32 once costs less
     std::vector<QuantizedX> xq;
-    for (int64_t m = 0; m < M; m++) xq.push_back(QuantizeX(x.data_ptr<float>() + m * K, K));
+    for (int64_t m = 0; m < M; m++) xq.push_back(QuantizeX(x.data_ptr<float>() + m * K, K, w.bits));
     y = at::empty({M, N}, x.options());
     Rows(xq.data(), M, w, y.data_ptr<float>());
     if (b.defined()) y.add_(b.to(at::kFloat));
