@@ -47,11 +47,12 @@ const FLOAT_DTYPES = ["float32", "float16", "bfloat16"] as const;
 /** The quantized dtypes: "q8" (int8 per block of 32, as llama.cpp's q8_0) and "q4" (4 bits per block of 32, as q4_0). */
 export type QuantDtype = "q8" | "q4";
 const QUANT_DTYPES = ["q8", "q4"] as const;
-/** config.json's quantization_config for torchlm's quantized checkpoints (q8: int8 [out, in] weights; q4: uint8
- * [out, in / 2] nibbles, offset 8; each with a float32 scale per 32 inputs; q4 keeps the LM head in q8). */
+/** config.json's quantization_config for torchlm's quantized checkpoints (q8: int8 [out, in'] weights; q4: uint8
+ * [out, in' / 2] nibbles, offset 8; in' is in rounded up to 128, each 128 inputs interleaved by 32-bit lane as the
+ * kernels read them; a float16 scale per 32 inputs; q4 keeps the LM head in q8). */
 function quantConfig(format: QuantDtype): Record<string, unknown> {
-  return format === "q8" ? { quant_method: "torchlm", format, bits: 8, group_size: 32, symmetric: true }
-    : { quant_method: "torchlm", format, bits: 4, group_size: 32, symmetric: true, lm_head_bits: 8 };
+  const common = { quant_method: "torchlm", format, bits: format === "q8" ? 8 : 4, group_size: 32, symmetric: true, scale_dtype: "float16", packing: "lanes4" };
+  return format === "q8" ? common : { ...common, lm_head_bits: 8 };
 }
 
 /** Integer ids (nested arrays or a Tensor) as an int64 Tensor (a Tensor passes through as it is). */
@@ -115,6 +116,8 @@ export class GPT2LMHeadModel {
         const want = quantConfig(f);
         return Object.keys(qc).length === Object.keys(want).length && Object.entries(want).every(([k, v]) => qc[k] === v);
       }) ?? undefined;
+    if (saved === undefined && qc?.quant_method === "torchlm" && qc.packing === undefined)
+      throw new InvalidArgumentError(`${idOrDir} holds ${String(qc.format)} weights in the layout of an earlier torchlm (float32 scales, no lane packing): quantize the float32 checkpoint again`);
     if (saved === undefined) throw new InvalidArgumentError(`${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own q8 and q4 checkpoints`);
     if (saved && requested !== undefined && requested !== saved) throw new InvalidArgumentError(`${idOrDir} holds ${saved} weights: load it without a dtype, or with dtype "${saved}"`);
     const quantize = saved ? null : (QUANT_DTYPES as readonly string[]).includes(requested ?? "") ? requested as QuantDtype : null;

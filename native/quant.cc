@@ -20,90 +20,118 @@ namespace torchlm {
 
 namespace {
 
-// One block of 32 weights (in double, so that w / s lands on the side of a rounding tie that exact arithmetic gives:
-// weights on a coarse grid hit ties, and an independent implementation of the scheme in float64 agrees to the bit).
+// Where each of a group's 128 positions takes its input from (see QWeight): position p = 64 v + 4 L + r (v: the first
+// or second half, L: the 32-bit lane, r: the byte in it) holds input 32 (L % 4) + 16 v + 4 (L / 4) + r.
+struct LaneOrder {
+  uint8_t at[kQGroup];
+  LaneOrder() {
+    for (int p = 0; p < kQGroup; p++) {
+      const int v = p / 64, L = (p % 64) / 4, r = p % 4;
+      at[p] = static_cast<uint8_t>(32 * (L % 4) + 16 * v + 4 * (L / 4) + r);
+    }
+  }
+};
+const LaneOrder kOrder;
+
+// A block's scale as stored: float16, converted from the float32 nearest to the double (as torch's .float().half()).
+// Scales past float16's range would turn weights into infinities, so they are refused, never stored.
+c10::Half HalfScale(double d, int bits) {
+  const c10::Half h(static_cast<float>(d));
+  if (!std::isfinite(static_cast<float>(h)))
+    throw UserError("q" + std::to_string(bits) + " stores each block's scale as float16, and a weight of magnitude " + std::to_string(std::fabs(d) * (bits == 8 ? 127 : 8)) + " is past its range");
+  return h;
+}
+
+// One block of 32 weights, in double, so that w / s lands on the side of a rounding tie that exact arithmetic gives
+// (weights on a coarse grid hit ties, and an independent implementation of the scheme in float64 agrees to the bit).
+// The values are computed against the stored float16 scale, so that value times scale is the nearest it can be.
 // q8: round-to-nearest-even of w / (max |w| / 127), the full int8 range used symmetrically (-127..127).
-inline float QuantizeBlockQ8(const float* w, int8_t* q) {
+inline c10::Half QuantizeBlockQ8(const float* w, int8_t* q) {
   double m = 0;
   for (int64_t i = 0; i < kQBlock; i++) m = std::max(m, std::fabs(static_cast<double>(w[i])));
-  const double s = m / 127.0, div = std::max(s, 1e-30);
+  const c10::Half s = HalfScale(m / 127.0, 8);
+  const double div = std::max(static_cast<double>(static_cast<float>(s)), 1e-30);
   for (int64_t i = 0; i < kQBlock; i++) q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(w[i] / div), -127.0, 127.0));
-  return static_cast<float>(s);
+  return s;
 }
 
 // q4, llama.cpp's q4_0: the block's value of largest magnitude (the first, on a tie), with its sign, maps to -8, so the
-// grid -8..7 covers it exactly; u = floor(w / d + 8.5) clamped to 0..15. u goes to u[0..31] in input order.
-inline float QuantizeBlockQ4(const float* w, uint8_t* u) {
+// grid -8..7 covers it; v = floor(w / d + 8.5) clamped to 0..15, less 8.
+inline c10::Half QuantizeBlockQ4(const float* w, int8_t* v) {
   double mx = 0, amax = 0;
   for (int64_t i = 0; i < kQBlock; i++)
     if (std::fabs(static_cast<double>(w[i])) > amax) amax = std::fabs(static_cast<double>(w[i])), mx = w[i];
-  const double d = mx / -8.0, inv = d != 0 ? 1.0 / d : 0.0;
-  for (int64_t i = 0; i < kQBlock; i++) u[i] = static_cast<uint8_t>(std::clamp(std::floor(w[i] * inv + 8.5), 0.0, 15.0));
-  return static_cast<float>(d);
+  const c10::Half d = HalfScale(mx / -8.0, 4);
+  const double dd = static_cast<float>(d), inv = dd != 0 ? 1.0 / dd : 0.0;
+  for (int64_t i = 0; i < kQBlock; i++) v[i] = static_cast<int8_t>(std::clamp(std::floor(w[i] * inv + 8.5), 0.0, 15.0) - 8);
+  return d;
 }
 
 }  // namespace
 
 QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
   const at::Tensor w = w_nk.detach().to(at::kFloat).contiguous();
-  const int64_t N = w.size(0), K = w.size(1), nb = K / kQBlock, full = nb / 2;
+  const int64_t N = w.size(0), K = w.size(1), nb = K / kQBlock, Kp = PaddedInputs(K), groups = Kp / kQGroup;
   if (K % kQBlock != 0) throw UserError("q" + std::to_string(bits) + " needs input sizes that are multiples of 32, but a weight has " + std::to_string(K));
-  at::Tensor q = at::empty({N, K * bits / 8}, w.options().dtype(bits == 8 ? at::kChar : at::kByte));
-  at::Tensor s = at::empty({N, nb}, w.options());
+  at::Tensor q = at::empty({N, Kp * bits / 8}, w.options().dtype(bits == 8 ? at::kChar : at::kByte));
+  at::Tensor s = at::zeros({N, Kp / kQBlock}, w.options().dtype(at::kHalf));  // the padding's scales stay 0
   const float* wp = w.data_ptr<float>();
   uint8_t* qp = static_cast<uint8_t*>(q.data_ptr());
-  float* sp = s.data_ptr<float>();
+  c10::Half* sp = s.data_ptr<c10::Half>();
   at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-    uint8_t u[2 * kQBlock];
+    std::vector<int8_t> v(static_cast<size_t>(Kp));
     for (int64_t n = n0; n < n1; n++) {
-      const float* row = wp + n * K;
-      if (bits == 8) {
-        for (int64_t b = 0; b < nb; b++) sp[n * nb + b] = QuantizeBlockQ8(row + b * kQBlock, reinterpret_cast<int8_t*>(qp) + n * K + b * kQBlock);
-        continue;
-      }
-      uint8_t* out = qp + n * (K / 2);
-      for (int64_t c = 0; c < full; c++) {  // a pair of blocks: the first in the low nibbles of 32 bytes, the second in the high
-        sp[n * nb + 2 * c] = QuantizeBlockQ4(row + c * 64, u);
-        sp[n * nb + 2 * c + 1] = QuantizeBlockQ4(row + c * 64 + kQBlock, u + kQBlock);
-        for (int64_t i = 0; i < 32; i++) out[c * 32 + i] = static_cast<uint8_t>(u[i] | (u[32 + i] << 4));
-      }
-      if (nb % 2) {  // a lone last block: 16 bytes, input i low and 16 + i high
-        sp[n * nb + nb - 1] = QuantizeBlockQ4(row + full * 64, u);
-        for (int64_t i = 0; i < 16; i++) out[full * 32 + i] = static_cast<uint8_t>(u[i] | (u[16 + i] << 4));
+      std::fill(v.begin() + K, v.end(), 0);
+      for (int64_t b = 0; b < nb; b++)
+        sp[n * (Kp / kQBlock) + b] = bits == 8 ? QuantizeBlockQ8(wp + n * K + b * kQBlock, v.data() + b * kQBlock) : QuantizeBlockQ4(wp + n * K + b * kQBlock, v.data() + b * kQBlock);
+      uint8_t* out = qp + n * (Kp * bits / 8);
+      for (int64_t g = 0; g < groups; g++) {
+        const int8_t* vg = v.data() + g * kQGroup;
+        if (bits == 8) {
+          for (int p = 0; p < kQGroup; p++) out[g * kQGroup + p] = static_cast<uint8_t>(vg[kOrder.at[p]]);
+        } else {
+          for (int i = 0; i < 64; i++) out[g * 64 + i] = static_cast<uint8_t>((vg[kOrder.at[i]] + 8) | ((vg[kOrder.at[64 + i]] + 8) << 4));
+        }
       }
     }
   });
-  return {q, s, bits};
+  return {q, s, bits, K};
 }
 
 at::Tensor DequantizeWeight(const QWeight& w) {
-  const int64_t N = w.rows(), K = w.cols(), nb = K / kQBlock, full = nb / 2;
-  at::Tensor v;
-  if (w.bits == 8) {
-    v = w.q.to(at::kFloat);
-  } else {
-    std::vector<at::Tensor> parts;
-    const at::Tensor lo = at::bitwise_and(w.q, 15), hi = at::bitwise_right_shift(w.q, 4);
-    if (full > 0) parts.push_back(at::stack({lo.narrow(1, 0, full * 32).view({N, full, 32}), hi.narrow(1, 0, full * 32).view({N, full, 32})}, 2).reshape({N, full * 64}));
-    if (nb % 2) parts.push_back(at::cat({lo.narrow(1, full * 32, 16), hi.narrow(1, full * 32, 16)}, 1));
-    v = at::cat(parts, 1).to(at::kFloat) - 8.0f;
-  }
-  return (v.view({N, nb, kQBlock}) * w.s.unsqueeze(-1)).view({N, K});
+  const int64_t N = w.rows(), K = w.cols(), Kp = w.padded(), nbp = Kp / kQBlock, groups = Kp / kQGroup;
+  at::Tensor out = at::empty({N, Kp}, w.s.options().dtype(at::kFloat));
+  const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
+  const c10::Half* s = w.s.data_ptr<c10::Half>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; n++) {
+      const uint8_t* qr = q + n * (Kp * w.bits / 8);
+      float* orow = o + n * Kp;
+      for (int64_t g = 0; g < groups; g++)
+        for (int p = 0; p < kQGroup; p++) {
+          const int64_t k = g * kQGroup + kOrder.at[p];
+          const int v = w.bits == 8 ? static_cast<int8_t>(qr[g * kQGroup + p]) : p < 64 ? (qr[g * 64 + p] & 15) - 8 : (qr[g * 64 + p - 64] >> 4) - 8;
+          orow[k] = static_cast<float>(v) * static_cast<float>(s[n * nbp + k / kQBlock]);
+        }
+    }
+  });
+  return K == Kp ? out : out.narrow(1, 0, K).contiguous();
 }
 
 namespace {
 
-// x quantized per block of 32 as the weights are: its int8 values; for 8-bit weights |x_q| as bytes (the unsigned
-// operand of VNNI's dot product) and its signs (applied to the weights instead); for 4-bit weights, whose nibbles are
-// the unsigned operand, -8 times each 4-value group's sum (the offset of the nibbles, added once); each block's scale;
-// padded with zeros to a multiple of 64.
+// x quantized per block of 32 as the weights are, laid out in the weights' lane order: its int8 values; for 8-bit
+// weights |x_q| as bytes (the unsigned operand of VNNI's dot product) and its signs (applied to the weights instead);
+// for 4-bit weights, whose nibbles are the unsigned operand, -8 times each lane's sum over both halves of the group
+// (the offset of the nibbles, added once); each block's scale in input order. Zeros over the padding.
 struct QuantizedX {
   std::vector<uint8_t> mag;
   std::vector<int8_t> val;
-  std::vector<uint64_t> neg;  // a bit per byte of each 64-byte chunk
-  std::vector<int32_t> offset;  // per 4 values
-  std::vector<float> scale;   // per block of 32
-  int64_t chunks = 0;
+  std::vector<uint64_t> neg;    // a bit per position, two words a group
+  std::vector<int32_t> offset;  // 16 lanes a group
+  std::vector<float> scale;     // a block each
+  int64_t groups = 0;
 };
 
 // x * (127 / m) rounded half to even, as the AVX-512 path computes it too (same float products, same rounding).
@@ -135,10 +163,10 @@ int KernelLevel();
 // What the kernels for `bits`-bit weights read: the values and scales, and |x_q| with its signs (8) or the offsets (4).
 QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   QuantizedX r;
-  const int64_t nb = K / kQBlock;
-  r.chunks = (nb + 1) / 2;
-  r.val.assign(r.chunks * 64, 0);
-  r.scale.assign(r.chunks * 2, 0.0f);
+  const int64_t nb = K / kQBlock, Kp = PaddedInputs(K);
+  r.groups = Kp / kQGroup;
+  std::vector<int8_t> natural(static_cast<size_t>(Kp), 0);
+  r.scale.assign(Kp / kQBlock, 0.0f);
 #if defined(__x86_64__)
   const bool wide = KernelLevel() == 2;
 #else
@@ -146,19 +174,23 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
 #endif
   for (int64_t b = 0; b < nb; b++) {
 #if defined(__x86_64__)
-    if (wide) QuantizeXBlockAvx512(x + b * kQBlock, r.val.data() + b * kQBlock, &r.scale[b]);
+    if (wide) QuantizeXBlockAvx512(x + b * kQBlock, natural.data() + b * kQBlock, &r.scale[b]);
     else
 #endif
-      QuantizeXBlock(x + b * kQBlock, r.val.data() + b * kQBlock, &r.scale[b]);
+      QuantizeXBlock(x + b * kQBlock, natural.data() + b * kQBlock, &r.scale[b]);
   }
+  r.val.resize(Kp);
+  for (int64_t g = 0; g < r.groups; g++)
+    for (int p = 0; p < kQGroup; p++) r.val[g * kQGroup + p] = natural[g * kQGroup + kOrder.at[p]];
   if (bits == 4) {
-    r.offset.assign(r.chunks * 16, 0);
-    for (int64_t k = 0; k < nb * kQBlock; k++) r.offset[k / 4] -= 8 * r.val[k];
+    r.offset.assign(r.groups * 16, 0);
+    for (int64_t g = 0; g < r.groups; g++)
+      for (int p = 0; p < kQGroup; p++) r.offset[g * 16 + (p % 64) / 4] -= 8 * r.val[g * kQGroup + p];
     return r;
   }
-  r.mag.assign(r.chunks * 64, 0);
-  r.neg.assign(r.chunks, 0);
-  for (int64_t k = 0; k < nb * kQBlock; k++) {
+  r.mag.resize(Kp);
+  r.neg.assign(Kp / 64, 0);
+  for (int64_t k = 0; k < Kp; k++) {
     const int v = r.val[k];
     r.mag[k] = static_cast<uint8_t>(v < 0 ? -v : v);
     if (v < 0) r.neg[k / 64] |= uint64_t(1) << (k % 64);
@@ -166,104 +198,94 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   return r;
 }
 
-// Block b of x against one row of weights: the int32 sum of products of the integer values.
+// Rows [n0, n1) of out = W x, a group at a time, in the VNNI kernel's order of float operations (so that every kernel
+// gives the same numbers, and an activation near a rounding tie in a later layer rounds the same way): each lane's int32
+// sum of products, fused-multiply-added times its block's two scales into a float per lane; the 16 lanes summed as
+// _mm512_reduce_add_ps sums them.
 template <int Bits>
-inline int32_t BlockDot(const QuantizedX& x, const uint8_t* row, int64_t b, int64_t nb) {
-  int32_t d = 0;
-  const int8_t* xv = x.val.data() + b * kQBlock;
-  if constexpr (Bits == 8) {
-    const int8_t* wv = reinterpret_cast<const int8_t*>(row) + b * kQBlock;
-#pragma GCC unroll 32
-    for (int64_t i = 0; i < kQBlock; i++) d += static_cast<int32_t>(xv[i]) * wv[i];
-  } else if (b < nb / 2 * 2) {  // in a pair: block 2c in the low nibbles of the pair's 32 bytes, 2c + 1 in the high
-    const uint8_t* p = row + b / 2 * 32;
-    const int shift = static_cast<int>(b % 2) * 4;
-#pragma GCC unroll 32
-    for (int64_t i = 0; i < kQBlock; i++) d += static_cast<int32_t>(xv[i]) * (((p[i] >> shift) & 15) - 8);
-  } else {  // a lone last block
-    const uint8_t* p = row + b / 2 * 32;
-    for (int64_t i = 0; i < 16; i++) d += static_cast<int32_t>(xv[i]) * ((p[i] & 15) - 8) + static_cast<int32_t>(xv[16 + i]) * ((p[i] >> 4) - 8);
-  }
-  return d;
-}
-
-// Rows [n0, n1) of out = W x: per block, the int32 dot product of the integer values times both scales.
-template <int Bits>
-__attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, const uint8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
-  const int64_t nb = K / kQBlock, stride = K * Bits / 8;
+__attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1, float* out) {
+  const int64_t nbp = Kp / kQBlock, stride = Kp * Bits / 8;
   for (int64_t n = n0; n < n1; n++) {
-    float acc = 0;
-    for (int64_t b = 0; b < nb; b++) acc += static_cast<float>(BlockDot<Bits>(x, q + n * stride, b, nb)) * (s[n * nb + b] * x.scale[b]);
-    out[n] = acc;
+    const uint8_t* qr = q + n * stride;
+    float acc[16] = {};
+    for (int64_t g = 0; g < x.groups; g++) {
+      const int8_t* xv = x.val.data() + g * kQGroup;
+      int32_t lane[16] = {};
+      if constexpr (Bits == 8) {
+        const int8_t* w = reinterpret_cast<const int8_t*>(qr) + g * kQGroup;
+        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * w[i] + static_cast<int32_t>(xv[64 + i]) * w[64 + i];
+      } else {
+        const uint8_t* w = qr + g * 64;
+        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * ((w[i] & 15) - 8) + static_cast<int32_t>(xv[64 + i]) * ((w[i] >> 4) - 8);
+      }
+      float sc[4];
+      for (int b = 0; b < 4; b++) sc[b] = static_cast<float>(s[n * nbp + g * 4 + b]) * x.scale[g * 4 + b];
+      for (int L = 0; L < 16; L++) acc[L] = std::fma(static_cast<float>(lane[L]), sc[L % 4], acc[L]);
+    }
+    for (int i = 0; i < 8; i++) acc[i] += acc[i + 8];
+    for (int i = 0; i < 4; i++) acc[i] += acc[i + 4];
+    out[n] = (acc[0] + acc[2]) + (acc[1] + acc[3]);
   }
 }
 
 template <int Bits>
-void RowsScalar(const QuantizedX& x, const uint8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
-  RowsPortable<Bits>(x, q, s, K, n0, n1, out);
+void RowsScalar(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1, float* out) {
+  RowsPortable<Bits>(x, q, s, Kp, n0, n1, out);
 }
 
 #if defined(__x86_64__)
 // The same loop compiled for AVX2 (GCC vectorizes the integer products): the fallback for CPUs without AVX-512 VNNI.
 template <int Bits>
-__attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uint8_t* q, const float* s, int64_t K, int64_t n0, int64_t n1, float* out) {
-  RowsPortable<Bits>(x, q, s, K, n0, n1, out);
+__attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1, float* out) {
+  RowsPortable<Bits>(x, q, s, Kp, n0, n1, out);
 }
 
-// Pair of blocks c of one weight row against M rows of x, into acc.
+// AVX-512 VNNI, a group of 128 weights (four blocks) a step: vpdpbusd multiplies unsigned by signed bytes into 16
+// int32 lanes of 4-product sums, lane L holding block L % 4, so that one broadcast of the four blocks' scales fits all
+// 16 lanes and both halves of the group go into the same lanes before one conversion to float. 8-bit weights (two
+// 64-byte loads) go in signed, x as |x_q| with its signs moved onto the weights; 4-bit weights (one 64-byte load, low
+// nibbles the first half, high the second) go in as their unsigned nibbles against the signed x_q, the lanes starting
+// at x's offset term. M rows of x against each weight row, the weights read (and unpacked) once for all of them
+// (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are
+// one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
 template <int Bits, int M>
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"), always_inline)) inline void VnniPair(const QuantizedX* x, const uint8_t* qr, const float* sr,
-                                                                                                     const float* xs, int64_t chunks, int64_t c, __m512* acc) {
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(sr[2 * c]), _mm256_set1_ps(sr[2 * c + 1]), 1);
-  if constexpr (Bits == 8) {
-    const __m512i wv = _mm512_loadu_si512(qr + c * 64);
-#pragma GCC unroll 8
-    for (int m = 0; m < M; m++) {
-      const __m512i w = _mm512_mask_sub_epi8(wv, x[m].neg[c], zero, wv);
-      const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_loadu_si512(x[m].mag.data() + c * 64), w));
-      acc[m] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, _mm512_loadu_ps(xs + (m * chunks + c) * 16)), acc[m]);
-    }
-  } else {
-    const __m256i low4 = _mm256_set1_epi8(15);
-    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + c * 32));
-    const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(packed, low4)), _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4), 1);
-#pragma GCC unroll 8
-    for (int m = 0; m < M; m++) {
-      const __m512i start = _mm512_loadu_si512(x[m].offset.data() + c * 16);
-      const __m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, wv, _mm512_loadu_si512(x[m].val.data() + c * 64)));
-      acc[m] = _mm512_fmadd_ps(d, _mm512_mul_ps(sc, _mm512_loadu_ps(xs + (m * chunks + c) * 16)), acc[m]);
-    }
-  }
-}
-
-// AVX-512 VNNI, 64 weights (two blocks) a step: vpdpbusd multiplies unsigned by signed bytes. 8-bit weights go in
-// signed, x as |x_q| with its signs moved onto the weights; 4-bit weights go in as their unsigned nibbles against the
-// signed x_q, the accumulator starting at x's offset term. The 16 int32 lanes hold 4-product sums, lanes 0-7 of the
-// first block and 8-15 of the second, scaled by a vector of the two blocks' scales. M rows of x against each weight
-// row, the weights read (and unpacked) once for all of them (batched decoding, beams, short prompts):
-// out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are one sequential stream, which the hardware
-// prefetcher follows (interleaving several rows' streams measured 20% slower).
-template <int Bits, int M>
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq"))) void RowsVnni(const QuantizedX* x, const uint8_t* q, const float* s, int64_t K,
-                                                                                int64_t N, int64_t n0, int64_t n1, float* out) {
-  const int64_t nb = K / kQBlock, full = nb / 2, chunks = x[0].chunks, stride = K * Bits / 8;
-  std::vector<float> xs(static_cast<size_t>(M * chunks * 16));
-  for (int m = 0; m < M; m++)
-    for (int64_t c = 0; c < chunks; c++)
-      for (int j = 0; j < 16; j++) xs[(m * chunks + c) * 16 + j] = x[m].scale[2 * c + j / 8];
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void RowsVnni(const QuantizedX* x, const uint8_t* q, const c10::Half* s, int64_t Kp,
+                                                                                               int64_t N, int64_t n0, int64_t n1, float* out) {
+  const int64_t nbp = Kp / kQBlock, groups = x[0].groups, stride = Kp * Bits / 8;
+  const __m512i zero = _mm512_setzero_si512(), low4 = _mm512_set1_epi8(15);
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* qr = q + n * stride;
-    const float* sr = s + n * nb;
+    const uint16_t* sr = reinterpret_cast<const uint16_t*>(s + n * nbp);
     __m512 acc[M];
 #pragma GCC unroll 8
     for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < full; c++) VnniPair<Bits, M>(x, qr, sr, xs.data(), chunks, c, acc);
-    for (int m = 0; m < M; m++) {
-      float r = _mm512_reduce_add_ps(acc[m]);
-      if (nb % 2) r += static_cast<float>(BlockDot<Bits>(x[m], qr, nb - 1, nb)) * (sr[nb - 1] * x[m].scale[nb - 1]);  // a last lone block
-      out[m * N + n] = r;
+    for (int64_t g = 0; g < groups; g++) {
+      const __m512 sw = _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr + 4 * g))));
+      __m512i w0, w1;
+      if constexpr (Bits == 8) {
+        w0 = _mm512_loadu_si512(qr + g * kQGroup);
+        w1 = _mm512_loadu_si512(qr + g * kQGroup + 64);
+      } else {
+        const __m512i packed = _mm512_loadu_si512(qr + g * 64);
+        w0 = _mm512_and_si512(packed, low4);
+        w1 = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+      }
+#pragma GCC unroll 8
+      for (int m = 0; m < M; m++) {
+        __m512i d;
+        if constexpr (Bits == 8) {
+          const __mmask64* neg = reinterpret_cast<const __mmask64*>(x[m].neg.data() + 2 * g);
+          d = _mm512_dpbusd_epi32(zero, _mm512_loadu_si512(x[m].mag.data() + g * kQGroup), _mm512_mask_sub_epi8(w0, neg[0], zero, w0));
+          d = _mm512_dpbusd_epi32(d, _mm512_loadu_si512(x[m].mag.data() + g * kQGroup + 64), _mm512_mask_sub_epi8(w1, neg[1], zero, w1));
+        } else {
+          d = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[m].offset.data() + g * 16), w0, _mm512_loadu_si512(x[m].val.data() + g * kQGroup));
+          d = _mm512_dpbusd_epi32(d, w1, _mm512_loadu_si512(x[m].val.data() + g * kQGroup + 64));
+        }
+        const __m512 sc = _mm512_mul_ps(sw, _mm512_broadcast_f32x4(_mm_loadu_ps(x[m].scale.data() + 4 * g)));
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc[m]);
+      }
     }
+    for (int m = 0; m < M; m++) out[m * N + n] = _mm512_reduce_add_ps(acc[m]);
   }
 }
 #endif
@@ -273,7 +295,7 @@ int KernelLevel() {
     int best = 0;
 #if defined(__x86_64__)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512dq"))
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
       best = 2;
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
       best = 1;
@@ -289,26 +311,26 @@ int KernelLevel() {
 // out[m * N + n] = W x_m for M quantized rows; on VNNI each weight row is read once for up to 8 of them.
 template <int Bits>
 void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
-  const int64_t N = w.rows(), K = w.cols();
+  const int64_t N = w.rows(), Kp = w.padded();
   const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
-  const float* s = w.s.data_ptr<float>();
+  const c10::Half* s = w.s.data_ptr<c10::Half>();
   const int level = KernelLevel();
   at::parallel_for(0, N, 128, [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
     if (level == 2) {
       int64_t m = 0;
-      for (; m + 8 <= M; m += 8) RowsVnni<Bits, 8>(xq + m, q, s, K, N, n0, n1, out + m * N);
-      for (; m + 4 <= M; m += 4) RowsVnni<Bits, 4>(xq + m, q, s, K, N, n0, n1, out + m * N);
-      for (; m + 2 <= M; m += 2) RowsVnni<Bits, 2>(xq + m, q, s, K, N, n0, n1, out + m * N);
-      for (; m < M; m++) RowsVnni<Bits, 1>(xq + m, q, s, K, N, n0, n1, out + m * N);
+      for (; m + 8 <= M; m += 8) RowsVnni<Bits, 8>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+      for (; m + 4 <= M; m += 4) RowsVnni<Bits, 4>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+      for (; m + 2 <= M; m += 2) RowsVnni<Bits, 2>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+      for (; m < M; m++) RowsVnni<Bits, 1>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
       return;
     }
     if (level == 1) {
-      for (int64_t m = 0; m < M; m++) RowsAvx2<Bits>(xq[m], q, s, K, n0, n1, out + m * N);
+      for (int64_t m = 0; m < M; m++) RowsAvx2<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
       return;
     }
 #endif
-    for (int64_t m = 0; m < M; m++) RowsScalar<Bits>(xq[m], q, s, K, n0, n1, out + m * N);
+    for (int64_t m = 0; m < M; m++) RowsScalar<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
   });
 }
 
@@ -356,9 +378,6 @@ int QuantBits(const std::string& kind) {
   throw UserError("unknown quantization " + kind + ": torchlm has q8 and q4");
 }
 
-// What params_ holds for a quantized Conv1D weight: q8's int8 values as the [in, out] view they stand for; q4's packed
-// bytes as they are (no view has the float weight's shape).
-static at::Tensor StoredParameter(const QWeight& w) { return w.bits == 8 ? w.q.t() : w.q; }
 
 void GPT2::Quantize(const std::string& kind) {
   const int bits = QuantBits(kind);
@@ -380,7 +399,7 @@ void GPT2::Quantize(const std::string& kind) {
   for (auto& [name, t] : params_) {
     if (IsConv1DWeight(name)) {
       auto it = made.emplace(name, QuantizeWeight(t.t(), bits)).first;
-      t = StoredParameter(it->second);
+      t = it->second.q;  // the stored bytes (no view has the float weight's shape)
     }
     t.requires_grad_(false);
   }
@@ -388,6 +407,23 @@ void GPT2::Quantize(const std::string& kind) {
   lm_head_q_ = std::move(head);
   quantization_ = kind;
   Bind();
+}
+
+// A checkpoint's scales: one a block of the true inputs (the padding's zeros are not written), so K reads off them.
+static at::Tensor StoredScales(const QWeight& w) { return w.s.narrow(1, 0, w.cols() / kQBlock).contiguous(); }
+
+// A weight from a checkpoint, its shapes checked: q as stored, the scales padded again to whole groups.
+static QWeight FromCheckpoint(const std::string& kind, const std::string& name, const at::Tensor& q, const at::Tensor& s, int bits) {
+  const int64_t K = s.dim() == 2 ? s.size(1) * kQBlock : 0, Kp = PaddedInputs(K);
+  if (q.dim() != 2 || s.dim() != 2 || s.size(0) != q.size(0) || q.size(1) != Kp * bits / 8)
+    throw UserError(kind + " tensor " + name + "_scale " + ShapeStr(s.sizes()) + " does not fit " + name + " " + ShapeStr(q.sizes()));
+  // the loader widens floating tensors to the model's dtype; float16 values come back from it exactly
+  const at::Tensor h = s.to(at::kHalf);
+  if (!at::isFloatingType(s.scalar_type()) || !at::equal(h.to(s.scalar_type()), s))
+    throw UserError(kind + " tensor " + name + "_scale holds values that are not float16 (" + DtypeName(s.scalar_type()) + "): " + kind + " stores float16 scales");
+  at::Tensor sp = at::zeros({s.size(0), Kp / kQBlock}, h.options());
+  sp.narrow(1, 0, K / kQBlock).copy_(h);
+  return QWeight{q.contiguous(), sp, bits, K};
 }
 
 int64_t GPT2::NumParameters() const {
@@ -408,19 +444,17 @@ std::vector<std::pair<std::string, at::Tensor>> GPT2::SavedTensors() const {
       out.emplace_back(name, t);
     } else {
       out.emplace_back(name, it->second.q);
-      out.emplace_back(name + "_scale", it->second.s);
+      out.emplace_back(name + "_scale", StoredScales(it->second));
     }
   }
   out.emplace_back("lm_head.weight", lm_head_q_.q);
-  out.emplace_back("lm_head.weight_scale", lm_head_q_.s);
+  out.emplace_back("lm_head.weight_scale", StoredScales(lm_head_q_));
   return out;
 }
 
 void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind) {
   const int bits = QuantBits(kind);
   const at::ScalarType stored = bits == 8 ? at::kChar : at::kByte;
-  // the stored bytes per 32 inputs
-  const int64_t block_bytes = kQBlock * bits / 8;
   std::map<std::string, at::Tensor> scales, head;
   std::vector<std::pair<std::string, at::Tensor>> rest;
   for (auto& [name0, t] : tensors) {
@@ -437,10 +471,7 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
     if (t.scalar_type() != stored) throw UserError(kind + " checkpoint has " + DtypeName(t.scalar_type()) + " tensor " + name + " but " + kind + " stores " + DtypeName(stored));
     auto it = scales.find(name);
     if (it == scales.end()) throw UserError(kind + " checkpoint has quantized tensor " + name + " but no " + name + "_scale");
-    const at::Tensor& s = it->second;
-    if (t.dim() != 2 || s.dim() != 2 || s.size(0) != t.size(0) || s.size(1) * block_bytes != t.size(1) || s.scalar_type() != at::kFloat)
-      throw UserError(kind + " tensor " + name + "_scale does not fit " + name);
-    QWeight w{t.contiguous(), s.contiguous(), bits};
+    QWeight w = FromCheckpoint(kind, name, t, it->second, bits);
     t = at::zeros({1}, at::kChar).expand({w.cols(), w.rows()});
     made.emplace(name, std::move(w));
   }
@@ -450,14 +481,15 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
     const bool conv = IsConv1DWeight(name);
     auto it = made.find(name);
     if (conv != (it != made.end())) throw UserError(kind + " checkpoint: " + name + (conv ? " is not quantized" : " should not be quantized"));
-    if (conv) t = StoredParameter(it->second);
+    if (conv) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
   }
   const at::Tensor hq = head.at("lm_head.weight"), hs = head.at("lm_head.weight_scale");
-  if (hq.scalar_type() != at::kChar || hq.sizes() != wte_.sizes() || hs.sizes() != at::IntArrayRef({wte_.size(0), wte_.size(1) / kQBlock}))
-    throw UserError(kind + " checkpoint's lm_head.weight does not fit the token embeddings");
+  if (hq.scalar_type() != at::kChar) throw UserError(kind + " checkpoint's lm_head.weight has dtype " + DtypeName(hq.scalar_type()) + " but the LM head is int8");
+  QWeight lm_head = FromCheckpoint(kind, "lm_head.weight", hq, hs, 8);
+  if (lm_head.rows() != wte_.size(0) || lm_head.cols() != wte_.size(1)) throw UserError(kind + " checkpoint's lm_head.weight does not fit the token embeddings");
   for (auto& [name, t] : params_) t.requires_grad_(false);
   quant_ = std::move(made);
-  lm_head_q_ = QWeight{hq.contiguous(), hs.to(at::kFloat).contiguous(), 8};
+  lm_head_q_ = std::move(lm_head);
   quantization_ = kind;
   Bind();
 }

@@ -1,5 +1,5 @@
 // Quantized weights for decoding (from_pretrained's dtype "q8" / "q4"): symmetric per block of 32 inputs with a
-// float scale, as llama.cpp's q8_0 and q4_0, with activations quantized to int8 per block so that dot products run on
+// float16 scale, llama.cpp's q8_0 and q4_0 schemes, with activations quantized to int8 per block so that dot products run on
 // integers.
 #pragma once
 
@@ -7,18 +7,25 @@
 
 namespace torchlm {
 
-constexpr int64_t kQBlock = 32;
+constexpr int64_t kQBlock = 32, kQGroup = 128;
 
-// A linear's weight, each output's inputs contiguous, with float scales s [N, K / 32]:
-// - 8 bits: q int8 [N, K], W[n, k] ~ q[n, k] * s[n, k / 32];
-// - 4 bits: q uint8 [N, K / 2] of nibbles u in 0..15, W ~ (u - 8) * s. Each 64 inputs (two blocks) take 32 bytes,
-//   input i in the low nibble of byte i and input 32 + i in the high one, so one load and two masks give the 64
-//   weights in input order; a last lone block takes 16 bytes in llama.cpp's q4_0 order (i low, 16 + i high).
+// Inputs as stored: K rounded up to whole groups of four blocks (the padding's weights and scales are 0).
+inline int64_t PaddedInputs(int64_t K) { return (K + kQGroup - 1) / kQGroup * kQGroup; }
+
+// A linear's weight, each output's inputs contiguous, in groups of four blocks of 32 inputs with a float16 scale each
+// (s [N, Kp / 32]); W[n, k] ~ value * s[n, k / 32]. Within a group the inputs are interleaved so that 32-bit lane L of
+// a 64-byte vector holds four inputs of block L % 4: position p = 64 v + 4 L + r holds input 32 (L % 4) + 16 v +
+// 4 (L / 4) + r, so one broadcast of the four scales fits every lane (see RowsVnni).
+// - 8 bits: q int8 [N, Kp], the group's 128 positions in order;
+// - 4 bits: q uint8 [N, Kp / 2] of nibbles u in 0..15, value u - 8: byte i of a group's 64 holds position i in its low
+//   nibble and position 64 + i in its high one.
 struct QWeight {
   at::Tensor q, s;
   int bits = 8;
+  int64_t k = 0;  // inputs before padding
   int64_t rows() const { return q.size(0); }
-  int64_t cols() const { return s.size(1) * kQBlock; }
+  int64_t cols() const { return k; }
+  int64_t padded() const { return s.size(1) * kQBlock; }
 };
 
 // Quantizes w [N, K] (nn.Linear's layout; a Conv1D weight goes in transposed) to `bits` 8 or 4. K must be a multiple

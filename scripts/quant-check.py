@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """An independent reference for torchlm's q8 and q4 (test/quant.test.ts): transformers' GPT-2 with its Conv1D layers
 and tied LM head computed from weights quantized as each scheme describes it, in float64:
-  q8  symmetric int8 per block of 32 inputs, scale max|w| / 127, round half to even (llama.cpp's q8_0);
-  q4  per block of 32, d = m / -8 for the block's value m of largest magnitude (the first on a tie), u = floor(w / d +
-      8.5) clamped to 0..15, w ~ (u - 8) d (llama.cpp's q4_0); the LM head stays q8.
+  q8  symmetric int8 per block of 32 inputs, scale max|w| / 127 stored as float16, w / scale rounded half to even
+      (llama.cpp's q8_0);
+  q4  per block of 32, d = m / -8 for the block's value m of largest magnitude (the first on a tie) stored as float16,
+      u = floor(w / d + 8.5) clamped to 0..15, w ~ (u - 8) d (llama.cpp's q4_0); the LM head stays q8.
+The values are computed against the stored (float16) scale; the float16 is the one nearest the float32 nearest the
+double, as torch's .float().half() gives.
 
     quant-check.py --model DIR --ids JSON --out FILE [--bits 8|4]
 
@@ -28,11 +31,11 @@ def quantize(w_nk, bits):
     blocks = w_nk.double().reshape(N, K // B, B)
     if bits == 4:
         m = torch.gather(blocks, -1, blocks.abs().argmax(-1, keepdim=True)).squeeze(-1)
-        d = m / -8.0
+        d = (m / -8.0).float().half().double()
         inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
         u = torch.floor(blocks * inv.unsqueeze(-1) + 8.5).clamp(0, 15)
         return u - 8, d
-    s = blocks.abs().amax(-1) / 127.0
+    s = (blocks.abs().amax(-1) / 127.0).float().half().double()
     q = torch.round(blocks / s.clamp_min(1e-30).unsqueeze(-1)).clamp(-127, 127)
     return q, s
 
