@@ -103,7 +103,7 @@ bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_m
   if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1)) return false;
   for (size_t i = 0; i < layers_.size(); i++) {
     const Layer& L = layers_[i];
-    if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != wte_.scalar_type()) return false;
+    if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != KVDtype()) return false;
     auto suits = [](const at::Tensor& w, const at::Tensor& b, const QWeight* qw) {
       return qw ? (!b.defined() || (b.scalar_type() == at::kFloat && b.is_contiguous())) : MatVecKNWeights(w, b);
     };

@@ -142,9 +142,10 @@ void GPT2::SetRequiresGrad(bool on) {
 KVCache GPT2::NewCache(int64_t batch, int64_t capacity) const {
   KVCache c;
   const int64_t H = cfg_.n_head, D = cfg_.n_embd / cfg_.n_head;
+  const at::TensorOptions o = wte_.options().dtype(KVDtype()).requires_grad(false);
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
-    c.k.push_back(at::empty({batch, H, capacity, D}, wte_.options().requires_grad(false)));
-    c.v.push_back(at::empty({batch, H, capacity, D}, wte_.options().requires_grad(false)));
+    c.k.push_back(at::empty({batch, H, capacity, D}, o));
+    c.v.push_back(at::empty({batch, H, capacity, D}, o));
   }
   return c;
 }

@@ -73,6 +73,9 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   // slice of rows at a time where that applies (native/lm_loss.cc).
   at::Tensor TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const;
   KVCache NewCache(int64_t batch, int64_t capacity) const;
+  // The KV cache's dtype: the model's, but bfloat16 under q8 / q4 (their decoding is memory-bound, and a float32
+  // cache is most of what a token reads at long contexts)
+  at::ScalarType KVDtype() const { return quantization_.empty() ? wte_.scalar_type() : at::kBFloat16; }
   // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
   // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 / q4 quantize.
