@@ -293,16 +293,16 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   }
   // q8 and q4 weights (per block of 32, the activations quantized per block for integer dot products), batch 1 and 8,
   // beside each peer's nearest format (a peer's figure is named by its format: decode_b1_int8, decode_b1_q4_0, ...);
-  // the limit counts the bytes a token reads: the linears' values and float32 scales, the LM head's int8 and scales
-  const quantized: { dtype: "q8" | "q4"; bits: number; b1: [Peer | null, string][]; b8: [Peer | null, string][] }[] = [
-    { dtype: "q8", bits: 8, b1: [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]], b8: [[ct2, "decode8 int8"]] },
-    { dtype: "q4", bits: 4, b1: [[llama, "decode1 q4_0"]], b8: [] },
+  // the limit counts the bytes a token reads: the linears' values and float16 scales, the LM head's (8 bits, 6 under q4)
+  const quantized: { dtype: "q8" | "q4"; bits: number; headBits: number; b1: [Peer | null, string][]; b8: [Peer | null, string][] }[] = [
+    { dtype: "q8", bits: 8, headBits: 8, b1: [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]], b8: [[ct2, "decode8 int8"]] },
+    { dtype: "q4", bits: 4, headBits: 6, b1: [[llama, "decode1 q4_0"]], b8: [] },
   ];
   const peerFigures = (peers: [Peer | null, string][], theirs: (number | undefined)[], tokens: number) => peers.forEach(([p, cmd], i) => {
     const [what, format] = cmd.split(" ");
     if (theirs[i]) (p === ct2 ? ct2r : llamar)[`decode_b${what === "decode8" ? 8 : 1}_${format}_tokens_per_s`] = tokens / theirs[i]!;
   });
-  for (const { dtype, bits, b1, b8 } of quantized) {
+  for (const { dtype, bits, headBits, b1, b8 } of quantized) {
     if (!want("decode1") && !want(dtype)) continue;
     const q = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype });
     let toks: number[] = [];
@@ -311,7 +311,7 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     results[`decode_b1_${dtype}_tokens_per_s`] = 128 / r1.ours;
     peerFigures(b1, r1.theirs, 128);
     const blocks = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd, head = CONFIG.vocab_size * CONFIG.n_embd;
-    results[`${dtype}_bytes_per_token`] = blocks * (bits / 8 + 4 / 32) + head * (1 + 4 / 32);
+    results[`${dtype}_bytes_per_token`] = blocks * (bits / 8 + 2 / 32) + head * (headBits / 8 + 2 / 32);
     results[`decode_b1_${dtype}_fraction_of_bandwidth_limit`] = (128 / r1.ours) / (median(bw) * 1e9 / results[`${dtype}_bytes_per_token`]!);
     fp32Tokens ??= (await greedy(model)).tokens;
     results[`${dtype}_greedy_first_difference`] = fp32Tokens.findIndex((t, i) => t !== toks[i]);

@@ -49,10 +49,11 @@ export type QuantDtype = "q8" | "q4";
 const QUANT_DTYPES = ["q8", "q4"] as const;
 /** config.json's quantization_config for torchlm's quantized checkpoints (q8: int8 [out, in'] weights; q4: uint8
  * [out, in' / 2] nibbles, offset 8; in' is in rounded up to 128, each 128 inputs interleaved by 32-bit lane as the
- * kernels read them; a float16 scale per 32 inputs; q4 keeps the LM head in q8). */
+ * kernels read them; a float16 scale per 32 inputs; q4's LM head in 6 bits: nibbles as q4's, then 32 bytes of 2-bit
+ * highs a group). */
 function quantConfig(format: QuantDtype): Record<string, unknown> {
   const common = { quant_method: "torchlm", format, bits: format === "q8" ? 8 : 4, group_size: 32, symmetric: true, scale_dtype: "float16", packing: "lanes4" };
-  return format === "q8" ? common : { ...common, lm_head_bits: 8 };
+  return format === "q8" ? common : { ...common, lm_head_bits: 6 };
 }
 
 /** Integer ids (nested arrays or a Tensor) as an int64 Tensor (a Tensor passes through as it is). */

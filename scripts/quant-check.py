@@ -4,7 +4,8 @@ and tied LM head computed from weights quantized as each scheme describes it, in
   q8  symmetric int8 per block of 32 inputs, scale max|w| / 127 stored as float16, w / scale rounded half to even
       (llama.cpp's q8_0);
   q4  per block of 32, d = m / -8 for the block's value m of largest magnitude (the first on a tie) stored as float16,
-      u = floor(w / d + 8.5) clamped to 0..15, w ~ (u - 8) d (llama.cpp's q4_0); the LM head stays q8.
+      u = floor(w / d + 8.5) clamped to 0..15, w ~ (u - 8) d (llama.cpp's q4_0); the tied LM head in q6, the same
+      scheme on -32..31 (d = m / -32, u = floor(w / d + 32.5) clamped to 0..63, w ~ (u - 32) d).
 The values are computed against the stored (float16) scale; the float16 is the one nearest the float32 nearest the
 double, as torch's .float().half() gives.
 
@@ -29,12 +30,13 @@ def quantize(w_nk, bits):
     """Integer values and per-block scales of w [N, K] along K."""
     N, K = w_nk.shape
     blocks = w_nk.double().reshape(N, K // B, B)
-    if bits == 4:
+    if bits in (4, 6):
+        half = 8.0 if bits == 4 else 32.0
         m = torch.gather(blocks, -1, blocks.abs().argmax(-1, keepdim=True)).squeeze(-1)
-        d = (m / -8.0).float().half().double()
+        d = (m / -half).float().half().double()
         inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
-        u = torch.floor(blocks * inv.unsqueeze(-1) + 8.5).clamp(0, 15)
-        return u - 8, d
+        u = torch.floor(blocks * inv.unsqueeze(-1) + half + 0.5).clamp(0, 2 * half - 1)
+        return u - half, d
     s = (blocks.abs().amax(-1) / 127.0).float().half().double()
     q = torch.round(blocks / s.clamp_min(1e-30).unsqueeze(-1)).clamp(-127, 127)
     return q, s
@@ -65,7 +67,7 @@ def logits(model, ids, quant_x, bits):
     try:
         with torch.no_grad():
             h = model.transformer(input_ids=ids).last_hidden_state
-            return linear(h, model.transformer.wte.weight, None, quant_x, 8).float().contiguous()
+            return linear(h, model.transformer.wte.weight, None, quant_x, 6 if bits == 4 else 8).float().contiguous()
     finally:
         Conv1D.forward = original
 

@@ -153,7 +153,7 @@ test.each([
 test.each([
   // n_embd 64: the inputs padded to 128, the scales not
   ["q8", "I8", [192, 128], { quant_method: "torchlm", format: "q8", bits: 8, group_size: 32, symmetric: true, scale_dtype: "float16", packing: "lanes4" }],
-  ["q4", "U8", [192, 64], { quant_method: "torchlm", format: "q4", bits: 4, group_size: 32, symmetric: true, scale_dtype: "float16", packing: "lanes4", lm_head_bits: 8 }],
+  ["q4", "U8", [192, 64], { quant_method: "torchlm", format: "q4", bits: 4, group_size: 32, symmetric: true, scale_dtype: "float16", packing: "lanes4", lm_head_bits: 6 }],
 ] as const)("save_pretrained writes the %s weights with a quantization_config; from_pretrained reads them back as they are", async (dtype, stDtype, shape, qc) => {
   const q = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype });
   const dir = mkdtempSync(join(tmpdir(), "torchlm-quant-"));
@@ -164,7 +164,8 @@ test.each([
   const byName = new Map(index.entries.map((e) => [e.name, e]));
   expect(byName.get("transformer.h.0.attn.c_attn.weight")).toMatchObject({ dtype: stDtype, shape });
   expect(byName.get("transformer.h.0.attn.c_attn.weight_scale")).toMatchObject({ dtype: "F16", shape: [192, 2] });
-  expect(byName.get("lm_head.weight")).toMatchObject({ dtype: "I8", shape: [50257, 128] });
+  // the LM head: int8 under q8, 6 bits (96 bytes a group of 128) under q4
+  expect(byName.get("lm_head.weight")).toMatchObject(dtype === "q8" ? { dtype: "I8", shape: [50257, 128] } : { dtype: "U8", shape: [50257, 96] });
   const back = await GPT2LMHeadModel.from_pretrained(dir);
   expect(back.dtype).toBe(dtype);
   const x = [ids(12, 9)];
@@ -174,7 +175,7 @@ test.each([
   await expect(GPT2LMHeadModel.from_pretrained(dir, { dtype: "bfloat16" })).rejects.toThrow(`holds ${dtype} weights: load it without a dtype, or with dtype "${dtype}"`);
   // the other format's config on these tensors: the stored dtype does not fit, and the loader says so
   const other = dtype === "q8" ? "q4" : "q8";
-  writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: { ...qc, format: other, bits: other === "q8" ? 8 : 4, lm_head_bits: other === "q4" ? 8 : undefined } }));
+  writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: { ...qc, format: other, bits: other === "q8" ? 8 : 4, lm_head_bits: other === "q4" ? 6 : undefined } }));
   await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(`${other} checkpoint has ${dtype === "q8" ? "int8" : "uint8"} tensor h.0.attn.c_attn.weight but ${other} stores ${other === "q8" ? "int8" : "uint8"}`);
   // an earlier torchlm's layout (float32 scales, blocks in input order) is named as such
   writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: { ...qc, scale_dtype: undefined, packing: undefined } }));
