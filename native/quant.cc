@@ -69,8 +69,9 @@ inline c10::Half QuantizeBlockOffset(const float* w, int8_t* v, int bits) {
   return d;
 }
 
-// Position p's value in a group of q4 or q6 weights as stored (see QWeight).
+// Position p's value in a group of weights as stored (see QWeight).
 inline int StoredValue(const uint8_t* group, int p, int bits) {
+  if (bits == 8) return group[p] - 128;
   const int low = p < 64 ? group[p] & 15 : group[p - 64] >> 4;
   if (bits == 4) return low - 8;
   return (low | (((group[64 + p % 32] >> (2 * (p / 32))) & 3) << 4)) - 32;
@@ -82,7 +83,7 @@ QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
   const at::Tensor w = w_nk.detach().to(at::kFloat).contiguous();
   const int64_t N = w.size(0), K = w.size(1), nb = K / kQBlock, Kp = PaddedInputs(K), groups = Kp / kQGroup;
   if (K % kQBlock != 0) throw UserError("q" + std::to_string(bits) + " needs input sizes that are multiples of 32, but a weight has " + std::to_string(K));
-  at::Tensor q = at::empty({N, Kp * bits / 8}, w.options().dtype(bits == 8 ? at::kChar : at::kByte));
+  at::Tensor q = at::empty({N, Kp * bits / 8}, w.options().dtype(at::kByte));
   at::Tensor s = at::zeros({N, Kp / kQBlock}, w.options().dtype(at::kHalf));  // the padding's scales stay 0
   const float* wp = w.data_ptr<float>();
   uint8_t* qp = static_cast<uint8_t*>(q.data_ptr());
@@ -96,11 +97,11 @@ QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
       uint8_t* out = qp + n * (Kp * bits / 8);
       for (int64_t g = 0; g < groups; g++) {
         const int8_t* vg = v.data() + g * kQGroup;
+        const int offset = 1 << (bits - 1);
         if (bits == 8) {
-          for (int p = 0; p < kQGroup; p++) out[g * kQGroup + p] = static_cast<uint8_t>(vg[kOrder.at[p]]);
+          for (int p = 0; p < kQGroup; p++) out[g * kQGroup + p] = static_cast<uint8_t>(vg[kOrder.at[p]] + offset);
           continue;
         }
-        const int offset = bits == 6 ? 32 : 8;
         uint8_t* o = out + g * (kQGroup * bits / 8);
         for (int i = 0; i < 64; i++) o[i] = static_cast<uint8_t>(((vg[kOrder.at[i]] + offset) & 15) | (((vg[kOrder.at[64 + i]] + offset) & 15) << 4));
         if (bits == 6)
@@ -128,7 +129,7 @@ at::Tensor DequantizeWeight(const QWeight& w) {
       for (int64_t g = 0; g < groups; g++)
         for (int p = 0; p < kQGroup; p++) {
           const int64_t k = g * kQGroup + kOrder.at[p];
-          const int v = w.bits == 8 ? static_cast<int8_t>(qr[g * kQGroup + p]) : StoredValue(qr + g * (kQGroup * w.bits / 8), p, w.bits);
+          const int v = StoredValue(qr + g * (kQGroup * w.bits / 8), p, w.bits);
           orow[k] = static_cast<float>(v) * static_cast<float>(s[n * nbp + k / kQBlock]);
         }
     }
@@ -138,14 +139,11 @@ at::Tensor DequantizeWeight(const QWeight& w) {
 
 namespace {
 
-// x quantized per block of 32 as the weights are, laid out in the weights' lane order: its int8 values; for 8-bit
-// weights |x_q| as bytes (the unsigned operand of VNNI's dot product) and its signs (applied to the weights instead);
-// for 4-bit weights, whose nibbles are the unsigned operand, -8 times each lane's sum over both halves of the group
-// (the offset of the nibbles, added once); each block's scale in input order. Zeros over the padding.
+// x quantized per block of 32 as the weights are, laid out in the weights' lane order: its int8 values; the weights'
+// offset (2^(bits - 1): they are stored unsigned, the unsigned operand of VNNI's dot product) times each lane's sum over
+// both halves of the group, negated, to start the lanes at; each block's scale in input order. Zeros over the padding.
 struct QuantizedX {
-  std::vector<uint8_t> mag;
   std::vector<int8_t> val;
-  std::vector<uint64_t> neg;    // a bit per position, two words a group
   std::vector<int32_t> offset;  // 16 lanes a group
   std::vector<float> scale;     // a block each
   int64_t groups = 0;
@@ -177,7 +175,7 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) void QuantizeXBlockAvx512(c
 
 int KernelLevel();
 
-// What the kernels for `bits`-bit weights read: the values and scales, and |x_q| with its signs (8) or the offsets (4, 6).
+// What the kernels for `bits`-bit weights read.
 QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   QuantizedX r;
   const int64_t nb = K / kQBlock, Kp = PaddedInputs(K);
@@ -199,20 +197,10 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   r.val.resize(Kp);
   for (int64_t g = 0; g < r.groups; g++)
     for (int p = 0; p < kQGroup; p++) r.val[g * kQGroup + p] = natural[g * kQGroup + kOrder.at[p]];
-  if (bits != 8) {  // stored values are unsigned, v + 8 (q4) or v + 32 (q6)
-    const int offset = bits == 6 ? 32 : 8;
-    r.offset.assign(r.groups * 16, 0);
-    for (int64_t g = 0; g < r.groups; g++)
-      for (int p = 0; p < kQGroup; p++) r.offset[g * 16 + (p % 64) / 4] -= offset * r.val[g * kQGroup + p];
-    return r;
-  }
-  r.mag.resize(Kp);
-  r.neg.assign(Kp / 64, 0);
-  for (int64_t k = 0; k < Kp; k++) {
-    const int v = r.val[k];
-    r.mag[k] = static_cast<uint8_t>(v < 0 ? -v : v);
-    if (v < 0) r.neg[k / 64] |= uint64_t(1) << (k % 64);
-  }
+  const int offset = 1 << (bits - 1);
+  r.offset.assign(r.groups * 16, 0);
+  for (int64_t g = 0; g < r.groups; g++)
+    for (int p = 0; p < kQGroup; p++) r.offset[g * 16 + (p % 64) / 4] -= offset * r.val[g * kQGroup + p];
   return r;
 }
 
@@ -230,8 +218,8 @@ __attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, con
       const int8_t* xv = x.val.data() + g * kQGroup;
       int32_t lane[16] = {};
       if constexpr (Bits == 8) {
-        const int8_t* w = reinterpret_cast<const int8_t*>(qr) + g * kQGroup;
-        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * w[i] + static_cast<int32_t>(xv[64 + i]) * w[64 + i];
+        const uint8_t* w = qr + g * kQGroup;
+        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * (w[i] - 128) + static_cast<int32_t>(xv[64 + i]) * (w[64 + i] - 128);
       } else if constexpr (Bits == 4) {
         const uint8_t* w = qr + g * 64;
         for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * ((w[i] & 15) - 8) + static_cast<int32_t>(xv[64 + i]) * ((w[i] >> 4) - 8);
@@ -263,17 +251,16 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uin
 
 // AVX-512 VNNI, a group of 128 weights (four blocks) a step: vpdpbusd multiplies unsigned by signed bytes into 16
 // int32 lanes of 4-product sums, lane L holding block L % 4, so that one broadcast of the four blocks' scales fits all
-// 16 lanes and both halves of the group go into the same lanes before one conversion to float. 8-bit weights (two
-// 64-byte loads) go in signed, x as |x_q| with its signs moved onto the weights; 4-bit weights (one 64-byte load, low
-// nibbles the first half, high the second) go in as their unsigned nibbles against the signed x_q, the lanes starting
-// at x's offset term. M rows of x against each weight row, the weights read (and unpacked) once for all of them
+// 16 lanes and both halves of the group go into the same lanes before one conversion to float. The weights go in as
+// their unsigned stored values (8 bits: two 64-byte loads; 4 bits: one, low nibbles the first half, high the second;
+// 6 bits: 4 bits' load and the high bits moved in) against the signed x_q, the lanes starting at x's offset term. M rows of x against each weight row, the weights read (and unpacked) once for all of them
 // (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are
 // one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
 template <int Bits, int M>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void RowsVnni(const QuantizedX* x, const uint8_t* q, const c10::Half* s, int64_t Kp,
                                                                                                int64_t N, int64_t n0, int64_t n1, float* out) {
   const int64_t nbp = Kp / kQBlock, groups = x[0].groups, stride = Kp * Bits / 8;
-  const __m512i zero = _mm512_setzero_si512(), low4 = _mm512_set1_epi8(15);
+  const __m512i low4 = _mm512_set1_epi8(15);
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* qr = q + n * stride;
     const uint16_t* sr = reinterpret_cast<const uint16_t*>(s + n * nbp);
@@ -300,15 +287,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) vo
       }
 #pragma GCC unroll 8
       for (int m = 0; m < M; m++) {
-        __m512i d;
-        if constexpr (Bits == 8) {
-          const __mmask64* neg = reinterpret_cast<const __mmask64*>(x[m].neg.data() + 2 * g);
-          d = _mm512_dpbusd_epi32(zero, _mm512_loadu_si512(x[m].mag.data() + g * kQGroup), _mm512_mask_sub_epi8(w0, neg[0], zero, w0));
-          d = _mm512_dpbusd_epi32(d, _mm512_loadu_si512(x[m].mag.data() + g * kQGroup + 64), _mm512_mask_sub_epi8(w1, neg[1], zero, w1));
-        } else {
-          d = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[m].offset.data() + g * 16), w0, _mm512_loadu_si512(x[m].val.data() + g * kQGroup));
-          d = _mm512_dpbusd_epi32(d, w1, _mm512_loadu_si512(x[m].val.data() + g * kQGroup + 64));
-        }
+        __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[m].offset.data() + g * 16), w0, _mm512_loadu_si512(x[m].val.data() + g * kQGroup));
+        d = _mm512_dpbusd_epi32(d, w1, _mm512_loadu_si512(x[m].val.data() + g * kQGroup + 64));
         const __m512 sc = _mm512_mul_ps(sw, _mm512_broadcast_f32x4(_mm_loadu_ps(x[m].scale.data() + 4 * g)));
         acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc[m]);
       }
@@ -442,6 +422,8 @@ void GPT2::Quantize(const std::string& kind) {
 
 // A checkpoint's scales: one a block of the true inputs (the padding's zeros are not written), so K reads off them.
 static at::Tensor StoredScales(const QWeight& w) { return w.s.narrow(1, 0, w.cols() / kQBlock).contiguous(); }
+// A checkpoint's values: 8-bit ones as int8 (v, not the kernels' v + 128: the flip of the top bit), the others as kept.
+static at::Tensor StoredValues(const QWeight& w) { return w.bits == 8 ? at::bitwise_xor(w.q, 128).view(at::kChar) : w.q; }
 
 // A weight from a checkpoint, its shapes checked: q as stored, the scales padded again to whole groups.
 static QWeight FromCheckpoint(const std::string& kind, const std::string& name, const at::Tensor& q, const at::Tensor& s, int bits) {
@@ -454,7 +436,7 @@ static QWeight FromCheckpoint(const std::string& kind, const std::string& name, 
     throw UserError(kind + " tensor " + name + "_scale holds values that are not float16 (" + DtypeName(s.scalar_type()) + "): " + kind + " stores float16 scales");
   at::Tensor sp = at::zeros({s.size(0), Kp / kQBlock}, h.options());
   sp.narrow(1, 0, K / kQBlock).copy_(h);
-  return QWeight{q.contiguous(), sp, bits, K};
+  return QWeight{bits == 8 ? at::bitwise_xor(q.contiguous().view(at::kByte), 128) : q.contiguous(), sp, bits, K};
 }
 
 int64_t GPT2::NumParameters() const {
@@ -474,11 +456,11 @@ std::vector<std::pair<std::string, at::Tensor>> GPT2::SavedTensors() const {
     if (it == quant_.end()) {
       out.emplace_back(name, t);
     } else {
-      out.emplace_back(name, it->second.q);
+      out.emplace_back(name, StoredValues(it->second));
       out.emplace_back(name + "_scale", StoredScales(it->second));
     }
   }
-  out.emplace_back("lm_head.weight", lm_head_q_.q);
+  out.emplace_back("lm_head.weight", StoredValues(lm_head_q_));
   out.emplace_back("lm_head.weight_scale", StoredScales(lm_head_q_));
   return out;
 }

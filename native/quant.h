@@ -16,9 +16,11 @@ inline int64_t PaddedInputs(int64_t K) { return (K + kQGroup - 1) / kQGroup * kQ
 // (s [N, Kp / 32]); W[n, k] ~ value * s[n, k / 32]. Within a group the inputs are interleaved so that 32-bit lane L of
 // a 64-byte vector holds four inputs of block L % 4: position p = 64 v + 4 L + r holds input 32 (L % 4) + 16 v +
 // 4 (L / 4) + r, so one broadcast of the four scales fits every lane (see RowsVnni).
-// - 8 bits: q int8 [N, Kp], the group's 128 positions in order;
-// - 4 bits: q uint8 [N, Kp / 2] of nibbles u in 0..15, value u - 8: byte i of a group's 64 holds position i in its low
-//   nibble and position 64 + i in its high one.
+// The values are kept unsigned, u = value + 2^(bits - 1), in q uint8:
+// - 8 bits: [N, Kp], the group's 128 positions in order (checkpoints hold the signed values);
+// - 4 bits: [N, Kp / 2], byte i of a group's 64 holds position i in its low nibble and position 64 + i in its high one;
+// - 6 bits (q4's LM head): [N, Kp * 3 / 4], a group's low four bits as 4 bits' 64 bytes, then 32 bytes of the high two:
+//   byte j holds those of positions j, 32 + j, 64 + j and 96 + j, from its low bits up.
 struct QWeight {
   at::Tensor q, s;
   int bits = 8;
