@@ -178,14 +178,26 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
   if (cfg_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(i + 1);
   auto qkv = qkv_flat.view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, D]
   at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  at::Tensor y;
   if (cache) {
     int64_t s = cache->length;
     cache->k[i].narrow(2, s, T).copy_(k);
     cache->v[i].narrow(2, s, T).copy_(v);
+    if (T == 1 && cache->k[i].scalar_type() != q.scalar_type() && q.scalar_type() == at::kFloat && q.device().is_cpu() &&
+        !at::GradMode::is_enabled() && MatVecEnabled()) {
+      // batched decoding over a cache kept narrower than the activations (q8 / q4's bfloat16): each row through the
+      // fused decoder's attention, which reads the cache as it is, rather than widening the whole cache every step
+      y = at::empty({B, H, 1, D}, q.options());
+      const at::Tensor qc = q.contiguous();
+      const at::Tensor allowed = bias.defined() ? bias.eq(0).to(at::kByte).contiguous() : at::Tensor();  // [B or 1, 1, 1, S]
+      for (int64_t b = 0; b < B; b++)
+        AttendInto(qc.data_ptr<float>() + b * H * D, cache->k[i].narrow(0, b, 1), cache->v[i].narrow(0, b, 1), s + 1, scale,
+                   allowed.defined() ? allowed.data_ptr<uint8_t>() + (allowed.size(0) == 1 ? 0 : b) * (s + 1) : nullptr, y.data_ptr<float>() + b * H * D);
+      return AttentionOutput(i, y, B, T);
+    }
     k = cache->k[i].narrow(2, 0, s + T).to(q.scalar_type());
     v = cache->v[i].narrow(2, 0, s + T).to(q.scalar_type());
   }
-  at::Tensor y;
   if (UseSdpa()) {
     // PyTorch 2's fused attention (flash on the CPU, flash / cuDNN / memory-efficient on CUDA): no [T, S] score
     // matrix kept for backward. With no padding and no cache, the causal mask is implied rather than read.
@@ -199,8 +211,14 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
     att = at::dropout(att, cfg_.attn_pdrop, training);
     y = at::matmul(att, v);
   }
-  y = y.transpose(1, 2).reshape({B, T, E});
-  return at::dropout(Conv1D(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q), cfg_.resid_pdrop, training);
+  return AttentionOutput(i, y, B, T);
+}
+
+// Attention's heads y [B, H, T, D] joined and projected.
+at::Tensor GPT2::AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T) {
+  const Layer& L = layers_[i];
+  const at::Tensor joined = y.transpose(1, 2).reshape({B, T, cfg_.n_embd});
+  return at::dropout(Conv1D(joined, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q), cfg_.resid_pdrop, training);
 }
 
 // TORCHLM_NO_SDPA=1 keeps the explicit matmul-softmax-matmul attention (the reference path; read at each call so

@@ -121,6 +121,7 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   std::string quantization_;
   void Bind();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);
+  at::Tensor AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T);
   static bool UseSdpa();
   // native/decode.cc: one token at batch 1 through the cache on raw buffers (what Hidden computes, faster).
   bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
