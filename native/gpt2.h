@@ -95,9 +95,9 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   void RemoveLora(bool merge);
   bool HasLora() const { return !lora_.empty(); }
 
-  // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head as int8 per block of
-  // 32, "q4" the Conv1D weights as 4-bit nibbles per block of 32 and the LM head as int8 (the token embeddings stay
-  // float32 for lookups); the float32 Conv1D weights are freed. Inference only.
+  // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head in 8 bits per block
+  // of 32, "q4" the Conv1D weights in 4 bits and the LM head in 6 (the token embeddings stay float32 for lookups); the
+  // float32 Conv1D weights are freed. Inference only.
   void Quantize(const std::string& kind);
   // A q8 / q4 checkpoint as SavedTensors() wrote it (no re-quantizing): names, dtypes and shapes checked.
   void LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind);

@@ -253,9 +253,10 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uin
 // int32 lanes of 4-product sums, lane L holding block L % 4, so that one broadcast of the four blocks' scales fits all
 // 16 lanes and both halves of the group go into the same lanes before one conversion to float. The weights go in as
 // their unsigned stored values (8 bits: two 64-byte loads; 4 bits: one, low nibbles the first half, high the second;
-// 6 bits: 4 bits' load and the high bits moved in) against the signed x_q, the lanes starting at x's offset term. M rows of x against each weight row, the weights read (and unpacked) once for all of them
-// (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are
-// one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
+// 6 bits: 4 bits' load and the high bits moved in) against the signed x_q, the lanes starting at x's offset term. M
+// rows of x against each weight row, the weights read (and unpacked) once for all of them (batched decoding, beams,
+// short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are one sequential stream,
+// which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
 template <int Bits, int M>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void RowsVnni(const QuantizedX* x, const uint8_t* q, const c10::Half* s, int64_t Kp,
                                                                                                int64_t N, int64_t n0, int64_t n1, float* out) {

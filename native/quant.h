@@ -1,6 +1,6 @@
-// Quantized weights for decoding (from_pretrained's dtype "q8" / "q4"): symmetric per block of 32 inputs with a
-// float16 scale, llama.cpp's q8_0 and q4_0 schemes, with activations quantized to int8 per block so that dot products run on
-// integers.
+// Quantized weights for decoding (from_pretrained's dtype "q8" / "q4", q4's LM head in 6 bits): symmetric per block of
+// 32 inputs with a float16 scale, llama.cpp's q8_0 and q4_0 schemes, with activations quantized to int8 per block so
+// that dot products run on integers.
 #pragma once
 
 #include "common.h"
