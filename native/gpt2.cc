@@ -183,7 +183,7 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
     int64_t s = cache->length;
     cache->k[i].narrow(2, s, T).copy_(k);
     cache->v[i].narrow(2, s, T).copy_(v);
-    if (T == 1 && cache->k[i].scalar_type() != q.scalar_type() && q.scalar_type() == at::kFloat && q.device().is_cpu() &&
+    if (T == 1 && cache->k[i].scalar_type() == at::kBFloat16 && q.scalar_type() == at::kFloat && q.device().is_cpu() &&
         !at::GradMode::is_enabled() && MatVecEnabled()) {
       // batched decoding over a cache kept narrower than the activations (q8 / q4's bfloat16): each row through the
       // fused decoder's attention, which reads the cache as it is, rather than widening the whole cache every step
