@@ -293,18 +293,21 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   }
   // q8 and q4 weights (per block of 32, the activations quantized per block for integer dot products), batch 1 and 8,
   // beside each peer's nearest format (a peer's figure is named by its format: decode_b1_int8, decode_b1_q4_0, ...);
-  // the limit counts the bytes a token reads: the linears' values and float16 scales, the LM head's (8 bits, 6 under q4)
-  const quantized: { dtype: "q8" | "q4"; bits: number; headBits: number; b1: [Peer | null, string][]; b8: [Peer | null, string][] }[] = [
-    { dtype: "q8", bits: 8, headBits: 8, b1: [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]], b8: [[ct2, "decode8 int8"]] },
-    { dtype: "q4", bits: 4, headBits: 6, b1: [[llama, "decode1 q4_0"]], b8: [] },
+  // the limit counts the bytes a token reads: the linears' values and float16 scales, the LM head's (its bits as the
+  // model's quantization_config gives them)
+  const quantized: { dtype: "q8" | "q4"; b1: [Peer | null, string][]; b8: [Peer | null, string][] }[] = [
+    { dtype: "q8", b1: [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]], b8: [[ct2, "decode8 int8"]] },
+    { dtype: "q4", b1: [[llama, "decode1 q4_0"]], b8: [] },
   ];
   const peerFigures = (peers: [Peer | null, string][], theirs: (number | undefined)[], tokens: number) => peers.forEach(([p, cmd], i) => {
     const [what, format] = cmd.split(" ");
     if (theirs[i]) (p === ct2 ? ct2r : llamar)[`decode_b${what === "decode8" ? 8 : 1}_${format}_tokens_per_s`] = tokens / theirs[i]!;
   });
-  for (const { dtype, bits, headBits, b1, b8 } of quantized) {
+  for (const { dtype, b1, b8 } of quantized) {
     if (!want("decode1") && !want(dtype)) continue;
     const q = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype });
+    const qc = q.config.quantization_config as { bits: number; lm_head_bits?: number };
+    const bits = qc.bits, headBits = qc.lm_head_bits ?? qc.bits;
     let toks: number[] = [];
     const bw: number[] = [];
     const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q); toks = g.tokens; return g.seconds; }, b1);

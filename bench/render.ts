@@ -38,12 +38,11 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
     ["batch 8, torchlm q8", results.decode_b8_q8_tokens_per_s, "", undefined, "int8", cf?.decode_b8_int8_tokens_per_s],
     ["batch 8, torchlm q4", results.decode_b8_q4_tokens_per_s, "", undefined, "", undefined],
   ];
-  const r = (v: number | undefined, p: number | undefined) => v === undefined || p === undefined ? "-" : (v / p).toFixed(2) + "x";
   if ([results.decode_b1_bf16_tokens_per_s, results.decode_b1_q8_tokens_per_s, results.decode_b1_q4_tokens_per_s].some((v) => v !== undefined)) {
     table.push("", `| greedy decode tokens/s (8 + 128 tokens, 2 threads) | torchlm | llama.cpp (llama-cpp-python ${llama?.version ?? "not run"}) | ratio | CTranslate2 ${ct2?.version ?? "not run"} | ratio |`,
       "|---|---:|---:|---:|---:|---:|",
       ...qrows.filter(([, v]) => v !== undefined).map(([k, v, lt, l, ct, c]) =>
-        `| ${k} | ${cell(v)} | ${l === undefined ? "-" : `${cell(l)} (${lt})`} | ${r(v, l)} | ${c === undefined ? "-" : `${cell(c)} (${ct})`} | ${r(v, c)} |`));
+        `| ${k} | ${cell(v)} | ${l === undefined ? "-" : `${cell(l)} (${lt})`} | ${ratio(k, v!, l)} | ${c === undefined ? "-" : `${cell(c)} (${ct})`} | ${ratio(k, v!, c)} |`));
   }
   if (m.scaling) {
     const ctxs = Object.keys(m.scaling[0]?.tokens_per_s ?? {});

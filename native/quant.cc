@@ -71,10 +71,10 @@ inline c10::Half QuantizeBlockOffset(const float* w, int8_t* v, int bits) {
 
 // Position p's value in a group of weights as stored (see QWeight).
 inline int StoredValue(const uint8_t* group, int p, int bits) {
-  if (bits == 8) return group[p] - 128;
+  const int offset = 1 << (bits - 1);
+  if (bits == 8) return group[p] - offset;
   const int low = p < 64 ? group[p] & 15 : group[p - 64] >> 4;
-  if (bits == 4) return low - 8;
-  return (low | (((group[64 + p % 32] >> (2 * (p / 32))) & 3) << 4)) - 32;
+  return (bits == 4 ? low : low | (((group[64 + p % 32] >> (2 * (p / 32))) & 3) << 4)) - offset;
 }
 
 }  // namespace
@@ -424,10 +424,13 @@ void GPT2::Quantize(const std::string& kind) {
 // A checkpoint's scales: one a block of the true inputs (the padding's zeros are not written), so K reads off them.
 static at::Tensor StoredScales(const QWeight& w) { return w.s.narrow(1, 0, w.cols() / kQBlock).contiguous(); }
 // A checkpoint's values: 8-bit ones as int8 (v, not the kernels' v + 128: the flip of the top bit), the others as kept.
+static at::ScalarType CheckpointDtype(int bits) { return bits == 8 ? at::kChar : at::kByte; }
 static at::Tensor StoredValues(const QWeight& w) { return w.bits == 8 ? at::bitwise_xor(w.q, 128).view(at::kChar) : w.q; }
 
-// A weight from a checkpoint, its shapes checked: q as stored, the scales padded again to whole groups.
+// A weight from a checkpoint, its dtype and shapes checked: q as kept, the scales padded again to whole groups.
 static QWeight FromCheckpoint(const std::string& kind, const std::string& name, const at::Tensor& q, const at::Tensor& s, int bits) {
+  if (q.scalar_type() != CheckpointDtype(bits))
+    throw UserError(kind + " checkpoint has " + DtypeName(q.scalar_type()) + " tensor " + name + " but " + kind + " stores " + DtypeName(CheckpointDtype(bits)));
   const int64_t K = s.dim() == 2 ? s.size(1) * kQBlock : 0, Kp = PaddedInputs(K);
   if (q.dim() != 2 || s.dim() != 2 || s.size(0) != q.size(0) || q.size(1) != Kp * bits / 8)
     throw UserError(kind + " tensor " + name + "_scale " + ShapeStr(s.sizes()) + " does not fit " + name + " " + ShapeStr(q.sizes()));
@@ -468,7 +471,6 @@ std::vector<std::pair<std::string, at::Tensor>> GPT2::SavedTensors() const {
 
 void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind) {
   const int bits = QuantBits(kind);
-  const at::ScalarType stored = bits == 8 ? at::kChar : at::kByte;
   std::map<std::string, at::Tensor> scales, head;
   std::vector<std::pair<std::string, at::Tensor>> rest;
   for (auto& [name0, t] : tensors) {
@@ -482,7 +484,6 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
   std::map<std::string, QWeight> made;
   for (auto& [name, t] : rest) {
     if (t.scalar_type() != at::kChar && t.scalar_type() != at::kByte) continue;
-    if (t.scalar_type() != stored) throw UserError(kind + " checkpoint has " + DtypeName(t.scalar_type()) + " tensor " + name + " but " + kind + " stores " + DtypeName(stored));
     auto it = scales.find(name);
     if (it == scales.end()) throw UserError(kind + " checkpoint has quantized tensor " + name + " but no " + name + "_scale");
     QWeight w = FromCheckpoint(kind, name, t, it->second, bits);
@@ -498,10 +499,7 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
     if (conv) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
   }
   const at::Tensor hq = head.at("lm_head.weight"), hs = head.at("lm_head.weight_scale");
-  const int head_bits = HeadBits(bits);
-  const at::ScalarType head_stored = head_bits == 8 ? at::kChar : at::kByte;
-  if (hq.scalar_type() != head_stored) throw UserError(kind + " checkpoint's lm_head.weight has dtype " + DtypeName(hq.scalar_type()) + " but " + kind + "'s LM head stores " + DtypeName(head_stored));
-  QWeight lm_head = FromCheckpoint(kind, "lm_head.weight", hq, hs, head_bits);
+  QWeight lm_head = FromCheckpoint(kind, "lm_head.weight", hq, hs, HeadBits(bits));
   if (lm_head.rows() != wte_.size(0) || lm_head.cols() != wte_.size(1)) throw UserError(kind + " checkpoint's lm_head.weight does not fit the token embeddings");
   for (auto& [name, t] : params_) t.requires_grad_(false);
   quant_ = std::move(made);
