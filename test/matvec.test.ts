@@ -82,6 +82,25 @@ describe("batch-1 decoding fast paths", () => {
     await model.dispose();
   });
 
+  test.each([40, 72, 96])("bfloat16, n_embd %i (chunk pairs, a last odd chunk, tail columns): one row's linears and LM head as libtorch's", async (n_embd) => {
+    const model = await GPT2LMHeadModel.from_config({ vocab_size: 1001, n_positions: 64, n_embd, n_layer: 2, n_head: 4, n_inner: 100 }, { seed: 3 });
+    await model.to("bfloat16");
+    const logits = async (fast: boolean) => {
+      probes.setMatvec(fast);
+      const calls = probes.matvecCalls();
+      const o = await model.forward({ input_ids: [[17]] });
+      // fast: each layer's 4 linears and the LM head (one position: no cache to attend over)
+      expect(probes.matvecCalls() - calls).toBe(fast ? 4 * model.config.n_layer + 1 : 0);
+      return Float32Array.from(o.logits.float().data() as Float32Array);
+    };
+    const slow = await logits(false), fast = await logits(true);
+    // float32 sums in another order, rounded to bfloat16: logits here are under 2, where two of its steps are 2^-6;
+    // a column left out would move them by about 0.05
+    expect(Math.max(...slow.map(Math.abs))).toBeLessThan(2);
+    expect(maxAbsDiff(fast, slow)).toBeLessThan(2 ** -6);
+    await model.dispose();
+  });
+
   test("bfloat16 weights: float32 activations, logits close to fp32, and 20 greedy tokens equal to fp32's", async () => {
     const f32 = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const b16 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "bfloat16" });
