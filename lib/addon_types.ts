@@ -13,6 +13,7 @@ export type Reduction = "mean" | "sum" | "none";
 
 export interface NativeTensor {
   readonly shape: number[];
+  readonly strides: number[];
   readonly dtype: string;
   readonly device: string;
   readonly disposed: boolean;

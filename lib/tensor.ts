@@ -36,6 +36,22 @@ export class Tensor {
     return g ? new Tensor(g) : null;
   }
   numel(): number { return this.shape.reduce((a, b) => a * b, 1); }
+  /** Elements between neighbours along each dimension (torch's stride()), or along `dim`. */
+  stride(dim?: number): number | number[] {
+    const strides = native(() => this._t.strides);
+    return dim === undefined ? strides : strides[this.#dim(dim)]!;
+  }
+  /** Whether the elements lie in memory in row-major order with no gaps (torch's is_contiguous()). */
+  is_contiguous(): boolean {
+    const shape = this.shape, strides = native(() => this._t.strides);
+    if (shape.includes(0)) return true;
+    let expected = 1;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      if (shape[d] !== 1 && strides[d] !== expected) return false;
+      expected *= shape[d]!;
+    }
+    return true;
+  }
   size(dim?: number): number | number[] {
     if (dim === undefined) return this.shape;
     return this.shape[this.#dim(dim)]!;

@@ -120,6 +120,7 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   QWeight lm_head_q_;
   std::string quantization_;
   void Bind();
+  void LayOutConv1D();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);
   at::Tensor AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T);
   static bool UseSdpa();

@@ -243,11 +243,12 @@ __attribute__((target("avx512f"))) static void AxpyRowsBf16Split(const float* x,
     for (int64_t n = 0; n < N; n++) acc[Permuted(n, N32)] += x[k] * Elem(w + k * N, n);
 }
 
-// The LM head, out[v] = dot(W[v, :], h) over a [V, K] matrix read once a token: one row at a time, so that the rows are
-// one sequential stream that the hardware prefetcher follows (sixteen rows' interleaved streams read it at about 22
-// GB/s here, one row at a time at about 35). Each row's chunks alternate between two accumulators (one chain of
-// dependent fused multiply-adds per row would wait on their latency); a last odd chunk goes to the first, the columns
-// past the chunks are added one by one after the lanes are summed. bfloat16 chunks are 32 columns against hp, h
+// out[v] = dot(W[v, :], h) over a [V, K] matrix read once a token (the LM head, and a Conv1D weight kept as the
+// transposed view of its [out, in] rows): one row at a time, so that the rows are one sequential stream that the
+// hardware prefetcher follows (sixteen rows' interleaved streams read the LM head at about 22 GB/s here, one row at a
+// time at about 35). Each row's chunks alternate between two accumulators (one chain of dependent fused multiply-adds
+// per row would wait on their latency); a last odd chunk goes to the first, the columns past the chunks are added one
+// by one after the lanes are summed. bfloat16 chunks are 32 columns against hp, h
 // permuted as above; float32 chunks are 16 columns against h as it is.
 __attribute__((target("avx512f"))) static inline void FmaChunk(const uint16_t* w, const float* hp, __m512& a) {
   const __m512i x = _mm512_loadu_si512(w);
@@ -259,7 +260,7 @@ __attribute__((target("avx512f"))) static inline void FmaChunk(const float* w, c
 }
 
 template <typename W>
-__attribute__((target("avx512f"))) static void HeadRows512(const float* hp, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+__attribute__((target("avx512f"))) static void SeqRows512(const float* hp, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
   constexpr int64_t C = std::is_same_v<W, float> ? 16 : 32;
   const int64_t KC = K - K % C;
   for (int64_t v = v0; v < v1; v++) {
@@ -310,14 +311,40 @@ static DotFn<W> Dot() {
   return DotRowsScalar<W>;
 }
 
+// out[0:V] = W h for W [V, K] contiguous, rows split between the threads.
+static void RowDots(const float* hp, const at::Tensor& w, float* o) {
+  const int64_t V = w.size(0), K = w.size(1);
+  if (w.scalar_type() == at::kFloat) {
+    const float* wp = w.data_ptr<float>();
+#if defined(__x86_64__)
+    DotFn<float> dot = SimdLevel() == 2 ? SeqRows512<float> : Dot<float>();
+#else
+    DotFn<float> dot = Dot<float>();
+#endif
+    at::parallel_for(0, V, 64, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+    return;
+  }
+  const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
+#if defined(__x86_64__)
+  if (SimdLevel() == 2) {
+    const int64_t K32 = K & ~int64_t(31);
+    std::vector<float> perm(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
+    at::parallel_for(0, V, 64, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); });
+    return;
+  }
+#endif
+  DotFn<uint16_t> dot = Dot<uint16_t>();
+  at::parallel_for(0, V, 64, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+}
+
 // Applies when no gradient is wanted, the weights are float32 or bfloat16 CPU memory, and x is one row.
 static bool Applies(const at::Tensor& x, const at::Tensor& w) {
   if (!MatVecEnabled()) return false;
   if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad())) return false;
   const at::ScalarType t = w.scalar_type();
   return x.device().is_cpu() && w.device().is_cpu() && (t == at::kFloat || t == at::kBFloat16) &&
-         (x.scalar_type() == t || x.scalar_type() == at::kFloat) && w.dim() == 2 && w.is_contiguous() && x.dim() >= 1 &&
-         x.numel() == x.size(-1);
+         (x.scalar_type() == t || x.scalar_type() == at::kFloat) && w.dim() == 2 && x.dim() >= 1 && x.numel() == x.size(-1);
 }
 
 template <typename W>
@@ -330,13 +357,20 @@ static void KN(const float* x, const W* w, float* part, int64_t K, int64_t N, in
 
 bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b) {
   const at::ScalarType t = w.scalar_type();
-  if (!w.device().is_cpu() || (t != at::kFloat && t != at::kBFloat16) || w.dim() != 2 || !w.is_contiguous()) return false;
+  if (!w.device().is_cpu() || (t != at::kFloat && t != at::kBFloat16) || w.dim() != 2 || !(w.is_contiguous() || w.t().is_contiguous())) return false;
   return !b.defined() || (b.scalar_type() == t && b.device().is_cpu() && b.numel() == w.size(1) && b.is_contiguous());
 }
 
 void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out) {
   g_calls++;
   const int64_t K = w.size(0), N = w.size(1);
+  if (!w.is_contiguous()) {  // the transposed view of [N, K] rows (see GPT2::LayOutConv1D)
+    RowDots(x, w.t(), out);
+    if (!b.defined()) return;
+    if (b.scalar_type() == at::kFloat) for (int64_t n = 0; n < N; n++) out[n] += b.data_ptr<float>()[n];
+    else for (int64_t n = 0; n < N; n++) out[n] += Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);
+    return;
+  }
   // Each chunk of rows streams its own contiguous slice of W into a private partial sum; the partial sums
   // are added at the end (N floats each, so the reduction is cheap).
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), K / 64));
@@ -375,36 +409,12 @@ at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor&
 }
 
 at::Tensor MatVecNK(const at::Tensor& h0, const at::Tensor& w) {
-  if (!Applies(h0, w) || w.size(1) != h0.size(-1)) return at::Tensor();
+  if (!Applies(h0, w) || !w.is_contiguous() || w.size(1) != h0.size(-1)) return at::Tensor();
   g_calls++;
   const at::Tensor h = h0.to(at::kFloat).contiguous();
-  const int64_t V = w.size(0), K = w.size(1);
+  const int64_t V = w.size(0);
   at::Tensor out = at::empty({V}, w.options().dtype(at::kFloat));
-  const float* hp = h.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  if (w.scalar_type() == at::kFloat) {
-    const float* wp = w.data_ptr<float>();
-#if defined(__x86_64__)
-    DotFn<float> dot = SimdLevel() == 2 ? HeadRows512<float> : Dot<float>();
-#else
-    DotFn<float> dot = Dot<float>();
-#endif
-    at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
-  } else {
-    const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
-#if defined(__x86_64__)
-    if (SimdLevel() == 2) {
-      const int64_t K32 = K & ~int64_t(31);
-      std::vector<float> perm(static_cast<size_t>(K));
-      for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
-      at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { HeadRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); });
-    } else
-#endif
-    {
-      DotFn<uint16_t> dot = Dot<uint16_t>();
-      at::parallel_for(0, V, 256, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
-    }
-  }
+  RowDots(h.data_ptr<float>(), w, out.data_ptr<float>());
   auto sizes = h0.sizes().vec();
   sizes.back() = V;
   return out.to(h0.scalar_type()).view(sizes);

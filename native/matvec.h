@@ -5,7 +5,8 @@
 
 namespace torchlm {
 
-// y = b + x @ W for one row x [K] and W [K, N] (Conv1D's layout): float32, CPU, contiguous. Returns an
+// y = b + x @ W for one row x [K] and W [K, N] (Conv1D's layout): float32 or bfloat16, CPU, contiguous or the
+// transposed view of contiguous [N, K] rows (a bfloat16 model's layout, GPT2::LayOutConv1D). Returns an
 // undefined tensor when the fast path does not apply (the caller falls back to addmm).
 at::Tensor MatVecKN(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 // The same on raw memory, for the fused decoder: whether W and b suit it, and out[0:N] = b + x[0:K] @ W.

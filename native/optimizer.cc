@@ -57,7 +57,10 @@ void AdamW::Step(double lr) {
       if (!grad.defined()) continue;
       const double step = static_cast<double>(++steps_[k]);
       at::Tensor param = p.detach();
-      if (FusedSupported(param) && grad.scalar_type() == param.scalar_type()) {
+      // the fused kernel walks the four tensors' memory in step, so they must share one layout (autograd gives a gradient
+      // its parameter's strides and the states are made with zeros_like; anything else takes the elementwise ops)
+      const bool one_layout = grad.strides() == param.strides() && exp_avg_[k].strides() == param.strides() && exp_avg_sq_[k].strides() == param.strides();
+      if (FusedSupported(param) && grad.scalar_type() == param.scalar_type() && one_layout) {
         auto& f = fused[{param.device().str(), param.scalar_type()}];
         f[0].push_back(param);
         f[1].push_back(grad);

@@ -12,6 +12,7 @@ void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
     StaticMethod("fromBuffer", &TensorWrap::FromBuffer),
     StaticMethod("cat", &TensorWrap::Cat),
     InstanceAccessor("shape", &TensorWrap::Shape, nullptr),
+    InstanceAccessor("strides", &TensorWrap::Strides, nullptr),
     InstanceAccessor("dtype", &TensorWrap::Dtype, nullptr),
     InstanceAccessor("device", &TensorWrap::Device, nullptr),
     InstanceAccessor("disposed", &TensorWrap::Disposed, nullptr),
@@ -143,6 +144,13 @@ Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
   const auto& t = Get(info.Env());
   auto arr = Napi::Array::New(info.Env(), t.dim());
   for (int64_t i = 0; i < t.dim(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(t.size(i))));
+  return arr;
+}
+
+Napi::Value TensorWrap::Strides(const Napi::CallbackInfo& info) {
+  const auto& t = Get(info.Env());
+  auto arr = Napi::Array::New(info.Env(), t.dim());
+  for (int64_t i = 0; i < t.dim(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(t.stride(i))));
   return arr;
 }
 

@@ -32,6 +32,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 
   static Napi::Value FromBuffer(const Napi::CallbackInfo& info);
   Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value Strides(const Napi::CallbackInfo& info);
   Napi::Value Dtype(const Napi::CallbackInfo& info);
   Napi::Value Device(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);

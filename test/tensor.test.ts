@@ -18,6 +18,9 @@ describe("Tensor", () => {
   test("view operations, as in torch", () => {
     const a = tensor([[1, 2, 3], [4, 5, 6]]);
     expect(a.permute(1, 0).tolist()).toEqual([[1, 4], [2, 5], [3, 6]]);
+    expect([a.stride(), a.stride(-1), a.is_contiguous()]).toEqual([[3, 1], 1, true]);
+    expect([a.permute(1, 0).stride(), a.permute(1, 0).is_contiguous(), a.permute(1, 0).contiguous().stride()]).toEqual([[1, 3], false, [2, 1]]);
+    expect([a.slice(1, 0, 3, 2).is_contiguous(), tensor([[1, 2, 3]]).permute(1, 0).is_contiguous()]).toEqual([false, true]);  // a gap; a size-1 dim's stride is free
     expect(a.reshape(3, 2).tolist()).toEqual([[1, 2], [3, 4], [5, 6]]);
     expect(a.view([6]).tolist()).toEqual([1, 2, 3, 4, 5, 6]);
     expect(a.slice(1, -2).tolist()).toEqual([[2, 3], [5, 6]]);
