@@ -199,9 +199,9 @@ __attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const
 }
 #endif
 
-// bfloat16 weights, 32 columns at a time: one 64-byte load holds 32 bf16 values; a 16-bit shift widens the even
-// ones and a mask the odd ones, exactly, with no cross-lane conversion. The partial sums of each 32-column
-// block are therefore kept permuted (16 even columns, then 16 odd ones) and put back in order at the end.
+// bfloat16 rows, 32 columns at a time: one 64-byte load holds 32 bf16 values; a 16-bit shift widens the even
+// ones and a mask the odd ones, exactly, with no cross-lane conversion. So each 32-column block of the vector they
+// multiply is permuted to match (16 even columns, then 16 odd ones); columns past the last whole block stay.
 static inline int64_t Permuted(int64_t n, int64_t N32) {
   if (n >= N32) return n;
   const int64_t base = n & ~int64_t(31), j = n & 31;
@@ -209,47 +209,13 @@ static inline int64_t Permuted(int64_t n, int64_t N32) {
 }
 
 #if defined(__x86_64__)
-template <int R>
-__attribute__((target("avx512f"))) static int64_t AxpyPassBf16Split(const float* x, const uint16_t* w, float* acc, int64_t k, int64_t k1, int64_t N) {
-  const int64_t N32 = N & ~int64_t(31);
-  const __m512i odd = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  for (; k + R <= k1; k += R) {
-    const uint16_t* r = w + k * N;
-    __m512 xs[R];
-#pragma GCC unroll 8
-    for (int j = 0; j < R; j++) xs[j] = _mm512_set1_ps(x[k + j]);
-    for (int64_t n = 0; n < N32; n += 32) {
-      __m512 ae = _mm512_loadu_ps(acc + n), ao = _mm512_loadu_ps(acc + n + 16);
-#pragma GCC unroll 8
-      for (int j = 0; j < R; j++) {
-        const __m512i v = _mm512_loadu_si512(r + j * N + n);
-        ae = _mm512_fmadd_ps(xs[j], _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), ae);
-        ao = _mm512_fmadd_ps(xs[j], _mm512_castsi512_ps(_mm512_and_si512(v, odd)), ao);
-      }
-      _mm512_storeu_ps(acc + n, ae);
-      _mm512_storeu_ps(acc + n + 16, ao);
-    }
-    for (int64_t n = N32; n < N; n++)
-      for (int j = 0; j < R; j++) acc[n] += x[k + j] * Elem(r + j * N, n);
-  }
-  return k;
-}
-
-__attribute__((target("avx512f"))) static void AxpyRowsBf16Split(const float* x, const uint16_t* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
-  const int64_t N32 = N & ~int64_t(31);
-  int64_t k = AxpyPassBf16Split<8>(x, w, acc, k0, k1, N);
-  k = AxpyPassBf16Split<4>(x, w, acc, k, k1, N);
-  for (; k < k1; k++)
-    for (int64_t n = 0; n < N; n++) acc[Permuted(n, N32)] += x[k] * Elem(w + k * N, n);
-}
-
 // out[v] = dot(W[v, :], h) over a [V, K] matrix read once a token (the LM head, and a Conv1D weight kept as the
 // transposed view of its [out, in] rows): one row at a time, so that the rows are one sequential stream that the
 // hardware prefetcher follows (sixteen rows' interleaved streams read the LM head at about 22 GB/s here, one row at a
 // time at about 35). Each row's chunks alternate between two accumulators (one chain of dependent fused multiply-adds
 // per row would wait on their latency); a last odd chunk goes to the first, the columns past the chunks are added one
-// by one after the lanes are summed. bfloat16 chunks are 32 columns against hp, h
-// permuted as above; float32 chunks are 16 columns against h as it is.
+// by one after the lanes are summed. bfloat16 chunks are 32 columns against hp, h permuted as above; float32 chunks
+// are 16 columns against h as it is.
 __attribute__((target("avx512f"))) static inline void FmaChunk(const uint16_t* w, const float* hp, __m512& a) {
   const __m512i x = _mm512_loadu_si512(w);
   a = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), _mm512_loadu_ps(hp), a);
@@ -375,25 +341,14 @@ void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, floa
   // are added at the end (N floats each, so the reduction is cheap).
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), K / 64));
   std::vector<float> part(static_cast<size_t>(chunks * N), 0.0f);
-  const bool split = w.scalar_type() == at::kBFloat16 && SimdLevel() == 2;
-  if (w.scalar_type() == at::kFloat) {
-    KN(x, w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
-  } else {
-#if defined(__x86_64__)
-    AxpyFn<uint16_t> fn = split ? AxpyRowsBf16Split : Axpy<uint16_t>();
-#else
-    AxpyFn<uint16_t> fn = Axpy<uint16_t>();
-#endif
-    KN(x, reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, fn);
-  }
+  if (w.scalar_type() == at::kFloat) KN(x, w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
+  else KN(x, reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, Axpy<uint16_t>());
   if (!b.defined()) std::fill(out, out + N, 0.0f);
   else if (b.scalar_type() == at::kFloat) std::copy(b.data_ptr<float>(), b.data_ptr<float>() + N, out);
   else for (int64_t n = 0; n < N; n++) out[n] = Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);
-  const int64_t N32 = split ? (N & ~int64_t(31)) : 0;
   for (int64_t c = 0; c < chunks; c++) {
     const float* p = part.data() + c * N;
-    if (split) for (int64_t n = 0; n < N; n++) out[n] += p[Permuted(n, N32)];
-    else for (int64_t n = 0; n < N; n++) out[n] += p[n];
+    for (int64_t n = 0; n < N; n++) out[n] += p[n];
   }
 }
 

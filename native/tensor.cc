@@ -140,19 +140,15 @@ Napi::Value TensorWrap::FromBuffer(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
-  const auto& t = Get(info.Env());
-  auto arr = Napi::Array::New(info.Env(), t.dim());
-  for (int64_t i = 0; i < t.dim(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(t.size(i))));
+static Napi::Value Numbers(Napi::Env env, at::IntArrayRef v) {
+  auto arr = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(v[i])));
   return arr;
 }
 
-Napi::Value TensorWrap::Strides(const Napi::CallbackInfo& info) {
-  const auto& t = Get(info.Env());
-  auto arr = Napi::Array::New(info.Env(), t.dim());
-  for (int64_t i = 0; i < t.dim(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(t.stride(i))));
-  return arr;
-}
+Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) { return Numbers(info.Env(), Get(info.Env()).sizes()); }
+
+Napi::Value TensorWrap::Strides(const Napi::CallbackInfo& info) { return Numbers(info.Env(), Get(info.Env()).strides()); }
 
 Napi::Value TensorWrap::Dtype(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), DtypeName(Get(info.Env()).scalar_type()));
