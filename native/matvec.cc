@@ -327,14 +327,19 @@ bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b) {
   return !b.defined() || (b.scalar_type() == t && b.device().is_cpu() && b.numel() == w.size(1) && b.is_contiguous());
 }
 
+// out[0:N] += b (float32 or bfloat16), when given.
+static void AddBias(const at::Tensor& b, float* out, int64_t N) {
+  if (!b.defined()) return;
+  if (b.scalar_type() == at::kFloat) for (int64_t n = 0; n < N; n++) out[n] += b.data_ptr<float>()[n];
+  else for (int64_t n = 0; n < N; n++) out[n] += Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);
+}
+
 void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out) {
   g_calls++;
   const int64_t K = w.size(0), N = w.size(1);
   if (!w.is_contiguous()) {  // the transposed view of [N, K] rows (see GPT2::LayOutConv1D)
     RowDots(x, w.t(), out);
-    if (!b.defined()) return;
-    if (b.scalar_type() == at::kFloat) for (int64_t n = 0; n < N; n++) out[n] += b.data_ptr<float>()[n];
-    else for (int64_t n = 0; n < N; n++) out[n] += Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);
+    AddBias(b, out, N);
     return;
   }
   // Each chunk of rows streams its own contiguous slice of W into a private partial sum; the partial sums
@@ -343,9 +348,8 @@ void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, floa
   std::vector<float> part(static_cast<size_t>(chunks * N), 0.0f);
   if (w.scalar_type() == at::kFloat) KN(x, w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
   else KN(x, reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, Axpy<uint16_t>());
-  if (!b.defined()) std::fill(out, out + N, 0.0f);
-  else if (b.scalar_type() == at::kFloat) std::copy(b.data_ptr<float>(), b.data_ptr<float>() + N, out);
-  else for (int64_t n = 0; n < N; n++) out[n] = Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);
+  std::fill(out, out + N, 0.0f);
+  AddBias(b, out, N);  // 0 + b is b exactly: the bias, then the partial sums in order
   for (int64_t c = 0; c < chunks; c++) {
     const float* p = part.data() + c * N;
     for (int64_t n = 0; n < N; n++) out[n] += p[n];

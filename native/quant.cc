@@ -69,9 +69,12 @@ inline c10::Half QuantizeBlockOffset(const float* w, int8_t* v, int bits) {
   return d;
 }
 
+// What a stored value adds to the weight's: values are kept unsigned, u = v + 2^(bits - 1) (see QWeight).
+constexpr int StoredOffset(int bits) { return 1 << (bits - 1); }
+
 // Position p's value in a group of weights as stored (see QWeight).
 inline int StoredValue(const uint8_t* group, int p, int bits) {
-  const int offset = 1 << (bits - 1);
+  const int offset = StoredOffset(bits);
   if (bits == 8) return group[p] - offset;
   const int low = p < 64 ? group[p] & 15 : group[p - 64] >> 4;
   return (bits == 4 ? low : low | (((group[64 + p % 32] >> (2 * (p / 32))) & 3) << 4)) - offset;
@@ -95,9 +98,9 @@ QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
       for (int64_t b = 0; b < nb; b++)
         sp[n * (Kp / kQBlock) + b] = bits == 8 ? QuantizeBlockQ8(wp + n * K + b * kQBlock, v.data() + b * kQBlock) : QuantizeBlockOffset(wp + n * K + b * kQBlock, v.data() + b * kQBlock, bits);
       uint8_t* out = qp + n * (Kp * bits / 8);
+      const int offset = StoredOffset(bits);
       for (int64_t g = 0; g < groups; g++) {
         const int8_t* vg = v.data() + g * kQGroup;
-        const int offset = 1 << (bits - 1);
         if (bits == 8) {
           for (int p = 0; p < kQGroup; p++) out[g * kQGroup + p] = static_cast<uint8_t>(vg[kOrder.at[p]] + offset);
           continue;
@@ -197,7 +200,7 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   r.val.resize(Kp);
   for (int64_t g = 0; g < r.groups; g++)
     for (int p = 0; p < kQGroup; p++) r.val[g * kQGroup + p] = natural[g * kQGroup + kOrder.at[p]];
-  const int offset = 1 << (bits - 1);
+  const int offset = StoredOffset(bits);
   r.offset.assign(r.groups * 16, 0);
   for (int64_t g = 0; g < r.groups; g++)
     for (int p = 0; p < kQGroup; p++) r.offset[g * 16 + (p % 64) / 4] -= offset * r.val[g * kQGroup + p];
