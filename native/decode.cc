@@ -5,6 +5,7 @@
 #include "gpt2.h"
 #include "matvec.h"
 
+#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 
 #include <cmath>
@@ -68,7 +69,10 @@ static void Activation(const std::string& name, float* x, int64_t n) {
     int64_t i = 0;
 #if defined(__x86_64__)
     static const TanhF8 tanh8 = FindTanh();
-    if (tanh8) i = GeluTanh8(tanh8, x, n - n % 16);
+    if (tanh8) {  // split between the threads: serial, it was 3% of a batch-1 token's time
+      i = n - n % 16;
+      at::parallel_for(0, i / 16, 64, [&](int64_t b0, int64_t b1) { GeluTanh8(tanh8, x + b0 * 16, (b1 - b0) * 16); });
+    }
 #endif
     const float beta = static_cast<float>(M_SQRT2 * M_2_SQRTPI * 0.5), kappa = 0.044715f;
     for (; i < n; i++) {

@@ -142,13 +142,16 @@ at::Tensor DequantizeWeight(const QWeight& w) {
 
 namespace {
 
-// x quantized per block of 32 as the weights are, laid out in the weights' lane order: its int8 values; the weights'
-// offset (2^(bits - 1): they are stored unsigned, the unsigned operand of VNNI's dot product) times each lane's sum over
-// both halves of the group, negated, to start the lanes at; each block's scale in input order. Zeros over the padding.
+// x quantized per block of 32 as the weights are, laid out in the weights' lane order: its int8 values; each block's
+// scale and its offset term in input order. The weights are stored unsigned (the unsigned operand of VNNI's dot
+// product), u = v + 2^(bits - 1), so a block's dot product is (sum of u x) minus 2^(bits - 1) times the sum of x: the
+// second part depends on x alone, so it is computed here once, as -2^(bits - 1) (sum of x_q) times x's scale, and each
+// weight row takes it times its own block scale (a load of 16 offsets a group in the kernel's inner loop measured a
+// quarter of its speed from memory). Zeros over the padding.
 struct QuantizedX {
   std::vector<int8_t> val;
-  std::vector<int32_t> offset;  // 16 lanes a group
-  std::vector<float> scale;     // a block each
+  std::vector<float> scale;   // a block each
+  std::vector<float> offset;  // a block each
   int64_t groups = 0;
 };
 
@@ -197,46 +200,59 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
 #endif
       QuantizeXBlock(x + b * kQBlock, natural.data() + b * kQBlock, &r.scale[b]);
   }
+  // kOrder moves whole 4-byte runs: input dword k of a group's block b lands at dword 4 k + b (a transpose)
   r.val.resize(Kp);
   for (int64_t g = 0; g < r.groups; g++)
-    for (int p = 0; p < kQGroup; p++) r.val[g * kQGroup + p] = natural[g * kQGroup + kOrder.at[p]];
-  const int offset = StoredOffset(bits);
-  r.offset.assign(r.groups * 16, 0);
-  for (int64_t g = 0; g < r.groups; g++)
-    for (int p = 0; p < kQGroup; p++) r.offset[g * 16 + (p % 64) / 4] -= offset * r.val[g * kQGroup + p];
+    for (int b = 0; b < 4; b++)
+      for (int k = 0; k < 8; k++) std::memcpy(&r.val[g * kQGroup + 4 * (4 * k + b)], &natural[g * kQGroup + 32 * b + 4 * k], 4);
+  r.offset.assign(Kp / kQBlock, 0.0f);
+  for (int64_t b = 0; b < nb; b++) {
+    int32_t sum = 0;
+    for (int64_t i = 0; i < kQBlock; i++) sum += natural[b * kQBlock + i];
+    r.offset[b] = static_cast<float>(-StoredOffset(bits) * sum) * r.scale[b];
+  }
   return r;
 }
 
-// Rows [n0, n1) of out = W x, a group at a time, in the VNNI kernel's order of float operations (so that every kernel
-// gives the same numbers, and an activation near a rounding tie in a later layer rounds the same way): each lane's int32
-// sum of products, fused-multiply-added times its block's two scales into a float per lane; the 16 lanes summed as
-// _mm512_reduce_add_ps sums them.
+// Rows [n0, n1) of out = W x in the VNNI kernel's order of float operations (so that every kernel gives the same
+// numbers, and an activation near a rounding tie in a later layer rounds the same way). First, sixteen blocks a step,
+// each block's two scales multiplied and its offset term times the weights' scale fused-multiply-added into lane
+// (block % 16) of the first accumulator; then a group at a time, even groups into the first accumulator and odd into
+// the second: each lane's int32 sum of products times its block's scale product; last, the two added and the 16 lanes
+// summed as _mm512_reduce_add_ps sums them.
 template <int Bits>
 __attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1, float* out) {
   const int64_t nbp = Kp / kQBlock, stride = Kp * Bits / 8;
+  std::vector<float> sc(static_cast<size_t>(nbp));
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* qr = q + n * stride;
-    float acc[16] = {};
+    float acc[2][16] = {};
+    for (int64_t b = 0; b < nbp; b++) {
+      const float ws = static_cast<float>(s[n * nbp + b]);
+      sc[b] = ws * x.scale[b];
+      acc[0][b % 16] = std::fma(ws, x.offset[b], acc[0][b % 16]);
+    }
     for (int64_t g = 0; g < x.groups; g++) {
       const int8_t* xv = x.val.data() + g * kQGroup;
       int32_t lane[16] = {};
       if constexpr (Bits == 8) {
         const uint8_t* w = qr + g * kQGroup;
-        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * (w[i] - 128) + static_cast<int32_t>(xv[64 + i]) * (w[64 + i] - 128);
+        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * w[i] + static_cast<int32_t>(xv[64 + i]) * w[64 + i];
       } else if constexpr (Bits == 4) {
         const uint8_t* w = qr + g * 64;
-        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * ((w[i] & 15) - 8) + static_cast<int32_t>(xv[64 + i]) * ((w[i] >> 4) - 8);
+        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * (w[i] & 15) + static_cast<int32_t>(xv[64 + i]) * (w[i] >> 4);
       } else {
         const uint8_t* w = qr + g * 96;
-        for (int p = 0; p < kQGroup; p++) lane[(p % 64) / 4] += static_cast<int32_t>(xv[p]) * StoredValue(w, p, 6);
+        for (int p = 0; p < kQGroup; p++) lane[(p % 64) / 4] += static_cast<int32_t>(xv[p]) * (StoredValue(w, p, 6) + StoredOffset(6));
       }
-      float sc[4];
-      for (int b = 0; b < 4; b++) sc[b] = static_cast<float>(s[n * nbp + g * 4 + b]) * x.scale[g * 4 + b];
-      for (int L = 0; L < 16; L++) acc[L] = std::fma(static_cast<float>(lane[L]), sc[L % 4], acc[L]);
+      float* a = acc[g % 2];
+      for (int L = 0; L < 16; L++) a[L] = std::fma(static_cast<float>(lane[L]), sc[g * 4 + L % 4], a[L]);
     }
-    for (int i = 0; i < 8; i++) acc[i] += acc[i + 8];
-    for (int i = 0; i < 4; i++) acc[i] += acc[i + 4];
-    out[n] = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    float* a = acc[0];
+    for (int i = 0; i < 16; i++) a[i] += acc[1][i];
+    for (int i = 0; i < 8; i++) a[i] += a[i + 8];
+    for (int i = 0; i < 4; i++) a[i] += a[i + 4];
+    out[n] = (a[0] + a[2]) + (a[1] + a[3]);
   }
 }
 
@@ -253,26 +269,43 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uin
 }
 
 // AVX-512 VNNI, a group of 128 weights (four blocks) a step: vpdpbusd multiplies unsigned by signed bytes into 16
-// int32 lanes of 4-product sums, lane L holding block L % 4, so that one broadcast of the four blocks' scales fits all
-// 16 lanes and both halves of the group go into the same lanes before one conversion to float. The weights go in as
-// their unsigned stored values (8 bits: two 64-byte loads; 4 bits: one, low nibbles the first half, high the second;
-// 6 bits: 4 bits' load and the high bits moved in) against the signed x_q, the lanes starting at x's offset term. M
-// rows of x against each weight row, the weights read (and unpacked) once for all of them (batched decoding, beams,
-// short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are one sequential stream,
-// which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
+// int32 lanes of 4-product sums, lane L holding block L % 4, so that one broadcast of the four blocks' scale products
+// fits all 16 lanes and both halves of the group go into the same lanes before one conversion to float. The weights go
+// in as their unsigned stored values (8 bits: two 64-byte loads; 4 bits: one, low nibbles the first half, high the
+// second; 6 bits: 4 bits' load and the high bits moved in) against the signed x_q; the offset term comes in once a
+// row, sixteen blocks a step, with the scale products (converting a group's scales inside the loop measured 20%
+// slower from memory). Even and odd groups go into two accumulators, so that consecutive groups' multiply-adds do not
+// wait on each other. M rows of x against each weight row, the weights read (and unpacked) once for all of them
+// (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are
+// one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
 template <int Bits, int M>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void RowsVnni(const QuantizedX* x, const uint8_t* q, const c10::Half* s, int64_t Kp,
                                                                                                int64_t N, int64_t n0, int64_t n1, float* out) {
   const int64_t nbp = Kp / kQBlock, groups = x[0].groups, stride = Kp * Bits / 8;
   const __m512i low4 = _mm512_set1_epi8(15);
+  thread_local std::vector<float> scales;  // row n's block scales times x_m's, x_m's at m * nbp
+  scales.resize(static_cast<size_t>(M * nbp));
+  float* const sc = scales.data();  // once: each thread_local access is a call
   for (int64_t n = n0; n < n1; n++) {
     const uint8_t* qr = q + n * stride;
     const uint16_t* sr = reinterpret_cast<const uint16_t*>(s + n * nbp);
-    __m512 acc[M];
+    __m512 acc[M][2];
 #pragma GCC unroll 8
-    for (int m = 0; m < M; m++) acc[m] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < groups; g++) {
-      const __m512 sw = _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr + 4 * g))));
+    for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nbp; b += 16) {
+      const __mmask16 k = nbp - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nbp - b)) - 1);
+      const __m512 ws = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, sr + b));
+#pragma GCC unroll 8
+      for (int m = 0; m < M; m++) {
+        _mm512_mask_storeu_ps(sc + m * nbp + b, k, _mm512_mul_ps(ws, _mm512_maskz_loadu_ps(k, x[m].scale.data() + b)));
+        acc[m][0] = _mm512_fmadd_ps(ws, _mm512_maskz_loadu_ps(k, x[m].offset.data() + b), acc[m][0]);
+      }
+    }
+    for (int64_t g0 = 0; g0 < groups; g0 += 2)
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {  // unrolled, so that each accumulator stays in a register
+      const int64_t g = g0 + h;
+      if (g == groups) break;
       __m512i w0, w1;
       if constexpr (Bits == 8) {
         w0 = _mm512_loadu_si512(qr + g * kQGroup);
@@ -291,13 +324,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) vo
       }
 #pragma GCC unroll 8
       for (int m = 0; m < M; m++) {
-        __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[m].offset.data() + g * 16), w0, _mm512_loadu_si512(x[m].val.data() + g * kQGroup));
+        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512(x[m].val.data() + g * kQGroup));
         d = _mm512_dpbusd_epi32(d, w1, _mm512_loadu_si512(x[m].val.data() + g * kQGroup + 64));
-        const __m512 sc = _mm512_mul_ps(sw, _mm512_broadcast_f32x4(_mm_loadu_ps(x[m].scale.data() + 4 * g)));
-        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc[m]);
+        acc[m][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_broadcast_f32x4(_mm_loadu_ps(sc + m * nbp + 4 * g)), acc[m][h]);
       }
     }
-    for (int m = 0; m < M; m++) out[m * N + n] = _mm512_reduce_add_ps(acc[m]);
+    for (int m = 0; m < M; m++) out[m * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
   }
 }
 #endif
@@ -327,6 +359,7 @@ void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
   const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
   const c10::Half* s = w.s.data_ptr<c10::Half>();
   const int level = KernelLevel();
+  // chunks of about 16 KB of weights
   at::parallel_for(0, N, 128, [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
     if (level == 2) {

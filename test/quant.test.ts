@@ -20,11 +20,12 @@ const scaleOf = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v))
 const rel = (a: Float32Array, b: Float32Array) => maxAbsDiff(a, b) / Math.max(1, scaleOf(b));
 const ids = (n: number, seed: number) => { let s = seed; return Array.from({ length: n }, () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) % 50000); };
 
-// n_embd 64 and 96: inputs padded to a group of 128 (2 and 3 blocks of 32), and whole groups (the MLP's 256 and 384)
+// n_embd 64 and 96: inputs padded to a group of 128 (2 and 3 blocks of 32), and whole groups (the MLP's 256 and 384);
+// 160: the MLP's 640 inputs are 20 blocks, past the 16 the kernels' scale pass takes a step, in an odd number of groups
 describe.each([
-  ["q8", 64], ["q4", 64], ["q8", 96], ["q4", 96],
+  ["q8", 64], ["q4", 64], ["q8", 96], ["q4", 96], ["q4", 160],
 ] as const)("%s (n_embd %i) against an independent reference of the scheme", (dtype, nEmbd) => {
-  const modelDir = () => nEmbd === 64 ? tinyModelDir() : tinyModelDir({ config: { n_embd: 96 }, name: "e96" });
+  const modelDir = () => nEmbd === 64 ? tinyModelDir() : tinyModelDir({ config: { n_embd: nEmbd }, name: `e${nEmbd}` });
   const out = join(mkdtempSync(join(tmpdir(), "torchlm-quant-")), "ref.safetensors");
   const short = [ids(16, 1)], long = [ids(40, 2)];
   let ref16: Record<string, Float32Array>, ref40: Record<string, Float32Array>;
