@@ -72,13 +72,13 @@ inline c10::Half QuantizeBlockOffset(const float* w, int8_t* v, int bits) {
 // What a stored value adds to the weight's: values are kept unsigned, u = v + 2^(bits - 1) (see QWeight).
 constexpr int StoredOffset(int bits) { return 1 << (bits - 1); }
 
-// Position p's value in a group of weights as stored (see QWeight).
-inline int StoredValue(const uint8_t* group, int p, int bits) {
-  const int offset = StoredOffset(bits);
-  if (bits == 8) return group[p] - offset;
+// Position p's stored (unsigned) value in a group of weights (see QWeight), and the weight's value it stands for.
+inline int StoredRaw(const uint8_t* group, int p, int bits) {
+  if (bits == 8) return group[p];
   const int low = p < 64 ? group[p] & 15 : group[p - 64] >> 4;
-  return (bits == 4 ? low : low | (((group[64 + p % 32] >> (2 * (p / 32))) & 3) << 4)) - offset;
+  return bits == 4 ? low : low | (((group[64 + p % 32] >> (2 * (p / 32))) & 3) << 4);
 }
+inline int StoredValue(const uint8_t* group, int p, int bits) { return StoredRaw(group, p, bits) - StoredOffset(bits); }
 
 }  // namespace
 
@@ -146,8 +146,8 @@ namespace {
 // scale and its offset term in input order. The weights are stored unsigned (the unsigned operand of VNNI's dot
 // product), u = v + 2^(bits - 1), so a block's dot product is (sum of u x) minus 2^(bits - 1) times the sum of x: the
 // second part depends on x alone, so it is computed here once, as -2^(bits - 1) (sum of x_q) times x's scale, and each
-// weight row takes it times its own block scale (a load of 16 offsets a group in the kernel's inner loop measured a
-// quarter of its speed from memory). Zeros over the padding.
+// weight row takes it times its own block scale (loading 16 offsets a group in the kernel's inner loop, as before,
+// made it 9-15% slower). Zeros over the padding.
 struct QuantizedX {
   std::vector<int8_t> val;
   std::vector<float> scale;   // a block each
@@ -243,7 +243,7 @@ __attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, con
         for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * (w[i] & 15) + static_cast<int32_t>(xv[64 + i]) * (w[i] >> 4);
       } else {
         const uint8_t* w = qr + g * 96;
-        for (int p = 0; p < kQGroup; p++) lane[(p % 64) / 4] += static_cast<int32_t>(xv[p]) * (StoredValue(w, p, 6) + StoredOffset(6));
+        for (int p = 0; p < kQGroup; p++) lane[(p % 64) / 4] += static_cast<int32_t>(xv[p]) * StoredRaw(w, p, 6);
       }
       float* a = acc[g % 2];
       for (int L = 0; L < 16; L++) a[L] = std::fma(static_cast<float>(lane[L]), sc[g * 4 + L % 4], a[L]);
@@ -273,8 +273,8 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uin
 // fits all 16 lanes and both halves of the group go into the same lanes before one conversion to float. The weights go
 // in as their unsigned stored values (8 bits: two 64-byte loads; 4 bits: one, low nibbles the first half, high the
 // second; 6 bits: 4 bits' load and the high bits moved in) against the signed x_q; the offset term comes in once a
-// row, sixteen blocks a step, with the scale products (converting a group's scales inside the loop measured 20%
-// slower from memory). Even and odd groups go into two accumulators, so that consecutive groups' multiply-adds do not
+// row, sixteen blocks a step, with the scale products (converting each group's four scales inside the loop measured
+// 25% slower from memory on one thread). Even and odd groups go into two accumulators, so that consecutive groups' multiply-adds do not
 // wait on each other. M rows of x against each weight row, the weights read (and unpacked) once for all of them
 // (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are
 // one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
@@ -359,7 +359,6 @@ void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
   const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
   const c10::Half* s = w.s.data_ptr<c10::Half>();
   const int level = KernelLevel();
-  // chunks of about 16 KB of weights
   at::parallel_for(0, N, 128, [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
     if (level == 2) {
