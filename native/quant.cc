@@ -1,4 +1,5 @@
 #include "quant.h"
+#include "allocator.h"
 #include "gpt2.h"
 
 #include <ATen/Parallel.h>
@@ -454,6 +455,9 @@ void GPT2::Quantize(const std::string& kind) {
   lm_head_q_ = std::move(head);
   quantization_ = kind;
   Bind();
+  // the float32 weights' blocks, freed above, would stay in the CPU cache at their sizes, which nothing of a quantized
+  // model asks for again: GPT-2 1.5B in q4 kept 7.3 GB resident for 1 GB of weights
+  EmptyCPUCache();
 }
 
 // A checkpoint's scales: one a block of the true inputs (the padding's zeros are not written), so K reads off them.

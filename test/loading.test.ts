@@ -35,3 +35,9 @@ test("a float32 load is unchanged: the weights once", () => {
   const r = peak("float32");
   expect(r.hwm).toBeLessThanOrEqual(1.1 * (r.baseline + r.weights));
 });
+
+test("after a quantizing load (q4) the quantized weights stay resident, not the float32 ones it read", () => {
+  const f32 = peak("float32").weights, r = peak("q4");
+  // q4 holds about a sixth of float32's bytes; the allocator's cache kept the float32 weights' freed blocks before
+  expect(r.rss - r.baseline).toBeLessThan(0.5 * f32);
+});
