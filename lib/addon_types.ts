@@ -81,6 +81,8 @@ export interface LoadRequest {
   dtype: FloatDtype | null;
   /** A checkpoint that save_pretrained wrote from a quantized model (quantized weights and their scales), or null. */
   quantization: "q8" | "q4" | null;
+  /** Quantize a float checkpoint as it loads (each Conv1D weight before the next is read), or null. */
+  quantize: "q8" | "q4" | null;
 }
 
 export interface CreateRequest {
@@ -166,8 +168,6 @@ export interface NativeModel {
   copyLora(tensors: [string, NativeTensor][]): Promise<void>;
   /** Drops the adapters, folding them into the base weights with merge. */
   removeLora(request: { merge: boolean }): Promise<void>;
-  /** int8 weights for decoding; inference only. */
-  quantize(request: { kind: "q8" | "q4" }): Promise<void>;
   /** "" for float weights, else the quantization ("q8" or "q4"). */
   readonly quantization: string;
   dispose(): void;

@@ -130,11 +130,9 @@ export class GPT2LMHeadModel {
     const index = await readSafetensorsIndex(files.weights);
     const nm = await withStack(() =>
       binding.NativeModel.load({ config: nativeConfig(config), path: files.weights, data_start: index.dataStart, entries: index.entries, device, dtype: dtype ?? "float32",
-        quantization: saved }));
-    if (quantize) {
-      await withStack(() => nm.quantize({ kind: quantize }));
-      config.quantization_config = quantConfig(quantize);  // save_pretrained writes it, and from_pretrained reads the weights back as they are
-    }
+        quantization: saved, quantize }));
+    // save_pretrained writes it, and from_pretrained reads the weights back as they are
+    if (quantize) config.quantization_config = quantConfig(quantize);
     let gen: GenerationConfig | undefined;
     if (files.generation_config) gen = await GenerationConfig.from_json_file(files.generation_config);
     const model = new GPT2LMHeadModel(config, nm, gen);

@@ -99,7 +99,7 @@ void GPT2::InitRandom(at::ScalarType dtype, at::Device device) {
 void GPT2::LayOutConv1D() {
   layers_.clear();  // its references would keep each weight's first copy alive until Bind()
   for (auto& [name, t] : params_) {
-    if (!IsConv1DWeight(name) || t.dim() != 2) continue;
+    if (!IsConv1DWeight(name) || t.dim() != 2 || !at::isFloatingType(t.scalar_type())) continue;  // not a quantized load's stand-in
     const bool rows = t.device().is_cpu() && t.scalar_type() == at::kBFloat16;
     if (rows ? t.t().is_contiguous() : t.is_contiguous()) continue;
     const bool rg = t.requires_grad();

@@ -8,6 +8,7 @@
 
 #include <memory>
 
+#include <functional>
 #include <map>
 
 namespace torchlm {
@@ -96,9 +97,13 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   bool HasLora() const { return !lora_.empty(); }
 
   // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head in 8 bits per block
-  // of 32, "q4" the Conv1D weights in 4 bits and the LM head in 6 (the token embeddings stay float32 for lookups); the
-  // float32 Conv1D weights are freed. Inference only.
-  void Quantize(const std::string& kind);
+  // of 32, "q4" the Conv1D weights in 4 bits and the LM head in 6 (the token embeddings stay float32 for lookups).
+  // Inference only, on the CPU.
+  // A float checkpoint quantized as it loads: `tensors` are the float32 tensors other than the Conv1D weights, and
+  // read(i) reads the Conv1D weight conv[i] (checkpoint name and shape), which is checked and quantized before the
+  // next is read, so that the float32 model is never in memory whole.
+  void LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::vector<std::pair<std::string, std::vector<int64_t>>>& conv,
+                      const std::function<at::Tensor(size_t)>& read, const std::string& kind);
   // A q8 / q4 checkpoint as SavedTensors() wrote it (no re-quantizing): names, dtypes and shapes checked.
   void LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind);
   // What save_pretrained writes, in the saved layout's names without "transformer.": the parameters, or for a

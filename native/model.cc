@@ -30,7 +30,6 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
     InstanceMethod("loraParameters", &ModelWrap::LoraParameters),
     InstanceMethod("copyLora", &ModelWrap::CopyLora),
     InstanceMethod("removeLora", &ModelWrap::RemoveLora),
-    InstanceMethod("quantize", &ModelWrap::Quantize),
     InstanceAccessor("quantization", &ModelWrap::Quantization, nullptr),
     InstanceAccessor("device", &ModelWrap::Device, nullptr),
     InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr),
@@ -91,7 +90,8 @@ static c10::optional<at::ScalarType> DtypeOrNull(const Options& o, const char* k
   return ParseDtype(o.Str(key));
 }
 
-// load({ config, path, data_start, entries, device, dtype: string | null }) -> Promise<NativeModel>
+// load({ config, path, data_start, entries, device, dtype: string | null, quantization: string | null (a q8 / q4
+// checkpoint), quantize: string | null (q8 / q4 a float checkpoint as it loads) }) -> Promise<NativeModel>
 Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
@@ -103,6 +103,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
     at::Device device = ParseDevice(args.Str("device"));
     c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
     const std::string quantization = args.IsNull("quantization") ? "" : args.Str("quantization");
+    const std::string quantize = args.IsNull("quantize") ? "" : args.Str("quantize");
     // Only the tensors the model uses are read: attention-mask buffers and the tied lm_head are skipped (a quantized
     // checkpoint's lm_head is its own quantized copy, kept).
     std::vector<SafetensorsEntry> wanted;
@@ -117,6 +118,15 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
         [=] {
           c10::InferenceMode guard(false);
           // null: the file's float types become float32, as transformers loads without a torch_dtype
+          if (!quantize.empty()) {  // the Conv1D weights one at a time, each quantized before the next is read
+            std::vector<SafetensorsEntry> floats, conv;
+            for (const auto& e : wanted) (GPT2::IsConv1DWeight(e.name) ? conv : floats).push_back(e);
+            std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+            for (const auto& e : conv) shapes.emplace_back(e.name, e.shape);
+            model->LoadQuantizing(ReadSafetensors(path, start, floats, at::kFloat, device), shapes,
+                                  [&](size_t i) { return ReadSafetensors(path, start, {conv[i]}, at::kFloat, device).at(0).second; }, quantize);
+            return;
+          }
           auto tensors = ReadSafetensors(path, start, wanted, dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat), device);
           if (!quantization.empty()) {
             model->LoadQuantized(std::move(tensors), quantization);
@@ -397,17 +407,6 @@ Napi::Value ModelWrap::RemoveLora(const Napi::CallbackInfo& info) {
     const Options args(info[0], "removeLora");
     const bool merge = args.Bool("merge");
     return PromiseWorker::Run(env, [=] { model->RemoveLora(merge); }, nullptr, {info.This().As<Napi::Object>()});
-  });
-}
-
-// quantize({ kind: "q8" | "q4" }) -> Promise<void>: 8- or 4-bit weights for decoding (native/quant.cc).
-Napi::Value ModelWrap::Quantize(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto model = Get(env);
-  return Guard(env, [&]() -> Napi::Value {
-    const Options args(info[0], "quantize");
-    const std::string kind = args.Str("kind");
-    return PromiseWorker::Run(env, [=] { model->Quantize(kind); }, nullptr, {info.This().As<Napi::Object>()});
   });
 }
 

@@ -40,7 +40,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value LoraParameters(const Napi::CallbackInfo& info);
   Napi::Value CopyLora(const Napi::CallbackInfo& info);
   Napi::Value RemoveLora(const Napi::CallbackInfo& info);
-  Napi::Value Quantize(const Napi::CallbackInfo& info);
   Napi::Value Quantization(const Napi::CallbackInfo& info);
 };
 

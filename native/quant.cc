@@ -430,33 +430,41 @@ int QuantBits(const std::string& kind) {
 // and greedy agreement from 97.8% to 91.9%; 6 bits cost little against 8 (README) for a quarter fewer bytes a token.
 int HeadBits(int bits) { return bits == 4 ? 6 : 8; }
 
-void GPT2::Quantize(const std::string& kind) {
+void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::vector<std::pair<std::string, std::vector<int64_t>>>& conv,
+                          const std::function<at::Tensor(size_t)>& read, const std::string& kind) {
   const int bits = QuantBits(kind);
-  if (!quantization_.empty()) throw UserError("the model is already " + quantization_);
-  if (!lora_.empty()) throw UserError("quantizing a model with LoRA adapters is not supported: merge_and_unload() first");
-  if (!wte_.device().is_cpu()) throw UserError(kind + " runs on the CPU; this model is on " + DeviceName(wte_.device()));
   at::NoGradGuard ng;
-  for (const auto& [name, t] : params_)
-    if (IsConv1DWeight(name) && t.size(0) % kQBlock != 0)  // Conv1D [in, out]
-      throw UserError(kind + " needs input sizes that are multiples of 32, but a weight has " + std::to_string(t.size(0)));
-  QWeight head = QuantizeWeight(wte_, HeadBits(bits));
-  // past the checks nothing can fail: each float32 weight is replaced by its storage as soon as it is quantized, so the
-  // peak holds one weight twice rather than the model (the layers' handles go first; Bind() makes them again)
-  layers_.clear();
+  for (const auto& [name, t] : tensors)
+    if (!t.device().is_cpu()) throw UserError(kind + " runs on the CPU; this model is on " + DeviceName(t.device()));
+  for (const auto& [name, t] : tensors)  // Load takes int8 below, for the stand-ins only
+    if (!at::isFloatingType(t.scalar_type())) throw UserError("tensor " + name + " has dtype " + DtypeName(t.scalar_type()) + " but a floating dtype is needed");
+  const auto expected = Expected();
+  const std::map<std::string, std::vector<int64_t>> shapes(expected.begin(), expected.end());
   std::map<std::string, QWeight> made;
+  for (size_t i = 0; i < conv.size(); i++) {
+    const std::string name = conv[i].first.rfind("transformer.", 0) == 0 ? conv[i].first.substr(12) : conv[i].first;
+    auto it = shapes.find(name);
+    if (it == shapes.end()) continue;  // not the config's (a layer past n_layer): Load ignores it too
+    if (conv[i].second != it->second) throw UserError("tensor " + name + " has shape " + ShapeStr(conv[i].second) + " but the config needs " + ShapeStr(it->second));
+    if (made.count(name)) throw UserError("tensor " + name + " appears twice in the checkpoint");
+    const at::Tensor t = read(i);
+    if (!at::isFloatingType(t.scalar_type())) throw UserError("tensor " + name + " has dtype " + DtypeName(t.scalar_type()) + " but a floating dtype is needed");
+    QWeight w = QuantizeWeight(t.t(), bits);
+    tensors.emplace_back(name, at::zeros({1}, at::kChar).expand({w.cols(), w.rows()}));  // Load checks a stand-in of [in, out]
+    made.emplace(name, std::move(w));
+  }
+  Load(std::move(tensors), /*allow_int8=*/true);
   for (auto& [name, t] : params_) {
-    if (IsConv1DWeight(name)) {
-      auto it = made.emplace(name, QuantizeWeight(t.t(), bits)).first;
-      t = it->second.q;  // the stored bytes (no view has the float weight's shape)
-    }
+    auto it = made.find(name);
+    if (it != made.end()) t = it->second.q;  // the stored bytes, as Quantize() keeps them
     t.requires_grad_(false);
   }
+  lm_head_q_ = QuantizeWeight(wte_, HeadBits(bits));
   quant_ = std::move(made);
-  lm_head_q_ = std::move(head);
   quantization_ = kind;
   Bind();
-  // the float32 weights' blocks, freed above, would stay in the CPU cache at their sizes, which nothing of a quantized
-  // model asks for again: GPT-2 1.5B in q4 kept 7.3 GB resident for 1 GB of weights
+  // the float32 weights' blocks, read and freed one at a time, would stay in the CPU cache at sizes nothing of a
+  // quantized model asks for again
   EmptyCPUCache();
 }
 
