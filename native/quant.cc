@@ -456,7 +456,7 @@ void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensor
   Load(std::move(tensors), /*allow_int8=*/true);
   for (auto& [name, t] : params_) {
     auto it = made.find(name);
-    if (it != made.end()) t = it->second.q;  // the stored bytes, as Quantize() keeps them
+    if (it != made.end()) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
     t.requires_grad_(false);
   }
   lm_head_q_ = QuantizeWeight(wte_, HeadBits(bits));
