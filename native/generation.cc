@@ -504,8 +504,7 @@ Napi::Value ModelWrap::Generate(const Napi::CallbackInfo& info) {
             sink = [tsfn](const std::vector<int64_t>& tokens) {
               auto* copy = new std::vector<int64_t>(tokens);
               auto status = tsfn->NonBlockingCall(copy, [](Napi::Env env, Napi::Function fn, std::vector<int64_t>* t) {
-                auto arr = Napi::Array::New(env, t->size());
-                for (size_t i = 0; i < t->size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>((*t)[i])));
+                const Napi::Array arr = Numbers(env, *t);
                 delete t;
                 fn.Call({arr});
               });

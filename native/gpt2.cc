@@ -43,6 +43,8 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> GPT2::Expected() const
   return out;
 }
 
+std::string GPT2::ModelName(const std::string& name) { return name.rfind("transformer.", 0) == 0 ? name.substr(12) : name; }
+
 bool GPT2::IsConv1DWeight(const std::string& name) {
   for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
     const size_t n = std::strlen(m);
@@ -54,7 +56,7 @@ bool GPT2::IsConv1DWeight(const std::string& name) {
 void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8) {
   std::map<std::string, at::Tensor> by_name;
   for (auto& [name0, t] : tensors) {
-    std::string name = name0.rfind("transformer.", 0) == 0 ? name0.substr(12) : name0;
+    const std::string name = ModelName(name0);
     if (by_name.count(name)) throw UserError("tensor " + name + " appears twice in the checkpoint");
     by_name[name] = t;
   }
@@ -62,7 +64,7 @@ void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool al
   for (const auto& [name, shape] : Expected()) {
     auto it = by_name.find(name);
     if (it == by_name.end()) throw UserError("checkpoint is missing tensor " + name);
-    if (!at::isFloatingType(it->second.scalar_type()) && !(allow_int8 && it->second.scalar_type() == at::kChar))
+    if (!at::isFloatingType(it->second.scalar_type()) && !(allow_int8 && IsConv1DWeight(name) && it->second.scalar_type() == at::kChar))
       throw UserError("tensor " + name + " has dtype " + DtypeName(it->second.scalar_type()) + " but a floating dtype is needed");
     if (it->second.sizes() != at::IntArrayRef(shape))
       throw UserError("tensor " + name + " has shape " + ShapeStr(it->second.sizes()) + " but the config needs " + ShapeStr(shape));

@@ -81,6 +81,8 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
   // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 / q4 quantize.
   static bool IsConv1DWeight(const std::string& name);
+  // A checkpoint's name in the model's own naming: transformers' "transformer." prefix dropped.
+  static std::string ModelName(const std::string& checkpoint_name);
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
   std::vector<at::Tensor> LayerParameters(int64_t i) const;
 

@@ -327,8 +327,7 @@ bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b) {
   return !b.defined() || (b.scalar_type() == t && b.device().is_cpu() && b.numel() == w.size(1) && b.is_contiguous());
 }
 
-// out[0:N] += b (float32 or bfloat16), when given.
-static void AddBias(const at::Tensor& b, float* out, int64_t N) {
+void AddBias(const at::Tensor& b, float* out, int64_t N) {
   if (!b.defined()) return;
   if (b.scalar_type() == at::kFloat) for (int64_t n = 0; n < N; n++) out[n] += b.data_ptr<float>()[n];
   else for (int64_t n = 0; n < N; n++) out[n] += Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);

@@ -12,6 +12,8 @@ at::Tensor MatVecKN(const at::Tensor& x, const at::Tensor& w, const at::Tensor& 
 // The same on raw memory, for the fused decoder: whether W and b suit it, and out[0:N] = b + x[0:K] @ W.
 bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b);
 void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out);
+// out[0:N] += b (float32 or bfloat16 CPU, contiguous), when b is defined.
+void AddBias(const at::Tensor& b, float* out, int64_t N);
 // y = W @ h for one row h [K] and W [V, K] (the tied LM head, wte).
 at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
 // Batch-1 decoding attention, where a BLAS call per head costs more than the arithmetic: q [H * D] against

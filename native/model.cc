@@ -393,7 +393,7 @@ Napi::Value ModelWrap::CopyLora(const Napi::CallbackInfo& info) {
   return Guard(env, [&]() -> Napi::Value {
     auto named = TensorWrap::NamedFromJs(info[0], "copyLora's tensors");
     for (auto& [name, t] : named) {
-      if (name.rfind("transformer.", 0) == 0) name = name.substr(12);
+      name = GPT2::ModelName(name);
     }
     return PromiseWorker::Run(env, [=] { model->CopyLora(named); }, nullptr, {info.This().As<Napi::Object>()});
   });

@@ -1,6 +1,7 @@
 #include "quant.h"
 #include "allocator.h"
 #include "gpt2.h"
+#include "matvec.h"
 
 #include <ATen/Parallel.h>
 
@@ -392,10 +393,7 @@ const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel
 void QMatVecInto(const float* x, const QWeight& w, const at::Tensor& b, float* out) {
   const QuantizedX xq = QuantizeX(x, w.cols(), w.bits);
   Rows(&xq, 1, w, out);
-  if (b.defined()) {
-    const float* bp = b.data_ptr<float>();
-    for (int64_t n = 0; n < w.rows(); n++) out[n] += bp[n];
-  }
+  AddBias(b, out, w.rows());
 }
 
 at::Tensor QLinear(const at::Tensor& x0, const QWeight& w, const at::Tensor& b) {
@@ -436,17 +434,14 @@ void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensor
   at::NoGradGuard ng;
   for (const auto& [name, t] : tensors)
     if (!t.device().is_cpu()) throw UserError(kind + " runs on the CPU; this model is on " + DeviceName(t.device()));
-  for (const auto& [name, t] : tensors)  // Load takes int8 below, for the stand-ins only
-    if (!at::isFloatingType(t.scalar_type())) throw UserError("tensor " + name + " has dtype " + DtypeName(t.scalar_type()) + " but a floating dtype is needed");
   const auto expected = Expected();
   const std::map<std::string, std::vector<int64_t>> shapes(expected.begin(), expected.end());
   std::map<std::string, QWeight> made;
   for (size_t i = 0; i < conv.size(); i++) {
-    const std::string name = conv[i].first.rfind("transformer.", 0) == 0 ? conv[i].first.substr(12) : conv[i].first;
+    const std::string name = ModelName(conv[i].first);
     auto it = shapes.find(name);
     if (it == shapes.end()) continue;  // not the config's (a layer past n_layer): Load ignores it too
     if (conv[i].second != it->second) throw UserError("tensor " + name + " has shape " + ShapeStr(conv[i].second) + " but the config needs " + ShapeStr(it->second));
-    if (made.count(name)) throw UserError("tensor " + name + " appears twice in the checkpoint");
     const at::Tensor t = read(i);
     if (!at::isFloatingType(t.scalar_type())) throw UserError("tensor " + name + " has dtype " + DtypeName(t.scalar_type()) + " but a floating dtype is needed");
     QWeight w = QuantizeWeight(t.t(), bits);
@@ -521,7 +516,7 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
   std::map<std::string, at::Tensor> scales, head;
   std::vector<std::pair<std::string, at::Tensor>> rest;
   for (auto& [name0, t] : tensors) {
-    const std::string name = name0.rfind("transformer.", 0) == 0 ? name0.substr(12) : name0;
+    const std::string name = ModelName(name0);
     if (name == "lm_head.weight" || name == "lm_head.weight_scale") head[name] = t;
     else if (name.size() > 6 && name.compare(name.size() - 6, 6, "_scale") == 0) scales[name.substr(0, name.size() - 6)] = t;
     else rest.emplace_back(name, t);

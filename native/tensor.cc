@@ -140,7 +140,7 @@ Napi::Value TensorWrap::FromBuffer(const Napi::CallbackInfo& info) {
   });
 }
 
-static Napi::Value Numbers(Napi::Env env, at::IntArrayRef v) {
+Napi::Array Numbers(Napi::Env env, at::IntArrayRef v) {
   auto arr = Napi::Array::New(env, v.size());
   for (size_t i = 0; i < v.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(v[i])));
   return arr;

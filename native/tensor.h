@@ -5,6 +5,9 @@
 
 namespace torchlm {
 
+// A JavaScript array of numbers (shapes, strides, token ids).
+Napi::Array Numbers(Napi::Env env, at::IntArrayRef v);
+
 class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
