@@ -7,7 +7,8 @@ export default {
   transform: {
     "^.+\\.ts$": ["ts-jest", { useESM: true, tsconfig: "tsconfig.test.json", diagnostics: { warnOnly: false } }],
   },
-  globalSetup: "<rootDir>/test/setup/references.mjs",
+  globalSetup: "<rootDir>/test/setup/global-setup.mjs",
+  globalTeardown: "<rootDir>/test/setup/global-teardown.mjs",
   testTimeout: 120000,
   maxWorkers: 2,
 };

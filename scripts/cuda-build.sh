@@ -3,8 +3,10 @@
 # .venv-cuda) with nvcc's toolkit into build-cuda/, then loaded, and with --test the native parity suites run on
 # that binary (CPU ops need no GPU), so the CUDA build cannot rot between GPU sessions. CI runs it with --test.
 # TORCH_CUDA_ARCH_LIST (default 9.0, the H100/H200) spares probing for a GPU.
+# Exits 3, having changed nothing, where the disk has too little room for it (CI then reports it unchecked).
 #   bash scripts/cuda-build.sh [--test [more jest arguments]]
 set -euo pipefail
+CUDA_BUILD_NEEDS_MB=${CUDA_BUILD_NEEDS_MB:-6000}
 cd "$(dirname "$0")/.."
 venv=.venv-cuda
 log=build-logs/cuda-build.log
@@ -22,9 +24,21 @@ cuda_root=${CUDA_HOME:-}
 [ -n "$cuda_root" ] || { n=$(command -v nvcc) && cuda_root=$(dirname "$(dirname "$(readlink -f "$n")")"); } || true
 nvcc=$cuda_root/bin/nvcc
 [ -x "$nvcc" ] || { echo "cuda-build: nvcc not found (install the CUDA toolkit or set CUDA_HOME)"; exit 1; }
-[ -x $venv/bin/python ] || step "python3 -m venv $venv" python3 -m venv $venv
-$venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.14.1") else 1)' 2>/dev/null ||
-  step "pip install torch==2.14.1 (the CUDA build)" $venv/bin/pip install --disable-pip-version-check torch==2.14.1
+if ! $venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.14.1") else 1)' 2>/dev/null; then
+  # pip's CUDA torch with what libtorch_cuda.so links (CUDA, cuDNN, NCCL: about 4.5 GB) but not Triton (0.9 GB more),
+  # which only torch.compile uses; no pip cache and no bytecode, so the disk holds the venv and nothing beside it
+  free_mb=$(df -Pm . | awk 'NR == 2 { print $4 }')
+  if [ "$free_mb" -lt "$CUDA_BUILD_NEEDS_MB" ]; then
+    echo "cuda-build: $free_mb MB free here; the CUDA build needs about $CUDA_BUILD_NEEDS_MB MB (.venv-cuda, build-cuda/)"
+    exit 3
+  fi
+  [ -x $venv/bin/python ] || step "python3 -m venv $venv" python3 -m venv $venv
+  pip=($venv/bin/pip install --disable-pip-version-check --no-cache-dir --no-compile)
+  step "pip install --no-deps torch==2.14.1 (the CUDA build)" "${pip[@]}" --no-deps torch==2.14.1
+  $venv/bin/python -c 'import importlib.metadata as m
+print("\n".join(r for r in m.requires("torch") if not r.startswith("triton")))' > $venv/torch-requires.txt
+  step "pip install what torch==2.14.1 requires but Triton" "${pip[@]}" -r $venv/torch-requires.txt
+fi
 torch_dir=$($venv/bin/python -W ignore -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)/Torch
 # NVRTC, which TorchConfig links, comes with the wheel's nvidia packages when the toolkit has none
 nvrtc=$(ls "$cuda_root"/lib64/libnvrtc.so* $venv/lib/python3*/site-packages/nvidia/cu*/lib/libnvrtc.so.* 2>/dev/null | head -1 || true)

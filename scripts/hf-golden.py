@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import traceback
 
 import torch
@@ -175,7 +176,7 @@ def main():
         for sched in ("constant", "cosine"):
             m = hf_model()
             m.train()
-            args = TrainingArguments(output_dir=f"/tmp/hf-golden-{sched}", per_device_train_batch_size=2, gradient_accumulation_steps=2,
+            args = TrainingArguments(output_dir=os.path.join(tempfile.gettempdir(), f"hf-golden-{sched}"), per_device_train_batch_size=2, gradient_accumulation_steps=2,
                                      max_steps=5, learning_rate=1e-3, weight_decay=0.1, max_grad_norm=1.0, lr_scheduler_type=sched,
                                      logging_steps=1, save_strategy="no", report_to="none", seed=42, use_cpu=True, disable_tqdm=True,
                                      dataloader_drop_last=False)

@@ -12,6 +12,8 @@
 """
 import argparse
 import json
+import os
+import tempfile
 
 import torch
 from safetensors.torch import save_file
@@ -71,7 +73,7 @@ def make(a):
 
     trained = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(a.base), a.adapter_out, is_trainable=True)
     trained.train()
-    args = TrainingArguments(output_dir="/tmp/peft-check", per_device_train_batch_size=2, max_steps=a.steps, learning_rate=1e-3,
+    args = TrainingArguments(output_dir=os.path.join(tempfile.gettempdir(), "peft-check"), per_device_train_batch_size=2, max_steps=a.steps, learning_rate=1e-3,
                              weight_decay=0.1, max_grad_norm=1.0, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
                              report_to="none", seed=42, use_cpu=True, disable_tqdm=True)
     t = InOrder(model=trained, args=args, train_dataset=DS(), data_collator=collate)

@@ -1,5 +1,5 @@
 // The Python side of the parity suites: .venv-test (pinned PyTorch 2 and transformers) and the references that
-// test/setup/references.mjs computed with it at the start of this run.
+// test/setup/global-setup.mjs computed with it at the start of this run.
 import { execFileSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
