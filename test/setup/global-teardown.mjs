@@ -5,5 +5,11 @@ export default async function teardown() {
   const run = process.env.TORCHLM_TEST_TMP;
   if (!run) return;
   if (process.env.TORCHLM_KEEP_TMP) console.log(`torchlm: the test run's files are kept in ${run}`);
-  else rmSync(run, { recursive: true, force: true });
+  else {
+    try {
+      rmSync(run, { recursive: true, force: true });
+    } catch (e) { // a tmpfs a fault test left mounted: say so, and fail no test for it
+      console.warn(`torchlm: could not remove ${run}: ${e.message}`);
+    }
+  }
 }
