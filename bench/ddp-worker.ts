@@ -1,6 +1,6 @@
 // A training run for the benchmark's data-parallel figure: started alone or by `torchlm launch`; rank 0 prints
 // the training tokens/s of the steps after the first. argv: weightsDir perDeviceBatch steps
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Dataset, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments, get_num_threads, tensor, type Inputs } from "../lib/index.js";
@@ -25,3 +25,4 @@ if (args.process_index === 0) {
   console.log(JSON.stringify({ world, threads: get_num_threads(), tokens_per_s: ((steps - 1) * bs * T * world) / secs }));
 }
 await model.dispose();
+rmSync(args.output_dir, { recursive: true, force: true });
