@@ -329,8 +329,14 @@ bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b) {
 
 void AddBias(const at::Tensor& b, float* out, int64_t N) {
   if (!b.defined()) return;
-  if (b.scalar_type() == at::kFloat) for (int64_t n = 0; n < N; n++) out[n] += b.data_ptr<float>()[n];
-  else for (int64_t n = 0; n < N; n++) out[n] += Elem(reinterpret_cast<const uint16_t*>(b.data_ptr()), n);
+  // the pointer once: data_ptr checks storage and dtype on every call, which per element cost more than the adds
+  if (b.scalar_type() == at::kFloat) {
+    const float* p = b.data_ptr<float>();
+    for (int64_t n = 0; n < N; n++) out[n] += p[n];
+  } else {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(b.data_ptr());
+    for (int64_t n = 0; n < N; n++) out[n] += Elem(p, n);
+  }
 }
 
 void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out) {
