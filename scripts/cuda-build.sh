@@ -3,7 +3,7 @@
 # .venv-cuda) with nvcc's toolkit into build-cuda/, then loaded, and with --test the native parity suites run on
 # that binary (CPU ops need no GPU), so the CUDA build cannot rot between GPU sessions. CI runs it with --test.
 # TORCH_CUDA_ARCH_LIST (default 9.0, the H100/H200) spares probing for a GPU.
-# Exits 3, having changed nothing, where the disk has too little room for it (CI then reports it unchecked).
+# Exits 3, installing nothing, where the disk has too little room for it (CI then reports it unchecked).
 #   bash scripts/cuda-build.sh [--test [more jest arguments]]
 set -euo pipefail
 CUDA_BUILD_NEEDS_MB=${CUDA_BUILD_NEEDS_MB:-6000}
