@@ -53,6 +53,12 @@ bool GPT2::IsConv1DWeight(const std::string& name) {
   return false;
 }
 
+void GPT2::CheckTensor(const std::string& name, const at::Tensor& t, at::IntArrayRef shape, bool int8_ok) {
+  if (!at::isFloatingType(t.scalar_type()) && !(int8_ok && t.scalar_type() == at::kChar))
+    throw UserError("tensor " + name + " has dtype " + DtypeName(t.scalar_type()) + " but a floating dtype is needed");
+  if (t.sizes() != shape) throw UserError("tensor " + name + " has shape " + ShapeStr(t.sizes()) + " but the config needs " + ShapeStr(shape));
+}
+
 void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8) {
   std::map<std::string, at::Tensor> by_name;
   for (auto& [name0, t] : tensors) {
@@ -64,10 +70,7 @@ void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool al
   for (const auto& [name, shape] : Expected()) {
     auto it = by_name.find(name);
     if (it == by_name.end()) throw UserError("checkpoint is missing tensor " + name);
-    if (!at::isFloatingType(it->second.scalar_type()) && !(allow_int8 && IsConv1DWeight(name) && it->second.scalar_type() == at::kChar))
-      throw UserError("tensor " + name + " has dtype " + DtypeName(it->second.scalar_type()) + " but a floating dtype is needed");
-    if (it->second.sizes() != at::IntArrayRef(shape))
-      throw UserError("tensor " + name + " has shape " + ShapeStr(it->second.sizes()) + " but the config needs " + ShapeStr(shape));
+    CheckTensor(name, it->second, shape, allow_int8 && IsConv1DWeight(name));
     params_.emplace_back(name, it->second);
   }
   by_name.clear();  // params_ holds the only references now, so a weight laid out again frees its first copy at once

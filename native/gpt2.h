@@ -81,6 +81,9 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
   // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 / q4 quantize.
   static bool IsConv1DWeight(const std::string& name);
+  // A checkpoint tensor against the config: a floating dtype (or int8, where int8_ok: a quantized load's stand-in) and
+  // the expected shape, else a UserError naming the tensor.
+  static void CheckTensor(const std::string& name, const at::Tensor& t, at::IntArrayRef shape, bool int8_ok = false);
   // A checkpoint's name in the model's own naming: transformers' "transformer." prefix dropped.
   static std::string ModelName(const std::string& checkpoint_name);
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
@@ -102,9 +105,9 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   // of 32, "q4" the Conv1D weights in 4 bits and the LM head in 6 (the token embeddings stay float32 for lookups).
   // Inference only, on the CPU.
   // A float checkpoint quantized as it loads: `tensors` are the float32 tensors other than the Conv1D weights, and
-  // read(i) reads the Conv1D weight conv[i] (checkpoint name and shape), which is checked and quantized before the
-  // next is read, so that the float32 model is never in memory whole.
-  void LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::vector<std::pair<std::string, std::vector<int64_t>>>& conv,
+  // read(i) reads the Conv1D weight named conv[i] in the checkpoint, which is checked and quantized before the next is
+  // read, so that the float32 model is never in memory whole.
+  void LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::vector<std::string>& conv,
                       const std::function<at::Tensor(size_t)>& read, const std::string& kind);
   // A q8 / q4 checkpoint as SavedTensors() wrote it (no re-quantizing): names, dtypes and shapes checked.
   void LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind);

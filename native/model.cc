@@ -121,9 +121,9 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
           if (!quantize.empty()) {  // the Conv1D weights one at a time, each quantized before the next is read
             std::vector<SafetensorsEntry> floats, conv;
             for (const auto& e : wanted) (GPT2::IsConv1DWeight(e.name) ? conv : floats).push_back(e);
-            std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
-            for (const auto& e : conv) shapes.emplace_back(e.name, e.shape);
-            model->LoadQuantizing(ReadSafetensors(path, start, floats, at::kFloat, device), shapes,
+            std::vector<std::string> names;
+            for (const auto& e : conv) names.push_back(e.name);
+            model->LoadQuantizing(ReadSafetensors(path, start, floats, at::kFloat, device), names,
                                   [&](size_t i) { return ReadSafetensors(path, start, {conv[i]}, at::kFloat, device).at(0).second; }, quantize);
             return;
           }

@@ -230,7 +230,7 @@ test("a q8 or q4 model generates, and refuses what it cannot do with a clear err
   await expect(GPT2LMHeadModel.from_pretrained(tinyModelDir({ config: { n_embd: 48 }, name: "e48" }), { dtype: "q4" }))
     .rejects.toThrow("q4 needs input sizes that are multiples of 32, but a weight has 48");
   await q4.dispose();
-  // quantizing as it loads checks each Conv1D weight against the config before reading it, as a float load does
+  // quantizing as it loads checks each Conv1D weight against the config before quantizing it, as a float load does
   const wrong = mkdtempSync(join(tmpdir(), "torchlm-q4-shape-"));
   for (const f of ["model.safetensors", "config.json"]) writeFileSync(join(wrong, f), readFileSync(join(tinyModelDir(), f)));
   writeFileSync(join(wrong, "config.json"), JSON.stringify({ ...JSON.parse(readFileSync(join(wrong, "config.json"), "utf8")), n_inner: 288 }));
