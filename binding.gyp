@@ -16,6 +16,7 @@
         "native/lora.cc",
         "native/loss.cc",
         "native/matvec.cc",
+        "native/rows.cc",
         "native/model.cc",
         "native/optimizer.cc",
         "native/probes.cc",

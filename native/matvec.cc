@@ -1,4 +1,5 @@
 #include "matvec.h"
+#include "rows.h"
 
 #include <ATen/Parallel.h>
 
@@ -133,17 +134,25 @@ __attribute__((target("avx2,fma"))) static float Hsum256(__m256 a) {
   return _mm_cvtss_f32(s);
 }
 
-// out[j] = the sum of accumulator j's 16 lanes, lane by lane in order (the order the parity figures were measured
-// with; R independent chains instead of one serial chain of 16 dependent adds per row), plus row j's tail columns
-// [k0, K) one by one.
+// out[j] = the sum of accumulator j's 16 lanes plus row j's tail columns [k0, K) one by one. Sixteen accumulators are
+// summed together by a transposing tree (unpack, then 128-bit lane shuffles), 45 vector operations for 16 rows: summed
+// one lane at a time, the reduction cost more than the dot products themselves at attention's 64 columns.
 template <int R, typename W>
 __attribute__((target("avx512f"))) static void StoreRowSums(const __m512* a, const W* r, const float* h, int64_t k0, int64_t K, float* out) {
-  alignas(64) float t[R][16];
-  for (int j = 0; j < R; j++) _mm512_store_ps(t[j], a[j]);
-  float s[R] = {};
-  for (int l = 0; l < 16; l++)
-#pragma GCC unroll 16
-    for (int j = 0; j < R; j++) s[j] += t[j][l];
+  float s[R];
+  if constexpr (R == 16) {
+    __m512 b[8], c[4], d[2];
+    for (int j = 0; j < 8; j++) b[j] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * j], a[2 * j + 1]), _mm512_unpackhi_ps(a[2 * j], a[2 * j + 1]));
+    for (int j = 0; j < 4; j++) {
+      const __m512d lo = _mm512_castps_pd(b[2 * j]), hi = _mm512_castps_pd(b[2 * j + 1]);
+      c[j] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi)), _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi)));
+    }
+    for (int j = 0; j < 2; j++)
+      d[j] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0x88), _mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0xDD));
+    _mm512_storeu_ps(s, _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], 0x88), _mm512_shuffle_f32x4(d[0], d[1], 0xDD)));
+  } else {
+    for (int j = 0; j < R; j++) s[j] = _mm512_reduce_add_ps(a[j]);
+  }
   for (int j = 0; j < R; j++) {
     for (int64_t k = k0; k < K; k++) s[j] += Elem(r + j * K, k) * h[k];
     out[j] = s[j];
@@ -287,7 +296,7 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o) {
 #else
     DotFn<float> dot = Dot<float>();
 #endif
-    at::parallel_for(0, V, 64, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+    StreamRows(V, StreamBlock(K * 4), [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
     return;
   }
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
@@ -296,12 +305,12 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o) {
     const int64_t K32 = K & ~int64_t(31);
     std::vector<float> perm(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
-    at::parallel_for(0, V, 64, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); });
+    StreamRows(V, StreamBlock(K * 2), [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); });
     return;
   }
 #endif
   DotFn<uint16_t> dot = Dot<uint16_t>();
-  at::parallel_for(0, V, 64, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+  StreamRows(V, StreamBlock(K * 2), [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
 }
 
 // Applies when no gradient is wanted, the weights are float32 or bfloat16 CPU memory, and x is one row.

@@ -1,6 +1,6 @@
 // The batch-1 fast paths (matrix-vector kernels for the linears and the LM head, one-pass decoding attention,
 // float32 activations over bfloat16 weights) against libtorch's own addmm / matmul / softmax path.
-import { GPT2LMHeadModel, tensor } from "../lib/index.js";
+import { GPT2LMHeadModel, get_num_threads, set_num_threads, tensor } from "../lib/index.js";
 import { probes } from "../lib/native.js";
 import { maxAbsDiff, tinyModelDir } from "./helpers/tiny.js";
 
@@ -36,6 +36,18 @@ describe("batch-1 decoding fast paths", () => {
     probes.setMatvec(true);
     const b = (await model.generate([[1, 2, 3]], { max_new_tokens: 20 })).tolist();
     expect(b).toEqual(a);
+    await model.dispose();
+  });
+
+  test.each([
+    [96, 2],
+    [100, 5],
+  ])("attention over 38 to 48 positions, n_embd %i, %i heads (16-row passes, 4-row passes, tail rows and columns): the same logits as the reference", async (n_embd, n_head) => {
+    const model = await GPT2LMHeadModel.from_config({ vocab_size: 503, n_positions: 64, n_embd, n_layer: 2, n_head }, { seed: 11 });
+    const prompt = Array.from({ length: 37 }, (_, i) => (i * 37 + 5) % 503), next = [1, 502, 77, 300, 12, 0, 250, 9, 400, 33, 7];
+    const slow = await steps(model, prompt, next, false);
+    const fast = await steps(model, prompt, next, true);
+    slow.forEach((s, i) => expect(maxAbsDiff(fast[i]!, s)).toBeLessThan(1e-5));
     await model.dispose();
   });
 
@@ -147,4 +159,30 @@ test("the bench's machine probes: read bandwidth on every thread and on one, and
   expect(touch).toBeLessThan(10);
   expect(() => probes.firstTouch(-1)).toThrow("Expected integer between 1 and 1099511627776 for bytes but received -1");
   expect(() => probes.readBandwidth(1 << 20, 0.5)).toThrow("Expected integer between 1 and 1000 for reps but received 0.5");
+});
+
+describe("the streaming kernels' row split", () => {
+  const threads0 = get_num_threads();
+  afterAll(() => set_num_threads(threads0));
+
+  test.each([1, 2, 3])("%i threads: every row exactly once, whatever the rows and blocks", async (threads) => {
+    set_num_threads(threads);
+    for (const [rows, block] of [[1, 1], [2, 5], [3, 1], [100, 7], [1000, 16], [50257, 21], [4, 4], [5, 2]] as const) {
+      const { visits } = await probes.streamRows(rows, block, rows, 1);
+      expect(visits).toHaveLength(rows);
+      expect(visits.every((v) => v === 1)).toBe(true);
+    }
+  });
+
+  test("a lagging share is helped from its back, and still every row is visited once", async () => {
+    set_num_threads(2);
+    let helped = 0;
+    for (let attempt = 0; attempt < 3 && helped === 0; attempt++) {  // help needs both threads on a core: retried
+      // the second half's rows take 300 microseconds each, the first half's nothing
+      const r = await probes.streamRows(64, 2, 32, 300);
+      expect(r.visits.every((v) => v === 1)).toBe(true);
+      helped = r.helped;
+    }
+    expect(helped).toBeGreaterThan(0);
+  });
 });
