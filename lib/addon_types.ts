@@ -239,9 +239,9 @@ export interface AddonProbes {
   readonly gemmAvailable: boolean;
   /** The q8 / q4 decoding kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (TORCHLM_Q8_KERNEL picks a slower one). */
   q8Kernel(): string;
-  /** The decoding kernels' row split over `rows` rows in blocks of `block`, rows from `slowFrom` on each taking
-   * `slowMicroseconds`: how many times each row was visited, and how many blocks a thread took from another's share. */
-  streamRows(rows: number, block: number, slowFrom: number, slowMicroseconds: number): Promise<{ visits: number[]; helped: number }>;
+  /** The decoding kernels' row split over `rows` rows of `rowBytes` bytes (blocks of whole rows, about 8 KB), rows from
+   * `slowFrom` on each taking `slowMicroseconds`: how many times each row was visited, and how many blocks a thread took from another's share. */
+  streamRows(rows: number, rowBytes: number, slowFrom: number, slowMicroseconds: number): Promise<{ visits: number[]; helped: number }>;
 }
 
 export interface Addon {

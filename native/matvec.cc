@@ -296,7 +296,7 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o) {
 #else
     DotFn<float> dot = Dot<float>();
 #endif
-    StreamRows(V, StreamBlock(K * 4), [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+    StreamRows(V, K * 4, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
     return;
   }
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
@@ -305,12 +305,12 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o) {
     const int64_t K32 = K & ~int64_t(31);
     std::vector<float> perm(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
-    StreamRows(V, StreamBlock(K * 2), [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); });
+    StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); });
     return;
   }
 #endif
   DotFn<uint16_t> dot = Dot<uint16_t>();
-  StreamRows(V, StreamBlock(K * 2), [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+  StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
 }
 
 // Applies when no gradient is wanted, the weights are float32 or bfloat16 CPU memory, and x is one row.

@@ -111,18 +111,18 @@ static double MatmulLimit(int64_t M, int64_t K, int64_t N, int reps) {
   return best;
 }
 
-// StreamRows on `rows` rows in blocks of `block`, each row of [slow_from, rows) taking `slow_us` microseconds (a lagging
+// StreamRows on `rows` rows of `row_bytes` bytes, each row of [slow_from, rows) taking `slow_us` microseconds (a lagging
 // share): how many times each row was visited, and how many blocks a thread took from another's share.
 struct RowVisits {
   std::vector<int32_t> visits;
   int64_t helped = 0;
 };
-static RowVisits VisitRows(int64_t rows, int64_t block, int64_t slow_from, int64_t slow_us) {
+static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, int64_t slow_us) {
   RowVisits r;
   std::unique_ptr<std::atomic<int32_t>[]> seen(new std::atomic<int32_t>[rows]);
   for (int64_t i = 0; i < rows; i++) seen[i] = 0;
   StreamStats stats;
-  StreamRows(rows, block, [&](int64_t r0, int64_t r1) {
+  StreamRows(rows, row_bytes, [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) {
       seen[i]++;
       if (i >= slow_from) {
@@ -181,10 +181,10 @@ void InitProbes(Napi::Env env, Napi::Object exports) {
     return Napi::String::New(info.Env(), Q8Kernel());
   }));
   probes.Set("streamRows", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = PositiveInt(info, 0, "rows", int64_t(1) << 24), block = PositiveInt(info, 1, "block", int64_t(1) << 24);
+    const int64_t rows = PositiveInt(info, 0, "rows", int64_t(1) << 24), row_bytes = PositiveInt(info, 1, "rowBytes", int64_t(1) << 24);
     const int64_t slow_from = PositiveInt(info, 2, "slowFrom", int64_t(1) << 24), slow_us = PositiveInt(info, 3, "slowMicroseconds", 100000);
     auto result = std::make_shared<RowVisits>();
-    return PromiseWorker::Run(info.Env(), [=] { *result = VisitRows(rows, block, slow_from, slow_us); },
+    return PromiseWorker::Run(info.Env(), [=] { *result = VisitRows(rows, row_bytes, slow_from, slow_us); },
                               [result](Napi::Env env) -> Napi::Value {
                                 Napi::Object o = Napi::Object::New(env);
                                 Napi::Array v = Napi::Array::New(env, result->visits.size());

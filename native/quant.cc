@@ -362,7 +362,7 @@ void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
   const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
   const c10::Half* s = w.s.data_ptr<c10::Half>();
   const int level = KernelLevel();
-  StreamRows(N, StreamBlock(Kp * Bits / 8 + Kp / kQBlock * 2), [&](int64_t n0, int64_t n1) {
+  StreamRows(N, Kp * Bits / 8 + Kp / kQBlock * 2, [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
     if (level == 2) {
       int64_t m = 0;

@@ -38,11 +38,9 @@ struct alignas(64) Share {
 
 }  // namespace
 
-int64_t StreamBlock(int64_t row_bytes) { return std::max<int64_t>(1, (8 << 10) / std::max<int64_t>(1, row_bytes)); }
-
-void StreamRows(int64_t rows, int64_t block, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats) {
+void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats) {
   if (rows <= 0) return;
-  block = std::max<int64_t>(1, block);
+  const int64_t block = std::max<int64_t>(1, (8 << 10) / std::max<int64_t>(1, row_bytes));
   const int64_t blocks = (rows + block - 1) / block;
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), blocks);
   if (threads <= 1 || at::in_parallel_region() || blocks > int64_t(0xffffffff)) {

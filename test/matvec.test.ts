@@ -167,8 +167,9 @@ describe("the streaming kernels' row split", () => {
 
   test.each([1, 2, 3])("%i threads: every row exactly once, whatever the rows and blocks", async (threads) => {
     set_num_threads(threads);
-    for (const [rows, block] of [[1, 1], [2, 5], [3, 1], [100, 7], [1000, 16], [50257, 21], [4, 4], [5, 2]] as const) {
-      const { visits } = await probes.streamRows(rows, block, rows, 1);
+    // row sizes giving blocks of 1, 5, 1, 7, 16, 21, 4 and 2 rows (8 KB a block)
+    for (const [rows, rowBytes] of [[1, 8192], [2, 1638], [3, 8192], [100, 1170], [1000, 512], [50257, 390], [4, 2048], [5, 4096]] as const) {
+      const { visits } = await probes.streamRows(rows, rowBytes, rows, 1);
       expect(visits).toHaveLength(rows);
       expect(visits.every((v) => v === 1)).toBe(true);
     }
@@ -178,8 +179,8 @@ describe("the streaming kernels' row split", () => {
     set_num_threads(2);
     let helped = 0;
     for (let attempt = 0; attempt < 3 && helped === 0; attempt++) {  // help needs both threads on a core: retried
-      // the second half's rows take 300 microseconds each, the first half's nothing
-      const r = await probes.streamRows(64, 2, 32, 300);
+      // blocks of 2 rows; the second half's rows take 300 microseconds each, the first half's nothing
+      const r = await probes.streamRows(64, 4096, 32, 300);
       expect(r.visits.every((v) => v === 1)).toBe(true);
       helped = r.helped;
     }
