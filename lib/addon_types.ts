@@ -240,8 +240,11 @@ export interface AddonProbes {
   /** The q8 / q4 decoding kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (TORCHLM_Q8_KERNEL picks a slower one). */
   q8Kernel(): string;
   /** The decoding kernels' row split over `rows` rows of `rowBytes` bytes (blocks of whole rows, about 8 KB), rows from
-   * `slowFrom` on each taking `slowMicroseconds`: how many times each row was visited, and how many blocks a thread took from another's share. */
-  streamRows(rows: number, rowBytes: number, slowFrom: number, slowMicroseconds: number): Promise<{ visits: number[]; helped: number }>;
+   * `slowFrom` on each taking `slowMicroseconds`: how many times each row was visited, and how many blocks a thread took from another's share.
+   * With `thenMicroseconds`, serial work of that length follows the rows with a 2 MB matrix to read ahead meanwhile: how
+   * often it ran, how many rows were done when it started, and the bytes read ahead. */
+  streamRows(rows: number, rowBytes: number, slowFrom: number, slowMicroseconds: number, thenMicroseconds?: number):
+    Promise<{ visits: number[]; helped: number; then?: { calls: number; rowsDone: number; prefetched: number } }>;
 }
 
 export interface Addon {

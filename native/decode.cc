@@ -4,6 +4,7 @@
 // on GPT-2 124M), so this path keeps the token to the weights' memory traffic.
 #include "gpt2.h"
 #include "matvec.h"
+#include "rows.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -91,12 +92,6 @@ static void Store(at::Tensor& cache, int64_t offset, const float* src, int64_t n
   }
 }
 
-// A Conv1D on raw memory: the integer kernels for a quantized weight, else the float32 / bfloat16 one.
-static void LinearInto(const float* x, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out) {
-  if (qw) QMatVecInto(x, *qw, b, out);
-  else MatVecKNInto(x, w, b, out);
-}
-
 bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const {
   // adapters run on the general path (merge_and_unload() brings this one back)
   if (!cache || ids.size(0) != 1 || ids.size(1) != 1 || training || !MatVecEnabled() || !lora_.empty()) return false;
@@ -137,25 +132,84 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   const Floats wte(wte_), wpe(wpe_);
   for (int64_t e = 0; e < E; e++) x[e] = wte[id * E + e] + wpe[pos * E + e];
   const double scale = cfg_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
-  for (int64_t i = 0; i < cfg_.n_layer; i++) {
+  // Each linear's rows streamed by both threads, then the serial work up to the next linear (its input quantized, for
+  // integer weights) in the same parallel region, while the other thread reads the next linear's first rows into
+  // cache. Where the rows are streamed the bias waits for that serial step (added after the products, as before).
+  QuantizedX xq;
+  auto then = [&](const at::Tensor& w, const QWeight* qw, std::function<void()> serial) {
+    Then t;
+    t.serial = std::move(serial);
+    if (qw) {
+      t.next_rows = qw->rows();
+      t.next = {{qw->q.data_ptr(), qw->q.size(1)}, {qw->s.data_ptr(), qw->s.size(1) * 2}};
+    } else if (w.defined() && !w.is_contiguous()) {  // [N, K] rows seen transposed (w [K, N])
+      t.next_rows = w.size(1);
+      t.next = {{w.data_ptr(), w.size(0) * static_cast<int64_t>(w.element_size())}};
+    }
+    return t;
+  };
+  auto rows = [&](const float* in, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out, const Then& next) {
+    if (qw) QRowsInto(xq, *qw, out, &next);
+    else MatVecKNInto(in, w, w.is_contiguous() ? b : at::Tensor(), out, &next);
+  };
+  auto bias = [&](const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out) {
+    if (qw) AddBias(b, out, qw->rows());
+    else if (!w.is_contiguous()) AddBias(b, out, w.size(1));
+  };
+  auto quantize = [&](const float* in, const QWeight* qw) {
+    if (qw) xq = QuantizeInput(in, *qw);
+  };
+  // the residual of layer i - 1's MLP (none before layer 0), then layer i's first layer norm; past the last layer the
+  // final layer norm into `out`
+  float* final = out.data_ptr<float>();
+  auto enter = [&](int64_t i) {
+    if (i > 0) {
+      const Layer& P = layers_[i - 1];
+      bias(P.mlp_proj_w, P.mlp_proj_b, P.mlp_proj_q, h);
+      for (int64_t e = 0; e < E; e++) x[e] += h[e];
+    }
+    if (i == cfg_.n_layer) {
+      LayerNorm(x, Floats(ln_f_w_), Floats(ln_f_b_), cfg_.layer_norm_epsilon, E, final);
+      return;
+    }
     const Layer& L = layers_[i];
     LayerNorm(x, Floats(L.ln_1_w), Floats(L.ln_1_b), cfg_.layer_norm_epsilon, E, h);
-    LinearInto(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv);
-    for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
-      Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
-      Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
-    }
+    quantize(h, L.c_attn_q);
+  };
+  enter(0);
+  for (int64_t i = 0; i < cfg_.n_layer; i++) {
+    const Layer& L = layers_[i];
+    rows(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, then(L.attn_proj_w, L.attn_proj_q, [&] {
+      bias(L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv);
+      for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
+        Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
+        Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
+      }
+    }));
     const double layer_scale = cfg_.scale_attn_by_inverse_layer_idx ? scale / static_cast<double>(i + 1) : scale;
     AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
-    LinearInto(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h);
-    for (int64_t e = 0; e < E; e++) x[e] += h[e];
-    LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
-    LinearInto(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f);
+    quantize(y, L.attn_proj_q);
+    rows(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, then(L.c_fc_w, L.c_fc_q, [&] {
+      bias(L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h);
+      for (int64_t e = 0; e < E; e++) x[e] += h[e];
+      LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
+      quantize(h, L.c_fc_q);
+    }));
+    rows(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, then(L.mlp_proj_w, L.mlp_proj_q, [&] { bias(L.c_fc_w, L.c_fc_b, L.c_fc_q, f); }));
     Activation(cfg_.activation_function, f, I);
-    LinearInto(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h);
-    for (int64_t e = 0; e < E; e++) x[e] += h[e];
+    quantize(f, L.mlp_proj_q);
+    Then next;
+    if (i + 1 < cfg_.n_layer) {
+      next = then(layers_[i + 1].c_attn_w, layers_[i + 1].c_attn_q, [&] { enter(i + 1); });
+    } else if (lm_head_q_.q.defined()) {  // the LM head next (GPT2::Logits)
+      next = then(at::Tensor(), &lm_head_q_, [&] { enter(i + 1); });
+    } else {
+      next.serial = [&] { enter(i + 1); };
+      next.next_rows = wte_.size(0);
+      next.next = {{wte_.data_ptr(), wte_.size(1) * static_cast<int64_t>(wte_.element_size())}};
+    }
+    rows(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, next);
   }
-  LayerNorm(x, Floats(ln_f_w_), Floats(ln_f_b_), cfg_.layer_norm_epsilon, E, out.data_ptr<float>());
   return out.to(wte_.scalar_type());  // outputs keep the model's dtype
 }
 

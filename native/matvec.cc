@@ -287,7 +287,7 @@ static DotFn<W> Dot() {
 }
 
 // out[0:V] = W h for W [V, K] contiguous, rows split between the threads.
-static void RowDots(const float* hp, const at::Tensor& w, float* o) {
+static void RowDots(const float* hp, const at::Tensor& w, float* o, const Then* then = nullptr) {
   const int64_t V = w.size(0), K = w.size(1);
   if (w.scalar_type() == at::kFloat) {
     const float* wp = w.data_ptr<float>();
@@ -296,7 +296,7 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o) {
 #else
     DotFn<float> dot = Dot<float>();
 #endif
-    StreamRows(V, K * 4, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+    StreamRows(V, K * 4, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
     return;
   }
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
@@ -305,12 +305,12 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o) {
     const int64_t K32 = K & ~int64_t(31);
     std::vector<float> perm(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
-    StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); });
+    StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); }, nullptr, then);
     return;
   }
 #endif
   DotFn<uint16_t> dot = Dot<uint16_t>();
-  StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); });
+  StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
 }
 
 // Applies when no gradient is wanted, the weights are float32 or bfloat16 CPU memory, and x is one row.
@@ -348,11 +348,12 @@ void AddBias(const at::Tensor& b, float* out, int64_t N) {
   }
 }
 
-void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out) {
+void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out, const Then* then) {
   g_calls++;
   const int64_t K = w.size(0), N = w.size(1);
   if (!w.is_contiguous()) {  // the transposed view of [N, K] rows (see GPT2::LayOutConv1D)
-    RowDots(x, w.t(), out);
+    if (b.defined() && then) throw std::logic_error("MatVecKNInto: a bias and a continuation");
+    RowDots(x, w.t(), out, then);
     AddBias(b, out, N);
     return;
   }
@@ -368,6 +369,7 @@ void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, floa
     const float* p = part.data() + c * N;
     for (int64_t n = 0; n < N; n++) out[n] += p[n];
   }
+  if (then) then->serial();
 }
 
 at::Tensor MatVecKN(const at::Tensor& x0, const at::Tensor& w, const at::Tensor& b) {

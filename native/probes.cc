@@ -112,27 +112,41 @@ static double MatmulLimit(int64_t M, int64_t K, int64_t N, int reps) {
 }
 
 // StreamRows on `rows` rows of `row_bytes` bytes, each row of [slow_from, rows) taking `slow_us` microseconds (a lagging
-// share): how many times each row was visited, and how many blocks a thread took from another's share.
+// share): how many times each row was visited, and how many blocks a thread took from another's share. With then_us,
+// a Then taking then_us microseconds follows, with a 2 MB matrix to read ahead: how often it ran, how many rows had
+// been visited when it started, and the bytes read ahead meanwhile.
 struct RowVisits {
   std::vector<int32_t> visits;
-  int64_t helped = 0;
+  int64_t helped = 0, then_calls = 0, rows_done = -1, prefetched = 0;
 };
-static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, int64_t slow_us) {
+static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, int64_t slow_us, int64_t then_us) {
+  auto spin = [](int64_t us) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+    while (std::chrono::steady_clock::now() < until) {}
+  };
   RowVisits r;
   std::unique_ptr<std::atomic<int32_t>[]> seen(new std::atomic<int32_t>[rows]);
   for (int64_t i = 0; i < rows; i++) seen[i] = 0;
+  std::vector<uint8_t> next(static_cast<size_t>(2 << 20), 1);
+  Then then;
+  then.serial = [&] {
+    r.then_calls++;
+    r.rows_done = 0;
+    for (int64_t i = 0; i < rows; i++) r.rows_done += seen[i].load() > 0;
+    spin(then_us);
+  };
+  then.next_rows = 512;
+  then.next = {{next.data(), 4096}};
   StreamStats stats;
   StreamRows(rows, row_bytes, [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i++) {
       seen[i]++;
-      if (i >= slow_from) {
-        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(slow_us);
-        while (std::chrono::steady_clock::now() < until) {}
-      }
+      if (i >= slow_from) spin(slow_us);
     }
-  }, &stats);
+  }, &stats, then_us > 0 ? &then : nullptr);
   for (int64_t i = 0; i < rows; i++) r.visits.push_back(seen[i].load());
   r.helped = stats.helped;
+  r.prefetched = stats.prefetched;
   return r;
 }
 
@@ -183,14 +197,22 @@ void InitProbes(Napi::Env env, Napi::Object exports) {
   probes.Set("streamRows", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     const int64_t rows = PositiveInt(info, 0, "rows", int64_t(1) << 24), row_bytes = PositiveInt(info, 1, "rowBytes", int64_t(1) << 24);
     const int64_t slow_from = PositiveInt(info, 2, "slowFrom", int64_t(1) << 24), slow_us = PositiveInt(info, 3, "slowMicroseconds", 100000);
+    const int64_t then_us = info.Length() > 4 && !info[4].IsUndefined() ? PositiveInt(info, 4, "thenMicroseconds", 100000) : 0;
     auto result = std::make_shared<RowVisits>();
-    return PromiseWorker::Run(info.Env(), [=] { *result = VisitRows(rows, row_bytes, slow_from, slow_us); },
+    return PromiseWorker::Run(info.Env(), [=] { *result = VisitRows(rows, row_bytes, slow_from, slow_us, then_us); },
                               [result](Napi::Env env) -> Napi::Value {
                                 Napi::Object o = Napi::Object::New(env);
                                 Napi::Array v = Napi::Array::New(env, result->visits.size());
                                 for (size_t i = 0; i < result->visits.size(); i++) v.Set(static_cast<uint32_t>(i), result->visits[i]);
                                 o.Set("visits", v);
                                 o.Set("helped", Napi::Number::New(env, static_cast<double>(result->helped)));
+                                if (result->then_calls > 0 || result->rows_done >= 0) {
+                                  Napi::Object t = Napi::Object::New(env);
+                                  t.Set("calls", Napi::Number::New(env, static_cast<double>(result->then_calls)));
+                                  t.Set("rowsDone", Napi::Number::New(env, static_cast<double>(result->rows_done)));
+                                  t.Set("prefetched", Napi::Number::New(env, static_cast<double>(result->prefetched)));
+                                  o.Set("then", t);
+                                }
                                 return o;
                               });
   }));

@@ -145,19 +145,6 @@ at::Tensor DequantizeWeight(const QWeight& w) {
 
 namespace {
 
-// x quantized per block of 32 as the weights are, laid out in the weights' lane order: its int8 values; each block's
-// scale and its offset term in input order. The weights are stored unsigned (the unsigned operand of VNNI's dot
-// product), u = v + 2^(bits - 1), so a block's dot product is (sum of u x) minus 2^(bits - 1) times the sum of x: the
-// second part depends on x alone, so it is computed here once, as -2^(bits - 1) (sum of x_q) times x's scale, and each
-// weight row takes it times its own block scale (loading 16 offsets a group in the kernel's inner loop, as before,
-// made it 9-15% slower). Zeros over the padding.
-struct QuantizedX {
-  std::vector<int8_t> val;
-  std::vector<float> scale;   // a block each
-  std::vector<float> offset;  // a block each
-  int64_t groups = 0;
-};
-
 // x * (127 / m) rounded half to even, as the AVX-512 path computes it too (same float products, same rounding).
 void QuantizeXBlock(const float* x, int8_t* val, float* scale) {
   float m = 0;
@@ -357,7 +344,7 @@ int KernelLevel() {
 
 // out[m * N + n] = W x_m for M quantized rows; on VNNI each weight row is read once for up to 8 of them.
 template <int Bits>
-void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
+void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const Then* then) {
   const int64_t N = w.rows(), Kp = w.padded();
   const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
   const c10::Half* s = w.s.data_ptr<c10::Half>();
@@ -378,22 +365,25 @@ void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
     }
 #endif
     for (int64_t m = 0; m < M; m++) RowsScalar<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
-  });
+  }, nullptr, then);
 }
 
-void Rows(const QuantizedX* xq, int64_t M, const QWeight& w, float* out) {
-  if (w.bits == 4) RowsOf<4>(xq, M, w, out);
-  else if (w.bits == 6) RowsOf<6>(xq, M, w, out);
-  else RowsOf<8>(xq, M, w, out);
+void Rows(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const Then* then = nullptr) {
+  if (w.bits == 4) RowsOf<4>(xq, M, w, out, then);
+  else if (w.bits == 6) RowsOf<6>(xq, M, w, out, then);
+  else RowsOf<8>(xq, M, w, out, then);
 }
 
 }  // namespace
 
 const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel() == 1 ? "avx2" : "scalar"; }
 
+QuantizedX QuantizeInput(const float* x, const QWeight& w) { return QuantizeX(x, w.cols(), w.bits); }
+
+void QRowsInto(const QuantizedX& x, const QWeight& w, float* out, const Then* then) { Rows(&x, 1, w, out, then); }
+
 void QMatVecInto(const float* x, const QWeight& w, const at::Tensor& b, float* out) {
-  const QuantizedX xq = QuantizeX(x, w.cols(), w.bits);
-  Rows(&xq, 1, w, out);
+  QRowsInto(QuantizeInput(x, w), w, out);
   AddBias(b, out, w.rows());
 }
 

@@ -4,6 +4,9 @@
 #pragma once
 
 #include "common.h"
+#include "rows.h"
+
+#include <vector>
 
 namespace torchlm {
 
@@ -30,6 +33,19 @@ struct QWeight {
   int64_t padded() const { return s.size(1) * kQBlock; }
 };
 
+// x quantized per block of 32 as the weights are, laid out in the weights' lane order: its int8 values; each block's
+// scale and its offset term in input order. The weights are stored unsigned (the unsigned operand of VNNI's dot
+// product), u = v + 2^(bits - 1), so a block's dot product is (sum of u x) minus 2^(bits - 1) times the sum of x: the
+// second part depends on x alone, so it is computed once, as -2^(bits - 1) (sum of x_q) times x's scale, and each
+// weight row takes it times its own block scale (loading 16 offsets a group in the kernel's inner loop, as before,
+// made it 9-15% slower). Zeros over the padding.
+struct QuantizedX {
+  std::vector<int8_t> val;
+  std::vector<float> scale;   // a block each
+  std::vector<float> offset;  // a block each
+  int64_t groups = 0;
+};
+
 // Quantizes w [N, K] (nn.Linear's layout; a Conv1D weight goes in transposed) to `bits` 8 or 4. K must be a multiple
 // of 32. Computed in float64, as the reference implementation (scripts/quant-check.py) does.
 QWeight QuantizeWeight(const at::Tensor& w_nk, int bits);
@@ -37,6 +53,10 @@ QWeight QuantizeWeight(const at::Tensor& w_nk, int bits);
 at::Tensor DequantizeWeight(const QWeight& w);
 // out[0:N] = b + W x for x [0:K] (b float32 [N] or undefined): x quantized per block of 32, integer dot products.
 void QMatVecInto(const float* x, const QWeight& w, const at::Tensor& b, float* out);
+// QMatVecInto in its steps, for the fused decoder: x quantized, then out[0:N] = W x without the bias, and `then`
+// (see StreamRows) once every row is done.
+QuantizedX QuantizeInput(const float* x, const QWeight& w);
+void QRowsInto(const QuantizedX& x, const QWeight& w, float* out, const Then* then = nullptr);
 // y = b + x W^T for x [..., K] float32: a few rows through the integer kernels, many through the dequantized weight.
 at::Tensor QLinear(const at::Tensor& x, const QWeight& w, const at::Tensor& b);
 // The kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (chosen at run time; TORCHLM_Q8_KERNEL names a slower

@@ -186,4 +186,25 @@ describe("the streaming kernels' row split", () => {
     }
     expect(helped).toBeGreaterThan(0);
   });
+
+  test.each([1, 2])("%i threads: the serial work after the rows runs once, after every row, while the other thread reads the next matrix ahead", async (threads) => {
+    set_num_threads(threads);
+    for (const [rows, rowBytes] of [[1, 8192], [100, 1170], [50257, 390]] as const) {
+      const r = await probes.streamRows(rows, rowBytes, rows, 1, 200);
+      expect(r.visits.every((v) => v === 1)).toBe(true);
+      expect(r.then).toMatchObject({ calls: 1, rowsDone: rows });
+      if (threads === 1 || rows === 1) expect(r.then!.prefetched).toBe(0);  // nobody to read ahead
+    }
+    expect((await probes.streamRows(64, 4096, 64, 1)).then).toBeUndefined();
+    if (threads === 1) return;
+    let prefetched = 0;
+    for (let attempt = 0; attempt < 3 && prefetched === 0; attempt++) {  // both threads on a core: retried
+      const r = await probes.streamRows(64, 4096, 64, 1, 5000);
+      expect(r.then).toMatchObject({ calls: 1, rowsDone: 64 });
+      prefetched = r.then!.prefetched;
+    }
+    // the first bytes of both shares of the 2 MB matrix, up to 1 MB (the cap) while the serial work's 5 ms last
+    expect(prefetched).toBeGreaterThan(0);
+    expect(prefetched).toBeLessThanOrEqual(1 << 20);
+  });
 });
