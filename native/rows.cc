@@ -37,6 +37,7 @@ struct alignas(64) Share {
   }
 };
 
+// How StreamRows splits `rows`: blocks of whole rows (about 8 KB), thread t's share the blocks [First(t), First(t + 1)).
 struct Split {
   int64_t block, blocks, threads;
   Split(int64_t rows, int64_t row_bytes) {
