@@ -134,7 +134,7 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   const double scale = cfg_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
   // Each linear's rows streamed by both threads, then the serial work up to the next linear (its input quantized, for
   // integer weights) in the same parallel region, while the other thread reads the next linear's first rows into
-  // cache. Where the rows are streamed the bias waits for that serial step (added after the products, as before).
+  // cache.
   QuantizedX xq;
   auto then = [&](const at::Tensor& w, const QWeight* qw, std::function<void()> serial) {
     Then t;
@@ -149,12 +149,8 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     return t;
   };
   auto rows = [&](const float* in, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out, const Then& next) {
-    if (qw) QRowsInto(xq, *qw, out, &next);
-    else MatVecKNInto(in, w, w.is_contiguous() ? b : at::Tensor(), out, &next);
-  };
-  auto bias = [&](const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out) {
-    if (qw) AddBias(b, out, qw->rows());
-    else if (!w.is_contiguous()) AddBias(b, out, w.size(1));
+    if (qw) QMatVecInto(xq, *qw, b, out, &next);
+    else MatVecKNInto(in, w, b, out, &next);
   };
   auto quantize = [&](const float* in, const QWeight* qw) {
     if (qw) xq = QuantizeInput(in, *qw);
@@ -163,11 +159,8 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   // final layer norm into `out`
   float* final = out.data_ptr<float>();
   auto enter = [&](int64_t i) {
-    if (i > 0) {
-      const Layer& P = layers_[i - 1];
-      bias(P.mlp_proj_w, P.mlp_proj_b, P.mlp_proj_q, h);
+    if (i > 0)
       for (int64_t e = 0; e < E; e++) x[e] += h[e];
-    }
     if (i == cfg_.n_layer) {
       LayerNorm(x, Floats(ln_f_w_), Floats(ln_f_b_), cfg_.layer_norm_epsilon, E, final);
       return;
@@ -180,7 +173,6 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
     rows(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, then(L.attn_proj_w, L.attn_proj_q, [&] {
-      bias(L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv);
       for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
         Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
         Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
@@ -190,12 +182,11 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
     quantize(y, L.attn_proj_q);
     rows(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, then(L.c_fc_w, L.c_fc_q, [&] {
-      bias(L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h);
       for (int64_t e = 0; e < E; e++) x[e] += h[e];
       LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
       quantize(h, L.c_fc_q);
     }));
-    rows(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, then(L.mlp_proj_w, L.mlp_proj_q, [&] { bias(L.c_fc_w, L.c_fc_b, L.c_fc_q, f); }));
+    rows(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, then(L.mlp_proj_w, L.mlp_proj_q, [] {}));
     Activation(cfg_.activation_function, f, I);
     quantize(f, L.mlp_proj_q);
     Then next;

@@ -352,9 +352,8 @@ void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, floa
   g_calls++;
   const int64_t K = w.size(0), N = w.size(1);
   if (!w.is_contiguous()) {  // the transposed view of [N, K] rows (see GPT2::LayOutConv1D)
-    if (b.defined() && then) throw std::logic_error("MatVecKNInto: a bias and a continuation");
-    RowDots(x, w.t(), out, then);
-    AddBias(b, out, N);
+    const Then bias = After([&] { AddBias(b, out, N); }, then);
+    RowDots(x, w.t(), out, &bias);
     return;
   }
   // Each chunk of rows streams its own contiguous slice of W into a private partial sum; the partial sums

@@ -11,7 +11,7 @@ namespace torchlm {
 // undefined tensor when the fast path does not apply (the caller falls back to addmm).
 at::Tensor MatVecKN(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 // The same on raw memory, for the fused decoder: whether W and b suit it, and out[0:N] = b + x[0:K] @ W, then `then`
-// (see StreamRows; with `then`, the transposed layout takes no bias: its caller adds it in `then`).
+// (see StreamRows).
 bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b);
 void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out, const Then* then = nullptr);
 // out[0:N] += b (float32 or bfloat16 CPU, contiguous), when b is defined.

@@ -380,11 +380,9 @@ const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel
 
 QuantizedX QuantizeInput(const float* x, const QWeight& w) { return QuantizeX(x, w.cols(), w.bits); }
 
-void QRowsInto(const QuantizedX& x, const QWeight& w, float* out, const Then* then) { Rows(&x, 1, w, out, then); }
-
-void QMatVecInto(const float* x, const QWeight& w, const at::Tensor& b, float* out) {
-  QRowsInto(QuantizeInput(x, w), w, out);
-  AddBias(b, out, w.rows());
+void QMatVecInto(const QuantizedX& x, const QWeight& w, const at::Tensor& b, float* out, const Then* then) {
+  const Then bias = After([&] { AddBias(b, out, w.rows()); }, then);
+  Rows(&x, 1, w, out, &bias);
 }
 
 at::Tensor QLinear(const at::Tensor& x0, const QWeight& w, const at::Tensor& b) {

@@ -51,12 +51,10 @@ struct QuantizedX {
 QWeight QuantizeWeight(const at::Tensor& w_nk, int bits);
 // w [N, K] in float32 again.
 at::Tensor DequantizeWeight(const QWeight& w);
-// out[0:N] = b + W x for x [0:K] (b float32 [N] or undefined): x quantized per block of 32, integer dot products.
-void QMatVecInto(const float* x, const QWeight& w, const at::Tensor& b, float* out);
-// QMatVecInto in its steps, for the fused decoder: x quantized, then out[0:N] = W x without the bias, and `then`
-// (see StreamRows) once every row is done.
+// For the fused decoder, in two steps: x [0:K] quantized per block of 32; then out[0:N] = b + W x (b float32 [N] or
+// undefined) by integer dot products, and `then` (see StreamRows) once every row is done.
 QuantizedX QuantizeInput(const float* x, const QWeight& w);
-void QRowsInto(const QuantizedX& x, const QWeight& w, float* out, const Then* then = nullptr);
+void QMatVecInto(const QuantizedX& x, const QWeight& w, const at::Tensor& b, float* out, const Then* then = nullptr);
 // y = b + x W^T for x [..., K] float32: a few rows through the integer kernels, many through the dequantized weight.
 at::Tensor QLinear(const at::Tensor& x, const QWeight& w, const at::Tensor& b);
 // The kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (chosen at run time; TORCHLM_Q8_KERNEL names a slower

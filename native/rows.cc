@@ -82,6 +82,21 @@ int64_t Prefetch(int64_t rows, const std::vector<RowStream>& streams, const std:
 
 }  // namespace
 
+Then After(std::function<void()> first, const Then* then) {
+  Then t;
+  if (!then) {
+    t.serial = std::move(first);
+    return t;
+  }
+  t.serial = [first = std::move(first), then] {
+    first();
+    then->serial();
+  };
+  t.next_rows = then->next_rows;
+  t.next = then->next;
+  return t;
+}
+
 void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats, const Then* then) {
   static const bool prefetch = std::getenv("TORCHLM_NO_PREFETCH") == nullptr;
   if (rows <= 0) {

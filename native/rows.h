@@ -36,6 +36,10 @@ struct Then {
 // lagging), and a thread that lost its core held every matrix-vector product up: with a busy process beside it a q4
 // decode ran 10% faster with help. Serial where there is one thread or the caller is already inside a parallel region,
 // `then` after the rows.
+// `first`, then `then`'s serial work (if any), reading ahead what `then` reads ahead: how a linear adds its bias before
+// what follows it.
+Then After(std::function<void()> first, const Then* then);
+
 void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats = nullptr,
                 const Then* then = nullptr);
 
