@@ -189,17 +189,12 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     rows(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, then(L.mlp_proj_w, L.mlp_proj_q, [] {}));
     Activation(cfg_.activation_function, f, I);
     quantize(f, L.mlp_proj_q);
-    Then next;
-    if (i + 1 < cfg_.n_layer) {
-      next = then(layers_[i + 1].c_attn_w, layers_[i + 1].c_attn_q, [&] { enter(i + 1); });
-    } else if (lm_head_q_.q.defined()) {  // the LM head next (GPT2::Logits)
-      next = then(at::Tensor(), &lm_head_q_, [&] { enter(i + 1); });
-    } else {
-      next.serial = [&] { enter(i + 1); };
-      next.next_rows = wte_.size(0);
-      next.next = {{wte_.data_ptr(), wte_.size(1) * static_cast<int64_t>(wte_.element_size())}};
-    }
-    rows(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, next);
+    // next: layer i + 1's c_attn, or the LM head (GPT2::Logits: the quantized head, else wte's [V, E] rows, which
+    // wte_.t() presents as a Conv1D's transposed view)
+    const bool head = i + 1 == cfg_.n_layer;
+    const at::Tensor next_w = head ? wte_.t() : layers_[i + 1].c_attn_w;
+    const QWeight* next_q = head ? (lm_head_q_.q.defined() ? &lm_head_q_ : nullptr) : layers_[i + 1].c_attn_q;
+    rows(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, then(next_w, next_q, [&] { enter(i + 1); }));
   }
   return out.to(wte_.scalar_type());  // outputs keep the model's dtype
 }

@@ -117,7 +117,8 @@ static double MatmulLimit(int64_t M, int64_t K, int64_t N, int reps) {
 // been visited when it started, and the bytes read ahead meanwhile.
 struct RowVisits {
   std::vector<int32_t> visits;
-  int64_t helped = 0, then_calls = 0, rows_done = -1, prefetched = 0;
+  bool with_then = false;
+  int64_t helped = 0, then_calls = 0, rows_done = 0, prefetched = 0;
 };
 static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, int64_t slow_us, int64_t then_us) {
   auto spin = [](int64_t us) {
@@ -125,6 +126,7 @@ static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, i
     while (std::chrono::steady_clock::now() < until) {}
   };
   RowVisits r;
+  r.with_then = then_us > 0;
   std::unique_ptr<std::atomic<int32_t>[]> seen(new std::atomic<int32_t>[rows]);
   for (int64_t i = 0; i < rows; i++) seen[i] = 0;
   std::vector<uint8_t> next(static_cast<size_t>(2 << 20), 1);
@@ -143,7 +145,7 @@ static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, i
       seen[i]++;
       if (i >= slow_from) spin(slow_us);
     }
-  }, &stats, then_us > 0 ? &then : nullptr);
+  }, &stats, r.with_then ? &then : nullptr);
   for (int64_t i = 0; i < rows; i++) r.visits.push_back(seen[i].load());
   r.helped = stats.helped;
   r.prefetched = stats.prefetched;
@@ -206,7 +208,7 @@ void InitProbes(Napi::Env env, Napi::Object exports) {
                                 for (size_t i = 0; i < result->visits.size(); i++) v.Set(static_cast<uint32_t>(i), result->visits[i]);
                                 o.Set("visits", v);
                                 o.Set("helped", Napi::Number::New(env, static_cast<double>(result->helped)));
-                                if (result->then_calls > 0 || result->rows_done >= 0) {
+                                if (result->with_then) {
                                   Napi::Object t = Napi::Object::New(env);
                                   t.Set("calls", Napi::Number::New(env, static_cast<double>(result->then_calls)));
                                   t.Set("rowsDone", Napi::Number::New(env, static_cast<double>(result->rows_done)));
