@@ -2,6 +2,7 @@
 // (bench/baseline.py) and transformers.js, on the same GPT-2 124M-shaped weights written here from a seed (never
 // committed), in the same run, rounds interleaved, as ratios. Measuring is bench/measure.ts's, the table
 // bench/render.ts's; results go to bench/results/.
+import "./testing-addon.js";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";

@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AutoTokenizer, GPT2LMHeadModel, LoraConfig, get_num_threads, get_peft_model, load_dataset, tensor, torch_info, Tensor } from "../lib/index.js";
 import { writeReviewsParquet } from "../examples/embedded.js";
-import { binding, packageRoot, probes } from "../lib/native.js";
+import { binding, packageRoot } from "../lib/native.js";
+import { probes } from "./probes.js";
 import { benchPython, Peer, startTransformersJs } from "./peers.js";
 
 const root = packageRoot();

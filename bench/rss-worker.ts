@@ -4,9 +4,10 @@
 // converted, to show a converting load's peak. With `touch` it only times the first write of as
 // many bytes of fresh memory as the weights take, the way the loader allocates them: the floor under the load on
 // this machine (a VM whose host takes freed memory back, so fresh memory is slow to touch at some moments).
+import "./testing-addon.js";
 import { readFileSync, statSync } from "node:fs";
 import { GPT2LMHeadModel } from "../lib/index.js";
-import { probes } from "../lib/native.js";
+import { probes } from "./probes.js";
 
 const status = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN) * 1024;
 if (process.argv[3] === "touch") {

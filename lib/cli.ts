@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // torchlm's command line: generate, finetune, evaluate, bench, info.
 import { Command, InvalidArgumentError, Option } from "commander";
+import { spawn } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import {
   AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, LoraConfig, PeftModel, Trainer, TrainingArguments,
   default_device, get_peft_model, load_dataset, set_num_threads, torch_info, type Dataset, type GenerateOptions,
@@ -146,8 +147,11 @@ export function buildProgram(): Command {
   program.command("bench").description("the benchmark against transformers, PyTorch eager and transformers.js (npm run bench)")
     .allowUnknownOption().argument("[args...]")
     .action(async (args: string[]) => {
-      process.argv = [process.argv[0]!, "bench", ...args];
-      await import(pathToFileURL(join(packageRoot(), "dist", "bench", "bench.js")).href);
+      // in a process of its own: the bench loads the testing addon (its probes), which this process cannot once the
+      // library has loaded the shipped one
+      const bench = spawn(process.execPath, [join(packageRoot(), "dist", "bench", "bench.js"), ...args], { stdio: "inherit" });
+      const code = await new Promise<number>((done) => bench.on("close", (c) => done(c ?? 1)));
+      if (code !== 0) process.exitCode = code;
     });
 
   program.command("launch").description("run a script on several processes for distributed training (as torchrun)")

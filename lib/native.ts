@@ -1,30 +1,13 @@
 // Loads the native addon, explaining its own failures; its contract is lib/addon_types.ts.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import type { Addon, AddonProbes } from "./addon_types.js";
+import { join } from "node:path";
+import type { Addon } from "./addon_types.js";
 import { AddonLoadError } from "./errors.js";
+import { packageRoot } from "./package_root.js";
 
 export type * from "./addon_types.js";
-
-/** The package root: the nearest folder above this module whose package.json is torchlm's. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = join(dir, "package.json");
-    if (existsSync(pkg)) {
-      try {
-        if (JSON.parse(readFileSync(pkg, "utf8")).name === "torchlm") return dir;
-      } catch {
-        // unreadable package.json: keep looking upwards
-      }
-    }
-    const up = dirname(dir);
-    if (up === dir) throw new Error("torchlm: cannot find the package root above " + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
+export { packageRoot };
 
 function load(): Addon {
   const root = packageRoot();
@@ -51,5 +34,3 @@ function load(): Addon {
 }
 
 export const binding: Addon = load();
-/** The bench's and the tests' probes; not part of the public API. */
-export const probes: AddonProbes = binding.probes;

@@ -1,8 +1,9 @@
 // Progress bars on a terminal (cli-progress), quiet when not a TTY or when disabled.
 import cliProgress from "cli-progress";
+import { envFlag } from "./env.js";
 
 export function progressEnabled(disabled = false): boolean {
-  return !disabled && Boolean(process.stderr.isTTY) && !process.env.TORCHLM_NO_PROGRESS && !process.env.CI;
+  return !disabled && Boolean(process.stderr.isTTY) && !envFlag("TORCHLM_NO_PROGRESS") && !envFlag("CI");
 }
 
 export interface Bar {

@@ -48,7 +48,7 @@ step "cmake-js against the CUDA libtorch into build-cuda/" env CMAKE_BUILD_PARAL
   CUDACXX="$nvcc" CUDA_HOME="$cuda_root" node node_modules/cmake-js/bin/cmake-js build --out build-cuda --CDTorch_DIR="$torch_dir" \
   --CDCUDAToolkit_ROOT="$cuda_root" --CDCMAKE_CUDA_COMPILER="$nvcc" --CDCUDA_TOOLKIT_ROOT_DIR="$cuda_root" \
   ${nvrtc:+--CDCUDA_nvrtc_LIBRARY="$(readlink -f "$nvrtc")"}
-export TORCHLM_BINARY=$PWD/build-cuda/Release/torchlm.node
+export TORCHLM_BINARY=$PWD/build-cuda/Release/torchlm_testing.node
 node -e 'const a = require(process.env.TORCHLM_BINARY); const i = a.info();
   if (!/^2\.14/.test(i.torch_version)) throw new Error("not the CUDA libtorch: " + i.torch_version);
   console.log("cuda-build: the addon loads on libtorch", i.torch_version, "(cuda available:", i.cuda + ")")'

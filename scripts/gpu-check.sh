@@ -18,7 +18,7 @@ GEN=""; command -v ninja >/dev/null && GEN="-G Ninja"
 status=$?
 grep -E "error|Error" "$OUT/build.log" | head -40
 [ $status -eq 0 ] || { echo "build failed"; tail -20 "$OUT/build.log"; exit 1; }
-export TORCHLM_BINARY=$PWD/build-cuda/Release/torchlm.node TORCHLM_NO_PROGRESS=1
+export TORCHLM_BINARY=$PWD/build-cuda/Release/torchlm_testing.node TORCHLM_NO_PROGRESS=1
 python3 scripts/reference.py --models /tmp/tiny > /dev/null
 timeout 300 node dist/bench/gpu-check.js /tmp/tiny/hub-f32 > "$OUT/gpu-check.json"
 echo "torchlm: $?"

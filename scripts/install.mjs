@@ -4,13 +4,14 @@ import { existsSync, mkdirSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { findLibtorch, HOW_TO_INSTALL, OWN_VENV } from "./find-libtorch.mjs";
-import { ROOT, ensureVenv, step } from "./python-env.mjs";
+import { glooInclude } from "./native-build.mjs";
+import { ROOT, ensureVenv, envFlag, step } from "./python-env.mjs";
 
 const force = process.argv.includes("--force");
 const binary = join(ROOT, "build", "Release", "torchlm.node");
 const logDir = join(ROOT, "build-logs");
 
-if (process.env.TORCHLM_SKIP_BUILD) process.exit(0);
+if (envFlag("TORCHLM_SKIP_BUILD")) process.exit(0);
 if (!force && existsSync(binary)) {
   console.log(`torchlm: using the existing ${binary} (npm run build:native rebuilds it)`);
   process.exit(0);
@@ -40,7 +41,7 @@ if (!found) fail(HOW_TO_INSTALL);
 console.log(`torchlm: building against libtorch from ${found.source}: ${found.dir}`);
 
 // pip's libtorch ships no Gloo headers; c10d's ProcessGroupGloo.hpp needs them (Debian: libgloo-dev, headers only).
-if (!existsSync("/usr/include/gloo/algorithm.h") && !process.env.TORCHLM_NO_GLOO) {
+if (!glooInclude() && !envFlag("TORCHLM_NO_GLOO")) {
   if (isDebianRoot()) {
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     const apt = ["install", "-y", "-q", "--no-install-recommends", "libgloo-dev"];

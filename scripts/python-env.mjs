@@ -11,6 +11,12 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const REQUIREMENTS = join(ROOT, "scripts", "requirements");
 
 /** The interpreter a venv is made from: TORCHLM_PYTHON, else python3 on the PATH. */
+/** The environment switches' convention (docs/switches.md), as lib/env.ts's: on when set to anything but "" or "0". */
+export function envFlag(name, env = process.env) {
+  const v = env[name];
+  return v !== undefined && v !== "" && v !== "0";
+}
+
 export function basePython(env = process.env) {
   return env.TORCHLM_PYTHON || "python3";
 }

@@ -22,7 +22,7 @@ suites=("$@")
 log=$(mktemp /tmp/torchlm-asan-XXXX)
 echo "sanitize: running ${suites[*]} (reports go to $log.*)"
 set +e
-TORCHLM_BINARY="$PWD/build-asan/Release/torchlm.node" TORCHLM_NO_CPU_CACHE=1 TORCHLM_NO_PROGRESS=1 \
+TORCHLM_BINARY="$PWD/build-asan/Release/torchlm_testing.node" TORCHLM_NO_CPU_CACHE=1 TORCHLM_NO_PROGRESS=1 \
   LD_PRELOAD="$asan $ubsan" \
   ASAN_OPTIONS="detect_leaks=0:log_path=$log:abort_on_error=1" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$log" \

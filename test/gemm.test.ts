@@ -2,7 +2,7 @@
 // and autograd, and the tiny golden model's logits against PyTorch's (test/fixtures/golden-tiny.json) with the path
 // taken.
 import { GPT2LMHeadModel } from "../lib/index.js";
-import { probes } from "../lib/native.js";
+import { probes } from "../bench/probes.js";
 import { flatten, golden, maxAbsDiff, pick, tinyModelDir } from "./helpers/tiny.js";
 
 afterEach(() => probes.setGemm(true));

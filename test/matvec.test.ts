@@ -1,7 +1,7 @@
 // The batch-1 fast paths (matrix-vector kernels for the linears and the LM head, one-pass decoding attention,
 // float32 activations over bfloat16 weights) against libtorch's own addmm / matmul / softmax path.
 import { GPT2LMHeadModel, get_num_threads, set_num_threads, tensor } from "../lib/index.js";
-import { probes } from "../lib/native.js";
+import { probes } from "../bench/probes.js";
 import { maxAbsDiff, tinyModelDir } from "./helpers/tiny.js";
 
 afterEach(() => probes.setMatvec(true));
@@ -138,7 +138,7 @@ test("big tensors made on the JavaScript thread grow no second OpenMP team (it w
   const script = `
     import { readdirSync } from "node:fs";
     const { tensor } = await import(${JSON.stringify(join(lib, "index.js"))});
-    const { probes } = await import(${JSON.stringify(join(lib, "native.js"))});
+    const { probes } = await import(${JSON.stringify(join(lib, "..", "bench", "probes.js"))});
     const n = () => readdirSync("/proc/self/task").length;
     await probes.readBandwidth(1 << 24, 1);
     const before = n();

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { AutoTokenizer, GPT2LMHeadModel, LoraConfig, Trainer, TrainingArguments, Dataset, get_peft_model, load_file, tensor } from "../lib/index.js";
 import type { Tensor } from "../lib/index.js";
-import { probes } from "../lib/native.js";
+import { probes } from "../bench/probes.js";
 import { readSafetensorsIndex } from "../lib/safetensors.js";
 import type { Inputs } from "../lib/trainer.js";
 import { prepareEmbedded } from "../examples/embedded.js";
@@ -74,7 +74,7 @@ describe.each([
     await q.dispose();
     // 12 rows: the batched kernels (8 + 4 rows a weight row)
     const script = `const t = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "lib", "index.js")).href)});
-      const n = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "lib", "native.js")).href)});
+      const n = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "bench", "probes.js")).href)});
       const m = await t.GPT2LMHeadModel.from_pretrained(${JSON.stringify(modelDir())}, { dtype: "${dtype}" });
       const o = await m.forward({ input_ids: ${JSON.stringify([ids(12, 4)])} });
       console.log(JSON.stringify({ kernel: n.probes.q8Kernel(), logits: Array.from(o.logits.data()) }));`;

@@ -15,7 +15,8 @@ function corpus(): string[] {
     for (const f of readdirSync(dir)) if (/^readme/i.test(f)) take(join(dir, f), 40_000);
   }
   take(join(root, "node_modules", "commander", "lib", "command.js"), 50_000);
-  for (const f of readdirSync(join(root, "native"))) take(join(root, "native", f), 20_000);
+  for (const f of readdirSync(join(root, "native"), { recursive: true, encoding: "utf8" }))
+    if (/\.(cc|h)$/.test(f)) take(join(root, "native", f), 20_000);
   parts.push(
     "Ünïcödé façade — naïve café, Straße, ŝtelo, Ελληνικά, русский текст, עברית, العربية, हिन्दी, 日本語のテキスト、中文文本，한국어 텍스트.",
     "Emoji: 😀😃😄 👩‍👩‍👧‍👦 🇫🇷 🏳️‍🌈 ✨🔥💯 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝕞𝕒𝕥𝕙, combining e\u0301 a\u0308.",

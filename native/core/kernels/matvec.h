@@ -1,0 +1,33 @@
+// Batch-1 linear layers that stream their weights at memory speed (decoding reads every weight once a token).
+#pragma once
+
+#include "core/common.h"
+#include "core/kernels/row_split.h"
+
+namespace torchlm {
+
+// y = b + x @ W for one row x [K] and W [K, N] (Conv1D's layout): float32 or bfloat16, CPU, contiguous or the
+// transposed view of contiguous [N, K] rows (a bfloat16 model's layout, GPT2::LayOutConv1D). Returns an
+// undefined tensor when the fast path does not apply (the caller falls back to addmm).
+at::Tensor MatVecKN(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+// The same on raw memory, for the fused decoder: whether W and b suit it, and out[0:N] = b + x[0:K] @ W, then `then`
+// (see StreamRows).
+bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b);
+void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out, const Then* then = nullptr);
+// out[0:N] += b (float32 or bfloat16 CPU, contiguous), when b is defined.
+void AddBias(const at::Tensor& b, float* out, int64_t N);
+// y = W @ h for one row h [K] and W [V, K] (the tied LM head, wte).
+at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
+// Batch-1 decoding attention, where a BLAS call per head costs more than the arithmetic: q [H * D] against
+// the first S positions of the caches k, v [1, H, capacity, D] (float32 or bfloat16, contiguous):
+// softmax(q.K * scale).V into y [H * D] float32; `allowed` (S bytes, or null for all) leaves out masked positions.
+void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale, const uint8_t* allowed, float* y);
+// 2: AVX-512F, 1: AVX2 + FMA, 0: neither (checked once, at run time).
+int SimdLevel();
+// On by default; TORCHLM_NO_MATVEC=1 or probes.setMatvec(false) turns it off (to measure the lever).
+bool MatVecEnabled();
+void SetMatVecEnabled(bool on);
+// Calls that took a fast path so far (tests check that the path they compare was really taken).
+int64_t MatVecCalls();
+
+}  // namespace torchlm
