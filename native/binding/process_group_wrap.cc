@@ -1,4 +1,4 @@
-// NativeProcessGroup: a c10d process group (core/dist/comm.h) for JavaScript.
+// NativeProcessGroup: a c10d process group (core/distributed/comm.h) for JavaScript.
 #include "binding/process_group_wrap.h"
 
 #include "binding/bindings.h"

@@ -3,7 +3,7 @@
 
 #include <napi.h>
 
-#include "core/dist/comm.h"
+#include "core/distributed/comm.h"
 
 #include <memory>
 

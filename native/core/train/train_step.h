@@ -2,7 +2,7 @@
 // window the gradients' all-reduce, clipping, the update and zeroing (no JavaScript per operation).
 #pragma once
 
-#include "core/dist/comm.h"
+#include "core/distributed/comm.h"
 #include "core/model/gpt2/gpt2.h"
 #include "core/train/adamw.h"
 

@@ -1,4 +1,4 @@
-#include "core/dist/comm.h"
+#include "core/distributed/comm.h"
 
 #ifndef TORCHLM_HAVE_GLOO
 #define TORCHLM_HAVE_GLOO 0
