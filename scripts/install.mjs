@@ -41,7 +41,7 @@ if (!found) fail(HOW_TO_INSTALL);
 console.log(`torchlm: building against libtorch from ${found.source}: ${found.dir}`);
 
 // pip's libtorch ships no Gloo headers; c10d's ProcessGroupGloo.hpp needs them (Debian: libgloo-dev, headers only).
-if (!glooInclude() && !envFlag("TORCHLM_NO_GLOO")) {
+if (!glooInclude(found) && !envFlag("TORCHLM_NO_GLOO")) {
   if (isDebianRoot()) {
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     const apt = ["install", "-y", "-q", "--no-install-recommends", "libgloo-dev"];

@@ -43,8 +43,7 @@ export function sources(target) {
 
 /** The folder holding gloo/algorithm.h (libtorch's own include folder, then the system's), or null. pip's libtorch
  * has Gloo compiled in but ships no Gloo headers, which c10d's headers include; Debian's libgloo-dev has them. */
-export function glooInclude() {
-  const found = findLibtorch();
+export function glooInclude(found = findLibtorch()) {
   const dirs = [found ? join(libtorchRoot(found), "include") : null, "/usr/include", "/usr/local/include"];
   return dirs.find((d) => d && existsSync(join(d, "gloo", "algorithm.h"))) ?? null;
 }

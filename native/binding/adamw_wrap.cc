@@ -71,7 +71,8 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     return env.Undefined();
   }
 
-  GradScaler* Scaler() { return fp16_ ? scaler_.get() : nullptr; }
+  // The loss scaler while training in float16, else null.
+  std::shared_ptr<GradScaler> Scaler() const { return fp16_ ? scaler_ : nullptr; }
 
   // backward({ loss, scale, amp }) -> Promise<number>: backward of loss * scale (times the loss scale under
   // float16) on a worker thread; resolves to the loss value. For compute_loss overrides.
@@ -85,16 +86,13 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       if (!loss.requires_grad()) throw UserError("the loss does not require grad: compute_loss must return a loss computed from the model's forward in training mode");
       if (loss.numel() != 1) throw UserError("the loss must be a scalar tensor");
       auto value = std::make_shared<double>(0);
-      auto scaler = scaler_;
-      bool fp16 = fp16_;
+      auto scaler = Scaler();
       auto nonfinite = nonfinite_;
       bool dist = comm_ != nullptr;
       return PromiseWorker::Run(env, [=] {
         *value = loss.item<double>();
         if (dist && !std::isfinite(*value)) *nonfinite = true;
-        at::Tensor l = loss * scale;
-        if (fp16) { scaler->Init(loss.device()); l = l * scaler->scale.to(l.device()); }
-        l.backward();
+        ScaledBackward(loss, scale, scaler.get());
       }, [value](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *value); },
       {info.This().As<Napi::Object>(), args.Object("loss")});
     });
@@ -105,7 +103,7 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     double lr = info[0].As<Napi::Number>().DoubleValue();
     double mx = info[1].As<Napi::Number>().DoubleValue();
     auto opt = opt_;
-    auto scaler = Scaler() ? scaler_ : nullptr;
+    auto scaler = Scaler();
     auto norm = std::make_shared<double>(0);
     auto comm = comm_;
     auto nonfinite = nonfinite_;
@@ -179,14 +177,13 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       if (ids.size(1) > model->config().n_positions) throw UserError("sequence length is longer than n_positions");
       auto out = std::make_shared<StepResult>();
       auto opt = opt_;
-      auto scaler = scaler_;
+      auto scaler = Scaler();
       auto comm = comm_;
       auto nonfinite = nonfinite_;
       return PromiseWorker::Run(
           env,
           [=] {
-            *out = TrainStep(*model, *opt, amp == Amp::kFP16 ? scaler.get() : nullptr, comm.get(), *nonfinite, ids, mask, labels, scale, amp,
-                             do_step ? &update : nullptr);
+            *out = TrainStep(*model, *opt, scaler.get(), comm.get(), *nonfinite, ids, mask, labels, scale, amp, do_step ? &update : nullptr);
           },
           [out](Napi::Env env) -> Napi::Value {
             auto o = Napi::Object::New(env);

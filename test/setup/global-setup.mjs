@@ -11,8 +11,8 @@ export default async function setup() {
   const run = mkdtempSync(join(tmpdir(), "torchlm-jest-run-"));
   process.env.TORCHLM_TEST_TMP = run;
   process.env.TMPDIR = run;
-  // Every suite runs the testing addon (the shipped addon's code plus the probes: bench/testing-addon.ts), unless a
-  // build of its own is named (the CUDA and sanitizer builds); test/build.test.ts runs the shipped one.
-  process.env.TORCHLM_BINARY ??= join(import.meta.dirname, "..", "..", "build", "Release", "torchlm_testing.node");
+  // Every suite, and the child processes they start, run the testing addon (the shipped addon's code plus the
+  // probes), unless a build of its own is named (the CUDA and sanitizer builds); test/build.test.ts runs the shipped one.
+  await import("../../dist/bench/testing-addon.js");
   computeReferences();
 }

@@ -58,6 +58,15 @@ double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm, Co
   return norm;
 }
 
+void ScaledBackward(const at::Tensor& loss, double scale, GradScaler* scaler) {
+  at::Tensor l = loss * scale;
+  if (scaler) {
+    scaler->Init(loss.device());
+    l = l * scaler->scale.to(l.device());
+  }
+  l.backward();
+}
+
 StepResult TrainStep(GPT2& model, AdamW& opt, GradScaler* scaler, Comm* comm, bool& nonfinite, const at::Tensor& ids,
                      const at::Tensor& mask, const at::Tensor& labels, double scale, Amp amp, const StepUpdate* update) {
   StepResult out;
@@ -80,12 +89,7 @@ StepResult TrainStep(GPT2& model, AdamW& opt, GradScaler* scaler, Comm* comm, bo
     }
     nonfinite = true;  // the other ranks still wait for this window's all-reduce
   } else {
-    at::Tensor l = loss * scale;
-    if (scaler) {
-      scaler->Init(dev);
-      l = l * scaler->scale;
-    }
-    l.backward();
+    ScaledBackward(loss, scale, scaler);
   }
   if (update) {
     out.norm = FinishStep(opt, scaler, update->lr, update->max_grad_norm, comm, nonfinite);

@@ -22,6 +22,9 @@ struct AutocastGuard {
 // every rank sends the same buckets), and a non-finite loss on any rank makes every rank skip the update.
 double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm, Comm* comm = nullptr, bool nonfinite = false);
 
+// Backward of loss * scale, times the scaler's loss scale with a scaler (float16).
+void ScaledBackward(const at::Tensor& loss, double scale, GradScaler* scaler);
+
 struct StepUpdate {
   double lr = 0, max_grad_norm = 0;
 };
