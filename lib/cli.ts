@@ -78,7 +78,7 @@ export function buildProgram(): Command {
     const ids = tok.encode(prompt);
     if (o.stream && (options.num_beams ?? 1) === 1 && (options.num_return_sequences ?? 1) === 1) {
       process.stdout.write(prompt);
-      let seen: number[] = [];
+      const seen: number[] = [];
       let printed = "";
       for await (const step of model.generate_stream([ids], options)) {
         seen.push(step[0]!);

@@ -11,6 +11,8 @@ export interface CollatedBatch {
 }
 
 
+// The call signature of a callable class (Callable returns a function): merged into the class on purpose.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface DataCollatorForLanguageModeling {
   /** Same as collate(): `data_collator(features)` as in Python. */
   (features: Record<string, unknown>[]): CollatedBatch;
@@ -22,6 +24,7 @@ export interface DataCollatorForLanguageModeling {
  * whose id is the pad id set to -100 (the model shifts them itself). With pad = eos, as in the
  * tutorial, real eos tokens are masked from the loss too, exactly as in Hugging Face.
  */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class DataCollatorForLanguageModeling extends Callable {
   readonly tokenizer: GPT2TokenizerFast;
   readonly mlm: boolean;

@@ -52,7 +52,7 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
   if (streamer !== undefined && (typeof streamer !== "object" || typeof streamer.put !== "function" || typeof streamer.end !== "function"))
     throw invalid("streamer", "an object with put() and end()", streamer);
   // max_new_tokens wins; otherwise max_length counts the prompt, as in Hugging Face.
-  let maxNew = g.max_new_tokens ?? g.max_length - T;
+  const maxNew = g.max_new_tokens ?? g.max_length - T;
   if (maxNew < 1) throw new InvalidArgumentError(`The prompt has ${T} tokens, which is already max_length ${g.max_length}: set max_new_tokens`);
   if (T + maxNew > model.config.n_positions)
     throw new InvalidArgumentError(`The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ${model.config.n_positions}`);

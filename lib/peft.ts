@@ -59,7 +59,7 @@ export class LoraConfig {
   lora_alpha = 8;
   lora_dropout = 0;
   target_modules: string[] | string | null = null;
-  bias: "none" = "none";
+  bias = "none" as const;
   fan_in_fan_out = false;
   task_type: "CAUSAL_LM" | null = null;
   use_rslora = false;

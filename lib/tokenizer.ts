@@ -68,6 +68,8 @@ const GPT2_CONFIG = {
 };
 
 
+// The call signature of a callable class (Callable returns a function): merged into the class on purpose.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface GPT2TokenizerFast {
   /** Tokenizes a text or a batch: `tokenizer(texts, { padding, truncation, max_length, return_tensors })`. */
   (text: string | string[], options?: TokenizerCallOptions): BatchEncoding;
@@ -81,6 +83,7 @@ function wellFormed(text: string): string {
   return text;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class GPT2TokenizerFast extends Callable {
   /** @internal */ _tok: Tokenizer;
   /** @internal */ _json: Record<string, any>;

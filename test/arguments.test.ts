@@ -15,7 +15,6 @@ beforeAll(async () => {
 });
 afterAll(async () => { await model.dispose(); });
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
 function calls(): Record<string, () => unknown> {
   const T = t as any, m = model as any, k = tok as any;
   const x = t.tensor([[1, 2, 3]]) as any;

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   AutoTokenizer, DataCollatorForLanguageModeling, Dataset, GPT2LMHeadModel, Trainer, TrainingArguments, get_scheduler_lambda,
-  pipeline, SCHEDULER_TYPES, tensor,
+  pipeline, SCHEDULER_TYPES,
 } from "../lib/index.js";
 import { flatten, golden, maxAbsDiff, tinyModelDir, pick } from "./helpers/tiny.js";
 import { REFERENCES, ROOT, pythonJson } from "./helpers/python.js";

@@ -1,7 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GPT2LMHeadModel, AutoModelForCausalLM, Dataset, set_seed, tensor, Tensor, Trainer, TrainingArguments } from "../lib/index.js";
+import { GPT2LMHeadModel, AutoModelForCausalLM, Dataset, set_seed, tensor, Trainer, TrainingArguments } from "../lib/index.js";
 import { binding } from "../lib/native.js";
 import { golden, tinyModelDir, maxAbsDiff, flatten, pick } from "./helpers/tiny.js";
 

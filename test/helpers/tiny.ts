@@ -74,7 +74,7 @@ function f32ToF16(x: Float32Array): Uint16Array {
     const sign = (b >>> 16) & 0x8000;
     const exp = (b >>> 23) & 0xff;
     let mant = b & 0x7fffff;
-    let e = exp - 127 + 15;
+    const e = exp - 127 + 15;
     if (exp === 0xff) { out[i] = sign | 0x7c00 | (mant ? 0x200 : 0); continue; }
     if (e >= 0x1f) { out[i] = sign | 0x7c00; continue; }
     if (e <= 0) {
