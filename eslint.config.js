@@ -6,8 +6,18 @@ import globals from "globals";
 export default tseslint.config(
   {
     ignores: [
-      "dist/", "build/", "build-*/", "node_modules/", ".venv*/", ".cache/", "bench/.peers/", "bench/.weights/",
-      "bench/peer/", "bench/results/", "imdb_gpt2/", "output/",
+      "dist/",
+      "build/",
+      "build-*/",
+      "node_modules/",
+      ".venv*/",
+      ".cache/",
+      "bench/.peers/",
+      "bench/.weights/",
+      "bench/peer/",
+      "bench/results/",
+      "imdb_gpt2/",
+      "output/",
     ],
   },
   js.configs.recommended,

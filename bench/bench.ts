@@ -13,17 +13,28 @@ import { render, writeResults } from "./render.js";
 const root = packageRoot();
 const argv = process.argv.slice(2);
 const quick = argv.includes("--quick");
-const only = argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+const only = argv
+  .find((a) => a.startsWith("--only="))
+  ?.slice(7)
+  .split(",");
 const weightsDir = join(root, "bench", ".weights", quick ? "gpt2-tiny" : "gpt2-124m");
 
-console.log(`torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${get_num_threads()} threads, libtorch ${torch_info().torch_version}`);
+console.log(
+  `torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${get_num_threads()} threads, libtorch ${torch_info().torch_version}`,
+);
 if (!existsSync(join(weightsDir, "model.safetensors"))) {
   console.log(`writing seeded random weights to ${weightsDir}`);
   const m = await GPT2LMHeadModel.from_config(benchConfig(quick), { seed: 0 });
   await m.save_pretrained(weightsDir);
   await m.dispose();
 }
-const measured = await measure({ quick, only, noPeers: argv.includes("--no-peers"), noTransformersJs: argv.includes("--no-transformers-js"), weightsDir });
+const measured = await measure({
+  quick,
+  only,
+  noPeers: argv.includes("--no-peers"),
+  noTransformersJs: argv.includes("--no-transformers-js"),
+  weightsDir,
+});
 const out = render(measured);
 console.log("\n" + out.table.join("\n") + "\n\n" + out.extra.map((l) => `- ${l}`).join("\n"));
 if (only) console.log("\n(a partial run with --only: bench/results/ left as it was)");

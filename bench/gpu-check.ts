@@ -3,7 +3,16 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { binding, packageRoot } from "../lib/native.js";
-import { Dataset, GPT2LMHeadModel, Trainer, TrainingArguments, cuda_is_available, tensor, torch_info, type Inputs } from "../lib/index.js";
+import {
+  Dataset,
+  GPT2LMHeadModel,
+  Trainer,
+  TrainingArguments,
+  cuda_is_available,
+  tensor,
+  torch_info,
+  type Inputs,
+} from "../lib/index.js";
 
 const root = packageRoot();
 const golden = JSON.parse(readFileSync(join(root, "test", "fixtures", "golden-tiny.json"), "utf8"));
@@ -20,7 +29,11 @@ function pick(l: { shape: number[]; float(): { data(): unknown } }, cols: number
 }
 async function section(name: string, fn: () => Promise<unknown>) {
   const t0 = performance.now();
-  try { out[name] = await fn(); } catch (e) { out[name] = { error: (e as Error).message }; }
+  try {
+    out[name] = await fn();
+  } catch (e) {
+    out[name] = { error: (e as Error).message };
+  }
   console.error(`${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
@@ -44,37 +57,97 @@ await section("parity", async () => {
   const m = await GPT2LMHeadModel.from_pretrained(tinyDir, { device: "cuda" });
   const ds = Dataset.from_dict({ input_ids: golden.input_ids, labels: golden.labels });
   const ref = golden.adamw;
-  const args = new TrainingArguments({ output_dir: "/tmp/gpu-check", per_device_train_batch_size: 2, max_steps: 3, learning_rate: ref.lr,
-    weight_decay: ref.weight_decay, max_grad_norm: ref.max_grad_norm, lr_scheduler_type: "constant", logging_steps: 1, save_strategy: "no", disable_tqdm: true, plot_loss: false });
-  const t = new Trainer({ model: m, args, train_dataset: ds, data_collator: (rows: any[]): Inputs => ({ input_ids: tensor(rows.map((x: any) => x.input_ids)), labels: tensor(rows.map((x: any) => x.labels)) }) });
+  const args = new TrainingArguments({
+    output_dir: "/tmp/gpu-check",
+    per_device_train_batch_size: 2,
+    max_steps: 3,
+    learning_rate: ref.lr,
+    weight_decay: ref.weight_decay,
+    max_grad_norm: ref.max_grad_norm,
+    lr_scheduler_type: "constant",
+    logging_steps: 1,
+    save_strategy: "no",
+    disable_tqdm: true,
+    plot_loss: false,
+  });
+  const t = new Trainer({
+    model: m,
+    args,
+    train_dataset: ds,
+    data_collator: (rows: any[]): Inputs => ({
+      input_ids: tensor(rows.map((x: any) => x.input_ids)),
+      labels: tensor(rows.map((x: any) => x.labels)),
+    }),
+  });
   await t.train();
-  const sums = Object.fromEntries(m.named_parameters().map(([n, p]) => [n.replace(/^transformer\./, ""), (p.to("cpu").data() as Float32Array).reduce((a, b) => a + b, 0)]));
+  const sums = Object.fromEntries(
+    m
+      .named_parameters()
+      .map(([n, p]) => [
+        n.replace(/^transformer\./, ""),
+        (p.to("cpu").data() as Float32Array).reduce((a, b) => a + b, 0),
+      ]),
+  );
   const last = ref.steps[2].param_sums;
-  r.adamw_param_sum_max_rel_diff = Math.max(...Object.keys(last).map((k) => Math.abs(sums[k]! - last[k]) / Math.max(1, Math.abs(last[k]))));
-  r.adamw_losses_max_abs_diff = Math.max(...t.state.log_history.filter((x) => "loss" in x).map((x, i) => Math.abs(x.loss! - ref.steps[i].loss)));
+  r.adamw_param_sum_max_rel_diff = Math.max(
+    ...Object.keys(last).map((k) => Math.abs(sums[k]! - last[k]) / Math.max(1, Math.abs(last[k]))),
+  );
+  r.adamw_losses_max_abs_diff = Math.max(
+    ...t.state.log_history.filter((x) => "loss" in x).map((x, i) => Math.abs(x.loss! - ref.steps[i].loss)),
+  );
   await m.dispose();
   return r;
 });
 
 await section("bench", async () => {
   const r: Record<string, number> = {};
-  const cfg = { model_type: "gpt2", vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
+  const cfg = {
+    model_type: "gpt2",
+    vocab_size: 50257,
+    n_positions: 1024,
+    n_embd: 768,
+    n_layer: 12,
+    n_head: 12,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+  };
   const m = await GPT2LMHeadModel.from_config(cfg, { device: "cuda", seed: 0 });
   const N = m.num_parameters();
   const time = async (fn: () => Promise<unknown>, warm: number, runs: number) => {
     for (let i = 0; i < warm; i++) await fn();
     const ts: number[] = [];
-    for (let i = 0; i < runs; i++) { const t0 = performance.now(); await fn(); ts.push((performance.now() - t0) / 1000); }
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await fn();
+      ts.push((performance.now() - t0) / 1000);
+    }
     return ts.sort((a, b) => a - b)[Math.floor(ts.length / 2)]!;
   };
-  const rnd = (B: number, T: number) => Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 7919 + t * 104729) % 50257));
-  r.forward_16x64_tokens_per_s = 1024 / (await time(async () => (await m.forward({ input_ids: rnd(16, 64) })).logits.dispose(), 2, 5));
-  r.decode_b1_greedy_tokens_per_s = 128 / (await time(async () => (await m.generate(rnd(1, 8), { max_new_tokens: 128 })).dispose(), 1, 3));
+  const rnd = (B: number, T: number) =>
+    Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 7919 + t * 104729) % 50257));
+  r.forward_16x64_tokens_per_s =
+    1024 / (await time(async () => (await m.forward({ input_ids: rnd(16, 64) })).logits.dispose(), 2, 5));
+  r.decode_b1_greedy_tokens_per_s =
+    128 / (await time(async () => (await m.generate(rnd(1, 8), { max_new_tokens: 128 })).dispose(), 1, 3));
   m.train();
   const named = m.named_parameters();
-  const opt = new binding.NativeAdamW({ groups: [{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+  const opt = new binding.NativeAdamW({
+    groups: [{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }],
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+  });
   const step = (x: typeof x16, amp: "float16" | "bfloat16") =>
-    opt.trainStep({ model: m._native, input_ids: x._t, attention_mask: null, labels: x._t, loss_scale: 1, update: { lr: 1e-5, max_grad_norm: 1 }, amp });
+    opt.trainStep({
+      model: m._native,
+      input_ids: x._t,
+      attention_mask: null,
+      labels: x._t,
+      loss_scale: 1,
+      update: { lr: 1e-5, max_grad_norm: 1 },
+      amp,
+    });
   const x16 = tensor(rnd(16, 64)).to("cuda");
   r.train_16x64_fp16_tokens_per_s = 1024 / (await time(() => step(x16, "float16"), 2, 5));
   const x8 = tensor(rnd(8, 1024)).to("cuda");

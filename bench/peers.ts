@@ -15,9 +15,19 @@ export class Peer {
   #waiters: { res: (l: string) => void; rej: (e: Error) => void }[] = [];
   #exited: Error | null = null;
   ready: Record<string, unknown> = {};
-  private constructor(private name: string, private child: ChildProcess) {
-    createInterface({ input: child.stdout! }).on("line", (l) => { const w = this.#waiters.shift(); if (w) w.res(l); else this.#lines.push(l); });
-    child.on("exit", (c) => { this.#exited = new Error(`${name} exited (${c})`); for (const w of this.#waiters.splice(0)) w.rej(this.#exited); });
+  private constructor(
+    private name: string,
+    private child: ChildProcess,
+  ) {
+    createInterface({ input: child.stdout! }).on("line", (l) => {
+      const w = this.#waiters.shift();
+      if (w) w.res(l);
+      else this.#lines.push(l);
+    });
+    child.on("exit", (c) => {
+      this.#exited = new Error(`${name} exited (${c})`);
+      for (const w of this.#waiters.splice(0)) w.rej(this.#exited);
+    });
   }
   #next(): Promise<string> {
     const l = this.#lines.shift();
@@ -40,7 +50,10 @@ export class Peer {
   /** Ends the child and waits for it to exit (its thread pool must not share the cores with what is measured next). */
   stop(): Promise<void> {
     if (this.#exited) return Promise.resolve();
-    return new Promise((res) => { this.child.once("exit", () => res()); this.child.stdin!.end("quit\n"); });
+    return new Promise((res) => {
+      this.child.once("exit", () => res());
+      this.child.stdin!.end("quit\n");
+    });
   }
 }
 
@@ -53,7 +66,9 @@ export async function benchPython(): Promise<string> {
   if (benchPy) return benchPy;
   // the build scripts' plain ES module, from the package root (tsc does not copy it into dist/)
   const { ensureVenv } = await import(pathToFileURL(join(root, "scripts", "python-env.mjs")).href);
-  return (benchPy ??= ensureVenv(join(root, "bench", ".peers", "venv"), "bench", { why: "the bench's Python peers" }) as string);
+  return (benchPy ??= ensureVenv(join(root, "bench", ".peers", "venv"), "bench", {
+    why: "the bench's Python peers",
+  }) as string);
 }
 
 /** transformers.js (bench/peer/run.mjs) on an ONNX export of the weights, both installed on first use. */
@@ -61,13 +76,16 @@ export async function startTransformersJs(weightsDir: string, threads: number): 
   const dir = join(root, "bench", "peer");
   if (!existsSync(join(dir, "node_modules", "@huggingface", "transformers"))) {
     console.log("installing transformers.js into bench/peer (npm install --ignore-scripts)");
-    execFileSync("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", dir], { stdio: ["ignore", "inherit", "inherit"] });
+    execFileSync("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", dir], {
+      stdio: ["ignore", "inherit", "inherit"],
+    });
   }
   const onnxDir = weightsDir + "-onnx";
   if (!existsSync(join(onnxDir, "onnx", "model.onnx"))) {
     console.log(`exporting the weights to ONNX (${onnxDir}) with torch.onnx.export`);
-    execFileSync(await benchPython(), [join(root, "bench", "export_onnx.py"), weightsDir, onnxDir], { stdio: ["ignore", "ignore", "inherit"] });
+    execFileSync(await benchPython(), [join(root, "bench", "export_onnx.py"), weightsDir, onnxDir], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
   }
   return Peer.start("transformers.js", process.execPath, [join(dir, "run.mjs"), onnxDir, String(threads)]);
 }
-

@@ -26,8 +26,13 @@ export interface AddonProbes {
    * `slowFrom` on each taking `slowMicroseconds`: how many times each row was visited, and how many blocks a thread took from another's share.
    * With `thenMicroseconds`, serial work of that length follows the rows with a 2 MB matrix to read ahead meanwhile: how
    * often it ran, how many rows were done when it started, and the bytes read ahead. */
-  streamRows(rows: number, rowBytes: number, slowFrom: number, slowMicroseconds: number, thenMicroseconds?: number):
-    Promise<{ visits: number[]; helped: number; then?: { calls: number; rowsDone: number; prefetched: number } }>;
+  streamRows(
+    rows: number,
+    rowBytes: number,
+    slowFrom: number,
+    slowMicroseconds: number,
+    thenMicroseconds?: number,
+  ): Promise<{ visits: number[]; helped: number; then?: { calls: number; rowsDone: number; prefetched: number } }>;
 }
 
 function load(): AddonProbes {

@@ -9,9 +9,12 @@ import { readFileSync, statSync } from "node:fs";
 import { GPT2LMHeadModel } from "../lib/index.js";
 import { probes } from "./probes.js";
 
-const status = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN) * 1024;
+const status = (k: string) =>
+  Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN) * 1024;
 if (process.argv[3] === "touch") {
-  console.log(JSON.stringify({ touch_s: await probes.firstTouch(statSync(`${process.argv[2]}/model.safetensors`).size) }));
+  console.log(
+    JSON.stringify({ touch_s: await probes.firstTouch(statSync(`${process.argv[2]}/model.safetensors`).size) }),
+  );
 } else {
   const dtype = process.argv[3] as "bfloat16" | "float16" | undefined;
   const baseline = status("VmRSS");
@@ -22,6 +25,13 @@ if (process.argv[3] === "touch") {
   // VmHWM, not getrusage's maxrss: Linux carries maxrss over exec, so a child spawned by a big harness would
   // report the harness's size.
   const hwm = status("VmHWM");
-  console.log(JSON.stringify({ max_rss_bytes: Number.isNaN(hwm) ? process.resourceUsage().maxRSS * 1024 : hwm, baseline_rss_bytes: baseline, load_s, weights_bytes: model.num_parameters() * (dtype ? 2 : 4) }));
+  console.log(
+    JSON.stringify({
+      max_rss_bytes: Number.isNaN(hwm) ? process.resourceUsage().maxRSS * 1024 : hwm,
+      baseline_rss_bytes: baseline,
+      load_s,
+      weights_bytes: model.num_parameters() * (dtype ? 2 : 4),
+    }),
+  );
   await model.dispose();
 }

@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import { GPT2LMHeadModel } from "../lib/index.js";
 
 const [dir, dtype, ...ctxs] = process.argv.slice(2) as [string, "float32" | "bfloat16" | "q8" | "q4", ...string[]];
-const status = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN) * 1024;
+const status = (k: string) =>
+  Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN) * 1024;
 const t0 = performance.now();
 const model = await GPT2LMHeadModel.from_pretrained(dir, { dtype });
 const load_s = (performance.now() - t0) / 1000;
@@ -16,12 +17,16 @@ let seed = 7;
 const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff) % 50000;
 for (const c of ctxs.map(Number)) {
   const prompt = [Array.from({ length: c - NEW }, next)];
-  let first = 0, last = 0, n = 0;
+  let first = 0,
+    last = 0,
+    n = 0;
   for await (const _ of model.generate_stream(prompt, { max_new_tokens: NEW, min_new_tokens: NEW })) {
     last = performance.now();
     if (n++ === 0) first = last;
   }
   tokens_per_s[c] = (n - 1) / ((last - first) / 1000);
 }
-console.log(JSON.stringify({ parameters: model.num_parameters(), load_s, tokens_per_s, max_rss_bytes: status("VmHWM") }));
+console.log(
+  JSON.stringify({ parameters: model.num_parameters(), load_s, tokens_per_s, max_rss_bytes: status("VmHWM") }),
+);
 await model.dispose();

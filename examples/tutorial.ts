@@ -5,8 +5,19 @@
 import { Command, InvalidArgumentError } from "commander";
 import { join } from "node:path";
 import {
-  AutoTokenizer, CrossEntropyLoss, DataCollatorForLanguageModeling, GPT2LMHeadModel, Tensor, Trainer, TrainingArguments,
-  default_device, load_dataset, pipeline, plot_log_history, range, type Inputs,
+  AutoTokenizer,
+  CrossEntropyLoss,
+  DataCollatorForLanguageModeling,
+  GPT2LMHeadModel,
+  Tensor,
+  Trainer,
+  TrainingArguments,
+  default_device,
+  load_dataset,
+  pipeline,
+  plot_log_history,
+  range,
+  type Inputs,
 } from "../lib/index.js";
 import { cachedFile, hubEndpoint, isOffline } from "../lib/hub.js";
 import { prepareEmbedded } from "./embedded.js";
@@ -26,7 +37,14 @@ const program = new Command()
   .option("--output-dir <dir>", "where checkpoints and loss.png go", "imdb_gpt2")
   .option("--offline", "do not use the network: the Hugging Face cache, or the embedded default")
   .parse();
-const opts = program.opts<{ model: string; dataset: string; device?: string; maxSteps?: number; outputDir: string; offline?: boolean }>();
+const opts = program.opts<{
+  model: string;
+  dataset: string;
+  device?: string;
+  maxSteps?: number;
+  outputDir: string;
+  offline?: boolean;
+}>();
 
 async function hubReachable(): Promise<boolean> {
   if (opts.offline || isOffline()) return false;
@@ -44,9 +62,14 @@ async function chooseSources(): Promise<{ model: string; dataset: string }> {
   const modelCached = cachedFile(opts.model, "model.safetensors") !== null;
   const dataCached = cachedFile(opts.dataset, "plain_text/train-00000-of-00001.parquet", "dataset") !== null;
   const local = (p: string) => p.startsWith(".") || p.startsWith("/");
-  if (online || (modelCached && dataCached) || (local(opts.model) && local(opts.dataset))) return { model: opts.model, dataset: opts.dataset };
-  console.log(`\nThe Hugging Face Hub is not reachable${opts.offline ? " (--offline)" : ""} and ${opts.model} / ${opts.dataset} are not in the cache.`);
-  console.log("Running the same flow on torchlm's embedded default instead: a small GPT-2 (seeded random weights, pre-trained");
+  if (online || (modelCached && dataCached) || (local(opts.model) && local(opts.dataset)))
+    return { model: opts.model, dataset: opts.dataset };
+  console.log(
+    `\nThe Hugging Face Hub is not reachable${opts.offline ? " (--offline)" : ""} and ${opts.model} / ${opts.dataset} are not in the cache.`,
+  );
+  console.log(
+    "Running the same flow on torchlm's embedded default instead: a small GPT-2 (seeded random weights, pre-trained",
+  );
   console.log("briefly here), the real GPT-2 tokenizer, and movie reviews that torchlm generates, in IMDB's format.\n");
   return prepareEmbedded(join(opts.outputDir, "embedded"));
 }
@@ -97,7 +120,12 @@ const data_collator = new DataCollatorForLanguageModeling(tokenizer, { mlm: fals
 
 /** Tokenizes a batch of reviews to max_length ids, masking the padding. */
 function tokenize(input_text: { text: string[] }, max_length = 64) {
-  const tokenized_input = tokenizer(input_text.text, { max_length, padding: "max_length", truncation: true, return_tensors: "pt" });
+  const tokenized_input = tokenizer(input_text.text, {
+    max_length,
+    padding: "max_length",
+    truncation: true,
+    return_tensors: "pt",
+  });
   // mask padding tokens so that the model doesn't attend to them
   tokenized_input.attention_mask = (tokenized_input.input_ids as Tensor).ne(tokenizer.pad_token_id!).long();
   return { input_ids: tokenized_input.input_ids, attention_mask: tokenized_input.attention_mask };
@@ -110,7 +138,8 @@ console.log(tokenized_datasets.get(0));
 const subsampled_dataset = tokenized_datasets.select(range(500));
 // we inspect what the data_collator does
 const out = data_collator(range(5).map((i) => subsampled_dataset.get(i)));
-for (const [key, value] of Object.entries(out)) console.log(`Tensor ${key}: ${JSON.stringify((value as Tensor).get(0).tolist())}`);
+for (const [key, value] of Object.entries(out))
+  console.log(`Tensor ${key}: ${JSON.stringify((value as Tensor).get(0).tolist())}`);
 
 // define training arguments
 const args = new TrainingArguments({
@@ -133,7 +162,14 @@ const args = new TrainingArguments({
   max_steps: opts.maxSteps ?? -1,
 });
 
-const trainer = new Trainer({ model, tokenizer, args, data_collator, train_dataset: subsampled_dataset, eval_dataset: subsampled_dataset });
+const trainer = new Trainer({
+  model,
+  tokenizer,
+  args,
+  data_collator,
+  train_dataset: subsampled_dataset,
+  eval_dataset: subsampled_dataset,
+});
 // run the training of the model
 await trainer.train();
 
@@ -152,7 +188,14 @@ class IMDBTrainer extends Trainer {
 }
 
 // use explicit trainer
-const explicit_trainer = new IMDBTrainer({ model, tokenizer, args, data_collator, train_dataset: subsampled_dataset, eval_dataset: subsampled_dataset });
+const explicit_trainer = new IMDBTrainer({
+  model,
+  tokenizer,
+  args,
+  data_collator,
+  train_dataset: subsampled_dataset,
+  eval_dataset: subsampled_dataset,
+});
 await explicit_trainer.train();
 
 // plot the train and evaluation losses
@@ -165,10 +208,17 @@ for (const d of log_history) {
 }
 console.log("train losses:", train_losses.map((x) => x.toFixed(3)).join(" "));
 console.log("eval losses: ", test_losses.map((x) => x.toFixed(3)).join(" "));
-const plot = await plot_log_history(log_history, join(opts.outputDir, "loss.png"), { title: "GPT-2 fine-tuning on IMDB: train and eval loss" });
+const plot = await plot_log_history(log_history, join(opts.outputDir, "loss.png"), {
+  title: "GPT-2 fine-tuning on IMDB: train and eval loss",
+});
 console.log(`Loss curves written to ${plot}`);
 
 // a generation after fine-tuning
-const review = await model.generate(tokenizer.encode("I watched", { return_tensors: "pt" }).to(device), { max_new_tokens: 40, do_sample: true, top_k: 50, seed: 0 });
+const review = await model.generate(tokenizer.encode("I watched", { return_tensors: "pt" }).to(device), {
+  max_new_tokens: 40,
+  do_sample: true,
+  top_k: 50,
+  seed: 0,
+});
 console.log("After fine-tuning: ", tokenizer.decode(review.get(0), { skip_special_tokens: true }));
 await model.dispose();

@@ -204,7 +204,12 @@ export interface NativeAdamW {
 }
 
 export interface NativeAdamWStatic {
-  new (options: { groups: { params: NativeTensor[]; weight_decay: number }[]; beta1: number; beta2: number; eps: number }): NativeAdamW;
+  new (options: {
+    groups: { params: NativeTensor[]; weight_decay: number }[];
+    beta1: number;
+    beta2: number;
+    eps: number;
+  }): NativeAdamW;
 }
 
 export interface NativeProcessGroup {
@@ -217,7 +222,13 @@ export interface NativeProcessGroup {
 }
 
 export interface NativeProcessGroupStatic {
-  connect(master_addr: string, master_port: number, rank: number, world_size: number, timeout_ms: number): Promise<NativeProcessGroup>;
+  connect(
+    master_addr: string,
+    master_port: number,
+    rank: number,
+    world_size: number,
+    timeout_ms: number,
+  ): Promise<NativeProcessGroup>;
 }
 
 export interface Addon {
@@ -227,15 +238,34 @@ export interface Addon {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   manualSeed(seed: number): void;
-  info(): { torch_version: string; parallel_info: string; cuda: boolean; mps: boolean; num_threads: number; mkldnn: boolean };
+  info(): {
+    torch_version: string;
+    parallel_info: string;
+    cuda: boolean;
+    mps: boolean;
+    num_threads: number;
+    mkldnn: boolean;
+  };
   NativeTensor: NativeTensorStatic;
   NativeModel: NativeModelStatic;
   NativeAdamW: NativeAdamWStatic;
   NativeProcessGroup: NativeProcessGroupStatic;
   distributedAvailable: boolean;
-  readSafetensors(request: { path: string; data_start: number; entries: SafetensorsEntry[]; dtype: string | null; device: DeviceName }): Promise<[string, NativeTensor][]>;
+  readSafetensors(request: {
+    path: string;
+    data_start: number;
+    entries: SafetensorsEntry[];
+    dtype: string | null;
+    device: DeviceName;
+  }): Promise<[string, NativeTensor][]>;
   writeSafetensors(path: string, tensors: [string, NativeTensor][], metadata: Record<string, string>): Promise<void>;
-  crossEntropy(request: { input: NativeTensor; target: NativeTensor; ignore_index: number; reduction: Reduction; label_smoothing: number }): NativeTensor;
+  crossEntropy(request: {
+    input: NativeTensor;
+    target: NativeTensor;
+    ignore_index: number;
+    reduction: Reduction;
+    label_smoothing: number;
+  }): NativeTensor;
   getRngState(): NativeTensor;
   setRngState(state: NativeTensor): void;
 }

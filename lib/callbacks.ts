@@ -6,7 +6,12 @@ import type { TrainerControl, TrainerState } from "./trainer.js";
 
 export type LogRow = Record<string, number>;
 
-export interface CallbackArgs { args: TrainingArguments; state: TrainerState; control: TrainerControl; model: GPT2LMHeadModel }
+export interface CallbackArgs {
+  args: TrainingArguments;
+  state: TrainerState;
+  control: TrainerControl;
+  model: GPT2LMHeadModel;
+}
 
 /** Hooks into the loop, as in Hugging Face; every method is optional. */
 export class TrainerCallback {
@@ -24,7 +29,10 @@ export class TrainerCallback {
 export class EarlyStoppingCallback extends TrainerCallback {
   #best: number | null = null;
   #bad = 0;
-  constructor(readonly early_stopping_patience = 1, readonly early_stopping_threshold = 0) {
+  constructor(
+    readonly early_stopping_patience = 1,
+    readonly early_stopping_threshold = 0,
+  ) {
     super();
     check.integer("early_stopping_patience", early_stopping_patience, 1);
     check.number("early_stopping_threshold", early_stopping_threshold, 0);
@@ -33,10 +41,15 @@ export class EarlyStoppingCallback extends TrainerCallback {
     const name = args.metric_for_best_model ?? "eval_loss";
     const key = name.startsWith("eval_") ? name : `eval_${name}`;
     const v = metrics[key];
-    if (v === undefined) throw new InvalidArgumentError(`EarlyStoppingCallback: metric ${key} is not among the evaluation metrics`);
+    if (v === undefined)
+      throw new InvalidArgumentError(`EarlyStoppingCallback: metric ${key} is not among the evaluation metrics`);
     const greater = args.greater_is_better ?? !key.endsWith("loss");
-    const better = this.#best === null || (greater ? v > this.#best + this.early_stopping_threshold : v < this.#best - this.early_stopping_threshold);
-    if (better) { this.#best = v; this.#bad = 0; } else if (++this.#bad >= this.early_stopping_patience) control.should_training_stop = true;
+    const better =
+      this.#best === null ||
+      (greater ? v > this.#best + this.early_stopping_threshold : v < this.#best - this.early_stopping_threshold);
+    if (better) {
+      this.#best = v;
+      this.#bad = 0;
+    } else if (++this.#bad >= this.early_stopping_patience) control.should_training_stop = true;
   }
 }
-

@@ -6,29 +6,68 @@ import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
-  AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, LoraConfig, PeftModel, Trainer, TrainingArguments,
-  default_device, get_peft_model, load_dataset, set_num_threads, torch_info, type Dataset, type GenerateOptions,
+  AutoModelForCausalLM,
+  AutoTokenizer,
+  DataCollatorForLanguageModeling,
+  LoraConfig,
+  PeftModel,
+  Trainer,
+  TrainingArguments,
+  default_device,
+  get_peft_model,
+  load_dataset,
+  set_num_threads,
+  torch_info,
+  type Dataset,
+  type GenerateOptions,
 } from "./index.js";
 import { packageRoot } from "./native.js";
 import { hubCacheDir } from "./hub.js";
 import { launch } from "./launch.js";
 
-const num = (v: string) => { const n = Number(v); if (Number.isNaN(n)) throw new InvalidArgumentError("Expected a number."); return n; };
-const int = (v: string) => { const n = Number(v); if (!Number.isInteger(n)) throw new InvalidArgumentError("Expected an integer."); return n; };
-const bool = (v: string) => { if (v !== "true" && v !== "false") throw new InvalidArgumentError("Expected true or false."); return v === "true"; };
+const num = (v: string) => {
+  const n = Number(v);
+  if (Number.isNaN(n)) throw new InvalidArgumentError("Expected a number.");
+  return n;
+};
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError("Expected an integer.");
+  return n;
+};
+const bool = (v: string) => {
+  if (v !== "true" && v !== "false") throw new InvalidArgumentError("Expected true or false.");
+  return v === "true";
+};
 
 /** CLI flags for generation options: --max-new-tokens 20 --do-sample ... */
 const GEN_FLAGS: [string, (v: string) => unknown][] = [
-  ["max_length", int], ["max_new_tokens", int], ["min_length", int], ["min_new_tokens", int], ["num_beams", int], ["temperature", num],
-  ["top_k", int], ["top_p", num], ["min_p", num], ["typical_p", num], ["repetition_penalty", num], ["no_repeat_ngram_size", int],
-  ["num_return_sequences", int], ["length_penalty", num], ["pad_token_id", int], ["eos_token_id", int],
+  ["max_length", int],
+  ["max_new_tokens", int],
+  ["min_length", int],
+  ["min_new_tokens", int],
+  ["num_beams", int],
+  ["temperature", num],
+  ["top_k", int],
+  ["top_p", num],
+  ["min_p", num],
+  ["typical_p", num],
+  ["repetition_penalty", num],
+  ["no_repeat_ngram_size", int],
+  ["num_return_sequences", int],
+  ["length_penalty", num],
+  ["pad_token_id", int],
+  ["eos_token_id", int],
 ];
 
-function flag(name: string): string { return "--" + name.replace(/_/g, "-"); }
+function flag(name: string): string {
+  return "--" + name.replace(/_/g, "-");
+}
 
 /** The model, dataset and tokenization options that finetune and evaluate share. */
 function dataOptions(cmd: Command, split: string): Command {
-  return cmd.option("-m, --model <id>", "model id or directory", "gpt2")
+  return cmd
+    .option("-m, --model <id>", "model id or directory", "gpt2")
     .option("-d, --dataset <id>", "dataset id or path (a text column)", "stanfordnlp/imdb")
     .option("--split <name>", "dataset split", split)
     .option("--text-column <name>", "the column with the text", "text")
@@ -41,22 +80,33 @@ async function loadForTraining(o: Record<string, any>) {
   const model = await AutoModelForCausalLM.from_pretrained(o.model);
   const tok = await AutoTokenizer.from_pretrained(o.model);
   tok.pad_token ??= tok.eos_token;
-  let ds = await load_dataset(o.dataset, { split: o.split }) as Dataset;
+  let ds = (await load_dataset(o.dataset, { split: o.split })) as Dataset;
   if (o.select) ds = ds.select(Array.from({ length: Math.min(o.select, ds.length) }, (_, i) => i));
-  const tokenized = await ds.map((b: Record<string, string[]>) => tok(b[o.textColumn]!, { max_length: o.maxLength, truncation: true }),
-    { batched: true, remove_columns: ds.column_names });
+  const tokenized = await ds.map(
+    (b: Record<string, string[]>) => tok(b[o.textColumn]!, { max_length: o.maxLength, truncation: true }),
+    { batched: true, remove_columns: ds.column_names },
+  );
   return { model, tok, tokenized, collator: new DataCollatorForLanguageModeling(tok, { mlm: false }) };
 }
 
 export function buildProgram(): Command {
-  const program = new Command().name("torchlm").description("GPT-2 in Node.js on libtorch: generate, fine-tune, evaluate, benchmark")
+  const program = new Command()
+    .name("torchlm")
+    .description("GPT-2 in Node.js on libtorch: generate, fine-tune, evaluate, benchmark")
     .version(JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")).version)
     .option("--threads <n>", "libtorch intra-op threads (default: the cores available)", int)
-    .hook("preAction", (cmd) => { const t = cmd.opts().threads; if (t) set_num_threads(t); })
-    .exitOverride((err) => { process.exit(err.exitCode === 0 ? 0 : 2); })
+    .hook("preAction", (cmd) => {
+      const t = cmd.opts().threads;
+      if (t) set_num_threads(t);
+    })
+    .exitOverride((err) => {
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    })
     .enablePositionalOptions();
 
-  const gen = program.command("generate").description("generate text from a prompt, streaming to the terminal")
+  const gen = program
+    .command("generate")
+    .description("generate text from a prompt, streaming to the terminal")
     .argument("<prompt>", "the prompt")
     .option("-m, --model <id>", "model id or directory", "gpt2")
     .option("--device <device>", "cpu, cuda, cuda:N or mps", default_device())
@@ -72,9 +122,13 @@ export function buildProgram(): Command {
     const model = o.adapter ? await PeftModel.from_pretrained(base, o.adapter) : base;
     const tok = await AutoTokenizer.from_pretrained(o.model);
     const options: GenerateOptions = { seed: o.seed };
-    for (const [k] of GEN_FLAGS) { const v = o[k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())]; if (v !== undefined) (options as Record<string, unknown>)[k] = v; }
+    for (const [k] of GEN_FLAGS) {
+      const v = o[k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())];
+      if (v !== undefined) (options as Record<string, unknown>)[k] = v;
+    }
     if (o.doSample) options.do_sample = true;
-    if (o.earlyStopping !== undefined) options.early_stopping = o.earlyStopping === "never" ? "never" : o.earlyStopping === "true";
+    if (o.earlyStopping !== undefined)
+      options.early_stopping = o.earlyStopping === "never" ? "never" : o.earlyStopping === "true";
     const ids = tok.encode(prompt);
     if (o.stream && (options.num_beams ?? 1) === 1 && (options.num_return_sequences ?? 1) === 1) {
       process.stdout.write(prompt);
@@ -94,7 +148,10 @@ export function buildProgram(): Command {
     await model.dispose();
   });
 
-  const ft = dataOptions(program.command("finetune").description("fine-tune a model on a text dataset with the Trainer"), "train")
+  const ft = dataOptions(
+    program.command("finetune").description("fine-tune a model on a text dataset with the Trainer"),
+    "train",
+  )
     .option("--config <file>", "TrainingArguments as JSON (flags win)")
     .option("--save-to <dir>", "save the fine-tuned model (and tokenizer) here")
     .option("--lora-r <n>", "train LoRA adapters of this rank instead of every weight (PEFT's files)", int)
@@ -103,26 +160,72 @@ export function buildProgram(): Command {
     .option("--lora-target-modules <names>", "comma-separated Conv1D names (c_attn,c_proj,c_fc)", "c_attn")
     .option("--merge-lora", "with --save-to: save the model with the adapters merged in, not the adapter");
   // Every TrainingArguments field is a flag, its parser taken from the type of its default.
-  const NULLABLE: Record<string, (v: string) => unknown> = { eval_steps: num, save_total_limit: int, data_seed: int, logging_dir: String,
-    metric_for_best_model: String, greater_is_better: bool, run_name: String, ddp_backend: String };
+  const NULLABLE: Record<string, (v: string) => unknown> = {
+    eval_steps: num,
+    save_total_limit: int,
+    data_seed: int,
+    logging_dir: String,
+    metric_for_best_model: String,
+    greater_is_better: bool,
+    run_name: String,
+    ddp_backend: String,
+  };
   const defaults = new TrainingArguments({ output_dir: "x" }).to_dict();
-  const argFlags: [string, (v: string) => unknown][] = Object.entries(defaults).map(([k, v]) => [k,
-    NULLABLE[k] ?? (typeof v === "number" ? num : typeof v === "boolean" ? bool : typeof v === "object" ? (x: string) => JSON.parse(x) : String)]);
+  const argFlags: [string, (v: string) => unknown][] = Object.entries(defaults).map(([k, v]) => [
+    k,
+    NULLABLE[k] ??
+      (typeof v === "number"
+        ? num
+        : typeof v === "boolean"
+          ? bool
+          : typeof v === "object"
+            ? (x: string) => JSON.parse(x)
+            : String),
+  ]);
   argFlags.push(["evaluation_strategy", String]);
-  for (const [k, parse] of argFlags) ft.addOption(new Option(`${flag(k)} <v>`, `TrainingArguments.${k}`).argParser(parse as never));
+  for (const [k, parse] of argFlags)
+    ft.addOption(new Option(`${flag(k)} <v>`, `TrainingArguments.${k}`).argParser(parse as never));
   ft.action(async (o: Record<string, any>) => {
     const fromFile = o.config ? JSON.parse(readFileSync(o.config, "utf8")) : {};
     const fromFlags: Record<string, unknown> = {};
-    for (const [k] of argFlags) { const v = o[k.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())]; if (v !== undefined) fromFlags[k] = v; }
+    for (const [k] of argFlags) {
+      const v = o[k.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())];
+      if (v !== undefined) fromFlags[k] = v;
+    }
     const args = new TrainingArguments({ ...fromFile, ...fromFlags });
     if (o.mergeLora && o.loraR === undefined) throw new InvalidArgumentError("--merge-lora needs --lora-r");
     const loaded = await loadForTraining(o);
     const { tok, tokenized, collator } = loaded;
-    const model = o.loraR === undefined ? loaded.model : get_peft_model(loaded.model, new LoraConfig({ r: o.loraR, lora_alpha: o.loraAlpha,
-      lora_dropout: o.loraDropout, target_modules: String(o.loraTargetModules).split(",").map((x) => x.trim()).filter(Boolean), fan_in_fan_out: true, task_type: "CAUSAL_LM" }));
+    const model =
+      o.loraR === undefined
+        ? loaded.model
+        : get_peft_model(
+            loaded.model,
+            new LoraConfig({
+              r: o.loraR,
+              lora_alpha: o.loraAlpha,
+              lora_dropout: o.loraDropout,
+              target_modules: String(o.loraTargetModules)
+                .split(",")
+                .map((x) => x.trim())
+                .filter(Boolean),
+              fan_in_fan_out: true,
+              task_type: "CAUSAL_LM",
+            }),
+          );
     if (model instanceof PeftModel) model.print_trainable_parameters();
-    const split = args.eval_strategy !== "no" ? tokenized.train_test_split({ test_size: 0.1, seed: args.seed }) : { train: tokenized, test: undefined };
-    const trainer = new Trainer({ model, tokenizer: tok, args, train_dataset: split.train, eval_dataset: split.test, data_collator: collator });
+    const split =
+      args.eval_strategy !== "no"
+        ? tokenized.train_test_split({ test_size: 0.1, seed: args.seed })
+        : { train: tokenized, test: undefined };
+    const trainer = new Trainer({
+      model,
+      tokenizer: tok,
+      args,
+      train_dataset: split.train,
+      eval_dataset: split.test,
+      data_collator: collator,
+    });
     const r = await trainer.train();
     console.log(JSON.stringify(r.metrics));
     if (o.saveTo && o.mergeLora) {
@@ -137,25 +240,45 @@ export function buildProgram(): Command {
     .option("--batch-size <n>", "batch size", int, 8)
     .action(async (o: Record<string, any>) => {
       const { model, tok, tokenized, collator } = await loadForTraining(o);
-      const args = new TrainingArguments({ output_dir: join(hubCacheDir(), "..", "torchlm-eval"), per_device_eval_batch_size: o.batchSize, disable_tqdm: true, report_to: "none" });
+      const args = new TrainingArguments({
+        output_dir: join(hubCacheDir(), "..", "torchlm-eval"),
+        per_device_eval_batch_size: o.batchSize,
+        disable_tqdm: true,
+        report_to: "none",
+      });
       const trainer = new Trainer({ model, tokenizer: tok, args, eval_dataset: tokenized, data_collator: collator });
       const m = await trainer.evaluate();
-      console.log(JSON.stringify({ eval_loss: m.eval_loss, perplexity: Math.exp(m.eval_loss!), eval_samples: tokenized.length, eval_runtime: m.eval_runtime }));
+      console.log(
+        JSON.stringify({
+          eval_loss: m.eval_loss,
+          perplexity: Math.exp(m.eval_loss!),
+          eval_samples: tokenized.length,
+          eval_runtime: m.eval_runtime,
+        }),
+      );
       await model.dispose();
     });
 
-  program.command("bench").description("the benchmark against transformers, PyTorch eager and transformers.js (npm run bench)")
-    .allowUnknownOption().argument("[args...]")
+  program
+    .command("bench")
+    .description("the benchmark against transformers, PyTorch eager and transformers.js (npm run bench)")
+    .allowUnknownOption()
+    .argument("[args...]")
     .action(async (args: string[]) => {
       // in a process of its own: the bench loads the testing addon (its probes), which this process cannot once the
       // library has loaded the shipped one
-      const bench = spawn(process.execPath, [join(packageRoot(), "dist", "bench", "bench.js"), ...args], { stdio: "inherit" });
+      const bench = spawn(process.execPath, [join(packageRoot(), "dist", "bench", "bench.js"), ...args], {
+        stdio: "inherit",
+      });
       const code = await new Promise<number>((done) => bench.on("close", (c) => done(c ?? 1)));
       if (code !== 0) process.exitCode = code;
     });
 
-  program.command("launch").description("run a script on several processes for distributed training (as torchrun)")
-    .argument("<script>", "the Node script every rank runs").argument("[args...]", "its arguments")
+  program
+    .command("launch")
+    .description("run a script on several processes for distributed training (as torchrun)")
+    .argument("<script>", "the Node script every rank runs")
+    .argument("[args...]", "its arguments")
     .option("--nproc-per-node <n>", "processes on this machine", int, 1)
     .option("--nnodes <n>", "machines in the job", int, 1)
     .option("--node-rank <n>", "this machine's index", int, 0)
@@ -165,16 +288,35 @@ export function buildProgram(): Command {
     .passThroughOptions()
     .action(async (script: string, args: string[], o: Record<string, any>) => {
       process.exitCode = await launch(script, args, {
-        nproc_per_node: o.nprocPerNode, nnodes: o.nnodes, node_rank: o.nodeRank, master_addr: o.masterAddr,
-        master_port: o.masterPort, grace_period: o.gracePeriod,
+        nproc_per_node: o.nprocPerNode,
+        nnodes: o.nnodes,
+        node_rank: o.nodeRank,
+        master_addr: o.masterAddr,
+        master_port: o.masterPort,
+        grace_period: o.gracePeriod,
       });
     });
 
-  program.command("info").description("libtorch version and path, devices, threads, BLAS")
+  program
+    .command("info")
+    .description("libtorch version and path, devices, threads, BLAS")
     .action(() => {
       const i = torch_info();
-      console.log(JSON.stringify({ torch_version: i.torch_version, devices: { cpu: true, cuda: i.cuda, mps: i.mps }, default_device: default_device(),
-        num_threads: i.num_threads, mkldnn: i.mkldnn, hub_cache: hubCacheDir(), parallel_info: i.parallel_info.split("\n").filter(Boolean) }, null, 2));
+      console.log(
+        JSON.stringify(
+          {
+            torch_version: i.torch_version,
+            devices: { cpu: true, cuda: i.cuda, mps: i.mps },
+            default_device: default_device(),
+            num_threads: i.num_threads,
+            mkldnn: i.mkldnn,
+            hub_cache: hubCacheDir(),
+            parallel_info: i.parallel_info.split("\n").filter(Boolean),
+          },
+          null,
+          2,
+        ),
+      );
     });
   return program;
 }
@@ -190,5 +332,13 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 // `node .../dist/lib/cli.js` run directly, through a symlinked path too (bin/torchlm.js is the package's command)
-const invoked = process.argv[1] ? (() => { try { return realpathSync(process.argv[1]!); } catch { return ""; } })() : "";
+const invoked = process.argv[1]
+  ? (() => {
+      try {
+        return realpathSync(process.argv[1]!);
+      } catch {
+        return "";
+      }
+    })()
+  : "";
 if (invoked === realpathSync(fileURLToPath(import.meta.url))) await main(process.argv);

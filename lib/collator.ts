@@ -10,7 +10,6 @@ export interface CollatedBatch {
   labels: Tensor;
 }
 
-
 // The call signature of a callable class (Callable returns a function): merged into the class on purpose.
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface DataCollatorForLanguageModeling {
@@ -30,22 +29,35 @@ export class DataCollatorForLanguageModeling extends Callable {
   readonly mlm: boolean;
   readonly pad_to_multiple_of: number | null;
 
-  constructor(tokenizer: GPT2TokenizerFast, options: { mlm?: boolean; pad_to_multiple_of?: number | null; return_tensors?: "pt" } = {}) {
+  constructor(
+    tokenizer: GPT2TokenizerFast,
+    options: { mlm?: boolean; pad_to_multiple_of?: number | null; return_tensors?: "pt" } = {},
+  ) {
     super();
-    if (!tokenizer || typeof (tokenizer as { encode?: unknown }).encode !== "function") throw invalid("tokenizer", "a tokenizer", tokenizer);
+    if (!tokenizer || typeof (tokenizer as { encode?: unknown }).encode !== "function")
+      throw invalid("tokenizer", "a tokenizer", tokenizer);
     if (!isPlainObject(options)) throw invalid("options", "an object", options);
-    check.knownKeys("DataCollatorForLanguageModeling", options, ["mlm", "pad_to_multiple_of", "return_tensors", "mlm_probability"]);
+    check.knownKeys("DataCollatorForLanguageModeling", options, [
+      "mlm",
+      "pad_to_multiple_of",
+      "return_tensors",
+      "mlm_probability",
+    ]);
     this.tokenizer = tokenizer;
     this.mlm = check.boolean("mlm", options.mlm ?? true);
     if (this.mlm)
-      throw new InvalidArgumentError("mlm: true (masked language modelling) needs a model like BERT; GPT-2 is a causal language model: pass { mlm: false }");
+      throw new InvalidArgumentError(
+        "mlm: true (masked language modelling) needs a model like BERT; GPT-2 is a causal language model: pass { mlm: false }",
+      );
     this.pad_to_multiple_of = options.pad_to_multiple_of ?? null;
     if (this.pad_to_multiple_of !== null) check.integer("pad_to_multiple_of", this.pad_to_multiple_of, 1);
-    if (options.return_tensors !== undefined && options.return_tensors !== "pt") throw invalid("return_tensors", '"pt"', options.return_tensors);
+    if (options.return_tensors !== undefined && options.return_tensors !== "pt")
+      throw invalid("return_tensors", '"pt"', options.return_tensors);
   }
 
   collate(features: Record<string, unknown>[]): CollatedBatch {
-    if (!Array.isArray(features) || features.length === 0) throw invalid("features", "a non-empty array of rows with input_ids", features);
+    if (!Array.isArray(features) || features.length === 0)
+      throw invalid("features", "a non-empty array of rows with input_ids", features);
     const rows = features.map((f, i) => {
       if (!isPlainObject(f)) throw invalid(`features[${i}]`, "an object with input_ids", f);
       return {
@@ -57,7 +69,9 @@ export class DataCollatorForLanguageModeling extends Callable {
     let L = Math.max(...rows.map((r) => r.ids.length));
     if (this.pad_to_multiple_of) L = Math.ceil(L / this.pad_to_multiple_of) * this.pad_to_multiple_of;
     if (padId === null && rows.some((r) => r.ids.length !== L))
-      throw new InvalidArgumentError("Asking to pad but the tokenizer does not have a padding token: set tokenizer.pad_token = tokenizer.eos_token");
+      throw new InvalidArgumentError(
+        "Asking to pad but the tokenizer does not have a padding token: set tokenizer.pad_token = tokenizer.eos_token",
+      );
     const B = rows.length;
     const ids = new Int32Array(B * L);
     const mask = new Int32Array(B * L);
@@ -83,11 +97,13 @@ export class DataCollatorForLanguageModeling extends Callable {
   }
 
   /** @internal */
-  _call(features: Record<string, unknown>[]): CollatedBatch { return this.collate(features); }
+  _call(features: Record<string, unknown>[]): CollatedBatch {
+    return this.collate(features);
+  }
 }
 
 function asIds(v: unknown, name: string): ArrayLike<number> {
-  if (v instanceof Tensor) return (v.reshape(-1).tolist() as number[]);
+  if (v instanceof Tensor) return v.reshape(-1).tolist() as number[];
   if (Array.isArray(v) && v.every((x) => Number.isInteger(x))) return v as number[];
   if (v instanceof Int32Array || v instanceof Uint8Array) return v;
   throw invalid(name, "a list of integer ids", v);

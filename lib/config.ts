@@ -30,14 +30,25 @@ export class GPT2Config {
   constructor(values: Record<string, unknown> = {}) {
     if (!isPlainObject(values)) throw new InvalidArgumentError("GPT2Config expects an object of config values");
     Object.assign(this, values);
-    if (this.model_type !== "gpt2") throw new InvalidArgumentError(`Unknown model_type ${JSON.stringify(this.model_type)}: torchlm supports gpt2`);
-    for (const k of ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] as const) check.integer(`config.${k}`, this[k], 1, 1e7);
+    if (this.model_type !== "gpt2")
+      throw new InvalidArgumentError(`Unknown model_type ${JSON.stringify(this.model_type)}: torchlm supports gpt2`);
+    for (const k of ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] as const)
+      check.integer(`config.${k}`, this[k], 1, 1e7);
     if (this.n_inner !== null && this.n_inner !== undefined) check.integer("config.n_inner", this.n_inner, 1, 1e8);
-    if (this.n_embd % this.n_head !== 0) throw new InvalidArgumentError(`config.n_embd (${this.n_embd}) must be divisible by config.n_head (${this.n_head})`);
-    check.oneOf("config.activation_function", this.activation_function, ["gelu_new", "gelu", "gelu_pytorch_tanh", "relu"]);
+    if (this.n_embd % this.n_head !== 0)
+      throw new InvalidArgumentError(
+        `config.n_embd (${this.n_embd}) must be divisible by config.n_head (${this.n_head})`,
+      );
+    check.oneOf("config.activation_function", this.activation_function, [
+      "gelu_new",
+      "gelu",
+      "gelu_pytorch_tanh",
+      "relu",
+    ]);
     for (const k of ["resid_pdrop", "embd_pdrop", "attn_pdrop"] as const) check.number(`config.${k}`, this[k], 0, 1);
     check.number("config.layer_norm_epsilon", this.layer_norm_epsilon, 0, 1, true);
-    if (this.reorder_and_upcast_attn) throw new InvalidArgumentError("config.reorder_and_upcast_attn is not supported by torchlm");
+    if (this.reorder_and_upcast_attn)
+      throw new InvalidArgumentError("config.reorder_and_upcast_attn is not supported by torchlm");
   }
 
   /** Loads config.json; an unknown model_type is an error naming it. */
@@ -60,7 +71,8 @@ export class GPT2Config {
 
   /** The parameter count this config implies (the LM head is tied to wte). */
   num_parameters(): number {
-    const E = this.n_embd, I = this.n_inner ?? 4 * E;
+    const E = this.n_embd,
+      I = this.n_inner ?? 4 * E;
     const block = 2 * E + (3 * E * E + 3 * E) + (E * E + E) + 2 * E + (E * I + I) + (I * E + E);
     return this.vocab_size * E + this.n_positions * E + this.n_layer * block + 2 * E;
   }

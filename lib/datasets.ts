@@ -28,7 +28,10 @@ function colLength(c: Column): number {
 
 function cell(c: Column, i: number): unknown {
   if (c.kind === "values") return c.data[i];
-  if (c.kind === "numbers") { const v = c.data[i]!; return typeof v === "bigint" ? Number(v) : v; }
+  if (c.kind === "numbers") {
+    const v = c.data[i]!;
+    return typeof v === "bigint" ? Number(v) : v;
+  }
   const row = c.data.subarray(i * c.width, (i + 1) * c.width);
   return Array.from(row as ArrayLike<number | bigint>, (v) => (typeof v === "bigint" ? Number(v) : v));
 }
@@ -43,7 +46,8 @@ function take(c: Column, idx: ArrayLike<number>): Column {
     return { kind: "numbers", data: out };
   }
   const out = new Ctor(n * c.width);
-  for (let k = 0; k < n; k++) (out as any).set(c.data.subarray(idx[k]! * c.width, (idx[k]! + 1) * c.width), k * c.width);
+  for (let k = 0; k < n; k++)
+    (out as any).set(c.data.subarray(idx[k]! * c.width, (idx[k]! + 1) * c.width), k * c.width);
   return { kind: "matrix", data: out, width: c.width };
 }
 
@@ -55,34 +59,59 @@ function toColumn(name: string, v: unknown, n?: number): Column {
     const typed = data instanceof BigInt64Array ? Int32Array.from(data, (x) => Number(x)) : data;
     if (shape.length === 1) return { kind: "numbers", data: typed };
     if (shape.length === 2) return { kind: "matrix", data: typed, width: shape[1]! };
-    return { kind: "values", data: (v.tolist() as unknown[]) };
+    return { kind: "values", data: v.tolist() as unknown[] };
   }
   if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return { kind: "numbers", data: v as Numeric };
-  if (!Array.isArray(v)) throw invalid(`column ${name}`, "an array, a typed array or a Tensor with one entry per row", v);
-  if (n !== undefined && v.length !== n) throw new InvalidArgumentError(`Column ${name} has ${v.length} rows but ${n} were expected`);
+  if (!Array.isArray(v))
+    throw invalid(`column ${name}`, "an array, a typed array or a Tensor with one entry per row", v);
+  if (n !== undefined && v.length !== n)
+    throw new InvalidArgumentError(`Column ${name} has ${v.length} rows but ${n} were expected`);
   if (v.length > 0 && v.every((x) => typeof x === "number" && Number.isInteger(x) && Math.abs(x) < 2 ** 31))
     return { kind: "numbers", data: Int32Array.from(v as number[]) };
-  if (v.length > 0 && v.every((x) => typeof x === "number")) return { kind: "numbers", data: Float64Array.from(v as number[]) };
-  if (v.length > 0 && v.every((x) => Array.isArray(x) && x.length === (v[0] as unknown[]).length && (x as unknown[]).every((y) => typeof y === "number" && Number.isInteger(y) && Math.abs(y) < 2 ** 31))) {
+  if (v.length > 0 && v.every((x) => typeof x === "number"))
+    return { kind: "numbers", data: Float64Array.from(v as number[]) };
+  if (
+    v.length > 0 &&
+    v.every(
+      (x) =>
+        Array.isArray(x) &&
+        x.length === (v[0] as unknown[]).length &&
+        (x as unknown[]).every((y) => typeof y === "number" && Number.isInteger(y) && Math.abs(y) < 2 ** 31),
+    )
+  ) {
     const width = (v[0] as number[]).length;
     const out = new Int32Array(v.length * width);
     v.forEach((r, i) => out.set(r as number[], i * width));
     return { kind: "matrix", data: out, width };
   }
-  return { kind: "values", data: v.map((x) => (x instanceof Tensor ? x.tolist() : ArrayBuffer.isView(x) ? Array.from(x as unknown as ArrayLike<number>) : x)) };
+  return {
+    kind: "values",
+    data: v.map((x) =>
+      x instanceof Tensor ? x.tolist() : ArrayBuffer.isView(x) ? Array.from(x as unknown as ArrayLike<number>) : x,
+    ),
+  };
 }
 
 /** Concatenates column pieces (map's batches); typed pieces of one shape stay typed. */
 function concat(pieces: Column[]): Column {
   if (pieces.length === 1) return pieces[0]!;
   const first = pieces[0]!;
-  const sameTyped = first.kind !== "values" && pieces.every((p) => p.kind === first.kind && p.data.constructor === first.data.constructor &&
-    (p.kind !== "matrix" || p.width === (first as { width: number }).width));
+  const sameTyped =
+    first.kind !== "values" &&
+    pieces.every(
+      (p) =>
+        p.kind === first.kind &&
+        p.data.constructor === first.data.constructor &&
+        (p.kind !== "matrix" || p.width === (first as { width: number }).width),
+    );
   if (sameTyped) {
     const Ctor = first.data.constructor as { new (n: number): Numeric };
     const out = new Ctor(pieces.reduce((a, p) => a + p.data.length, 0));
     let o = 0;
-    for (const p of pieces) { (out as any).set(p.data, o); o += p.data.length; }
+    for (const p of pieces) {
+      (out as any).set(p.data, o);
+      o += p.data.length;
+    }
     return first.kind === "matrix" ? { kind: "matrix", data: out, width: first.width } : { kind: "numbers", data: out };
   }
   const all: unknown[] = [];
@@ -108,7 +137,9 @@ export function permutation(n: number, seed: number): Int32Array {
   const rnd = seededRandom(seed);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(rnd() * (i + 1));
-    const t = p[i]!; p[i] = p[j]!; p[j] = t;
+    const t = p[i]!;
+    p[i] = p[j]!;
+    p[j] = t;
   }
   return p;
 }
@@ -133,7 +164,9 @@ export class Dataset implements Iterable<Row> {
     this._cols = cols;
     const lens = [...cols.values()].map(colLength);
     this.#length = length ?? lens[0] ?? 0;
-    for (const [name, c] of cols) if (colLength(c) !== this.#length) throw new InvalidArgumentError(`Column ${name} has ${colLength(c)} rows but the dataset has ${this.#length}`);
+    for (const [name, c] of cols)
+      if (colLength(c) !== this.#length)
+        throw new InvalidArgumentError(`Column ${name} has ${colLength(c)} rows but the dataset has ${this.#length}`);
   }
 
   static from_dict(columns: Record<string, unknown>): Dataset {
@@ -149,9 +182,15 @@ export class Dataset implements Iterable<Row> {
     return Dataset.from_dict(Object.fromEntries(names.map((n) => [n, rows.map((r) => r[n] ?? null)])));
   }
 
-  get length(): number { return this.#length; }
-  get num_rows(): number { return this.#length; }
-  get column_names(): string[] { return [...this._cols.keys()]; }
+  get length(): number {
+    return this.#length;
+  }
+  get num_rows(): number {
+    return this.#length;
+  }
+  get column_names(): string[] {
+    return [...this._cols.keys()];
+  }
 
   /** Row i as an object (negative from the end). */
   get(i: number): Row {
@@ -173,15 +212,26 @@ export class Dataset implements Iterable<Row> {
     for (let i = 0; i < this.#length; i++) yield this.get(i);
   }
 
-  to_list(): Row[] { return [...this]; }
-  to_dict(): Record<string, unknown[]> { return Object.fromEntries(this.column_names.map((n) => [n, this.column(n)])); }
+  to_list(): Row[] {
+    return [...this];
+  }
+  to_dict(): Record<string, unknown[]> {
+    return Object.fromEntries(this.column_names.map((n) => [n, this.column(n)]));
+  }
 
   /** Rows by index, in the order given. */
   select(indices: Iterable<number>): Dataset {
-    if (typeof indices === "string" || indices === null || typeof (indices as Iterable<number>)?.[Symbol.iterator] !== "function")
+    if (
+      typeof indices === "string" ||
+      indices === null ||
+      typeof (indices as Iterable<number>)?.[Symbol.iterator] !== "function"
+    )
       throw invalid("indices", "an array (or iterable) of row indices", indices);
     const raw = Array.from(indices as Iterable<unknown>);
-    raw.forEach((i, k) => { if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || i >= this.#length) throw invalid(`indices[${k}]`, `an index in [0, ${this.#length})`, i); });
+    raw.forEach((i, k) => {
+      if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || i >= this.#length)
+        throw invalid(`indices[${k}]`, `an index in [0, ${this.#length})`, i);
+    });
     const idx = Int32Array.from(raw as number[]);
     return new Dataset(new Map([...this._cols].map(([k, c]) => [k, take(c, idx)])), idx.length);
   }
@@ -201,19 +251,31 @@ export class Dataset implements Iterable<Row> {
   }
 
   /** { train, test }: test_size as a fraction or a count, shuffled with seed (as Hugging Face does by default). */
-  train_test_split(options: { test_size?: number; train_size?: number; seed?: number; shuffle?: boolean } = {}): { train: Dataset; test: Dataset } {
+  train_test_split(options: { test_size?: number; train_size?: number; seed?: number; shuffle?: boolean } = {}): {
+    train: Dataset;
+    test: Dataset;
+  } {
     check.knownKeys("train_test_split", options, ["test_size", "train_size", "seed", "shuffle"]);
     const n = this.#length;
-    const size = (v: number, name: string) => (v < 1 ? Math.ceil(check.number(name, v, 0, 1, true) * n) : check.integer(name, v, 1, n - 1));
-    let nTest = options.test_size !== undefined ? size(options.test_size, "test_size") : options.train_size !== undefined ? n - size(options.train_size, "train_size") : Math.ceil(0.25 * n);
+    const size = (v: number, name: string) =>
+      v < 1 ? Math.ceil(check.number(name, v, 0, 1, true) * n) : check.integer(name, v, 1, n - 1);
+    let nTest =
+      options.test_size !== undefined
+        ? size(options.test_size, "test_size")
+        : options.train_size !== undefined
+          ? n - size(options.train_size, "train_size")
+          : Math.ceil(0.25 * n);
     if (options.test_size !== undefined && options.test_size < 1) nTest = Math.ceil(options.test_size * n);
-    const order = options.shuffle === false ? Int32Array.from({ length: n }, (_, i) => i) : permutation(n, options.seed ?? 42);
+    const order =
+      options.shuffle === false ? Int32Array.from({ length: n }, (_, i) => i) : permutation(n, options.seed ?? 42);
     return { test: this.select(order.subarray(0, nTest)), train: this.select(order.subarray(nTest)) };
   }
 
   remove_columns(names: string[] | string): Dataset {
     const list = typeof names === "string" ? [names] : names;
-    for (const n of list) if (!this._cols.has(n)) throw new InvalidArgumentError(`Column ${n} not in the dataset: it has ${this.column_names.join(", ")}`);
+    for (const n of list)
+      if (!this._cols.has(n))
+        throw new InvalidArgumentError(`Column ${n} not in the dataset: it has ${this.column_names.join(", ")}`);
     return new Dataset(new Map([...this._cols].filter(([k]) => !list.includes(k))), this.#length);
   }
 
@@ -229,9 +291,18 @@ export class Dataset implements Iterable<Row> {
     const withIndices = options.with_indices ?? false;
     const batched = options.batched ?? false;
     if (options.batch_size !== undefined) check.integer("batch_size", options.batch_size, 1);
-    const batchSize = batched ? options.batch_size ?? 1000 : 1;
-    const remove = options.remove_columns === undefined ? [] : typeof options.remove_columns === "string" ? [options.remove_columns] : options.remove_columns;
-    for (const r of remove) if (!this._cols.has(r)) throw new InvalidArgumentError(`Column ${r} in remove_columns is not in the dataset: it has ${this.column_names.join(", ")}`);
+    const batchSize = batched ? (options.batch_size ?? 1000) : 1;
+    const remove =
+      options.remove_columns === undefined
+        ? []
+        : typeof options.remove_columns === "string"
+          ? [options.remove_columns]
+          : options.remove_columns;
+    for (const r of remove)
+      if (!this._cols.has(r))
+        throw new InvalidArgumentError(
+          `Column ${r} in remove_columns is not in the dataset: it has ${this.column_names.join(", ")}`,
+        );
     const pieces = new Map<string, Column[]>();
     const keptPieces = new Map<string, Column[]>();
     const progress = bar("Map", this.#length, undefined, options.disable_progress || this.#length < 10_000);
@@ -251,12 +322,17 @@ export class Dataset implements Iterable<Row> {
       let n = end - start;
       if (batched) {
         const lens = entries.map(([k, v]) => colLength(toColumn(k, v)));
-        if (lens.length && lens.some((l) => l !== lens[0])) throw new InvalidArgumentError(`The mapped function returned columns of different lengths: ${entries.map(([k], i) => `${k}: ${lens[i]}`).join(", ")}`);
+        if (lens.length && lens.some((l) => l !== lens[0]))
+          throw new InvalidArgumentError(
+            `The mapped function returned columns of different lengths: ${entries.map(([k], i) => `${k}: ${lens[i]}`).join(", ")}`,
+          );
         if (lens.length) n = lens[0]!;
       }
       const kept = this.column_names.filter((k) => !remove.includes(k) && !entries.some(([e]) => e === k));
       if (n !== end - start && kept.length)
-        throw new InvalidArgumentError(`The mapped function returned ${n} rows for a batch of ${end - start}: remove the old columns (${kept.join(", ")}) with remove_columns`);
+        throw new InvalidArgumentError(
+          `The mapped function returned ${n} rows for a batch of ${end - start}: remove the old columns (${kept.join(", ")}) with remove_columns`,
+        );
       for (const [k, v] of entries) {
         const col = batched ? toColumn(k, v) : toColumn(k, [v instanceof Tensor ? v.tolist() : v]);
         if (!pieces.has(k)) pieces.set(k, []);
@@ -286,12 +362,23 @@ export class Dataset implements Iterable<Row> {
     const tmp = `${dir}.tmp-${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { recursive: true });
-    const info: Record<string, unknown> = { format: "torchlm-dataset", version: 1, num_rows: this.#length, columns: [] };
+    const info: Record<string, unknown> = {
+      format: "torchlm-dataset",
+      version: 1,
+      num_rows: this.#length,
+      columns: [],
+    };
     for (const [i, [name, c]] of [...this._cols].entries()) {
       const file = `column-${i}`;
       if (c.kind === "values") await writeFile(join(tmp, file + ".json"), JSON.stringify(c.data));
       else await writeFile(join(tmp, file + ".bin"), Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength));
-      (info.columns as unknown[]).push({ name, kind: c.kind, file, type: c.kind === "values" ? null : c.data.constructor.name, width: c.kind === "matrix" ? c.width : null });
+      (info.columns as unknown[]).push({
+        name,
+        kind: c.kind,
+        file,
+        type: c.kind === "values" ? null : c.data.constructor.name,
+        width: c.kind === "matrix" ? c.width : null,
+      });
     }
     await writeFile(join(tmp, "dataset_info.json"), JSON.stringify(info, null, 2));
     await rm(dir, { recursive: true, force: true });
@@ -300,12 +387,22 @@ export class Dataset implements Iterable<Row> {
 
   static async load_from_disk(dir: string): Promise<Dataset> {
     const infoPath = join(dir, "dataset_info.json");
-    if (!existsSync(infoPath)) throw new InvalidArgumentError(`${dir} is not a dataset saved by save_to_disk (no dataset_info.json)`);
+    if (!existsSync(infoPath))
+      throw new InvalidArgumentError(`${dir} is not a dataset saved by save_to_disk (no dataset_info.json)`);
     const info = JSON.parse(await readFile(infoPath, "utf8"));
-    const types: Record<string, { new (b: ArrayBuffer, o: number, n: number): Numeric; BYTES_PER_ELEMENT: number }> = { Int32Array, Float32Array, Float64Array, BigInt64Array, Uint8Array } as never;
+    const types: Record<string, { new (b: ArrayBuffer, o: number, n: number): Numeric; BYTES_PER_ELEMENT: number }> = {
+      Int32Array,
+      Float32Array,
+      Float64Array,
+      BigInt64Array,
+      Uint8Array,
+    } as never;
     const cols = new Map<string, Column>();
     for (const c of info.columns) {
-      if (c.kind === "values") { cols.set(c.name, { kind: "values", data: JSON.parse(await readFile(join(dir, c.file + ".json"), "utf8")) }); continue; }
+      if (c.kind === "values") {
+        cols.set(c.name, { kind: "values", data: JSON.parse(await readFile(join(dir, c.file + ".json"), "utf8")) });
+        continue;
+      }
       const T = types[c.type];
       if (!T) throw new InvalidArgumentError(`${dir}: unknown column type ${c.type}`);
       const buf = await readFile(join(dir, c.file + ".bin"));
@@ -316,8 +413,12 @@ export class Dataset implements Iterable<Row> {
     return new Dataset(cols, info.num_rows);
   }
 
-  toString(): string { return `Dataset({ features: [${this.column_names.map((c) => `'${c}'`).join(", ")}], num_rows: ${this.#length} })`; }
-  [Symbol.for("nodejs.util.inspect.custom")](): string { return this.toString(); }
+  toString(): string {
+    return `Dataset({ features: [${this.column_names.map((c) => `'${c}'`).join(", ")}], num_rows: ${this.#length} })`;
+  }
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toString();
+  }
 }
 
 /** Splits by name, as Python's DatasetDict. */
@@ -327,7 +428,9 @@ const READERS: Record<string, (path: string) => Promise<Row[] | Dataset>> = {
   async ".parquet"(path) {
     const file = await asyncBufferFromFile(path);
     const rows = (await parquetReadObjects({ file })) as Row[];
-    return rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v])));
+    return rows.map((r) =>
+      Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v])),
+    );
   },
   async ".json"(path) {
     const text = await readFile(path, "utf8");
@@ -340,21 +443,41 @@ const READERS: Record<string, (path: string) => Promise<Row[] | Dataset>> = {
     }
     return jsonLines(text, path);
   },
-  async ".jsonl"(path) { return jsonLines(await readFile(path, "utf8"), path); },
+  async ".jsonl"(path) {
+    return jsonLines(await readFile(path, "utf8"), path);
+  },
   async ".csv"(path) {
     const rows = parseCsv(await readFile(path, "utf8"), { columns: true, skip_empty_lines: true, cast: true }) as Row[];
     return rows;
   },
-  async ".txt"(path) { return (await readFile(path, "utf8")).split(/\r?\n/).filter((l, i, a) => i < a.length - 1 || l !== "").map((text) => ({ text })); },
+  async ".txt"(path) {
+    return (await readFile(path, "utf8"))
+      .split(/\r?\n/)
+      .filter((l, i, a) => i < a.length - 1 || l !== "")
+      .map((text) => ({ text }));
+  },
 };
-READERS[".tsv"] = async (path) => parseCsv(await readFile(path, "utf8"), { columns: true, delimiter: "\t", skip_empty_lines: true, cast: true }) as Row[];
+READERS[".tsv"] = async (path) =>
+  parseCsv(await readFile(path, "utf8"), {
+    columns: true,
+    delimiter: "\t",
+    skip_empty_lines: true,
+    cast: true,
+  }) as Row[];
 READERS[".text"] = READERS[".txt"]!;
 const BUILDERS: Record<string, string> = { parquet: ".parquet", json: ".json", csv: ".csv", text: ".txt" };
 
 function jsonLines(text: string, path: string): Row[] {
-  return text.split(/\r?\n/).filter((l) => l.trim()).map((l, i) => {
-    try { return JSON.parse(l) as Row; } catch (e) { throw new InvalidArgumentError(`${path}:${i + 1} is not valid JSON: ${(e as Error).message}`); }
-  });
+  return text
+    .split(/\r?\n/)
+    .filter((l) => l.trim())
+    .map((l, i) => {
+      try {
+        return JSON.parse(l) as Row;
+      } catch (e) {
+        throw new InvalidArgumentError(`${path}:${i + 1} is not valid JSON: ${(e as Error).message}`);
+      }
+    });
 }
 
 async function readFiles(paths: string[], builderExt?: string): Promise<Dataset> {
@@ -362,13 +485,18 @@ async function readFiles(paths: string[], builderExt?: string): Promise<Dataset>
   for (const p of paths) {
     const ext = builderExt ?? (p.endsWith(".jsonl.gz") ? ".jsonl" : extname(p).toLowerCase());
     const reader = READERS[ext];
-    if (!reader) throw new InvalidArgumentError(`Cannot read ${p}: torchlm reads parquet, json, jsonl, csv, tsv and text files`);
+    if (!reader)
+      throw new InvalidArgumentError(`Cannot read ${p}: torchlm reads parquet, json, jsonl, csv, tsv and text files`);
     const out = await reader(p);
     parts.push(out instanceof Dataset ? out : Dataset.from_list(out));
   }
   if (parts.length === 1) return parts[0]!;
   const names = parts[0]!.column_names;
-  for (const p of parts) if (p.column_names.join() !== names.join()) throw new InvalidArgumentError(`Data files have different columns: ${names.join(", ")} vs ${p.column_names.join(", ")}`);
+  for (const p of parts)
+    if (p.column_names.join() !== names.join())
+      throw new InvalidArgumentError(
+        `Data files have different columns: ${names.join(", ")} vs ${p.column_names.join(", ")}`,
+      );
   return new Dataset(new Map(names.map((n) => [n, concat(parts.map((p) => p._cols.get(n)!))])));
 }
 
@@ -385,9 +513,13 @@ export function splitOf(path: string): string | null {
 }
 
 function groupSplits(files: string[]): Record<string, string[]> {
-  const dataFiles = files.filter((f) => Object.keys(READERS).includes(extname(f).toLowerCase()) && !/(^|\/)(\.|README)/i.test(f));
+  const dataFiles = files.filter(
+    (f) => Object.keys(READERS).includes(extname(f).toLowerCase()) && !/(^|\/)(\.|README)/i.test(f),
+  );
   // One configuration: the first folder (in order) that holds split files, as for imdb's plain_text/.
-  const configs = [...new Set(dataFiles.filter((f) => splitOf(f)).map((f) => (f.includes("/") ? f.split("/")[0]! : "")))].sort();
+  const configs = [
+    ...new Set(dataFiles.filter((f) => splitOf(f)).map((f) => (f.includes("/") ? f.split("/")[0]! : ""))),
+  ].sort();
   const config = configs[0] ?? "";
   const out: Record<string, string[]> = {};
   for (const f of dataFiles) {
@@ -402,9 +534,17 @@ function groupSplits(files: string[]): Record<string, string[]> {
 function pickSplit<T>(splits: Record<string, T>, split: string | undefined, where: string): T | Record<string, T> {
   if (split === undefined) return splits;
   const m = /^(\w+)(\[.*\])?$/.exec(split);
-  if (!m || m[2]) throw invalid("split", 'a split name such as "train" (slices like train[:10%] are not supported: use select)', split);
+  if (!m || m[2])
+    throw invalid(
+      "split",
+      'a split name such as "train" (slices like train[:10%] are not supported: use select)',
+      split,
+    );
   const s = splits[m[1]!];
-  if (s === undefined) throw new InvalidArgumentError(`Unknown split "${split}" for ${where}: it has ${Object.keys(splits).join(", ") || "no data files"}`);
+  if (s === undefined)
+    throw new InvalidArgumentError(
+      `Unknown split "${split}" for ${where}: it has ${Object.keys(splits).join(", ") || "no data files"}`,
+    );
   return s;
 }
 
@@ -448,31 +588,52 @@ export async function load_dataset(path: string, options: LoadDatasetOptions = {
   const local = resolvePath(path);
   if (existsSync(local)) {
     if (statSync(local).isFile()) return load({ train: [local] }, path);
-    if (existsSync(join(local, "dataset_info.json")) && JSON.parse(await readFile(join(local, "dataset_info.json"), "utf8")).format === "torchlm-dataset")
+    if (
+      existsSync(join(local, "dataset_info.json")) &&
+      JSON.parse(await readFile(join(local, "dataset_info.json"), "utf8")).format === "torchlm-dataset"
+    )
       return Dataset.load_from_disk(local);
     if (data_files) return load(normalise(data_files, local), path);
     const files = walk(local).map((f) => relative(local, f).split("\\").join("/"));
-    return load(Object.fromEntries(Object.entries(groupSplits(files)).map(([k, v]) => [k, v.map((f) => join(local, f))])), path);
+    return load(
+      Object.fromEntries(Object.entries(groupSplits(files)).map(([k, v]) => [k, v.map((f) => join(local, f))])),
+      path,
+    );
   }
   // A Hub dataset
   checkRepoId(path);
   const revision = options.revision ?? "main";
   if (data_files) {
-    const splits = typeof data_files === "string" || Array.isArray(data_files) ? { train: [data_files].flat() } : Object.fromEntries(Object.entries(data_files).map(([k, v]) => [k, [v].flat()]));
+    const splits =
+      typeof data_files === "string" || Array.isArray(data_files)
+        ? { train: [data_files].flat() }
+        : Object.fromEntries(Object.entries(data_files).map(([k, v]) => [k, [v].flat()]));
     const chosen = pickSplit(splits, split, path);
     const want = Array.isArray(chosen) ? chosen : Object.values(chosen).flat();
-    const local = await Promise.all(want.map(async (f) => (await resolveHubFile(path, f, { type: "dataset", revision, progress: true }))!));
+    const local = await Promise.all(
+      want.map(async (f) => (await resolveHubFile(path, f, { type: "dataset", revision, progress: true }))!),
+    );
     if (Array.isArray(chosen)) return readFiles(local);
-    return load(Object.fromEntries(Object.entries(chosen as Record<string, string[]>).map(([k, v]) => [k, v.map((f) => local[want.indexOf(f)]!)])), path);
+    return load(
+      Object.fromEntries(
+        Object.entries(chosen as Record<string, string[]>).map(([k, v]) => [k, v.map((f) => local[want.indexOf(f)]!)]),
+      ),
+      path,
+    );
   }
   const files = await listHubFiles(path, revision);
   const splits = groupSplits(files);
-  if (Object.keys(splits).length === 0) throw new InvalidArgumentError(`Dataset ${path} has no parquet, json, csv or text data files that torchlm can read`);
+  if (Object.keys(splits).length === 0)
+    throw new InvalidArgumentError(
+      `Dataset ${path} has no parquet, json, csv or text data files that torchlm can read`,
+    );
   const chosen = pickSplit(splits, split, path);
-  const fetchAll = async (fs: string[]) => Promise.all(fs.map(async (f) => (await resolveHubFile(path, f, { type: "dataset", revision, progress: true }))!));
+  const fetchAll = async (fs: string[]) =>
+    Promise.all(fs.map(async (f) => (await resolveHubFile(path, f, { type: "dataset", revision, progress: true }))!));
   if (Array.isArray(chosen)) return readFiles(await fetchAll(chosen));
   const out: DatasetDict = {};
-  for (const [k, fs] of Object.entries(chosen as Record<string, string[]>)) out[k] = await readFiles(await fetchAll(fs));
+  for (const [k, fs] of Object.entries(chosen as Record<string, string[]>))
+    out[k] = await readFiles(await fetchAll(fs));
   return out;
 }
 
@@ -492,28 +653,43 @@ async function listHubFiles(repoId: string, revision: string): Promise<string[]>
   const folder = repoFolder(repoId, "dataset");
   const fromCache = (): string[] | null => {
     const ref = join(folder, "refs", revision);
-    const commit = /^[0-9a-f]{40}$/.test(revision) ? revision : existsSync(ref) ? readFileSync(ref, "utf8").trim() : null;
+    const commit = /^[0-9a-f]{40}$/.test(revision)
+      ? revision
+      : existsSync(ref)
+        ? readFileSync(ref, "utf8").trim()
+        : null;
     const snap = commit ? join(folder, "snapshots", commit) : null;
     return snap && existsSync(snap) ? walk(snap).map((f) => relative(snap, f).split("\\").join("/")) : null;
   };
   if (!isOffline()) {
     try {
       const files: string[] = [];
-      for await (const f of listFiles({ repo: { type: "dataset", name: repoId }, revision, recursive: true, hubUrl: hubEndpoint(), accessToken: process.env.HF_TOKEN || undefined })) {
+      for await (const f of listFiles({
+        repo: { type: "dataset", name: repoId },
+        revision,
+        recursive: true,
+        hubUrl: hubEndpoint(),
+        accessToken: process.env.HF_TOKEN || undefined,
+      })) {
         if (f.type === "file") files.push(f.path);
       }
       return files;
     } catch (e) {
       const cached = fromCache();
       if (cached) return cached;
-      throw new TorchlmError(`Cannot list the files of dataset ${repoId} on ${hubEndpoint()} (${(e as Error).message}), and it is not in the cache at ${folder}. ` +
-        "Check the network, or set HF_HUB_OFFLINE=1 and use a cached copy or local files.", "ERR_TORCHLM_HUB");
+      throw new TorchlmError(
+        `Cannot list the files of dataset ${repoId} on ${hubEndpoint()} (${(e as Error).message}), and it is not in the cache at ${folder}. ` +
+          "Check the network, or set HF_HUB_OFFLINE=1 and use a cached copy or local files.",
+        "ERR_TORCHLM_HUB",
+      );
     }
   }
   const cached = fromCache();
   if (cached) return cached;
-  throw new TorchlmError(`Dataset ${repoId} (revision ${revision}) is not in the Hugging Face cache at ${folder} (HF_HUB_CACHE=${hubCacheDir()}), ` +
-    "and HF_HUB_OFFLINE is set so nothing is downloaded. Download it once with network access, or pass local files: " +
-    `load_dataset("parquet", { data_files: { train: "train.parquet" } }).`, "ERR_TORCHLM_HUB");
+  throw new TorchlmError(
+    `Dataset ${repoId} (revision ${revision}) is not in the Hugging Face cache at ${folder} (HF_HUB_CACHE=${hubCacheDir()}), ` +
+      "and HF_HUB_OFFLINE is set so nothing is downloaded. Download it once with network access, or pass local files: " +
+      `load_dataset("parquet", { data_files: { train: "train.parquet" } }).`,
+    "ERR_TORCHLM_HUB",
+  );
 }
-

@@ -2,9 +2,13 @@ import { check, invalid, native } from "./errors.js";
 import { binding } from "./native.js";
 
 /** True when libtorch was built with CUDA and a GPU is visible. */
-export function cuda_is_available(): boolean { return binding.cudaIsAvailable(); }
+export function cuda_is_available(): boolean {
+  return binding.cudaIsAvailable();
+}
 /** True on Apple GPUs with a libtorch that has MPS. */
-export function mps_is_available(): boolean { return binding.mpsIsAvailable(); }
+export function mps_is_available(): boolean {
+  return binding.mpsIsAvailable();
+}
 /** "cuda" when present, else "mps", else "cpu". */
 export function default_device(): "cuda" | "mps" | "cpu" {
   if (cuda_is_available()) return "cuda";
@@ -16,7 +20,9 @@ export function set_num_threads(n: number): void {
   check.integer("num_threads", n, 1, 1024);
   binding.setNumThreads(n);
 }
-export function get_num_threads(): number { return binding.getNumThreads(); }
+export function get_num_threads(): number {
+  return binding.getNumThreads();
+}
 
 /** Seeds libtorch's generators (CPU and CUDA); torchlm's JavaScript-side shuffles take seeds explicitly. */
 export function set_seed(seed: number): void {
@@ -25,7 +31,9 @@ export function set_seed(seed: number): void {
 }
 
 /** libtorch version, devices, threads and BLAS as the addon sees them. */
-export function torch_info(): ReturnType<typeof binding.info> { return binding.info(); }
+export function torch_info(): ReturnType<typeof binding.info> {
+  return binding.info();
+}
 
 /** Validates a device name ("cpu", "cuda", "cuda:N", "mps"); availability is checked natively. */
 export function checkDevice(name: string, v: unknown): string {

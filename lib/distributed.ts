@@ -15,18 +15,30 @@ export interface InitProcessGroupOptions {
   master_port?: number;
 }
 
-export interface DistributedEnv { rank: number; local_rank: number; world_size: number; master_addr: string; master_port: number }
+export interface DistributedEnv {
+  rank: number;
+  local_rank: number;
+  world_size: number;
+  master_addr: string;
+  master_port: number;
+}
 
 let group: NativeProcessGroup | null = null;
 
 function envInt(name: string, fallback: number | null, min: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === "") {
-    if (fallback === null) throw new InvalidArgumentError(`${name} is not set: start the job with \`torchlm launch\` (or torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)`);
+    if (fallback === null)
+      throw new InvalidArgumentError(
+        `${name} is not set: start the job with \`torchlm launch\` (or torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)`,
+      );
     return fallback;
   }
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) throw new InvalidArgumentError(`Expected an integer of at least ${min} for the environment variable ${name} but received ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(v) || v < min)
+    throw new InvalidArgumentError(
+      `Expected an integer of at least ${min} for the environment variable ${name} but received ${JSON.stringify(raw)}`,
+    );
   return v;
 }
 
@@ -37,20 +49,35 @@ export function distributed_env(): DistributedEnv | null {
   const rank = envInt("RANK", null, 0);
   if (rank >= world) throw new InvalidArgumentError(`RANK ${rank} is not below WORLD_SIZE ${world}`);
   return {
-    rank, world_size: world, local_rank: envInt("LOCAL_RANK", rank, 0),
-    master_addr: process.env.MASTER_ADDR || "127.0.0.1", master_port: envInt("MASTER_PORT", 29500, 1),
+    rank,
+    world_size: world,
+    local_rank: envInt("LOCAL_RANK", rank, 0),
+    master_addr: process.env.MASTER_ADDR || "127.0.0.1",
+    master_port: envInt("MASTER_PORT", 29500, 1),
   };
 }
 
 /** Joins the process group (torch.distributed.init_process_group with init_method "env://"). */
 export async function init_process_group(options: InitProcessGroupOptions = {}): Promise<void> {
   if (!isPlainObject(options)) throw invalid("init_process_group options", "an object", options);
-  check.knownKeys("init_process_group", options, ["backend", "timeout", "rank", "world_size", "master_addr", "master_port"]);
-  if (group) throw new InvalidArgumentError("The default process group is already initialized: call destroy_process_group() first");
+  check.knownKeys("init_process_group", options, [
+    "backend",
+    "timeout",
+    "rank",
+    "world_size",
+    "master_addr",
+    "master_port",
+  ]);
+  if (group)
+    throw new InvalidArgumentError(
+      "The default process group is already initialized: call destroy_process_group() first",
+    );
   if (options.backend !== undefined) check.oneOf("backend", options.backend, ["gloo"] as const);
   if (!binding.distributedAvailable) {
-    throw new InvalidArgumentError("This torchlm build has no distributed support: libtorch's Gloo headers were missing when it was built " +
-      "(install libgloo-dev, then run `npm run build:native`)");
+    throw new InvalidArgumentError(
+      "This torchlm build has no distributed support: libtorch's Gloo headers were missing when it was built " +
+        "(install libgloo-dev, then run `npm run build:native`)",
+    );
   }
   const env = distributed_env();
   const world = check.integer("world_size", options.world_size ?? env?.world_size ?? 1, 1);
@@ -58,12 +85,20 @@ export async function init_process_group(options: InitProcessGroupOptions = {}):
   const addr = check.string("master_addr", options.master_addr ?? env?.master_addr ?? "127.0.0.1");
   const port = check.integer("master_port", options.master_port ?? env?.master_port ?? 29500, 1, 65535);
   const timeout = check.number("timeout", options.timeout ?? 1800, 0, Infinity, true);
-  group = await withStack(() => binding.NativeProcessGroup.connect(addr, port, rank, world, Math.round(timeout * 1000)));
+  group = await withStack(() =>
+    binding.NativeProcessGroup.connect(addr, port, rank, world, Math.round(timeout * 1000)),
+  );
 }
 
-export function is_initialized(): boolean { return group !== null; }
-export function get_rank(): number { return group?.rank ?? 0; }
-export function get_world_size(): number { return group?.worldSize ?? 1; }
+export function is_initialized(): boolean {
+  return group !== null;
+}
+export function get_rank(): number {
+  return group?.rank ?? 0;
+}
+export function get_world_size(): number {
+  return group?.worldSize ?? 1;
+}
 
 /** Leaves the process group. */
 export function destroy_process_group(): void {
@@ -78,7 +113,8 @@ export async function barrier(): Promise<void> {
 
 /** Sums (or takes the max of) numbers over the ranks; every rank gets the result. */
 export async function all_reduce(values: number[], op: "sum" | "max" = "sum"): Promise<number[]> {
-  if (!Array.isArray(values) || values.some((v) => typeof v !== "number")) throw invalid("values", "an array of numbers", values);
+  if (!Array.isArray(values) || values.some((v) => typeof v !== "number"))
+    throw invalid("values", "an array of numbers", values);
   check.oneOf("op", op, ["sum", "max"] as const);
   if (!group) return values.slice();
   return Array.from(await withStack(() => group!.allReduce(Float64Array.from(values), op)));
@@ -90,7 +126,9 @@ export async function broadcast_parameters(model: NativeModel, src = 0): Promise
 }
 
 /** @internal the native group, for the Trainer's optimizer. */
-export function _default_group(): NativeProcessGroup | null { return group; }
+export function _default_group(): NativeProcessGroup | null {
+  return group;
+}
 
 /**
  * Rank `rank`'s share of `order`, as PyTorch's DistributedSampler: padded with the first indices to a
@@ -99,7 +137,8 @@ export function _default_group(): NativeProcessGroup | null { return group; }
 export function shard(order: ArrayLike<number>, num_replicas: number, rank: number, drop_last = false): number[] {
   const n = order.length;
   if (n === 0) return [];
-  const numSamples = drop_last && n % num_replicas !== 0 ? Math.ceil((n - num_replicas) / num_replicas) : Math.ceil(n / num_replicas);
+  const numSamples =
+    drop_last && n % num_replicas !== 0 ? Math.ceil((n - num_replicas) / num_replicas) : Math.ceil(n / num_replicas);
   const total = numSamples * num_replicas;
   const out: number[] = [];
   for (let i = rank; i < total; i += num_replicas) out.push(order[i % n]!);
@@ -116,7 +155,10 @@ export class DistributedSampler implements Iterable<number> {
   epoch = 0;
   readonly #n: number;
 
-  constructor(dataset: { length: number } | number, options: { num_replicas?: number; rank?: number; shuffle?: boolean; seed?: number; drop_last?: boolean } = {}) {
+  constructor(
+    dataset: { length: number } | number,
+    options: { num_replicas?: number; rank?: number; shuffle?: boolean; seed?: number; drop_last?: boolean } = {},
+  ) {
     if (!isPlainObject(options)) throw invalid("DistributedSampler options", "an object", options);
     check.knownKeys("DistributedSampler", options, ["num_replicas", "rank", "shuffle", "seed", "drop_last"]);
     this.#n = check.integer("dataset length", typeof dataset === "number" ? dataset : dataset?.length, 0);
@@ -128,14 +170,22 @@ export class DistributedSampler implements Iterable<number> {
   }
 
   /** Reshuffles for the given epoch (the same epoch gives the same order on every rank). */
-  set_epoch(epoch: number): void { this.epoch = check.integer("epoch", epoch, 0); }
+  set_epoch(epoch: number): void {
+    this.epoch = check.integer("epoch", epoch, 0);
+  }
 
   indices(): number[] {
-    const order = this.shuffle ? permutation(this.#n, this.seed + this.epoch) : Int32Array.from({ length: this.#n }, (_, i) => i);
+    const order = this.shuffle
+      ? permutation(this.#n, this.seed + this.epoch)
+      : Int32Array.from({ length: this.#n }, (_, i) => i);
     return shard(order, this.num_replicas, this.rank, this.drop_last);
   }
 
-  get length(): number { return shard(new Int32Array(this.#n), this.num_replicas, this.rank, this.drop_last).length; }
+  get length(): number {
+    return shard(new Int32Array(this.#n), this.num_replicas, this.rank, this.drop_last).length;
+  }
 
-  [Symbol.iterator](): Iterator<number> { return this.indices()[Symbol.iterator](); }
+  [Symbol.iterator](): Iterator<number> {
+    return this.indices()[Symbol.iterator]();
+  }
 }

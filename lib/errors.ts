@@ -29,36 +29,50 @@ export class TorchlmError extends Error {
 /** An argument, option, input file or state of the call that cannot work (ERR_TORCHLM_INVALID_ARGUMENT). */
 export class InvalidArgumentError extends TorchlmError {
   override name = "InvalidArgumentError";
-  constructor(message: string) { super(message, "ERR_TORCHLM_INVALID_ARGUMENT"); }
+  constructor(message: string) {
+    super(message, "ERR_TORCHLM_INVALID_ARGUMENT");
+  }
 }
 
 /** A tensor, model or process group used after dispose() (ERR_TORCHLM_DISPOSED). */
 export class DisposedError extends TorchlmError {
   override name = "DisposedError";
-  constructor(message: string) { super(message, "ERR_TORCHLM_DISPOSED"); }
+  constructor(message: string) {
+    super(message, "ERR_TORCHLM_DISPOSED");
+  }
 }
 
 /** Work cancelled through its AbortSignal: name "AbortError" and code "ABORT_ERR", as Node's own. */
 export class AbortError extends TorchlmError {
   override name = "AbortError";
-  constructor(message = "The operation was aborted") { super(message, "ABORT_ERR"); }
+  constructor(message = "The operation was aborted") {
+    super(message, "ABORT_ERR");
+  }
 }
 
 /** libtorch (or the system below it) failed where the arguments were valid (ERR_TORCHLM_NATIVE). */
 export class NativeError extends TorchlmError {
   override name = "NativeError";
-  constructor(message: string) { super(message, "ERR_TORCHLM_NATIVE"); }
+  constructor(message: string) {
+    super(message, "ERR_TORCHLM_NATIVE");
+  }
 }
 
 /** The addon cannot be loaded: not built, libtorch gone, or another load failure. */
 export class AddonLoadError extends TorchlmError {
   override name = "AddonLoadError";
-  constructor(message: string, code: "ERR_TORCHLM_ADDON_NOT_BUILT" | "ERR_TORCHLM_LIBTORCH_NOT_FOUND" | "ERR_TORCHLM_ADDON_LOAD") { super(message, code); }
+  constructor(
+    message: string,
+    code: "ERR_TORCHLM_ADDON_NOT_BUILT" | "ERR_TORCHLM_LIBTORCH_NOT_FOUND" | "ERR_TORCHLM_ADDON_LOAD",
+  ) {
+    super(message, code);
+  }
 }
 
 function describe(v: unknown): string {
   if (typeof v === "string") return JSON.stringify(v.length > 60 ? v.slice(0, 57) + "..." : v);
-  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" || v === null || v === undefined) return String(v);
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" || v === null || v === undefined)
+    return String(v);
   if (Array.isArray(v)) return `an array of length ${v.length}`;
   if (typeof v === "function") return "a function";
   const name = (v as object).constructor?.name;
@@ -77,16 +91,24 @@ export function isPlainObject(v: unknown): boolean {
 export const check = {
   integer(name: string, v: unknown, min = -Infinity, max = Infinity): number {
     if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-      const what = min === 1 && max === Infinity ? "positive integer" : min === 0 && max === Infinity ? "non-negative integer"
-        : `integer between ${min} and ${max}`;
+      const what =
+        min === 1 && max === Infinity
+          ? "positive integer"
+          : min === 0 && max === Infinity
+            ? "non-negative integer"
+            : `integer between ${min} and ${max}`;
       throw invalid(name, what, v);
     }
     return v;
   },
   number(name: string, v: unknown, min = -Infinity, max = Infinity, exclusiveMin = false): number {
     if (typeof v !== "number" || Number.isNaN(v) || v < min || v > max || (exclusiveMin && v === min)) {
-      const what = min === -Infinity && max === Infinity ? "number" : exclusiveMin ? `number greater than ${min}${max < Infinity ? ` and at most ${max}` : ""}`
-        : `number between ${min} and ${max}`;
+      const what =
+        min === -Infinity && max === Infinity
+          ? "number"
+          : exclusiveMin
+            ? `number greater than ${min}${max < Infinity ? ` and at most ${max}` : ""}`
+            : `number between ${min} and ${max}`;
       throw invalid(name, what, v);
     }
     return v;
@@ -104,13 +126,15 @@ export const check = {
     return v;
   },
   oneOf<T extends string>(name: string, v: unknown, values: readonly T[]): T {
-    if (typeof v !== "string" || !values.includes(v as T)) throw invalid(name, `one of ${values.map((x) => JSON.stringify(x)).join(", ")}`, v);
+    if (typeof v !== "string" || !values.includes(v as T))
+      throw invalid(name, `one of ${values.map((x) => JSON.stringify(x)).join(", ")}`, v);
     return v as T;
   },
   /** Rejects keys that are not in `known`, naming the first unknown one. */
   knownKeys(what: string, options: object, known: readonly string[]): void {
     for (const key of Object.keys(options)) {
-      if (!known.includes(key)) throw new InvalidArgumentError(`Unknown option ${key} for ${what}: expected one of ${known.join(", ")}`);
+      if (!known.includes(key))
+        throw new InvalidArgumentError(`Unknown option ${key} for ${what}: expected one of ${known.join(", ")}`);
     }
   },
 };
@@ -132,10 +156,14 @@ export async function withStack<T>(call: () => Promise<T>): Promise<T> {
 /** The class of an addon error, from the `code` the C++ side set (native/errors.h). */
 function fromNative(message: string, code: unknown): TorchlmError {
   switch (code) {
-    case "ERR_TORCHLM_INVALID_ARGUMENT": return new InvalidArgumentError(message);
-    case "ERR_TORCHLM_DISPOSED": return new DisposedError(message);
-    case "ABORT_ERR": return new AbortError(message);
-    default: return new NativeError(message);
+    case "ERR_TORCHLM_INVALID_ARGUMENT":
+      return new InvalidArgumentError(message);
+    case "ERR_TORCHLM_DISPOSED":
+      return new DisposedError(message);
+    case "ABORT_ERR":
+      return new AbortError(message);
+    default:
+      return new NativeError(message);
   }
 }
 

@@ -35,27 +35,38 @@ interface Prepared {
 function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOptions): Prepared {
   if (!isPlainObject(options)) throw invalid("options", "an object of generation options", options);
   for (const k of Object.keys(options)) {
-    if (!CALL_KEYS.includes(k) && !(GENERATION_KEYS as readonly string[]).includes(k)) throw new InvalidArgumentError(`Unknown generation option ${k}`);
+    if (!CALL_KEYS.includes(k) && !(GENERATION_KEYS as readonly string[]).includes(k))
+      throw new InvalidArgumentError(`Unknown generation option ${k}`);
   }
   const { attention_mask, generation_config, seed, signal, streamer, ...rest } = options;
   const base = generation_config ?? model.generation_config;
   if (!(base instanceof GenerationConfig)) throw invalid("generation_config", "a GenerationConfig", base);
   const g = base.merge(rest);
   const ids = idsTensor(input_ids, "input_ids");
-  if (ids.shape.length !== 2) throw invalid("input_ids", "ids of shape [batch, sequence]", `shape [${ids.shape.join(", ")}]`);
+  if (ids.shape.length !== 2)
+    throw invalid("input_ids", "ids of shape [batch, sequence]", `shape [${ids.shape.join(", ")}]`);
   const T = ids.shape[1]!;
-  const mask = attention_mask === undefined || attention_mask === null ? null : idsTensor(attention_mask, "attention_mask");
+  const mask =
+    attention_mask === undefined || attention_mask === null ? null : idsTensor(attention_mask, "attention_mask");
   if (mask && (mask.shape.length !== 2 || mask.shape[0] !== ids.shape[0] || mask.shape[1] !== T))
     throw invalid("attention_mask", `a mask of shape [${ids.shape.join(", ")}]`, `shape [${mask.shape.join(", ")}]`);
   if (seed !== undefined) check.integer("seed", seed, 0, Number.MAX_SAFE_INTEGER);
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid("signal", "an AbortSignal", signal);
-  if (streamer !== undefined && (typeof streamer !== "object" || typeof streamer.put !== "function" || typeof streamer.end !== "function"))
+  if (
+    streamer !== undefined &&
+    (typeof streamer !== "object" || typeof streamer.put !== "function" || typeof streamer.end !== "function")
+  )
     throw invalid("streamer", "an object with put() and end()", streamer);
   // max_new_tokens wins; otherwise max_length counts the prompt, as in Hugging Face.
   const maxNew = g.max_new_tokens ?? g.max_length - T;
-  if (maxNew < 1) throw new InvalidArgumentError(`The prompt has ${T} tokens, which is already max_length ${g.max_length}: set max_new_tokens`);
+  if (maxNew < 1)
+    throw new InvalidArgumentError(
+      `The prompt has ${T} tokens, which is already max_length ${g.max_length}: set max_new_tokens`,
+    );
   if (T + maxNew > model.config.n_positions)
-    throw new InvalidArgumentError(`The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ${model.config.n_positions}`);
+    throw new InvalidArgumentError(
+      `The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ${model.config.n_positions}`,
+    );
   const eos = g.eos_token_id === null ? [] : Array.isArray(g.eos_token_id) ? g.eos_token_id : [g.eos_token_id];
   const pad = g.pad_token_id ?? eos[0] ?? 0;
   const nativeOptions: NativeGenerateConfig = {
@@ -93,8 +104,17 @@ async function run(model: GPT2LMHeadModel, p: Prepared, onTokens: ((t: number[])
   const onAbort = () => Atomics.store(cancel, 0, 1);
   p.signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    const out = await withStack(() => model._enqueue(() =>
-      model._native.generate({ input_ids: p.ids._t, attention_mask: p.mask?._t ?? null, config: p.native, on_tokens: onTokens, cancel })));
+    const out = await withStack(() =>
+      model._enqueue(() =>
+        model._native.generate({
+          input_ids: p.ids._t,
+          attention_mask: p.mask?._t ?? null,
+          config: p.native,
+          on_tokens: onTokens,
+          cancel,
+        }),
+      ),
+    );
     return new Tensor(out);
   } catch (e) {
     if (p.signal?.aborted) throw abortError(p.signal);
@@ -104,12 +124,19 @@ async function run(model: GPT2LMHeadModel, p: Prepared, onTokens: ((t: number[])
   }
 }
 
-export async function generate(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOptions = {}): Promise<Tensor> {
+export async function generate(
+  model: GPT2LMHeadModel,
+  input_ids: IdsLike,
+  options: GenerateOptions = {},
+): Promise<Tensor> {
   const p = prepare(model, input_ids, options);
   if (!p.streamer) return run(model, p, null);
   const T = p.ids.shape[1]!;
   let sent = 0;
-  const out = await run(model, p, (t) => { sent++; p.streamer!.put(t); });
+  const out = await run(model, p, (t) => {
+    sent++;
+    p.streamer!.put(t);
+  });
   // Steps whose callback had not arrived when the call settled are sent from the result.
   const rows = out.tolist() as number[][];
   for (let s = T + sent; s < out.shape[1]!; s++) p.streamer.put(rows.map((r) => r[s]!));
@@ -118,9 +145,14 @@ export async function generate(model: GPT2LMHeadModel, input_ids: IdsLike, optio
 }
 
 /** New token ids, one array (a value per row) per step, as they are made. */
-export async function* generate_stream(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOptions = {}): AsyncGenerator<number[]> {
+export async function* generate_stream(
+  model: GPT2LMHeadModel,
+  input_ids: IdsLike,
+  options: GenerateOptions = {},
+): AsyncGenerator<number[]> {
   const p = prepare(model, input_ids, options);
-  if (p.native.num_beams !== 1) throw new InvalidArgumentError("generate_stream does not support beam search (num_beams > 1)");
+  if (p.native.num_beams !== 1)
+    throw new InvalidArgumentError("generate_stream does not support beam search (num_beams > 1)");
   const T = p.ids.shape[1]!;
   const queue: number[][] = [];
   let wake: (() => void) | null = null;
@@ -130,9 +162,22 @@ export async function* generate_stream(model: GPT2LMHeadModel, input_ids: IdsLik
   let result: Tensor | null = null;
   const controller = new AbortController();
   const signal = p.signal ? AbortSignal.any([p.signal, controller.signal]) : controller.signal;
-  const done = run(model, { ...p, signal }, (t) => { queue.push(t); wake?.(); })
-    .then((r) => { result = r; }, (e) => { failure = e; })
-    .finally(() => { finished = true; wake?.(); });
+  const done = run(model, { ...p, signal }, (t) => {
+    queue.push(t);
+    wake?.();
+  })
+    .then(
+      (r) => {
+        result = r;
+      },
+      (e) => {
+        failure = e;
+      },
+    )
+    .finally(() => {
+      finished = true;
+      wake?.();
+    });
   try {
     for (;;) {
       while (queue.length) {
@@ -140,7 +185,9 @@ export async function* generate_stream(model: GPT2LMHeadModel, input_ids: IdsLik
         yield queue.shift()!;
       }
       if (finished) break;
-      await new Promise<void>((r) => { wake = r; });
+      await new Promise<void>((r) => {
+        wake = r;
+      });
       wake = null;
     }
     await done;

@@ -28,13 +28,39 @@ export interface GenerationOptions {
 }
 
 export const GENERATION_KEYS: readonly (keyof GenerationOptions)[] = [
-  "max_length", "max_new_tokens", "min_length", "min_new_tokens", "do_sample", "early_stopping", "num_beams",
-  "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids",
-  "num_return_sequences", "length_penalty", "pad_token_id", "bos_token_id", "eos_token_id", "use_cache",
+  "max_length",
+  "max_new_tokens",
+  "min_length",
+  "min_new_tokens",
+  "do_sample",
+  "early_stopping",
+  "num_beams",
+  "temperature",
+  "top_k",
+  "top_p",
+  "min_p",
+  "typical_p",
+  "repetition_penalty",
+  "no_repeat_ngram_size",
+  "bad_words_ids",
+  "num_return_sequences",
+  "length_penalty",
+  "pad_token_id",
+  "bos_token_id",
+  "eos_token_id",
+  "use_cache",
 ];
 
 /** Keys Python writes into generation_config.json that do not change decoding here. */
-const IGNORED_KEYS = ["_from_model_config", "transformers_version", "output_scores", "return_dict_in_generate", "output_attentions", "output_hidden_states", "decoder_start_token_id"];
+const IGNORED_KEYS = [
+  "_from_model_config",
+  "transformers_version",
+  "output_scores",
+  "return_dict_in_generate",
+  "output_attentions",
+  "output_hidden_states",
+  "decoder_start_token_id",
+];
 
 /** Hugging Face's GenerationConfig: defaults, validation, merging and generation_config.json. */
 export class GenerationConfig implements GenerationOptions {
@@ -66,10 +92,12 @@ export class GenerationConfig implements GenerationOptions {
 
   /** Applies options (unknown keys and bad values are errors naming them). */
   update(options: GenerationOptions | Record<string, unknown>): this {
-    if (!isPlainObject(options) && !(options instanceof GenerationConfig)) throw invalid("generation options", "an object", options);
+    if (!isPlainObject(options) && !(options instanceof GenerationConfig))
+      throw invalid("generation options", "an object", options);
     for (const [k, v] of Object.entries(options)) {
       if (IGNORED_KEYS.includes(k)) continue;
-      if (!(GENERATION_KEYS as readonly string[]).includes(k)) throw new InvalidArgumentError(`Unknown generation option ${k}`);
+      if (!(GENERATION_KEYS as readonly string[]).includes(k))
+        throw new InvalidArgumentError(`Unknown generation option ${k}`);
       if (v === undefined) continue;
       (this as unknown as Record<string, unknown>)[k] = v;
     }
@@ -98,17 +126,31 @@ export class GenerationConfig implements GenerationOptions {
     for (const k of ["pad_token_id", "bos_token_id"] as const) if (this[k] !== null) check.integer(k, this[k], 0);
     if (this.eos_token_id !== null) {
       const ids = Array.isArray(this.eos_token_id) ? this.eos_token_id : [this.eos_token_id];
-      ids.forEach((id, i) => check.integer(Array.isArray(this.eos_token_id) ? `eos_token_id[${i}]` : "eos_token_id", id, 0));
+      ids.forEach((id, i) =>
+        check.integer(Array.isArray(this.eos_token_id) ? `eos_token_id[${i}]` : "eos_token_id", id, 0),
+      );
     }
     if (this.bad_words_ids !== null) {
-      if (!Array.isArray(this.bad_words_ids) || this.bad_words_ids.some((w) => !Array.isArray(w) || w.length === 0 || w.some((x) => !Number.isInteger(x) || x < 0)))
+      if (
+        !Array.isArray(this.bad_words_ids) ||
+        this.bad_words_ids.some(
+          (w) => !Array.isArray(w) || w.length === 0 || w.some((x) => !Number.isInteger(x) || x < 0),
+        )
+      )
         throw invalid("bad_words_ids", "a list of non-empty lists of token ids", this.bad_words_ids);
     }
     if (!this.do_sample && this.num_beams === 1 && this.num_return_sequences > 1)
-      throw new InvalidArgumentError("Greedy decoding does not support num_return_sequences other than 1: set do_sample: true or num_beams > 1");
+      throw new InvalidArgumentError(
+        "Greedy decoding does not support num_return_sequences other than 1: set do_sample: true or num_beams > 1",
+      );
     if (this.num_beams > 1 && this.num_return_sequences > this.num_beams)
-      throw new InvalidArgumentError(`num_return_sequences (${this.num_return_sequences}) must be at most num_beams (${this.num_beams})`);
-    if (this.num_beams > 1 && this.do_sample) throw new InvalidArgumentError("Beam sampling (num_beams > 1 with do_sample) is not supported: use one or the other");
+      throw new InvalidArgumentError(
+        `num_return_sequences (${this.num_return_sequences}) must be at most num_beams (${this.num_beams})`,
+      );
+    if (this.num_beams > 1 && this.do_sample)
+      throw new InvalidArgumentError(
+        "Beam sampling (num_beams > 1 with do_sample) is not supported: use one or the other",
+      );
   }
 
   /** A copy with options applied. */

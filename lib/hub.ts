@@ -35,12 +35,16 @@ export function repoFolder(repoId: string, type: RepoType): string {
 
 export function checkRepoId(repoId: string): void {
   if (!/^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/.test(repoId) || repoId.includes(".."))
-    throw new InvalidArgumentError(`Invalid repository id ${JSON.stringify(repoId)}: expected "name" or "organisation/name"`);
+    throw new InvalidArgumentError(
+      `Invalid repository id ${JSON.stringify(repoId)}: expected "name" or "organisation/name"`,
+    );
 }
 
 function checkFilename(filename: string): void {
   if (isAbsolute(filename) || filename.split(/[\\/]/).some((p) => p === ".." || p === "") || filename.includes("\0"))
-    throw new InvalidArgumentError(`Refusing file name ${JSON.stringify(filename)}: it must stay inside the repository`);
+    throw new InvalidArgumentError(
+      `Refusing file name ${JSON.stringify(filename)}: it must stay inside the repository`,
+    );
 }
 
 /** A cached file must resolve (through the snapshot's symlink) to a blob inside the cache. */
@@ -73,7 +77,12 @@ export interface ResolveOptions {
 }
 
 /** A file from the cache: its path, `"missing"` when the cache knows it does not exist, or null. */
-export function cachedFile(repoId: string, filename: string, type: RepoType = "model", revision = "main"): string | "missing" | null {
+export function cachedFile(
+  repoId: string,
+  filename: string,
+  type: RepoType = "model",
+  revision = "main",
+): string | "missing" | null {
   checkFilename(filename);
   const repoDir = repoFolder(repoId, type);
   const commit = cachedCommit(repoDir, revision);
@@ -88,7 +97,11 @@ export function cachedFile(repoId: string, filename: string, type: RepoType = "m
  * Resolves one file of a Hub repository to a local path: the cache first, then a download into the
  * cache (unless HF_HUB_OFFLINE is set). Returns null for a missing optional file.
  */
-export async function resolveHubFile(repoId: string, filename: string, opts: ResolveOptions = {}): Promise<string | null> {
+export async function resolveHubFile(
+  repoId: string,
+  filename: string,
+  opts: ResolveOptions = {},
+): Promise<string | null> {
   const type = opts.type ?? "model";
   const revision = opts.revision ?? "main";
   const required = opts.required ?? true;
@@ -96,7 +109,8 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
   checkFilename(filename);
   const cached = cachedFile(repoId, filename, type, revision);
   if (cached === "missing") {
-    if (required) throw new InvalidArgumentError(`${filename} does not exist in ${type} ${repoId} (revision ${revision})`);
+    if (required)
+      throw new InvalidArgumentError(`${filename} does not exist in ${type} ${repoId} (revision ${revision})`);
     return null;
   }
   if (cached) return cached;
@@ -104,8 +118,9 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
     if (!required) return null;
     throw new TorchlmError(
       `Cannot find ${filename} of ${type} ${repoId} (revision ${revision}) in the Hugging Face cache at ${repoFolder(repoId, type)}, ` +
-      "and HF_HUB_OFFLINE (or local_files_only) is set so nothing is downloaded. Download it once with network access " +
-      "(or set HF_HUB_CACHE / HF_HOME to a cache that has it), or pass a local directory.", "ERR_TORCHLM_HUB",
+        "and HF_HUB_OFFLINE (or local_files_only) is set so nothing is downloaded. Download it once with network access " +
+        "(or set HF_HUB_CACHE / HF_HOME to a cache that has it), or pass a local directory.",
+      "ERR_TORCHLM_HUB",
     );
   }
   try {
@@ -120,7 +135,9 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
       cacheDir: hubCacheDir(),
       accessToken: token(),
       fetch: opts.progress === false ? undefined : progressFetch(`${repoId}/${filename}`),
-    }).finally(() => { console.debug = debug; });
+    }).finally(() => {
+      console.debug = debug;
+    });
     // Python's cache also records which commit a branch pointed to, so that offline loads by
     // revision work: @huggingface/hub does not write refs/, so it is written here.
     const commit = /snapshots[\\/]([0-9a-f]{40})[\\/]/.exec(path)?.[1];
@@ -134,15 +151,20 @@ export async function resolveHubFile(repoId: string, filename: string, opts: Res
     const msg = e instanceof Error ? e.message : String(e);
     if (e instanceof TorchlmError) throw e;
     if (/RepoNotFound|401|403|Unauthorized|gated/i.test(msg)) {
-      throw new InvalidArgumentError(`Repository ${repoId} (${type}) was not found on ${hubEndpoint()}: check the id, or set HF_TOKEN if it is private or gated`);
+      throw new InvalidArgumentError(
+        `Repository ${repoId} (${type}) was not found on ${hubEndpoint()}: check the id, or set HF_TOKEN if it is private or gated`,
+      );
     }
     if (/404|not found|Entry Not Found|cannot get path info/i.test(msg)) {
       if (!required) return null;
-      throw new InvalidArgumentError(`${filename} does not exist in ${type} ${repoId} (revision ${revision}) on ${hubEndpoint()}`);
+      throw new InvalidArgumentError(
+        `${filename} does not exist in ${type} ${repoId} (revision ${revision}) on ${hubEndpoint()}`,
+      );
     }
     throw new TorchlmError(
       `Cannot download ${filename} of ${type} ${repoId} from ${hubEndpoint()} (${msg.replace(token() ?? "\0", "***")}), ` +
-      `and it is not in the cache at ${repoFolder(repoId, type)}. Check the network or set HF_HUB_OFFLINE=1 and use a cached or local copy.`, "ERR_TORCHLM_HUB",
+        `and it is not in the cache at ${repoFolder(repoId, type)}. Check the network or set HF_HUB_OFFLINE=1 and use a cached or local copy.`,
+      "ERR_TORCHLM_HUB",
     );
   }
 }

@@ -1,11 +1,33 @@
 // torchlm: GPT-2 in Node.js on libtorch, with Hugging Face's names.
 import { invalid } from "./errors.js";
-export { AbortError, AddonLoadError, DisposedError, InvalidArgumentError, NativeError, TorchlmError, type ErrorCode } from "./errors.js";
+export {
+  AbortError,
+  AddonLoadError,
+  DisposedError,
+  InvalidArgumentError,
+  NativeError,
+  TorchlmError,
+  type ErrorCode,
+} from "./errors.js";
 export { Tensor, tensor, cat, type Dtype, type NestedList } from "./tensor.js";
-export { default_device, cuda_is_available, mps_is_available, set_num_threads, get_num_threads, set_seed, torch_info } from "./device.js";
+export {
+  default_device,
+  cuda_is_available,
+  mps_is_available,
+  set_num_threads,
+  get_num_threads,
+  set_seed,
+  torch_info,
+} from "./device.js";
 export { GPT2Config } from "./config.js";
 export { LoraConfig, get_peft_model, PeftModel, type LoraConfigOptions } from "./peft.js";
-export { GPT2LMHeadModel, AutoModelForCausalLM, type ForwardInputs, type CausalLMOutput, type FromPretrainedOptions } from "./model.js";
+export {
+  GPT2LMHeadModel,
+  AutoModelForCausalLM,
+  type ForwardInputs,
+  type CausalLMOutput,
+  type FromPretrainedOptions,
+} from "./model.js";
 export { GenerationConfig, type GenerationOptions } from "./generation_config.js";
 export { type GenerateOptions, type Streamer } from "./generation.js";
 export { CrossEntropyLoss, type CrossEntropyLossOptions } from "./loss.js";
@@ -26,11 +48,28 @@ export { pipeline, type TextGenerationPipeline, type TextGenerationOptions } fro
 export { Dataset, load_dataset, type DatasetDict, type LoadDatasetOptions, type MapOptions } from "./datasets.js";
 export { DataCollatorForLanguageModeling, type CollatedBatch } from "./collator.js";
 export { TrainingArguments, type TrainingArgumentsOptions } from "./training_args.js";
-export { Trainer, TrainerCallback, TrainerState, TrainerControl, EarlyStoppingCallback, type TrainOutput, type TrainerOptions, type Inputs, type EvalPrediction } from "./trainer.js";
+export {
+  Trainer,
+  TrainerCallback,
+  TrainerState,
+  TrainerControl,
+  EarlyStoppingCallback,
+  type TrainOutput,
+  type TrainerOptions,
+  type Inputs,
+  type EvalPrediction,
+} from "./trainer.js";
 export { SummaryWriter, TensorBoardCallback, rewrite_logs } from "./tensorboard.js";
 export { get_scheduler, get_scheduler_lambda, LRScheduler, SCHEDULER_TYPES, type SchedulerType } from "./schedulers.js";
 export {
-  init_process_group, destroy_process_group, is_initialized, get_rank, get_world_size, barrier, all_reduce, DistributedSampler,
+  init_process_group,
+  destroy_process_group,
+  is_initialized,
+  get_rank,
+  get_world_size,
+  barrier,
+  all_reduce,
+  DistributedSampler,
   type InitProcessGroupOptions,
 } from "./distributed.js";
 export { launch, type LaunchOptions } from "./launch.js";

@@ -40,7 +40,10 @@ export async function launch(script: string, args: string[], options: LaunchOpti
   check.string("script", script);
   const log = options.log ?? ((l: string) => process.stderr.write(l + "\n"));
   if (port === 0) {
-    if (nnodes > 1) throw new InvalidArgumentError("master_port 0 (a free port) works on one machine only: give every node the same --master-port");
+    if (nnodes > 1)
+      throw new InvalidArgumentError(
+        "master_port 0 (a free port) works on one machine only: give every node the same --master-port",
+      );
     port = await freePort();
   }
   const world = nproc * nnodes;
@@ -53,14 +56,21 @@ export async function launch(script: string, args: string[], options: LaunchOpti
   const alive = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
   const stopOthers = () => {
     for (const c of alive()) c.kill("SIGTERM");
-    killTimer ??= setTimeout(() => { for (const c of alive()) c.kill("SIGKILL"); }, grace * 1000);
+    killTimer ??= setTimeout(() => {
+      for (const c of alive()) c.kill("SIGKILL");
+    }, grace * 1000);
   };
-  const forward = (sig: NodeJS.Signals) => () => { for (const c of alive()) c.kill(sig); };
-  const onInt = forward("SIGINT"), onTerm = forward("SIGTERM");
+  const forward = (sig: NodeJS.Signals) => () => {
+    for (const c of alive()) c.kill(sig);
+  };
+  const onInt = forward("SIGINT"),
+    onTerm = forward("SIGTERM");
   process.on("SIGINT", onInt);
   process.on("SIGTERM", onTerm);
   // A launcher that dies takes its ranks with it.
-  const onExit = () => { for (const c of alive()) c.kill("SIGKILL"); };
+  const onExit = () => {
+    for (const c of alive()) c.kill("SIGKILL");
+  };
   process.on("exit", onExit);
 
   try {
@@ -69,18 +79,31 @@ export async function launch(script: string, args: string[], options: LaunchOpti
       for (let local = 0; local < nproc; local++) {
         const rank = nodeRank * nproc + local;
         const env = {
-          ...process.env, RANK: String(rank), LOCAL_RANK: String(local), WORLD_SIZE: String(world), LOCAL_WORLD_SIZE: String(nproc),
-          GROUP_RANK: String(nodeRank), MASTER_ADDR: addr, MASTER_PORT: String(port), OMP_NUM_THREADS: threads,
+          ...process.env,
+          RANK: String(rank),
+          LOCAL_RANK: String(local),
+          WORLD_SIZE: String(world),
+          LOCAL_WORLD_SIZE: String(nproc),
+          GROUP_RANK: String(nodeRank),
+          MASTER_ADDR: addr,
+          MASTER_PORT: String(port),
+          OMP_NUM_THREADS: threads,
         };
         // Own process group: a terminal's Ctrl-C reaches the launcher once, which forwards it once.
-        const child = spawn(process.execPath, [...process.execArgv, script, ...args], { stdio: "inherit", env, detached: true });
+        const child = spawn(process.execPath, [...process.execArgv, script, ...args], {
+          stdio: "inherit",
+          env,
+          detached: true,
+        });
         children.push(child);
         child.on("error", (e) => log(`torchlm launch: rank ${rank} could not start: ${e.message}`));
         child.on("exit", (code, signal) => {
-          const status = code ?? 128 + (signal ? constants.signals[signal] ?? 0 : 0);
+          const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
           if (status !== 0 && !failure) {
             failure = { code: status, rank };
-            log(`torchlm launch: rank ${rank} (pid ${child.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; stopping the other ranks`);
+            log(
+              `torchlm launch: rank ${rank} (pid ${child.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; stopping the other ranks`,
+            );
             stopOthers();
           }
           if (--running === 0) resolve(failure ? failure.code : 0);

@@ -25,9 +25,21 @@ export class CrossEntropyLoss {
   forward(input: Tensor, target: Tensor): Tensor {
     const i = asTensor(input, "input");
     const t = asTensor(target, "target");
-    return new Tensor(native(() => binding.crossEntropy({ input: i._t, target: t._t, ignore_index: this.ignore_index, reduction: this.reduction, label_smoothing: this.label_smoothing })));
+    return new Tensor(
+      native(() =>
+        binding.crossEntropy({
+          input: i._t,
+          target: t._t,
+          ignore_index: this.ignore_index,
+          reduction: this.reduction,
+          label_smoothing: this.label_smoothing,
+        }),
+      ),
+    );
   }
 
   /** Same as forward: Python's `loss_fn(input, target)`. */
-  call(input: Tensor, target: Tensor): Tensor { return this.forward(input, target); }
+  call(input: Tensor, target: Tensor): Tensor {
+    return this.forward(input, target);
+  }
 }

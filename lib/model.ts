@@ -52,21 +52,32 @@ const QUANT_DTYPES = ["q8", "q4"] as const;
  * kernels read them; a float16 scale per 32 inputs; q4's LM head in 6 bits: nibbles as q4's, then 32 bytes of 2-bit
  * highs a group). */
 function quantConfig(format: QuantDtype): Record<string, unknown> {
-  const common = { quant_method: "torchlm", format, bits: format === "q8" ? 8 : 4, group_size: 32, symmetric: true, scale_dtype: "float16", packing: "lanes4" };
+  const common = {
+    quant_method: "torchlm",
+    format,
+    bits: format === "q8" ? 8 : 4,
+    group_size: 32,
+    symmetric: true,
+    scale_dtype: "float16",
+    packing: "lanes4",
+  };
   return format === "q8" ? common : { ...common, lm_head_bits: 6 };
 }
 
 /** Integer ids (nested arrays or a Tensor) as an int64 Tensor (a Tensor passes through as it is). */
 export function idsTensor(v: IdsLike, name: string, device = "cpu"): Tensor {
   if (v instanceof Tensor) {
-    if (v.dtype.startsWith("float") || v.dtype === "bfloat16") throw invalid(name, "integer ids", `a ${v.dtype} Tensor`);
+    if (v.dtype.startsWith("float") || v.dtype === "bfloat16")
+      throw invalid(name, "integer ids", `a ${v.dtype} Tensor`);
     return v;
   }
   if (!Array.isArray(v)) throw invalid(name, "a Tensor or an array of integer ids", v);
   const rows = v.length > 0 && Array.isArray(v[0]) ? (v as number[][]) : [v as number[]];
   rows.forEach((r, i) => {
     if (!Array.isArray(r)) throw invalid(`${name}[${i}]`, "an array of integer ids", r);
-    r.forEach((x, j) => { if (!Number.isInteger(x)) throw invalid(`${name}[${i}][${j}]`, "an integer id", x); });
+    r.forEach((x, j) => {
+      if (!Number.isInteger(x)) throw invalid(`${name}[${i}][${j}]`, "an integer id", x);
+    });
   });
   return tensor(rows, { dtype: "int64", device });
 }
@@ -96,7 +107,10 @@ export class GPT2LMHeadModel {
   /** @internal */
   constructor(config: GPT2Config, native: NativeModel | ModelCore, generation_config?: GenerationConfig) {
     this.config = config;
-    this._core = "queue" in native ? native : { native, queue: Promise.resolve(), training: false, checkpointing: false, pending: 0 };
+    this._core =
+      "queue" in native
+        ? native
+        : { native, queue: Promise.resolve(), training: false, checkpointing: false, pending: 0 };
     this.generation_config = generation_config ?? GenerationConfig.from_model_config(config);
   }
 
@@ -112,25 +126,53 @@ export class GPT2LMHeadModel {
     const config = await GPT2Config.from_json_file(files.config);
     // a checkpoint saved from a quantized model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...) is refused
     const qc = config.quantization_config as Record<string, unknown> | undefined;
-    const saved = qc === undefined || qc === null ? null
-      : QUANT_DTYPES.find((f) => {
-        const want = quantConfig(f);
-        return Object.keys(qc).length === Object.keys(want).length && Object.entries(want).every(([k, v]) => qc[k] === v);
-      }) ?? undefined;
+    const saved =
+      qc === undefined || qc === null
+        ? null
+        : (QUANT_DTYPES.find((f) => {
+            const want = quantConfig(f);
+            return (
+              Object.keys(qc).length === Object.keys(want).length && Object.entries(want).every(([k, v]) => qc[k] === v)
+            );
+          }) ?? undefined);
     if (saved === undefined && qc?.quant_method === "torchlm" && qc.packing === undefined)
-      throw new InvalidArgumentError(`${idOrDir} holds ${String(qc.format)} weights in the layout of an earlier torchlm (float32 scales, no lane packing): quantize the float32 checkpoint again`);
-    if (saved === undefined) throw new InvalidArgumentError(`${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own q8 and q4 checkpoints`);
-    if (saved && requested !== undefined && requested !== saved) throw new InvalidArgumentError(`${idOrDir} holds ${saved} weights: load it without a dtype, or with dtype "${saved}"`);
-    const quantize = saved ? null : (QUANT_DTYPES as readonly string[]).includes(requested ?? "") ? requested as QuantDtype : null;
-    if ((quantize || saved) && device !== "cpu") throw new InvalidArgumentError(`${quantize ?? saved} weights run on the CPU, not on ${device}`);
-    const dtype = quantize || saved ? "float32" : requested as FloatDtype | undefined;
+      throw new InvalidArgumentError(
+        `${idOrDir} holds ${String(qc.format)} weights in the layout of an earlier torchlm (float32 scales, no lane packing): quantize the float32 checkpoint again`,
+      );
+    if (saved === undefined)
+      throw new InvalidArgumentError(
+        `${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own q8 and q4 checkpoints`,
+      );
+    if (saved && requested !== undefined && requested !== saved)
+      throw new InvalidArgumentError(
+        `${idOrDir} holds ${saved} weights: load it without a dtype, or with dtype "${saved}"`,
+      );
+    const quantize = saved
+      ? null
+      : (QUANT_DTYPES as readonly string[]).includes(requested ?? "")
+        ? (requested as QuantDtype)
+        : null;
+    if ((quantize || saved) && device !== "cpu")
+      throw new InvalidArgumentError(`${quantize ?? saved} weights run on the CPU, not on ${device}`);
+    const dtype = quantize || saved ? "float32" : (requested as FloatDtype | undefined);
     checkFits(config, `The config of ${idOrDir}`, "load");
     if (config.architectures && !config.architectures.some((a) => a === "GPT2LMHeadModel" || a === "GPT2Model"))
-      throw new InvalidArgumentError(`${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`);
+      throw new InvalidArgumentError(
+        `${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`,
+      );
     const index = await readSafetensorsIndex(files.weights);
     const nm = await withStack(() =>
-      binding.NativeModel.load({ config: nativeConfig(config), path: files.weights, data_start: index.dataStart, entries: index.entries, device, dtype: dtype ?? "float32",
-        quantization: saved, quantize }));
+      binding.NativeModel.load({
+        config: nativeConfig(config),
+        path: files.weights,
+        data_start: index.dataStart,
+        entries: index.entries,
+        device,
+        dtype: dtype ?? "float32",
+        quantization: saved,
+        quantize,
+      }),
+    );
     // save_pretrained writes it, and from_pretrained reads the weights back as they are
     if (quantize) config.quantization_config = quantConfig(quantize);
     let gen: GenerationConfig | undefined;
@@ -141,14 +183,19 @@ export class GPT2LMHeadModel {
   }
 
   /** A model with Hugging Face's random initialisation (seeded when `seed` is given). */
-  static async from_config(config: GPT2Config | Record<string, unknown>, options: { device?: string; dtype?: Dtype; seed?: number } = {}): Promise<GPT2LMHeadModel> {
+  static async from_config(
+    config: GPT2Config | Record<string, unknown>,
+    options: { device?: string; dtype?: Dtype; seed?: number } = {},
+  ): Promise<GPT2LMHeadModel> {
     const cfg = config instanceof GPT2Config ? config : new GPT2Config(config);
     check.knownKeys("from_config", options, ["device", "dtype", "seed"]);
     const device = checkDevice("device", options.device ?? "cpu");
     const dtype = check.oneOf("dtype", options.dtype ?? "float32", FLOAT_DTYPES);
     if (options.seed !== undefined) check.integer("seed", options.seed, 0, Number.MAX_SAFE_INTEGER);
     checkFits(cfg, "The config", "create");
-    const nm = await withStack(() => binding.NativeModel.create({ config: nativeConfig(cfg), device, dtype, seed: options.seed ?? null }));
+    const nm = await withStack(() =>
+      binding.NativeModel.create({ config: nativeConfig(cfg), device, dtype, seed: options.seed ?? null }),
+    );
     return new GPT2LMHeadModel(cfg, nm);
   }
 
@@ -163,15 +210,23 @@ export class GPT2LMHeadModel {
   _enqueue<T>(fn: () => Promise<T>): Promise<T> {
     const core = this._core;
     core.pending++;
-    const run = core.queue.then(fn, fn).finally(() => { core.pending--; });
+    const run = core.queue.then(fn, fn).finally(() => {
+      core.pending--;
+    });
     core.queue = run.catch(() => undefined);
     return run;
   }
 
-  get device(): string { return this._native.device; }
+  get device(): string {
+    return this._native.device;
+  }
   /** The weights' dtype: "float32", "float16", "bfloat16", or "q8" / "q4" for a quantized model. */
-  get dtype(): string { return this._native.quantization || this._native.dtype; }
-  get training(): boolean { return this._core.training; }
+  get dtype(): string {
+    return this._native.quantization || this._native.dtype;
+  }
+  get training(): boolean {
+    return this._core.training;
+  }
 
   /** Training mode: dropout on, autograd recorded by forward. */
   train(mode = true): this {
@@ -181,15 +236,25 @@ export class GPT2LMHeadModel {
     return this;
   }
   /** Evaluation mode: no dropout; forward records no autograd graph unless asked. */
-  eval(): this { return this.train(false); }
+  eval(): this {
+    return this.train(false);
+  }
 
   /**
    * Gradient checkpointing, as Hugging Face's: in training, each block keeps only its input for backward and runs
    * again there (with the same dropout masks), trading about a third more compute for most of the activations' memory.
    */
-  gradient_checkpointing_enable(): void { this._native.setGradientCheckpointing(true); this._core.checkpointing = true; }
-  gradient_checkpointing_disable(): void { this._native.setGradientCheckpointing(false); this._core.checkpointing = false; }
-  get is_gradient_checkpointing(): boolean { return this._core.checkpointing; }
+  gradient_checkpointing_enable(): void {
+    this._native.setGradientCheckpointing(true);
+    this._core.checkpointing = true;
+  }
+  gradient_checkpointing_disable(): void {
+    this._native.setGradientCheckpointing(false);
+    this._core.checkpointing = false;
+  }
+  get is_gradient_checkpointing(): boolean {
+    return this._core.checkpointing;
+  }
 
   /** Moves the weights: `await model.to("cuda")`, `await model.to("bfloat16")`. */
   async to(target: string | { device?: string; dtype?: Dtype }): Promise<this> {
@@ -209,51 +274,82 @@ export class GPT2LMHeadModel {
   /** The forward pass: logits, the shifted LM loss when `labels` are given, and the KV cache when asked. */
   async forward(inputs: ForwardInputs): Promise<CausalLMOutput> {
     if (!isPlainObject(inputs)) throw invalid("inputs", "an object with input_ids", inputs);
-    check.knownKeys("forward", inputs, ["input_ids", "attention_mask", "position_ids", "labels", "past_key_values", "use_cache", "requires_grad", "token_type_ids"]);
+    check.knownKeys("forward", inputs, [
+      "input_ids",
+      "attention_mask",
+      "position_ids",
+      "labels",
+      "past_key_values",
+      "use_cache",
+      "requires_grad",
+      "token_type_ids",
+    ]);
     if (inputs.input_ids === undefined) throw invalid("input_ids", "a Tensor or an array of integer ids", undefined);
     const ids = idsTensor(inputs.input_ids, "input_ids");
-    const opt = (v: IdsLike | null | undefined, name: string) => (v === undefined || v === null ? null : idsTensor(v, name)._t);
+    const opt = (v: IdsLike | null | undefined, name: string) =>
+      v === undefined || v === null ? null : idsTensor(v, name)._t;
     const mask = opt(inputs.attention_mask, "attention_mask");
     const pos = opt(inputs.position_ids, "position_ids");
     const labels = opt(inputs.labels, "labels");
     let past: null | Tensor[] = null;
     if (inputs.past_key_values) {
-      if (!Array.isArray(inputs.past_key_values)) throw invalid("past_key_values", "an array of [key, value] pairs", inputs.past_key_values);
+      if (!Array.isArray(inputs.past_key_values))
+        throw invalid("past_key_values", "an array of [key, value] pairs", inputs.past_key_values);
       past = inputs.past_key_values.flatMap((kv, i) => {
         if (!Array.isArray(kv) || kv.length !== 2) throw invalid(`past_key_values[${i}]`, "a [key, value] pair", kv);
         return [asTensor(kv[0], `past_key_values[${i}][0]`), asTensor(kv[1], `past_key_values[${i}][1]`)];
       });
     }
     const useCache = inputs.use_cache === undefined ? false : check.boolean("use_cache", inputs.use_cache);
-    const grad = inputs.requires_grad === undefined ? this._core.training : check.boolean("requires_grad", inputs.requires_grad);
-    const out = await withStack(() => this._enqueue(() =>
-      this._native.forward({ input_ids: ids._t, attention_mask: mask, position_ids: pos, labels, past_key_values: past ? past.map((t) => t._t) : null,
-        use_cache: useCache, grad })));
+    const grad =
+      inputs.requires_grad === undefined ? this._core.training : check.boolean("requires_grad", inputs.requires_grad);
+    const out = await withStack(() =>
+      this._enqueue(() =>
+        this._native.forward({
+          input_ids: ids._t,
+          attention_mask: mask,
+          position_ids: pos,
+          labels,
+          past_key_values: past ? past.map((t) => t._t) : null,
+          use_cache: useCache,
+          grad,
+        }),
+      ),
+    );
     const result: CausalLMOutput = { logits: new Tensor(out.logits) };
     if (out.loss) result.loss = new Tensor(out.loss);
     if (out.past_key_values) {
       const kv: [Tensor, Tensor][] = [];
-      for (let i = 0; i < out.past_key_values.length; i += 2) kv.push([new Tensor(out.past_key_values[i]!), new Tensor(out.past_key_values[i + 1]!)]);
+      for (let i = 0; i < out.past_key_values.length; i += 2)
+        kv.push([new Tensor(out.past_key_values[i]!), new Tensor(out.past_key_values[i + 1]!)]);
       result.past_key_values = kv;
     }
     return result;
   }
 
   /** Same as forward: Python's `model(**inputs)`. */
-  call(inputs: ForwardInputs): Promise<CausalLMOutput> { return this.forward(inputs); }
+  call(inputs: ForwardInputs): Promise<CausalLMOutput> {
+    return this.forward(inputs);
+  }
 
   /** Generates continuations: [batch, prompt + new] ids. See GenerationConfig for the options. */
-  generate(input_ids: IdsLike, options: GenerateOptions = {}): Promise<Tensor> { return generate(this, input_ids, options); }
+  generate(input_ids: IdsLike, options: GenerateOptions = {}): Promise<Tensor> {
+    return generate(this, input_ids, options);
+  }
 
   /** Yields new token ids (one array per step, a value per row) as they are made. */
-  generate_stream(input_ids: IdsLike, options: GenerateOptions = {}): AsyncGenerator<number[]> { return generate_stream(this, input_ids, options); }
+  generate_stream(input_ids: IdsLike, options: GenerateOptions = {}): AsyncGenerator<number[]> {
+    return generate_stream(this, input_ids, options);
+  }
 
   /** Parameters as [name, Tensor] pairs with Hugging Face's names; they share the model's storage. */
   named_parameters(): [string, Tensor][] {
     return this._native.parameters().map(([n, t]) => [n, new Tensor(t)]);
   }
   /** Parameters, in Hugging Face's order. */
-  parameters(): Tensor[] { return this.named_parameters().map(([, t]) => t); }
+  parameters(): Tensor[] {
+    return this.named_parameters().map(([, t]) => t);
+  }
   /** The number of parameters (lm_head is tied, so counted once); without the token and position embeddings on request. */
   num_parameters(options: { exclude_embeddings?: boolean } = {}): number {
     check.knownKeys("num_parameters", options, ["exclude_embeddings"]);
@@ -263,7 +359,9 @@ export class GPT2LMHeadModel {
     return all - c.vocab_size * c.n_embd - c.n_positions * c.n_embd;
   }
   /** Drops every parameter's gradient. */
-  zero_grad(): void { this._native.zeroGrad(); }
+  zero_grad(): void {
+    this._native.zeroGrad();
+  }
 
   /** Writes config.json, generation_config.json and model.safetensors as Python's save_pretrained does. */
   async save_pretrained(dir: string): Promise<void> {
@@ -277,7 +375,9 @@ export class GPT2LMHeadModel {
   /** @internal A Trainer checkpoint's weights copied into the parameters in place (optimizers keep holding them). */
   async _load_checkpoint_weights(dir: string): Promise<void> {
     const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
-    await withStack(() => this._enqueue(() => this._native.loadWeights(weights.path, weights.dataStart, weights.entries)));
+    await withStack(() =>
+      this._enqueue(() => this._native.loadWeights(weights.path, weights.dataStart, weights.entries)),
+    );
   }
 
   /** Frees the weights now (after calls already queued); later use throws. */
@@ -287,7 +387,9 @@ export class GPT2LMHeadModel {
       this._core.native = null;
     });
   }
-  async [Symbol.asyncDispose](): Promise<void> { await this.dispose(); }
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
 }
 
 /** Picks the model class from config.json, as Hugging Face's AutoModelForCausalLM does. */
@@ -295,28 +397,46 @@ export class AutoModelForCausalLM {
   static async from_pretrained(idOrDir: string, options: FromPretrainedOptions = {}): Promise<GPT2LMHeadModel> {
     return GPT2LMHeadModel.from_pretrained(idOrDir, options);
   }
-  static async from_config(config: GPT2Config | Record<string, unknown>, options: { device?: string; dtype?: Dtype; seed?: number } = {}): Promise<GPT2LMHeadModel> {
+  static async from_config(
+    config: GPT2Config | Record<string, unknown>,
+    options: { device?: string; dtype?: Dtype; seed?: number } = {},
+  ): Promise<GPT2LMHeadModel> {
     return GPT2LMHeadModel.from_config(config, options);
   }
 }
 
 export function nativeConfig(c: GPT2Config): NativeConfig {
   return {
-    vocab_size: c.vocab_size, n_positions: c.n_positions, n_embd: c.n_embd, n_layer: c.n_layer, n_head: c.n_head,
-    n_inner: c.n_inner ?? null, layer_norm_epsilon: c.layer_norm_epsilon, embd_pdrop: c.embd_pdrop, attn_pdrop: c.attn_pdrop,
-    resid_pdrop: c.resid_pdrop, activation_function: c.activation_function, scale_attn_weights: c.scale_attn_weights,
+    vocab_size: c.vocab_size,
+    n_positions: c.n_positions,
+    n_embd: c.n_embd,
+    n_layer: c.n_layer,
+    n_head: c.n_head,
+    n_inner: c.n_inner ?? null,
+    layer_norm_epsilon: c.layer_norm_epsilon,
+    embd_pdrop: c.embd_pdrop,
+    attn_pdrop: c.attn_pdrop,
+    resid_pdrop: c.resid_pdrop,
+    activation_function: c.activation_function,
+    scale_attn_weights: c.scale_attn_weights,
     scale_attn_by_inverse_layer_idx: c.scale_attn_by_inverse_layer_idx,
   };
 }
 
-interface ModelFiles { config: string; weights: string; generation_config: string | null }
+interface ModelFiles {
+  config: string;
+  weights: string;
+  generation_config: string | null;
+}
 
 /** Refuses a model whose float32 parameters alone would not fit in this machine's memory. */
 function checkFits(config: GPT2Config, what: string, action: string): void {
   const bytes = config.num_parameters() * 4;
   if (bytes > totalmem()) {
-    throw new InvalidArgumentError(`${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
-      `more than this machine's memory (${(totalmem() / 2 ** 30).toFixed(1)} GiB): refusing to ${action} it`);
+    throw new InvalidArgumentError(
+      `${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
+        `more than this machine's memory (${(totalmem() / 2 ** 30).toFixed(1)} GiB): refusing to ${action} it`,
+    );
   }
 }
 
@@ -327,7 +447,9 @@ async function resolveModelFiles(idOrDir: string, options: FromPretrainedOptions
     const weights = join(dir, "model.safetensors");
     if (!existsSync(config)) throw new InvalidArgumentError(`${dir} has no config.json`);
     if (!existsSync(weights)) {
-      const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin, a pickle format torchlm does not load: convert it to safetensors)" : "";
+      const hint = existsSync(join(dir, "pytorch_model.bin"))
+        ? " (only pytorch_model.bin, a pickle format torchlm does not load: convert it to safetensors)"
+        : "";
       throw new InvalidArgumentError(`${dir} has no model.safetensors${hint}`);
     }
     const gen = join(dir, "generation_config.json");

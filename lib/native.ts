@@ -11,12 +11,14 @@ export { packageRoot };
 
 function load(): Addon {
   const root = packageRoot();
-  const candidates = [process.env.TORCHLM_BINARY, join(root, "build", "Release", "torchlm.node")].filter(Boolean) as string[];
+  const candidates = [process.env.TORCHLM_BINARY, join(root, "build", "Release", "torchlm.node")].filter(
+    Boolean,
+  ) as string[];
   const path = candidates.find((p) => existsSync(p));
   if (!path) {
     throw new AddonLoadError(
       `torchlm's native addon is not built (${candidates[candidates.length - 1]} is missing): run \`npm run build:native\` ` +
-      "in the torchlm folder. It needs libtorch: python3's torch, LIBTORCH, or torchlm's own .venv (made by the build).",
+        "in the torchlm folder. It needs libtorch: python3's torch, LIBTORCH, or torchlm's own .venv (made by the build).",
       "ERR_TORCHLM_ADDON_NOT_BUILT",
     );
   }
@@ -26,10 +28,16 @@ function load(): Addon {
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     if (/lib(torch|c10)[^ ]*\.so|libtorch|c10\.dll|libc10/.test(msg)) {
-      throw new AddonLoadError(`libtorch not found: the libtorch the addon was built against is gone (a removed venv or pip uninstall?); ` +
-        `pip install torch==2.13.0 or set LIBTORCH, then run \`npm run build:native\` (${msg})`, "ERR_TORCHLM_LIBTORCH_NOT_FOUND");
+      throw new AddonLoadError(
+        `libtorch not found: the libtorch the addon was built against is gone (a removed venv or pip uninstall?); ` +
+          `pip install torch==2.13.0 or set LIBTORCH, then run \`npm run build:native\` (${msg})`,
+        "ERR_TORCHLM_LIBTORCH_NOT_FOUND",
+      );
     }
-    throw new AddonLoadError(`torchlm's native addon at ${path} failed to load: ${msg}. Rebuild it with \`npm run build:native\`.`, "ERR_TORCHLM_ADDON_LOAD");
+    throw new AddonLoadError(
+      `torchlm's native addon at ${path} failed to load: ${msg}. Rebuild it with \`npm run build:native\`.`,
+      "ERR_TORCHLM_ADDON_LOAD",
+    );
   }
 }
 

@@ -36,18 +36,51 @@ export interface LoraConfigOptions {
   modules_to_save?: null;
 }
 
-const OPTIONS = ["r", "lora_alpha", "lora_dropout", "target_modules", "bias", "fan_in_fan_out", "task_type", "use_rslora", "init_lora_weights",
-  "layers_to_transform", "inference_mode", "base_model_name_or_path", "revision", "modules_to_save"] as const;
+const OPTIONS = [
+  "r",
+  "lora_alpha",
+  "lora_dropout",
+  "target_modules",
+  "bias",
+  "fan_in_fan_out",
+  "task_type",
+  "use_rslora",
+  "init_lora_weights",
+  "layers_to_transform",
+  "inference_mode",
+  "base_model_name_or_path",
+  "revision",
+  "modules_to_save",
+] as const;
 
 /**
  * adapter_config.json keys of PEFT 0.21 that torchlm reads only at their defaults: any other value changes what the
  * adapter computes (DoRA, per-module ranks, ...), so it is refused rather than ignored.
  */
 const PEFT_DEFAULTS: Record<string, unknown> = {
-  peft_type: "LORA", use_dora: false, lora_bias: false, alpha_pattern: {}, rank_pattern: {}, layer_replication: null, layers_pattern: null,
-  exclude_modules: null, target_parameters: null, trainable_token_indices: null, use_qalora: false, megatron_config: null, auto_mapping: null,
-  loftq_config: {}, eva_config: null, corda_config: null, alora_invocation_tokens: null, arrow_config: null,
-  use_bdlora: null, kasa_config: null, lora_ga_config: null, monteclora_config: null, velora_config: null,
+  peft_type: "LORA",
+  use_dora: false,
+  lora_bias: false,
+  alpha_pattern: {},
+  rank_pattern: {},
+  layer_replication: null,
+  layers_pattern: null,
+  exclude_modules: null,
+  target_parameters: null,
+  trainable_token_indices: null,
+  use_qalora: false,
+  megatron_config: null,
+  auto_mapping: null,
+  loftq_config: {},
+  eva_config: null,
+  corda_config: null,
+  alora_invocation_tokens: null,
+  arrow_config: null,
+  use_bdlora: null,
+  kasa_config: null,
+  lora_ga_config: null,
+  monteclora_config: null,
+  velora_config: null,
 };
 /** Keys PEFT writes that do not change the computation. */
 const PEFT_INERT = ["peft_version", "megatron_core", "qalora_group_size", "ensure_weight_tying"];
@@ -81,27 +114,35 @@ export class LoraConfig {
     if (o.target_modules !== undefined && o.target_modules !== null) {
       const t = o.target_modules;
       if (typeof t === "string") this.target_modules = check.string("target_modules", t);
-      else if (Array.isArray(t) && t.length > 0 && t.every((x) => typeof x === "string" && x.length > 0)) this.target_modules = [...t] as string[];
+      else if (Array.isArray(t) && t.length > 0 && t.every((x) => typeof x === "string" && x.length > 0))
+        this.target_modules = [...t] as string[];
       else throw invalid("target_modules", "a non-empty array of module names, a regular expression string or null", t);
     }
     if (o.bias !== undefined && o.bias !== "none") {
-      throw new InvalidArgumentError(`LoraConfig bias ${JSON.stringify(o.bias)} is not supported: torchlm trains no biases with LoRA (bias: "none")`);
+      throw new InvalidArgumentError(
+        `LoraConfig bias ${JSON.stringify(o.bias)} is not supported: torchlm trains no biases with LoRA (bias: "none")`,
+      );
     }
     if (o.fan_in_fan_out !== undefined) this.fan_in_fan_out = check.boolean("fan_in_fan_out", o.fan_in_fan_out);
-    if (o.task_type !== undefined && o.task_type !== null) this.task_type = check.oneOf("task_type", o.task_type, ["CAUSAL_LM"] as const);
+    if (o.task_type !== undefined && o.task_type !== null)
+      this.task_type = check.oneOf("task_type", o.task_type, ["CAUSAL_LM"] as const);
     if (o.use_rslora !== undefined) this.use_rslora = check.boolean("use_rslora", o.use_rslora);
     if (o.init_lora_weights !== undefined && o.init_lora_weights !== true) {
-      throw new InvalidArgumentError(`LoraConfig init_lora_weights ${JSON.stringify(o.init_lora_weights)} is not supported: torchlm initialises as PEFT's default (true)`);
+      throw new InvalidArgumentError(
+        `LoraConfig init_lora_weights ${JSON.stringify(o.init_lora_weights)} is not supported: torchlm initialises as PEFT's default (true)`,
+      );
     }
     if (o.layers_to_transform !== undefined && o.layers_to_transform !== null) {
       const l = o.layers_to_transform;
       const list = typeof l === "number" ? [l] : l;
-      if (!Array.isArray(list) || list.length === 0) throw invalid("layers_to_transform", "a layer index, an array of them or null", l);
+      if (!Array.isArray(list) || list.length === 0)
+        throw invalid("layers_to_transform", "a layer index, an array of them or null", l);
       list.forEach((x, i) => check.integer(`layers_to_transform[${i}]`, x, 0));
       this.layers_to_transform = typeof l === "number" ? l : [...list];
     }
     if (o.inference_mode !== undefined) this.inference_mode = check.boolean("inference_mode", o.inference_mode);
-    if (o.base_model_name_or_path !== undefined && o.base_model_name_or_path !== null) this.base_model_name_or_path = check.stringOrEmpty("base_model_name_or_path", o.base_model_name_or_path);
+    if (o.base_model_name_or_path !== undefined && o.base_model_name_or_path !== null)
+      this.base_model_name_or_path = check.stringOrEmpty("base_model_name_or_path", o.base_model_name_or_path);
     if (o.revision !== undefined && o.revision !== null) this.revision = check.string("revision", o.revision);
     if (o.modules_to_save !== undefined && o.modules_to_save !== null) {
       throw new InvalidArgumentError("LoraConfig modules_to_save is not supported: torchlm trains only the adapters");
@@ -109,11 +150,19 @@ export class LoraConfig {
   }
 
   /** The adapter's scale: lora_alpha / r (lora_alpha / sqrt(r) with use_rslora). */
-  get scaling(): number { return this.use_rslora ? this.lora_alpha / Math.sqrt(this.r) : this.lora_alpha / this.r; }
+  get scaling(): number {
+    return this.use_rslora ? this.lora_alpha / Math.sqrt(this.r) : this.lora_alpha / this.r;
+  }
 
   /** adapter_config.json as PEFT 0.21 writes it. */
   to_dict(): Record<string, unknown> {
-    const d: Record<string, unknown> = { ...PEFT_DEFAULTS, peft_version: "0.21.2", megatron_core: "megatron.core", qalora_group_size: 16, ensure_weight_tying: false };
+    const d: Record<string, unknown> = {
+      ...PEFT_DEFAULTS,
+      peft_version: "0.21.2",
+      megatron_core: "megatron.core",
+      qalora_group_size: 16,
+      ensure_weight_tying: false,
+    };
     for (const k of OPTIONS) d[k] = (this as Record<string, unknown>)[k];
     d.peft_type = "LORA";
     d.target_modules = Array.isArray(this.target_modules) ? [...this.target_modules].sort() : this.target_modules;
@@ -123,7 +172,8 @@ export class LoraConfig {
   /** Reads an adapter_config.json object; settings that would change what the adapter computes are refused. */
   static from_dict(d: Record<string, unknown>, where = "adapter_config.json"): LoraConfig {
     if (!isPlainObject(d)) throw invalid(where, "an object", d);
-    if (d.peft_type !== undefined && d.peft_type !== "LORA") throw new InvalidArgumentError(`${where} is a ${String(d.peft_type)} adapter: torchlm loads LORA adapters`);
+    if (d.peft_type !== undefined && d.peft_type !== "LORA")
+      throw new InvalidArgumentError(`${where} is a ${String(d.peft_type)} adapter: torchlm loads LORA adapters`);
     const options: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(d)) {
       if ((OPTIONS as readonly string[]).includes(k)) options[k] = v;
@@ -138,7 +188,10 @@ export class LoraConfig {
   }
 
   /** Reads adapter_config.json from a directory or a Hub repository. */
-  static async from_pretrained(idOrDir: string, options: { revision?: string; local_files_only?: boolean } = {}): Promise<LoraConfig> {
+  static async from_pretrained(
+    idOrDir: string,
+    options: { revision?: string; local_files_only?: boolean } = {},
+  ): Promise<LoraConfig> {
     const file = await adapterFile(idOrDir, "adapter_config.json", options);
     return LoraConfig.from_dict(JSON.parse(await readFile(file, "utf8")), file);
   }
@@ -151,36 +204,72 @@ export class LoraConfig {
  */
 export function loraModules(config: LoraConfig, n_layer: number): string[] {
   const conv = Array.from({ length: n_layer }, (_, i) => CONV1D.map((m) => `h.${i}.${m}`)).flat();
-  const others = ["wte", "wpe", "drop", "ln_f", ...Array.from({ length: n_layer }, (_, i) =>
-    ["", ".ln_1", ".attn", ".attn.attn_dropout", ".attn.resid_dropout", ".ln_2", ".mlp", ".mlp.act", ".mlp.dropout"].map((m) => `h.${i}${m}`)).flat()]
-    .map((m) => `transformer.${m}`).concat(["transformer", "lm_head"]);
+  const others = [
+    "wte",
+    "wpe",
+    "drop",
+    "ln_f",
+    ...Array.from({ length: n_layer }, (_, i) =>
+      [
+        "",
+        ".ln_1",
+        ".attn",
+        ".attn.attn_dropout",
+        ".attn.resid_dropout",
+        ".ln_2",
+        ".mlp",
+        ".mlp.act",
+        ".mlp.dropout",
+      ].map((m) => `h.${i}${m}`),
+    ).flat(),
+  ]
+    .map((m) => `transformer.${m}`)
+    .concat(["transformer", "lm_head"]);
   const targets = config.target_modules ?? GPT2_DEFAULT_TARGETS;
   const full = (m: string) => `transformer.${m}`;
   let matches: (key: string) => boolean;
   if (targets === "all-linear") matches = (key) => conv.some((m) => full(m) === key);
   else if (typeof targets === "string") {
     let re: RegExp;
-    try { re = new RegExp(`^(?:${targets})$`); } catch { throw invalid("target_modules", "a valid regular expression", targets); }
+    try {
+      re = new RegExp(`^(?:${targets})$`);
+    } catch {
+      throw invalid("target_modules", "a valid regular expression", targets);
+    }
     matches = (key) => re.test(key);
   } else matches = (key) => targets.some((t) => key === t || key.endsWith("." + t));
   const layers = config.layers_to_transform === null ? null : new Set([config.layers_to_transform].flat());
-  if (layers) for (const l of layers) if (l >= n_layer) throw new InvalidArgumentError(`layers_to_transform has layer ${l} but the model has ${n_layer} layers`);
+  if (layers)
+    for (const l of layers)
+      if (l >= n_layer)
+        throw new InvalidArgumentError(`layers_to_transform has layer ${l} but the model has ${n_layer} layers`);
   const wrong = others.filter(matches);
   if (wrong.length > 0 && typeof targets !== "string") {
-    throw new InvalidArgumentError(`LoRA target ${wrong[0]} is not a Conv1D layer: torchlm's LoRA adapts GPT-2's c_attn, c_proj and c_fc`);
+    throw new InvalidArgumentError(
+      `LoRA target ${wrong[0]} is not a Conv1D layer: torchlm's LoRA adapts GPT-2's c_attn, c_proj and c_fc`,
+    );
   }
   const chosen = conv.filter((m) => matches(full(m)) && (!layers || layers.has(Number(m.split(".")[1]))));
   if (chosen.length === 0) {
-    throw new InvalidArgumentError(`Target modules ${JSON.stringify(targets)} not found in the base model. Please check the target modules and try again.`);
+    throw new InvalidArgumentError(
+      `Target modules ${JSON.stringify(targets)} not found in the base model. Please check the target modules and try again.`,
+    );
   }
   return chosen;
 }
 
-async function adapterFile(idOrDir: string, name: string, options: { revision?: string; local_files_only?: boolean }): Promise<string> {
+async function adapterFile(
+  idOrDir: string,
+  name: string,
+  options: { revision?: string; local_files_only?: boolean },
+): Promise<string> {
   const dir = localDir(idOrDir);
   if (dir) {
     const f = join(dir, name);
-    if (!existsSync(f)) throw new InvalidArgumentError(`${dir} has no ${name}${name === "adapter_model.safetensors" && existsSync(join(dir, "adapter_model.bin")) ? " (only adapter_model.bin, a pickle format torchlm does not load)" : ""}`);
+    if (!existsSync(f))
+      throw new InvalidArgumentError(
+        `${dir} has no ${name}${name === "adapter_model.safetensors" && existsSync(join(dir, "adapter_model.bin")) ? " (only adapter_model.bin, a pickle format torchlm does not load)" : ""}`,
+      );
     return f;
   }
   return (await resolveHubFile(idOrDir, name, { revision: options.revision, offline: options.local_files_only }))!;
@@ -190,13 +279,20 @@ async function adapterFile(idOrDir: string, name: string, options: { revision?: 
 export function get_peft_model(model: GPT2LMHeadModel, peft_config: LoraConfig, adapter_name = "default"): PeftModel {
   if (!(model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", model);
   if (!(peft_config instanceof LoraConfig)) throw invalid("peft_config", "a LoraConfig", peft_config);
-  if (adapter_name !== "default") throw new InvalidArgumentError(`adapter_name ${JSON.stringify(adapter_name)} is not supported: torchlm holds one adapter, "default"`);
+  if (adapter_name !== "default")
+    throw new InvalidArgumentError(
+      `adapter_name ${JSON.stringify(adapter_name)} is not supported: torchlm holds one adapter, "default"`,
+    );
   return new PeftModel(model, peft_config, !peft_config.inference_mode);
 }
 
 // PeftModel is a GPT2LMHeadModel to the Trainer, pipeline and generate, but its static from_pretrained takes PEFT's
 // arguments (model, adapter): the base class's static side is left out of its type.
-const ModelBase = GPT2LMHeadModel as unknown as new (config: GPT2Config, core: ModelCore, generation_config: GenerationConfig) => GPT2LMHeadModel;
+const ModelBase = GPT2LMHeadModel as unknown as new (
+  config: GPT2Config,
+  core: ModelCore,
+  generation_config: GenerationConfig,
+) => GPT2LMHeadModel;
 
 /** PEFT's PeftModel (PeftModelForCausalLM) over a GPT2LMHeadModel: the same weights, plus LoRA adapters. */
 export class PeftModel extends ModelBase {
@@ -207,15 +303,21 @@ export class PeftModel extends ModelBase {
   /** @internal Use get_peft_model or PeftModel.from_pretrained. */
   constructor(model: GPT2LMHeadModel, config: LoraConfig, trainable: boolean) {
     super(model.config, model._core, model.generation_config);
-    if (model._native.loraParameters().length > 0) throw new InvalidArgumentError("The model already has LoRA adapters: merge_and_unload() or unload() them first");
-    if (model._core.pending > 0) throw new InvalidArgumentError("The model has calls in flight: await them before adding adapters");
+    if (model._native.loraParameters().length > 0)
+      throw new InvalidArgumentError("The model already has LoRA adapters: merge_and_unload() or unload() them first");
+    if (model._core.pending > 0)
+      throw new InvalidArgumentError("The model has calls in flight: await them before adding adapters");
     const modules = loraModules(config, model.config.n_layer);
     if (!config.fan_in_fan_out) {
       // as PEFT: GPT-2's Conv1D stores weights [in, out], which is what fan_in_fan_out says
-      process.emitWarning("fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out to True.", "PeftWarning");
+      process.emitWarning(
+        "fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out to True.",
+        "PeftWarning",
+      );
       config.fan_in_fan_out = true;
     }
-    if (config.base_model_name_or_path === null && model.name_or_path) config.base_model_name_or_path = model.name_or_path;
+    if (config.base_model_name_or_path === null && model.name_or_path)
+      config.base_model_name_or_path = model.name_or_path;
     this.#base = model;
     this.name_or_path = model.name_or_path;
     this.peft_config = { default: config };
@@ -228,7 +330,9 @@ export class PeftModel extends ModelBase {
   }
 
   /** The wrapped GPT2LMHeadModel (which carries the adapters too until merge_and_unload). */
-  get_base_model(): GPT2LMHeadModel { return this.#base; }
+  get_base_model(): GPT2LMHeadModel {
+    return this.#base;
+  }
 
   /** Parameters with PEFT's names: base weights of adapted layers under base_layer, adapters as lora_A.default. */
   override named_parameters(): [string, Tensor][] {
@@ -260,7 +364,9 @@ export class PeftModel extends ModelBase {
   print_trainable_parameters(): void {
     const [trainable, all] = this.get_nb_trainable_parameters();
     const f = (n: number) => n.toLocaleString("en-US");
-    console.log(`trainable params: ${f(trainable)} || all params: ${f(all)} || trainable%: ${(100 * trainable / all).toFixed(4)}`);
+    console.log(
+      `trainable params: ${f(trainable)} || all params: ${f(all)} || trainable%: ${((100 * trainable) / all).toFixed(4)}`,
+    );
   }
 
   /** Writes adapter_config.json and adapter_model.safetensors (PEFT's keys), which Python's PeftModel.from_pretrained loads. */
@@ -274,7 +380,10 @@ export class PeftModel extends ModelBase {
     const config = { ...this.peft_config.default!.to_dict(), inference_mode: true };
     const tmp = join(dir, `.adapter_config.json.tmp-${process.pid}`);
     await writeFile(tmp, JSON.stringify(config, null, 2) + "\n");
-    await rename(tmp, join(dir, "adapter_config.json")).catch(async (e) => { await rm(tmp, { force: true }); throw e; });
+    await rename(tmp, join(dir, "adapter_config.json")).catch(async (e) => {
+      await rm(tmp, { force: true });
+      throw e;
+    });
   }
 
   /** Folds the adapters into the base weights and returns the base model (the fast decoding paths apply again). */
@@ -293,15 +402,29 @@ export class PeftModel extends ModelBase {
    * Loads an adapter (adapter_config.json + adapter_model.safetensors, from a directory or the Hub) onto `model`.
    * As PEFT: for inference unless is_trainable.
    */
-  static async from_pretrained(model: GPT2LMHeadModel, model_id: string,
-    options: { is_trainable?: boolean; adapter_name?: string; revision?: string; local_files_only?: boolean } = {}): Promise<PeftModel> {
+  static async from_pretrained(
+    model: GPT2LMHeadModel,
+    model_id: string,
+    options: { is_trainable?: boolean; adapter_name?: string; revision?: string; local_files_only?: boolean } = {},
+  ): Promise<PeftModel> {
     if (!(model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", model);
     check.string("model_id", model_id);
     if (!isPlainObject(options)) throw invalid("options", "an object", options);
-    check.knownKeys("PeftModel.from_pretrained", options, ["is_trainable", "adapter_name", "revision", "local_files_only"]);
+    check.knownKeys("PeftModel.from_pretrained", options, [
+      "is_trainable",
+      "adapter_name",
+      "revision",
+      "local_files_only",
+    ]);
     const trainable = options.is_trainable === undefined ? false : check.boolean("is_trainable", options.is_trainable);
-    if (options.adapter_name !== undefined && options.adapter_name !== "default") throw new InvalidArgumentError(`adapter_name ${JSON.stringify(options.adapter_name)} is not supported: torchlm holds one adapter, "default"`);
-    const config = await LoraConfig.from_pretrained(model_id, { revision: options.revision, local_files_only: options.local_files_only });
+    if (options.adapter_name !== undefined && options.adapter_name !== "default")
+      throw new InvalidArgumentError(
+        `adapter_name ${JSON.stringify(options.adapter_name)} is not supported: torchlm holds one adapter, "default"`,
+      );
+    const config = await LoraConfig.from_pretrained(model_id, {
+      revision: options.revision,
+      local_files_only: options.local_files_only,
+    });
     config.inference_mode = !trainable;
     const weights = await adapterFile(model_id, "adapter_model.safetensors", options);
     await model._core.queue;

@@ -29,7 +29,11 @@ export interface TextGenerationPipeline {
 export async function pipeline(
   task: "text-generation",
   model: string | GPT2LMHeadModel = "gpt2",
-  options: { device?: string; tokenizer?: GPT2TokenizerFast | string; dtype?: "float32" | "float16" | "bfloat16" | "q8" | "q4" } = {},
+  options: {
+    device?: string;
+    tokenizer?: GPT2TokenizerFast | string;
+    dtype?: "float32" | "float16" | "bfloat16" | "q8" | "q4";
+  } = {},
 ): Promise<TextGenerationPipeline> {
   if (task !== "text-generation") throw invalid("task", '"text-generation"', task);
   if (!isPlainObject(options)) throw invalid("options", "an object", options);
@@ -40,15 +44,22 @@ export async function pipeline(
     m = model;
     if (device && device !== m.device) await m.to(device);
   } else m = await GPT2LMHeadModel.from_pretrained(check.string("model", model), { device, dtype: options.dtype });
-  const tok = options.tokenizer instanceof GPT2TokenizerFast ? options.tokenizer
-    : await AutoTokenizer.from_pretrained(typeof options.tokenizer === "string" ? options.tokenizer : (m.name_or_path ?? "gpt2"));
+  const tok =
+    options.tokenizer instanceof GPT2TokenizerFast
+      ? options.tokenizer
+      : await AutoTokenizer.from_pretrained(
+          typeof options.tokenizer === "string" ? options.tokenizer : (m.name_or_path ?? "gpt2"),
+        );
   const taskParams = (m.config.task_specific_params?.["text-generation"] ?? {}) as Record<string, unknown>;
-  const defaults = Object.fromEntries(Object.entries(taskParams).filter(([k]) => (GENERATION_KEYS as readonly string[]).includes(k)));
+  const defaults = Object.fromEntries(
+    Object.entries(taskParams).filter(([k]) => (GENERATION_KEYS as readonly string[]).includes(k)),
+  );
 
   async function one(text: string, opts: TextGenerationOptions): Promise<{ generated_text: string }[]> {
     const { return_full_text = true, seed, signal, ...gen } = opts;
     const ids = tok.encode(text);
-    if (ids.length === 0) throw new InvalidArgumentError("The prompt is empty: text-generation needs at least one token");
+    if (ids.length === 0)
+      throw new InvalidArgumentError("The prompt is empty: text-generation needs at least one token");
     // Hugging Face drops the default max_length when max_new_tokens is given.
     const merged: GenerateOptions = { ...defaults, ...gen, seed, signal };
     if (gen.max_new_tokens !== undefined && gen.max_length === undefined) delete merged.max_length;

@@ -6,11 +6,16 @@ import { invalid, InvalidArgumentError } from "./errors.js";
 export type LogRow = Record<string, number>;
 
 /** The vega-lite spec of train and eval loss against step. */
-export function loss_chart_spec(log_history: LogRow[], title = "Training and evaluation loss"): Record<string, unknown> {
+export function loss_chart_spec(
+  log_history: LogRow[],
+  title = "Training and evaluation loss",
+): Record<string, unknown> {
   const values: { step: number; loss: number; series: string }[] = [];
   for (const r of log_history) {
-    if (typeof r.loss === "number" && Number.isFinite(r.loss)) values.push({ step: r.step!, loss: r.loss, series: "train loss" });
-    else if (typeof r.eval_loss === "number" && Number.isFinite(r.eval_loss)) values.push({ step: r.step!, loss: r.eval_loss, series: "eval loss" });
+    if (typeof r.loss === "number" && Number.isFinite(r.loss))
+      values.push({ step: r.step!, loss: r.loss, series: "train loss" });
+    else if (typeof r.eval_loss === "number" && Number.isFinite(r.eval_loss))
+      values.push({ step: r.step!, loss: r.eval_loss, series: "eval loss" });
   }
   return {
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
@@ -23,7 +28,12 @@ export function loss_chart_spec(log_history: LogRow[], title = "Training and eva
     encoding: {
       x: { field: "step", type: "quantitative", title: "Step" },
       y: { field: "loss", type: "quantitative", title: "Loss", scale: { zero: false } },
-      color: { field: "series", type: "nominal", title: null, scale: { domain: ["train loss", "eval loss"], range: ["#1f77b4", "#ff7f0e"] } },
+      color: {
+        field: "series",
+        type: "nominal",
+        title: null,
+        scale: { domain: ["train loss", "eval loss"], range: ["#1f77b4", "#ff7f0e"] },
+      },
     },
   };
 }
@@ -43,8 +53,13 @@ export async function loss_chart_svg(log_history: LogRow[], title?: string): Pro
  * Writes the train and eval loss curves of `trainer.state.log_history` to `file`: SVG when the name ends
  * in .svg, PNG otherwise.
  */
-export async function plot_log_history(log_history: LogRow[], file: string, options: { title?: string } = {}): Promise<string> {
-  if (!Array.isArray(log_history)) throw invalid("log_history", "an array of log rows (trainer.state.log_history)", log_history);
+export async function plot_log_history(
+  log_history: LogRow[],
+  file: string,
+  options: { title?: string } = {},
+): Promise<string> {
+  if (!Array.isArray(log_history))
+    throw invalid("log_history", "an array of log rows (trainer.state.log_history)", log_history);
   if (typeof file !== "string" || !file) throw invalid("file", "a file name ending in .png or .svg", file);
   if (!log_history.some((r) => typeof r.loss === "number" || typeof r.eval_loss === "number"))
     throw new InvalidArgumentError("log_history has no loss or eval_loss rows to plot");
@@ -54,7 +69,13 @@ export async function plot_log_history(log_history: LogRow[], file: string, opti
     return file;
   }
   const { Resvg } = await import("@resvg/resvg-js");
-  const png = new Resvg(svg, { background: "white", fitTo: { mode: "zoom", value: 2 }, font: { loadSystemFonts: true, defaultFontFamily: "DejaVu Sans" } }).render().asPng();
+  const png = new Resvg(svg, {
+    background: "white",
+    fitTo: { mode: "zoom", value: 2 },
+    font: { loadSystemFonts: true, defaultFontFamily: "DejaVu Sans" },
+  })
+    .render()
+    .asPng();
   await writeFile(file, png);
   return file;
 }

@@ -17,7 +17,12 @@ const quiet: Bar = { update() {}, stop() {} };
 export function bar(label: string, total: number, format?: string, disabled = false): Bar {
   if (!progressEnabled(disabled)) return quiet;
   const b = new cliProgress.SingleBar(
-    { format: format ?? `${label} [{bar}] {percentage}% | {value}/{total}`, stream: process.stderr, hideCursor: true, clearOnComplete: false },
+    {
+      format: format ?? `${label} [{bar}] {percentage}% | {value}/{total}`,
+      stream: process.stderr,
+      hideCursor: true,
+      clearOnComplete: false,
+    },
     cliProgress.Presets.shades_classic,
   );
   b.start(total, 0);
@@ -32,14 +37,18 @@ export function progressFetch(label: string): typeof fetch {
     if (!res.ok || !res.body || len < 10_000_000 || !progressEnabled()) return res;
     const b = bar(label, len, `${label} [{bar}] {percentage}% | {value}/{total} bytes`);
     let seen = 0;
-    const counted = res.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) {
-        seen += chunk.byteLength;
-        b.update(seen);
-        ctl.enqueue(chunk);
-      },
-      flush() { b.stop(); },
-    }));
+    const counted = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, ctl) {
+          seen += chunk.byteLength;
+          b.update(seen);
+          ctl.enqueue(chunk);
+        },
+        flush() {
+          b.stop();
+        },
+      }),
+    );
     return new Response(counted, { status: res.status, statusText: res.statusText, headers: res.headers });
   };
 }

@@ -71,7 +71,8 @@ export async function readSafetensorsIndex(path: string): Promise<SafetensorsInd
     } catch (e) {
       throw fail(`the header is not valid JSON (${(e as Error).message})`);
     }
-    if (typeof header !== "object" || header === null || Array.isArray(header)) throw fail("the header is not a JSON object");
+    if (typeof header !== "object" || header === null || Array.isArray(header))
+      throw fail("the header is not a JSON object");
     const dup = duplicateTopLevelKey(text);
     if (dup !== null) throw fail(`tensor ${dup} appears twice in the header`);
     const dataLen = size - 8 - len;
@@ -85,7 +86,8 @@ export async function readSafetensorsIndex(path: string): Promise<SafetensorsInd
       }
       const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (typeof e !== "object" || e === null) throw fail(`entry ${name} is not an object`);
-      if (typeof e.dtype !== "string" || !DTYPES.includes(e.dtype)) throw fail(`tensor ${name} has unknown dtype ${JSON.stringify(e.dtype)}`);
+      if (typeof e.dtype !== "string" || !DTYPES.includes(e.dtype))
+        throw fail(`tensor ${name} has unknown dtype ${JSON.stringify(e.dtype)}`);
       if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
         throw fail(`tensor ${name} has an invalid shape ${JSON.stringify(e.shape)}`);
       const offs = e.data_offsets;
@@ -97,12 +99,15 @@ export async function readSafetensorsIndex(path: string): Promise<SafetensorsInd
       let numel = 1;
       for (const d of e.shape as number[]) numel *= d;
       if (numel * ITEM[e.dtype]! !== end - begin)
-        throw fail(`tensor ${name} has ${end - begin} bytes but dtype ${e.dtype} and shape [${(e.shape as number[]).join(", ")}] need ${numel * ITEM[e.dtype]!}`);
+        throw fail(
+          `tensor ${name} has ${end - begin} bytes but dtype ${e.dtype} and shape [${(e.shape as number[]).join(", ")}] need ${numel * ITEM[e.dtype]!}`,
+        );
       entries.push({ name, dtype: e.dtype, shape: e.shape as number[], begin, end });
     }
     const sorted = [...entries].filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
     for (let i = 1; i < sorted.length; i++) {
-      if (sorted[i]!.begin < sorted[i - 1]!.end) throw fail(`tensors ${sorted[i - 1]!.name} and ${sorted[i]!.name} overlap`);
+      if (sorted[i]!.begin < sorted[i - 1]!.end)
+        throw fail(`tensors ${sorted[i - 1]!.name} and ${sorted[i]!.name} overlap`);
     }
     return { path, dataStart: 8 + len, entries, metadata };
   } finally {
@@ -111,22 +116,39 @@ export async function readSafetensorsIndex(path: string): Promise<SafetensorsInd
 }
 
 /** Loads every tensor of a safetensors file (memory-mapped), optionally converting floating dtypes. */
-export async function load_file(path: string, options: { dtype?: Dtype; device?: string } = {}): Promise<Record<string, Tensor>> {
+export async function load_file(
+  path: string,
+  options: { dtype?: Dtype; device?: string } = {},
+): Promise<Record<string, Tensor>> {
   check.string("path", path);
   if (!isPlainObject(options)) throw invalid("options", "an object", options);
   check.knownKeys("load_file", options, ["dtype", "device"]);
-  if (options.dtype !== undefined) check.oneOf("dtype", options.dtype, ["float32", "float16", "bfloat16", "float64"] as const);
+  if (options.dtype !== undefined)
+    check.oneOf("dtype", options.dtype, ["float32", "float16", "bfloat16", "float64"] as const);
   const device = checkDevice("device", options.device ?? "cpu");
   const index = await readSafetensorsIndex(path);
-  const pairs = await withStack(() => binding.readSafetensors({ path, data_start: index.dataStart, entries: index.entries, dtype: options.dtype ?? null, device }));
+  const pairs = await withStack(() =>
+    binding.readSafetensors({
+      path,
+      data_start: index.dataStart,
+      entries: index.entries,
+      dtype: options.dtype ?? null,
+      device,
+    }),
+  );
   return Object.fromEntries(pairs.map(([k, t]) => [k, new Tensor(t)]));
 }
 
 /** Writes tensors to a safetensors file atomically (a temporary name, then a rename). */
-export async function save_file(tensors: Record<string, Tensor>, path: string, metadata: Record<string, string> = {}): Promise<void> {
+export async function save_file(
+  tensors: Record<string, Tensor>,
+  path: string,
+  metadata: Record<string, string> = {},
+): Promise<void> {
   if (!isPlainObject(tensors)) throw invalid("tensors", "an object of name -> Tensor", tensors);
   check.string("path", path);
-  if (!isPlainObject(metadata) || Object.values(metadata).some((v) => typeof v !== "string")) throw invalid("metadata", "an object of strings", metadata);
+  if (!isPlainObject(metadata) || Object.values(metadata).some((v) => typeof v !== "string"))
+    throw invalid("metadata", "an object of strings", metadata);
   const pairs = Object.entries(tensors).map(([k, t]) => [k, asTensor(t, `tensors.${k}`)._t] as [string, NativeTensor]);
   await withStack(() => binding.writeSafetensors(path, pairs, metadata));
 }

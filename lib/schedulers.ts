@@ -2,7 +2,15 @@
 // base learning rate at an optimizer step.
 import { check, invalid } from "./errors.js";
 
-export const SCHEDULER_TYPES = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"] as const;
+export const SCHEDULER_TYPES = [
+  "linear",
+  "cosine",
+  "cosine_with_restarts",
+  "polynomial",
+  "constant",
+  "constant_with_warmup",
+  "inverse_sqrt",
+] as const;
 export type SchedulerType = (typeof SCHEDULER_TYPES)[number];
 
 export interface SchedulerOptions {
@@ -18,7 +26,11 @@ export interface SchedulerOptions {
 }
 
 /** The multiplier of the base learning rate after `step` optimizer steps. */
-export function get_scheduler_lambda(type: SchedulerType, o: SchedulerOptions, base_lr: number): (step: number) => number {
+export function get_scheduler_lambda(
+  type: SchedulerType,
+  o: SchedulerOptions,
+  base_lr: number,
+): (step: number) => number {
   check.oneOf("lr_scheduler_type", type, SCHEDULER_TYPES);
   const W = check.integer("num_warmup_steps", o.num_warmup_steps, 0);
   const T = check.integer("num_training_steps", o.num_training_steps, 0);
@@ -50,7 +62,8 @@ export function get_scheduler_lambda(type: SchedulerType, o: SchedulerOptions, b
     case "polynomial": {
       const lrEnd = o.lr_end ?? 1e-7;
       const power = o.power ?? 1;
-      if (!(base_lr > lrEnd)) throw invalid("learning_rate", `a value above lr_end (${lrEnd}) for the polynomial schedule`, base_lr);
+      if (!(base_lr > lrEnd))
+        throw invalid("learning_rate", `a value above lr_end (${lrEnd}) for the polynomial schedule`, base_lr);
       return (s) => {
         if (s < W) return warm(s);
         if (s > T) return lrEnd / base_lr;
@@ -68,11 +81,22 @@ export function get_scheduler_lambda(type: SchedulerType, o: SchedulerOptions, b
 /** A LambdaLR over optimizer steps: `get_last_lr()` is the rate for the next update. */
 export class LRScheduler {
   last_step = 0;
-  constructor(readonly base_lr: number, readonly lambda: (step: number) => number) {}
-  get_last_lr(): number { return this.base_lr * this.lambda(this.last_step); }
-  step(): void { this.last_step++; }
-  state_dict(): { last_step: number; base_lr: number } { return { last_step: this.last_step, base_lr: this.base_lr }; }
-  load_state_dict(s: { last_step: number }): void { this.last_step = check.integer("last_step", s.last_step, 0); }
+  constructor(
+    readonly base_lr: number,
+    readonly lambda: (step: number) => number,
+  ) {}
+  get_last_lr(): number {
+    return this.base_lr * this.lambda(this.last_step);
+  }
+  step(): void {
+    this.last_step++;
+  }
+  state_dict(): { last_step: number; base_lr: number } {
+    return { last_step: this.last_step, base_lr: this.base_lr };
+  }
+  load_state_dict(s: { last_step: number }): void {
+    this.last_step = check.integer("last_step", s.last_step, 0);
+  }
 }
 
 export function get_scheduler(type: SchedulerType, base_lr: number, o: SchedulerOptions): LRScheduler {

@@ -10,11 +10,14 @@ import { check } from "./errors.js";
 import { TrainerCallback, type CallbackArgs, type LogRow } from "./callbacks.js";
 
 // The fields of TensorFlow's event.proto and summary.proto that scalars use, with their numbers.
-const { Event } = protobuf.parse(`
+const { Event } = protobuf.parse(
+  `
   syntax = "proto3";
   message Summary { message Value { string tag = 1; float simple_value = 2; } repeated Value value = 1; }
   message Event { double wall_time = 1; int64 step = 2; oneof what { string file_version = 3; Summary summary = 5; } }
-`, { keepCase: true }).root.nested as unknown as { Event: protobuf.Type };
+`,
+  { keepCase: true },
+).root.nested as unknown as { Event: protobuf.Type };
 
 /** TensorFlow's masked CRC32C (a CRC of data that holds CRCs is itself a poor check). */
 function maskedCrc(data: Uint8Array): number {
@@ -41,7 +44,10 @@ export class SummaryWriter {
   constructor(log_dir: string) {
     this.log_dir = check.string("log_dir", log_dir);
     mkdirSync(log_dir, { recursive: true });
-    this.path = join(log_dir, `events.out.tfevents.${Math.floor(Date.now() / 1000)}.${hostname()}.${process.pid}.${SummaryWriter.#count++}`);
+    this.path = join(
+      log_dir,
+      `events.out.tfevents.${Math.floor(Date.now() / 1000)}.${hostname()}.${process.pid}.${SummaryWriter.#count++}`,
+    );
     this.#write({ wall_time: Date.now() / 1000, file_version: "brain.Event:2" });
   }
 
@@ -50,7 +56,11 @@ export class SummaryWriter {
     check.string("tag", tag);
     check.number("scalar_value", scalar_value);
     check.integer("global_step", global_step, 0);
-    this.#write({ wall_time: Date.now() / 1000, step: global_step, summary: { value: [{ tag, simple_value: scalar_value }] } });
+    this.#write({
+      wall_time: Date.now() / 1000,
+      step: global_step,
+      summary: { value: [{ tag, simple_value: scalar_value }] },
+    });
   }
 
   // Each event is appended whole and synchronously: a run killed between logs leaves a file TensorBoard reads.
@@ -75,7 +85,11 @@ export function default_logdir(output_dir: string): string {
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, "0");
   const month = d.toLocaleString("en-US", { month: "short" });
-  return join(output_dir, "runs", `${month}${p(d.getDate())}_${p(d.getHours())}-${p(d.getMinutes())}-${p(d.getSeconds())}_${hostname()}`);
+  return join(
+    output_dir,
+    "runs",
+    `${month}${p(d.getDate())}_${p(d.getHours())}-${p(d.getMinutes())}-${p(d.getSeconds())}_${hostname()}`,
+  );
 }
 
 /**
@@ -87,14 +101,17 @@ export class TensorBoardCallback extends TrainerCallback {
 
   override on_train_begin({ args, state }: CallbackArgs): void {
     if (!state.is_world_process_zero || this.tb_writer) return;
-    this.tb_writer = new SummaryWriter(args.logging_dir ?? process.env.TENSORBOARD_LOGGING_DIR ?? default_logdir(args.output_dir));
+    this.tb_writer = new SummaryWriter(
+      args.logging_dir ?? process.env.TENSORBOARD_LOGGING_DIR ?? default_logdir(args.output_dir),
+    );
   }
 
   override on_log({ state, logs }: CallbackArgs & { logs: LogRow }): void {
     if (!this.tb_writer) return;
     // "step" is the event's own step, not a scalar (Hugging Face's callbacks get the logs without it)
     const { step: _, ...rest } = logs;
-    for (const [k, v] of Object.entries(rewrite_logs(rest))) if (typeof v === "number" && Number.isFinite(v)) this.tb_writer.add_scalar(k, v, state.global_step);
+    for (const [k, v] of Object.entries(rewrite_logs(rest)))
+      if (typeof v === "number" && Number.isFinite(v)) this.tb_writer.add_scalar(k, v, state.global_step);
   }
 
   override on_train_end(): void {

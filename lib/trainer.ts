@@ -20,16 +20,37 @@ import { TensorBoardCallback } from "./tensorboard.js";
 
 export { EarlyStoppingCallback, TrainerCallback, type CallbackArgs, type LogRow } from "./callbacks.js";
 import { plot_log_history } from "./plotting.js";
-import { _default_group, all_reduce, barrier, broadcast_parameters, distributed_env, init_process_group, shard } from "./distributed.js";
+import {
+  _default_group,
+  all_reduce,
+  barrier,
+  broadcast_parameters,
+  distributed_env,
+  init_process_group,
+  shard,
+} from "./distributed.js";
 
 export type Inputs = { input_ids: Tensor; attention_mask?: Tensor; labels?: Tensor; [k: string]: unknown };
 
 /** The running loss sums of a train() call. */
-interface RunTotals { loss: number; lossAll: number; lastLogged: number; stepsSinceLog: number }
-
+interface RunTotals {
+  loss: number;
+  lossAll: number;
+  lastLogged: number;
+  stepsSinceLog: number;
+}
 
 // The inputs of GPT2LMHeadModel.forward, and the label names Hugging Face's Trainer keeps beside them.
-const FORWARD_COLUMNS = new Set(["input_ids", "attention_mask", "position_ids", "labels", "past_key_values", "use_cache", "label", "label_ids"]);
+const FORWARD_COLUMNS = new Set([
+  "input_ids",
+  "attention_mask",
+  "position_ids",
+  "labels",
+  "past_key_values",
+  "use_cache",
+  "label",
+  "label_ids",
+]);
 /** Hugging Face's TrainerState (the part torchlm keeps): saved as trainer_state.json in checkpoints. */
 export class TrainerState {
   epoch = 0;
@@ -76,9 +97,16 @@ export interface TrainerOptions {
 }
 
 /** Hugging Face's EvalPrediction: an evaluation's predictions (or what preprocess_logits_for_metrics made of the logits) and labels. */
-export interface EvalPrediction { predictions: Tensor; label_ids: Tensor }
+export interface EvalPrediction {
+  predictions: Tensor;
+  label_ids: Tensor;
+}
 
-export interface TrainOutput { global_step: number; training_loss: number; metrics: LogRow }
+export interface TrainOutput {
+  global_step: number;
+  training_loss: number;
+  metrics: LogRow;
+}
 
 const NO_DECAY = (name: string) => name.endsWith(".bias") || /\.ln_(1|2|f)\.weight$|(^|\.)ln_f\.weight$/.test(name);
 
@@ -103,8 +131,18 @@ export class Trainer {
 
   constructor(options: TrainerOptions) {
     if (!isPlainObject(options)) throw invalid("Trainer options", "an object with model, args, datasets", options);
-    check.knownKeys("Trainer", options, ["model", "args", "data_collator", "train_dataset", "eval_dataset", "tokenizer", "processing_class", "callbacks",
-      "compute_metrics", "preprocess_logits_for_metrics"]);
+    check.knownKeys("Trainer", options, [
+      "model",
+      "args",
+      "data_collator",
+      "train_dataset",
+      "eval_dataset",
+      "tokenizer",
+      "processing_class",
+      "callbacks",
+      "compute_metrics",
+      "preprocess_logits_for_metrics",
+    ]);
     for (const k of ["compute_metrics", "preprocess_logits_for_metrics"] as const)
       if (options[k] !== undefined && typeof options[k] !== "function") throw invalid(k, "a function", options[k]);
     this.compute_metrics = options.compute_metrics;
@@ -118,20 +156,34 @@ export class Trainer {
       if (options[k] !== undefined && !(options[k] instanceof Dataset)) throw invalid(k, "a Dataset", options[k]);
     this.train_dataset = options.train_dataset;
     this.eval_dataset = options.eval_dataset;
-    const collator = options.data_collator ?? (this.tokenizer ? new DataCollatorForLanguageModeling(this.tokenizer, { mlm: false }) : null);
-    if (!collator) throw new InvalidArgumentError("Trainer needs a data_collator (or a tokenizer to build DataCollatorForLanguageModeling)");
-    if (typeof collator !== "function") throw invalid("data_collator", "a collator or a function from rows to a batch", collator);
+    const collator =
+      options.data_collator ??
+      (this.tokenizer ? new DataCollatorForLanguageModeling(this.tokenizer, { mlm: false }) : null);
+    if (!collator)
+      throw new InvalidArgumentError(
+        "Trainer needs a data_collator (or a tokenizer to build DataCollatorForLanguageModeling)",
+      );
+    if (typeof collator !== "function")
+      throw invalid("data_collator", "a collator or a function from rows to a batch", collator);
     this.data_collator = collator as (f: Row[]) => Inputs;
     // reporting integrations come before the caller's callbacks, as in Hugging Face
-    this.callbacks = [...(this.args.reports_to_tensorboard() ? [new TensorBoardCallback()] : []), ...(options.callbacks ?? [])];
-    if (this.args.eval_strategy !== "no" && !this.eval_dataset) throw new InvalidArgumentError(`eval_strategy is "${this.args.eval_strategy}" but no eval_dataset was given`);
+    this.callbacks = [
+      ...(this.args.reports_to_tensorboard() ? [new TensorBoardCallback()] : []),
+      ...(options.callbacks ?? []),
+    ];
+    if (this.args.eval_strategy !== "no" && !this.eval_dataset)
+      throw new InvalidArgumentError(`eval_strategy is "${this.args.eval_strategy}" but no eval_dataset was given`);
   }
 
   /**
    * The loss of one batch; override it as in Python. The default is the model's own loss (labels
    * shifted inside the model). Return a Tensor, or [loss, outputs] when return_outputs is true.
    */
-  async compute_loss(model: GPT2LMHeadModel, inputs: Inputs, return_outputs = false): Promise<Tensor | [Tensor, CausalLMOutput]> {
+  async compute_loss(
+    model: GPT2LMHeadModel,
+    inputs: Inputs,
+    return_outputs = false,
+  ): Promise<Tensor | [Tensor, CausalLMOutput]> {
     const outputs = await model.forward(inputs as never);
     if (!outputs.loss) throw new InvalidArgumentError("The model returned no loss: the batch has no labels");
     return return_outputs ? [outputs.loss, outputs] : outputs.loss;
@@ -145,12 +197,15 @@ export class Trainer {
     return permutation(n, (this.args.data_seed ?? this.args.seed) + epoch);
   }
 
-  #overridden(): boolean { return this.compute_loss !== Trainer.prototype.compute_loss; }
+  #overridden(): boolean {
+    return this.compute_loss !== Trainer.prototype.compute_loss;
+  }
 
   async #callback<K extends keyof TrainerCallback>(event: K, extra: Record<string, unknown> = {}): Promise<void> {
     for (const cb of this.callbacks) {
       const fn = cb[event] as ((a: unknown) => void | Promise<void>) | undefined;
-      if (fn) await fn.call(cb, { args: this.args, state: this.state, control: this.control, model: this.model, ...extra });
+      if (fn)
+        await fn.call(cb, { args: this.args, state: this.state, control: this.control, model: this.model, ...extra });
     }
   }
 
@@ -158,14 +213,22 @@ export class Trainer {
     // as Hugging Face's: only what requires grad (a PeftModel's adapters), so frozen weights get no optimizer state
     const named = this.model.named_parameters().filter(([, t]) => t.requires_grad);
     if (named.length === 0) {
-      throw new InvalidArgumentError(["q8", "q4"].includes(this.model.dtype) ? `Training a ${this.model.dtype} model is not supported: its weights are quantized for decoding; load the model in float32 to train it`
-        : "The model has no parameter that requires grad: there is nothing to train");
+      throw new InvalidArgumentError(
+        ["q8", "q4"].includes(this.model.dtype)
+          ? `Training a ${this.model.dtype} model is not supported: its weights are quantized for decoding; load the model in float32 to train it`
+          : "The model has no parameter that requires grad: there is nothing to train",
+      );
     }
     const decay = named.filter(([n]) => !NO_DECAY(n)).map(([, t]) => t._t);
     const rest = named.filter(([n]) => NO_DECAY(n)).map(([, t]) => t._t);
     return new binding.NativeAdamW({
-      groups: [{ params: decay, weight_decay: this.args.weight_decay }, { params: rest, weight_decay: 0 }],
-      beta1: this.args.adam_beta1, beta2: this.args.adam_beta2, eps: this.args.adam_epsilon,
+      groups: [
+        { params: decay, weight_decay: this.args.weight_decay },
+        { params: rest, weight_decay: 0 },
+      ],
+      beta1: this.args.adam_beta1,
+      beta2: this.args.adam_beta2,
+      eps: this.args.adam_epsilon,
     });
   }
 
@@ -190,8 +253,10 @@ export class Trainer {
       const cols = ds.column_names;
       const unused = cols.filter((c) => !FORWARD_COLUMNS.has(c));
       if (unused.length === cols.length)
-        throw new InvalidArgumentError(`No column of the dataset (${cols.join(", ")}) is an input of the model's forward (${[...FORWARD_COLUMNS].join(", ")}): ` +
-          "tokenize with map(..., { remove_columns }) or set remove_unused_columns: false");
+        throw new InvalidArgumentError(
+          `No column of the dataset (${cols.join(", ")}) is an input of the model's forward (${[...FORWARD_COLUMNS].join(", ")}): ` +
+            "tokenize with map(..., { remove_columns }) or set remove_unused_columns: false",
+        );
       out = unused.length ? ds.remove_columns(unused) : ds;
       this.#inputsOnly.set(ds, out);
     }
@@ -200,7 +265,8 @@ export class Trainer {
 
   #collate(ds: Dataset, idx: number[]): Inputs {
     const batch = this.data_collator(idx.map((i) => ds.get(i)));
-    if (!batch || !(batch.input_ids instanceof Tensor)) throw new InvalidArgumentError("data_collator must return { input_ids, attention_mask?, labels } as Tensors");
+    if (!batch || !(batch.input_ids instanceof Tensor))
+      throw new InvalidArgumentError("data_collator must return { input_ids, attention_mask?, labels } as Tensors");
     return batch;
   }
 
@@ -208,12 +274,15 @@ export class Trainer {
   async train(options: { resume_from_checkpoint?: boolean | string } = {}): Promise<TrainOutput> {
     check.knownKeys("train", options, ["resume_from_checkpoint"]);
     const args = this.args;
-    if (!this.train_dataset || this.train_dataset.length === 0) throw new InvalidArgumentError("Trainer.train() needs a non-empty train_dataset");
+    if (!this.train_dataset || this.train_dataset.length === 0)
+      throw new InvalidArgumentError("Trainer.train() needs a non-empty train_dataset");
     const ds = this.#modelInputs(this.train_dataset);
     const device = args.device;
-    if (this.model.device !== device && !(device === "cuda" && this.model.device.startsWith("cuda"))) await this.model.to(device);
+    if (this.model.device !== device && !(device === "cuda" && this.model.device.startsWith("cuda")))
+      await this.model.to(device);
     const amp: Amp = args.bf16 ? "bfloat16" : args.fp16 ? "float16" : "none";
-    if (args.fp16 && !this.model.device.startsWith("cuda")) throw new InvalidArgumentError("fp16 mixed precision requires a CUDA device");
+    if (args.fp16 && !this.model.device.startsWith("cuda"))
+      throw new InvalidArgumentError("fp16 mixed precision requires a CUDA device");
     if (args.gradient_checkpointing) this.model.gradient_checkpointing_enable();
     const pg = await this.#joinProcessGroup();
     const flopsParams = this.model.num_parameters({ exclude_embeddings: true });
@@ -226,14 +295,21 @@ export class Trainer {
     const maxSteps = args.max_steps > 0 ? args.max_steps : Math.ceil(args.num_train_epochs * updatesPerEpoch);
     const epochs = args.max_steps > 0 ? Math.ceil(maxSteps / updatesPerEpoch) : Math.ceil(args.num_train_epochs);
     this.state = Object.assign(new TrainerState(), {
-      max_steps: maxSteps, num_train_epochs: epochs, logging_steps: args.logging_steps, eval_steps: args.eval_steps,
-      save_steps: args.save_steps, train_batch_size: bs,
-      is_world_process_zero: this.#rank === 0, is_local_process_zero: (distributed_env()?.local_rank ?? 0) === 0,
+      max_steps: maxSteps,
+      num_train_epochs: epochs,
+      logging_steps: args.logging_steps,
+      eval_steps: args.eval_steps,
+      save_steps: args.save_steps,
+      train_batch_size: bs,
+      is_world_process_zero: this.#rank === 0,
+      is_local_process_zero: (distributed_env()?.local_rank ?? 0) === 0,
     });
     this.control = new TrainerControl();
     this.optimizer = this.#createOptimizer();
     this.lr_scheduler = get_scheduler(args.lr_scheduler_type, args.learning_rate, {
-      num_warmup_steps: args.get_warmup_steps(maxSteps), num_training_steps: maxSteps, ...args.lr_scheduler_kwargs,
+      num_warmup_steps: args.get_warmup_steps(maxSteps),
+      num_training_steps: maxSteps,
+      ...args.lr_scheduler_kwargs,
     });
     binding.manualSeed(args.seed);
     if (pg) {
@@ -244,7 +320,10 @@ export class Trainer {
 
     let skipUpdates = 0;
     if (options.resume_from_checkpoint) {
-      const ckpt = options.resume_from_checkpoint === true ? this.#lastCheckpoint() : check.string("resume_from_checkpoint", options.resume_from_checkpoint);
+      const ckpt =
+        options.resume_from_checkpoint === true
+          ? this.#lastCheckpoint()
+          : check.string("resume_from_checkpoint", options.resume_from_checkpoint);
       if (!ckpt) throw new InvalidArgumentError(`No checkpoint-N folder in ${args.output_dir} to resume from`);
       await this.#loadCheckpoint(ckpt);
       skipUpdates = this.state.global_step;
@@ -255,10 +334,14 @@ export class Trainer {
     const startStep = this.state.global_step;
     const start = Date.now();
     const run: RunTotals = { loss: 0, lossAll: 0, lastLogged: this.state.global_step, stepsSinceLog: 0 };
-    const bar_ = !args.disable_tqdm && this.#rank === 0
-      ? bar("Train", maxSteps, "Train [{bar}] {value}/{total} steps | loss {loss} | {eta_formatted}", false) : null;
+    const bar_ =
+      !args.disable_tqdm && this.#rank === 0
+        ? bar("Train", maxSteps, "Train [{bar}] {value}/{total} steps | loss {loss} | {eta_formatted}", false)
+        : null;
     bar_?.update(this.state.global_step, { loss: "-" });
-    const onSignal = () => { this.#interrupted = true; };
+    const onSignal = () => {
+      this.#interrupted = true;
+    };
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
     await this.#callback("on_train_begin");
@@ -268,7 +351,10 @@ export class Trainer {
         const order = this.#shard(this._get_train_order(epoch, ds.length));
         const batches = this.#batches(order.length, bs, order);
         const updates = Math.ceil(batches.length / ga);
-        if (skipUpdates >= updates) { skipUpdates -= updates; continue; }
+        if (skipUpdates >= updates) {
+          skipUpdates -= updates;
+          continue;
+        }
         await this.#callback("on_epoch_begin");
         for (let u = skipUpdates; u < updates; u++) {
           const window = batches.slice(u * ga, Math.min((u + 1) * ga, batches.length));
@@ -304,9 +390,15 @@ export class Trainer {
    * backward, and at the window's end clip + AdamW + zero-grad); with a compute_loss override, its loss, then backward
    * and the update natively. Returns the window's mean loss and the gradient norm before clipping.
    */
-  async #trainingStep(ds: Dataset, window: number[][], lr: number, step: { amp: Amp; fused: boolean; flopsParams: number }): Promise<{ loss: number; grad_norm: number }> {
+  async #trainingStep(
+    ds: Dataset,
+    window: number[][],
+    lr: number,
+    step: { amp: Amp; fused: boolean; flopsParams: number },
+  ): Promise<{ loss: number; grad_norm: number }> {
     const max_grad_norm = this.args.max_grad_norm;
-    let loss = 0, grad_norm = 0;
+    let loss = 0,
+      grad_norm = 0;
     for (const [k, idx] of window.entries()) {
       const inputs = this.#collate(ds, idx);
       // Hugging Face's estimate: 6 FLOPs per token and non-embedding parameter (forward and backward)
@@ -314,11 +406,19 @@ export class Trainer {
       const last = k === window.length - 1;
       const scale = 1 / window.length;
       if (step.fused) {
-        if (!inputs.labels) throw new InvalidArgumentError("The batch has no labels: use DataCollatorForLanguageModeling or add labels");
-        const r = await withStack(() => this.optimizer!.trainStep({
-          model: this.model._native, input_ids: inputs.input_ids._t, attention_mask: inputs.attention_mask?._t ?? null, labels: inputs.labels!._t,
-          loss_scale: scale, update: last ? { lr, max_grad_norm } : null, amp: step.amp,
-        }));
+        if (!inputs.labels)
+          throw new InvalidArgumentError("The batch has no labels: use DataCollatorForLanguageModeling or add labels");
+        const r = await withStack(() =>
+          this.optimizer!.trainStep({
+            model: this.model._native,
+            input_ids: inputs.input_ids._t,
+            attention_mask: inputs.attention_mask?._t ?? null,
+            labels: inputs.labels!._t,
+            loss_scale: scale,
+            update: last ? { lr, max_grad_norm } : null,
+            amp: step.amp,
+          }),
+        );
         this.#checkFinite(r.loss);
         loss += r.loss * scale;
         if (last) grad_norm = r.grad_norm ?? 0;
@@ -343,7 +443,10 @@ export class Trainer {
     // a signal may reach the ranks at different steps: stop together
     if (distributed) this.#interrupted = (await all_reduce([this.#interrupted ? 1 : 0], "max"))[0]! > 0;
     const gs = this.state.global_step;
-    if ((args.logging_strategy === "steps" && (gs % args.logging_steps === 0 || (args.logging_first_step && gs === 1))) || this.control.should_log) {
+    if (
+      (args.logging_strategy === "steps" && (gs % args.logging_steps === 0 || (args.logging_first_step && gs === 1))) ||
+      this.control.should_log
+    ) {
       // learning_rate is the rate this update used, as transformers 5 logs it
       await this.#logLoss(run, { grad_norm, learning_rate: lr });
       this.control.should_log = false;
@@ -359,15 +462,22 @@ export class Trainer {
     }
     if (this.#interrupted) {
       await this.#saveCheckpoint();
-      throw new TorchlmError(`Training was interrupted at step ${gs}; a checkpoint was saved: resume with train({ resume_from_checkpoint: true })`, "ERR_TORCHLM_INTERRUPTED");
+      throw new TorchlmError(
+        `Training was interrupted at step ${gs}; a checkpoint was saved: resume with train({ resume_from_checkpoint: true })`,
+        "ERR_TORCHLM_INTERRUPTED",
+      );
     }
   }
 
   /** The end of an epoch: log, evaluate, save as the "epoch" strategies ask. */
   async #afterEpoch(run: RunTotals): Promise<void> {
     const args = this.args;
-    if (args.logging_strategy === "epoch" && run.stepsSinceLog > 0) await this.#logLoss(run, { learning_rate: this.lr_scheduler!.get_last_lr() });
-    if (args.eval_strategy === "epoch") { this.#determineBestMetric(await this.evaluate()); this.model.train(); }
+    if (args.logging_strategy === "epoch" && run.stepsSinceLog > 0)
+      await this.#logLoss(run, { learning_rate: this.lr_scheduler!.get_last_lr() });
+    if (args.eval_strategy === "epoch") {
+      this.#determineBestMetric(await this.evaluate());
+      this.model.train();
+    }
     if (args.save_strategy === "epoch") await this.#saveCheckpoint();
     await this.#callback("on_epoch_end");
   }
@@ -389,7 +499,9 @@ export class Trainer {
     const key = name.startsWith("eval_") ? name : `eval_${name}`;
     const value = metrics[key];
     if (value === undefined)
-      throw new InvalidArgumentError(`metric_for_best_model is ${key}, which is not among the evaluation metrics (${Object.keys(metrics).join(", ")})`);
+      throw new InvalidArgumentError(
+        `metric_for_best_model is ${key}, which is not among the evaluation metrics (${Object.keys(metrics).join(", ")})`,
+      );
     const best = this.state.best_metric;
     if (best === null || (this.args.greater_is_better ? value > best : value < best)) {
       this.state.best_metric = value;
@@ -400,7 +512,11 @@ export class Trainer {
   /** train()'s summary row, the best checkpoint's weights when asked, on_train_end and the loss plot. */
   async #finish(run: RunTotals, startStep: number, start: number, rowsPerUpdate: number): Promise<TrainOutput> {
     const args = this.args;
-    if (args.load_best_model_at_end && this.state.best_model_checkpoint && existsSync(this.state.best_model_checkpoint)) {
+    if (
+      args.load_best_model_at_end &&
+      this.state.best_model_checkpoint &&
+      existsSync(this.state.best_model_checkpoint)
+    ) {
       if (this.#world > 1) await barrier();
       await this.model._load_checkpoint_weights(this.state.best_model_checkpoint);
     }
@@ -448,9 +564,13 @@ export class Trainer {
       await writeFile(probe, "");
       await rm(probe);
     } catch (e) {
-      throw new TorchlmError(`output_dir ${dir} is not writable (${(e as Error).message}): checkpoints and the loss plot are written there; choose another output_dir`, "ERR_TORCHLM_IO");
+      throw new TorchlmError(
+        `output_dir ${dir} is not writable (${(e as Error).message}): checkpoints and the loss plot are written there; choose another output_dir`,
+        "ERR_TORCHLM_IO",
+      );
     }
-    for (const name of readdirSync(dir)) if (/^\.checkpoint-\d+\.tmp-/.test(name)) await rm(join(dir, name), { recursive: true, force: true });
+    for (const name of readdirSync(dir))
+      if (/^\.checkpoint-\d+\.tmp-/.test(name)) await rm(join(dir, name), { recursive: true, force: true });
   }
 
   /** This rank's share of an epoch's order (DistributedSampler's), or all of it in one process. */
@@ -466,8 +586,11 @@ export class Trainer {
   #checkFinite(loss: number): void {
     if (Number.isFinite(loss)) return;
     if (this.args.skip_nonfinite_loss) return;
-    throw new TorchlmError(`The loss is ${loss} at step ${this.state.global_step + 1}: training stopped (the last checkpoint is intact). ` +
-      "Lower learning_rate, check the data, or set skip_nonfinite_loss: true to skip such steps.", "ERR_TORCHLM_NONFINITE_LOSS");
+    throw new TorchlmError(
+      `The loss is ${loss} at step ${this.state.global_step + 1}: training stopped (the last checkpoint is intact). ` +
+        "Lower learning_rate, check the data, or set skip_nonfinite_loss: true to skip such steps.",
+      "ERR_TORCHLM_NONFINITE_LOSS",
+    );
   }
 
   /** Adds a row to log_history (with epoch and step) and calls on_log. */
@@ -486,13 +609,21 @@ export class Trainer {
     const wasTraining = this.model.training;
     this.model.eval();
     const start = Date.now();
-    let total = 0, count = 0, steps = 0;
+    let total = 0,
+      count = 0,
+      steps = 0;
     // each rank a strided slice, not padded, so the summed loss covers every row once
-    const mine = Int32Array.from({ length: Math.max(0, Math.ceil((ds.length - this.#rank) / this.#world)) }, (_, i) => this.#rank + i * this.#world);
+    const mine = Int32Array.from(
+      { length: Math.max(0, Math.ceil((ds.length - this.#rank) / this.#world)) },
+      (_, i) => this.#rank + i * this.#world,
+    );
     const batches = this.#batches(mine.length, this.args.per_device_eval_batch_size, mine);
     if (this.compute_metrics && this.#world > 1)
-      throw new InvalidArgumentError("compute_metrics is not supported in distributed evaluation yet: evaluate in one process");
-    const preds: Tensor[] = [], labels: Tensor[] = [];
+      throw new InvalidArgumentError(
+        "compute_metrics is not supported in distributed evaluation yet: evaluate in one process",
+      );
+    const preds: Tensor[] = [],
+      labels: Tensor[] = [];
     try {
       for (const idx of batches) {
         const inputs = this.#collate(ds, idx);
@@ -503,9 +634,12 @@ export class Trainer {
         steps++;
         let keep: Tensor | null = null;
         if (this.compute_metrics) {
-          if (!Array.isArray(result) || !inputs.labels) throw new InvalidArgumentError("compute_metrics needs the model's outputs and the batch's labels");
+          if (!Array.isArray(result) || !inputs.labels)
+            throw new InvalidArgumentError("compute_metrics needs the model's outputs and the batch's labels");
           const logits = result[1].logits;
-          keep = this.preprocess_logits_for_metrics ? await this.preprocess_logits_for_metrics(logits, inputs.labels) : logits;
+          keep = this.preprocess_logits_for_metrics
+            ? await this.preprocess_logits_for_metrics(logits, inputs.labels)
+            : logits;
           preds.push(keep);
           labels.push(inputs.labels.clone());
         }
@@ -518,7 +652,8 @@ export class Trainer {
     }
     const computed: LogRow = {};
     if (this.compute_metrics) {
-      const predictions = catBatches(preds, "predictions"), label_ids = catBatches(labels, "label_ids");
+      const predictions = catBatches(preds, "predictions"),
+        label_ids = catBatches(labels, "label_ids");
       try {
         for (const [k, v] of Object.entries(await this.compute_metrics({ predictions, label_ids }))) {
           if (typeof v !== "number") throw invalid(`compute_metrics's ${k}`, "a number", v);
@@ -529,7 +664,7 @@ export class Trainer {
         label_ids.dispose();
       }
     }
-    if (this.#world > 1) [total, count, steps] = await all_reduce([total, count, steps]) as [number, number, number];
+    if (this.#world > 1) [total, count, steps] = (await all_reduce([total, count, steps])) as [number, number, number];
     const runtime = (Date.now() - start) / 1000;
     // Hugging Face's order: compute_metrics' metrics, the loss, then the speed; perplexity beside the loss, as the
     // causal LM example scripts report it (exp of the mean token loss)
@@ -570,12 +705,19 @@ export class Trainer {
    */
   async #saveCheckpoint(): Promise<void> {
     const args = this.args;
-    const dist = this.#world > 1, main = this.#rank === 0;
+    const dist = this.#world > 1,
+      main = this.#rank === 0;
     const name = `checkpoint-${this.state.global_step}`;
     const final = join(args.output_dir, name);
     const tmp = join(args.output_dir, `.${name}.tmp-${dist ? "ddp" : process.pid}`);
-    const saveRng = () => withStack(() => binding.writeSafetensors(join(tmp, dist ? `rng_state_${this.#rank}.safetensors` : "rng_state.safetensors"),
-      [["cpu", binding.getRngState()]], { format: "torchlm-rng" }));
+    const saveRng = () =>
+      withStack(() =>
+        binding.writeSafetensors(
+          join(tmp, dist ? `rng_state_${this.#rank}.safetensors` : "rng_state.safetensors"),
+          [["cpu", binding.getRngState()]],
+          { format: "torchlm-rng" },
+        ),
+      );
     try {
       if (main) {
         await mkdir(args.output_dir, { recursive: true });
@@ -583,13 +725,20 @@ export class Trainer {
         await this.model.save_pretrained(tmp);
         if (this.tokenizer) await this.tokenizer.save_pretrained(tmp);
         if (!args.save_only_model) {
-          await withStack(() => binding.writeSafetensors(join(tmp, "optimizer.safetensors"), this.optimizer!.state(), { format: "torchlm-adamw" }));
+          await withStack(() =>
+            binding.writeSafetensors(join(tmp, "optimizer.safetensors"), this.optimizer!.state(), {
+              format: "torchlm-adamw",
+            }),
+          );
           await writeFile(join(tmp, "scheduler.json"), JSON.stringify(this.lr_scheduler!.state_dict()));
           await saveRng();
         }
         // as Hugging Face: the best checkpoint is this one or an earlier one still on disk
         const best = this.state.best_global_step;
-        if (best !== null && (best === this.state.global_step || existsSync(join(args.output_dir, `checkpoint-${best}`))))
+        if (
+          best !== null &&
+          (best === this.state.global_step || existsSync(join(args.output_dir, `checkpoint-${best}`)))
+        )
           this.state.best_model_checkpoint = join(args.output_dir, `checkpoint-${best}`);
         await writeFile(join(tmp, "trainer_state.json"), JSON.stringify(this.state, null, 2));
         await writeFile(join(tmp, "training_args.json"), JSON.stringify(args.to_dict(), null, 2));
@@ -610,37 +759,72 @@ export class Trainer {
     await this.#callback("on_save", { checkpoint: final });
     if (main && args.save_total_limit !== null) {
       // the best checkpoint counts as the newest, so rotation keeps it; with a limit of 1, the last one stays too
-      const best = this.state.best_model_checkpoint ? Number(/checkpoint-(\d+)$/.exec(this.state.best_model_checkpoint)?.[1]) : NaN;
+      const best = this.state.best_model_checkpoint
+        ? Number(/checkpoint-(\d+)$/.exec(this.state.best_model_checkpoint)?.[1])
+        : NaN;
       const all = checkpointSteps(args.output_dir).filter((s) => s !== best);
       if (!Number.isNaN(best) && existsSync(join(args.output_dir, `checkpoint-${best}`))) all.push(best);
-      const limit = args.save_total_limit === 1 && !Number.isNaN(best) && all.at(-1) === best && all.length > 1 && best !== this.state.global_step ? 2 : args.save_total_limit;
-      for (const s of all.slice(0, Math.max(0, all.length - limit))) await discard(join(args.output_dir, `checkpoint-${s}`));
+      const limit =
+        args.save_total_limit === 1 &&
+        !Number.isNaN(best) &&
+        all.at(-1) === best &&
+        all.length > 1 &&
+        best !== this.state.global_step
+          ? 2
+          : args.save_total_limit;
+      for (const s of all.slice(0, Math.max(0, all.length - limit)))
+        await discard(join(args.output_dir, `checkpoint-${s}`));
     }
   }
 
-
   async #loadCheckpoint(dir: string): Promise<void> {
-    if (!existsSync(join(dir, "trainer_state.json"))) throw new InvalidArgumentError(`${dir} is not a checkpoint (no trainer_state.json)`);
-    await this.model._load_checkpoint_weights(dir);  // in place: the optimizer keeps holding the tensors
+    if (!existsSync(join(dir, "trainer_state.json")))
+      throw new InvalidArgumentError(`${dir} is not a checkpoint (no trainer_state.json)`);
+    await this.model._load_checkpoint_weights(dir); // in place: the optimizer keeps holding the tensors
     const opt = await readSafetensorsIndex(join(dir, "optimizer.safetensors"));
-    const tensors = await withStack(() => binding.readSafetensors({ path: opt.path, data_start: opt.dataStart, entries: opt.entries, dtype: null, device: this.model.device }));
+    const tensors = await withStack(() =>
+      binding.readSafetensors({
+        path: opt.path,
+        data_start: opt.dataStart,
+        entries: opt.entries,
+        dtype: null,
+        device: this.model.device,
+      }),
+    );
     this.optimizer!.loadState(tensors as [string, NativeTensor][]);
     this.lr_scheduler!.load_state_dict(JSON.parse(await readFile(join(dir, "scheduler.json"), "utf8")));
     // a DDP checkpoint has one RNG state per rank; a single process resumes from rank 0's
-    const rngFile = [`rng_state_${this.#rank}.safetensors`, "rng_state.safetensors", "rng_state_0.safetensors"].map((f) => join(dir, f)).find((f) => existsSync(f));
+    const rngFile = [`rng_state_${this.#rank}.safetensors`, "rng_state.safetensors", "rng_state_0.safetensors"]
+      .map((f) => join(dir, f))
+      .find((f) => existsSync(f));
     if (!rngFile) throw new InvalidArgumentError(`${dir} has no rng_state file`);
     const rng = await readSafetensorsIndex(rngFile);
-    const [[, state]] = await withStack(() => binding.readSafetensors({ path: rng.path, data_start: rng.dataStart, entries: rng.entries, dtype: null, device: "cpu" }));
+    const [[, state]] = await withStack(() =>
+      binding.readSafetensors({
+        path: rng.path,
+        data_start: rng.dataStart,
+        entries: rng.entries,
+        dtype: null,
+        device: "cpu",
+      }),
+    );
     binding.setRngState(state!);
     const saved = JSON.parse(await readFile(join(dir, "trainer_state.json"), "utf8")) as TrainerState;
-    if (saved.max_steps !== this.state.max_steps) throw new InvalidArgumentError(`${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`);
+    if (saved.max_steps !== this.state.max_steps)
+      throw new InvalidArgumentError(
+        `${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`,
+      );
     Object.assign(this.state, saved);
   }
 }
 
 /** The N of every checkpoint-N folder in dir, ascending. */
 function checkpointSteps(dir: string): number[] {
-  return readdirSync(dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
+  return readdirSync(dir)
+    .map((n) => /^checkpoint-(\d+)$/.exec(n))
+    .filter(Boolean)
+    .map((m) => Number(m![1]))
+    .sort((a, b) => a - b);
 }
 
 /**
@@ -657,12 +841,18 @@ async function discard(dir: string): Promise<void> {
 function catBatches(ts: Tensor[], what: string): Tensor {
   const rest = (t: Tensor) => t.shape.slice(1).join(",");
   if (ts.some((t) => rest(t) !== rest(ts[0]!)))
-    throw new InvalidArgumentError(`compute_metrics: the ${what} of the evaluation batches differ in shape (${ts.map((t) => `[${t.shape.join(", ")}]`).join(", ")}): ` +
-      "pad the evaluation set to one length (padding: \"max_length\")");
+    throw new InvalidArgumentError(
+      `compute_metrics: the ${what} of the evaluation batches differ in shape (${ts.map((t) => `[${t.shape.join(", ")}]`).join(", ")}): ` +
+        'pad the evaluation set to one length (padding: "max_length")',
+    );
   const out = ts.length === 1 ? ts[0]!.clone() : cat(ts, 0);
   for (const t of ts) t.dispose();
   return out;
 }
 
-function round4(x: number): number { return Math.round(x * 1e4) / 1e4; }
-function round3(x: number): number { return Math.round(x * 1e3) / 1e3; }
+function round4(x: number): number {
+  return Math.round(x * 1e4) / 1e4;
+}
+function round3(x: number): number {
+  return Math.round(x * 1e3) / 1e3;
+}

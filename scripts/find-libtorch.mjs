@@ -20,11 +20,13 @@ function torchOf(python) {
     const prefix = execFileSync(python, ["-c", "import torch,sys;sys.stdout.write(torch.utils.cmake_prefix_path)"], {
       stdio: ["ignore", "pipe", "ignore"],
       timeout: 120000,
-    }).toString().trim();
+    })
+      .toString()
+      .trim();
     const dir = join(prefix, "Torch");
     return hasConfig(dir) ? dir : null;
   } catch {
-    return null;  // no such python, or no torch in it
+    return null; // no such python, or no torch in it
   }
 }
 
@@ -37,7 +39,9 @@ export function findLibtorch(env = process.env) {
   if (env.LIBTORCH) {
     const dir = join(env.LIBTORCH, "share", "cmake", "Torch");
     if (hasConfig(dir)) return { dir, source: "LIBTORCH" };
-    throw new Error(`LIBTORCH=${env.LIBTORCH} has no share/cmake/Torch/TorchConfig.cmake: point it at an unpacked libtorch folder`);
+    throw new Error(
+      `LIBTORCH=${env.LIBTORCH} has no share/cmake/Torch/TorchConfig.cmake: point it at an unpacked libtorch folder`,
+    );
   }
   const py = basePython(env);
   const system = torchOf(py);
@@ -68,7 +72,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     }
     const arg = process.argv[2];
     const root = libtorchRoot(found);
-    if (arg === "--include") console.log([join(root, "include"), join(root, "include", "torch", "csrc", "api", "include")].join(" "));
+    if (arg === "--include")
+      console.log([join(root, "include"), join(root, "include", "torch", "csrc", "api", "include")].join(" "));
     else if (arg === "--lib") console.log(join(root, "lib"));
     else console.log(found.dir);
   } catch (e) {

@@ -30,7 +30,9 @@ let found;
 try {
   found = findLibtorch();
   if (!found) {
-    console.log(`torchlm: no libtorch found (LIBTORCH, Torch_DIR, python3's torch): installing the pinned torch into ${OWN_VENV}`);
+    console.log(
+      `torchlm: no libtorch found (LIBTORCH, Torch_DIR, python3's torch): installing the pinned torch into ${OWN_VENV}`,
+    );
     ensureVenv(OWN_VENV, "torch", { why: "libtorch for the addon" });
     found = findLibtorch();
   }
@@ -46,16 +48,30 @@ if (!glooInclude(found) && !envFlag("TORCHLM_NO_GLOO")) {
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     const apt = ["install", "-y", "-q", "--no-install-recommends", "libgloo-dev"];
     try {
-      step("apt-get install libgloo-dev (Gloo's headers, for distributed training)", join(logDir, "apt.log"), "apt-get", apt, { env });
+      step(
+        "apt-get install libgloo-dev (Gloo's headers, for distributed training)",
+        join(logDir, "apt.log"),
+        "apt-get",
+        apt,
+        { env },
+      );
     } catch {
       try {
-        step("apt-get update, then install libgloo-dev", join(logDir, "apt.log"), "sh", ["-c", `apt-get update -q && apt-get ${apt.join(" ")}`], { env });
+        step(
+          "apt-get update, then install libgloo-dev",
+          join(logDir, "apt.log"),
+          "sh",
+          ["-c", `apt-get update -q && apt-get ${apt.join(" ")}`],
+          { env },
+        );
       } catch (e) {
         console.warn(`torchlm: could not install libgloo-dev: building without distributed training\n${e.message}`);
       }
     }
   } else {
-    console.warn("torchlm: Gloo's headers are missing: building without distributed training (apt-get install libgloo-dev, then npm run build:native)");
+    console.warn(
+      "torchlm: Gloo's headers are missing: building without distributed training (apt-get install libgloo-dev, then npm run build:native)",
+    );
   }
 }
 
@@ -63,8 +79,13 @@ mkdirSync(logDir, { recursive: true });
 const cmakeJs = join(ROOT, "node_modules", "cmake-js", "bin", "cmake-js");
 const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? "2" };
 try {
-  step("compiling the native addon with cmake-js (about 2 minutes)", join(logDir, "cmake-js.log"), process.execPath,
-    [cmakeJs, "rebuild", "--CDTorch_DIR=" + found.dir], { cwd: ROOT, env });
+  step(
+    "compiling the native addon with cmake-js (about 2 minutes)",
+    join(logDir, "cmake-js.log"),
+    process.execPath,
+    [cmakeJs, "rebuild", "--CDTorch_DIR=" + found.dir],
+    { cwd: ROOT, env },
+  );
 } catch (e) {
   fail(`${e.message}\nBuilding the native addon needs cmake, a C++20 compiler and libtorch's headers.`);
 }

@@ -38,7 +38,9 @@ function walk(dir) {
 export function sources(target) {
   const list = Object.hasOwn(TARGETS, target) ? TARGETS[target] : null;
   if (!list) throw new Error(`unknown target ${target}: one of ${Object.keys(TARGETS).join(", ")}`);
-  return list().map((p) => relative(ROOT, join(ROOT, p)).split("\\").join("/")).sort();
+  return list()
+    .map((p) => relative(ROOT, join(ROOT, p)).split("\\").join("/"))
+    .sort();
 }
 
 /** The folder holding gloo/algorithm.h (libtorch's own include folder, then the system's), or null. pip's libtorch
@@ -61,7 +63,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     else if (what === "warnings") items = WARNINGS;
     else if (what === "defines") items = defines();
     else if (what === "gloo-include") items = [glooInclude()].filter(Boolean);
-    else throw new Error("usage: native-build.mjs sources core|binding|testing | warnings | defines | gloo-include [--cmake]");
+    else
+      throw new Error(
+        "usage: native-build.mjs sources core|binding|testing | warnings | defines | gloo-include [--cmake]",
+      );
     process.stdout.write(items.join(sep));
   } catch (e) {
     console.error(`native-build.mjs: ${e.message}`);

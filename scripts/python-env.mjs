@@ -38,7 +38,9 @@ export function step(what, log, cmd, args, options = {}) {
     return;
   }
   const tail = existsSync(log) ? readFileSync(log, "utf8").split("\n").slice(-40).join("\n") : "";
-  throw new Error(`${what} failed after ${s} s (${r.error ? r.error.message : `exit ${r.status}`}); the end of ${log}:\n${tail}`);
+  throw new Error(
+    `${what} failed after ${s} s (${r.error ? r.error.message : `exit ${r.status}`}); the end of ${log}:\n${tail}`,
+  );
 }
 
 /**
@@ -47,8 +49,19 @@ export function step(what, log, cmd, args, options = {}) {
  */
 /** The text of requirements/<name>.txt with the files it includes (`-r other.txt`) in place: one pin, one place. */
 function requirementsText(name) {
-  return readFileSync(join(REQUIREMENTS, `${name}.txt`), "utf8").split("\n")
-    .map((l) => (l.startsWith("-r ") ? requirementsText(l.slice(3).trim().replace(/\.txt$/, "")) : l)).join("\n");
+  return readFileSync(join(REQUIREMENTS, `${name}.txt`), "utf8")
+    .split("\n")
+    .map((l) =>
+      l.startsWith("-r ")
+        ? requirementsText(
+            l
+              .slice(3)
+              .trim()
+              .replace(/\.txt$/, ""),
+          )
+        : l,
+    )
+    .join("\n");
 }
 
 export function ensureVenv(dir, name, { why = "" } = {}) {
@@ -62,11 +75,20 @@ export function ensureVenv(dir, name, { why = "" } = {}) {
   writeFileSync(log, "");
   if (!existsSync(py)) {
     const base = basePython();
-    step(`creating a Python environment in ${dir}${why ? ` (${why})` : ""} with ${base}`, log, base, ["-m", "venv", dir]);
+    step(`creating a Python environment in ${dir}${why ? ` (${why})` : ""} with ${base}`, log, base, [
+      "-m",
+      "venv",
+      dir,
+    ]);
   }
-  const pins = wanted.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")).join(" ");
-  step(`pip install ${pins}`, log, py, ["-m", "pip", "install", "--disable-pip-version-check", "-r", reqFile],
-    { env: { ...process.env, PIP_NO_INPUT: "1" } });
+  const pins = wanted
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"))
+    .join(" ");
+  step(`pip install ${pins}`, log, py, ["-m", "pip", "install", "--disable-pip-version-check", "-r", reqFile], {
+    env: { ...process.env, PIP_NO_INPUT: "1" },
+  });
   writeFileSync(stamp, wanted);
   return py;
 }

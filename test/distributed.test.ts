@@ -27,9 +27,14 @@ async function train(ranks: 1 | 2, dir: string, bs: number, steps: number, mode 
 
 /** ||a - b|| / ||a|| over the elements [lo, hi) of one tensor. */
 function relNorm(a: Tensor, b: Tensor, lo = 0, hi = Infinity): number {
-  const x = a.data() as Float32Array, y = b.data() as Float32Array;
-  let n = 0, d = 0;
-  for (let i = lo; i < Math.min(hi, x.length); i++) { n += x[i]! ** 2; d += (x[i]! - y[i]!) ** 2; }
+  const x = a.data() as Float32Array,
+    y = b.data() as Float32Array;
+  let n = 0,
+    d = 0;
+  for (let i = lo; i < Math.min(hi, x.length); i++) {
+    n += x[i]! ** 2;
+    d += (x[i]! - y[i]!) ** 2;
+  }
   return Math.sqrt(d / n);
 }
 
@@ -37,10 +42,26 @@ describe("the distributed sampler", () => {
   test("shards are disjoint, cover the dataset, and are padded as PyTorch's DistributedSampler pads them", () => {
     // torch.utils.data.DistributedSampler(range(10), num_replicas=3, rank=r, shuffle=False)
     const order = Array.from({ length: 10 }, (_, i) => i);
-    expect([0, 1, 2].map((r) => shard(order, 3, r))).toEqual([[0, 3, 6, 9], [1, 4, 7, 0], [2, 5, 8, 1]]);
-    expect([0, 1, 2].map((r) => shard(order, 3, r, true))).toEqual([[0, 3, 6], [1, 4, 7], [2, 5, 8]]);
-    for (const [n, world] of [[24, 2], [25, 4], [7, 3], [1000, 8]] as const) {
-      const shards = Array.from({ length: world }, (_, r) => new DistributedSampler(n, { num_replicas: world, rank: r, seed: 3 }));
+    expect([0, 1, 2].map((r) => shard(order, 3, r))).toEqual([
+      [0, 3, 6, 9],
+      [1, 4, 7, 0],
+      [2, 5, 8, 1],
+    ]);
+    expect([0, 1, 2].map((r) => shard(order, 3, r, true))).toEqual([
+      [0, 3, 6],
+      [1, 4, 7],
+      [2, 5, 8],
+    ]);
+    for (const [n, world] of [
+      [24, 2],
+      [25, 4],
+      [7, 3],
+      [1000, 8],
+    ] as const) {
+      const shards = Array.from(
+        { length: world },
+        (_, r) => new DistributedSampler(n, { num_replicas: world, rank: r, seed: 3 }),
+      );
       shards.forEach((s) => s.set_epoch(2));
       const all = shards.map((s) => s.indices());
       expect(new Set(all.flat())).toEqual(new Set(Array.from({ length: n }, (_, i) => i)));
@@ -51,15 +72,19 @@ describe("the distributed sampler", () => {
       if (total === n) expect(new Set(all.flat()).size).toBe(n);
     }
     const s = new DistributedSampler(100, { num_replicas: 2, rank: 0 });
-    const e0 = s.indices(); s.set_epoch(1);
+    const e0 = s.indices();
+    s.set_epoch(1);
     expect(s.indices()).not.toEqual(e0);
-    expect(() => new DistributedSampler(10, { num_replicas: 2, rank: 2 })).toThrow("Expected integer between 0 and 1 for rank but received 2");
+    expect(() => new DistributedSampler(10, { num_replicas: 2, rank: 2 })).toThrow(
+      "Expected integer between 0 and 1 for rank but received 2",
+    );
   });
 });
 
 describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
   test("2 ranks x batch 2 give the parameters and logs of 1 process x batch 4; checkpoints resume on every rank", async () => {
-    const one = out(), two = out();
+    const one = out(),
+      two = out();
     const a = await train(1, one, 4, 3);
     const b = await train(2, two, 2, 3);
     expect([a.world, b.world]).toEqual([1, 2]);
@@ -80,10 +105,15 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
     expect(pick(b.log_history).length).toBe(pick(a.log_history).length);
     pick(a.log_history).forEach((r, i) => {
       const q = pick(b.log_history)[i]!;
-      for (const k of ["loss", "grad_norm", "eval_loss", "learning_rate", "epoch"]) if (k in r) expect(Math.abs(r[k]! - q[k]!)).toBeLessThan(1e-5 * Math.max(1, Math.abs(r[k]!)));
+      for (const k of ["loss", "grad_norm", "eval_loss", "learning_rate", "epoch"])
+        if (k in r) expect(Math.abs(r[k]! - q[k]!)).toBeLessThan(1e-5 * Math.max(1, Math.abs(r[k]!)));
     });
     // rank 0 wrote the checkpoint, with one RNG state per rank; resuming from step 2 on 2 ranks ends where the full run ended
-    expect(readdirSync(join(two, "checkpoint-2")).filter((f) => f.startsWith("rng_state")).sort()).toEqual(["rng_state_0.safetensors", "rng_state_1.safetensors"]);
+    expect(
+      readdirSync(join(two, "checkpoint-2"))
+        .filter((f) => f.startsWith("rng_state"))
+        .sort(),
+    ).toEqual(["rng_state_0.safetensors", "rng_state_1.safetensors"]);
     const r = await train(2, two, 2, 3, "resume");
     const pr = await load_file(join(two, "final", "model.safetensors"));
     for (const [name, t] of Object.entries(pb)) expect(relNorm(t, pr[name]!)).toBeLessThan(1e-6);
@@ -91,7 +121,8 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
   }, 240_000);
 
   test("LoRA: 2 ranks x batch 2 give the adapter of 1 process x batch 4 (rank 1's own adapter replaced by rank 0's)", async () => {
-    const one = out(), two = out();
+    const one = out(),
+      two = out();
     const a = await train(1, one, 4, 3, "lora");
     const b = await train(2, two, 2, 3, "lora");
     const pa = await load_file(join(one, "final", "adapter_model.safetensors"));
@@ -104,7 +135,10 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
 
   test("a rank killed with SIGKILL ends the job: the launcher stops the others and exits non-zero", async () => {
     const t0 = Date.now();
-    const err = await train(2, out(), 2, 6, "kill").then(() => null, (e) => e);
+    const err = await train(2, out(), 2, 6, "kill").then(
+      () => null,
+      (e) => e,
+    );
     expect(err).not.toBeNull();
     expect(err.code).toBe(137);
     expect(err.stderr).toMatch(/rank 1 \(pid \d+\) was killed by SIGKILL; stopping the other ranks/);
@@ -112,7 +146,10 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
   }, 120_000);
 
   test("an exception on one rank ends the job with its error", async () => {
-    const err = await train(2, out(), 2, 6, "throw").then(() => null, (e) => e);
+    const err = await train(2, out(), 2, 6, "throw").then(
+      () => null,
+      (e) => e,
+    );
     expect(err?.code).toBe(1);
     expect(err.stderr).toMatch(/rank 1 failed on purpose/);
   }, 120_000);
@@ -120,12 +157,19 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
   test("without the launcher, a rank that dies makes its peer fail with a clear error instead of hanging", async () => {
     const port = 20000 + (process.pid % 20000);
     const t0 = Date.now();
-    const ranks = [0, 1].map((rank) => spawn(process.execPath, [child, distIndex, tinyModelDir(), out(), "2", "6", "kill"], {
-      env: { ...env, RANK: String(rank), WORLD_SIZE: "2", MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port) }, stdio: ["ignore", "pipe", "pipe"],
-    }));
+    const ranks = [0, 1].map((rank) =>
+      spawn(process.execPath, [child, distIndex, tinyModelDir(), out(), "2", "6", "kill"], {
+        env: { ...env, RANK: String(rank), WORLD_SIZE: "2", MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port) },
+        stdio: ["ignore", "pipe", "pipe"],
+      }),
+    );
     let stderr0 = "";
-    ranks[0]!.stderr!.on("data", (d) => { stderr0 += d; });
-    const codes = await Promise.all(ranks.map((p) => new Promise<number | string>((res) => p.on("exit", (c, s) => res(c ?? s!)))));
+    ranks[0]!.stderr!.on("data", (d) => {
+      stderr0 += d;
+    });
+    const codes = await Promise.all(
+      ranks.map((p) => new Promise<number | string>((res) => p.on("exit", (c, s) => res(c ?? s!)))),
+    );
     expect(codes[1]).toBe("SIGKILL");
     expect(codes[0]).not.toBe(0);
     expect(stderr0).toMatch(/Connection closed by peer|Connection reset|timed out/i);

@@ -4,7 +4,16 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Dataset, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments, load_file, tensor, type Inputs } from "../lib/index.js";
+import {
+  Dataset,
+  GPT2LMHeadModel,
+  Trainer,
+  TrainerCallback,
+  TrainingArguments,
+  load_file,
+  tensor,
+  type Inputs,
+} from "../lib/index.js";
 import { tinyModelDir } from "./helpers/tiny.js";
 
 const root = join(import.meta.dirname ?? process.cwd(), "..");
@@ -13,34 +22,67 @@ const distIndex = pathToFileURL(join(root, "dist", "lib", "index.js")).href;
 const out = () => mkdtempSync(join(tmpdir(), "torchlm-faults-"));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Run { p: ChildProcess; stdout: string; stderr: string; exit: Promise<{ code: number | null; signal: string | null }>; waitFor(re: RegExp): Promise<void> }
+interface Run {
+  p: ChildProcess;
+  stdout: string;
+  stderr: string;
+  exit: Promise<{ code: number | null; signal: string | null }>;
+  waitFor(re: RegExp): Promise<void>;
+}
 function start(dir: string, maxSteps: number, saveSteps: number, resume = false): Run {
-  const p = spawn(process.execPath, [child, distIndex, tinyModelDir(), dir, String(maxSteps), String(saveSteps), resume ? "1" : "0"],
-    { env: { ...process.env, TORCHLM_NO_PROGRESS: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+  const p = spawn(
+    process.execPath,
+    [child, distIndex, tinyModelDir(), dir, String(maxSteps), String(saveSteps), resume ? "1" : "0"],
+    { env: { ...process.env, TORCHLM_NO_PROGRESS: "1" }, stdio: ["ignore", "pipe", "pipe"] },
+  );
   const run: Run = {
-    p, stdout: "", stderr: "",
+    p,
+    stdout: "",
+    stderr: "",
     exit: new Promise((res) => p.on("exit", (code, signal) => res({ code, signal }))),
-    waitFor: (re) => new Promise((res, rej) => {
-      const check = () => { if (re.test(run.stdout)) { p.stdout!.off("data", check); res(); } };
-      p.stdout!.on("data", check);
-      p.on("exit", () => (re.test(run.stdout) ? res() : rej(new Error(`exited before ${re}: ${run.stderr}`))));
-      check();
-    }),
+    waitFor: (re) =>
+      new Promise((res, rej) => {
+        const check = () => {
+          if (re.test(run.stdout)) {
+            p.stdout!.off("data", check);
+            res();
+          }
+        };
+        p.stdout!.on("data", check);
+        p.on("exit", () => (re.test(run.stdout) ? res() : rej(new Error(`exited before ${re}: ${run.stderr}`))));
+        check();
+      }),
   };
-  p.stdout!.on("data", (d) => { run.stdout += d; });
-  p.stderr!.on("data", (d) => { run.stderr += d; });
+  p.stdout!.on("data", (d) => {
+    run.stdout += d;
+  });
+  p.stderr!.on("data", (d) => {
+    run.stderr += d;
+  });
   return run;
 }
 
-const CHECKPOINT_FILES = ["config.json", "model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "scheduler.json", "trainer_state.json"];
+const CHECKPOINT_FILES = [
+  "config.json",
+  "model.safetensors",
+  "optimizer.safetensors",
+  "rng_state.safetensors",
+  "scheduler.json",
+  "trainer_state.json",
+];
 function checkpoints(dir: string): number[] {
-  return readdirSync(dir).map((n) => /^checkpoint-(\d+)$/.exec(n)).filter(Boolean).map((m) => Number(m![1])).sort((a, b) => a - b);
+  return readdirSync(dir)
+    .map((n) => /^checkpoint-(\d+)$/.exec(n))
+    .filter(Boolean)
+    .map((m) => Number(m![1]))
+    .sort((a, b) => a - b);
 }
 async function maxDiff(a: string, b: string): Promise<number> {
   const [x, y] = await Promise.all([load_file(a), load_file(b)]);
   let d = 0;
   for (const [k, t] of Object.entries(x)) {
-    const u = t.data() as Float32Array, v = y[k]!.data() as Float32Array;
+    const u = t.data() as Float32Array,
+      v = y[k]!.data() as Float32Array;
     for (let i = 0; i < u.length; i++) d = Math.max(d, Math.abs(u[i]! - v[i]!));
   }
   return d;
@@ -68,7 +110,9 @@ describe("signals during train()", () => {
       const resumed = start(dir, 30, 1000, true);
       expect((await resumed.exit).code).toBe(0);
       expect(resumed.stdout).toMatch(new RegExp(`^step ${n + 1}\\n`));
-      expect(await maxDiff(join(ref, "final", "model.safetensors"), join(dir, "final", "model.safetensors"))).toBeLessThan(1e-6);
+      expect(
+        await maxDiff(join(ref, "final", "model.safetensors"), join(dir, "final", "model.safetensors")),
+      ).toBeLessThan(1e-6);
     }
   }, 240_000);
 });
@@ -83,9 +127,13 @@ describe("kill -9 while saving", () => {
       if (k % 2 === 0) {
         // as soon as a save is under way (its temporary directory exists)
         const t0 = Date.now();
-        while (!readdirSync(dir).some((f) => f.startsWith(".checkpoint-") && f.includes(".tmp-")) && Date.now() - t0 < 20_000) await sleep(1);
+        while (
+          !readdirSync(dir).some((f) => f.startsWith(".checkpoint-") && f.includes(".tmp-")) &&
+          Date.now() - t0 < 20_000
+        )
+          await sleep(1);
       } else {
-        await sleep(Math.floor(Math.random() * 60));  // anywhere: in a step, a save, or a rotation
+        await sleep(Math.floor(Math.random() * 60)); // anywhere: in a step, a save, or a rotation
       }
       r.p.kill("SIGKILL");
       expect((await r.exit).signal).toBe("SIGKILL");
@@ -93,7 +141,8 @@ describe("kill -9 while saving", () => {
       // every checkpoint-N is whole: the half-written one, if any, is still under its temporary name
       const all = checkpoints(dir);
       expect(all.length).toBeGreaterThan(0);
-      for (const n of all) expect(readdirSync(join(dir, `checkpoint-${n}`))).toEqual(expect.arrayContaining(CHECKPOINT_FILES));
+      for (const n of all)
+        expect(readdirSync(join(dir, `checkpoint-${n}`))).toEqual(expect.arrayContaining(CHECKPOINT_FILES));
       const last = all[all.length - 1]!;
       const state = JSON.parse(readFileSync(join(dir, `checkpoint-${last}`, "trainer_state.json"), "utf8"));
       expect(state.global_step).toBe(last);
@@ -112,17 +161,35 @@ describe("kill -9 while saving", () => {
 });
 
 describe("output_dir problems are reported early and clearly", () => {
-  const collate = (b: Record<string, unknown>[]): Inputs => { const ids = tensor(b.map((r) => r.input_ids as number[])); return { input_ids: ids, labels: ids.clone() }; };
-  const data = Dataset.from_dict({ input_ids: Array.from({ length: 8 }, (_, i) => Array.from({ length: 16 }, (_, j) => (i * 31 + j * 7) % 50000)) });
-  class Count extends TrainerCallback { steps = 0; override on_step_end() { this.steps++; } }
+  const collate = (b: Record<string, unknown>[]): Inputs => {
+    const ids = tensor(b.map((r) => r.input_ids as number[]));
+    return { input_ids: ids, labels: ids.clone() };
+  };
+  const data = Dataset.from_dict({
+    input_ids: Array.from({ length: 8 }, (_, i) => Array.from({ length: 16 }, (_, j) => (i * 31 + j * 7) % 50000)),
+  });
+  class Count extends TrainerCallback {
+    steps = 0;
+    override on_step_end() {
+      this.steps++;
+    }
+  }
 
   test("an output_dir that cannot be created fails before the first step", async () => {
     const file = join(out(), "a-file");
     writeFileSync(file, "x");
     const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const count = new Count();
-    const t = new Trainer({ model, args: new TrainingArguments({ output_dir: join(file, "run"), max_steps: 2, disable_tqdm: true }), train_dataset: data, data_collator: collate, callbacks: [count] });
-    await expect(t.train()).rejects.toThrow(/output_dir .*a-file\/run is not writable \(ENOTDIR.*\): checkpoints and the loss plot are written there/);
+    const t = new Trainer({
+      model,
+      args: new TrainingArguments({ output_dir: join(file, "run"), max_steps: 2, disable_tqdm: true }),
+      train_dataset: data,
+      data_collator: collate,
+      callbacks: [count],
+    });
+    await expect(t.train()).rejects.toThrow(
+      /output_dir .*a-file\/run is not writable \(ENOTDIR.*\): checkpoints and the loss plot are written there/,
+    );
     expect(count.steps).toBe(0);
     await model.dispose();
   });
@@ -130,18 +197,39 @@ describe("output_dir problems are reported early and clearly", () => {
   // a 256 KB tmpfs: too small for the tiny model's 13 MB of weights. Mounting one needs root (CI has it); where it
   // cannot be mounted the test shows as skipped rather than passing without asserting.
   const mountTmpfs = (dir: string) => spawnSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", dir]).status === 0;
-  const canMount = (() => { const d = mkdtempSync(join(tmpdir(), "torchlm-mount-")); const ok = mountTmpfs(d); if (ok) spawnSync("umount", [d]); return ok; })();
-  (canMount ? test : test.skip)("a full disk fails the first save with ENOSPC and leaves no partial checkpoint", async () => {
-    const mnt = out();
-    expect(mountTmpfs(mnt)).toBe(true);
-    try {
-      const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
-      const t = new Trainer({ model, args: new TrainingArguments({ output_dir: mnt, max_steps: 2, save_steps: 1, disable_tqdm: true, plot_loss: false }), train_dataset: data, data_collator: collate });
-      await expect(t.train()).rejects.toThrow(/Cannot save checkpoint .*checkpoint-1: .*(ENOSPC|no space left on device)/i);
-      expect(readdirSync(mnt)).toEqual([]);
-      await model.dispose();
-    } finally {
-      spawnSync("umount", [mnt]);
-    }
-  });
+  const canMount = (() => {
+    const d = mkdtempSync(join(tmpdir(), "torchlm-mount-"));
+    const ok = mountTmpfs(d);
+    if (ok) spawnSync("umount", [d]);
+    return ok;
+  })();
+  (canMount ? test : test.skip)(
+    "a full disk fails the first save with ENOSPC and leaves no partial checkpoint",
+    async () => {
+      const mnt = out();
+      expect(mountTmpfs(mnt)).toBe(true);
+      try {
+        const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+        const t = new Trainer({
+          model,
+          args: new TrainingArguments({
+            output_dir: mnt,
+            max_steps: 2,
+            save_steps: 1,
+            disable_tqdm: true,
+            plot_loss: false,
+          }),
+          train_dataset: data,
+          data_collator: collate,
+        });
+        await expect(t.train()).rejects.toThrow(
+          /Cannot save checkpoint .*checkpoint-1: .*(ENOSPC|no space left on device)/i,
+        );
+        expect(readdirSync(mnt)).toEqual([]);
+        await model.dispose();
+      } finally {
+        spawnSync("umount", [mnt]);
+      }
+    },
+  );
 });

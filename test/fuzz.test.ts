@@ -11,12 +11,29 @@ const root = join(import.meta.dirname ?? process.cwd(), "..");
 
 test("10,000 mutated safetensors files and configs: each loads or rejects with an Error; no crash, no hang", async () => {
   const dir = mkdtempSync(join(tmpdir(), "torchlm-fuzz-"));
-  const cfg = { model_type: "gpt2", vocab_size: 64, n_positions: 16, n_embd: 8, n_layer: 1, n_head: 2, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
+  const cfg = {
+    model_type: "gpt2",
+    vocab_size: 64,
+    n_positions: 16,
+    n_embd: 8,
+    n_layer: 1,
+    n_head: 2,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+  };
   writeSafetensors(join(dir, "model.safetensors"), [...tinyWeights(cfg).entries()]);
   writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
-  const { stdout } = await promisify(execFile)(process.execPath,
-    [join(root, "test", "child", "fuzz-load.mjs"), pathToFileURL(join(root, "dist", "lib", "index.js")).href, dir, "10000"],
-    { timeout: 540_000, maxBuffer: 1 << 24 });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [
+      join(root, "test", "child", "fuzz-load.mjs"),
+      pathToFileURL(join(root, "dist", "lib", "index.js")).href,
+      dir,
+      "10000",
+    ],
+    { timeout: 540_000, maxBuffer: 1 << 24 },
+  );
   const stats = JSON.parse(stdout.trim().split("\n").pop()!);
   expect(stats.loaded + stats.rejected).toBe(10_000);
   expect(stats.other).toBe(0);

@@ -8,7 +8,12 @@ import { flatten, golden, maxAbsDiff, pick, tinyModelDir } from "./helpers/tiny.
 afterEach(() => probes.setGemm(true));
 
 /** Logits of one forward pass with the oneDNN path on or off, and how many linears took it. */
-async function logits(model: GPT2LMHeadModel, ids: number[][], on: boolean, requires_grad = false): Promise<{ out: Float32Array; golden: number[]; calls: number }> {
+async function logits(
+  model: GPT2LMHeadModel,
+  ids: number[][],
+  on: boolean,
+  requires_grad = false,
+): Promise<{ out: Float32Array; golden: number[]; calls: number }> {
   probes.setGemm(on);
   const c0 = probes.gemmCalls();
   const o = await model.forward({ input_ids: ids, requires_grad });
@@ -23,8 +28,14 @@ const maybe = probes.gemmAvailable ? describe : describe.skip;
 maybe("oneDNN for linears over many rows", () => {
   test("odd shapes: the same logits as addmm and matmul; every linear and the LM head take the path", async () => {
     // n_embd 40, n_inner 100, vocab 1001: no size a multiple of a vector width
-    const model = await GPT2LMHeadModel.from_config({ vocab_size: 1001, n_positions: 64, n_embd: 40, n_layer: 2, n_head: 4, n_inner: 100 }, { seed: 3 });
-    const ids = [[1, 2, 3, 999, 17], [5, 6, 7, 8, 1000]];
+    const model = await GPT2LMHeadModel.from_config(
+      { vocab_size: 1001, n_positions: 64, n_embd: 40, n_layer: 2, n_head: 4, n_inner: 100 },
+      { seed: 3 },
+    );
+    const ids = [
+      [1, 2, 3, 999, 17],
+      [5, 6, 7, 8, 1000],
+    ];
     const slow = await logits(model, ids, false);
     const fast = await logits(model, ids, true);
     expect(slow.calls).toBe(0);
@@ -42,23 +53,40 @@ maybe("oneDNN for linears over many rows", () => {
   });
 
   test("training takes it through a custom autograd function: loss and every gradient as autograd's addmm gives them", async () => {
-    const model = await GPT2LMHeadModel.from_config({ vocab_size: 1001, n_positions: 64, n_embd: 40, n_layer: 2, n_head: 4, n_inner: 100,
-      resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 }, { seed: 3 });
+    const model = await GPT2LMHeadModel.from_config(
+      {
+        vocab_size: 1001,
+        n_positions: 64,
+        n_embd: 40,
+        n_layer: 2,
+        n_head: 4,
+        n_inner: 100,
+        resid_pdrop: 0,
+        embd_pdrop: 0,
+        attn_pdrop: 0,
+      },
+      { seed: 3 },
+    );
     model.train();
-    const ids = [[1, 2, 3, 999, 17], [5, 6, 7, 8, 1000]];
+    const ids = [
+      [1, 2, 3, 999, 17],
+      [5, 6, 7, 8, 1000],
+    ];
     const run = async (on: boolean) => {
       probes.setGemm(on);
       const c0 = probes.gemmCalls();
       model.zero_grad();
       const o = await model.forward({ input_ids: ids, labels: ids });
       o.loss!.backward();
-      const grads = model.named_parameters().map(([n, t]) => [n, Float32Array.from(t.grad!.data() as Float32Array)] as const);
+      const grads = model
+        .named_parameters()
+        .map(([n, t]) => [n, Float32Array.from(t.grad!.data() as Float32Array)] as const);
       return { loss: o.loss!.item() as number, grads, calls: probes.gemmCalls() - c0 };
     };
     const slow = await run(false);
     const fast = await run(true);
     expect(slow.calls).toBe(0);
-    expect(fast.calls).toBe(2 * (4 * 2 + 1));  // the forward and the input gradient of every linear and the LM head
+    expect(fast.calls).toBe(2 * (4 * 2 + 1)); // the forward and the input gradient of every linear and the LM head
     expect(Math.abs(fast.loss - slow.loss)).toBeLessThan(1e-6);
     for (const [i, [name, g]] of fast.grads.entries()) {
       const scale = Math.max(...g.map(Math.abs), 1e-6);

@@ -1,4 +1,15 @@
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync, mkdirSync, unlinkSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  mkdirSync,
+  unlinkSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel } from "../lib/index.js";
@@ -19,10 +30,34 @@ beforeAll(async () => {
   const dir = tinyModelDir({ name: "hub-repo" });
   const tok = await AutoTokenizer.from_pretrained("gpt2");
   await tok.save_pretrained(dir);
-  const huge = { ...JSON.parse(readFileSync(join(dir, "config.json"), "utf8")), n_embd: 65536, n_head: 64, n_layer: 1000 };
+  const huge = {
+    ...JSON.parse(readFileSync(join(dir, "config.json"), "utf8")),
+    n_embd: 65536,
+    n_head: 64,
+    n_layer: 1000,
+  };
   server = new HubServer([
-    { type: "model", id: "tester/tiny-gpt2", files: files(dir, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]) },
-    { type: "model", id: "tester/huge", files: { "config.json": Buffer.from(JSON.stringify(huge)), "model.safetensors": readFileSync(join(dir, "model.safetensors")) } },
+    {
+      type: "model",
+      id: "tester/tiny-gpt2",
+      files: files(dir, [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+      ]),
+    },
+    {
+      type: "model",
+      id: "tester/huge",
+      files: {
+        "config.json": Buffer.from(JSON.stringify(huge)),
+        "model.safetensors": readFileSync(join(dir, "model.safetensors")),
+      },
+    },
   ]);
   await server.start();
   cache = mkdtempSync(join(tmpdir(), "torchlm-hub-"));
@@ -60,7 +95,9 @@ describe("the Hub", () => {
     const tok = await AutoTokenizer.from_pretrained("tester/tiny-gpt2").catch((e) => e);
     // tokenizer files were not downloaded yet: offline, that is an error naming the cache
     expect(String(tok)).toMatch(/tester\/tiny-gpt2 has no tokenizer.json/);
-    await server.start().then((url) => { process.env.HF_ENDPOINT = url; });
+    await server.start().then((url) => {
+      process.env.HF_ENDPOINT = url;
+    });
     delete process.env.HF_HUB_OFFLINE;
     const t2 = await AutoTokenizer.from_pretrained("tester/tiny-gpt2");
     expect(t2.encode("Hello world")).toEqual([15496, 995]);
@@ -78,7 +115,9 @@ describe("the Hub", () => {
       delete process.env.HF_HUB_OFFLINE;
     }
     const err = await GPT2LMHeadModel.from_pretrained("someone/missing-model").catch((e) => e as Error);
-    expect(err.message).toMatch(/Repository someone\/missing-model \(model\) was not found on http:\/\/127.0.0.1:\d+: check the id, or set HF_TOKEN/);
+    expect(err.message).toMatch(
+      /Repository someone\/missing-model \(model\) was not found on http:\/\/127.0.0.1:\d+: check the id, or set HF_TOKEN/,
+    );
     const file = await AutoTokenizer.from_pretrained("tester/tiny-gpt2", { revision: "main" });
     expect(file.vocab_size).toBe(50257);
     expect(err.message).not.toContain(TOKEN);
@@ -100,11 +139,14 @@ describe("the Hub", () => {
   test("a config.json asking for a huge model is refused before its weights are downloaded", async () => {
     const seen = server.requests.length;
     await expect(GPT2LMHeadModel.from_pretrained("tester/huge")).rejects.toThrow(
-      /tester\/huge describes a GPT-2 of 5\.\d+e\+13 parameters \(\d+\.\d GiB in float32\), more than this machine's memory \(.*\): refusing to download or load it/);
+      /tester\/huge describes a GPT-2 of 5\.\d+e\+13 parameters \(\d+\.\d GiB in float32\), more than this machine's memory \(.*\): refusing to download or load it/,
+    );
     const asked = server.requests.slice(seen).map((r) => r.url);
     expect(asked.some((u) => u.endsWith("/config.json"))).toBe(true);
     expect(asked.some((u) => u.includes("model.safetensors"))).toBe(false);
-    const huge = JSON.parse(readFileSync(join(cache, "models--tester--huge", "snapshots", COMMIT, "config.json"), "utf8"));
+    const huge = JSON.parse(
+      readFileSync(join(cache, "models--tester--huge", "snapshots", COMMIT, "config.json"), "utf8"),
+    );
     await expect(GPT2LMHeadModel.from_config(huge)).rejects.toThrow(/refusing to create it/);
   });
 
@@ -112,7 +154,9 @@ describe("the Hub", () => {
     const d = mkdtempSync(join(tmpdir(), "torchlm-arch-"));
     writeFileSync(join(d, "config.json"), JSON.stringify({ model_type: "bert", architectures: ["BertForMaskedLM"] }));
     writeFileSync(join(d, "model.safetensors"), readFileSync(join(tinyModelDir(), "model.safetensors")));
-    await expect(AutoModelForCausalLM.from_pretrained(d)).rejects.toThrow('Unknown model_type "bert": torchlm supports gpt2');
+    await expect(AutoModelForCausalLM.from_pretrained(d)).rejects.toThrow(
+      'Unknown model_type "bert": torchlm supports gpt2',
+    );
     rmSync(d, { recursive: true });
   });
 });
@@ -130,7 +174,11 @@ describe("checkpoints that round-trip with Python", () => {
     const buf = readFileSync(join(dir, "model.safetensors"));
     const header = JSON.parse(buf.subarray(8, 8 + Number(buf.readBigUInt64LE(0))).toString());
     expect(header.__metadata__).toEqual({ format: "pt" });
-    expect(Object.keys(header).filter((k) => k !== "__metadata__").every((k) => k.startsWith("transformer."))).toBe(true);
+    expect(
+      Object.keys(header)
+        .filter((k) => k !== "__metadata__")
+        .every((k) => k.startsWith("transformer.")),
+    ).toBe(true);
     expect(header["lm_head.weight"]).toBeUndefined();
     expect(JSON.parse(readFileSync(join(dir, "config.json"), "utf8")).architectures).toEqual(["GPT2LMHeadModel"]);
     expect(existsSync(join(dir, "generation_config.json"))).toBe(true);

@@ -8,9 +8,16 @@ import { tinyModelDir } from "./helpers/tiny.js";
 const root = join(import.meta.dirname ?? process.cwd(), "..");
 
 test("tensors left to the garbage collector are freed: 2,000 forward calls keep RSS flat", async () => {
-  const { stdout } = await promisify(execFile)(process.execPath,
-    [join(root, "test", "child", "gc-forward.mjs"), pathToFileURL(join(root, "dist", "lib", "index.js")).href, tinyModelDir(), "2000"],
-    { timeout: 300_000 });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [
+      join(root, "test", "child", "gc-forward.mjs"),
+      pathToFileURL(join(root, "dist", "lib", "index.js")).href,
+      tinyModelDir(),
+      "2000",
+    ],
+    { timeout: 300_000 },
+  );
   const rss: number[] = JSON.parse(stdout);
   // after warm-up (the second sample), memory stays within 10%
   const base = rss[1]!;

@@ -19,18 +19,27 @@ beforeAll(async () => {
 }, 300_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const peak = (dtype: string) => JSON.parse(execFileSync(process.execPath,
-  [join(ROOT, "test", "child", "load-peak.mjs"), join(ROOT, "dist", "lib", "index.js"), dir, dtype], { encoding: "utf8" }).trim());
+const peak = (dtype: string) =>
+  JSON.parse(
+    execFileSync(
+      process.execPath,
+      [join(ROOT, "test", "child", "load-peak.mjs"), join(ROOT, "dist", "lib", "index.js"), dir, dtype],
+      { encoding: "utf8" },
+    ).trim(),
+  );
 
-test.each(["bfloat16", "float16"])("from_pretrained(float32 file, %s) peaks at the result plus one piece, not the file", (dtype) => {
-  const r = peak(dtype);
-  const fileBytes = r.weights * 2;  // the float32 source
-  const largestSource = 768 * 3072 * 4;
-  // the issue's bound: final weights + the largest single tensor + the runtime (the baseline) + 10%
-  expect(r.hwm).toBeLessThanOrEqual(1.1 * (r.baseline + r.weights + largestSource));
-  // and well under what holding the float32 file as well would take
-  expect(r.hwm - r.baseline).toBeLessThan(r.weights + fileBytes / 2);
-});
+test.each(["bfloat16", "float16"])(
+  "from_pretrained(float32 file, %s) peaks at the result plus one piece, not the file",
+  (dtype) => {
+    const r = peak(dtype);
+    const fileBytes = r.weights * 2; // the float32 source
+    const largestSource = 768 * 3072 * 4;
+    // the issue's bound: final weights + the largest single tensor + the runtime (the baseline) + 10%
+    expect(r.hwm).toBeLessThanOrEqual(1.1 * (r.baseline + r.weights + largestSource));
+    // and well under what holding the float32 file as well would take
+    expect(r.hwm - r.baseline).toBeLessThan(r.weights + fileBytes / 2);
+  },
+);
 
 test("a float32 load is unchanged: the weights once", () => {
   const r = peak("float32");
@@ -38,7 +47,8 @@ test("a float32 load is unchanged: the weights once", () => {
 });
 
 test("a quantizing load (q4) peaks at the quantized weights plus one float32 weight, and keeps only the quantized ones", () => {
-  const f32 = peak("float32").weights, r = peak("q4");
+  const f32 = peak("float32").weights,
+    r = peak("q4");
   // q4 holds about a sixth of float32's bytes. Before, the float32 model was loaded whole and quantized after (the peak
   // passed f32), and the allocator's cache kept the float32 weights' freed blocks (416 MB stayed resident against 344)
   expect(r.hwm - r.baseline).toBeLessThan(0.5 * f32);

@@ -6,21 +6,44 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  Dataset, GPT2LMHeadModel, LoraConfig, PeftModel, Trainer, TrainingArguments, get_peft_model, load_file, pipeline, tensor, type Tensor,
+  Dataset,
+  GPT2LMHeadModel,
+  LoraConfig,
+  PeftModel,
+  Trainer,
+  TrainingArguments,
+  get_peft_model,
+  load_file,
+  pipeline,
+  tensor,
+  type Tensor,
 } from "../lib/index.js";
 import type { Inputs } from "../lib/trainer.js";
 import { maxAbsDiff, tinyModelDir } from "./helpers/tiny.js";
 import { pythonJson } from "./helpers/python.js";
 
 const tmp = () => mkdtempSync(join(tmpdir(), "torchlm-peft-"));
-const IDS = [[464, 2068, 7586, 21831, 18045, 625, 262, 16931], [40, 588, 257, 3290, 13, 632, 318, 845]];
-const lmCollate = (rows: any[]): Inputs => { const ids = tensor(rows.map((r) => r.input_ids)); return { input_ids: ids, labels: ids.clone() }; };
+const IDS = [
+  [464, 2068, 7586, 21831, 18045, 625, 262, 16931],
+  [40, 588, 257, 3290, 13, 632, 318, 845],
+];
+const lmCollate = (rows: any[]): Inputs => {
+  const ids = tensor(rows.map((r) => r.input_ids));
+  return { input_ids: ids, labels: ids.clone() };
+};
 const rows = (() => {
   let s = 3;
   const rnd = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   return Array.from({ length: 6 }, () => Array.from({ length: 12 }, () => Math.floor(rnd() * 50000)));
 })();
-const ALL = { r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ["c_attn", "c_proj", "c_fc"], fan_in_fan_out: true, task_type: "CAUSAL_LM" as const };
+const ALL = {
+  r: 4,
+  lora_alpha: 8,
+  lora_dropout: 0,
+  target_modules: ["c_attn", "c_proj", "c_fc"],
+  fan_in_fan_out: true,
+  task_type: "CAUSAL_LM" as const,
+};
 
 async function logitsOf(model: GPT2LMHeadModel): Promise<Float32Array> {
   const was = model.training;
@@ -36,7 +59,9 @@ function relDiff(a: Float32Array, b: Float32Array): number {
   return maxAbsDiff(a, b) / Math.max(1, scale);
 }
 class InOrder extends Trainer {
-  override _get_train_order(_epoch: number, n: number) { return Int32Array.from({ length: n }, (_, i) => i); }
+  override _get_train_order(_epoch: number, n: number) {
+    return Int32Array.from({ length: n }, (_, i) => i);
+  }
 }
 
 describe("against Python's peft", () => {
@@ -44,8 +69,21 @@ describe("against Python's peft", () => {
   const pyOut = join(tmp(), "peft-logits.safetensors");
   let made: { log_history: any[]; names: string[]; trainable: number; total: number };
   beforeAll(() => {
-    made = pythonJson("peft-check.py", ["make", "--base", tinyModelDir(), "--adapter-out", adapterDir, "--ids", JSON.stringify(IDS), "--out", pyOut,
-      "--rows", JSON.stringify(rows), "--steps", "3"]);
+    made = pythonJson("peft-check.py", [
+      "make",
+      "--base",
+      tinyModelDir(),
+      "--adapter-out",
+      adapterDir,
+      "--ids",
+      JSON.stringify(IDS),
+      "--out",
+      pyOut,
+      "--rows",
+      JSON.stringify(rows),
+      "--steps",
+      "3",
+    ]);
   });
 
   test("get_peft_model gives PEFT's parameter names, counts and adapter_config.json", async () => {
@@ -53,19 +91,42 @@ describe("against Python's peft", () => {
     const peft = get_peft_model(model, new LoraConfig(ALL));
     expect(peft.named_parameters().map(([n]) => n)).toEqual(made.names);
     expect(peft.get_nb_trainable_parameters()).toEqual([made.trainable, made.total]);
-    expect(peft.named_parameters().filter(([, t]) => t.requires_grad).every(([n]) => /\.lora_[AB]\.default\.weight$/.test(n))).toBe(true);
+    expect(
+      peft
+        .named_parameters()
+        .filter(([, t]) => t.requires_grad)
+        .every(([n]) => /\.lora_[AB]\.default\.weight$/.test(n)),
+    ).toBe(true);
     const printed: unknown[] = [];
     const log = console.log;
-    console.log = (...a: unknown[]) => { printed.push(...a); };
-    try { peft.print_trainable_parameters(); } finally { console.log = log; }
-    expect(printed).toEqual([`trainable params: ${made.trainable.toLocaleString("en-US")} || all params: ${made.total.toLocaleString("en-US")} || trainable%: ${(100 * made.trainable / made.total).toFixed(4)}`]);
+    console.log = (...a: unknown[]) => {
+      printed.push(...a);
+    };
+    try {
+      peft.print_trainable_parameters();
+    } finally {
+      console.log = log;
+    }
+    expect(printed).toEqual([
+      `trainable params: ${made.trainable.toLocaleString("en-US")} || all params: ${made.total.toLocaleString("en-US")} || trainable%: ${((100 * made.trainable) / made.total).toFixed(4)}`,
+    ]);
     const d = tmp();
     await peft.save_pretrained(d);
     const ours = JSON.parse(readFileSync(join(d, "adapter_config.json"), "utf8"));
     const theirs = JSON.parse(readFileSync(join(adapterDir, "adapter_config.json"), "utf8"));
     expect(Object.keys(ours).sort()).toEqual(Object.keys(theirs).sort());
-    for (const k of ["r", "lora_alpha", "fan_in_fan_out", "bias", "peft_type", "task_type", "use_rslora", "inference_mode"]) expect([k, ours[k]]).toEqual([k, theirs[k]]);
-    expect([...ours.target_modules].sort()).toEqual([...theirs.target_modules].sort());  // PEFT writes a set, in any order
+    for (const k of [
+      "r",
+      "lora_alpha",
+      "fan_in_fan_out",
+      "bias",
+      "peft_type",
+      "task_type",
+      "use_rslora",
+      "inference_mode",
+    ])
+      expect([k, ours[k]]).toEqual([k, theirs[k]]);
+    expect([...ours.target_modules].sort()).toEqual([...theirs.target_modules].sort()); // PEFT writes a set, in any order
     const a = await load_file(join(d, "adapter_model.safetensors"));
     const b = await load_file(join(adapterDir, "adapter_model.safetensors"));
     expect(Object.keys(a).sort()).toEqual(Object.keys(b).sort());
@@ -77,17 +138,36 @@ describe("against Python's peft", () => {
     const peft = await PeftModel.from_pretrained(await GPT2LMHeadModel.from_pretrained(tinyModelDir()), adapterDir);
     const theirs = (await load_file(pyOut)).logits!.data() as Float32Array;
     const base = await logitsOf(await GPT2LMHeadModel.from_pretrained(tinyModelDir()));
-    expect(relDiff(base, theirs)).toBeGreaterThan(1e-3);  // the adapter changes the outputs
+    expect(relDiff(base, theirs)).toBeGreaterThan(1e-3); // the adapter changes the outputs
     expect(relDiff(await logitsOf(peft), theirs)).toBeLessThan(1e-5);
-    expect(peft.named_parameters().some(([, t]) => t.requires_grad)).toBe(false);  // for inference, as PEFT loads by default
+    expect(peft.named_parameters().some(([, t]) => t.requires_grad)).toBe(false); // for inference, as PEFT loads by default
     await peft.dispose();
   });
 
   test("3 training steps of the loaded adapter give peft + transformers' Trainer's losses and gradient norms", async () => {
-    const peft = await PeftModel.from_pretrained(await GPT2LMHeadModel.from_pretrained(tinyModelDir()), adapterDir, { is_trainable: true });
-    const args = new TrainingArguments({ output_dir: tmp(), per_device_train_batch_size: 2, max_steps: 3, learning_rate: 1e-3, weight_decay: 0.1,
-      max_grad_norm: 1.0, lr_scheduler_type: "constant", logging_steps: 1, save_strategy: "no", seed: 42, disable_tqdm: true, plot_loss: false });
-    const t = new InOrder({ model: peft, args, train_dataset: Dataset.from_dict({ input_ids: rows }), data_collator: lmCollate });
+    const peft = await PeftModel.from_pretrained(await GPT2LMHeadModel.from_pretrained(tinyModelDir()), adapterDir, {
+      is_trainable: true,
+    });
+    const args = new TrainingArguments({
+      output_dir: tmp(),
+      per_device_train_batch_size: 2,
+      max_steps: 3,
+      learning_rate: 1e-3,
+      weight_decay: 0.1,
+      max_grad_norm: 1.0,
+      lr_scheduler_type: "constant",
+      logging_steps: 1,
+      save_strategy: "no",
+      seed: 42,
+      disable_tqdm: true,
+      plot_loss: false,
+    });
+    const t = new InOrder({
+      model: peft,
+      args,
+      train_dataset: Dataset.from_dict({ input_ids: rows }),
+      data_collator: lmCollate,
+    });
     await t.train();
     const ours = t.state.log_history.filter((r) => "loss" in r);
     const theirs = made.log_history.filter((r) => "loss" in r);
@@ -106,9 +186,22 @@ describe("against Python's peft", () => {
   test("an adapter torchlm trained loads in peft with the same logits; the merged model loads in transformers with them too", async () => {
     const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const peft = get_peft_model(model, new LoraConfig(ALL));
-    const args = new TrainingArguments({ output_dir: tmp(), per_device_train_batch_size: 2, max_steps: 3, learning_rate: 1e-2, logging_steps: 1,
-      save_strategy: "no", disable_tqdm: true, plot_loss: false });
-    await new Trainer({ model: peft, args, train_dataset: Dataset.from_dict({ input_ids: rows }), data_collator: lmCollate }).train();
+    const args = new TrainingArguments({
+      output_dir: tmp(),
+      per_device_train_batch_size: 2,
+      max_steps: 3,
+      learning_rate: 1e-2,
+      logging_steps: 1,
+      save_strategy: "no",
+      disable_tqdm: true,
+      plot_loss: false,
+    });
+    await new Trainer({
+      model: peft,
+      args,
+      train_dataset: Dataset.from_dict({ input_ids: rows }),
+      data_collator: lmCollate,
+    }).train();
     const adapter = tmp();
     await peft.save_pretrained(adapter);
     const ours = await logitsOf(peft);
@@ -119,7 +212,19 @@ describe("against Python's peft", () => {
     await merged.save_pretrained(mergedDir);
     const mergedOurs = await logitsOf(merged);
     const out = join(tmp(), "logits.safetensors");
-    pythonJson("peft-check.py", ["load", "--base", tinyModelDir(), "--adapter", adapter, "--ids", JSON.stringify(IDS), "--out", out, "--merged", mergedDir]);
+    pythonJson("peft-check.py", [
+      "load",
+      "--base",
+      tinyModelDir(),
+      "--adapter",
+      adapter,
+      "--ids",
+      JSON.stringify(IDS),
+      "--out",
+      out,
+      "--merged",
+      mergedDir,
+    ]);
     const py = await load_file(out);
     expect(relDiff(ours, py.logits!.data() as Float32Array)).toBeLessThan(1e-5);
     expect(relDiff(mergedOurs, py.merged!.data() as Float32Array)).toBeLessThan(1e-5);
@@ -131,10 +236,26 @@ describe("against Python's peft", () => {
 describe("LoRA in torchlm", () => {
   /** A PeftModel on the tiny model whose B matrices are trained a little, so the adapters change the outputs. */
   async function trainedPeft(config: Partial<typeof ALL> = {}): Promise<PeftModel> {
-    const peft = get_peft_model(await GPT2LMHeadModel.from_pretrained(tinyModelDir()), new LoraConfig({ ...ALL, ...config }));
-    const args = new TrainingArguments({ output_dir: tmp(), per_device_train_batch_size: 2, max_steps: 2, learning_rate: 2e-2, save_strategy: "no",
-      disable_tqdm: true, plot_loss: false, logging_steps: 1 });
-    await new Trainer({ model: peft, args, train_dataset: Dataset.from_dict({ input_ids: rows }), data_collator: lmCollate }).train();
+    const peft = get_peft_model(
+      await GPT2LMHeadModel.from_pretrained(tinyModelDir()),
+      new LoraConfig({ ...ALL, ...config }),
+    );
+    const args = new TrainingArguments({
+      output_dir: tmp(),
+      per_device_train_batch_size: 2,
+      max_steps: 2,
+      learning_rate: 2e-2,
+      save_strategy: "no",
+      disable_tqdm: true,
+      plot_loss: false,
+      logging_steps: 1,
+    });
+    await new Trainer({
+      model: peft,
+      args,
+      train_dataset: Dataset.from_dict({ input_ids: rows }),
+      data_collator: lmCollate,
+    }).train();
     return peft;
   }
   const sum = (t: Tensor) => (t.data() as Float32Array).reduce((a, b) => a + b, 0);
@@ -143,9 +264,21 @@ describe("LoRA in torchlm", () => {
     const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const before = new Map(model.named_parameters().map(([n, t]) => [n, sum(t)]));
     const peft = get_peft_model(model, new LoraConfig(ALL));
-    const args = new TrainingArguments({ output_dir: tmp(), per_device_train_batch_size: 2, max_steps: 2, learning_rate: 2e-2, save_strategy: "no",
-      disable_tqdm: true, plot_loss: false });
-    const t = new Trainer({ model: peft, args, train_dataset: Dataset.from_dict({ input_ids: rows }), data_collator: lmCollate });
+    const args = new TrainingArguments({
+      output_dir: tmp(),
+      per_device_train_batch_size: 2,
+      max_steps: 2,
+      learning_rate: 2e-2,
+      save_strategy: "no",
+      disable_tqdm: true,
+      plot_loss: false,
+    });
+    const t = new Trainer({
+      model: peft,
+      args,
+      train_dataset: Dataset.from_dict({ input_ids: rows }),
+      data_collator: lmCollate,
+    });
     await t.train();
     for (const [n, t2] of model.named_parameters()) expect([n, sum(t2)]).toEqual([n, before.get(n)]);
     const b = peft.named_parameters().find(([n]) => n.endsWith("h.0.attn.c_attn.lora_B.default.weight"))![1];
@@ -162,7 +295,10 @@ describe("LoRA in torchlm", () => {
     const grads = async () => {
       const out = await peft.forward({ input_ids: IDS, labels: IDS });
       out.loss!.backward();
-      const g = peft.named_parameters().filter(([, t]) => t.requires_grad).map(([, t]) => Array.from(t.grad!.data() as Float32Array));
+      const g = peft
+        .named_parameters()
+        .filter(([, t]) => t.requires_grad)
+        .map(([, t]) => Array.from(t.grad!.data() as Float32Array));
       peft.zero_grad();
       return g;
     };
@@ -193,15 +329,35 @@ describe("LoRA in torchlm", () => {
 
   test("Trainer checkpoints hold the adapter, and resuming equals an uninterrupted run", async () => {
     const dir = tmp();
-    const argsFor = () => new TrainingArguments({ output_dir: dir, per_device_train_batch_size: 2, max_steps: 4, learning_rate: 1e-2, weight_decay: 0.1,
-      logging_steps: 1, save_steps: 2, disable_tqdm: true, plot_loss: false });
-    const fresh = async () => { const p = get_peft_model(await GPT2LMHeadModel.from_pretrained(tinyModelDir()), new LoraConfig(ALL)); return p; };
+    const argsFor = () =>
+      new TrainingArguments({
+        output_dir: dir,
+        per_device_train_batch_size: 2,
+        max_steps: 4,
+        learning_rate: 1e-2,
+        weight_decay: 0.1,
+        logging_steps: 1,
+        save_steps: 2,
+        disable_tqdm: true,
+        plot_loss: false,
+      });
+    const fresh = async () => {
+      const p = get_peft_model(await GPT2LMHeadModel.from_pretrained(tinyModelDir()), new LoraConfig(ALL));
+      return p;
+    };
     const ds = Dataset.from_dict({ input_ids: rows });
     const a = await fresh();
     const ta = new Trainer({ model: a, args: argsFor(), train_dataset: ds, data_collator: lmCollate });
     await ta.train();
-    expect(readdirSync(join(dir, "checkpoint-2")).sort()).toEqual(["adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors",
-      "rng_state.safetensors", "scheduler.json", "trainer_state.json", "training_args.json"]);
+    expect(readdirSync(join(dir, "checkpoint-2")).sort()).toEqual([
+      "adapter_config.json",
+      "adapter_model.safetensors",
+      "optimizer.safetensors",
+      "rng_state.safetensors",
+      "scheduler.json",
+      "trainer_state.json",
+      "training_args.json",
+    ]);
     // the adapter of checkpoint-2 loads in a fresh model and reproduces a's logits at step 2 only through resume
     const b = await fresh();
     const tb = new Trainer({ model: b, args: argsFor(), train_dataset: ds, data_collator: lmCollate });
@@ -218,29 +374,55 @@ describe("LoRA in torchlm", () => {
     expect(() => new LoraConfig({ bias: "all" as never })).toThrow(/bias "all" is not supported/);
     expect(() => new LoraConfig({ lora_dropout: 1 })).toThrow(/lora_dropout/);
     expect(() => new LoraConfig({ rank: 8 } as never)).toThrow("Unknown option rank for LoraConfig");
-    expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["q_proj"] }))).toThrow('Target modules ["q_proj"] not found in the base model');
-    expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["lm_head"] }))).toThrow("LoRA target lm_head is not a Conv1D layer");
-    expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["c_attn"], layers_to_transform: [5] }))).toThrow("layers_to_transform has layer 5 but the model has 2 layers");
+    expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["q_proj"] }))).toThrow(
+      'Target modules ["q_proj"] not found in the base model',
+    );
+    expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["lm_head"] }))).toThrow(
+      "LoRA target lm_head is not a Conv1D layer",
+    );
+    expect(() =>
+      get_peft_model(model, new LoraConfig({ target_modules: ["c_attn"], layers_to_transform: [5] })),
+    ).toThrow("layers_to_transform has layer 5 but the model has 2 layers");
     // PEFT's default for GPT-2 is c_attn; layers_to_transform and a regular expression pick modules as PEFT does
     const p = get_peft_model(model, new LoraConfig({ layers_to_transform: 1 }));
-    expect(p.named_parameters().filter(([, t]) => t.requires_grad).map(([n]) => n)).toEqual([
-      "base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight", "base_model.model.transformer.h.1.attn.c_attn.lora_B.default.weight"]);
+    expect(
+      p
+        .named_parameters()
+        .filter(([, t]) => t.requires_grad)
+        .map(([n]) => n),
+    ).toEqual([
+      "base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight",
+      "base_model.model.transformer.h.1.attn.c_attn.lora_B.default.weight",
+    ]);
     expect(() => get_peft_model(model, new LoraConfig())).toThrow("The model already has LoRA adapters");
     await p.unload();
     expect(model.named_parameters().every(([, t]) => t.requires_grad)).toBe(true);
     const q = get_peft_model(model, new LoraConfig({ target_modules: "transformer\\.h\\.0\\.mlp\\.c_.*" }));
-    expect(q.named_parameters().filter(([, t]) => t.requires_grad).map(([n]) => n.replace("base_model.model.transformer.", ""))).toEqual([
-      "h.0.mlp.c_fc.lora_A.default.weight", "h.0.mlp.c_fc.lora_B.default.weight", "h.0.mlp.c_proj.lora_A.default.weight", "h.0.mlp.c_proj.lora_B.default.weight"]);
+    expect(
+      q
+        .named_parameters()
+        .filter(([, t]) => t.requires_grad)
+        .map(([n]) => n.replace("base_model.model.transformer.", "")),
+    ).toEqual([
+      "h.0.mlp.c_fc.lora_A.default.weight",
+      "h.0.mlp.c_fc.lora_B.default.weight",
+      "h.0.mlp.c_proj.lora_A.default.weight",
+      "h.0.mlp.c_proj.lora_B.default.weight",
+    ]);
     const d = tmp();
     await q.save_pretrained(d);
     await q.unload();
     // a file whose B has the wrong rank: a clear error, and the model keeps no half-loaded adapter
     const cfg = JSON.parse(readFileSync(join(d, "adapter_config.json"), "utf8"));
     writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ ...cfg, r: 2 }));
-    await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow(/LoRA tensor h\.0\.mlp\.c_fc\.lora_A\.weight has shape \[8, 64\] but the adapter's is \[2, 64\]/);
+    await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow(
+      /LoRA tensor h\.0\.mlp\.c_fc\.lora_A\.weight has shape \[8, 64\] but the adapter's is \[2, 64\]/,
+    );
     expect(model._native.loraParameters()).toHaveLength(0);
     writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ ...cfg, use_dora: true }));
-    await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow("sets use_dora to true, which torchlm does not support");
+    await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow(
+      "sets use_dora to true, which torchlm does not support",
+    );
     await expect(PeftModel.from_pretrained(model, tmp())).rejects.toThrow(/has no adapter_config.json/);
     expect(existsSync(join(d, "adapter_model.safetensors"))).toBe(true);
     await model.dispose();

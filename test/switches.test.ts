@@ -7,7 +7,12 @@ import { golden, tinyModelDir, maxAbsDiff, flatten } from "./helpers/tiny.js";
 
 const root = join(import.meta.dirname ?? process.cwd(), "..");
 
-interface Run { logits: number[]; tokens: number[][]; q8: number[][]; loss: number }
+interface Run {
+  logits: number[];
+  tokens: number[][];
+  q8: number[][];
+  loss: number;
+}
 
 function run(env: Record<string, string>): Run {
   const lib = JSON.stringify(join(root, "dist", "lib", "index.js"));
@@ -33,8 +38,11 @@ function run(env: Record<string, string>): Run {
     const q = await GPT2LMHeadModel.from_pretrained(dir, { dtype: "q8" });
     const q8 = (await q.generate([[1, 2, 3, 4]], { max_new_tokens: 8 })).tolist();
     console.log(JSON.stringify({ logits, tokens, q8, loss }));`;
-  const stdout = execFileSync(process.execPath, ["--input-type=module", "-e", script],
-    { encoding: "utf8", maxBuffer: 1 << 26, env: { ...process.env, ...env } });
+  const stdout = execFileSync(process.execPath, ["--input-type=module", "-e", script], {
+    encoding: "utf8",
+    maxBuffer: 1 << 26,
+    env: { ...process.env, ...env },
+  });
   return JSON.parse(stdout.trim().split("\n").pop()!) as Run;
 }
 
@@ -49,23 +57,46 @@ describe("environment switches (docs/switches.md): each path still computes the 
 
   // Each flag's path against PyTorch's logits and the default's tokens; "0" is off, as unset.
   test.each([
-    ["TORCHLM_NO_SDPA", "1"], ["TORCHLM_NO_SDPA", "0"], ["TORCHLM_NO_MATVEC", "1"], ["TORCHLM_NO_DNNL", "1"],
-    ["TORCHLM_NO_FUSED_LOSS", "1"], ["TORCHLM_NO_PREFETCH", "1"], ["TORCHLM_MMAP", "1"], ["TORCHLM_NO_CPU_CACHE", "1"],
-    ["TORCHLM_CPU_CACHE_MB", "16"], ["TORCHLM_Q8_KERNEL", "scalar"],
-  ])("%s=%s", (name, value) => {
-    const r = run({ [name]: value });
-    expect(maxAbsDiff(pick(r.logits), flatten(golden.logits))).toBeLessThan(1e-4);
-    expect(r.tokens).toEqual(base.tokens);
-    expect(r.q8).toEqual(base.q8);
-    expect(Math.abs(r.loss - base.loss)).toBeLessThan(1e-5);
-  }, 120_000);
+    ["TORCHLM_NO_SDPA", "1"],
+    ["TORCHLM_NO_SDPA", "0"],
+    ["TORCHLM_NO_MATVEC", "1"],
+    ["TORCHLM_NO_DNNL", "1"],
+    ["TORCHLM_NO_FUSED_LOSS", "1"],
+    ["TORCHLM_NO_PREFETCH", "1"],
+    ["TORCHLM_MMAP", "1"],
+    ["TORCHLM_NO_CPU_CACHE", "1"],
+    ["TORCHLM_CPU_CACHE_MB", "16"],
+    ["TORCHLM_Q8_KERNEL", "scalar"],
+  ])(
+    "%s=%s",
+    (name, value) => {
+      const r = run({ [name]: value });
+      expect(maxAbsDiff(pick(r.logits), flatten(golden.logits))).toBeLessThan(1e-4);
+      expect(r.tokens).toEqual(base.tokens);
+      expect(r.q8).toEqual(base.q8);
+      expect(Math.abs(r.loss - base.loss)).toBeLessThan(1e-5);
+    },
+    120_000,
+  );
 
   test("docs/switches.md lists every TORCHLM_ variable the code reads, and no other", () => {
     const doc = readFileSync(join(root, "docs", "switches.md"), "utf8");
     const listed = new Set([...doc.matchAll(/^\| `(TORCHLM_[A-Z0-9_]+)`/gm)].map((m) => m[1]!));
     const read = new Set<string>();
-    const grep = execFileSync("grep", ["-rhoE", "(getenv|EnvFlag|envFlag)\\(\"TORCHLM_[A-Z0-9_]+\"|process\\.env\\.TORCHLM_[A-Z0-9_]+|env\\.TORCHLM_[A-Z0-9_]+",
-      "lib", "native", "scripts", "bench", "test/setup", "bin"], { cwd: root, encoding: "utf8" });
+    const grep = execFileSync(
+      "grep",
+      [
+        "-rhoE",
+        '(getenv|EnvFlag|envFlag)\\("TORCHLM_[A-Z0-9_]+"|process\\.env\\.TORCHLM_[A-Z0-9_]+|env\\.TORCHLM_[A-Z0-9_]+',
+        "lib",
+        "native",
+        "scripts",
+        "bench",
+        "test/setup",
+        "bin",
+      ],
+      { cwd: root, encoding: "utf8" },
+    );
     for (const m of grep.matchAll(/TORCHLM_[A-Z0-9_]+/g)) read.add(m[0]);
     expect([...read].sort()).toEqual([...listed].sort());
   });

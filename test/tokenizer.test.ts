@@ -29,7 +29,9 @@ function corpus(): string[] {
 
 describe("GPT-2 tokenizer", () => {
   let tok: GPT2TokenizerFast;
-  beforeAll(async () => { tok = await AutoTokenizer.from_pretrained("gpt2"); });
+  beforeAll(async () => {
+    tok = await AutoTokenizer.from_pretrained("gpt2");
+  });
 
   test("empty and odd input: Python's results, or the library's error shape", () => {
     // Python (transformers 5): decode([]) == "", batch_decode([[]]) == [""], encode("") == [], and pads and
@@ -60,7 +62,7 @@ describe("GPT-2 tokenizer", () => {
       const ours = tok.encode(t);
       const theirs = enc.encode(t, "all");
       if (JSON.stringify(ours) !== JSON.stringify(theirs)) mismatches++;
-      expect(tok.decode(ours)).toBe(t);  // round trip
+      expect(tok.decode(ours)).toBe(t); // round trip
     }
     expect(mismatches).toBe(0);
   });
@@ -71,7 +73,14 @@ describe("GPT-2 tokenizer", () => {
     expect(t).toBeInstanceOf(Tensor);
     expect(t.shape).toEqual([1, 5]);
     expect(t.dtype).toBe("int64");
-    expect([tok.eos_token, tok.eos_token_id, tok.bos_token_id, tok.pad_token, tok.pad_token_id, tok.vocab_size]).toEqual(["<|endoftext|>", 50256, 50256, null, null, 50257]);
+    expect([
+      tok.eos_token,
+      tok.eos_token_id,
+      tok.bos_token_id,
+      tok.pad_token,
+      tok.pad_token_id,
+      tok.vocab_size,
+    ]).toEqual(["<|endoftext|>", 50256, 50256, null, null, 50257]);
     expect(tok.decode([464, 50256, 3290], { skip_special_tokens: true })).toBe("The dog");
     expect(tok.decode([464, 50256, 3290])).toBe("The<|endoftext|> dog");
     expect(tok.batch_decode([[464], [3290]])).toEqual(["The", " dog"]);
@@ -80,22 +89,53 @@ describe("GPT-2 tokenizer", () => {
 
   test("padding and truncation: exact ids and masks", async () => {
     const t = await AutoTokenizer.from_pretrained("openai-community/gpt2");
-    expect(() => t(["a", "b c"], { padding: true })).toThrow(/Asking to pad but the tokenizer does not have a padding token/);
+    expect(() => t(["a", "b c"], { padding: true })).toThrow(
+      /Asking to pad but the tokenizer does not have a padding token/,
+    );
     t.pad_token = t.eos_token;
     expect(t.pad_token_id).toBe(50256);
     const right = t(["Hello world", "Hi"], { padding: true });
-    expect(right).toEqual({ input_ids: [[15496, 995], [17250, 50256]], attention_mask: [[1, 1], [1, 0]] });
+    expect(right).toEqual({
+      input_ids: [
+        [15496, 995],
+        [17250, 50256],
+      ],
+      attention_mask: [
+        [1, 1],
+        [1, 0],
+      ],
+    });
     t.padding_side = "left";
     const left = t(["Hello world", "Hi"], { padding: "longest", return_tensors: "pt" });
-    expect(left.input_ids.tolist()).toEqual([[15496, 995], [50256, 17250]]);
-    expect(left.attention_mask.tolist()).toEqual([[1, 1], [0, 1]]);
+    expect(left.input_ids.tolist()).toEqual([
+      [15496, 995],
+      [50256, 17250],
+    ]);
+    expect(left.attention_mask.tolist()).toEqual([
+      [1, 1],
+      [0, 1],
+    ]);
     const ml = t(["Hello world, how are you today?", "Hi"], { max_length: 4, padding: "max_length", truncation: true });
-    expect(ml).toEqual({ input_ids: [[15496, 995, 11, 703], [50256, 50256, 50256, 17250]], attention_mask: [[1, 1, 1, 1], [0, 0, 0, 1]] });
+    expect(ml).toEqual({
+      input_ids: [
+        [15496, 995, 11, 703],
+        [50256, 50256, 50256, 17250],
+      ],
+      attention_mask: [
+        [1, 1, 1, 1],
+        [0, 0, 0, 1],
+      ],
+    });
     expect(t("Hello world", {})).toEqual({ input_ids: [15496, 995], attention_mask: [1, 1] });
-    expect(t(["Hello world", "Hi"], { pad_to_multiple_of: 4, padding: true }).input_ids).toEqual([[50256, 50256, 15496, 995], [50256, 50256, 50256, 17250]]);
+    expect(t(["Hello world", "Hi"], { pad_to_multiple_of: 4, padding: true }).input_ids).toEqual([
+      [50256, 50256, 15496, 995],
+      [50256, 50256, 50256, 17250],
+    ]);
     expect(() => t(["Hello world", "Hi"], { return_tensors: "pt" })).toThrow(/Unable to create tensor/);
     expect(() => t("x", { padding: "maybe" as never })).toThrow(/for padding but received "maybe"/);
-    expect(() => { t.padding_side = "up" as never; }).toThrow('Expected one of "left", "right" for padding_side but received "up"');
+    expect(() => {
+      t.padding_side = "up" as never;
+    }).toThrow('Expected one of "left", "right" for padding_side but received "up"');
     t.truncation_side = "left";
     expect(t("Hello world, how are you", { max_length: 2, truncation: true }).input_ids).toEqual([389, 345]);
   });
@@ -103,7 +143,8 @@ describe("GPT-2 tokenizer", () => {
   test("truncating a long text encodes only what it needs, with the same ids", () => {
     const long = corpus().join(" ").slice(0, 100_000);
     const full = tok.encode(long);
-    for (const n of [1, 7, 64, 500]) expect(tok(long, { max_length: n, truncation: true }).input_ids).toEqual(full.slice(0, n));
+    for (const n of [1, 7, 64, 500])
+      expect(tok(long, { max_length: n, truncation: true }).input_ids).toEqual(full.slice(0, n));
   });
 
   test("save_pretrained writes the five files and loads back the same", async () => {
@@ -112,7 +153,13 @@ describe("GPT-2 tokenizer", () => {
     t.pad_token = t.eos_token;
     t.padding_side = "left";
     const files = await t.save_pretrained(dir);
-    expect(files.map((f) => f.slice(dir.length + 1)).sort()).toEqual(["merges.txt", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"]);
+    expect(files.map((f) => f.slice(dir.length + 1)).sort()).toEqual([
+      "merges.txt",
+      "special_tokens_map.json",
+      "tokenizer.json",
+      "tokenizer_config.json",
+      "vocab.json",
+    ]);
     for (const f of files) expect(statSync(f).size).toBeGreaterThan(10);
     const back = await AutoTokenizer.from_pretrained(dir);
     expect([back.pad_token, back.padding_side]).toEqual(["<|endoftext|>", "left"]);

@@ -16,18 +16,19 @@ namespace torchlm {
 class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
-    Napi::Function f = DefineClass(env, "NativeAdamW", {
-      InstanceMethod("step", &AdamWWrap::JsStep),
-      InstanceMethod("zeroGrad", &AdamWWrap::JsZeroGrad),
-      InstanceMethod("clipGradNorm", &AdamWWrap::JsClip),
-      InstanceMethod("state", &AdamWWrap::JsState),
-      InstanceMethod("loadState", &AdamWWrap::JsLoadState),
-      InstanceMethod("trainStep", &AdamWWrap::JsTrainStep),
-      InstanceMethod("backward", &AdamWWrap::JsBackward),
-      InstanceMethod("finishStep", &AdamWWrap::JsFinishStep),
-      InstanceMethod("lossScale", &AdamWWrap::JsLossScale),
-      InstanceMethod("setProcessGroup", &AdamWWrap::JsSetProcessGroup),
-    });
+    Napi::Function f = DefineClass(env, "NativeAdamW",
+                                   {
+                                       InstanceMethod("step", &AdamWWrap::JsStep),
+                                       InstanceMethod("zeroGrad", &AdamWWrap::JsZeroGrad),
+                                       InstanceMethod("clipGradNorm", &AdamWWrap::JsClip),
+                                       InstanceMethod("state", &AdamWWrap::JsState),
+                                       InstanceMethod("loadState", &AdamWWrap::JsLoadState),
+                                       InstanceMethod("trainStep", &AdamWWrap::JsTrainStep),
+                                       InstanceMethod("backward", &AdamWWrap::JsBackward),
+                                       InstanceMethod("finishStep", &AdamWWrap::JsFinishStep),
+                                       InstanceMethod("lossScale", &AdamWWrap::JsLossScale),
+                                       InstanceMethod("setProcessGroup", &AdamWWrap::JsSetProcessGroup),
+                                   });
     exports.Set("NativeAdamW", f);
   }
 
@@ -46,7 +47,8 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
         g.weight_decay = o.Num("weight_decay");
         Napi::Value ps = o.Get("params");
         if (!ps.IsArray()) throw UserError("Expected an array of Tensors for a parameter group's params");
-        for (uint32_t j = 0; j < ps.As<Napi::Array>().Length(); j++) g.params.push_back(TensorWrap::FromJs(ps.As<Napi::Array>().Get(j), "params"));
+        for (uint32_t j = 0; j < ps.As<Napi::Array>().Length(); j++)
+          g.params.push_back(TensorWrap::FromJs(ps.As<Napi::Array>().Get(j), "params"));
         groups.push_back(std::move(g));
       }
       opt_ = std::make_shared<AdamW>(std::move(groups), args.Num("beta1"), args.Num("beta2"), args.Num("eps"));
@@ -83,18 +85,24 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       at::Tensor loss = args.Tensor("loss");
       double scale = args.Num("scale");
       fp16_ = ParseAmp(args) == Amp::kFP16;
-      if (!loss.requires_grad()) throw UserError("the loss does not require grad: compute_loss must return a loss computed from the model's forward in training mode");
+      if (!loss.requires_grad())
+        throw UserError(
+            "the loss does not require grad: compute_loss must return a loss computed from the model's forward in "
+            "training mode");
       if (loss.numel() != 1) throw UserError("the loss must be a scalar tensor");
       auto value = std::make_shared<double>(0);
       auto scaler = Scaler();
       auto nonfinite = nonfinite_;
       bool dist = comm_ != nullptr;
-      return PromiseWorker::Run(env, [=] {
-        *value = loss.item<double>();
-        if (dist && !std::isfinite(*value)) *nonfinite = true;
-        ScaledBackward(loss, scale, scaler.get());
-      }, [value](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *value); },
-      {info.This().As<Napi::Object>(), args.Object("loss")});
+      return PromiseWorker::Run(
+          env,
+          [=] {
+            *value = loss.item<double>();
+            if (dist && !std::isfinite(*value)) *nonfinite = true;
+            ScaledBackward(loss, scale, scaler.get());
+          },
+          [value](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *value); },
+          {info.This().As<Napi::Object>(), args.Object("loss")});
     });
   }
 
@@ -107,12 +115,14 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     auto norm = std::make_shared<double>(0);
     auto comm = comm_;
     auto nonfinite = nonfinite_;
-    return PromiseWorker::Run(info.Env(), [=] {
-      *norm = FinishStep(*opt, scaler.get(), lr, mx, comm.get(), *nonfinite);
-      *nonfinite = false;
-    },
-                              [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
-                              {info.This().As<Napi::Object>()});
+    return PromiseWorker::Run(
+        info.Env(),
+        [=] {
+          *norm = FinishStep(*opt, scaler.get(), lr, mx, comm.get(), *nonfinite);
+          *nonfinite = false;
+        },
+        [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
+        {info.This().As<Napi::Object>()});
   }
 
   Napi::Value JsLossScale(const Napi::CallbackInfo& info) {
@@ -135,9 +145,10 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     double mx = info[0].As<Napi::Number>().DoubleValue();
     auto opt = opt_;
     auto norm = std::make_shared<double>(0);
-    return PromiseWorker::Run(info.Env(), [=] { *norm = opt->ClipGradNorm(mx); },
-                              [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
-                              {info.This().As<Napi::Object>()});
+    return PromiseWorker::Run(
+        info.Env(), [=] { *norm = opt->ClipGradNorm(mx); },
+        [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
+        {info.This().As<Napi::Object>()});
   }
   Napi::Value JsState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -152,7 +163,8 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
   }
 
   // trainStep({ model, input_ids, attention_mask: Tensor | null, labels, loss_scale,
-  //             update: { lr, max_grad_norm } | null, amp: "none" | "bfloat16" | "float16" }) -> Promise<{ loss, grad_norm? }>.
+  //             update: { lr, max_grad_norm } | null, amp: "none" | "bfloat16" | "float16" }) -> Promise<{ loss,
+  //             grad_norm? }>.
   // Forward, loss, backward; with `update` (the accumulation window closes) also clip, update and zero the
   // gradients: no JavaScript per operation.
   Napi::Value JsTrainStep(const Napi::CallbackInfo& info) {
@@ -173,7 +185,8 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       }
       Amp amp = ParseAmp(args);
       fp16_ = amp == Amp::kFP16;
-      if (ids.dim() != 2 || labels.sizes() != ids.sizes()) throw UserError("Expected input_ids and labels of the same shape [batch, sequence]");
+      if (ids.dim() != 2 || labels.sizes() != ids.sizes())
+        throw UserError("Expected input_ids and labels of the same shape [batch, sequence]");
       if (ids.size(1) > model->config().n_positions) throw UserError("sequence length is longer than n_positions");
       auto out = std::make_shared<StepResult>();
       auto opt = opt_;
@@ -183,7 +196,8 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       return PromiseWorker::Run(
           env,
           [=] {
-            *out = TrainStep(*model, *opt, scaler.get(), comm.get(), *nonfinite, ids, mask, labels, scale, amp, do_step ? &update : nullptr);
+            *out = TrainStep(*model, *opt, scaler.get(), comm.get(), *nonfinite, ids, mask, labels, scale, amp,
+                             do_step ? &update : nullptr);
           },
           [out](Napi::Env env) -> Napi::Value {
             auto o = Napi::Object::New(env);

@@ -12,7 +12,9 @@ inline Napi::Error JsError(Napi::Env env, const std::string& message, const char
   err.Set("code", Napi::String::New(env, code));
   return err;
 }
-inline Napi::Error JsError(Napi::Env env, const std::exception& e) { return JsError(env, ErrorMessage(e), ErrorCode(e)); }
+inline Napi::Error JsError(Napi::Env env, const std::exception& e) {
+  return JsError(env, ErrorMessage(e), ErrorCode(e));
+}
 
 // Runs fn and turns libtorch / std exceptions into JavaScript errors (with their code) on the main thread; the
 // JavaScript layer attaches the caller's stack.

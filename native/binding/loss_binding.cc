@@ -1,7 +1,6 @@
 #include "binding/bindings.h"
 // CrossEntropyLoss with torch semantics.
 
-
 #include "binding/options.h"
 #include "binding/tensor_wrap.h"
 
@@ -26,7 +25,10 @@ static Napi::Value JsCrossEntropy(const Napi::CallbackInfo& info) {
     if (!probs) {
       // Class indices: target has the input's shape without the class dimension.
       std::vector<int64_t> want = input.sizes().vec();
-      if (input.dim() >= 2) want.erase(want.begin() + 1); else want.clear();
+      if (input.dim() >= 2)
+        want.erase(want.begin() + 1);
+      else
+        want.clear();
       if (target.sizes() != at::IntArrayRef(want)) {
         std::string s = "[";
         for (size_t i = 0; i < want.size(); i++) s += (i ? ", " : "") + std::to_string(want[i]);
@@ -37,7 +39,8 @@ static Napi::Value JsCrossEntropy(const Napi::CallbackInfo& info) {
       if (valid.any().item<bool>()) {
         at::Tensor t = target.masked_select(valid);
         if (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= C)
-          throw UserError("Target class out of range: expected values in [0, " + std::to_string(C) + ") or ignore_index " + std::to_string(ignore));
+          throw UserError("Target class out of range: expected values in [0, " + std::to_string(C) +
+                          ") or ignore_index " + std::to_string(ignore));
       }
       target = target.to(at::kLong);
     }

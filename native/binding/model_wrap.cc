@@ -16,28 +16,29 @@ namespace torchlm {
 Napi::FunctionReference* ModelWrap::ctor_ = nullptr;
 
 void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
-  Napi::Function f = DefineClass(env, "NativeModel", {
-    StaticMethod("load", &ModelWrap::Load),
-    StaticMethod("create", &ModelWrap::Create),
-    InstanceMethod("forward", &ModelWrap::Forward),
-    InstanceMethod("generate", &ModelWrap::Generate),
-    InstanceMethod("setTraining", &ModelWrap::SetTraining),
-    InstanceMethod("setGradientCheckpointing", &ModelWrap::SetGradientCheckpointing),
-    InstanceMethod("to", &ModelWrap::To),
-    InstanceMethod("parameters", &ModelWrap::Parameters),
-    InstanceMethod("numParameters", &ModelWrap::NumParameters),
-    InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
-    InstanceMethod("save", &ModelWrap::Save),
-    InstanceMethod("loadWeights", &ModelWrap::LoadWeights),
-    InstanceMethod("dispose", &ModelWrap::Dispose),
-    InstanceMethod("addLora", &ModelWrap::AddLora),
-    InstanceMethod("loraParameters", &ModelWrap::LoraParameters),
-    InstanceMethod("copyLora", &ModelWrap::CopyLora),
-    InstanceMethod("removeLora", &ModelWrap::RemoveLora),
-    InstanceAccessor("quantization", &ModelWrap::Quantization, nullptr),
-    InstanceAccessor("device", &ModelWrap::Device, nullptr),
-    InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr),
-  });
+  Napi::Function f = DefineClass(env, "NativeModel",
+                                 {
+                                     StaticMethod("load", &ModelWrap::Load),
+                                     StaticMethod("create", &ModelWrap::Create),
+                                     InstanceMethod("forward", &ModelWrap::Forward),
+                                     InstanceMethod("generate", &ModelWrap::Generate),
+                                     InstanceMethod("setTraining", &ModelWrap::SetTraining),
+                                     InstanceMethod("setGradientCheckpointing", &ModelWrap::SetGradientCheckpointing),
+                                     InstanceMethod("to", &ModelWrap::To),
+                                     InstanceMethod("parameters", &ModelWrap::Parameters),
+                                     InstanceMethod("numParameters", &ModelWrap::NumParameters),
+                                     InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
+                                     InstanceMethod("save", &ModelWrap::Save),
+                                     InstanceMethod("loadWeights", &ModelWrap::LoadWeights),
+                                     InstanceMethod("dispose", &ModelWrap::Dispose),
+                                     InstanceMethod("addLora", &ModelWrap::AddLora),
+                                     InstanceMethod("loraParameters", &ModelWrap::LoraParameters),
+                                     InstanceMethod("copyLora", &ModelWrap::CopyLora),
+                                     InstanceMethod("removeLora", &ModelWrap::RemoveLora),
+                                     InstanceAccessor("quantization", &ModelWrap::Quantization, nullptr),
+                                     InstanceAccessor("device", &ModelWrap::Device, nullptr),
+                                     InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr),
+                                 });
   ctor_ = new Napi::FunctionReference(Napi::Persistent(f));
   exports.Set("NativeModel", f);
 }
@@ -113,7 +114,8 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
     std::vector<SafetensorsEntry> wanted;
     for (auto& e : entries) {
       const std::string& n = e.name;
-      bool skip = (n == "lm_head.weight" && quantization.empty()) || (n.size() > 9 && n.compare(n.size() - 9, 9, ".attn.bias") == 0) ||
+      bool skip = (n == "lm_head.weight" && quantization.empty()) ||
+                  (n.size() > 9 && n.compare(n.size() - 9, 9, ".attn.bias") == 0) ||
                   n.find(".attn.masked_bias") != std::string::npos;
       if (!skip) wanted.push_back(e);
     }
@@ -127,11 +129,14 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
             for (const auto& e : wanted) (GPT2::IsConv1DWeight(e.name) ? conv : floats).push_back(e);
             std::vector<std::string> names;
             for (const auto& e : conv) names.push_back(e.name);
-            model->LoadQuantizing(ReadSafetensors(path, start, floats, at::kFloat, device), names,
-                                  [&](size_t i) { return ReadSafetensors(path, start, {conv[i]}, at::kFloat, device).at(0).second; }, quantize);
+            model->LoadQuantizing(
+                ReadSafetensors(path, start, floats, at::kFloat, device), names,
+                [&](size_t i) { return ReadSafetensors(path, start, {conv[i]}, at::kFloat, device).at(0).second; },
+                quantize);
             return;
           }
-          auto tensors = ReadSafetensors(path, start, wanted, dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat), device);
+          auto tensors = ReadSafetensors(path, start, wanted,
+                                         dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat), device);
           if (!quantization.empty()) {
             model->LoadQuantized(std::move(tensors), quantization);
             return;
@@ -143,7 +148,8 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   });
 }
 
-// create({ config, device, dtype, seed: number | null }) -> Promise<NativeModel> with Hugging Face's random initialisation
+// create({ config, device, dtype, seed: number | null }) -> Promise<NativeModel> with Hugging Face's random
+// initialisation
 Napi::Value ModelWrap::Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
@@ -186,7 +192,9 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     bool grad = args.Bool("grad");
     const auto& cfg = model->config();
 
-    if (ids.dim() != 2) throw UserError("Expected input_ids of shape [batch, sequence] but received " + std::to_string(ids.dim()) + " dimensions");
+    if (ids.dim() != 2)
+      throw UserError("Expected input_ids of shape [batch, sequence] but received " + std::to_string(ids.dim()) +
+                      " dimensions");
     if (at::isFloatingType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
       throw UserError("Expected integer input_ids but received dtype " + DtypeName(ids.scalar_type()));
     if (!past.empty() && past.size() != static_cast<size_t>(2 * cfg.n_layer))
@@ -201,9 +209,13 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     if (labels.defined() && (labels.dim() != 2 || labels.size(0) != B || labels.size(1) != T))
       throw UserError("Expected labels of shape [" + std::to_string(B) + ", " + std::to_string(T) + "]");
     if (P + T > cfg.n_positions)
-      throw UserError("sequence length " + std::to_string(P + T) + " is longer than n_positions " + std::to_string(cfg.n_positions));
+      throw UserError("sequence length " + std::to_string(P + T) + " is longer than n_positions " +
+                      std::to_string(cfg.n_positions));
 
-    struct Out { at::Tensor logits, loss; std::vector<at::Tensor> past; };
+    struct Out {
+      at::Tensor logits, loss;
+      std::vector<at::Tensor> past;
+    };
     auto out = std::make_shared<Out>();
     return PromiseWorker::Run(
         env,
@@ -213,8 +225,10 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
           at::Device dev = model->device();
           at::Tensor x = ids.to(dev, at::kLong);
           at::Tensor m = mask.defined() ? mask.to(dev) : at::Tensor();
-          at::Tensor p = pos.defined() ? pos.to(dev, at::kLong)
-                                       : at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
+          at::Tensor p =
+              pos.defined()
+                  ? pos.to(dev, at::kLong)
+                  : at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
           KVCache cache;
           KVCache* cp = nullptr;
           if (use_cache || !past.empty()) {
@@ -243,7 +257,8 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
           if (out->loss.defined()) o.Set("loss", TensorWrap::New(env, out->loss));
           if (!out->past.empty()) {
             auto arr = Napi::Array::New(env, out->past.size());
-            for (size_t i = 0; i < out->past.size(); i++) arr.Set(static_cast<uint32_t>(i), TensorWrap::New(env, out->past[i]));
+            for (size_t i = 0; i < out->past.size(); i++)
+              arr.Set(static_cast<uint32_t>(i), TensorWrap::New(env, out->past[i]));
             o.Set("past_key_values", arr);
           }
           return o;
@@ -259,7 +274,8 @@ Napi::Value ModelWrap::SetTraining(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelWrap::SetGradientCheckpointing(const Napi::CallbackInfo& info) {
-  if (!info[0].IsBoolean()) throw JsError(info.Env(), "Expected a boolean for setGradientCheckpointing's on", kInvalidArgument);
+  if (!info[0].IsBoolean())
+    throw JsError(info.Env(), "Expected a boolean for setGradientCheckpointing's on", kInvalidArgument);
   Get(info.Env())->gradient_checkpointing = info[0].As<Napi::Boolean>().Value();
   return info.Env().Undefined();
 }
@@ -273,17 +289,16 @@ Napi::Value ModelWrap::To(const Napi::CallbackInfo& info) {
     c10::optional<at::Device> device;
     if (!args.IsNull("device")) device = ParseDevice(args.Str("device"));
     c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
-    return PromiseWorker::Run(
-        env,
-        [=] {
-          model->Apply([&](const at::Tensor& t) {
-            at::Tensor r = t;
-            if (device) r = r.to(*device);
-            if (dtype) r = r.to(*dtype);
-            return r;
-          });
-        },
-        nullptr, {info.This().As<Napi::Object>()});
+    return PromiseWorker::Run(env,
+                              [=] {
+                                model->Apply([&](const at::Tensor& t) {
+                                  at::Tensor r = t;
+                                  if (device) r = r.to(*device);
+                                  if (dtype) r = r.to(*dtype);
+                                  return r;
+                                });
+                              },
+                              nullptr, {info.This().As<Napi::Object>()});
   });
 }
 
@@ -317,14 +332,14 @@ Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
   auto path = info[0].As<Napi::String>().Utf8Value();
-  return PromiseWorker::Run(
-      env,
-      [=] {
-        std::vector<std::pair<std::string, at::Tensor>> ts;
-        for (const auto& [name, t] : model->SavedTensors()) ts.emplace_back(name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name, t);
-        WriteSafetensors(path, ts, {{"format", "pt"}});
-      },
-      nullptr, {info.This().As<Napi::Object>()});
+  return PromiseWorker::Run(env,
+                            [=] {
+                              std::vector<std::pair<std::string, at::Tensor>> ts;
+                              for (const auto& [name, t] : model->SavedTensors())
+                                ts.emplace_back(name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name, t);
+                              WriteSafetensors(path, ts, {{"format", "pt"}});
+                            },
+                            nullptr, {info.This().As<Napi::Object>()});
 }
 
 // loadWeights(path, dataStart, entries) -> Promise<void>: copies a checkpoint's tensors into this model's
@@ -344,7 +359,8 @@ Napi::Value ModelWrap::LoadWeights(const Napi::CallbackInfo& info) {
           GPT2 check(model->config());
           std::vector<std::pair<std::string, at::Tensor>> named;
           for (auto& [n, t] : tensors) {
-            bool skip = n == "lm_head.weight" || n.find(".attn.bias") != std::string::npos || n.find(".attn.masked_bias") != std::string::npos;
+            bool skip = n == "lm_head.weight" || n.find(".attn.bias") != std::string::npos ||
+                        n.find(".attn.masked_bias") != std::string::npos;
             if (!skip) named.emplace_back(n, t);
           }
           check.Load(named);  // names and shapes as the config needs
@@ -373,7 +389,9 @@ Napi::Value ModelWrap::AddLora(const Napi::CallbackInfo& info) {
     const int64_t r = args.Int("r");
     const double scaling = args.Num("scaling"), dropout = args.Num("dropout");
     const bool trainable = args.Bool("trainable");
-    if (!(dropout >= 0 && dropout < 1)) throw UserError("Expected a number in [0, 1) for addLora's option dropout but received " + std::to_string(dropout));
+    if (!(dropout >= 0 && dropout < 1))
+      throw UserError("Expected a number in [0, 1) for addLora's option dropout but received " +
+                      std::to_string(dropout));
     // synchronous, as get_peft_model is: a few small tensors (the JavaScript layer refuses while calls are in flight)
     model->AddLora(modules, r, scaling, dropout, trainable);
     return env.Undefined();
@@ -422,12 +440,20 @@ Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
 GenerateConfig ParseGenerateConfig(const Options& o) {
   using G = GenerateConfig;
   static constexpr std::pair<const char*, int64_t G::*> kIntegers[] = {
-      {"max_new_tokens", &G::max_new_tokens}, {"min_new_tokens", &G::min_new_tokens}, {"min_length", &G::min_length},
-      {"top_k", &G::top_k}, {"no_repeat_ngram_size", &G::no_repeat_ngram_size}, {"pad_token_id", &G::pad_token_id},
-      {"num_beams", &G::num_beams}, {"num_return_sequences", &G::num_return_sequences}};
-  static constexpr std::pair<const char*, double G::*> kNumbers[] = {
-      {"temperature", &G::temperature}, {"top_p", &G::top_p}, {"min_p", &G::min_p}, {"typical_p", &G::typical_p},
-      {"repetition_penalty", &G::repetition_penalty}, {"length_penalty", &G::length_penalty}};
+      {"max_new_tokens", &G::max_new_tokens},
+      {"min_new_tokens", &G::min_new_tokens},
+      {"min_length", &G::min_length},
+      {"top_k", &G::top_k},
+      {"no_repeat_ngram_size", &G::no_repeat_ngram_size},
+      {"pad_token_id", &G::pad_token_id},
+      {"num_beams", &G::num_beams},
+      {"num_return_sequences", &G::num_return_sequences}};
+  static constexpr std::pair<const char*, double G::*> kNumbers[] = {{"temperature", &G::temperature},
+                                                                     {"top_p", &G::top_p},
+                                                                     {"min_p", &G::min_p},
+                                                                     {"typical_p", &G::typical_p},
+                                                                     {"repetition_penalty", &G::repetition_penalty},
+                                                                     {"length_penalty", &G::length_penalty}};
   G c;
   for (const auto& [key, field] : kIntegers) c.*field = o.Int(key);
   for (const auto& [key, field] : kNumbers) c.*field = o.Num(key);
@@ -443,10 +469,12 @@ GenerateConfig ParseGenerateConfig(const Options& o) {
     c.has_seed = true;
     c.seed = static_cast<uint64_t>(o.Int("seed"));
   }
-  if (c.max_new_tokens < 1 || c.num_beams < 1 || c.num_return_sequences < 1 || c.top_k < 0 || c.min_new_tokens < 0 || c.min_length < 0 ||
-      c.no_repeat_ngram_size < 0)
-    throw UserError("generate: max_new_tokens, num_beams and num_return_sequences must be positive; top_k, min_new_tokens, min_length "
-                    "and no_repeat_ngram_size non-negative");
+  if (c.max_new_tokens < 1 || c.num_beams < 1 || c.num_return_sequences < 1 || c.top_k < 0 || c.min_new_tokens < 0 ||
+      c.min_length < 0 || c.no_repeat_ngram_size < 0)
+    throw UserError(
+        "generate: max_new_tokens, num_beams and num_return_sequences must be positive; top_k, min_new_tokens, "
+        "min_length "
+        "and no_repeat_ngram_size non-negative");
   return c;
 }
 
@@ -465,7 +493,8 @@ Napi::Value ModelWrap::Generate(const Napi::CallbackInfo& info) {
     std::vector<Napi::Object> keep = {info.This().As<Napi::Object>()};
     if (!args.IsNull("cancel")) {
       Napi::Value v = args.Get("cancel");
-      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || v.As<Napi::TypedArray>().ElementLength() < 1)
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+          v.As<Napi::TypedArray>().ElementLength() < 1)
         throw UserError("Expected an Int32Array or null for generate's option cancel");
       auto ta = v.As<Napi::Int32Array>();
       cancel = reinterpret_cast<const std::atomic<int32_t>*>(ta.Data());
@@ -474,7 +503,8 @@ Napi::Value ModelWrap::Generate(const Napi::CallbackInfo& info) {
     // made last: nothing may throw after it, or the thread-safe function would hold the event loop open
     std::shared_ptr<Napi::ThreadSafeFunction> tsfn;
     if (!args.IsNull("on_tokens")) {
-      if (!args.Get("on_tokens").IsFunction()) throw UserError("Expected a function or null for generate's option on_tokens");
+      if (!args.Get("on_tokens").IsFunction())
+        throw UserError("Expected a function or null for generate's option on_tokens");
       tsfn = std::make_shared<Napi::ThreadSafeFunction>(
           Napi::ThreadSafeFunction::New(env, args.Get("on_tokens").As<Napi::Function>(), "torchlm-stream", 0, 1));
     }

@@ -79,10 +79,14 @@ class Options {
   std::string Where(const char* key) const { return call_ + "'s option " + key; }
   UserError Mistyped(const char* key, const std::string& expected, const Napi::Value& v) const {
     std::string got;
-    if (v.IsString()) got.append("\"").append(v.As<Napi::String>().Utf8Value()).append("\"");
-    else if (v.IsNumber()) got = v.ToString().Utf8Value();
-    else if (v.IsBoolean()) got = v.As<Napi::Boolean>().Value() ? "true" : "false";
-    else got = v.IsNull() ? "null" : v.IsArray() ? "an array" : "an object";
+    if (v.IsString())
+      got.append("\"").append(v.As<Napi::String>().Utf8Value()).append("\"");
+    else if (v.IsNumber())
+      got = v.ToString().Utf8Value();
+    else if (v.IsBoolean())
+      got = v.As<Napi::Boolean>().Value() ? "true" : "false";
+    else
+      got = v.IsNull() ? "null" : v.IsArray() ? "an array" : "an object";
     return UserError("Expected " + expected + " for " + Where(key) + " but received " + got);
   }
 

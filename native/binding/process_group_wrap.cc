@@ -15,15 +15,16 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
   static Napi::FunctionReference* ctor_;
 
   static void Init(Napi::Env env, Napi::Object exports) {
-    Napi::Function f = DefineClass(env, "NativeProcessGroup", {
-      StaticMethod("connect", &ProcessGroupWrap::Connect),
-      InstanceMethod("broadcastParameters", &ProcessGroupWrap::BroadcastParameters),
-      InstanceMethod("allReduce", &ProcessGroupWrap::AllReduce),
-      InstanceMethod("barrier", &ProcessGroupWrap::Barrier),
-      InstanceMethod("dispose", &ProcessGroupWrap::Dispose),
-      InstanceAccessor("rank", &ProcessGroupWrap::Rank, nullptr),
-      InstanceAccessor("worldSize", &ProcessGroupWrap::WorldSize, nullptr),
-    });
+    Napi::Function f = DefineClass(env, "NativeProcessGroup",
+                                   {
+                                       StaticMethod("connect", &ProcessGroupWrap::Connect),
+                                       InstanceMethod("broadcastParameters", &ProcessGroupWrap::BroadcastParameters),
+                                       InstanceMethod("allReduce", &ProcessGroupWrap::AllReduce),
+                                       InstanceMethod("barrier", &ProcessGroupWrap::Barrier),
+                                       InstanceMethod("dispose", &ProcessGroupWrap::Dispose),
+                                       InstanceAccessor("rank", &ProcessGroupWrap::Rank, nullptr),
+                                       InstanceAccessor("worldSize", &ProcessGroupWrap::WorldSize, nullptr),
+                                   });
     ctor_ = new Napi::FunctionReference(Napi::Persistent(f));
     exports.Set("NativeProcessGroup", f);
     exports.Set("distributedAvailable", Napi::Boolean::New(env, Comm::Available()));
@@ -31,12 +32,14 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
 
   explicit ProcessGroupWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProcessGroupWrap>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
-      throw JsError(info.Env(), "NativeProcessGroup cannot be constructed directly: use init_process_group()", kInvalidArgument);
+      throw JsError(info.Env(), "NativeProcessGroup cannot be constructed directly: use init_process_group()",
+                    kInvalidArgument);
     comm_ = *info[0].As<Napi::External<std::shared_ptr<Comm>>>().Data();
   }
 
   std::shared_ptr<Comm> Get(Napi::Env env) const {
-    if (!comm_) throw JsError(env, "The process group is destroyed: it cannot be used after destroy_process_group()", kDisposed);
+    if (!comm_)
+      throw JsError(env, "The process group is destroyed: it cannot be used after destroy_process_group()", kDisposed);
     return comm_;
   }
 
@@ -54,7 +57,9 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     auto out = std::make_shared<std::shared_ptr<Comm>>();
     return PromiseWorker::Run(
         env, [=] { *out = Comm::Connect(addr, port, rank, world, timeout); },
-        [out](Napi::Env env) -> Napi::Value { return ctor_->New({Napi::External<std::shared_ptr<Comm>>::New(env, out.get())}); });
+        [out](Napi::Env env) -> Napi::Value {
+          return ctor_->New({Napi::External<std::shared_ptr<Comm>>::New(env, out.get())});
+        });
   }
 
   // broadcastParameters(model, root) -> Promise<void>: every rank starts from root's weights.
@@ -63,12 +68,14 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     auto comm = Get(env);
     auto model = ModelWrap::UnwrapModel(info[0])->Get(env);
     int root = info[1].As<Napi::Number>().Int32Value();
-    return PromiseWorker::Run(env, [=] {
-      std::vector<at::Tensor> ps;
-      for (const auto& [name, t] : model->Parameters()) ps.push_back(t.detach());
-      for (const auto& [name, t] : model->LoraParameters()) ps.push_back(t.detach());
-      comm->Broadcast(ps, root, kBucketBytes);
-    }, nullptr, {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
+    return PromiseWorker::Run(env,
+                              [=] {
+                                std::vector<at::Tensor> ps;
+                                for (const auto& [name, t] : model->Parameters()) ps.push_back(t.detach());
+                                for (const auto& [name, t] : model->LoraParameters()) ps.push_back(t.detach());
+                                comm->Broadcast(ps, root, kBucketBytes);
+                              },
+                              nullptr, {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
   }
 
   // allReduce(values: Float64Array, op: "sum" | "max") -> Promise<Float64Array>: small metrics.
@@ -77,12 +84,16 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     auto comm = Get(env);
     auto arr = info[0].As<Napi::Float64Array>();
     bool max = info[1].As<Napi::String>().Utf8Value() == "max";
-    auto t = std::make_shared<at::Tensor>(at::from_blob(arr.Data(), {static_cast<int64_t>(arr.ElementLength())}, at::kDouble).clone());
-    return PromiseWorker::Run(env, [=] { comm->AllReduce(*t, max); }, [t](Napi::Env env) -> Napi::Value {
-      auto out = Napi::Float64Array::New(env, t->numel());
-      std::memcpy(out.Data(), t->data_ptr<double>(), t->numel() * sizeof(double));
-      return out;
-    }, {info.This().As<Napi::Object>()});
+    auto t = std::make_shared<at::Tensor>(
+        at::from_blob(arr.Data(), {static_cast<int64_t>(arr.ElementLength())}, at::kDouble).clone());
+    return PromiseWorker::Run(
+        env, [=] { comm->AllReduce(*t, max); },
+        [t](Napi::Env env) -> Napi::Value {
+          auto out = Napi::Float64Array::New(env, t->numel());
+          std::memcpy(out.Data(), t->data_ptr<double>(), t->numel() * sizeof(double));
+          return out;
+        },
+        {info.This().As<Napi::Object>()});
   }
 
   Napi::Value Barrier(const Napi::CallbackInfo& info) {
@@ -96,7 +107,9 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     return info.Env().Undefined();
   }
   Napi::Value Rank(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Get(info.Env())->rank()); }
-  Napi::Value WorldSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Get(info.Env())->world()); }
+  Napi::Value WorldSize(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), Get(info.Env())->world());
+  }
 
   friend std::shared_ptr<Comm> UnwrapComm(const Napi::Value& v);
 };

@@ -26,8 +26,10 @@ class PromiseWorker : public Napi::AsyncWorker {
 
  protected:
   PromiseWorker(Napi::Env env, Exec exec, Done done, const std::vector<Napi::Object>& keep)
-      : Napi::AsyncWorker(env, "torchlm"), deferred_(Napi::Promise::Deferred::New(env)),
-        exec_(std::move(exec)), done_(std::move(done)) {
+      : Napi::AsyncWorker(env, "torchlm"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        exec_(std::move(exec)),
+        done_(std::move(done)) {
     for (const auto& o : keep) refs_.push_back(Napi::Persistent(o));
   }
 

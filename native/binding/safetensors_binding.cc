@@ -28,7 +28,8 @@ std::vector<SafetensorsEntry> ParseEntries(const Napi::Value& v) {
   return out;
 }
 
-// readSafetensors({ path, data_start, entries, dtype: string | null (the file's own), device }) -> Promise<[name, Tensor][]>
+// readSafetensors({ path, data_start, entries, dtype: string | null (the file's own), device }) -> Promise<[name,
+// Tensor][]>
 static Napi::Value JsRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
@@ -42,9 +43,7 @@ static Napi::Value JsRead(const Napi::CallbackInfo& info) {
     auto result = std::make_shared<std::vector<std::pair<std::string, at::Tensor>>>();
     return PromiseWorker::Run(
         env, [=] { *result = ReadSafetensors(path, start, entries, dtype, device); },
-        [result](Napi::Env env) -> Napi::Value {
-          return TensorWrap::NamedToJs(env, *result);
-        });
+        [result](Napi::Env env) -> Napi::Value { return TensorWrap::NamedToJs(env, *result); });
   });
 }
 
@@ -63,7 +62,8 @@ static Napi::Value JsWrite(const Napi::CallbackInfo& info) {
         meta.emplace_back(k, o.Get(k).ToString().Utf8Value());
       }
     }
-    return PromiseWorker::Run(env, [=] { WriteSafetensors(path, tensors, meta); }, nullptr);
+    return PromiseWorker::Run(
+        env, [=] { WriteSafetensors(path, tensors, meta); }, nullptr);
   });
 }
 

@@ -17,7 +17,8 @@ std::vector<int64_t> ToInt64Vector(const Napi::Value& v, const char* what) {
     Napi::Value e = arr.Get(i);
     if (!e.IsNumber()) throw UserError(std::string("Expected an array of integers for ") + what);
     double d = e.As<Napi::Number>().DoubleValue();
-    if (d != static_cast<double>(static_cast<int64_t>(d))) throw UserError(std::string("Expected an array of integers for ") + what);
+    if (d != static_cast<double>(static_cast<int64_t>(d)))
+      throw UserError(std::string("Expected an array of integers for ") + what);
     out[i] = static_cast<int64_t>(d);
   }
   return out;
@@ -26,36 +27,38 @@ std::vector<int64_t> ToInt64Vector(const Napi::Value& v, const char* what) {
 void InitTensor(Napi::Env env, Napi::Object exports) { TensorWrap::Init(env, exports); }
 
 void TensorWrap::Init(Napi::Env env, Napi::Object exports) {
-  Napi::Function f = DefineClass(env, "NativeTensor", {
-    StaticMethod("fromBuffer", &TensorWrap::FromBuffer),
-    StaticMethod("cat", &TensorWrap::Cat),
-    InstanceAccessor("shape", &TensorWrap::Shape, nullptr),
-    InstanceAccessor("strides", &TensorWrap::Strides, nullptr),
-    InstanceAccessor("dtype", &TensorWrap::Dtype, nullptr),
-    InstanceAccessor("device", &TensorWrap::Device, nullptr),
-    InstanceAccessor("disposed", &TensorWrap::Disposed, nullptr),
-    InstanceAccessor("requires_grad", &TensorWrap::RequiresGrad, &TensorWrap::SetRequiresGrad),
-    InstanceAccessor("grad", &TensorWrap::Grad, nullptr),
-    InstanceMethod("data", &TensorWrap::Data),
-    InstanceMethod("item", &TensorWrap::Item),
-    InstanceMethod("to", &TensorWrap::To),
-    InstanceMethod("permute", &TensorWrap::Permute),
-    InstanceMethod("reshape", &TensorWrap::Reshape),
-    InstanceMethod("view", &TensorWrap::View),
-    InstanceMethod("slice", &TensorWrap::Slice),
-    InstanceMethod("contiguous", &TensorWrap::Contiguous),
-    InstanceMethod("argmax", &TensorWrap::Argmax),
-    InstanceMethod("softmax", &TensorWrap::Softmax),
-    InstanceMethod("log_softmax", &TensorWrap::LogSoftmax),
-    InstanceMethod("backward", &TensorWrap::Backward),
-    InstanceMethod("detach", &TensorWrap::Detach),
-    InstanceMethod("clone", &TensorWrap::Clone),
-    InstanceMethod("compare", &TensorWrap::Compare),
-    InstanceMethod("arith", &TensorWrap::Arith),
-    InstanceMethod("reduce", &TensorWrap::Reduce),
-    InstanceMethod("matmul", &TensorWrap::Matmul),
-    InstanceMethod("dispose", &TensorWrap::Dispose),
-  });
+  Napi::Function f =
+      DefineClass(env, "NativeTensor",
+                  {
+                      StaticMethod("fromBuffer", &TensorWrap::FromBuffer),
+                      StaticMethod("cat", &TensorWrap::Cat),
+                      InstanceAccessor("shape", &TensorWrap::Shape, nullptr),
+                      InstanceAccessor("strides", &TensorWrap::Strides, nullptr),
+                      InstanceAccessor("dtype", &TensorWrap::Dtype, nullptr),
+                      InstanceAccessor("device", &TensorWrap::Device, nullptr),
+                      InstanceAccessor("disposed", &TensorWrap::Disposed, nullptr),
+                      InstanceAccessor("requires_grad", &TensorWrap::RequiresGrad, &TensorWrap::SetRequiresGrad),
+                      InstanceAccessor("grad", &TensorWrap::Grad, nullptr),
+                      InstanceMethod("data", &TensorWrap::Data),
+                      InstanceMethod("item", &TensorWrap::Item),
+                      InstanceMethod("to", &TensorWrap::To),
+                      InstanceMethod("permute", &TensorWrap::Permute),
+                      InstanceMethod("reshape", &TensorWrap::Reshape),
+                      InstanceMethod("view", &TensorWrap::View),
+                      InstanceMethod("slice", &TensorWrap::Slice),
+                      InstanceMethod("contiguous", &TensorWrap::Contiguous),
+                      InstanceMethod("argmax", &TensorWrap::Argmax),
+                      InstanceMethod("softmax", &TensorWrap::Softmax),
+                      InstanceMethod("log_softmax", &TensorWrap::LogSoftmax),
+                      InstanceMethod("backward", &TensorWrap::Backward),
+                      InstanceMethod("detach", &TensorWrap::Detach),
+                      InstanceMethod("clone", &TensorWrap::Clone),
+                      InstanceMethod("compare", &TensorWrap::Compare),
+                      InstanceMethod("arith", &TensorWrap::Arith),
+                      InstanceMethod("reduce", &TensorWrap::Reduce),
+                      InstanceMethod("matmul", &TensorWrap::Matmul),
+                      InstanceMethod("dispose", &TensorWrap::Dispose),
+                  });
   ctor_ = new Napi::FunctionReference(Napi::Persistent(f));
   exports.Set("NativeTensor", f);
 }
@@ -102,12 +105,14 @@ std::vector<std::pair<std::string, at::Tensor>> TensorWrap::NamedFromJs(const Na
     Napi::Value pair = arr.Get(i);
     if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2 || !pair.As<Napi::Array>().Get(0u).IsString())
       throw UserError(std::string("Expected a [name, Tensor] pair for ") + what + "[" + std::to_string(i) + "]");
-    out.emplace_back(pair.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value(), FromJs(pair.As<Napi::Array>().Get(1u), what));
+    out.emplace_back(pair.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value(),
+                     FromJs(pair.As<Napi::Array>().Get(1u), what));
   }
   return out;
 }
 
-Napi::Array TensorWrap::NamedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts, const std::string& prefix) {
+Napi::Array TensorWrap::NamedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts,
+                                  const std::string& prefix) {
   auto arr = Napi::Array::New(env, ts.size());
   for (size_t i = 0; i < ts.size(); i++) {
     auto pair = Napi::Array::New(env, 2);
@@ -134,15 +139,32 @@ Napi::Value TensorWrap::FromBuffer(const Napi::CallbackInfo& info) {
     at::Device device = ParseDevice(info[3].As<Napi::String>().Utf8Value());
     at::ScalarType src;
     switch (ta.TypedArrayType()) {
-      case napi_float32_array: src = at::kFloat; break;
-      case napi_float64_array: src = at::kDouble; break;
-      case napi_int32_array: src = at::kInt; break;
-      case napi_bigint64_array: src = at::kLong; break;
-      case napi_uint8_array: src = at::kByte; break;
-      case napi_int8_array: src = at::kChar; break;
-      case napi_int16_array: src = at::kShort; break;
-      case napi_uint16_array: src = at::kHalf; break;  // raw half bits
-      default: throw UserError("Unsupported typed array type for tensor data");
+      case napi_float32_array:
+        src = at::kFloat;
+        break;
+      case napi_float64_array:
+        src = at::kDouble;
+        break;
+      case napi_int32_array:
+        src = at::kInt;
+        break;
+      case napi_bigint64_array:
+        src = at::kLong;
+        break;
+      case napi_uint8_array:
+        src = at::kByte;
+        break;
+      case napi_int8_array:
+        src = at::kChar;
+        break;
+      case napi_int16_array:
+        src = at::kShort;
+        break;
+      case napi_uint16_array:
+        src = at::kHalf;
+        break;  // raw half bits
+      default:
+        throw UserError("Unsupported typed array type for tensor data");
     }
     int64_t numel = 1;
     for (auto s : shape) {
@@ -150,9 +172,11 @@ Napi::Value TensorWrap::FromBuffer(const Napi::CallbackInfo& info) {
       numel *= s;
     }
     if (static_cast<size_t>(numel) != ta.ElementLength())
-      throw UserError("Expected " + std::to_string(numel) + " values for shape but received " + std::to_string(ta.ElementLength()));
+      throw UserError("Expected " + std::to_string(numel) + " values for shape but received " +
+                      std::to_string(ta.ElementLength()));
     auto* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    at::Tensor t = at::from_blob(base, shape, at::TensorOptions().dtype(src)).to(target, /*non_blocking=*/false, /*copy=*/true);
+    at::Tensor t =
+        at::from_blob(base, shape, at::TensorOptions().dtype(src)).to(target, /*non_blocking=*/false, /*copy=*/true);
     if (!device.is_cpu()) t = t.to(device);
     return New(env, t);
   });
@@ -160,13 +184,16 @@ Napi::Value TensorWrap::FromBuffer(const Napi::CallbackInfo& info) {
 
 Napi::Array Numbers(Napi::Env env, at::IntArrayRef v) {
   auto arr = Napi::Array::New(env, v.size());
-  for (size_t i = 0; i < v.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(v[i])));
+  for (size_t i = 0; i < v.size(); i++)
+    arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(v[i])));
   return arr;
 }
 
 Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) { return Numbers(info.Env(), Get(info.Env()).sizes()); }
 
-Napi::Value TensorWrap::Strides(const Napi::CallbackInfo& info) { return Numbers(info.Env(), Get(info.Env()).strides()); }
+Napi::Value TensorWrap::Strides(const Napi::CallbackInfo& info) {
+  return Numbers(info.Env(), Get(info.Env()).strides());
+}
 
 Napi::Value TensorWrap::Dtype(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), DtypeName(Get(info.Env()).scalar_type()));
@@ -183,7 +210,10 @@ Napi::Value TensorWrap::RequiresGrad(const Napi::CallbackInfo& info) {
 }
 
 void TensorWrap::SetRequiresGrad(const Napi::CallbackInfo& info, const Napi::Value& v) {
-  Guard(info.Env(), [&] { Get(info.Env()).requires_grad_(v.ToBoolean().Value()); return 0; });
+  Guard(info.Env(), [&] {
+    Get(info.Env()).requires_grad_(v.ToBoolean().Value());
+    return 0;
+  });
 }
 
 Napi::Value TensorWrap::Grad(const Napi::CallbackInfo& info) {
@@ -233,7 +263,8 @@ Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const auto& t = Get(env);
-    if (t.numel() != 1) throw UserError("item() needs a tensor with one element but it has " + std::to_string(t.numel()));
+    if (t.numel() != 1)
+      throw UserError("item() needs a tensor with one element but it has " + std::to_string(t.numel()));
     if (t.scalar_type() == at::kBool) return Napi::Boolean::New(env, t.item<bool>());
     return Napi::Number::New(env, t.item<double>());
   });
@@ -285,7 +316,8 @@ Napi::Value TensorWrap::Contiguous(const Napi::CallbackInfo& info) {
 Napi::Value TensorWrap::Argmax(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&] {
-    if (info[0].IsNumber()) return New(env, Get(env).argmax(info[0].As<Napi::Number>().Int64Value(), info[1].ToBoolean().Value()));
+    if (info[0].IsNumber())
+      return New(env, Get(env).argmax(info[0].As<Napi::Number>().Int64Value(), info[1].ToBoolean().Value()));
     return New(env, Get(env).argmax());
   });
 }
@@ -301,9 +333,14 @@ Napi::Value TensorWrap::Backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const auto& t = Get(env);
-    if (!t.requires_grad()) throw UserError("backward() needs a tensor that requires grad: it was computed without autograd (eval mode, or from tensors that do not require grad)");
-    if (info.Length() > 0 && IsTensor(info[0])) t.backward(FromJs(info[0], "gradient"));
-    else t.backward();
+    if (!t.requires_grad())
+      throw UserError(
+          "backward() needs a tensor that requires grad: it was computed without autograd (eval mode, or from tensors "
+          "that do not require grad)");
+    if (info.Length() > 0 && IsTensor(info[0]))
+      t.backward(FromJs(info[0], "gradient"));
+    else
+      t.backward();
     return env.Undefined();
   });
 }
@@ -318,7 +355,9 @@ Napi::Value TensorWrap::Clone(const Napi::CallbackInfo& info) {
 
 static at::Tensor OtherOperand(const Napi::Value& v, const at::Tensor& self) {
   if (TensorWrap::IsTensor(v)) return TensorWrap::FromJs(v, "other");
-  if (v.IsNumber()) return at::scalar_tensor(v.As<Napi::Number>().DoubleValue(), self.options().dtype(at::kDouble)).to(self.scalar_type());
+  if (v.IsNumber())
+    return at::scalar_tensor(v.As<Napi::Number>().DoubleValue(), self.options().dtype(at::kDouble))
+        .to(self.scalar_type());
   throw UserError("Expected a Tensor or a number for other");
 }
 

@@ -23,7 +23,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   // [name, Tensor][] from JavaScript (named state, checkpoints, adapters), each pair checked.
   static std::vector<std::pair<std::string, at::Tensor>> NamedFromJs(const Napi::Value& v, const char* what);
   // [name, Tensor][] for JavaScript, each name after `prefix`; the tensors share storage.
-  static Napi::Array NamedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts, const std::string& prefix = "");
+  static Napi::Array NamedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& ts,
+                               const std::string& prefix = "");
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
   ~TensorWrap() override;

@@ -17,7 +17,8 @@
 #include <vector>
 
 // libtorch 2.4 or newer (CMakeLists.txt checks): pip's CPU and CUDA builds.
-static_assert(TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4), "torchlm needs libtorch 2.4 or newer");
+static_assert(TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4),
+              "torchlm needs libtorch 2.4 or newer");
 
 namespace torchlm {
 

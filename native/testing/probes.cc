@@ -58,13 +58,15 @@ static double ReadBandwidth(int64_t bytes, int reps, bool all_threads) {
   at::Tensor buf = at::full({n}, 1.0f, at::TensorOptions().dtype(at::kFloat));
   const float* p = buf.data_ptr<float>();
   const auto sum = [&](int64_t b0, int64_t b1, float acc) {
-    return acc + (SimdLevel() == 2 ? StreamSum512(p + b0 * 64, (b1 - b0) * 64) : StreamSumScalar(p + b0 * 64, (b1 - b0) * 64));
+    return acc + (SimdLevel() == 2 ? StreamSum512(p + b0 * 64, (b1 - b0) * 64)
+                                   : StreamSumScalar(p + b0 * 64, (b1 - b0) * 64));
   };
   double best = 0;
   volatile float sink = 0;  // the sums are used, so the reads stay
   for (int r = 0; r < reps; r++) {
     const auto t0 = std::chrono::steady_clock::now();
-    sink = sink + (all_threads ? at::parallel_reduce(0, n / 64, 1, 0.0f, sum, std::plus<float>()) : sum(0, n / 64, 0.0f));
+    sink =
+        sink + (all_threads ? at::parallel_reduce(0, n / 64, 1, 0.0f, sum, std::plus<float>()) : sum(0, n / 64, 0.0f));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, static_cast<double>(n) * 4 / s);
   }
@@ -78,7 +80,8 @@ static double FirstTouch(int64_t bytes) {
   at::Tensor buf = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
   uint8_t* p = buf.data_ptr<uint8_t>();
   at::parallel_for(0, (bytes + kReadPiece - 1) / kReadPiece, 1, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; i++) std::memset(p + i * kReadPiece, 1, static_cast<size_t>(std::min(kReadPiece, bytes - i * kReadPiece)));
+    for (int64_t i = a; i < b; i++)
+      std::memset(p + i * kReadPiece, 1, static_cast<size_t>(std::min(kReadPiece, bytes - i * kReadPiece)));
   });
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -88,21 +91,27 @@ static int64_t PositiveInt(const Napi::CallbackInfo& info, size_t i, const char*
   const Napi::Value v = info[i];
   const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
   if (!v.IsNumber() || !(d >= 1 && d <= static_cast<double>(max)) || d != std::floor(d))
-    throw JsError(info.Env(), std::string("Expected integer between 1 and ") + std::to_string(max) + " for " + name +
-                                               " but received " + v.ToString().Utf8Value(), kInvalidArgument);
+    throw JsError(info.Env(),
+                  std::string("Expected integer between 1 and ") + std::to_string(max) + " for " + name +
+                      " but received " + v.ToString().Utf8Value(),
+                  kInvalidArgument);
   return static_cast<int64_t>(d);
 }
 
-// The machine's float32 matmul limit as the addon reaches it: the best of `reps` [M, K] x [K, N] products on the compute
-// thread (libtorch's thread pool), through the oneDNN linear (both weight layouts) and through addmm, in FLOP/s.
+// The machine's float32 matmul limit as the addon reaches it: the best of `reps` [M, K] x [K, N] products on the
+// compute thread (libtorch's thread pool), through the oneDNN linear (both weight layouts) and through addmm, in
+// FLOP/s.
 static double MatmulLimit(int64_t M, int64_t K, int64_t N, int reps) {
   at::InferenceMode guard;
-  const at::Tensor x = at::full({M, K}, 0.5f), w = at::full({K, N}, 0.25f), wt = at::full({N, K}, 0.25f), b = at::zeros({N});
+  const at::Tensor x = at::full({M, K}, 0.5f), w = at::full({K, N}, 0.25f), wt = at::full({N, K}, 0.25f),
+                   b = at::zeros({N});
   double best = 0;
   for (int r = 0; r < reps; r++) {
     for (int path = 0; path < 3; path++) {  // oneDNN with Conv1D's [K, N] and nn.Linear's [N, K] weights, addmm
       const auto t0 = std::chrono::steady_clock::now();
-      at::Tensor y = path == 0 ? GemmLinear(x, w, b, false) : path == 1 ? GemmLinear(x, wt, b, true) : at::addmm(b, x, w);
+      at::Tensor y = path == 0   ? GemmLinear(x, w, b, false)
+                     : path == 1 ? GemmLinear(x, wt, b, true)
+                                 : at::addmm(b, x, w);
       if (!y.defined()) continue;
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       best = std::max(best, 2.0 * M * K * N / s);
@@ -111,10 +120,10 @@ static double MatmulLimit(int64_t M, int64_t K, int64_t N, int reps) {
   return best;
 }
 
-// StreamRows on `rows` rows of `row_bytes` bytes, each row of [slow_from, rows) taking `slow_us` microseconds (a lagging
-// share): how many times each row was visited, and how many blocks a thread took from another's share. With then_us,
-// a Then taking then_us microseconds follows, with a 2 MB matrix to read ahead: how often it ran, how many rows had
-// been visited when it started, and the bytes read ahead meanwhile.
+// StreamRows on `rows` rows of `row_bytes` bytes, each row of [slow_from, rows) taking `slow_us` microseconds (a
+// lagging share): how many times each row was visited, and how many blocks a thread took from another's share. With
+// then_us, a Then taking then_us microseconds follows, with a 2 MB matrix to read ahead: how often it ran, how many
+// rows had been visited when it started, and the bytes read ahead meanwhile.
 struct RowVisits {
   std::vector<int32_t> visits;
   bool with_then = false;
@@ -123,7 +132,8 @@ struct RowVisits {
 static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, int64_t slow_us, int64_t then_us) {
   auto spin = [](int64_t us) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
-    while (std::chrono::steady_clock::now() < until) {}
+    while (std::chrono::steady_clock::now() < until) {
+    }
   };
   RowVisits r;
   r.with_then = then_us > 0;
@@ -140,12 +150,15 @@ static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, i
   then.next_rows = 512;
   then.next = {{next.data(), 4096}};
   StreamStats stats;
-  StreamRows(rows, row_bytes, [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; i++) {
-      seen[i]++;
-      if (i >= slow_from) spin(slow_us);
-    }
-  }, &stats, r.with_then ? &then : nullptr);
+  StreamRows(
+      rows, row_bytes,
+      [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; i++) {
+          seen[i]++;
+          if (i >= slow_from) spin(slow_us);
+        }
+      },
+      &stats, r.with_then ? &then : nullptr);
   for (int64_t i = 0; i < rows; i++) r.visits.push_back(seen[i].load());
   r.helped = stats.helped;
   r.prefetched = stats.prefetched;
@@ -157,67 +170,75 @@ void InitProbes(Napi::Env env, Napi::Object exports) {
   // readBandwidth(bytes, reps, allThreads): bytes per second; firstTouch(bytes): seconds; matmulLimit(M, K, N, reps):
   // FLOP/s. All on the compute thread, with libtorch's threads.
   probes.Set("readBandwidth", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t bytes = PositiveInt(info, 0, "bytes", int64_t(1) << 40);
-    const int reps = static_cast<int>(PositiveInt(info, 1, "reps", 1000));
-    const bool all = info.Length() < 3 || info[2].ToBoolean().Value();
-    auto result = std::make_shared<double>(0);
-    return PromiseWorker::Run(info.Env(), [=] { *result = ReadBandwidth(bytes, reps, all); },
-                              [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
-  }));
+               const int64_t bytes = PositiveInt(info, 0, "bytes", int64_t(1) << 40);
+               const int reps = static_cast<int>(PositiveInt(info, 1, "reps", 1000));
+               const bool all = info.Length() < 3 || info[2].ToBoolean().Value();
+               auto result = std::make_shared<double>(0);
+               return PromiseWorker::Run(
+                   info.Env(), [=] { *result = ReadBandwidth(bytes, reps, all); },
+                   [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
+             }));
   probes.Set("firstTouch", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t bytes = PositiveInt(info, 0, "bytes", int64_t(1) << 40);
-    auto result = std::make_shared<double>(0);
-    return PromiseWorker::Run(info.Env(), [=] { *result = FirstTouch(bytes); },
-                              [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
-  }));
+               const int64_t bytes = PositiveInt(info, 0, "bytes", int64_t(1) << 40);
+               auto result = std::make_shared<double>(0);
+               return PromiseWorker::Run(
+                   info.Env(), [=] { *result = FirstTouch(bytes); },
+                   [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
+             }));
   probes.Set("matmulLimit", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    int64_t d[4];
-    const char* names[] = {"M", "K", "N", "reps"};
-    for (size_t i = 0; i < 4; i++) d[i] = PositiveInt(info, i, names[i], 65536);
-    auto result = std::make_shared<double>(0);
-    return PromiseWorker::Run(info.Env(), [=] { *result = MatmulLimit(d[0], d[1], d[2], static_cast<int>(d[3])); },
-                              [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
-  }));
+               int64_t d[4];
+               const char* names[] = {"M", "K", "N", "reps"};
+               for (size_t i = 0; i < 4; i++) d[i] = PositiveInt(info, i, names[i], 65536);
+               auto result = std::make_shared<double>(0);
+               return PromiseWorker::Run(
+                   info.Env(), [=] { *result = MatmulLimit(d[0], d[1], d[2], static_cast<int>(d[3])); },
+                   [result](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *result); });
+             }));
   probes.Set("setMatvec", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    SetMatVecEnabled(info[0].ToBoolean().Value());
-    return info.Env().Undefined();
-  }));
+               SetMatVecEnabled(info[0].ToBoolean().Value());
+               return info.Env().Undefined();
+             }));
   probes.Set("matvecCalls", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::Number::New(info.Env(), static_cast<double>(MatVecCalls()));
-  }));
+               return Napi::Number::New(info.Env(), static_cast<double>(MatVecCalls()));
+             }));
   probes.Set("setGemm", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    SetGemmEnabled(info[0].ToBoolean().Value());
-    return info.Env().Undefined();
-  }));
+               SetGemmEnabled(info[0].ToBoolean().Value());
+               return info.Env().Undefined();
+             }));
   probes.Set("gemmCalls", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::Number::New(info.Env(), static_cast<double>(GemmCalls()));
-  }));
+               return Napi::Number::New(info.Env(), static_cast<double>(GemmCalls()));
+             }));
   probes.Set("gemmAvailable", Napi::Boolean::New(env, GemmAvailable()));
   probes.Set("q8Kernel", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::String::New(info.Env(), Q8Kernel());
-  }));
+               return Napi::String::New(info.Env(), Q8Kernel());
+             }));
   probes.Set("streamRows", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const int64_t rows = PositiveInt(info, 0, "rows", int64_t(1) << 24), row_bytes = PositiveInt(info, 1, "rowBytes", int64_t(1) << 24);
-    const int64_t slow_from = PositiveInt(info, 2, "slowFrom", int64_t(1) << 24), slow_us = PositiveInt(info, 3, "slowMicroseconds", 100000);
-    const int64_t then_us = info.Length() > 4 && !info[4].IsUndefined() ? PositiveInt(info, 4, "thenMicroseconds", 100000) : 0;
-    auto result = std::make_shared<RowVisits>();
-    return PromiseWorker::Run(info.Env(), [=] { *result = VisitRows(rows, row_bytes, slow_from, slow_us, then_us); },
-                              [result](Napi::Env env) -> Napi::Value {
-                                Napi::Object o = Napi::Object::New(env);
-                                Napi::Array v = Napi::Array::New(env, result->visits.size());
-                                for (size_t i = 0; i < result->visits.size(); i++) v.Set(static_cast<uint32_t>(i), result->visits[i]);
-                                o.Set("visits", v);
-                                o.Set("helped", Napi::Number::New(env, static_cast<double>(result->helped)));
-                                if (result->with_then) {
-                                  Napi::Object t = Napi::Object::New(env);
-                                  t.Set("calls", Napi::Number::New(env, static_cast<double>(result->then_calls)));
-                                  t.Set("rowsDone", Napi::Number::New(env, static_cast<double>(result->rows_done)));
-                                  t.Set("prefetched", Napi::Number::New(env, static_cast<double>(result->prefetched)));
-                                  o.Set("then", t);
-                                }
-                                return o;
-                              });
-  }));
+               const int64_t rows = PositiveInt(info, 0, "rows", int64_t(1) << 24),
+                             row_bytes = PositiveInt(info, 1, "rowBytes", int64_t(1) << 24);
+               const int64_t slow_from = PositiveInt(info, 2, "slowFrom", int64_t(1) << 24),
+                             slow_us = PositiveInt(info, 3, "slowMicroseconds", 100000);
+               const int64_t then_us =
+                   info.Length() > 4 && !info[4].IsUndefined() ? PositiveInt(info, 4, "thenMicroseconds", 100000) : 0;
+               auto result = std::make_shared<RowVisits>();
+               return PromiseWorker::Run(
+                   info.Env(), [=] { *result = VisitRows(rows, row_bytes, slow_from, slow_us, then_us); },
+                   [result](Napi::Env env) -> Napi::Value {
+                     Napi::Object o = Napi::Object::New(env);
+                     Napi::Array v = Napi::Array::New(env, result->visits.size());
+                     for (size_t i = 0; i < result->visits.size(); i++)
+                       v.Set(static_cast<uint32_t>(i), result->visits[i]);
+                     o.Set("visits", v);
+                     o.Set("helped", Napi::Number::New(env, static_cast<double>(result->helped)));
+                     if (result->with_then) {
+                       Napi::Object t = Napi::Object::New(env);
+                       t.Set("calls", Napi::Number::New(env, static_cast<double>(result->then_calls)));
+                       t.Set("rowsDone", Napi::Number::New(env, static_cast<double>(result->rows_done)));
+                       t.Set("prefetched", Napi::Number::New(env, static_cast<double>(result->prefetched)));
+                       o.Set("then", t);
+                     }
+                     return o;
+                   });
+             }));
   exports.Set("probes", probes);
 }
 

@@ -3,14 +3,27 @@
 // argv: distIndex modelDir outDir batchSize maxSteps mode (ok | kill | throw | resume | lora)
 // lora: LoRA adapters, drawn from a different seed on each rank (the Trainer's broadcast must make them rank 0's).
 const [, , distIndex, modelDir, outDir, bsArg, stepsArg, mode = "ok"] = process.argv;
-const { Dataset, GPT2LMHeadModel, LoraConfig, Trainer, TrainerCallback, TrainingArguments, get_peft_model, set_seed, tensor } = await import(distIndex);
+const {
+  Dataset,
+  GPT2LMHeadModel,
+  LoraConfig,
+  Trainer,
+  TrainerCallback,
+  TrainingArguments,
+  get_peft_model,
+  set_seed,
+  tensor,
+} = await import(distIndex);
 
 let s = 7;
 const rnd = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 const rows = (n, T = 16) => Array.from({ length: n }, () => Array.from({ length: T }, () => Math.floor(rnd() * 50000)));
 const train = Dataset.from_dict({ input_ids: rows(24) });
 const evalDs = Dataset.from_dict({ input_ids: rows(5) });
-const collate = (b) => { const ids = tensor(b.map((r) => r.input_ids)); return { input_ids: ids, labels: ids.clone() }; };
+const collate = (b) => {
+  const ids = tensor(b.map((r) => r.input_ids));
+  return { input_ids: ids, labels: ids.clone() };
+};
 
 const rank = Number(process.env.RANK ?? 0);
 class Fault extends TrainerCallback {
@@ -24,14 +37,35 @@ class Fault extends TrainerCallback {
 let model = await GPT2LMHeadModel.from_pretrained(modelDir);
 if (mode === "lora") {
   set_seed(rank);
-  model = get_peft_model(model, new LoraConfig({ r: 4, lora_alpha: 8, target_modules: ["c_attn", "c_proj", "c_fc"], fan_in_fan_out: true }));
+  model = get_peft_model(
+    model,
+    new LoraConfig({ r: 4, lora_alpha: 8, target_modules: ["c_attn", "c_proj", "c_fc"], fan_in_fan_out: true }),
+  );
 }
 const args = new TrainingArguments({
-  output_dir: outDir, per_device_train_batch_size: Number(bsArg), max_steps: Number(stepsArg), learning_rate: 1e-3, weight_decay: 0.1,
-  lr_scheduler_type: "cosine", logging_steps: 1, eval_strategy: "steps", eval_steps: 3, per_device_eval_batch_size: 2,
-  save_steps: 2, disable_tqdm: true, plot_loss: false, ddp_timeout: 60,
+  output_dir: outDir,
+  per_device_train_batch_size: Number(bsArg),
+  max_steps: Number(stepsArg),
+  learning_rate: 1e-3,
+  weight_decay: 0.1,
+  lr_scheduler_type: "cosine",
+  logging_steps: 1,
+  eval_strategy: "steps",
+  eval_steps: 3,
+  per_device_eval_batch_size: 2,
+  save_steps: 2,
+  disable_tqdm: true,
+  plot_loss: false,
+  ddp_timeout: 60,
 });
-const trainer = new Trainer({ model, args, train_dataset: train, eval_dataset: evalDs, data_collator: collate, callbacks: [new Fault()] });
+const trainer = new Trainer({
+  model,
+  args,
+  train_dataset: train,
+  eval_dataset: evalDs,
+  data_collator: collate,
+  callbacks: [new Fault()],
+});
 await trainer.train({ resume_from_checkpoint: mode === "resume" ? `${outDir}/checkpoint-2` : undefined });
 await trainer.save_model(`${outDir}/final`);
 if (rank === 0) console.log(JSON.stringify({ world: args.world_size, log_history: trainer.state.log_history }));

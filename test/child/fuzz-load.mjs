@@ -18,15 +18,33 @@ function mutateHeader(h) {
   const k = keys[ri(keys.length)];
   const e = h[k];
   switch (ri(9)) {
-    case 0: e.shape = e.shape.map((d) => (rnd() < 0.5 ? -d - 1 : d)); break;
-    case 1: e.shape = [2 ** 40, 2 ** 40]; break;
-    case 2: e.data_offsets = [ri(good.length * 2), ri(good.length * 2)]; break;
-    case 3: e.data_offsets = h[keys[ri(keys.length)]].data_offsets; break;
-    case 4: e.dtype = ["F32", "F16", "BF16", "I64", "Q8", "", 7][ri(7)]; break;
-    case 5: delete h[k]; break;
-    case 6: e.shape = [ri(100)]; break;
-    case 7: h[k] = "nonsense"; break;
-    case 8: e.data_offsets = [0, 1e300]; break;
+    case 0:
+      e.shape = e.shape.map((d) => (rnd() < 0.5 ? -d - 1 : d));
+      break;
+    case 1:
+      e.shape = [2 ** 40, 2 ** 40];
+      break;
+    case 2:
+      e.data_offsets = [ri(good.length * 2), ri(good.length * 2)];
+      break;
+    case 3:
+      e.data_offsets = h[keys[ri(keys.length)]].data_offsets;
+      break;
+    case 4:
+      e.dtype = ["F32", "F16", "BF16", "I64", "Q8", "", 7][ri(7)];
+      break;
+    case 5:
+      delete h[k];
+      break;
+    case 6:
+      e.shape = [ri(100)];
+      break;
+    case 7:
+      h[k] = "nonsense";
+      break;
+    case 8:
+      e.data_offsets = [0, 1e300];
+      break;
   }
   return h;
 }
@@ -35,24 +53,29 @@ for (let i = 0; i < N; i++) {
   let bytes = Buffer.from(good);
   let config = goodConfig;
   const kind = ri(6);
-  if (kind === 0) for (let f = 0; f < 1 + ri(8); f++) bytes[ri(bytes.length)] ^= 1 << ri(8);            // bit flips
-  else if (kind === 1) bytes = bytes.subarray(0, ri(bytes.length));                                        // truncation
-  else if (kind === 2) bytes.writeBigUInt64LE(BigInt(ri(2 ** 31)) * BigInt(1 + ri(3)), 0);                 // lying header length
-  else if (kind === 3) {                                                                                     // JSON edits
+  if (kind === 0)
+    for (let f = 0; f < 1 + ri(8); f++) bytes[ri(bytes.length)] ^= 1 << ri(8); // bit flips
+  else if (kind === 1)
+    bytes = bytes.subarray(0, ri(bytes.length)); // truncation
+  else if (kind === 2)
+    bytes.writeBigUInt64LE(BigInt(ri(2 ** 31)) * BigInt(1 + ri(3)), 0); // lying header length
+  else if (kind === 3) {
+    // JSON edits
     const h = mutateHeader(JSON.parse(good.subarray(8, 8 + hlen).toString()));
     let text = JSON.stringify(h);
-    if (rnd() < 0.1) text = text.replace('"wte.weight"', '"wte.weight":{},"wte.weight"');                     // duplicate key
-    if (rnd() < 0.1) text = text.slice(0, ri(text.length)) + "\xff\xfe" + text.slice(ri(text.length));       // broken UTF-8 / JSON
+    if (rnd() < 0.1) text = text.replace('"wte.weight"', '"wte.weight":{},"wte.weight"'); // duplicate key
+    if (rnd() < 0.1) text = text.slice(0, ri(text.length)) + "\xff\xfe" + text.slice(ri(text.length)); // broken UTF-8 / JSON
     const hb = Buffer.from(text, rnd() < 0.1 ? "latin1" : "utf8");
     const lb = Buffer.alloc(8);
     lb.writeBigUInt64LE(BigInt(hb.length));
     bytes = Buffer.concat([lb, hb, good.subarray(8 + hlen)]);
-  } else if (kind === 4) {                                                                                   // absurd configs
+  } else if (kind === 4) {
+    // absurd configs
     const c = JSON.parse(goodConfig);
     const key = ["n_embd", "n_layer", "n_head", "vocab_size", "n_positions", "n_inner", "layer_norm_epsilon"][ri(7)];
     c[key] = [0, -1, 1e12, 2 ** 53, 3.5, "x", null][ri(7)];
     config = JSON.stringify(c);
-  } else config = goodConfig.slice(0, ri(goodConfig.length));                                              // broken config
+  } else config = goodConfig.slice(0, ri(goodConfig.length)); // broken config
   writeFileSync(join(work, "model.safetensors"), bytes);
   writeFileSync(join(work, "config.json"), config);
   try {

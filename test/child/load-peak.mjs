@@ -3,11 +3,18 @@
 // what stays resident after the load.
 import { readFileSync } from "node:fs";
 const [, , distIndex, dir, dtype] = process.argv;
-const status = (key) => Number(/(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith(key + ":")))[1]) * 1024;
+const status = (key) =>
+  Number(
+    /(\d+) kB/.exec(
+      readFileSync("/proc/self/status", "utf8")
+        .split("\n")
+        .find((l) => l.startsWith(key + ":")),
+    )[1],
+  ) * 1024;
 const { GPT2LMHeadModel, tensor } = await import(distIndex);
-tensor([1, 2, 3]).add(1).dispose();  // libtorch loaded and initialised: the runtime is in the baseline
+tensor([1, 2, 3]).add(1).dispose(); // libtorch loaded and initialised: the runtime is in the baseline
 import { writeFileSync } from "node:fs";
-writeFileSync("/proc/self/clear_refs", "5");  // resets VmHWM to the current RSS: the peak below is the load's
+writeFileSync("/proc/self/clear_refs", "5"); // resets VmHWM to the current RSS: the peak below is the load's
 const baseline = status("VmRSS");
 const t0 = performance.now();
 const m = await GPT2LMHeadModel.from_pretrained(dir, { dtype });

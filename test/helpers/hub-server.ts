@@ -4,7 +4,11 @@ import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
-export interface Repo { type: "model" | "dataset"; id: string; files: Record<string, Buffer> }
+export interface Repo {
+  type: "model" | "dataset";
+  id: string;
+  files: Record<string, Buffer>;
+}
 export const COMMIT = "0123456789abcdef0123456789abcdef01234567";
 
 export class HubServer {
@@ -28,8 +32,14 @@ export class HubServer {
   }
   #entry(path: string, data: Buffer) {
     const sha = createHash("sha256").update(data).digest("hex");
-    return { type: "file", path, size: data.length, oid: createHash("sha1").update(data).digest("hex"), lfs: { oid: sha, size: data.length },
-      lastCommit: { id: COMMIT, date: "2026-01-01T00:00:00.000Z", title: "test" } };
+    return {
+      type: "file",
+      path,
+      size: data.length,
+      oid: createHash("sha1").update(data).digest("hex"),
+      lfs: { oid: sha, size: data.length },
+      lastCommit: { id: COMMIT, date: "2026-01-01T00:00:00.000Z", title: "test" },
+    };
   }
   handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url!, "http://x");
@@ -43,7 +53,9 @@ export class HubServer {
         if (!repo) return this.#notFound(res, "RepoNotFound");
         const { paths } = JSON.parse(Buffer.concat(body).toString() || "{}");
         res.setHeader("Content-Type", "application/json");
-        return res.end(JSON.stringify((paths as string[]).filter((p) => repo.files[p]).map((p) => this.#entry(p, repo.files[p]!))));
+        return res.end(
+          JSON.stringify((paths as string[]).filter((p) => repo.files[p]).map((p) => this.#entry(p, repo.files[p]!))),
+        );
       }
       m = /^\/api\/(models|datasets)\/(.+)\/tree\/([^/]+)(\/.*)?$/.exec(url.pathname);
       if (m) {

@@ -11,7 +11,9 @@ export const TEST_PYTHON = join(ROOT, ".venv-test", "bin", "python");
 /** Runs a script of scripts/ with the test venv's python and parses the JSON it prints last. */
 export function pythonJson(script: string, args: string[]): any {
   const out = execFileSync(TEST_PYTHON, [join(ROOT, "scripts", script), ...args], {
-    encoding: "utf8", env: { ...process.env, HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error" }, stdio: ["ignore", "pipe", "pipe"],
+    encoding: "utf8",
+    env: { ...process.env, HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error" },
+    stdio: ["ignore", "pipe", "pipe"],
   });
   return JSON.parse(out.trim().split("\n").pop()!);
 }

@@ -23,25 +23,43 @@ export function hashUniform(n: number, seed: number): Float64Array {
     x ^= x >>> 13;
     x = Math.imul(x, 0xc2b2ae35) >>> 0;
     x ^= x >>> 16;
-    out[i] = (x >>> 8) / 16777216 * 2 - 1;
+    out[i] = ((x >>> 8) / 16777216) * 2 - 1;
   }
   return out;
 }
 
 export function expected(cfg: Record<string, any>): [string, number[]][] {
-  const E = cfg.n_embd, I = cfg.n_inner ?? 4 * E;
-  const out: [string, number[]][] = [["wte.weight", [cfg.vocab_size, E]], ["wpe.weight", [cfg.n_positions, E]]];
+  const E = cfg.n_embd,
+    I = cfg.n_inner ?? 4 * E;
+  const out: [string, number[]][] = [
+    ["wte.weight", [cfg.vocab_size, E]],
+    ["wpe.weight", [cfg.n_positions, E]],
+  ];
   for (let i = 0; i < cfg.n_layer; i++) {
     const p = `h.${i}.`;
-    out.push([p + "ln_1.weight", [E]], [p + "ln_1.bias", [E]], [p + "attn.c_attn.weight", [E, 3 * E]], [p + "attn.c_attn.bias", [3 * E]],
-      [p + "attn.c_proj.weight", [E, E]], [p + "attn.c_proj.bias", [E]], [p + "ln_2.weight", [E]], [p + "ln_2.bias", [E]],
-      [p + "mlp.c_fc.weight", [E, I]], [p + "mlp.c_fc.bias", [I]], [p + "mlp.c_proj.weight", [I, E]], [p + "mlp.c_proj.bias", [E]]);
+    out.push(
+      [p + "ln_1.weight", [E]],
+      [p + "ln_1.bias", [E]],
+      [p + "attn.c_attn.weight", [E, 3 * E]],
+      [p + "attn.c_attn.bias", [3 * E]],
+      [p + "attn.c_proj.weight", [E, E]],
+      [p + "attn.c_proj.bias", [E]],
+      [p + "ln_2.weight", [E]],
+      [p + "ln_2.bias", [E]],
+      [p + "mlp.c_fc.weight", [E, I]],
+      [p + "mlp.c_fc.bias", [I]],
+      [p + "mlp.c_proj.weight", [I, E]],
+      [p + "mlp.c_proj.bias", [E]],
+    );
   }
   out.push(["ln_f.weight", [E]], ["ln_f.bias", [E]]);
   return out;
 }
 
-export function tinyWeights(cfg: Record<string, any> = TINY, seed = SEED): Map<string, { shape: number[]; data: Float32Array }> {
+export function tinyWeights(
+  cfg: Record<string, any> = TINY,
+  seed = SEED,
+): Map<string, { shape: number[]; data: Float32Array }> {
   const w = new Map<string, { shape: number[]; data: Float32Array }>();
   expected(cfg).forEach(([name, shape], idx) => {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -59,7 +77,7 @@ function f32ToBf16(x: Float32Array): Uint16Array {
   const out = new Uint16Array(x.length);
   for (let i = 0; i < x.length; i++) {
     const v = u[i]!;
-    out[i] = ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff;  // round to nearest even
+    out[i] = ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff; // round to nearest even
   }
   return out;
 }
@@ -75,21 +93,31 @@ function f32ToF16(x: Float32Array): Uint16Array {
     const exp = (b >>> 23) & 0xff;
     let mant = b & 0x7fffff;
     const e = exp - 127 + 15;
-    if (exp === 0xff) { out[i] = sign | 0x7c00 | (mant ? 0x200 : 0); continue; }
-    if (e >= 0x1f) { out[i] = sign | 0x7c00; continue; }
+    if (exp === 0xff) {
+      out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
+      continue;
+    }
+    if (e >= 0x1f) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
     if (e <= 0) {
-      if (e < -10) { out[i] = sign; continue; }
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
       mant |= 0x800000;
       const shift = 14 - e;
       let h = mant >>> shift;
-      const rem = mant & ((1 << shift) - 1), half = 1 << (shift - 1);
-      if (rem > half || (rem === half && (h & 1))) h++;
+      const rem = mant & ((1 << shift) - 1),
+        half = 1 << (shift - 1);
+      if (rem > half || (rem === half && h & 1)) h++;
       out[i] = sign | h;
       continue;
     }
     let h = (e << 10) | (mant >>> 13);
     const rem = mant & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+    if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
     out[i] = sign | h;
   }
   return out;
@@ -98,7 +126,12 @@ function f32ToF16(x: Float32Array): Uint16Array {
 export type StDtype = "F32" | "F16" | "BF16";
 
 /** Writes a safetensors file (8-byte aligned data) from name -> {shape, float32 data}. */
-export function writeSafetensors(path: string, tensors: [string, { shape: number[]; data: Float32Array }][], dtype: StDtype = "F32", metadata: Record<string, string> | null = { format: "pt" }): void {
+export function writeSafetensors(
+  path: string,
+  tensors: [string, { shape: number[]; data: Float32Array }][],
+  dtype: StDtype = "F32",
+  metadata: Record<string, string> | null = { format: "pt" },
+): void {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   const blobs: Uint8Array[] = [];
@@ -119,7 +152,9 @@ export function writeSafetensors(path: string, tensors: [string, { shape: number
 }
 
 /** A directory with config.json + model.safetensors of the tiny model (cached per process). */
-export function tinyModelDir(opts: { layout?: "hub" | "saved"; dtype?: StDtype; config?: Record<string, unknown>; name?: string } = {}): string {
+export function tinyModelDir(
+  opts: { layout?: "hub" | "saved"; dtype?: StDtype; config?: Record<string, unknown>; name?: string } = {},
+): string {
   const layout = opts.layout ?? "hub";
   const dtype = opts.dtype ?? "F32";
   const cfg = { ...TINY, ...(opts.config ?? {}) };
@@ -128,7 +163,11 @@ export function tinyModelDir(opts: { layout?: "hub" | "saved"; dtype?: StDtype; 
   mkdirSync(dir, { recursive: true });
   const w = tinyWeights(cfg);
   const prefix = layout === "hub" ? "" : "transformer.";
-  writeSafetensors(join(dir, "model.safetensors"), [...w.entries()].map(([k, v]) => [prefix + k, v]), dtype);
+  writeSafetensors(
+    join(dir, "model.safetensors"),
+    [...w.entries()].map(([k, v]) => [prefix + k, v]),
+    dtype,
+  );
   writeFileSync(join(dir, "config.json"), JSON.stringify(cfg, null, 2));
   return dir;
 }
@@ -138,7 +177,8 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   // no Math.* in the loop: a global's lookup in Jest's sandbox costs more than the arithmetic
   let m = 0;
   for (let i = 0; i < a.length; i++) {
-    const d = a[i]! - b[i]!, ad = d < 0 ? -d : d;
+    const d = a[i]! - b[i]!,
+      ad = d < 0 ? -d : d;
     if (!(ad <= m)) {
       if (ad !== ad) return NaN;
       m = ad;

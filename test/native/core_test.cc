@@ -48,10 +48,11 @@ int main() {
     const at::Tensor w = at::randn({N, K}), x = at::randn({1, K}), b = at::randn({N});
     for (const int bits : {8, 4}) {
       const std::string shape = "[" + std::to_string(N) + ", " + std::to_string(K) + "]";
-      Check("q" + std::to_string(bits) + " weights " + shape + " dequantize near the float ones", [&](std::string& why) {
-        const QWeight q = QuantizeWeight(w, bits);
-        return Close(DequantizeWeight(q), w, bits == 8 ? 0.01 : 0.2, why);
-      });
+      Check("q" + std::to_string(bits) + " weights " + shape + " dequantize near the float ones",
+            [&](std::string& why) {
+              const QWeight q = QuantizeWeight(w, bits);
+              return Close(DequantizeWeight(q), w, bits == 8 ? 0.01 : 0.2, why);
+            });
       Check("q" + std::to_string(bits) + " x q8 " + Q8Kernel() + " linear " + shape + " equals the dequantized matmul",
             [&](std::string& why) {
               const QWeight q = QuantizeWeight(w, bits);

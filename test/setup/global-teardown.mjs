@@ -9,7 +9,8 @@ export default async function teardown() {
   else {
     try {
       rmSync(run, { recursive: true, force: true });
-    } catch (e) { // a tmpfs a fault test left mounted: say so, and fail no test for it
+    } catch (e) {
+      // a tmpfs a fault test left mounted: say so, and fail no test for it
       console.warn(`torchlm: could not remove ${run}: ${e.message}`);
     }
   }

@@ -39,9 +39,12 @@ std::shared_ptr<Comm> Comm::Connect(const std::string& addr, int port, int rank,
   // Gloo binds each rank to one interface: GLOO_SOCKET_IFNAME as in PyTorch, loopback for a
   // single-machine job, else the address this host name resolves to.
   const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-  if (ifname && *ifname) opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-  else if (addr == "127.0.0.1" || addr == "localhost") opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-  else opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  if (ifname && *ifname)
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  else if (addr == "127.0.0.1" || addr == "localhost")
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  else
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   opts->threads = 2;
   c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, rank, world, opts);
   c->rank_ = rank;
@@ -82,7 +85,10 @@ static void Unflatten(const at::Tensor& buf, const std::vector<at::Tensor>& grou
 
 void Comm::AllReduceMean(const std::vector<at::Tensor>& tensors, size_t bucket_bytes) {
   at::NoGradGuard ng;
-  struct Pending { std::vector<at::Tensor> group, buf; c10::intrusive_ptr<c10d::Work> work; };
+  struct Pending {
+    std::vector<at::Tensor> group, buf;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
   std::vector<Pending> pending;
   // All buckets go out before the first wait, so Gloo's threads overlap them.
   for (auto& group : Buckets(tensors, bucket_bytes)) {
@@ -122,8 +128,9 @@ void Comm::Barrier() { impl_->pg->barrier()->wait(); }
 
 struct Comm::Impl {};
 static UserError NoGloo() {
-  return UserError("this torchlm build has no distributed support: libtorch's Gloo headers were missing at build time "
-                   "(install libgloo-dev, then run `npm run build:native`)");
+  return UserError(
+      "this torchlm build has no distributed support: libtorch's Gloo headers were missing at build time "
+      "(install libgloo-dev, then run `npm run build:native`)");
 }
 std::shared_ptr<Comm> Comm::Connect(const std::string&, int, int, int, int64_t) { throw NoGloo(); }
 void Comm::AllReduceMean(const std::vector<at::Tensor>&, size_t) { throw NoGloo(); }

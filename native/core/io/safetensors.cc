@@ -43,30 +43,67 @@ MappedFile::~MappedFile() {
 }
 
 static at::ScalarType StDtype(const std::string& d, size_t* item) {
-  if (d == "F32") { *item = 4; return at::kFloat; }
-  if (d == "F16") { *item = 2; return at::kHalf; }
-  if (d == "BF16") { *item = 2; return at::kBFloat16; }
-  if (d == "F64") { *item = 8; return at::kDouble; }
-  if (d == "I64") { *item = 8; return at::kLong; }
-  if (d == "I32") { *item = 4; return at::kInt; }
-  if (d == "U8") { *item = 1; return at::kByte; }
-  if (d == "I8") { *item = 1; return at::kChar; }
-  if (d == "BOOL") { *item = 1; return at::kBool; }
+  if (d == "F32") {
+    *item = 4;
+    return at::kFloat;
+  }
+  if (d == "F16") {
+    *item = 2;
+    return at::kHalf;
+  }
+  if (d == "BF16") {
+    *item = 2;
+    return at::kBFloat16;
+  }
+  if (d == "F64") {
+    *item = 8;
+    return at::kDouble;
+  }
+  if (d == "I64") {
+    *item = 8;
+    return at::kLong;
+  }
+  if (d == "I32") {
+    *item = 4;
+    return at::kInt;
+  }
+  if (d == "U8") {
+    *item = 1;
+    return at::kByte;
+  }
+  if (d == "I8") {
+    *item = 1;
+    return at::kChar;
+  }
+  if (d == "BOOL") {
+    *item = 1;
+    return at::kBool;
+  }
   throw UserError("unsupported safetensors dtype " + d);
 }
 
 static const char* StName(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "F32";
-    case at::kHalf: return "F16";
-    case at::kBFloat16: return "BF16";
-    case at::kDouble: return "F64";
-    case at::kLong: return "I64";
-    case at::kInt: return "I32";
-    case at::kByte: return "U8";
-    case at::kChar: return "I8";
-    case at::kBool: return "BOOL";
-    default: throw UserError(std::string("cannot save dtype ") + c10::toString(t) + " to safetensors");
+    case at::kFloat:
+      return "F32";
+    case at::kHalf:
+      return "F16";
+    case at::kBFloat16:
+      return "BF16";
+    case at::kDouble:
+      return "F64";
+    case at::kLong:
+      return "I64";
+    case at::kInt:
+      return "I32";
+    case at::kByte:
+      return "U8";
+    case at::kChar:
+      return "I8";
+    case at::kBool:
+      return "BOOL";
+    default:
+      throw UserError(std::string("cannot save dtype ") + c10::toString(t) + " to safetensors");
   }
 }
 
@@ -74,7 +111,8 @@ static void PreadAll(int fd, uint8_t* dst, uint64_t n, uint64_t offset, const st
   while (n > 0) {
     ssize_t r = ::pread(fd, dst, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) throw UserError("Cannot read " + path + ": " + (r < 0 ? std::strerror(errno) : "unexpected end of file"));
+    if (r <= 0)
+      throw UserError("Cannot read " + path + ": " + (r < 0 ? std::strerror(errno) : "unexpected end of file"));
     dst += r;
     offset += static_cast<uint64_t>(r);
     n -= static_cast<uint64_t>(r);
@@ -83,20 +121,23 @@ static void PreadAll(int fd, uint8_t* dst, uint64_t n, uint64_t offset, const st
 
 // Reads `bytes` of dtype st at `offset` into dst (any dtype, any device) through a staging buffer of kConvertPiece.
 static constexpr uint64_t kConvertPiece = 16ull << 20;
-static void StreamConvert(int fd, const std::string& path, uint64_t offset, uint64_t bytes, at::ScalarType st, size_t item, at::Tensor& dst) {
+static void StreamConvert(int fd, const std::string& path, uint64_t offset, uint64_t bytes, at::ScalarType st,
+                          size_t item, at::Tensor& dst) {
   const int64_t numel = static_cast<int64_t>(bytes / item), per = static_cast<int64_t>(kConvertPiece / item);
   at::Tensor stage = at::empty({std::min(per, numel)}, at::TensorOptions().dtype(st));
   at::Tensor flat = dst.view({-1});
   for (int64_t i = 0; i < numel; i += per) {
     const int64_t n = std::min(per, numel - i);
-    PreadAll(fd, static_cast<uint8_t*>(stage.data_ptr()), static_cast<uint64_t>(n) * item, offset + static_cast<uint64_t>(i) * item, path);
+    PreadAll(fd, static_cast<uint8_t*>(stage.data_ptr()), static_cast<uint64_t>(n) * item,
+             offset + static_cast<uint64_t>(i) * item, path);
     flat.narrow(0, i, n).copy_(stage.narrow(0, 0, n));
   }
 }
 
-std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
-    const std::string& path, uint64_t data_start, const std::vector<SafetensorsEntry>& entries,
-    c10::optional<at::ScalarType> dtype, at::Device device) {
+std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(const std::string& path, uint64_t data_start,
+                                                                const std::vector<SafetensorsEntry>& entries,
+                                                                c10::optional<at::ScalarType> dtype,
+                                                                at::Device device) {
   auto file = std::make_shared<MappedFile>(path);
   if (data_start > file->size()) throw UserError(path + ": header length points past the end of the file");
   const uint64_t data_len = file->size() - data_start;
@@ -107,7 +148,8 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
     size_t item = 0;
     StDtype(e.dtype, &item);
     if (e.begin > e.end) throw UserError(path + ": tensor " + e.name + " has data_offsets with begin after end");
-    if (e.end > data_len) throw UserError(path + ": tensor " + e.name + " has data_offsets past the end of the file (truncated?)");
+    if (e.end > data_len)
+      throw UserError(path + ": tensor " + e.name + " has data_offsets past the end of the file (truncated?)");
     uint64_t numel = 1;
     for (int64_t s : e.shape) {
       if (s < 0) throw UserError(path + ": tensor " + e.name + " has a negative dimension");
@@ -116,8 +158,8 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
       numel *= static_cast<uint64_t>(s);
     }
     if (numel * item != e.end - e.begin)
-      throw UserError(path + ": tensor " + e.name + " has " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype +
-                      " and its shape need " + std::to_string(numel * item));
+      throw UserError(path + ": tensor " + e.name + " has " + std::to_string(e.end - e.begin) + " bytes but dtype " +
+                      e.dtype + " and its shape need " + std::to_string(numel * item));
     sorted.push_back(&e);
   }
   std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
@@ -132,10 +174,18 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
   std::vector<std::pair<std::string, at::Tensor>> out;
   out.reserve(entries.size());
   const bool borrow = EnvFlag("TORCHLM_MMAP");  // read at each load
-  struct Piece { uint8_t* dst; uint64_t n, offset; };
+  struct Piece {
+    uint8_t* dst;
+    uint64_t n, offset;
+  };
   std::vector<Piece> pieces;  // reads into the allocator's memory, done below on every thread
   int fd = -1;
-  struct CloseFd { int& fd; ~CloseFd() { if (fd >= 0) ::close(fd); } } close_fd{fd};
+  struct CloseFd {
+    int& fd;
+    ~CloseFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_fd{fd};
   auto open_fd = [&] {
     if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw UserError("Cannot open " + path + ": " + std::strerror(errno));
@@ -157,12 +207,14 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
       open_fd();
       const uint64_t piece = kReadPiece;
       for (uint64_t at = 0; at < e.end - e.begin; at += piece)
-        pieces.push_back({static_cast<uint8_t*>(t.data_ptr()) + at, std::min(piece, e.end - e.begin - at), data_start + e.begin + at});
+        pieces.push_back({static_cast<uint8_t*>(t.data_ptr()) + at, std::min(piece, e.end - e.begin - at),
+                          data_start + e.begin + at});
     } else if (aligned && target == st && device.is_cpu()) {
       // TORCHLM_MMAP=1: borrow the mapping (no copy; pages read in when used). MAP_PRIVATE makes later
       // in-place updates (training) copy-on-write, never touching the file.
       auto keep = file;
-      t = at::from_blob(ptr, e.shape, [keep](void*) mutable { keep.reset(); }, at::TensorOptions().dtype(st));
+      t = at::from_blob(
+          ptr, e.shape, [keep](void*) mutable { keep.reset(); }, at::TensorOptions().dtype(st));
     } else {
       // Another dtype or another device: converted piece by piece from a bounded staging buffer. Reading through the
       // mapping kept every page of the file it touched in this process's RSS until the load ended, so a bfloat16 load
@@ -183,9 +235,15 @@ std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
 static std::string JsonEscape(const std::string& s) {
   std::string o;
   for (unsigned char c : s) {
-    if (c == '"' || c == '\\') { o += '\\'; o += static_cast<char>(c); }
-    else if (c < 0x20) { char buf[8]; std::snprintf(buf, sizeof buf, "\\u%04x", c); o += buf; }
-    else o += static_cast<char>(c);
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      o += buf;
+    } else
+      o += static_cast<char>(c);
   }
   return o;
 }
@@ -199,7 +257,11 @@ void WriteSafetensors(const std::string& path, const std::vector<std::pair<std::
     header += "\"__metadata__\":{";
     for (size_t i = 0; i < metadata.size(); i++) {
       if (i) header += ",";
-      header.append("\"").append(JsonEscape(metadata[i].first)).append("\":\"").append(JsonEscape(metadata[i].second)).append("\"");
+      header.append("\"")
+          .append(JsonEscape(metadata[i].first))
+          .append("\":\"")
+          .append(JsonEscape(metadata[i].second))
+          .append("\"");
     }
     header += "}";
     first = false;

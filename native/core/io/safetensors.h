@@ -26,6 +26,7 @@ class MappedFile {
   ~MappedFile();
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
+
  private:
   uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
@@ -35,9 +36,9 @@ class MappedFile {
 // and returns tensors in the requested dtype on the requested device. CPU tensors whose dtype already
 // matches are read straight into the allocator's memory (TORCHLM_MMAP=1: borrow the mapping instead); the others
 // are converted 16 MB at a time, so a converting load holds the result and one piece, never the whole file.
-std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(
-    const std::string& path, uint64_t data_start, const std::vector<SafetensorsEntry>& entries,
-    c10::optional<at::ScalarType> dtype, at::Device device);
+std::vector<std::pair<std::string, at::Tensor>> ReadSafetensors(const std::string& path, uint64_t data_start,
+                                                                const std::vector<SafetensorsEntry>& entries,
+                                                                c10::optional<at::ScalarType> dtype, at::Device device);
 
 // Writes tensors (any device, contiguous copies made on the CPU) with 8-byte aligned data to a temporary
 // name beside `path`, then renames, so a reader never sees half a file.

@@ -34,16 +34,20 @@ bool GemmAvailable() { return Linear() != nullptr; }
 
 // out [M, N] = a [M, K] @ wnk^T + b through the oneDNN op, wnk being nn.Linear's [N, K] (a strided view is accepted).
 static at::Tensor Dnnl(const c10::OperatorHandle* op, const at::Tensor& a, const at::Tensor& wnk, const at::Tensor& b) {
-  torch::jit::Stack stack{a, wnk, b.defined() ? c10::IValue(b.reshape({wnk.size(0)})) : c10::IValue(), c10::IValue(std::string("none")),
-                          c10::IValue(c10::List<std::optional<c10::Scalar>>()), c10::IValue()};
+  torch::jit::Stack stack{a,
+                          wnk,
+                          b.defined() ? c10::IValue(b.reshape({wnk.size(0)})) : c10::IValue(),
+                          c10::IValue(std::string("none")),
+                          c10::IValue(c10::List<std::optional<c10::Scalar>>()),
+                          c10::IValue()};
   op->callBoxed(&stack);
   g_calls++;
   return stack.back().toTensor();
 }
 
 static bool Suits(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool transposed) {
-  if (!x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat || w.dim() != 2 ||
-      !w.is_contiguous() || x.dim() < 2)
+  if (!x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat ||
+      w.dim() != 2 || !w.is_contiguous() || x.dim() < 2)
     return false;
   const int64_t K = transposed ? w.size(1) : w.size(0), N = transposed ? w.size(0) : w.size(1);
   return x.size(-1) == K && (!b.defined() || (b.scalar_type() == at::kFloat && b.device().is_cpu() && b.numel() == N));
@@ -52,7 +56,8 @@ static bool Suits(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
 at::Tensor GemmLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool transposed) {
   const c10::OperatorHandle* op = Linear();
   if (!op || !g_enabled.load(std::memory_order_relaxed)) return at::Tensor();
-  if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()))) return at::Tensor();
+  if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad())))
+    return at::Tensor();
   if (!Suits(x, w, b, transposed)) return at::Tensor();
   const at::Tensor a = x.reshape({-1, x.size(-1)}).contiguous();
   if (a.size(0) < 2) return at::Tensor();  // one row: the matrix-vector kernels
@@ -77,7 +82,8 @@ struct DnnlLinearFn : public torch::autograd::Function<DnnlLinearFn> {
     return Dnnl(Linear(), x2d, transposed ? w : w.t(), b.value_or(at::Tensor()));
   }
 
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
     const at::Tensor& w = saved[1];
@@ -101,12 +107,15 @@ at::Tensor TrainLinear(const at::Tensor& x, const at::Tensor& w, const at::Tenso
   if (!Suits(x, w, b, transposed)) return at::Tensor();
   auto sizes = x.sizes().vec();
   sizes.back() = transposed ? w.size(0) : w.size(1);
-  return DnnlLinearFn::apply(x.reshape({-1, x.size(-1)}), w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt, transposed).view(sizes);
+  return DnnlLinearFn::apply(x.reshape({-1, x.size(-1)}), w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt,
+                             transposed)
+      .view(sizes);
 }
 
 at::Tensor LinearNoGrad(const at::Tensor& a, const at::Tensor& w) {
   const c10::OperatorHandle* op = Linear();
-  if (op && g_enabled.load(std::memory_order_relaxed) && Suits(a, w, at::Tensor(), true) && a.dim() == 2 && a.size(0) > 1)
+  if (op && g_enabled.load(std::memory_order_relaxed) && Suits(a, w, at::Tensor(), true) && a.dim() == 2 &&
+      a.size(0) > 1)
     return Dnnl(op, a.contiguous(), w, at::Tensor());
   return at::mm(a, w.t());
 }

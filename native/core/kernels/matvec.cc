@@ -65,17 +65,20 @@ static void DotRowsScalar(const float* h, const W* w, float* out, int64_t v0, in
 #if defined(__x86_64__)
 __attribute__((target("avx512f"))) static inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
 __attribute__((target("avx512f"))) static inline __m512 Load16(const uint16_t* p) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 }
 __attribute__((target("avx2,fma"))) static inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma"))) static inline __m256 Load8(const uint16_t* p) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
 // R rows per pass: acc is loaded and stored once for R weight streams. Eight rows and then four give the same
 // float32 operations in the same order as four at a time (acc round-trips through memory exactly).
 template <int R, typename W>
-__attribute__((target("avx512f"))) static int64_t AxpyPass512(const float* x, const W* w, float* acc, int64_t k, int64_t k1, int64_t N) {
+__attribute__((target("avx512f"))) static int64_t AxpyPass512(const float* x, const W* w, float* acc, int64_t k,
+                                                              int64_t k1, int64_t N) {
   const int64_t N16 = N & ~int64_t(15);
   for (; k + R <= k1; k += R) {
     const W* r = w + k * N;
@@ -95,14 +98,16 @@ __attribute__((target("avx512f"))) static int64_t AxpyPass512(const float* x, co
 }
 
 template <typename W>
-__attribute__((target("avx512f"))) static void AxpyRows512(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
+__attribute__((target("avx512f"))) static void AxpyRows512(const float* x, const W* w, float* acc, int64_t k0,
+                                                           int64_t k1, int64_t N) {
   int64_t k = AxpyPass512<8>(x, w, acc, k0, k1, N);
   k = AxpyPass512<4>(x, w, acc, k, k1, N);
   AxpyRowsScalar(x, w, acc, k, k1, N);
 }
 
 template <int R, typename W>
-__attribute__((target("avx2,fma"))) static int64_t AxpyPass256(const float* x, const W* w, float* acc, int64_t k, int64_t k1, int64_t N) {
+__attribute__((target("avx2,fma"))) static int64_t AxpyPass256(const float* x, const W* w, float* acc, int64_t k,
+                                                               int64_t k1, int64_t N) {
   const int64_t N8 = N & ~int64_t(7);
   for (; k + R <= k1; k += R) {
     const W* r = w + k * N;
@@ -122,7 +127,8 @@ __attribute__((target("avx2,fma"))) static int64_t AxpyPass256(const float* x, c
 }
 
 template <typename W>
-__attribute__((target("avx2,fma"))) static void AxpyRows256(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
+__attribute__((target("avx2,fma"))) static void AxpyRows256(const float* x, const W* w, float* acc, int64_t k0,
+                                                            int64_t k1, int64_t N) {
   int64_t k = AxpyPass256<8>(x, w, acc, k0, k1, N);
   k = AxpyPass256<4>(x, w, acc, k, k1, N);
   AxpyRowsScalar(x, w, acc, k, k1, N);
@@ -139,17 +145,20 @@ __attribute__((target("avx2,fma"))) static float Hsum256(__m256 a) {
 // summed together by a transposing tree (unpack, then 128-bit lane shuffles), 45 vector operations for 16 rows: summed
 // one lane at a time, the reduction cost more than the dot products themselves at attention's 64 columns.
 template <int R, typename W>
-__attribute__((target("avx512f"))) static void StoreRowSums(const __m512* a, const W* r, const float* h, int64_t k0, int64_t K, float* out) {
+__attribute__((target("avx512f"))) static void StoreRowSums(const __m512* a, const W* r, const float* h, int64_t k0,
+                                                            int64_t K, float* out) {
   float s[R];
   if constexpr (R == 16) {
     __m512 b[8], c[4], d[2];
-    for (int j = 0; j < 8; j++) b[j] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * j], a[2 * j + 1]), _mm512_unpackhi_ps(a[2 * j], a[2 * j + 1]));
+    for (int j = 0; j < 8; j++)
+      b[j] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * j], a[2 * j + 1]), _mm512_unpackhi_ps(a[2 * j], a[2 * j + 1]));
     for (int j = 0; j < 4; j++) {
       const __m512d lo = _mm512_castps_pd(b[2 * j]), hi = _mm512_castps_pd(b[2 * j + 1]);
       c[j] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi)), _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi)));
     }
     for (int j = 0; j < 2; j++)
-      d[j] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0x88), _mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0xDD));
+      d[j] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0x88),
+                           _mm512_shuffle_f32x4(c[2 * j], c[2 * j + 1], 0xDD));
     _mm512_storeu_ps(s, _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], 0x88), _mm512_shuffle_f32x4(d[0], d[1], 0xDD)));
   } else {
     for (int j = 0; j < R; j++) s[j] = _mm512_reduce_add_ps(a[j]);
@@ -162,7 +171,8 @@ __attribute__((target("avx512f"))) static void StoreRowSums(const __m512* a, con
 
 // R rows per pass (R weight streams against one load of h).
 template <int R, typename W>
-__attribute__((target("avx512f"))) static int64_t DotPass512(const float* h, const W* w, float* out, int64_t v, int64_t v1, int64_t K) {
+__attribute__((target("avx512f"))) static int64_t DotPass512(const float* h, const W* w, float* out, int64_t v,
+                                                             int64_t v1, int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
   for (; v + R <= v1; v += R) {
     const W* r = w + v * K;
@@ -181,14 +191,16 @@ __attribute__((target("avx512f"))) static int64_t DotPass512(const float* h, con
 
 // Sixteen rows and then four give every row the same sums as four at a time.
 template <typename W>
-__attribute__((target("avx512f"))) static void DotRows512(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+__attribute__((target("avx512f"))) static void DotRows512(const float* h, const W* w, float* out, int64_t v0,
+                                                          int64_t v1, int64_t K) {
   int64_t v = DotPass512<16>(h, w, out, v0, v1, K);
   v = DotPass512<4>(h, w, out, v, v1, K);
   DotRowsScalar(h, w, out, v, v1, K);
 }
 
 template <typename W>
-__attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+__attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const W* w, float* out, int64_t v0,
+                                                           int64_t v1, int64_t K) {
   const int64_t K8 = K & ~int64_t(7);
   int64_t v = v0;
   for (; v + 4 <= v1; v += 4) {
@@ -202,7 +214,12 @@ __attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const
       a3 = _mm256_fmadd_ps(Load8(w3 + k), hk, a3);
     }
     float s[4] = {Hsum256(a0), Hsum256(a1), Hsum256(a2), Hsum256(a3)};
-    for (int64_t k = K8; k < K; k++) { s[0] += Elem(w0, k) * h[k]; s[1] += Elem(w1, k) * h[k]; s[2] += Elem(w2, k) * h[k]; s[3] += Elem(w3, k) * h[k]; }
+    for (int64_t k = K8; k < K; k++) {
+      s[0] += Elem(w0, k) * h[k];
+      s[1] += Elem(w1, k) * h[k];
+      s[2] += Elem(w2, k) * h[k];
+      s[3] += Elem(w3, k) * h[k];
+    }
     for (int j = 0; j < 4; j++) out[v + j] = s[j];
   }
   DotRowsScalar(h, w, out, v, v1, K);
@@ -229,14 +246,16 @@ static inline int64_t Permuted(int64_t n, int64_t N32) {
 __attribute__((target("avx512f"))) static inline void FmaChunk(const uint16_t* w, const float* hp, __m512& a) {
   const __m512i x = _mm512_loadu_si512(w);
   a = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), _mm512_loadu_ps(hp), a);
-  a = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)))), _mm512_loadu_ps(hp + 16), a);
+  a = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)))),
+                      _mm512_loadu_ps(hp + 16), a);
 }
 __attribute__((target("avx512f"))) static inline void FmaChunk(const float* w, const float* h, __m512& a) {
   a = _mm512_fmadd_ps(_mm512_loadu_ps(w), _mm512_loadu_ps(h), a);
 }
 
 template <typename W>
-__attribute__((target("avx512f"))) static void SeqRows512(const float* hp, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+__attribute__((target("avx512f"))) static void SeqRows512(const float* hp, const W* w, float* out, int64_t v0,
+                                                          int64_t v1, int64_t K) {
   constexpr int64_t C = std::is_same_v<W, float> ? 16 : 32;
   const int64_t KC = K - K % C;
   for (int64_t v = v0; v < v1; v++) {
@@ -262,7 +281,9 @@ using DotFn = void (*)(const float*, const W*, float*, int64_t, int64_t, int64_t
 
 int SimdLevel() {
 #if defined(__x86_64__)
-  static const int level = __builtin_cpu_supports("avx512f") ? 2 : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+  static const int level = __builtin_cpu_supports("avx512f")                                   ? 2
+                           : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1
+                                                                                               : 0;
   return level;
 #else
   return 0;
@@ -297,7 +318,8 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o, const Then* 
 #else
     DotFn<float> dot = Dot<float>();
 #endif
-    StreamRows(V, K * 4, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
+    StreamRows(
+        V, K * 4, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
     return;
   }
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
@@ -306,12 +328,14 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o, const Then* 
     const int64_t K32 = K & ~int64_t(31);
     std::vector<float> perm(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
-    StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); }, nullptr, then);
+    StreamRows(
+        V, K * 2, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); }, nullptr, then);
     return;
   }
 #endif
   DotFn<uint16_t> dot = Dot<uint16_t>();
-  StreamRows(V, K * 2, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
+  StreamRows(
+      V, K * 2, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
 }
 
 // Applies when no gradient is wanted, the weights are float32 or bfloat16 CPU memory, and x is one row.
@@ -320,7 +344,8 @@ static bool Applies(const at::Tensor& x, const at::Tensor& w) {
   if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad())) return false;
   const at::ScalarType t = w.scalar_type();
   return x.device().is_cpu() && w.device().is_cpu() && (t == at::kFloat || t == at::kBFloat16) &&
-         (x.scalar_type() == t || x.scalar_type() == at::kFloat) && w.dim() == 2 && x.dim() >= 1 && x.numel() == x.size(-1);
+         (x.scalar_type() == t || x.scalar_type() == at::kFloat) && w.dim() == 2 && x.dim() >= 1 &&
+         x.numel() == x.size(-1);
 }
 
 template <typename W>
@@ -333,7 +358,9 @@ static void KN(const float* x, const W* w, float* part, int64_t K, int64_t N, in
 
 bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b) {
   const at::ScalarType t = w.scalar_type();
-  if (!w.device().is_cpu() || (t != at::kFloat && t != at::kBFloat16) || w.dim() != 2 || !(w.is_contiguous() || w.t().is_contiguous())) return false;
+  if (!w.device().is_cpu() || (t != at::kFloat && t != at::kBFloat16) || w.dim() != 2 ||
+      !(w.is_contiguous() || w.t().is_contiguous()))
+    return false;
   return !b.defined() || (b.scalar_type() == t && b.device().is_cpu() && b.numel() == w.size(1) && b.is_contiguous());
 }
 
@@ -361,8 +388,10 @@ void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, floa
   // are added at the end (N floats each, so the reduction is cheap).
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), K / 64));
   std::vector<float> part(static_cast<size_t>(chunks * N), 0.0f);
-  if (w.scalar_type() == at::kFloat) KN(x, w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
-  else KN(x, reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, Axpy<uint16_t>());
+  if (w.scalar_type() == at::kFloat)
+    KN(x, w.data_ptr<float>(), part.data(), K, N, chunks, Axpy<float>());
+  else
+    KN(x, reinterpret_cast<const uint16_t*>(w.data_ptr()), part.data(), K, N, chunks, Axpy<uint16_t>());
   std::fill(out, out + N, 0.0f);
   AddBias(b, out, N);  // 0 + b is b exactly: the bias, then the partial sums in order
   for (int64_t c = 0; c < chunks; c++) {
@@ -396,8 +425,8 @@ at::Tensor MatVecNK(const at::Tensor& h0, const at::Tensor& w) {
 }
 
 template <typename C>
-static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S, int64_t D, int64_t head_stride, double scale,
-                   const uint8_t* allowed, float* y) {
+static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S, int64_t D, int64_t head_stride,
+                   double scale, const uint8_t* allowed, float* y) {
   AxpyFn<C> axpy = Axpy<C>();
   DotFn<C> dot = Dot<C>();
   at::parallel_for(0, H, 4, [&](int64_t h0, int64_t h1) {
@@ -421,14 +450,15 @@ static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S,
   });
 }
 
-void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale, const uint8_t* allowed, float* y) {
+void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale,
+                const uint8_t* allowed, float* y) {
   g_calls++;
   const int64_t H = k.size(1), D = k.size(3), stride = k.size(2) * D;
   if (k.scalar_type() == at::kFloat)
     Attend(q, k.data_ptr<float>(), v.data_ptr<float>(), H, S, D, stride, scale, allowed, y);
   else
-    Attend(q, reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H, S, D, stride, scale,
-           allowed, y);
+    Attend(q, reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H, S, D,
+           stride, scale, allowed, y);
 }
 
 void SetMatVecEnabled(bool on) { g_enabled.store(on); }

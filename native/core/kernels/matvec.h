@@ -21,7 +21,8 @@ at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
 // Batch-1 decoding attention, where a BLAS call per head costs more than the arithmetic: q [H * D] against
 // the first S positions of the caches k, v [1, H, capacity, D] (float32 or bfloat16, contiguous):
 // softmax(q.K * scale).V into y [H * D] float32; `allowed` (S bytes, or null for all) leaves out masked positions.
-void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale, const uint8_t* allowed, float* y);
+void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale,
+                const uint8_t* allowed, float* y);
 // 2: AVX-512F, 1: AVX2 + FMA, 0: neither (checked once, at run time).
 int SimdLevel();
 // On by default; TORCHLM_NO_MATVEC=1 or probes.setMatvec(false) turns it off (to measure the lever).

@@ -41,7 +41,11 @@ const LaneOrder kOrder;
 c10::Half HalfScale(double d, int bits) {
   const c10::Half h(static_cast<float>(d));
   if (!std::isfinite(static_cast<float>(h)))
-    throw UserError("q" + std::to_string(bits) + " stores each block's scale as float16, and a weight of magnitude " + std::to_string(std::fabs(d) * (bits == 8 ? 127 : bits == 6 ? 32 : 8)) + " is past its range");
+    throw UserError("q" + std::to_string(bits) + " stores each block's scale as float16, and a weight of magnitude " +
+                    std::to_string(std::fabs(d) * (bits == 8   ? 127
+                                                   : bits == 6 ? 32
+                                                               : 8)) +
+                    " is past its range");
   return h;
 }
 
@@ -54,7 +58,8 @@ inline c10::Half QuantizeBlockQ8(const float* w, int8_t* q) {
   for (int64_t i = 0; i < kQBlock; i++) m = std::max(m, std::fabs(static_cast<double>(w[i])));
   const c10::Half s = HalfScale(m / 127.0, 8);
   const double div = std::max(static_cast<double>(static_cast<float>(s)), 1e-30);
-  for (int64_t i = 0; i < kQBlock; i++) q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(w[i] / div), -127.0, 127.0));
+  for (int64_t i = 0; i < kQBlock; i++)
+    q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(w[i] / div), -127.0, 127.0));
   return s;
 }
 
@@ -68,7 +73,8 @@ inline c10::Half QuantizeBlockOffset(const float* w, int8_t* v, int bits) {
     if (std::fabs(static_cast<double>(w[i])) > amax) amax = std::fabs(static_cast<double>(w[i])), mx = w[i];
   const c10::Half d = HalfScale(mx / -half, bits);
   const double dd = static_cast<float>(d), inv = dd != 0 ? 1.0 / dd : 0.0;
-  for (int64_t i = 0; i < kQBlock; i++) v[i] = static_cast<int8_t>(std::clamp(std::floor(w[i] * inv + half + 0.5), 0.0, 2 * half - 1) - half);
+  for (int64_t i = 0; i < kQBlock; i++)
+    v[i] = static_cast<int8_t>(std::clamp(std::floor(w[i] * inv + half + 0.5), 0.0, 2 * half - 1) - half);
   return d;
 }
 
@@ -88,7 +94,9 @@ inline int StoredValue(const uint8_t* group, int p, int bits) { return StoredRaw
 QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
   const at::Tensor w = w_nk.detach().to(at::kFloat).contiguous();
   const int64_t N = w.size(0), K = w.size(1), nb = K / kQBlock, Kp = PaddedInputs(K), groups = Kp / kQGroup;
-  if (K % kQBlock != 0) throw UserError("q" + std::to_string(bits) + " needs input sizes that are multiples of 32, but a weight has " + std::to_string(K));
+  if (K % kQBlock != 0)
+    throw UserError("q" + std::to_string(bits) + " needs input sizes that are multiples of 32, but a weight has " +
+                    std::to_string(K));
   at::Tensor q = at::empty({N, Kp * bits / 8}, w.options().dtype(at::kByte));
   at::Tensor s = at::zeros({N, Kp / kQBlock}, w.options().dtype(at::kHalf));  // the padding's scales stay 0
   const float* wp = w.data_ptr<float>();
@@ -99,7 +107,9 @@ QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
     for (int64_t n = n0; n < n1; n++) {
       std::fill(v.begin() + K, v.end(), 0);
       for (int64_t b = 0; b < nb; b++)
-        sp[n * (Kp / kQBlock) + b] = bits == 8 ? QuantizeBlockQ8(wp + n * K + b * kQBlock, v.data() + b * kQBlock) : QuantizeBlockOffset(wp + n * K + b * kQBlock, v.data() + b * kQBlock, bits);
+        sp[n * (Kp / kQBlock) + b] = bits == 8
+                                         ? QuantizeBlockQ8(wp + n * K + b * kQBlock, v.data() + b * kQBlock)
+                                         : QuantizeBlockOffset(wp + n * K + b * kQBlock, v.data() + b * kQBlock, bits);
       uint8_t* out = qp + n * (Kp * bits / 8);
       const int offset = StoredOffset(bits);
       for (int64_t g = 0; g < groups; g++) {
@@ -109,11 +119,14 @@ QWeight QuantizeWeight(const at::Tensor& w_nk, int bits) {
           continue;
         }
         uint8_t* o = out + g * (kQGroup * bits / 8);
-        for (int i = 0; i < 64; i++) o[i] = static_cast<uint8_t>(((vg[kOrder.at[i]] + offset) & 15) | (((vg[kOrder.at[64 + i]] + offset) & 15) << 4));
+        for (int i = 0; i < 64; i++)
+          o[i] =
+              static_cast<uint8_t>(((vg[kOrder.at[i]] + offset) & 15) | (((vg[kOrder.at[64 + i]] + offset) & 15) << 4));
         if (bits == 6)
           for (int j = 0; j < 32; j++) {
             uint8_t h = 0;
-            for (int t = 0; t < 4; t++) h = static_cast<uint8_t>(h | (((vg[kOrder.at[32 * t + j]] + offset) >> 4) << (2 * t)));
+            for (int t = 0; t < 4; t++)
+              h = static_cast<uint8_t>(h | (((vg[kOrder.at[32 * t + j]] + offset) >> 4) << (2 * t)));
             o[64 + j] = h;
           }
       }
@@ -157,13 +170,16 @@ void QuantizeXBlock(const float* x, int8_t* val, float* scale) {
 #if defined(__x86_64__)
 // The same with AVX-512: a token's activations are quantized on one thread before each linear, so the scalar loop
 // (libm's nearbyint a value) showed as 4% of batch-1 decoding's samples.
-__attribute__((target("avx512f,avx512bw,avx512dq"))) void QuantizeXBlockAvx512(const float* x, int8_t* val, float* scale) {
+__attribute__((target("avx512f,avx512bw,avx512dq"))) void QuantizeXBlockAvx512(const float* x, int8_t* val,
+                                                                               float* scale) {
   const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
   const float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
   const __m512 inv = _mm512_set1_ps(m > 0 ? 127.0f / m : 0.0f);
   *scale = m / 127.0f;
-  const __m512i qa = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(a, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  const __m512i qb = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(b, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m512i qa =
+      _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(a, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m512i qb =
+      _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(b, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(val), _mm512_cvtsepi32_epi8(qa));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(val + 16), _mm512_cvtsepi32_epi8(qb));
 }
@@ -185,7 +201,8 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
 #endif
   for (int64_t b = 0; b < nb; b++) {
 #if defined(__x86_64__)
-    if (wide) QuantizeXBlockAvx512(x + b * kQBlock, natural.data() + b * kQBlock, &r.scale[b]);
+    if (wide)
+      QuantizeXBlockAvx512(x + b * kQBlock, natural.data() + b * kQBlock, &r.scale[b]);
     else
 #endif
       QuantizeXBlock(x + b * kQBlock, natural.data() + b * kQBlock, &r.scale[b]);
@@ -194,7 +211,8 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   r.val.resize(Kp);
   for (int64_t g = 0; g < r.groups; g++)
     for (int b = 0; b < 4; b++)
-      for (int k = 0; k < 8; k++) std::memcpy(&r.val[g * kQGroup + 4 * (4 * k + b)], &natural[g * kQGroup + 32 * b + 4 * k], 4);
+      for (int k = 0; k < 8; k++)
+        std::memcpy(&r.val[g * kQGroup + 4 * (4 * k + b)], &natural[g * kQGroup + 32 * b + 4 * k], 4);
   r.offset.assign(Kp / kQBlock, 0.0f);
   for (int64_t b = 0; b < nb; b++) {
     int32_t sum = 0;
@@ -211,7 +229,8 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
 // the second: each lane's int32 sum of products times its block's scale product; last, the two added and the 16 lanes
 // summed as _mm512_reduce_add_ps sums them.
 template <int Bits>
-__attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1, float* out) {
+__attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, const uint8_t* q, const c10::Half* s,
+                                                        int64_t Kp, int64_t n0, int64_t n1, float* out) {
   const int64_t nbp = Kp / kQBlock, stride = Kp * Bits / 8;
   std::vector<float> sc(static_cast<size_t>(nbp));
   for (int64_t n = n0; n < n1; n++) {
@@ -227,10 +246,12 @@ __attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, con
       int32_t lane[16] = {};
       if constexpr (Bits == 8) {
         const uint8_t* w = qr + g * kQGroup;
-        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * w[i] + static_cast<int32_t>(xv[64 + i]) * w[64 + i];
+        for (int i = 0; i < 64; i++)
+          lane[i / 4] += static_cast<int32_t>(xv[i]) * w[i] + static_cast<int32_t>(xv[64 + i]) * w[64 + i];
       } else if constexpr (Bits == 4) {
         const uint8_t* w = qr + g * 64;
-        for (int i = 0; i < 64; i++) lane[i / 4] += static_cast<int32_t>(xv[i]) * (w[i] & 15) + static_cast<int32_t>(xv[64 + i]) * (w[i] >> 4);
+        for (int i = 0; i < 64; i++)
+          lane[i / 4] += static_cast<int32_t>(xv[i]) * (w[i] & 15) + static_cast<int32_t>(xv[64 + i]) * (w[i] >> 4);
       } else {
         const uint8_t* w = qr + g * 96;
         for (int p = 0; p < kQGroup; p++) lane[(p % 64) / 4] += static_cast<int32_t>(xv[p]) * StoredRaw(w, p, 6);
@@ -247,14 +268,16 @@ __attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, con
 }
 
 template <int Bits>
-void RowsScalar(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1, float* out) {
+void RowsScalar(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1,
+                float* out) {
   RowsPortable<Bits>(x, q, s, Kp, n0, n1, out);
 }
 
 #if defined(__x86_64__)
 // The same loop compiled for AVX2 (GCC vectorizes the integer products): the fallback for CPUs without AVX-512 VNNI.
 template <int Bits>
-__attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1, float* out) {
+__attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp,
+                                                  int64_t n0, int64_t n1, float* out) {
   RowsPortable<Bits>(x, q, s, Kp, n0, n1, out);
 }
 
@@ -264,13 +287,15 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uin
 // in as their unsigned stored values (8 bits: two 64-byte loads; 4 bits: one, low nibbles the first half, high the
 // second; 6 bits: 4 bits' load and the high bits moved in) against the signed x_q; the offset term comes in once a
 // row, sixteen blocks a step, with the scale products (converting each group's four scales inside the loop measured
-// 25% slower from memory on one thread). Even and odd groups go into two accumulators, so that consecutive groups' multiply-adds do not
-// wait on each other. M rows of x against each weight row, the weights read (and unpacked) once for all of them
-// (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time: the rows are
-// one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams measured 20% slower).
+// 25% slower from memory on one thread). Even and odd groups go into two accumulators, so that consecutive groups'
+// multiply-adds do not wait on each other. M rows of x against each weight row, the weights read (and unpacked) once
+// for all of them (batched decoding, beams, short prompts): out[m * N + n] for n in [n0, n1). One weight row at a time:
+// the rows are one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams
+// measured 20% slower).
 template <int Bits, int M>
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void RowsVnni(const QuantizedX* x, const uint8_t* q, const c10::Half* s, int64_t Kp,
-                                                                                               int64_t N, int64_t n0, int64_t n1, float* out) {
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void RowsVnni(
+    const QuantizedX* x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t N, int64_t n0, int64_t n1,
+    float* out) {
   const int64_t nbp = Kp / kQBlock, groups = x[0].groups, stride = Kp * Bits / 8;
   const __m512i low4 = _mm512_set1_epi8(15);
   thread_local std::vector<float> scales;  // row n's block scales times x_m's, x_m's at m * nbp
@@ -293,32 +318,38 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) vo
     }
     for (int64_t g0 = 0; g0 < groups; g0 += 2)
 #pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {  // unrolled, so that each accumulator stays in a register
-      const int64_t g = g0 + h;
-      if (g == groups) break;
-      __m512i w0, w1;
-      if constexpr (Bits == 8) {
-        w0 = _mm512_loadu_si512(qr + g * kQGroup);
-        w1 = _mm512_loadu_si512(qr + g * kQGroup + 64);
-      } else {
-        const __m512i packed = _mm512_loadu_si512(qr + g * (kQGroup * Bits / 8));
-        w0 = _mm512_and_si512(packed, low4);
-        w1 = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
-        if constexpr (Bits == 6) {  // each position's two high bits: byte j holds positions j, 32 + j, 64 + j, 96 + j
-          const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + g * 96 + 64)), three = _mm256_set1_epi8(3);
-          const __m512i h0 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(h, three)), _mm256_and_si256(_mm256_srli_epi16(h, 2), three), 1);
-          const __m512i h1 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(_mm256_srli_epi16(h, 4), three)), _mm256_and_si256(_mm256_srli_epi16(h, 6), three), 1);
-          w0 = _mm512_or_si512(w0, _mm512_slli_epi16(h0, 4));
-          w1 = _mm512_or_si512(w1, _mm512_slli_epi16(h1, 4));
+      for (int h = 0; h < 2; h++) {  // unrolled, so that each accumulator stays in a register
+        const int64_t g = g0 + h;
+        if (g == groups) break;
+        __m512i w0, w1;
+        if constexpr (Bits == 8) {
+          w0 = _mm512_loadu_si512(qr + g * kQGroup);
+          w1 = _mm512_loadu_si512(qr + g * kQGroup + 64);
+        } else {
+          const __m512i packed = _mm512_loadu_si512(qr + g * (kQGroup * Bits / 8));
+          w0 = _mm512_and_si512(packed, low4);
+          w1 = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+          if constexpr (Bits == 6) {  // each position's two high bits: byte j holds positions j, 32 + j, 64 + j, 96 + j
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + g * 96 + 64)),
+                          three = _mm256_set1_epi8(3);
+            const __m512i h0 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(h, three)),
+                                                  _mm256_and_si256(_mm256_srli_epi16(h, 2), three), 1);
+            const __m512i h1 =
+                _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(_mm256_srli_epi16(h, 4), three)),
+                                   _mm256_and_si256(_mm256_srli_epi16(h, 6), three), 1);
+            w0 = _mm512_or_si512(w0, _mm512_slli_epi16(h0, 4));
+            w1 = _mm512_or_si512(w1, _mm512_slli_epi16(h1, 4));
+          }
+        }
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++) {
+          __m512i d =
+              _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512(x[m].val.data() + g * kQGroup));
+          d = _mm512_dpbusd_epi32(d, w1, _mm512_loadu_si512(x[m].val.data() + g * kQGroup + 64));
+          acc[m][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_broadcast_f32x4(_mm_loadu_ps(sc + m * nbp + 4 * g)),
+                                      acc[m][h]);
         }
       }
-#pragma GCC unroll 8
-      for (int m = 0; m < M; m++) {
-        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512(x[m].val.data() + g * kQGroup));
-        d = _mm512_dpbusd_epi32(d, w1, _mm512_loadu_si512(x[m].val.data() + g * kQGroup + 64));
-        acc[m][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_broadcast_f32x4(_mm_loadu_ps(sc + m * nbp + 4 * g)), acc[m][h]);
-      }
-    }
     for (int m = 0; m < M; m++) out[m * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
   }
 }
@@ -328,8 +359,9 @@ int KernelLevel() {
   static const int level = [] {
     int best = 0;
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
       best = 2;
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
       best = 1;
@@ -349,29 +381,35 @@ void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const
   const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
   const c10::Half* s = w.s.data_ptr<c10::Half>();
   const int level = KernelLevel();
-  StreamRows(N, Kp * Bits / 8 + Kp / kQBlock * 2, [&](int64_t n0, int64_t n1) {
+  StreamRows(
+      N, Kp * Bits / 8 + Kp / kQBlock * 2,
+      [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
-    if (level == 2) {
-      int64_t m = 0;
-      for (; m + 8 <= M; m += 8) RowsVnni<Bits, 8>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-      for (; m + 4 <= M; m += 4) RowsVnni<Bits, 4>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-      for (; m + 2 <= M; m += 2) RowsVnni<Bits, 2>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-      for (; m < M; m++) RowsVnni<Bits, 1>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-      return;
-    }
-    if (level == 1) {
-      for (int64_t m = 0; m < M; m++) RowsAvx2<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
-      return;
-    }
+        if (level == 2) {
+          int64_t m = 0;
+          for (; m + 8 <= M; m += 8) RowsVnni<Bits, 8>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          for (; m + 4 <= M; m += 4) RowsVnni<Bits, 4>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          for (; m + 2 <= M; m += 2) RowsVnni<Bits, 2>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          for (; m < M; m++) RowsVnni<Bits, 1>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          return;
+        }
+        if (level == 1) {
+          for (int64_t m = 0; m < M; m++) RowsAvx2<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
+          return;
+        }
 #endif
-    for (int64_t m = 0; m < M; m++) RowsScalar<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
-  }, nullptr, then);
+        for (int64_t m = 0; m < M; m++) RowsScalar<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
+      },
+      nullptr, then);
 }
 
 void Rows(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const Then* then = nullptr) {
-  if (w.bits == 4) RowsOf<4>(xq, M, w, out, then);
-  else if (w.bits == 6) RowsOf<6>(xq, M, w, out, then);
-  else RowsOf<8>(xq, M, w, out, then);
+  if (w.bits == 4)
+    RowsOf<4>(xq, M, w, out, then);
+  else if (w.bits == 6)
+    RowsOf<6>(xq, M, w, out, then);
+  else
+    RowsOf<8>(xq, M, w, out, then);
 }
 
 }  // namespace
@@ -387,7 +425,9 @@ void QMatVecInto(const QuantizedX& x, const QWeight& w, const at::Tensor& b, flo
 
 at::Tensor QLinear(const at::Tensor& x0, const QWeight& w, const at::Tensor& b) {
   const int64_t N = w.rows(), K = w.cols();
-  if (x0.size(-1) != K) throw UserError("q" + std::to_string(w.bits) + " linear: input has " + std::to_string(x0.size(-1)) + " features but the weight takes " + std::to_string(K));
+  if (x0.size(-1) != K)
+    throw UserError("q" + std::to_string(w.bits) + " linear: input has " + std::to_string(x0.size(-1)) +
+                    " features but the weight takes " + std::to_string(K));
   const at::Tensor x = x0.to(at::kFloat).reshape({-1, K}).contiguous();
   const int64_t M = x.size(0);
   at::Tensor y;

@@ -38,7 +38,8 @@ struct alignas(64) Share {
   }
 };
 
-// How StreamRows splits `rows`: blocks of whole rows (about 8 KB), thread t's share the blocks [First(t), First(t + 1)).
+// How StreamRows splits `rows`: blocks of whole rows (about 8 KB), thread t's share the blocks [First(t), First(t +
+// 1)).
 struct Split {
   int64_t block, blocks, threads;
   Split(int64_t rows, int64_t row_bytes) {
@@ -98,7 +99,8 @@ Then After(std::function<void()> first, const Then* then) {
   return t;
 }
 
-void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats, const Then* then) {
+void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats,
+                const Then* then) {
   static const bool prefetch = !EnvFlag("TORCHLM_NO_PREFETCH");
   if (rows <= 0) {
     if (then) then->serial();

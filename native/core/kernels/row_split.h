@@ -40,7 +40,7 @@ struct Then {
 // what follows it.
 Then After(std::function<void()> first, const Then* then);
 
-void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats = nullptr,
-                const Then* then = nullptr);
+void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn,
+                StreamStats* stats = nullptr, const Then* then = nullptr);
 
 }  // namespace torchlm

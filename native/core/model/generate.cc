@@ -65,7 +65,8 @@ void NoBadWords(const std::vector<std::vector<int64_t>>& words, at::Tensor& scor
 }
 
 // MinLengthLogitsProcessor and MinNewTokensLengthLogitsProcessor: no end of sequence before the minimum.
-void MinLength(int64_t min_length, int64_t min_new_tokens, const std::vector<int64_t>& eos, at::Tensor& scores, const Step& step) {
+void MinLength(int64_t min_length, int64_t min_new_tokens, const std::vector<int64_t>& eos, at::Tensor& scores,
+               const Step& step) {
   if (step.len() >= min_length && step.len() - step.prompt_len >= min_new_tokens) return;
   for (int64_t e : eos)
     if (e >= 0 && e < scores.size(1)) scores.select(1, e).fill_(kNegInf);
@@ -148,12 +149,16 @@ Processors BuildProcessors(const GenerateConfig& c, bool warpers) {
     p.needs_cpu = true;
   }
   if (c.min_length > 0 || c.min_new_tokens > 0)
-    p.list.push_back([c](at::Tensor& s, const Step& st) { MinLength(c.min_length, c.min_new_tokens, c.eos_token_ids, s, st); });
+    p.list.push_back(
+        [c](at::Tensor& s, const Step& st) { MinLength(c.min_length, c.min_new_tokens, c.eos_token_ids, s, st); });
   if (!warpers) return p;
   if (c.temperature != 1.0) p.list.push_back(std::bind(Temperature, c.temperature, _1, _2));
-  if (c.top_k > 0 && c.top_p < 1.0) p.list.push_back(std::bind(TopKThenTopP, c.top_k, c.top_p, _1, _2));
-  else if (c.top_k > 0) p.list.push_back(std::bind(TopK, c.top_k, _1, _2));
-  else if (c.top_p < 1.0) p.list.push_back(std::bind(TopP, c.top_p, _1, _2));
+  if (c.top_k > 0 && c.top_p < 1.0)
+    p.list.push_back(std::bind(TopKThenTopP, c.top_k, c.top_p, _1, _2));
+  else if (c.top_k > 0)
+    p.list.push_back(std::bind(TopK, c.top_k, _1, _2));
+  else if (c.top_p < 1.0)
+    p.list.push_back(std::bind(TopP, c.top_p, _1, _2));
   if (c.min_p > 0.0) p.list.push_back(std::bind(MinP, c.min_p, _1, _2));
   if (c.typical_p < 1.0) p.list.push_back(std::bind(Typical, c.typical_p, _1, _2));
   return p;
@@ -166,14 +171,15 @@ bool IsEos(int64_t t, const GenerateConfig& c) {
 // The set-up greedy, sampling and beam search share: the prompt's rows expanded (num_return_sequences or beams),
 // the cache for prompt + new tokens, the mask widened to that capacity, position ids derived from the mask.
 struct Decoding {
-  at::Tensor ids, pos, next_pos;  // on the model's device; next_pos: the position of each row's next token
-  at::Tensor mask;                // [B, cap], or undefined when unpadded
-  KVCache cache;                  // empty without use_cache
+  at::Tensor ids, pos, next_pos;           // on the model's device; next_pos: the position of each row's next token
+  at::Tensor mask;                         // [B, cap], or undefined when unpadded
+  KVCache cache;                           // empty without use_cache
   std::vector<std::vector<int64_t>> rows;  // each row's ids so far, on the CPU
   int64_t B, T, cap;
 };
 
-Decoding Prepare(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, int64_t expand, int64_t max_new_tokens, bool cache) {
+Decoding Prepare(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, int64_t expand, int64_t max_new_tokens,
+                 bool cache) {
   at::Device dev = model.device();
   Decoding d;
   d.ids = ids0.to(dev, at::kLong).repeat_interleave(expand, 0);
@@ -224,8 +230,9 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
       d.cache.length = len;
     } else {
       // Full recompute of the whole sequence each step (use_cache: false).
-      at::Tensor full_pos = m.defined() ? (m.cumsum(-1) - 1).clamp_min(0)
-                                        : at::arange(len, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, len});
+      at::Tensor full_pos =
+          m.defined() ? (m.cumsum(-1) - 1).clamp_min(0)
+                      : at::arange(len, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, len});
       h = model.Hidden(all.narrow(1, 0, len), full_pos, m, nullptr);
     }
     at::Tensor scores = model.Logits(h.narrow(1, h.size(1) - 1, 1).squeeze(1)).to(at::kFloat);
@@ -235,7 +242,8 @@ at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor&
     at::Tensor next;
     if (c.do_sample) {
       at::Tensor probs = scores.softmax(-1);
-      next = gen ? at::multinomial(probs.to(at::kCPU), 1, false, *gen).squeeze(1) : at::multinomial(probs, 1).squeeze(1);
+      next =
+          gen ? at::multinomial(probs.to(at::kCPU), 1, false, *gen).squeeze(1) : at::multinomial(probs, 1).squeeze(1);
     } else {
       next = scores.argmax(-1);
     }
@@ -295,8 +303,9 @@ struct Hypotheses {
     if (early_stopping == EarlyStopping::kHeuristic) {
       highest = best_sum_logprobs / std::pow(static_cast<double>(cur_len - prompt_len), length_penalty);
     } else {
-      highest = length_penalty > 0 ? best_sum_logprobs / std::pow(static_cast<double>(max_length - prompt_len), length_penalty)
-                                   : best_sum_logprobs / std::pow(static_cast<double>(cur_len - prompt_len), length_penalty);
+      highest = length_penalty > 0
+                    ? best_sum_logprobs / std::pow(static_cast<double>(max_length - prompt_len), length_penalty)
+                    : best_sum_logprobs / std::pow(static_cast<double>(cur_len - prompt_len), length_penalty);
     }
     return worst >= highest;
   }
@@ -323,7 +332,8 @@ at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mas
     at::Tensor m = d.mask.defined() ? d.mask.narrow(1, 0, len) : at::Tensor();
     at::Tensor h = model.Hidden(x, pos, m, &d.cache);
     d.cache.length = len;
-    at::Tensor scores = model.Logits(h.narrow(1, h.size(1) - 1, 1).squeeze(1)).to(at::kFloat).log_softmax(-1).to(at::kCPU);
+    at::Tensor scores =
+        model.Logits(h.narrow(1, h.size(1) - 1, 1).squeeze(1)).to(at::kFloat).log_softmax(-1).to(at::kCPU);
     at::Tensor seen;
     if (process.needs_seen) {
       std::vector<int64_t> flat;
@@ -343,7 +353,11 @@ at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mas
     std::vector<int64_t> new_tokens(B, c.pad_token_id), new_src(B, 0);
     for (int64_t b = 0; b < B0; b++) {
       if (done[b]) {
-        for (int64_t k = 0; k < K; k++) { new_scores[b * K + k] = 0; new_tokens[b * K + k] = c.pad_token_id; new_src[b * K + k] = b * K; }
+        for (int64_t k = 0; k < K; k++) {
+          new_scores[b * K + k] = 0;
+          new_tokens[b * K + k] = c.pad_token_id;
+          new_src[b * K + k] = b * K;
+        }
         continue;
       }
       int64_t bi = 0;
@@ -386,7 +400,8 @@ at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mas
   // Finalise: unfinished batches add their live beams; the best num_return_sequences per prompt.
   for (int64_t b = 0; b < B0; b++) {
     if (done[b]) continue;
-    for (int64_t k = 0; k < K; k++) hyps[b].Add(rows[b * K + k], beam_scores[b * K + k], static_cast<int64_t>(rows[b * K + k].size()) - T);
+    for (int64_t k = 0; k < K; k++)
+      hyps[b].Add(rows[b * K + k], beam_scores[b * K + k], static_cast<int64_t>(rows[b * K + k].size()) - T);
   }
   std::vector<std::vector<int64_t>> best;
   for (int64_t b = 0; b < B0; b++) {
@@ -416,14 +431,20 @@ at::Tensor Generate(GPT2& model, const at::Tensor& ids, const at::Tensor& mask, 
                     const TokenSink& sink, const std::atomic<int32_t>* cancel) {
   c10::InferenceMode guard;
   const auto& mc = model.config();
-  if (ids.dim() != 2 || ids.size(1) == 0) throw UserError("Expected input_ids of shape [batch, sequence] with at least one token");
+  if (ids.dim() != 2 || ids.size(1) == 0)
+    throw UserError("Expected input_ids of shape [batch, sequence] with at least one token");
   if (ids.size(1) + cfg.max_new_tokens > mc.n_positions)
-    throw UserError("prompt length " + std::to_string(ids.size(1)) + " + max_new_tokens " + std::to_string(cfg.max_new_tokens) +
-                    " is longer than n_positions " + std::to_string(mc.n_positions));
+    throw UserError("prompt length " + std::to_string(ids.size(1)) + " + max_new_tokens " +
+                    std::to_string(cfg.max_new_tokens) + " is longer than n_positions " +
+                    std::to_string(mc.n_positions));
   CheckTokenIds(ids, mc.vocab_size);
   bool was_training = model.training;
   model.training = false;  // no dropout while decoding
-  struct Restore { GPT2& m; bool t; ~Restore() { m.training = t; } } restore{model, was_training};
+  struct Restore {
+    GPT2& m;
+    bool t;
+    ~Restore() { m.training = t; }
+  } restore{model, was_training};
   if (cfg.num_beams > 1) return BeamSearch(model, ids, mask, cfg, cancel);
   return GreedyOrSample(model, ids, mask, cfg, sink, cancel);
 }

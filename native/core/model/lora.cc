@@ -10,7 +10,8 @@ at::Tensor LoraDelta(const Lora& l, const at::Tensor& x, bool training, at::Scal
   at::Tensor h = at::dropout(x, l.dropout, training);
   // under autocast the linears pick their own dtype; otherwise x meets the adapter in the adapter's dtype (float32
   // activations over bfloat16 weights in batch-1 inference)
-  if (h.scalar_type() != l.A.scalar_type() && !at::autocast::is_autocast_enabled(x.device().type())) h = h.to(l.A.scalar_type());
+  if (h.scalar_type() != l.A.scalar_type() && !at::autocast::is_autocast_enabled(x.device().type()))
+    h = h.to(l.A.scalar_type());
   at::Tensor d = at::linear(at::linear(h, l.A), l.B).mul(l.scaling);
   return d.scalar_type() == out ? d : d.to(out);
 }

@@ -15,7 +15,6 @@
 #include <omp.h>
 #endif
 
-
 #include <cstdlib>
 
 namespace torchlm {
@@ -47,9 +46,10 @@ void ApplyThreadSettings() {
   if (at::get_num_threads() != n) at::set_num_threads(n);
 }
 
-// The JavaScript thread (the binding calls this there) runs only small synchronous work (tensor creation, reads) and keeps one OpenMP thread, so
-// that it never grows a second thread team beside the compute thread's. libgomp stops spinning between parallel
-// regions once its threads outnumber the cores, and the wake-ups cost batch-1 bf16 decoding 20% (125 -> 101 tok/s).
+// The JavaScript thread (the binding calls this there) runs only small synchronous work (tensor creation, reads) and
+// keeps one OpenMP thread, so that it never grows a second thread team beside the compute thread's. libgomp stops
+// spinning between parallel regions once its threads outnumber the cores, and the wake-ups cost batch-1 bf16 decoding
+// 20% (125 -> 101 tok/s).
 void KeepCallingThreadSerial() {
   at::get_num_threads();  // ATen's per-thread lazy init first, or it would set the thread count back
 #ifdef _OPENMP
@@ -66,7 +66,8 @@ at::ScalarType ParseDtype(const std::string& name) {
   if (name == "int32" || name == "int") return at::kInt;
   if (name == "uint8") return at::kByte;
   if (name == "bool") return at::kBool;
-  throw UserError("Expected one of float32, float16, bfloat16, float64, int64, int32, uint8, bool for dtype but received " + name);
+  throw UserError(
+      "Expected one of float32, float16, bfloat16, float64, int64, int32, uint8, bool for dtype but received " + name);
 }
 
 std::string ShapeStr(at::IntArrayRef shape) {
@@ -77,16 +78,26 @@ std::string ShapeStr(at::IntArrayRef shape) {
 
 std::string DtypeName(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kDouble: return "float64";
-    case at::kLong: return "int64";
-    case at::kInt: return "int32";
-    case at::kByte: return "uint8";
-    case at::kChar: return "int8";
-    case at::kBool: return "bool";
-    default: return c10::toString(t);
+    case at::kFloat:
+      return "float32";
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kDouble:
+      return "float64";
+    case at::kLong:
+      return "int64";
+    case at::kInt:
+      return "int32";
+    case at::kByte:
+      return "uint8";
+    case at::kChar:
+      return "int8";
+    case at::kBool:
+      return "bool";
+    default:
+      return c10::toString(t);
   }
 }
 
@@ -105,7 +116,8 @@ bool MpsAvailable() {
 at::Device ParseDevice(const std::string& name) {
   if (name == "cpu") return at::Device(at::kCPU);
   if (name == "mps") {
-    if (!MpsAvailable()) throw UserError("Device mps is not available: this libtorch has no MPS support or this machine has no Apple GPU");
+    if (!MpsAvailable())
+      throw UserError("Device mps is not available: this libtorch has no MPS support or this machine has no Apple GPU");
 #if defined(__APPLE__)
     return at::Device(at::kMPS);
 #endif
@@ -113,14 +125,19 @@ at::Device ParseDevice(const std::string& name) {
   if (name.rfind("cuda", 0) == 0) {
     int index = 0;
     if (name.size() > 4) {
-      if (name[4] != ':' || name.size() == 5) throw UserError("Expected a device like cuda or cuda:0 but received " + name);
+      if (name[4] != ':' || name.size() == 5)
+        throw UserError("Expected a device like cuda or cuda:0 but received " + name);
       for (size_t i = 5; i < name.size(); i++)
-        if (name[i] < '0' || name[i] > '9') throw UserError("Expected a device like cuda or cuda:0 but received " + name);
+        if (name[i] < '0' || name[i] > '9')
+          throw UserError("Expected a device like cuda or cuda:0 but received " + name);
       index = std::stoi(name.substr(5));
     }
-    if (!CudaAvailable()) throw UserError("Device " + name + " is not available: this libtorch was built without CUDA or no NVIDIA GPU is visible");
+    if (!CudaAvailable())
+      throw UserError("Device " + name +
+                      " is not available: this libtorch was built without CUDA or no NVIDIA GPU is visible");
     int n = static_cast<int>(torch::cuda::device_count());
-    if (index >= n) throw UserError("Device " + name + " is not available: " + std::to_string(n) + " CUDA device(s) visible");
+    if (index >= n)
+      throw UserError("Device " + name + " is not available: " + std::to_string(n) + " CUDA device(s) visible");
     return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   throw UserError("Expected cpu, cuda, cuda:N or mps for device but received " + name);

@@ -34,7 +34,8 @@ std::vector<at::Tensor> AdamW::All() const {
 // 124M's parameters, measured in one process with rounds alternating.
 static bool FusedSupported(const at::Tensor& p) {
   const auto t = p.scalar_type();
-  return (p.device().is_cpu() || p.device().is_cuda()) && (t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble);
+  return (p.device().is_cpu() || p.device().is_cuda()) &&
+         (t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble);
 }
 
 void AdamW::Step(double lr) {
@@ -49,9 +50,11 @@ void AdamW::Step(double lr) {
       if (!grad.defined()) continue;
       const double step = static_cast<double>(++steps_[k]);
       at::Tensor param = p.detach();
-      // the fused kernel walks the four tensors' memory in step, so they must share one layout (autograd gives a gradient
-      // its parameter's strides and the states are made with zeros_like; anything else takes the elementwise ops)
-      const bool one_layout = grad.strides() == param.strides() && exp_avg_[k].strides() == param.strides() && exp_avg_sq_[k].strides() == param.strides();
+      // the fused kernel walks the four tensors' memory in step, so they must share one layout (autograd gives a
+      // gradient its parameter's strides and the states are made with zeros_like; anything else takes the elementwise
+      // ops)
+      const bool one_layout = grad.strides() == param.strides() && exp_avg_[k].strides() == param.strides() &&
+                              exp_avg_sq_[k].strides() == param.strides();
       if (FusedSupported(param) && grad.scalar_type() == param.scalar_type() && one_layout) {
         auto& f = fused[{param.device().str(), param.scalar_type()}];
         f[0].push_back(param);
@@ -70,7 +73,8 @@ void AdamW::Step(double lr) {
       param.addcdiv_(exp_avg_[k], denom, -lr / bc1);
     }
     for (auto& [key, f] : fused)
-      at::_fused_adamw_(f[0], f[1], f[2], f[3], {}, f[4], lr, beta1_, beta2_, g.weight_decay, eps_, /*amsgrad=*/false, /*maximize=*/false);
+      at::_fused_adamw_(f[0], f[1], f[2], f[3], {}, f[4], lr, beta1_, beta2_, g.weight_decay, eps_, /*amsgrad=*/false,
+                        /*maximize=*/false);
   }
 }
 
@@ -103,7 +107,8 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::State() const {
   for (size_t i = 0; i < exp_avg_.size(); i++) {
     out.emplace_back(std::to_string(i) + ".exp_avg", exp_avg_[i]);
     out.emplace_back(std::to_string(i) + ".exp_avg_sq", exp_avg_sq_[i]);
-    out.emplace_back(std::to_string(i) + ".step", at::scalar_tensor(static_cast<double>(steps_[i]), at::kDouble).reshape({1}));
+    out.emplace_back(std::to_string(i) + ".step",
+                     at::scalar_tensor(static_cast<double>(steps_[i]), at::kDouble).reshape({1}));
   }
   return out;
 }
@@ -114,7 +119,8 @@ void AdamW::LoadState(const std::vector<std::pair<std::string, at::Tensor>>& sta
   for (size_t i = 0; i < exp_avg_.size(); i++) {
     std::string p = std::to_string(i) + ".";
     auto a = m.find(p + "exp_avg"), b = m.find(p + "exp_avg_sq"), s = m.find(p + "step");
-    if (a == m.end() || b == m.end() || s == m.end()) throw UserError("optimizer state is missing parameter " + std::to_string(i));
+    if (a == m.end() || b == m.end() || s == m.end())
+      throw UserError("optimizer state is missing parameter " + std::to_string(i));
     if (a->second.sizes() != exp_avg_[i].sizes() || b->second.sizes() != exp_avg_sq_[i].sizes())
       throw UserError("optimizer state for parameter " + std::to_string(i) + " has the wrong shape");
     exp_avg_[i].copy_(a->second);

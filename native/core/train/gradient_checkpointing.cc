@@ -96,7 +96,8 @@ struct CheckpointBackward : public torch::autograd::Node {
       c10::AutoGradMode on(true);
       y = model->Block(layer, x, bias, nullptr, compute);
     }
-    auto got = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false, /*allow_unused=*/true);
+    auto got = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                     /*allow_unused=*/true);
     torch::autograd::variable_list out(params.size() + 1);
     for (size_t k = 0; k < slots.size(); k++) out[slots[k]] = got[k];
     return out;
@@ -110,7 +111,8 @@ struct CheckpointBackward : public torch::autograd::Node {
 
 }  // namespace
 
-at::Tensor CheckpointedBlock(GPT2& model, int64_t i, const at::Tensor& x, const at::Tensor& bias, at::ScalarType compute) {
+at::Tensor CheckpointedBlock(GPT2& model, int64_t i, const at::Tensor& x, const at::Tensor& bias,
+                             at::ScalarType compute) {
   const std::vector<at::Tensor> params = model.LayerParameters(i);
   bool needs_grad = x.requires_grad();
   for (const auto& p : params) needs_grad = needs_grad || p.requires_grad();

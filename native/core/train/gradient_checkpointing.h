@@ -7,6 +7,7 @@ namespace torchlm {
 
 // Block i of `model` on x whose activations are not kept: backward runs the block again, with the random state
 // (dropout) and autocast state of this call, and takes the gradients of x and the block's parameters from that run.
-at::Tensor CheckpointedBlock(GPT2& model, int64_t i, const at::Tensor& x, const at::Tensor& bias, at::ScalarType compute);
+at::Tensor CheckpointedBlock(GPT2& model, int64_t i, const at::Tensor& x, const at::Tensor& bias,
+                             at::ScalarType compute);
 
 }  // namespace torchlm

@@ -20,7 +20,8 @@ namespace {
 constexpr int64_t kSliceElements = int64_t(32) << 20;  // 128 MB of float32 logits a slice
 
 struct FusedLMLossFn : public torch::autograd::Function<FusedLMLossFn> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w,
+                            const at::Tensor& targets) {
     const int64_t N = h.size(0), V = w.size(0);
     const int64_t rows = std::max<int64_t>(1, kSliceElements / V);
     const at::Tensor counted = targets.ne(-100);
@@ -47,7 +48,8 @@ struct FusedLMLossFn : public torch::autograd::Function<FusedLMLossFn> {
     return at::scalar_tensor(total / n, h.options());
   }
 
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor go = grads[0];
     return {saved[0] * go, saved[1].defined() ? saved[1] * go : at::Tensor(), at::Tensor()};
@@ -58,8 +60,8 @@ struct FusedLMLossFn : public torch::autograd::Function<FusedLMLossFn> {
 
 at::Tensor FusedLMLoss(const at::Tensor& hidden, const at::Tensor& wte, const at::Tensor& targets) {
   if (EnvFlag("TORCHLM_NO_FUSED_LOSS") || !at::GradMode::is_enabled()) return at::Tensor();
-  if (!hidden.device().is_cpu() || hidden.scalar_type() != at::kFloat || wte.scalar_type() != at::kFloat || hidden.dim() != 2 ||
-      at::autocast::is_autocast_enabled(at::kCPU))
+  if (!hidden.device().is_cpu() || hidden.scalar_type() != at::kFloat || wte.scalar_type() != at::kFloat ||
+      hidden.dim() != 2 || at::autocast::is_autocast_enabled(at::kCPU))
     return at::Tensor();
   return FusedLMLossFn::apply(hidden.contiguous(), wte, targets.to(at::kLong).contiguous());
 }

@@ -5,8 +5,8 @@
 
 namespace torchlm {
 
-// Mean cross-entropy of logits = hidden @ wte^T against `targets` (-100 ignored), hidden [N, E] and wte [V, E] float32 on
-// the CPU, with autograd for both; an undefined tensor where that does not apply (the caller computes the logits).
+// Mean cross-entropy of logits = hidden @ wte^T against `targets` (-100 ignored), hidden [N, E] and wte [V, E] float32
+// on the CPU, with autograd for both; an undefined tensor where that does not apply (the caller computes the logits).
 at::Tensor FusedLMLoss(const at::Tensor& hidden, const at::Tensor& wte, const at::Tensor& targets);
 
 }  // namespace torchlm

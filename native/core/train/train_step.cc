@@ -49,7 +49,8 @@ double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm, Co
     bool skip = found_inf.item<float>() != 0.0f;
     norm = skip ? std::nan("") : opt.ClipGradNorm(max_norm);
     if (!skip) opt.Step(lr);
-    at::_amp_update_scale_(scaler->scale, scaler->growth_tracker, found_inf, scaler->growth_factor, scaler->backoff_factor, scaler->growth_interval);
+    at::_amp_update_scale_(scaler->scale, scaler->growth_tracker, found_inf, scaler->growth_factor,
+                           scaler->backoff_factor, scaler->growth_interval);
   } else {
     norm = opt.ClipGradNorm(max_norm);
     opt.Step(lr);
@@ -68,7 +69,8 @@ void ScaledBackward(const at::Tensor& loss, double scale, GradScaler* scaler) {
 }
 
 StepResult TrainStep(GPT2& model, AdamW& opt, GradScaler* scaler, Comm* comm, bool& nonfinite, const at::Tensor& ids,
-                     const at::Tensor& mask, const at::Tensor& labels, double scale, Amp amp, const StepUpdate* update) {
+                     const at::Tensor& mask, const at::Tensor& labels, double scale, Amp amp,
+                     const StepUpdate* update) {
   StepResult out;
   c10::AutoGradMode mode(true);
   at::Device dev = model.device();

@@ -20,7 +20,8 @@ struct AutocastGuard {
 // Returns the gradient norm before clipping (NaN when the step was skipped).
 // In a process group, gradients are averaged over the ranks first (a missing one counts as zeros, so
 // every rank sends the same buckets), and a non-finite loss on any rank makes every rank skip the update.
-double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm, Comm* comm = nullptr, bool nonfinite = false);
+double FinishStep(AdamW& opt, GradScaler* scaler, double lr, double max_norm, Comm* comm = nullptr,
+                  bool nonfinite = false);
 
 // Backward of loss * scale, times the scaler's loss scale with a scaler (float16).
 void ScaledBackward(const at::Tensor& loss, double scale, GradScaler* scaler);

@@ -22,8 +22,8 @@ GPT2::GPT2(GPT2Config cfg) : cfg_(std::move(cfg)) {
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> GPT2::Expected() const {
   const int64_t E = cfg_.n_embd, I = cfg_.inner();
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
-      {"wte.weight", {cfg_.vocab_size, E}}, {"wpe.weight", {cfg_.n_positions, E}}};
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {{"wte.weight", {cfg_.vocab_size, E}},
+                                                                   {"wpe.weight", {cfg_.n_positions, E}}};
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     std::string p = "h." + std::to_string(i) + ".";
     out.push_back({p + "ln_1.weight", {E}});
@@ -44,7 +44,9 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> GPT2::Expected() const
   return out;
 }
 
-std::string GPT2::ModelName(const std::string& name) { return name.rfind("transformer.", 0) == 0 ? name.substr(12) : name; }
+std::string GPT2::ModelName(const std::string& name) {
+  return name.rfind("transformer.", 0) == 0 ? name.substr(12) : name;
+}
 
 bool GPT2::IsConv1DWeight(const std::string& name) {
   for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
@@ -57,7 +59,9 @@ bool GPT2::IsConv1DWeight(const std::string& name) {
 void GPT2::CheckTensor(const std::string& name, const at::Tensor& t, at::IntArrayRef shape, bool int8_ok) {
   if (!at::isFloatingType(t.scalar_type()) && !(int8_ok && t.scalar_type() == at::kChar))
     throw UserError("tensor " + name + " has dtype " + DtypeName(t.scalar_type()) + " but a floating dtype is needed");
-  if (t.sizes() != shape) throw UserError("tensor " + name + " has shape " + ShapeStr(t.sizes()) + " but the config needs " + ShapeStr(shape));
+  if (t.sizes() != shape)
+    throw UserError("tensor " + name + " has shape " + ShapeStr(t.sizes()) + " but the config needs " +
+                    ShapeStr(shape));
 }
 
 void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8) {
@@ -87,10 +91,14 @@ void GPT2::InitRandom(at::ScalarType dtype, at::Device device) {
     at::Tensor t;
     bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
     bool is_ln = name.find("ln_") != std::string::npos;
-    if (is_bias) t = at::zeros(shape);
-    else if (is_ln) t = at::ones(shape);
-    else if (name.find("c_proj.weight") != std::string::npos) t = at::randn(shape) * proj_std;
-    else t = at::randn(shape) * std;
+    if (is_bias)
+      t = at::zeros(shape);
+    else if (is_ln)
+      t = at::ones(shape);
+    else if (name.find("c_proj.weight") != std::string::npos)
+      t = at::randn(shape) * proj_std;
+    else
+      t = at::randn(shape) * std;
     params_.emplace_back(name, t.to(device, dtype));
   }
   LayOutConv1D();
@@ -105,7 +113,8 @@ void GPT2::InitRandom(at::ScalarType dtype, at::Device device) {
 void GPT2::LayOutConv1D() {
   layers_.clear();  // its references would keep each weight's first copy alive until Bind()
   for (auto& [name, t] : params_) {
-    if (!IsConv1DWeight(name) || t.dim() != 2 || !at::isFloatingType(t.scalar_type())) continue;  // not a quantized load's stand-in
+    if (!IsConv1DWeight(name) || t.dim() != 2 || !at::isFloatingType(t.scalar_type()))
+      continue;  // not a quantized load's stand-in
     const bool rows = t.device().is_cpu() && t.scalar_type() == at::kBFloat16;
     if (rows ? t.t().is_contiguous() : t.is_contiguous()) continue;
     const bool rg = t.requires_grad();
@@ -149,7 +158,9 @@ void GPT2::Bind() {
 }
 
 void GPT2::Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) {
-  if (!quantization_.empty()) throw UserError("a " + quantization_ + " model stays on the CPU as it was loaded: load it again to move it or change its dtype");
+  if (!quantization_.empty())
+    throw UserError("a " + quantization_ +
+                    " model stays on the CPU as it was loaded: load it again to move it or change its dtype");
   auto move = [&](at::Tensor& t) {
     bool rg = t.requires_grad();
     t = fn(t.detach());
@@ -193,7 +204,8 @@ static at::Tensor Conv1DBase(const at::Tensor& x, const at::Tensor& w, const at:
 
 // With a LoRA adapter, its term is added to the base layer's output (PEFT's LoraLayer.forward); a quantized weight
 // takes the integer kernels.
-static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const Lora* lora, bool training, const QWeight* qw = nullptr) {
+static at::Tensor Conv1D(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const Lora* lora, bool training,
+                         const QWeight* qw = nullptr) {
   at::Tensor y = qw ? QLinear(x, *qw, b) : Conv1DBase(x, w, b);
   return lora ? y + LoraDelta(*lora, x, training, y.scalar_type()) : y;
 }
@@ -218,10 +230,13 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
       // fused decoder's attention, which reads the cache as it is, rather than widening the whole cache every step
       y = at::empty({B, H, 1, D}, q.options());
       const at::Tensor qc = q.contiguous();
-      const at::Tensor allowed = bias.defined() ? bias.eq(0).to(at::kByte).contiguous() : at::Tensor();  // [B or 1, 1, 1, S]
+      const at::Tensor allowed =
+          bias.defined() ? bias.eq(0).to(at::kByte).contiguous() : at::Tensor();  // [B or 1, 1, 1, S]
       for (int64_t b = 0; b < B; b++)
-        AttendInto(qc.data_ptr<float>() + b * H * D, cache->k[i].narrow(0, b, 1), cache->v[i].narrow(0, b, 1), s + 1, scale,
-                   allowed.defined() ? allowed.data_ptr<uint8_t>() + (allowed.size(0) == 1 ? 0 : b) * (s + 1) : nullptr, y.data_ptr<float>() + b * H * D);
+        AttendInto(qc.data_ptr<float>() + b * H * D, cache->k[i].narrow(0, b, 1), cache->v[i].narrow(0, b, 1), s + 1,
+                   scale,
+                   allowed.defined() ? allowed.data_ptr<uint8_t>() + (allowed.size(0) == 1 ? 0 : b) * (s + 1) : nullptr,
+                   y.data_ptr<float>() + b * H * D);
       return AttentionOutput(i, y, B, T);
     }
     k = cache->k[i].narrow(2, 0, s + T).to(q.scalar_type());
@@ -247,7 +262,8 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
 at::Tensor GPT2::AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T) {
   const Layer& L = layers_[i];
   const at::Tensor joined = y.transpose(1, 2).reshape({B, T, cfg_.n_embd});
-  return at::dropout(Conv1D(joined, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q), cfg_.resid_pdrop, training);
+  return at::dropout(Conv1D(joined, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q),
+                     cfg_.resid_pdrop, training);
 }
 
 // TORCHLM_NO_SDPA=1 keeps the explicit matmul-softmax-matmul attention (the reference path; read at each call so
@@ -267,15 +283,18 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
   // bfloat16 weights on the CPU, batch 1, inference: activations stay float32 (libtorch 1.13's bfloat16
   // layer_norm, GELU and small matmuls are slow on the CPU, and float32 sums are more accurate); the weights
   // are streamed as bfloat16 by the matrix-vector kernels.
-  const at::ScalarType compute = wte_.scalar_type() == at::kBFloat16 && wte_.device().is_cpu() && ids.size(0) == 1 && !training &&
-                                         !at::GradMode::is_enabled() && MatVecEnabled()
+  const at::ScalarType compute = wte_.scalar_type() == at::kBFloat16 && wte_.device().is_cpu() && ids.size(0) == 1 &&
+                                         !training && !at::GradMode::is_enabled() && MatVecEnabled()
                                      ? at::kFloat
                                      : wte_.scalar_type();
   const int64_t S = past + T;
   if (!quantization_.empty() && at::GradMode::is_enabled() && (training || wte_.requires_grad()))
-    throw UserError("Training a " + quantization_ + " model is not supported: its weights are quantized for decoding; load the model in float32 to train it");
+    throw UserError(
+        "Training a " + quantization_ +
+        " model is not supported: its weights are quantized for decoding; load the model in float32 to train it");
   if (S > cfg_.n_positions)
-    throw UserError("sequence length " + std::to_string(S) + " is longer than n_positions " + std::to_string(cfg_.n_positions));
+    throw UserError("sequence length " + std::to_string(S) + " is longer than n_positions " +
+                    std::to_string(cfg_.n_positions));
   if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
   if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
 
@@ -290,34 +309,39 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
     allowed = allowed.unsqueeze(0).unsqueeze(0);
     if (attention_mask.defined()) allowed = allowed.logical_and(attention_mask.to(at::kBool).unsqueeze(1).unsqueeze(2));
     at::ScalarType ct = compute;
-    double minv = ct == at::kHalf ? -65504.0 : ct == at::kBFloat16 ? -3.3895313892515355e38 : ct == at::kDouble ? -1.7976931348623157e308 : -3.4028234663852886e38;
+    double minv = ct == at::kHalf       ? -65504.0
+                  : ct == at::kBFloat16 ? -3.3895313892515355e38
+                  : ct == at::kDouble   ? -1.7976931348623157e308
+                                        : -3.4028234663852886e38;
     bias = at::zeros(allowed.sizes(), opts.dtype(ct)).masked_fill_(allowed.logical_not(), minv);
   }
 
   at::Tensor x = (at::embedding(wte_, ids) + at::embedding(wpe_, position_ids)).to(compute);
   x = at::dropout(x, cfg_.embd_pdrop, training);
   const bool checkpoint = gradient_checkpointing && training && !cache && at::GradMode::is_enabled();
-  for (int64_t i = 0; i < cfg_.n_layer; i++) x = checkpoint ? CheckpointedBlock(*this, i, x, bias, compute) : Block(i, x, bias, cache, compute);
+  for (int64_t i = 0; i < cfg_.n_layer; i++)
+    x = checkpoint ? CheckpointedBlock(*this, i, x, bias, compute) : Block(i, x, bias, cache, compute);
   return at::layer_norm(x, {cfg_.n_embd}, ln_f_w_.to(compute), ln_f_b_.to(compute), cfg_.layer_norm_epsilon)
       .to(wte_.scalar_type());  // outputs keep the model's dtype
 }
 
-at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const at::Tensor& bias, KVCache* cache, at::ScalarType compute) {
+at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const at::Tensor& bias, KVCache* cache,
+                       at::ScalarType compute) {
   const Layer& L = layers_[i];
   auto ln = [&](const at::Tensor& t, const at::Tensor& w, const at::Tensor& b) {
     return at::layer_norm(t, {cfg_.n_embd}, w.to(compute), b.to(compute), cfg_.layer_norm_epsilon);
   };
   at::Tensor x = x0 + Attention(i, ln(x0, L.ln_1_w, L.ln_1_b), bias, cache);
   at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
-  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q)), L.mlp_proj_w, L.mlp_proj_b,
-             L.mlp_proj_lora, training, L.mlp_proj_q);
+  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q)),
+             L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_lora, training, L.mlp_proj_q);
   return x + at::dropout(h, cfg_.resid_pdrop, training);
 }
 
 std::vector<at::Tensor> GPT2::LayerParameters(int64_t i) const {
   const Layer& L = layers_[i];
   std::vector<at::Tensor> ps = {L.ln_1_w, L.ln_1_b, L.c_attn_w, L.c_attn_b, L.attn_proj_w, L.attn_proj_b,
-                                L.ln_2_w, L.ln_2_b, L.c_fc_w, L.c_fc_b, L.mlp_proj_w, L.mlp_proj_b};
+                                L.ln_2_w, L.ln_2_b, L.c_fc_w,   L.c_fc_b,   L.mlp_proj_w,  L.mlp_proj_b};
   for (const Lora* l : {L.c_attn_lora, L.attn_proj_lora, L.c_fc_lora, L.mlp_proj_lora})
     if (l) ps.insert(ps.end(), {l->A, l->B});
   return ps;
@@ -328,7 +352,8 @@ at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
   if (at::Tensor y = MatVecNK(hidden, wte_); y.defined()) return y;
   if (at::Tensor y = GemmLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;
   if (at::Tensor y = TrainLinear(hidden, wte_, at::Tensor(), true); y.defined()) return y;
-  if (hidden.scalar_type() != wte_.scalar_type()) return at::matmul(hidden.to(wte_.scalar_type()), wte_.t()).to(hidden.scalar_type());
+  if (hidden.scalar_type() != wte_.scalar_type())
+    return at::matmul(hidden.to(wte_.scalar_type()), wte_.t()).to(hidden.scalar_type());
   return at::matmul(hidden, wte_.t());
 }
 
@@ -343,14 +368,17 @@ static at::Tensor ShiftedLabels(const at::Tensor& labels, at::Device device) {
 }
 
 at::Tensor GPT2::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
-  if (at::Tensor loss = FusedLMLoss(hidden.reshape({-1, hidden.size(-1)}), wte_, ShiftedLabels(labels, hidden.device())); loss.defined())
+  if (at::Tensor loss =
+          FusedLMLoss(hidden.reshape({-1, hidden.size(-1)}), wte_, ShiftedLabels(labels, hidden.device()));
+      loss.defined())
     return loss;
   return CausalLMLoss(Logits(hidden), labels);
 }
 
 at::Tensor GPT2::CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels) {
   const int64_t V = logits.size(-1);
-  return at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), ShiftedLabels(labels, logits.device()), {}, at::Reduction::Mean, -100);
+  return at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), ShiftedLabels(labels, logits.device()), {},
+                                at::Reduction::Mean, -100);
 }
 
 int64_t GPT2::NumParameters() const {
@@ -365,8 +393,8 @@ int64_t GPT2::NumParameters() const {
 void CheckTokenIds(const at::Tensor& ids, int64_t vocab_size) {
   const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
   if (lo < 0 || hi >= vocab_size)
-    throw UserError("input_ids must be in [0, " + std::to_string(vocab_size) + ") but range over [" + std::to_string(lo) + ", " +
-                    std::to_string(hi) + "]");
+    throw UserError("input_ids must be in [0, " + std::to_string(vocab_size) + ") but range over [" +
+                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
 }
 
 }  // namespace torchlm

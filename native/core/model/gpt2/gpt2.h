@@ -38,7 +38,8 @@ struct Layer {
   const QWeight *c_attn_q = nullptr, *attn_proj_q = nullptr, *c_fc_q = nullptr, *mlp_proj_q = nullptr;
 };
 
-// Token ids in [0, vocab_size), else a UserError saying the range they span (a reduction: call it on the compute thread).
+// Token ids in [0, vocab_size), else a UserError saying the range they span (a reduction: call it on the compute
+// thread).
 void CheckTokenIds(const at::Tensor& ids, int64_t vocab_size);
 
 class GPT2 : public std::enable_shared_from_this<GPT2> {
@@ -82,7 +83,8 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   at::ScalarType KVDtype() const { return quantization_.empty() ? wte_.scalar_type() : at::kBFloat16; }
   // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
-  // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 / q4 quantize.
+  // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 / q4
+  // quantize.
   static bool IsConv1DWeight(const std::string& name);
   // A checkpoint tensor against the config: a floating dtype (or int8, where int8_ok: a quantized load's stand-in) and
   // the expected shape, else a UserError naming the tensor.
@@ -128,7 +130,7 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Layer> layers_;
-  std::map<std::string, Lora> lora_;  // by module name; Layer points into it
+  std::map<std::string, Lora> lora_;      // by module name; Layer points into it
   std::map<std::string, QWeight> quant_;  // by parameter name; Layer points into it
   QWeight lm_head_q_;
   std::string quantization_;
@@ -139,7 +141,8 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   static bool UseSdpa();
   // native/decode.cc: one token at batch 1 through the cache on raw buffers (what Hidden computes, faster).
   bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
-  at::Tensor DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask, KVCache& cache);
+  at::Tensor DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
+                       KVCache& cache);
 };
 
 }  // namespace torchlm

@@ -22,8 +22,10 @@ struct Floats {
   const float* f = nullptr;
   const c10::BFloat16* h = nullptr;
   explicit Floats(const at::Tensor& t) {
-    if (t.scalar_type() == at::kFloat) f = t.data_ptr<float>();
-    else h = reinterpret_cast<const c10::BFloat16*>(t.data_ptr());
+    if (t.scalar_type() == at::kFloat)
+      f = t.data_ptr<float>();
+    else
+      h = reinterpret_cast<const c10::BFloat16*>(t.data_ptr());
   }
   float operator[](int64_t i) const { return f ? f[i] : static_cast<float>(h[i]); }
 };
@@ -98,11 +100,14 @@ bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_m
   if (at::GradMode::is_enabled())
     for (const auto& [name, t] : params_)
       if (t.requires_grad()) return false;
-  if (!wte_.device().is_cpu() || (wte_.scalar_type() != at::kFloat && wte_.scalar_type() != at::kBFloat16)) return false;
-  if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1)) return false;
+  if (!wte_.device().is_cpu() || (wte_.scalar_type() != at::kFloat && wte_.scalar_type() != at::kBFloat16))
+    return false;
+  if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1))
+    return false;
   for (size_t i = 0; i < layers_.size(); i++) {
     const Layer& L = layers_[i];
-    if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != KVDtype()) return false;
+    if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != KVDtype())
+      return false;
     auto suits = [](const at::Tensor& w, const at::Tensor& b, const QWeight* qw) {
       return qw ? (!b.defined() || (b.scalar_type() == at::kFloat && b.is_contiguous())) : MatVecKNWeights(w, b);
     };
@@ -115,11 +120,16 @@ bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_m
   return wte_.is_contiguous() && wpe_.is_contiguous() && ln_f_w_.is_contiguous() && ln_f_b_.is_contiguous();
 }
 
-at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask, KVCache& cache) {
+at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
+                           KVCache& cache) {
   const int64_t E = cfg_.n_embd, H = cfg_.n_head, D = E / H, I = cfg_.inner(), s = cache.length, S = s + 1;
   const int64_t id = ids.reshape({-1})[0].item<int64_t>(), pos = position_ids.reshape({-1})[0].item<int64_t>();
-  if (id < 0 || id >= cfg_.vocab_size) throw UserError("token id " + std::to_string(id) + " is out of range for vocab_size " + std::to_string(cfg_.vocab_size));
-  if (pos < 0 || pos >= cfg_.n_positions) throw UserError("position " + std::to_string(pos) + " is out of range for n_positions " + std::to_string(cfg_.n_positions));
+  if (id < 0 || id >= cfg_.vocab_size)
+    throw UserError("token id " + std::to_string(id) + " is out of range for vocab_size " +
+                    std::to_string(cfg_.vocab_size));
+  if (pos < 0 || pos >= cfg_.n_positions)
+    throw UserError("position " + std::to_string(pos) + " is out of range for n_positions " +
+                    std::to_string(cfg_.n_positions));
   std::vector<uint8_t> allowed;
   if (attention_mask.defined()) {
     const at::Tensor m = attention_mask.reshape({-1}).to(at::kBool).contiguous();
@@ -148,9 +158,12 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     }
     return t;
   };
-  auto rows = [&](const float* in, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out, const Then& next) {
-    if (qw) QMatVecInto(xq, *qw, b, out, &next);
-    else MatVecKNInto(in, w, b, out, &next);
+  auto rows = [&](const float* in, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out,
+                  const Then& next) {
+    if (qw)
+      QMatVecInto(xq, *qw, b, out, &next);
+    else
+      MatVecKNInto(in, w, b, out, &next);
   };
   auto quantize = [&](const float* in, const QWeight* qw) {
     if (qw) xq = QuantizeInput(in, *qw);
@@ -173,19 +186,19 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
     rows(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, then(L.attn_proj_w, L.attn_proj_q, [&] {
-      for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
-        Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
-        Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
-      }
-    }));
+           for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
+             Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
+             Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
+           }
+         }));
     const double layer_scale = cfg_.scale_attn_by_inverse_layer_idx ? scale / static_cast<double>(i + 1) : scale;
     AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
     quantize(y, L.attn_proj_q);
     rows(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, then(L.c_fc_w, L.c_fc_q, [&] {
-      for (int64_t e = 0; e < E; e++) x[e] += h[e];
-      LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
-      quantize(h, L.c_fc_q);
-    }));
+           for (int64_t e = 0; e < E; e++) x[e] += h[e];
+           LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
+           quantize(h, L.c_fc_q);
+         }));
     rows(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, then(L.mlp_proj_w, L.mlp_proj_q, [] {}));
     Activation(cfg_.activation_function, f, I);
     quantize(f, L.mlp_proj_q);

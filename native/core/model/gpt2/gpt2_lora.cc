@@ -7,7 +7,8 @@
 namespace torchlm {
 
 // The Conv1D weights adapters can sit on, by module name, in parameter order.
-static std::vector<std::pair<std::string, at::Tensor>> Conv1DWeights(const std::vector<std::pair<std::string, at::Tensor>>& params) {
+static std::vector<std::pair<std::string, at::Tensor>> Conv1DWeights(
+    const std::vector<std::pair<std::string, at::Tensor>>& params) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& [name, t] : params)
     if (GPT2::IsConv1DWeight(name)) out.emplace_back(name.substr(0, name.size() - 7), t);  // without ".weight"
@@ -17,12 +18,15 @@ static std::vector<std::pair<std::string, at::Tensor>> Conv1DWeights(const std::
 void GPT2::AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout, bool trainable) {
   if (r <= 0) throw UserError("Expected a positive rank r for LoRA but received " + std::to_string(r));
   if (modules.empty()) throw UserError("LoRA needs at least one module");
-  if (!quantization_.empty()) throw UserError("LoRA on a " + quantization_ + " model is not supported: load the model in float32");
+  if (!quantization_.empty())
+    throw UserError("LoRA on a " + quantization_ + " model is not supported: load the model in float32");
   std::map<std::string, at::Tensor> weights;
   for (auto& [name, w] : Conv1DWeights(params_)) weights.emplace(name, w);
   std::set<std::string> seen;
   for (const auto& m : modules) {
-    if (!weights.count(m)) throw UserError("LoRA: " + m + " is not a Conv1D layer of this model (c_attn, c_proj or c_fc of h.0 to h." + std::to_string(cfg_.n_layer - 1) + ")");
+    if (!weights.count(m))
+      throw UserError("LoRA: " + m + " is not a Conv1D layer of this model (c_attn, c_proj or c_fc of h.0 to h." +
+                      std::to_string(cfg_.n_layer - 1) + ")");
     if (lora_.count(m) || !seen.insert(m).second) throw UserError("LoRA: " + m + " already has an adapter");
   }
   std::map<std::string, Lora> made;
@@ -63,8 +67,10 @@ void GPT2::CopyLora(const std::vector<std::pair<std::string, at::Tensor>>& tenso
     auto it = given.find(name);
     if (it == given.end()) throw UserError("LoRA weights are missing tensor " + name);
     if (it->second.sizes() != p.sizes())
-      throw UserError("LoRA tensor " + name + " has shape " + ShapeStr(it->second.sizes()) + " but the adapter's is " + ShapeStr(p.sizes()));
-    if (!at::isFloatingType(it->second.scalar_type())) throw UserError("LoRA tensor " + name + " is not a floating-point tensor");
+      throw UserError("LoRA tensor " + name + " has shape " + ShapeStr(it->second.sizes()) + " but the adapter's is " +
+                      ShapeStr(p.sizes()));
+    if (!at::isFloatingType(it->second.scalar_type()))
+      throw UserError("LoRA tensor " + name + " is not a floating-point tensor");
   }
   at::NoGradGuard ng;
   for (const auto& [name, p] : mine) p.detach().copy_(given.at(name));

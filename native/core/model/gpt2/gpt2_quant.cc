@@ -35,7 +35,8 @@ void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensor
     const at::Tensor t = read(i);
     CheckTensor(name, t, it->second);
     QWeight w = QuantizeWeight(t.t(), bits);
-    tensors.emplace_back(name, at::zeros({1}, at::kChar).expand({w.cols(), w.rows()}));  // Load checks a stand-in of [in, out]
+    tensors.emplace_back(
+        name, at::zeros({1}, at::kChar).expand({w.cols(), w.rows()}));  // Load checks a stand-in of [in, out]
     made.emplace(name, std::move(w));
   }
   Load(std::move(tensors), /*allow_int8=*/true);
@@ -57,19 +58,25 @@ void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensor
 static at::Tensor StoredScales(const QWeight& w) { return w.s.narrow(1, 0, w.cols() / kQBlock).contiguous(); }
 // A checkpoint's values: 8-bit ones as int8 (v, not the kernels' v + 128: the flip of the top bit), the others as kept.
 static at::ScalarType CheckpointDtype(int bits) { return bits == 8 ? at::kChar : at::kByte; }
-static at::Tensor StoredValues(const QWeight& w) { return w.bits == 8 ? at::bitwise_xor(w.q, 128).view(at::kChar) : w.q; }
+static at::Tensor StoredValues(const QWeight& w) {
+  return w.bits == 8 ? at::bitwise_xor(w.q, 128).view(at::kChar) : w.q;
+}
 
 // A weight from a checkpoint, its dtype and shapes checked: q as kept, the scales padded again to whole groups.
-static QWeight FromCheckpoint(const std::string& kind, const std::string& name, const at::Tensor& q, const at::Tensor& s, int bits) {
+static QWeight FromCheckpoint(const std::string& kind, const std::string& name, const at::Tensor& q,
+                              const at::Tensor& s, int bits) {
   if (q.scalar_type() != CheckpointDtype(bits))
-    throw UserError(kind + " checkpoint has " + DtypeName(q.scalar_type()) + " tensor " + name + " but " + kind + " stores " + DtypeName(CheckpointDtype(bits)));
+    throw UserError(kind + " checkpoint has " + DtypeName(q.scalar_type()) + " tensor " + name + " but " + kind +
+                    " stores " + DtypeName(CheckpointDtype(bits)));
   const int64_t K = s.dim() == 2 ? s.size(1) * kQBlock : 0, Kp = PaddedInputs(K);
   if (q.dim() != 2 || s.dim() != 2 || s.size(0) != q.size(0) || q.size(1) != Kp * bits / 8)
-    throw UserError(kind + " tensor " + name + "_scale " + ShapeStr(s.sizes()) + " does not fit " + name + " " + ShapeStr(q.sizes()));
+    throw UserError(kind + " tensor " + name + "_scale " + ShapeStr(s.sizes()) + " does not fit " + name + " " +
+                    ShapeStr(q.sizes()));
   // the loader widens floating tensors to the model's dtype; float16 values come back from it exactly
   const at::Tensor h = s.to(at::kHalf);
   if (!at::isFloatingType(s.scalar_type()) || !at::equal(h.to(s.scalar_type()), s))
-    throw UserError(kind + " tensor " + name + "_scale holds values that are not float16 (" + DtypeName(s.scalar_type()) + "): " + kind + " stores float16 scales");
+    throw UserError(kind + " tensor " + name + "_scale holds values that are not float16 (" +
+                    DtypeName(s.scalar_type()) + "): " + kind + " stores float16 scales");
   at::Tensor sp = at::zeros({s.size(0), Kp / kQBlock}, h.options());
   sp.narrow(1, 0, K / kQBlock).copy_(h);
   return QWeight{bits == 8 ? at::bitwise_xor(q.contiguous().view(at::kByte), 128) : q.contiguous(), sp, bits, K};
@@ -98,17 +105,22 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
   std::vector<std::pair<std::string, at::Tensor>> rest;
   for (auto& [name0, t] : tensors) {
     const std::string name = ModelName(name0);
-    if (name == "lm_head.weight" || name == "lm_head.weight_scale") head[name] = t;
-    else if (name.size() > 6 && name.compare(name.size() - 6, 6, "_scale") == 0) scales[name.substr(0, name.size() - 6)] = t;
-    else rest.emplace_back(name, t);
+    if (name == "lm_head.weight" || name == "lm_head.weight_scale")
+      head[name] = t;
+    else if (name.size() > 6 && name.compare(name.size() - 6, 6, "_scale") == 0)
+      scales[name.substr(0, name.size() - 6)] = t;
+    else
+      rest.emplace_back(name, t);
   }
-  if (!head.count("lm_head.weight") || !head.count("lm_head.weight_scale")) throw UserError(kind + " checkpoint is missing lm_head.weight or its scale");
+  if (!head.count("lm_head.weight") || !head.count("lm_head.weight_scale"))
+    throw UserError(kind + " checkpoint is missing lm_head.weight or its scale");
   // Load checks each quantized weight as a stand-in of the float weight's [in, out] shape (one byte, expanded)
   std::map<std::string, QWeight> made;
   for (auto& [name, t] : rest) {
     if (t.scalar_type() != at::kChar && t.scalar_type() != at::kByte) continue;
     auto it = scales.find(name);
-    if (it == scales.end()) throw UserError(kind + " checkpoint has quantized tensor " + name + " but no " + name + "_scale");
+    if (it == scales.end())
+      throw UserError(kind + " checkpoint has quantized tensor " + name + " but no " + name + "_scale");
     QWeight w = FromCheckpoint(kind, name, t, it->second, bits);
     t = at::zeros({1}, at::kChar).expand({w.cols(), w.rows()});
     made.emplace(name, std::move(w));
@@ -118,12 +130,14 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
   for (auto& [name, t] : params_) {
     const bool conv = IsConv1DWeight(name);
     auto it = made.find(name);
-    if (conv != (it != made.end())) throw UserError(kind + " checkpoint: " + name + (conv ? " is not quantized" : " should not be quantized"));
+    if (conv != (it != made.end()))
+      throw UserError(kind + " checkpoint: " + name + (conv ? " is not quantized" : " should not be quantized"));
     if (conv) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
   }
   const at::Tensor hq = head.at("lm_head.weight"), hs = head.at("lm_head.weight_scale");
   QWeight lm_head = FromCheckpoint(kind, "lm_head.weight", hq, hs, HeadBits(bits));
-  if (lm_head.rows() != wte_.size(0) || lm_head.cols() != wte_.size(1)) throw UserError(kind + " checkpoint's lm_head.weight does not fit the token embeddings");
+  if (lm_head.rows() != wte_.size(0) || lm_head.cols() != wte_.size(1))
+    throw UserError(kind + " checkpoint's lm_head.weight does not fit the token embeddings");
   for (auto& [name, t] : params_) t.requires_grad_(false);
   quant_ = std::move(made);
   lm_head_q_ = std::move(lm_head);
