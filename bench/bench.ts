@@ -20,7 +20,8 @@ const only = argv
 const weightsDir = join(root, "bench", ".weights", quick ? "gpt2-tiny" : "gpt2-124m");
 
 console.log(
-  `torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${get_num_threads()} threads, libtorch ${torch_info().torch_version}`,
+  `torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${get_num_threads()} threads, libtorch ` +
+    `${torch_info().torch_version}`,
 );
 if (!existsSync(join(weightsDir, "model.safetensors"))) {
   console.log(`writing seeded random weights to ${weightsDir}`);

@@ -152,7 +152,8 @@ await section("bench", async () => {
   r.train_16x64_fp16_tokens_per_s = 1024 / (await time(() => step(x16, "float16"), 2, 5));
   const x8 = tensor(rnd(8, 1024)).to("cuda");
   r.train_8x1024_bf16_tokens_per_s = 8192 / (await time(() => step(x8, "bfloat16"), 2, 5));
-  // 6 N FLOP per token for the weights, plus attention's 12 L T d per token; against 989 TFLOP/s dense bf16 (H100/H200 SXM)
+  // 6 N FLOP per token for the weights, plus attention's 12 L T d per token; against 989 TFLOP/s dense bf16 (H100/H200
+  // SXM)
   const flopsPerToken = 6 * N + 12 * 12 * 1024 * 768;
   r.mfu_8x1024_bf16 = (r.train_8x1024_bf16_tokens_per_s * flopsPerToken) / 989e12;
   await m.dispose();

@@ -119,7 +119,9 @@ async function measureScaling(weightsDir: string, log: (s: string) => void): Pro
       );
       rows.push({ size: size.name, dtype, ...r });
       log(
-        `scaling ${size.name} ${dtype}: ${SCALING_CONTEXTS.map((c) => `${r.tokens_per_s[c].toFixed(1)} tokens/s at ${c}`).join(", ")}, peak RSS ${(r.max_rss_bytes / 1e6).toFixed(0)} MB`,
+        `scaling ${size.name} ${dtype}: ` +
+          `${SCALING_CONTEXTS.map((c) => `${r.tokens_per_s[c].toFixed(1)} tokens/s at ${c}`).join(", ")}, peak RSS ` +
+          `${(r.max_rss_bytes / 1e6).toFixed(0)} MB`,
       );
     }
   }
@@ -171,7 +173,8 @@ export async function measure(o: BenchOptions): Promise<Measured> {
   const threads = get_num_threads();
   const results: Record<string, number> = {};
   if (want("datasets")) {
-    // IMDB-sized data: 25,000 reviews, about 33 MB of text, loaded from parquet and tokenized with map as the tutorial does.
+    // IMDB-sized data: 25,000 reviews, about 33 MB of text, loaded from parquet and tokenized with map as the tutorial
+    // does.
     const file = join(root, "bench", ".weights", "imdb-25k.parquet");
     if (!existsSync(file)) {
       mkdirSync(join(root, "bench", ".weights"), { recursive: true });
@@ -685,7 +688,8 @@ export async function measure(o: BenchOptions): Promise<Measured> {
     results.train_ddp_tokens_per_s = multi.tokens_per_s;
   }
 
-  // plain PyTorch eager from Python (bench/baseline.py: the same loop written with torch.nn.functional), alone after the rest
+  // plain PyTorch eager from Python (bench/baseline.py: the same loop written with torch.nn.functional), alone after
+  // the rest
   let py: Record<string, number> | null = null;
   let pyNote = "";
   try {

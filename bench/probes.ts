@@ -20,7 +20,10 @@ export interface AddonProbes {
   /** How many linears took oneDNN's sgemm so far. */
   gemmCalls(): number;
   readonly gemmAvailable: boolean;
-  /** The q8 / q4 decoding kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (TORCHLM_Q8_KERNEL picks a slower one). */
+  /**
+   * The q8 / q4 decoding kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (TORCHLM_Q8_KERNEL picks a slower
+   * one).
+   */
   q8Kernel(): string;
   /** The decoding kernels' row split over `rows` rows of `rowBytes` bytes (blocks of whole rows, about 8 KB), rows from
    * `slowFrom` on each taking `slowMicroseconds`: how many times each row was visited, and how many blocks a thread took from another's share.
@@ -39,7 +42,8 @@ function load(): AddonProbes {
   const p = (binding as unknown as { probes?: AddonProbes }).probes;
   if (!p) {
     throw new Error(
-      `the probes are in the testing addon (build/Release/torchlm_testing.node), but ${process.env.TORCHLM_BINARY ?? "torchlm.node"} ` +
+      `the probes are in the testing addon (build/Release/torchlm_testing.node), but ` +
+        `${process.env.TORCHLM_BINARY ?? "torchlm.node"} ` +
         "was loaded: import bench/testing-addon.js before the library, or set TORCHLM_BINARY to the testing addon",
     );
   }

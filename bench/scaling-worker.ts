@@ -1,6 +1,7 @@
 // One cell group of the bench's scaling table, in a fresh process (for its peak RSS): loads GPT-2-shaped weights in a
 // dtype and decodes at batch 1 from prompts that bring the context to each length. argv: weightsDir dtype ctx...
-// Prints {parameters, load_s, tokens_per_s: {ctx: n}, max_rss_bytes}. Decoding speed is timed between the first and the last
+// Prints {parameters, load_s, tokens_per_s: {ctx: n}, max_rss_bytes}. Decoding speed is timed between the first and the
+// last
 // streamed token (the prompt's prefill excluded), 32 new tokens ending at the context length.
 import { readFileSync } from "node:fs";
 import { GPT2LMHeadModel } from "../lib/index.js";

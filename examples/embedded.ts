@@ -33,7 +33,9 @@ export const EMBEDDED_CONFIG = {
   task_specific_params: { "text-generation": { do_sample: true, max_length: 50 } },
 };
 
-/** Writes n reviews in IMDB's parquet schema; `join` reviews are concatenated into each row (IMDB's reviews are long). */
+/**
+ * Writes n reviews in IMDB's parquet schema; `join` reviews are concatenated into each row (IMDB's reviews are long).
+ */
 export async function writeReviewsParquet(file: string, n: number, seed: number, join = 1): Promise<void> {
   const base = movieReviews(n * join, seed);
   const text = Array.from({ length: n }, (_, i) => base.text.slice(i * join, (i + 1) * join).join(" "));
@@ -60,7 +62,8 @@ export async function prepareEmbedded(
   if (existsSync(join(modelDir, "model.safetensors"))) return { model: modelDir, dataset };
 
   log(
-    `Building the embedded default model in ${modelDir} (once): a ${EMBEDDED_CONFIG.n_layer}-layer GPT-2 with seeded random weights, ` +
+    `Building the embedded default model in ${modelDir} (once): a ${EMBEDDED_CONFIG.n_layer}-layer GPT-2 with ` +
+      `seeded random weights, ` +
       "pre-trained for a minute on generated reviews so that it has something to fine-tune.",
   );
   const tokenizer = await AutoTokenizer.from_pretrained("gpt2");

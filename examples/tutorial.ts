@@ -65,7 +65,8 @@ async function chooseSources(): Promise<{ model: string; dataset: string }> {
   if (online || (modelCached && dataCached) || (local(opts.model) && local(opts.dataset)))
     return { model: opts.model, dataset: opts.dataset };
   console.log(
-    `\nThe Hugging Face Hub is not reachable${opts.offline ? " (--offline)" : ""} and ${opts.model} / ${opts.dataset} are not in the cache.`,
+    `\nThe Hugging Face Hub is not reachable${opts.offline ? " (--offline)" : ""} and ${opts.model} / ` +
+      `${opts.dataset} are not in the cache.`,
   );
   console.log(
     "Running the same flow on torchlm's embedded default instead: a small GPT-2 (seeded random weights, pre-trained",

@@ -66,7 +66,8 @@ export interface NativeConfig {
   embd_pdrop: number;
   attn_pdrop: number;
   resid_pdrop: number;
-  activation_function: string;
+  /** The MLP's activation kernel (lib/config.ts's ACTIVATIONS maps Hugging Face's names onto it). */
+  activation: "gelu_tanh" | "gelu" | "relu";
   scale_attn_weights: boolean;
   scale_attn_by_inverse_layer_idx: boolean;
 }
@@ -158,8 +159,8 @@ export interface NativeModel {
   parameters(): [string, NativeTensor][];
   numParameters(): number;
   zeroGrad(): void;
-  save(path: string): Promise<void>;
-  loadWeights(path: string, dataStart: number, entries: SafetensorsEntry[]): Promise<void>;
+  save(request: { path: string }): Promise<void>;
+  loadWeights(request: { path: string; data_start: number; entries: SafetensorsEntry[] }): Promise<void>;
   /** LoRA adapters on Conv1D modules ("h.0.attn.c_attn"); the base weights are frozen while adapters are on. */
   addLora(request: { modules: string[]; r: number; scaling: number; dropout: number; trainable: boolean }): void;
   /** The adapters' A and B as "transformer.h.0.attn.c_attn.lora_A.weight", ...; they share the model's storage. */
@@ -191,14 +192,14 @@ export interface TrainStepRequest {
 }
 
 export interface NativeAdamW {
-  step(lr: number): Promise<void>;
+  step(request: { lr: number }): Promise<void>;
   zeroGrad(): void;
-  clipGradNorm(max: number): Promise<number>;
+  clipGradNorm(request: { max_norm: number }): Promise<number>;
   state(): [string, NativeTensor][];
   loadState(state: [string, NativeTensor][]): void;
   trainStep(request: TrainStepRequest): Promise<{ loss: number; grad_norm?: number }>;
   backward(request: { loss: NativeTensor; scale: number; amp: Amp }): Promise<number>;
-  finishStep(lr: number, max_grad_norm: number): Promise<number>;
+  finishStep(request: { lr: number; max_grad_norm: number }): Promise<number>;
   lossScale(): number;
   setProcessGroup(pg: NativeProcessGroup | null): void;
 }
@@ -215,29 +216,29 @@ export interface NativeAdamWStatic {
 export interface NativeProcessGroup {
   readonly rank: number;
   readonly worldSize: number;
-  broadcastParameters(model: NativeModel, root: number): Promise<void>;
-  allReduce(values: Float64Array, op: "sum" | "max"): Promise<Float64Array>;
+  broadcastParameters(request: { model: NativeModel; root: number }): Promise<void>;
+  allReduce(request: { values: Float64Array; op: "sum" | "max" }): Promise<Float64Array>;
   barrier(): Promise<void>;
   dispose(): void;
 }
 
 export interface NativeProcessGroupStatic {
-  connect(
-    master_addr: string,
-    master_port: number,
-    rank: number,
-    world_size: number,
-    timeout_ms: number,
-  ): Promise<NativeProcessGroup>;
+  connect(request: {
+    master_addr: string;
+    master_port: number;
+    rank: number;
+    world_size: number;
+    timeout_ms: number;
+  }): Promise<NativeProcessGroup>;
 }
 
 export interface Addon {
   cudaIsAvailable(): boolean;
   mpsIsAvailable(): boolean;
   cudaDeviceCount(): number;
-  setNumThreads(n: number): void;
+  setNumThreads(request: { threads: number }): void;
   getNumThreads(): number;
-  manualSeed(seed: number): void;
+  manualSeed(request: { seed: number }): void;
   info(): {
     torch_version: string;
     parallel_info: string;
@@ -258,7 +259,11 @@ export interface Addon {
     dtype: string | null;
     device: DeviceName;
   }): Promise<[string, NativeTensor][]>;
-  writeSafetensors(path: string, tensors: [string, NativeTensor][], metadata: Record<string, string>): Promise<void>;
+  writeSafetensors(request: {
+    path: string;
+    tensors: [string, NativeTensor][];
+    metadata: Record<string, string>;
+  }): Promise<void>;
   crossEntropy(request: {
     input: NativeTensor;
     target: NativeTensor;

@@ -47,7 +47,8 @@ export class DataCollatorForLanguageModeling extends Callable {
     this.mlm = check.boolean("mlm", options.mlm ?? true);
     if (this.mlm)
       throw new InvalidArgumentError(
-        "mlm: true (masked language modelling) needs a model like BERT; GPT-2 is a causal language model: pass { mlm: false }",
+        "mlm: true (masked language modelling) needs a model like BERT; GPT-2 is a causal language model: pass { " +
+          "mlm: false }",
       );
     this.pad_to_multiple_of = options.pad_to_multiple_of ?? null;
     if (this.pad_to_multiple_of !== null) check.integer("pad_to_multiple_of", this.pad_to_multiple_of, 1);

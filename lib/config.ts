@@ -1,6 +1,14 @@
 import { readFile } from "node:fs/promises";
 import { check, InvalidArgumentError, isPlainObject } from "./errors.js";
 
+/** Hugging Face's activation names, each with the kernel it runs in the addon (which knows only the kernels). */
+export const ACTIVATIONS = {
+  gelu_new: "gelu_tanh",
+  gelu_pytorch_tanh: "gelu_tanh",
+  gelu: "gelu",
+  relu: "relu",
+} as const;
+
 /** Hugging Face's GPT2Config, with its names and defaults. Unknown fields are kept, as in Python. */
 export class GPT2Config {
   model_type = "gpt2";
@@ -39,12 +47,7 @@ export class GPT2Config {
       throw new InvalidArgumentError(
         `config.n_embd (${this.n_embd}) must be divisible by config.n_head (${this.n_head})`,
       );
-    check.oneOf("config.activation_function", this.activation_function, [
-      "gelu_new",
-      "gelu",
-      "gelu_pytorch_tanh",
-      "relu",
-    ]);
+    check.oneOf("config.activation_function", this.activation_function, Object.keys(ACTIVATIONS));
     for (const k of ["resid_pdrop", "embd_pdrop", "attn_pdrop"] as const) check.number(`config.${k}`, this[k], 0, 1);
     check.number("config.layer_norm_epsilon", this.layer_norm_epsilon, 0, 1, true);
     if (this.reorder_and_upcast_attn)

@@ -324,14 +324,16 @@ export class Dataset implements Iterable<Row> {
         const lens = entries.map(([k, v]) => colLength(toColumn(k, v)));
         if (lens.length && lens.some((l) => l !== lens[0]))
           throw new InvalidArgumentError(
-            `The mapped function returned columns of different lengths: ${entries.map(([k], i) => `${k}: ${lens[i]}`).join(", ")}`,
+            `The mapped function returned columns of different lengths: ` +
+              `${entries.map(([k], i) => `${k}: ${lens[i]}`).join(", ")}`,
           );
         if (lens.length) n = lens[0]!;
       }
       const kept = this.column_names.filter((k) => !remove.includes(k) && !entries.some(([e]) => e === k));
       if (n !== end - start && kept.length)
         throw new InvalidArgumentError(
-          `The mapped function returned ${n} rows for a batch of ${end - start}: remove the old columns (${kept.join(", ")}) with remove_columns`,
+          `The mapped function returned ${n} rows for a batch of ${end - start}: remove the old columns ` +
+            `(${kept.join(", ")}) with remove_columns`,
         );
       for (const [k, v] of entries) {
         const col = batched ? toColumn(k, v) : toColumn(k, [v instanceof Tensor ? v.tolist() : v]);
@@ -500,7 +502,10 @@ async function readFiles(paths: string[], builderExt?: string): Promise<Dataset>
   return new Dataset(new Map(names.map((n) => [n, concat(parts.map((p) => p._cols.get(n)!))])));
 }
 
-/** The split a data file belongs to, from its path as Hugging Face names them (train-0000-of-0001.parquet, data/test/..., ...). */
+/**
+ * The split a data file belongs to, from its path as Hugging Face names them (train-0000-of-0001.parquet,
+ * data/test/..., ...).
+ */
 export function splitOf(path: string): string | null {
   const SPLITS = ["train", "test", "validation", "valid", "dev", "unsupervised", "eval", "evaluation"];
   const parts = path.toLowerCase().split("/");
@@ -678,7 +683,8 @@ async function listHubFiles(repoId: string, revision: string): Promise<string[]>
       const cached = fromCache();
       if (cached) return cached;
       throw new TorchlmError(
-        `Cannot list the files of dataset ${repoId} on ${hubEndpoint()} (${(e as Error).message}), and it is not in the cache at ${folder}. ` +
+        `Cannot list the files of dataset ${repoId} on ${hubEndpoint()} (${(e as Error).message}), and it is not in ` +
+          `the cache at ${folder}. ` +
           "Check the network, or set HF_HUB_OFFLINE=1 and use a cached copy or local files.",
         "ERR_TORCHLM_HUB",
       );
@@ -687,7 +693,8 @@ async function listHubFiles(repoId: string, revision: string): Promise<string[]>
   const cached = fromCache();
   if (cached) return cached;
   throw new TorchlmError(
-    `Dataset ${repoId} (revision ${revision}) is not in the Hugging Face cache at ${folder} (HF_HUB_CACHE=${hubCacheDir()}), ` +
+    `Dataset ${repoId} (revision ${revision}) is not in the Hugging Face cache at ${folder} ` +
+      `(HF_HUB_CACHE=${hubCacheDir()}), ` +
       "and HF_HUB_OFFLINE is set so nothing is downloaded. Download it once with network access, or pass local files: " +
       `load_dataset("parquet", { data_files: { train: "train.parquet" } }).`,
     "ERR_TORCHLM_HUB",

@@ -18,7 +18,7 @@ export function default_device(): "cuda" | "mps" | "cpu" {
 /** libtorch's intra-op threads (default: the cores available, not libtorch's 1). */
 export function set_num_threads(n: number): void {
   check.integer("num_threads", n, 1, 1024);
-  binding.setNumThreads(n);
+  binding.setNumThreads({ threads: n });
 }
 export function get_num_threads(): number {
   return binding.getNumThreads();
@@ -27,7 +27,7 @@ export function get_num_threads(): number {
 /** Seeds libtorch's generators (CPU and CUDA); torchlm's JavaScript-side shuffles take seeds explicitly. */
 export function set_seed(seed: number): void {
   check.integer("seed", seed, 0, Number.MAX_SAFE_INTEGER);
-  native(() => binding.manualSeed(seed));
+  native(() => binding.manualSeed({ seed }));
 }
 
 /** libtorch version, devices, threads and BLAS as the addon sees them. */

@@ -30,7 +30,8 @@ function envInt(name: string, fallback: number | null, min: number): number {
   if (raw === undefined || raw === "") {
     if (fallback === null)
       throw new InvalidArgumentError(
-        `${name} is not set: start the job with \`torchlm launch\` (or torchrun's variables RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)`,
+        `${name} is not set: start the job with \`torchlm launch\` (or torchrun's variables RANK, WORLD_SIZE, ` +
+          `MASTER_ADDR, MASTER_PORT)`,
       );
     return fallback;
   }
@@ -86,7 +87,13 @@ export async function init_process_group(options: InitProcessGroupOptions = {}):
   const port = check.integer("master_port", options.master_port ?? env?.master_port ?? 29500, 1, 65535);
   const timeout = check.number("timeout", options.timeout ?? 1800, 0, Infinity, true);
   group = await withStack(() =>
-    binding.NativeProcessGroup.connect(addr, port, rank, world, Math.round(timeout * 1000)),
+    binding.NativeProcessGroup.connect({
+      master_addr: addr,
+      master_port: port,
+      rank,
+      world_size: world,
+      timeout_ms: Math.round(timeout * 1000),
+    }),
   );
 }
 
@@ -117,12 +124,12 @@ export async function all_reduce(values: number[], op: "sum" | "max" = "sum"): P
     throw invalid("values", "an array of numbers", values);
   check.oneOf("op", op, ["sum", "max"] as const);
   if (!group) return values.slice();
-  return Array.from(await withStack(() => group!.allReduce(Float64Array.from(values), op)));
+  return Array.from(await withStack(() => group!.allReduce({ values: Float64Array.from(values), op })));
 }
 
 /** Copies rank `src`'s parameters into every rank's model. */
 export async function broadcast_parameters(model: NativeModel, src = 0): Promise<void> {
-  if (group) await withStack(() => group!.broadcastParameters(model, src));
+  if (group) await withStack(() => group!.broadcastParameters({ model, root: src }));
 }
 
 /** @internal the native group, for the Trainer's optimizer. */

@@ -153,7 +153,7 @@ export async function withStack<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The class of an addon error, from the `code` the C++ side set (native/errors.h). */
+/** The class of an addon error, from the `code` the C++ side set (native/core/errors.h). */
 function fromNative(message: string, code: unknown): TorchlmError {
   switch (code) {
     case "ERR_TORCHLM_INVALID_ARGUMENT":

@@ -65,7 +65,8 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
     );
   if (T + maxNew > model.config.n_positions)
     throw new InvalidArgumentError(
-      `The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ${model.config.n_positions}`,
+      `The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ` +
+        `${model.config.n_positions}`,
     );
   const eos = g.eos_token_id === null ? [] : Array.isArray(g.eos_token_id) ? g.eos_token_id : [g.eos_token_id];
   const pad = g.pad_token_id ?? eos[0] ?? 0;

@@ -117,8 +117,10 @@ export async function resolveHubFile(
   if (isOffline() || opts.offline) {
     if (!required) return null;
     throw new TorchlmError(
-      `Cannot find ${filename} of ${type} ${repoId} (revision ${revision}) in the Hugging Face cache at ${repoFolder(repoId, type)}, ` +
-        "and HF_HUB_OFFLINE (or local_files_only) is set so nothing is downloaded. Download it once with network access " +
+      `Cannot find ${filename} of ${type} ${repoId} (revision ${revision}) in the Hugging Face cache at ` +
+        `${repoFolder(repoId, type)}, ` +
+        "and HF_HUB_OFFLINE (or local_files_only) is set so nothing is downloaded. Download it once with network " +
+        "access " +
         "(or set HF_HUB_CACHE / HF_HOME to a cache that has it), or pass a local directory.",
       "ERR_TORCHLM_HUB",
     );
@@ -152,7 +154,8 @@ export async function resolveHubFile(
     if (e instanceof TorchlmError) throw e;
     if (/RepoNotFound|401|403|Unauthorized|gated/i.test(msg)) {
       throw new InvalidArgumentError(
-        `Repository ${repoId} (${type}) was not found on ${hubEndpoint()}: check the id, or set HF_TOKEN if it is private or gated`,
+        `Repository ${repoId} (${type}) was not found on ${hubEndpoint()}: check the id, or set HF_TOKEN if it is ` +
+          `private or gated`,
       );
     }
     if (/404|not found|Entry Not Found|cannot get path info/i.test(msg)) {
@@ -162,8 +165,10 @@ export async function resolveHubFile(
       );
     }
     throw new TorchlmError(
-      `Cannot download ${filename} of ${type} ${repoId} from ${hubEndpoint()} (${msg.replace(token() ?? "\0", "***")}), ` +
-        `and it is not in the cache at ${repoFolder(repoId, type)}. Check the network or set HF_HUB_OFFLINE=1 and use a cached or local copy.`,
+      `Cannot download ${filename} of ${type} ${repoId} from ${hubEndpoint()} ` +
+        `(${msg.replace(token() ?? "\0", "***")}), ` +
+        `and it is not in the cache at ${repoFolder(repoId, type)}. Check the network or set HF_HUB_OFFLINE=1 and ` +
+        `use a cached or local copy.`,
       "ERR_TORCHLM_HUB",
     );
   }

@@ -102,7 +102,8 @@ export async function launch(script: string, args: string[], options: LaunchOpti
           if (status !== 0 && !failure) {
             failure = { code: status, rank };
             log(
-              `torchlm launch: rank ${rank} (pid ${child.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; stopping the other ranks`,
+              `torchlm launch: rank ${rank} (pid ${child.pid}) ` +
+                `${signal ? `was killed by ${signal}` : `exited with code ${code}`}; stopping the other ranks`,
             );
             stopOthers();
           }

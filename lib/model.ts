@@ -5,7 +5,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { totalmem } from "node:os";
 import { check, DisposedError, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
-import { GPT2Config } from "./config.js";
+import { ACTIVATIONS, GPT2Config } from "./config.js";
 import { checkDevice } from "./device.js";
 import { localDir, resolveHubFile } from "./hub.js";
 import { binding, type FloatDtype, type NativeConfig, type NativeModel } from "./native.js";
@@ -44,7 +44,9 @@ export interface FromPretrainedOptions {
 }
 
 const FLOAT_DTYPES = ["float32", "float16", "bfloat16"] as const;
-/** The quantized dtypes: "q8" (int8 per block of 32, as llama.cpp's q8_0) and "q4" (4 bits per block of 32, as q4_0). */
+/**
+ * The quantized dtypes: "q8" (int8 per block of 32, as llama.cpp's q8_0) and "q4" (4 bits per block of 32, as q4_0).
+ */
 export type QuantDtype = "q8" | "q4";
 const QUANT_DTYPES = ["q8", "q4"] as const;
 /** config.json's quantization_config for torchlm's quantized checkpoints (q8: int8 [out, in'] weights; q4: uint8
@@ -124,7 +126,8 @@ export class GPT2LMHeadModel {
     if (requested !== undefined) check.oneOf("dtype", requested, [...FLOAT_DTYPES, ...QUANT_DTYPES] as const);
     const files = await resolveModelFiles(idOrDir, options);
     const config = await GPT2Config.from_json_file(files.config);
-    // a checkpoint saved from a quantized model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...) is refused
+    // a checkpoint saved from a quantized model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...)
+    // is refused
     const qc = config.quantization_config as Record<string, unknown> | undefined;
     const saved =
       qc === undefined || qc === null
@@ -137,11 +140,13 @@ export class GPT2LMHeadModel {
           }) ?? undefined);
     if (saved === undefined && qc?.quant_method === "torchlm" && qc.packing === undefined)
       throw new InvalidArgumentError(
-        `${idOrDir} holds ${String(qc.format)} weights in the layout of an earlier torchlm (float32 scales, no lane packing): quantize the float32 checkpoint again`,
+        `${idOrDir} holds ${String(qc.format)} weights in the layout of an earlier torchlm (float32 scales, no lane ` +
+          `packing): quantize the float32 checkpoint again`,
       );
     if (saved === undefined)
       throw new InvalidArgumentError(
-        `${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own q8 and q4 checkpoints`,
+        `${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own ` +
+          `q8 and q4 checkpoints`,
       );
     if (saved && requested !== undefined && requested !== saved)
       throw new InvalidArgumentError(
@@ -350,7 +355,9 @@ export class GPT2LMHeadModel {
   parameters(): Tensor[] {
     return this.named_parameters().map(([, t]) => t);
   }
-  /** The number of parameters (lm_head is tied, so counted once); without the token and position embeddings on request. */
+  /**
+   * The number of parameters (lm_head is tied, so counted once); without the token and position embeddings on request.
+   */
   num_parameters(options: { exclude_embeddings?: boolean } = {}): number {
     check.knownKeys("num_parameters", options, ["exclude_embeddings"]);
     const all = this._native.numParameters();
@@ -367,7 +374,7 @@ export class GPT2LMHeadModel {
   async save_pretrained(dir: string): Promise<void> {
     check.string("save_directory", dir);
     await mkdir(dir, { recursive: true });
-    await withStack(() => this._enqueue(() => this._native.save(join(dir, "model.safetensors"))));
+    await withStack(() => this._enqueue(() => this._native.save({ path: join(dir, "model.safetensors") })));
     await writeFile(join(dir, "config.json"), this.config.to_json_string());
     await writeFile(join(dir, "generation_config.json"), this.generation_config.to_json_string());
   }
@@ -376,7 +383,9 @@ export class GPT2LMHeadModel {
   async _load_checkpoint_weights(dir: string): Promise<void> {
     const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
     await withStack(() =>
-      this._enqueue(() => this._native.loadWeights(weights.path, weights.dataStart, weights.entries)),
+      this._enqueue(() =>
+        this._native.loadWeights({ path: weights.path, data_start: weights.dataStart, entries: weights.entries }),
+      ),
     );
   }
 
@@ -417,7 +426,7 @@ export function nativeConfig(c: GPT2Config): NativeConfig {
     embd_pdrop: c.embd_pdrop,
     attn_pdrop: c.attn_pdrop,
     resid_pdrop: c.resid_pdrop,
-    activation_function: c.activation_function,
+    activation: ACTIVATIONS[c.activation_function as keyof typeof ACTIVATIONS],
     scale_attn_weights: c.scale_attn_weights,
     scale_attn_by_inverse_layer_idx: c.scale_attn_by_inverse_layer_idx,
   };
@@ -434,7 +443,8 @@ function checkFits(config: GPT2Config, what: string, action: string): void {
   const bytes = config.num_parameters() * 4;
   if (bytes > totalmem()) {
     throw new InvalidArgumentError(
-      `${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
+      `${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters ` +
+        `(${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
         `more than this machine's memory (${(totalmem() / 2 ** 30).toFixed(1)} GiB): refusing to ${action} it`,
     );
   }

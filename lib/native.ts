@@ -17,8 +17,10 @@ function load(): Addon {
   const path = candidates.find((p) => existsSync(p));
   if (!path) {
     throw new AddonLoadError(
-      `torchlm's native addon is not built (${candidates[candidates.length - 1]} is missing): run \`npm run build:native\` ` +
-        "in the torchlm folder. It needs libtorch: python3's torch, LIBTORCH, or torchlm's own .venv (made by the build).",
+      `torchlm's native addon is not built (${candidates[candidates.length - 1]} is missing): run \`npm run ` +
+        `build:native\` ` +
+        "in the torchlm folder. It needs libtorch: python3's torch, LIBTORCH, or torchlm's own .venv (made by the " +
+        "build).",
       "ERR_TORCHLM_ADDON_NOT_BUILT",
     );
   }

@@ -129,7 +129,8 @@ export class LoraConfig {
     if (o.use_rslora !== undefined) this.use_rslora = check.boolean("use_rslora", o.use_rslora);
     if (o.init_lora_weights !== undefined && o.init_lora_weights !== true) {
       throw new InvalidArgumentError(
-        `LoraConfig init_lora_weights ${JSON.stringify(o.init_lora_weights)} is not supported: torchlm initialises as PEFT's default (true)`,
+        `LoraConfig init_lora_weights ${JSON.stringify(o.init_lora_weights)} is not supported: torchlm initialises ` +
+          `as PEFT's default (true)`,
       );
     }
     if (o.layers_to_transform !== undefined && o.layers_to_transform !== null) {
@@ -252,7 +253,8 @@ export function loraModules(config: LoraConfig, n_layer: number): string[] {
   const chosen = conv.filter((m) => matches(full(m)) && (!layers || layers.has(Number(m.split(".")[1]))));
   if (chosen.length === 0) {
     throw new InvalidArgumentError(
-      `Target modules ${JSON.stringify(targets)} not found in the base model. Please check the target modules and try again.`,
+      `Target modules ${JSON.stringify(targets)} not found in the base model. Please check the target modules and ` +
+        `try again.`,
     );
   }
   return chosen;
@@ -365,11 +367,15 @@ export class PeftModel extends ModelBase {
     const [trainable, all] = this.get_nb_trainable_parameters();
     const f = (n: number) => n.toLocaleString("en-US");
     console.log(
-      `trainable params: ${f(trainable)} || all params: ${f(all)} || trainable%: ${((100 * trainable) / all).toFixed(4)}`,
+      `trainable params: ${f(trainable)} || all params: ${f(all)} || trainable%: ` +
+        `${((100 * trainable) / all).toFixed(4)}`,
     );
   }
 
-  /** Writes adapter_config.json and adapter_model.safetensors (PEFT's keys), which Python's PeftModel.from_pretrained loads. */
+  /**
+   * Writes adapter_config.json and adapter_model.safetensors (PEFT's keys), which Python's PeftModel.from_pretrained
+   * loads.
+   */
   override async save_pretrained(dir: string): Promise<void> {
     check.string("save_directory", dir);
     await mkdir(dir, { recursive: true });

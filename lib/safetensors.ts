@@ -100,7 +100,8 @@ export async function readSafetensorsIndex(path: string): Promise<SafetensorsInd
       for (const d of e.shape as number[]) numel *= d;
       if (numel * ITEM[e.dtype]! !== end - begin)
         throw fail(
-          `tensor ${name} has ${end - begin} bytes but dtype ${e.dtype} and shape [${(e.shape as number[]).join(", ")}] need ${numel * ITEM[e.dtype]!}`,
+          `tensor ${name} has ${end - begin} bytes but dtype ${e.dtype} and shape ` +
+            `[${(e.shape as number[]).join(", ")}] need ${numel * ITEM[e.dtype]!}`,
         );
       entries.push({ name, dtype: e.dtype, shape: e.shape as number[], begin, end });
     }
@@ -150,5 +151,5 @@ export async function save_file(
   if (!isPlainObject(metadata) || Object.values(metadata).some((v) => typeof v !== "string"))
     throw invalid("metadata", "an object of strings", metadata);
   const pairs = Object.entries(tensors).map(([k, t]) => [k, asTensor(t, `tensors.${k}`)._t] as [string, NativeTensor]);
-  await withStack(() => binding.writeSafetensors(path, pairs, metadata));
+  await withStack(() => binding.writeSafetensors({ path, tensors: pairs, metadata }));
 }

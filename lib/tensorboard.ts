@@ -1,6 +1,7 @@
 // TensorBoard event files, as Hugging Face's TensorBoardCallback writes them through torch.utils.tensorboard's
 // SummaryWriter: scalars under "train/..." and "eval/...", one file per run in the logging directory. Each event is a
-// TFRecord: its length (uint64, little-endian), the length's masked CRC32C, the Event protobuf, the data's masked CRC32C.
+// TFRecord: its length (uint64, little-endian), the length's masked CRC32C, the Event protobuf, the data's masked
+// CRC32C.
 import { appendFileSync, mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";

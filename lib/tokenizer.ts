@@ -335,7 +335,8 @@ export class GPT2TokenizerFast extends Callable {
     if (options.return_tensors === "pt") {
       if (rows.some((r) => r.length !== rows[0]!.length))
         throw new InvalidArgumentError(
-          "Unable to create tensor, you should probably activate truncation and/or padding with padding: true, truncation: true to have batched tensors with the same length.",
+          "Unable to create tensor, you should probably activate truncation and/or padding with padding: true, " +
+            "truncation: true to have batched tensors with the same length.",
         );
       const L = rows[0]?.length ?? 0;
       out.input_ids = tensor(Int32Array.from(rows.flat()), { dtype: "int64", shape: [rows.length, L] });

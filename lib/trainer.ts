@@ -96,7 +96,10 @@ export interface TrainerOptions {
   preprocess_logits_for_metrics?: (logits: Tensor, labels: Tensor) => Tensor | Promise<Tensor>;
 }
 
-/** Hugging Face's EvalPrediction: an evaluation's predictions (or what preprocess_logits_for_metrics made of the logits) and labels. */
+/**
+ * Hugging Face's EvalPrediction: an evaluation's predictions (or what preprocess_logits_for_metrics made of the logits)
+ * and labels.
+ */
 export interface EvalPrediction {
   predictions: Tensor;
   label_ids: Tensor;
@@ -215,7 +218,8 @@ export class Trainer {
     if (named.length === 0) {
       throw new InvalidArgumentError(
         ["q8", "q4"].includes(this.model.dtype)
-          ? `Training a ${this.model.dtype} model is not supported: its weights are quantized for decoding; load the model in float32 to train it`
+          ? `Training a ${this.model.dtype} model is not supported: its weights are quantized for decoding; load ` +
+              `the model in float32 to train it`
           : "The model has no parameter that requires grad: there is nothing to train",
       );
     }
@@ -254,7 +258,8 @@ export class Trainer {
       const unused = cols.filter((c) => !FORWARD_COLUMNS.has(c));
       if (unused.length === cols.length)
         throw new InvalidArgumentError(
-          `No column of the dataset (${cols.join(", ")}) is an input of the model's forward (${[...FORWARD_COLUMNS].join(", ")}): ` +
+          `No column of the dataset (${cols.join(", ")}) is an input of the model's forward ` +
+            `(${[...FORWARD_COLUMNS].join(", ")}): ` +
             "tokenize with map(..., { remove_columns }) or set remove_unused_columns: false",
         );
       out = unused.length ? ds.remove_columns(unused) : ds;
@@ -311,7 +316,7 @@ export class Trainer {
       num_training_steps: maxSteps,
       ...args.lr_scheduler_kwargs,
     });
-    binding.manualSeed(args.seed);
+    binding.manualSeed({ seed: args.seed });
     if (pg) {
       // DDP: every rank starts from rank 0's weights and averages gradients before each update
       await broadcast_parameters(this.model._native, 0);
@@ -430,7 +435,7 @@ export class Trainer {
         this.#checkFinite(value);
         loss += value * scale;
         l.dispose();
-        if (last) grad_norm = await withStack(() => this.optimizer!.finishStep(lr, max_grad_norm));
+        if (last) grad_norm = await withStack(() => this.optimizer!.finishStep({ lr, max_grad_norm }));
       }
       for (const v of Object.values(inputs)) if (v instanceof Tensor) v.dispose();
     }
@@ -463,7 +468,8 @@ export class Trainer {
     if (this.#interrupted) {
       await this.#saveCheckpoint();
       throw new TorchlmError(
-        `Training was interrupted at step ${gs}; a checkpoint was saved: resume with train({ resume_from_checkpoint: true })`,
+        `Training was interrupted at step ${gs}; a checkpoint was saved: resume with train({ ` +
+          `resume_from_checkpoint: true })`,
         "ERR_TORCHLM_INTERRUPTED",
       );
     }
@@ -500,7 +506,8 @@ export class Trainer {
     const value = metrics[key];
     if (value === undefined)
       throw new InvalidArgumentError(
-        `metric_for_best_model is ${key}, which is not among the evaluation metrics (${Object.keys(metrics).join(", ")})`,
+        `metric_for_best_model is ${key}, which is not among the evaluation metrics ` +
+          `(${Object.keys(metrics).join(", ")})`,
       );
     const best = this.state.best_metric;
     if (best === null || (this.args.greater_is_better ? value > best : value < best)) {
@@ -565,7 +572,8 @@ export class Trainer {
       await rm(probe);
     } catch (e) {
       throw new TorchlmError(
-        `output_dir ${dir} is not writable (${(e as Error).message}): checkpoints and the loss plot are written there; choose another output_dir`,
+        `output_dir ${dir} is not writable (${(e as Error).message}): checkpoints and the loss plot are written ` +
+          `there; choose another output_dir`,
         "ERR_TORCHLM_IO",
       );
     }
@@ -712,11 +720,11 @@ export class Trainer {
     const tmp = join(args.output_dir, `.${name}.tmp-${dist ? "ddp" : process.pid}`);
     const saveRng = () =>
       withStack(() =>
-        binding.writeSafetensors(
-          join(tmp, dist ? `rng_state_${this.#rank}.safetensors` : "rng_state.safetensors"),
-          [["cpu", binding.getRngState()]],
-          { format: "torchlm-rng" },
-        ),
+        binding.writeSafetensors({
+          path: join(tmp, dist ? `rng_state_${this.#rank}.safetensors` : "rng_state.safetensors"),
+          tensors: [["cpu", binding.getRngState()]],
+          metadata: { format: "torchlm-rng" },
+        }),
       );
     try {
       if (main) {
@@ -726,8 +734,10 @@ export class Trainer {
         if (this.tokenizer) await this.tokenizer.save_pretrained(tmp);
         if (!args.save_only_model) {
           await withStack(() =>
-            binding.writeSafetensors(join(tmp, "optimizer.safetensors"), this.optimizer!.state(), {
-              format: "torchlm-adamw",
+            binding.writeSafetensors({
+              path: join(tmp, "optimizer.safetensors"),
+              tensors: this.optimizer!.state(),
+              metadata: { format: "torchlm-adamw" },
             }),
           );
           await writeFile(join(tmp, "scheduler.json"), JSON.stringify(this.lr_scheduler!.state_dict()));
@@ -842,7 +852,8 @@ function catBatches(ts: Tensor[], what: string): Tensor {
   const rest = (t: Tensor) => t.shape.slice(1).join(",");
   if (ts.some((t) => rest(t) !== rest(ts[0]!)))
     throw new InvalidArgumentError(
-      `compute_metrics: the ${what} of the evaluation batches differ in shape (${ts.map((t) => `[${t.shape.join(", ")}]`).join(", ")}): ` +
+      `compute_metrics: the ${what} of the evaluation batches differ in shape ` +
+        `(${ts.map((t) => `[${t.shape.join(", ")}]`).join(", ")}): ` +
         'pad the evaluation set to one length (padding: "max_length")',
     );
   const out = ts.length === 1 ? ts[0]!.clone() : cat(ts, 0);

@@ -267,7 +267,8 @@ export class TrainingArguments {
       if (!["none", "all", "tensorboard"].includes(r as string))
         throw invalid(
           "report_to",
-          '"none", "all" or "tensorboard" (torchlm\'s one reporting integration; the logs are also in trainer.state.log_history and the loss plot)',
+          '"none", "all" or "tensorboard" (torchlm\'s one reporting integration; the logs are also in ' +
+            "trainer.state.log_history and the loss plot)",
           r,
         );
     }
@@ -275,7 +276,8 @@ export class TrainingArguments {
       // Hugging Face's rule: the best model is a checkpoint, so a save must follow every evaluation it may pick
       if (this.save_strategy !== this.eval_strategy)
         throw new InvalidArgumentError(
-          `load_best_model_at_end requires the save and eval strategy to match, but found eval_strategy "${this.eval_strategy}" and save_strategy "${this.save_strategy}"`,
+          `load_best_model_at_end requires the save and eval strategy to match, but found eval_strategy ` +
+            `"${this.eval_strategy}" and save_strategy "${this.save_strategy}"`,
         );
       if (this.eval_strategy === "no")
         throw new InvalidArgumentError(
@@ -283,7 +285,8 @@ export class TrainingArguments {
         );
       if (this.eval_strategy === "steps" && this.save_steps % this.eval_steps! !== 0)
         throw new InvalidArgumentError(
-          `load_best_model_at_end requires save_steps (${this.save_steps}) to be a multiple of eval_steps (${this.eval_steps})`,
+          `load_best_model_at_end requires save_steps (${this.save_steps}) to be a multiple of eval_steps ` +
+            `(${this.eval_steps})`,
         );
       this.metric_for_best_model ??= "loss";
     }

@@ -70,7 +70,8 @@ if (!glooInclude(found) && !envFlag("TORCHLM_NO_GLOO")) {
     }
   } else {
     console.warn(
-      "torchlm: Gloo's headers are missing: building without distributed training (apt-get install libgloo-dev, then npm run build:native)",
+      "torchlm: Gloo's headers are missing: building without distributed training (apt-get install libgloo-dev, " +
+        "then npm run build:native)",
     );
   }
 }

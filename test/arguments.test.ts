@@ -110,7 +110,8 @@ test("options torchlm does not implement are refused, not ignored", () => {
     /^Expected "none", "all" or "tensorboard" .* for report_to but received "wandb"/,
   );
   expect(() => new t.TrainingArguments({ load_best_model_at_end: true })).toThrow(
-    'load_best_model_at_end requires the save and eval strategy to match, but found eval_strategy "no" and save_strategy "steps"',
+    'load_best_model_at_end requires the save and eval strategy to match, but found eval_strategy "no" and ' +
+      'save_strategy "steps"',
   );
   expect(
     () =>

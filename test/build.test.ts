@@ -44,36 +44,40 @@ test("only native/binding and native/testing reach napi.h, directly or through o
   expect(coreIncludes.filter((i) => !/ -> core\//.test(i))).toEqual([]);
 });
 
-test("CMakeLists.txt and binding.gyp take sources, warnings and defines from scripts/native-build.mjs, every source once", () => {
-  const cmake = readFileSync(join(root, "CMakeLists.txt"), "utf8");
-  const gyp = readFileSync(join(root, "binding.gyp"), "utf8");
-  for (const call of [
-    "sources core",
-    "sources binding",
-    "sources module",
-    "sources testing",
-    "warnings",
-    "defines",
-    "gloo-include",
-  ]) {
-    expect(cmake).toMatch(new RegExp(`native_build\\(\\w+ ${call}\\)`));
-    expect(gyp).toContain(`node scripts/native-build.mjs ${call}`);
-  }
-  const list = (t: string) =>
-    execFileSync(process.execPath, [join(root, "scripts", "native-build.mjs"), "sources", t], {
-      encoding: "utf8",
-    }).split(" ");
-  const all = ["core", "binding", "module", "testing"].flatMap(list).sort();
-  expect(all).toEqual(
-    nativeFiles()
-      .filter((f) => f.endsWith(".cc"))
-      .map((f) => `native/${f}`)
-      .sort(),
-  );
-  expect(
-    execFileSync(process.execPath, [join(root, "scripts", "native-build.mjs"), "warnings"], { encoding: "utf8" }),
-  ).toMatch(/-Wall -Wextra/);
-});
+test(
+  "CMakeLists.txt and binding.gyp take sources, warnings and defines from scripts/native-build.mjs, every source " +
+    "once",
+  () => {
+    const cmake = readFileSync(join(root, "CMakeLists.txt"), "utf8");
+    const gyp = readFileSync(join(root, "binding.gyp"), "utf8");
+    for (const call of [
+      "sources core",
+      "sources binding",
+      "sources module",
+      "sources testing",
+      "warnings",
+      "defines",
+      "gloo-include",
+    ]) {
+      expect(cmake).toMatch(new RegExp(`native_build\\(\\w+ ${call}\\)`));
+      expect(gyp).toContain(`node scripts/native-build.mjs ${call}`);
+    }
+    const list = (t: string) =>
+      execFileSync(process.execPath, [join(root, "scripts", "native-build.mjs"), "sources", t], {
+        encoding: "utf8",
+      }).split(" ");
+    const all = ["core", "binding", "module", "testing"].flatMap(list).sort();
+    expect(all).toEqual(
+      nativeFiles()
+        .filter((f) => f.endsWith(".cc"))
+        .map((f) => `native/${f}`)
+        .sort(),
+    );
+    expect(
+      execFileSync(process.execPath, [join(root, "scripts", "native-build.mjs"), "warnings"], { encoding: "utf8" }),
+    ).toMatch(/-Wall -Wextra/);
+  },
+);
 
 test("the shipped torchlm.node exports the library and no probe, switch or core symbol, and runs a generate", () => {
   const shipped = join(root, "build", "Release", "torchlm.node");

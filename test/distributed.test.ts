@@ -108,7 +108,8 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
       for (const k of ["loss", "grad_norm", "eval_loss", "learning_rate", "epoch"])
         if (k in r) expect(Math.abs(r[k]! - q[k]!)).toBeLessThan(1e-5 * Math.max(1, Math.abs(r[k]!)));
     });
-    // rank 0 wrote the checkpoint, with one RNG state per rank; resuming from step 2 on 2 ranks ends where the full run ended
+    // rank 0 wrote the checkpoint, with one RNG state per rank; resuming from step 2 on 2 ranks ends where the full run
+    // ended
     expect(
       readdirSync(join(two, "checkpoint-2"))
         .filter((f) => f.startsWith("rng_state"))

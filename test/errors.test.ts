@@ -11,6 +11,7 @@ import {
   tensor,
   TorchlmError,
 } from "../lib/index.js";
+import { withStack } from "../lib/errors.js";
 import { binding } from "../lib/native.js";
 import { TINY, tinyModelDir, tinyWeights, writeSafetensors } from "./helpers/tiny.js";
 
@@ -246,7 +247,7 @@ describe("the raw binding's contract (lib/addon_types.ts): named options, every 
     embd_pdrop: 0,
     attn_pdrop: 0,
     resid_pdrop: 0,
-    activation_function: "gelu_new",
+    activation: "gelu_tanh",
     scale_attn_weights: true,
     scale_attn_by_inverse_layer_idx: false,
   };
@@ -293,6 +294,105 @@ describe("the raw binding's contract (lib/addon_types.ts): named options, every 
         label_smoothing: 0,
       } as never),
     ).toThrow('Expected one of "mean", "sum", "none" for crossEntropy\'s option reduction but received "avg"');
+    nm.dispose();
+  });
+  test("every entry point that takes options refuses a mistyped one with InvalidArgumentError, naming it", async () => {
+    const nm = await binding.NativeModel.create({ config, device: "cpu", dtype: "float32", seed: 1 });
+    const opt = new binding.NativeAdamW({
+      groups: [{ params: nm.parameters().map(([, t]) => t), weight_decay: 0 }],
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+    });
+    const ids = tensor([[1, 2]])._t;
+    const calls: [string, () => unknown][] = [
+      ["setNumThreads's option threads", () => binding.setNumThreads({ threads: "2" } as never)],
+      ["manualSeed's option seed", () => binding.manualSeed({ seed: 1.5 } as never)],
+      [
+        "writeSafetensors's option path",
+        () => binding.writeSafetensors({ path: 1, tensors: [], metadata: {} } as never),
+      ],
+      [
+        "writeSafetensors's metadata format",
+        () => binding.writeSafetensors({ path: "x", tensors: [], metadata: { format: 1 } } as never),
+      ],
+      [
+        "readSafetensors's option data_start",
+        () => binding.readSafetensors({ path: "x", data_start: "8", entries: [], dtype: null, device: "cpu" } as never),
+      ],
+      [
+        "a safetensors entry's option begin",
+        () =>
+          binding.readSafetensors({
+            path: "x",
+            data_start: 8,
+            entries: [{ name: "w", dtype: "F32", shape: [1], begin: "0", end: 4 }],
+            dtype: null,
+            device: "cpu",
+          } as never),
+      ],
+      [
+        "NativeModel.create's option dtype",
+        () => binding.NativeModel.create({ config, device: "cpu", dtype: 32, seed: 1 } as never),
+      ],
+      [
+        "NativeModel.create's config's option activation",
+        () =>
+          binding.NativeModel.create({
+            config: { ...config, activation: "swish" },
+            device: "cpu",
+            dtype: "float32",
+            seed: 1,
+          } as never),
+      ],
+      [
+        "forward's option grad",
+        () =>
+          nm.forward({
+            input_ids: ids,
+            attention_mask: null,
+            position_ids: null,
+            labels: null,
+            past_key_values: null,
+            use_cache: false,
+            grad: "no",
+          } as never),
+      ],
+      ["to's option device", () => nm.to({ device: 0, dtype: null } as never)],
+      ["save's option path", () => nm.save({ path: ["x"] } as never)],
+      ["loadWeights's option data_start", () => nm.loadWeights({ path: "x", data_start: null, entries: [] } as never)],
+      [
+        "addLora's option r",
+        () => nm.addLora({ modules: [], r: "8", scaling: 1, dropout: 0, trainable: true } as never),
+      ],
+      ["removeLora's option merge", () => nm.removeLora({ merge: 1 } as never)],
+      ["step's option lr", () => opt.step({ lr: "0.1" } as never)],
+      ["clipGradNorm's option max_norm", () => opt.clipGradNorm({ max_norm: null } as never)],
+      ["finishStep's option max_grad_norm", () => opt.finishStep({ lr: 0.1, max_grad_norm: "1" } as never)],
+      ["backward's option scale", () => opt.backward({ loss: ids, scale: "1", amp: "none" } as never)],
+      [
+        "NativeProcessGroup.connect's option master_port",
+        () =>
+          binding.NativeProcessGroup.connect({
+            master_addr: "127.0.0.1",
+            master_port: "1",
+            rank: 0,
+            world_size: 1,
+            timeout_ms: 1000,
+          } as never),
+      ],
+      [
+        "NativeAdamW's option eps",
+        () => new binding.NativeAdamW({ groups: [], beta1: 0.9, beta2: 0.999, eps: "1e-8" } as never),
+      ],
+    ];
+    for (const [what, call] of calls) {
+      // through the library's mapping of the addon's codes (lib/errors.ts), as every caller in lib/ gets them
+      const e = await withStack(async () => call()).catch((x) => x);
+      expect([what, e]).toEqual([what, expect.any(InvalidArgumentError)]);
+      expect(e.code).toBe("ERR_TORCHLM_INVALID_ARGUMENT");
+      expect(e.message).toContain(what);
+    }
     nm.dispose();
   });
   test("generate's settings arrive whole: early_stopping as a name, not a code", async () => {

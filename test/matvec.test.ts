@@ -46,7 +46,8 @@ describe("batch-1 decoding fast paths", () => {
     [96, 2],
     [100, 5],
   ])(
-    "attention over 38 to 48 positions, n_embd %i, %i heads (16-row passes, 4-row passes, tail rows and columns): the same logits as the reference",
+    "attention over 38 to 48 positions, n_embd %i, %i heads (16-row passes, 4-row passes, tail rows and columns): " +
+      "the same logits as the reference",
     async (n_embd, n_head) => {
       const model = await GPT2LMHeadModel.from_config(
         { vocab_size: 503, n_positions: 64, n_embd, n_layer: 2, n_head },
@@ -97,7 +98,8 @@ describe("batch-1 decoding fast paths", () => {
     probes.setMatvec(true);
     const calls = probes.matvecCalls();
     const b = (await model.generate(ids, { attention_mask, max_new_tokens: 12, pad_token_id: 50256 })).tolist();
-    // the prompt's LM head, then 11 cached steps through the fused path: 4 linears and one attention per layer, the head
+    // the prompt's LM head, then 11 cached steps through the fused path: 4 linears and one attention per layer, the
+    // head
     expect(probes.matvecCalls() - calls).toBe(1 + 11 * (5 * model.config.n_layer + 1));
     expect(b).toEqual(a);
     // the padding is really masked: unmasked, the same ids continue differently
@@ -233,7 +235,8 @@ describe("the streaming kernels' row split", () => {
   });
 
   test.each([1, 2])(
-    "%i threads: the serial work after the rows runs once, after every row, while the other thread reads the next matrix ahead",
+    "%i threads: the serial work after the rows runs once, after every row, while the other thread reads the next " +
+      "matrix ahead",
     async (threads) => {
       set_num_threads(threads);
       for (const [rows, rowBytes] of [

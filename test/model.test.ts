@@ -122,71 +122,75 @@ describe("layouts and dtypes", () => {
   });
 });
 
-test("bfloat16 on the CPU keeps each Conv1D weight as the transposed view of [out, in] rows: its values, what it saves, and AdamW updating each element against its own gradient", async () => {
-  const config = {
-    vocab_size: 301,
-    n_positions: 64,
-    n_embd: 48,
-    n_layer: 2,
-    n_head: 4,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-  };
-  const f32 = await GPT2LMHeadModel.from_config(config, { seed: 7 });
-  const b16 = await GPT2LMHeadModel.from_config(config, { seed: 7 });
-  await b16.to("bfloat16");
-  const conv1d = (name: string) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(name);
-  const ref = new Map(f32.named_parameters().map(([n, t]) => [n, t.data() as Float32Array]));
-  const weights = b16.named_parameters().filter(([n]) => conv1d(n));
-  expect(weights.length).toBe(4 * config.n_layer);
-  for (const [name, t] of weights) {
-    const [rows] = t.shape as [number, number];
-    expect([name, t.is_contiguous(), t.stride()]).toEqual([name, false, [1, rows]]);
-    expect(
-      f32
-        .named_parameters()
-        .find(([n]) => n === name)![1]
-        .is_contiguous(),
-    ).toBe(true); // float32 keeps [in, out]
-    expect(maxAbsDiff(t.data() as Float32Array, ref.get(name)!)).toBeLessThan(2 ** -8 * 0.1); // weights ~N(0, 0.02), rounded
-  }
-  // saved as [in, out]: loaded back in float32 (which does not transpose), the values are the bfloat16 model's
-  const dir = mkdtempSync(join(tmpdir(), "torchlm-b16-"));
-  await b16.save_pretrained(dir);
-  const back = await GPT2LMHeadModel.from_pretrained(dir);
-  const saved = new Map(back.named_parameters().map(([n, t]) => [n, t.data() as Float32Array]));
-  for (const [name, t] of weights)
-    expect([name, maxAbsDiff(t.data() as Float32Array, saved.get(name)!)]).toEqual([name, 0]);
-  // one AdamW step (no decay): its first update moves each weight by about lr against the sign of its own gradient
-  b16.train();
-  const out = await b16.forward({ input_ids: [[1, 2, 3, 4, 5, 6, 7, 8]], labels: [[1, 2, 3, 4, 5, 6, 7, 8]] });
-  out.loss!.backward();
-  const before = weights.map(([, t]) => t.data() as Float32Array),
-    grads = weights.map(([, t]) => t.grad!.data() as Float32Array);
-  const opt = new binding.NativeAdamW({
-    groups: [{ params: b16.parameters().map((t) => t._t), weight_decay: 0 }],
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-8,
-  });
-  await opt.step(0.01);
-  let against = 0,
-    moved = 0;
-  weights.forEach(([, t], i) => {
-    const after = t.data() as Float32Array;
-    after.forEach((v, j) => {
-      const d = v - before[i]![j]!,
-        g = grads[i]![j]!;
-      if (Math.abs(g) < 1e-6) return;
-      moved++;
-      if (Math.sign(d) === -Math.sign(g) && Math.abs(Math.abs(d) - 0.01) < 0.004) against++;
+test(
+  "bfloat16 on the CPU keeps each Conv1D weight as the transposed view of [out, in] rows: its values, what it " +
+    "saves, and AdamW updating each element against its own gradient",
+  async () => {
+    const config = {
+      vocab_size: 301,
+      n_positions: 64,
+      n_embd: 48,
+      n_layer: 2,
+      n_head: 4,
+      resid_pdrop: 0,
+      embd_pdrop: 0,
+      attn_pdrop: 0,
+    };
+    const f32 = await GPT2LMHeadModel.from_config(config, { seed: 7 });
+    const b16 = await GPT2LMHeadModel.from_config(config, { seed: 7 });
+    await b16.to("bfloat16");
+    const conv1d = (name: string) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(name);
+    const ref = new Map(f32.named_parameters().map(([n, t]) => [n, t.data() as Float32Array]));
+    const weights = b16.named_parameters().filter(([n]) => conv1d(n));
+    expect(weights.length).toBe(4 * config.n_layer);
+    for (const [name, t] of weights) {
+      const [rows] = t.shape as [number, number];
+      expect([name, t.is_contiguous(), t.stride()]).toEqual([name, false, [1, rows]]);
+      expect(
+        f32
+          .named_parameters()
+          .find(([n]) => n === name)![1]
+          .is_contiguous(),
+      ).toBe(true); // float32 keeps [in, out]
+      expect(maxAbsDiff(t.data() as Float32Array, ref.get(name)!)).toBeLessThan(2 ** -8 * 0.1); // weights ~N(0, 0.02), rounded
+    }
+    // saved as [in, out]: loaded back in float32 (which does not transpose), the values are the bfloat16 model's
+    const dir = mkdtempSync(join(tmpdir(), "torchlm-b16-"));
+    await b16.save_pretrained(dir);
+    const back = await GPT2LMHeadModel.from_pretrained(dir);
+    const saved = new Map(back.named_parameters().map(([n, t]) => [n, t.data() as Float32Array]));
+    for (const [name, t] of weights)
+      expect([name, maxAbsDiff(t.data() as Float32Array, saved.get(name)!)]).toEqual([name, 0]);
+    // one AdamW step (no decay): its first update moves each weight by about lr against the sign of its own gradient
+    b16.train();
+    const out = await b16.forward({ input_ids: [[1, 2, 3, 4, 5, 6, 7, 8]], labels: [[1, 2, 3, 4, 5, 6, 7, 8]] });
+    out.loss!.backward();
+    const before = weights.map(([, t]) => t.data() as Float32Array),
+      grads = weights.map(([, t]) => t.grad!.data() as Float32Array);
+    const opt = new binding.NativeAdamW({
+      groups: [{ params: b16.parameters().map((t) => t._t), weight_decay: 0 }],
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
     });
-  });
-  expect(moved).toBeGreaterThan(10000);
-  expect(against / moved).toBeGreaterThan(0.99);
-  await Promise.all([f32.dispose(), b16.dispose(), back.dispose()]);
-});
+    await opt.step({ lr: 0.01 });
+    let against = 0,
+      moved = 0;
+    weights.forEach(([, t], i) => {
+      const after = t.data() as Float32Array;
+      after.forEach((v, j) => {
+        const d = v - before[i]![j]!,
+          g = grads[i]![j]!;
+        if (Math.abs(g) < 1e-6) return;
+        moved++;
+        if (Math.sign(d) === -Math.sign(g) && Math.abs(Math.abs(d) - 0.01) < 0.004) against++;
+      });
+    });
+    expect(moved).toBeGreaterThan(10000);
+    expect(against / moved).toBeGreaterThan(0.99);
+    await Promise.all([f32.dispose(), b16.dispose(), back.dispose()]);
+  },
+);
 
 describe("worker threads and ordering", () => {
   test("a timer keeps firing during a long forward", async () => {

@@ -108,7 +108,8 @@ describe("against Python's peft", () => {
       console.log = log;
     }
     expect(printed).toEqual([
-      `trainable params: ${made.trainable.toLocaleString("en-US")} || all params: ${made.total.toLocaleString("en-US")} || trainable%: ${((100 * made.trainable) / made.total).toFixed(4)}`,
+      `trainable params: ${made.trainable.toLocaleString("en-US")} || all params: ` +
+        `${made.total.toLocaleString("en-US")} || trainable%: ${((100 * made.trainable) / made.total).toFixed(4)}`,
     ]);
     const d = tmp();
     await peft.save_pretrained(d);
@@ -183,54 +184,58 @@ describe("against Python's peft", () => {
     await peft.dispose();
   });
 
-  test("an adapter torchlm trained loads in peft with the same logits; the merged model loads in transformers with them too", async () => {
-    const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
-    const peft = get_peft_model(model, new LoraConfig(ALL));
-    const args = new TrainingArguments({
-      output_dir: tmp(),
-      per_device_train_batch_size: 2,
-      max_steps: 3,
-      learning_rate: 1e-2,
-      logging_steps: 1,
-      save_strategy: "no",
-      disable_tqdm: true,
-      plot_loss: false,
-    });
-    await new Trainer({
-      model: peft,
-      args,
-      train_dataset: Dataset.from_dict({ input_ids: rows }),
-      data_collator: lmCollate,
-    }).train();
-    const adapter = tmp();
-    await peft.save_pretrained(adapter);
-    const ours = await logitsOf(peft);
-    const merged = await peft.merge_and_unload();
-    expect(merged).toBeInstanceOf(GPT2LMHeadModel);
-    expect(merged).not.toBeInstanceOf(PeftModel);
-    const mergedDir = tmp();
-    await merged.save_pretrained(mergedDir);
-    const mergedOurs = await logitsOf(merged);
-    const out = join(tmp(), "logits.safetensors");
-    pythonJson("peft-check.py", [
-      "load",
-      "--base",
-      tinyModelDir(),
-      "--adapter",
-      adapter,
-      "--ids",
-      JSON.stringify(IDS),
-      "--out",
-      out,
-      "--merged",
-      mergedDir,
-    ]);
-    const py = await load_file(out);
-    expect(relDiff(ours, py.logits!.data() as Float32Array)).toBeLessThan(1e-5);
-    expect(relDiff(mergedOurs, py.merged!.data() as Float32Array)).toBeLessThan(1e-5);
-    expect(relDiff(mergedOurs, ours)).toBeLessThan(1e-5);
-    await merged.dispose();
-  });
+  test(
+    "an adapter torchlm trained loads in peft with the same logits; the merged model loads in transformers with " +
+      "them too",
+    async () => {
+      const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+      const peft = get_peft_model(model, new LoraConfig(ALL));
+      const args = new TrainingArguments({
+        output_dir: tmp(),
+        per_device_train_batch_size: 2,
+        max_steps: 3,
+        learning_rate: 1e-2,
+        logging_steps: 1,
+        save_strategy: "no",
+        disable_tqdm: true,
+        plot_loss: false,
+      });
+      await new Trainer({
+        model: peft,
+        args,
+        train_dataset: Dataset.from_dict({ input_ids: rows }),
+        data_collator: lmCollate,
+      }).train();
+      const adapter = tmp();
+      await peft.save_pretrained(adapter);
+      const ours = await logitsOf(peft);
+      const merged = await peft.merge_and_unload();
+      expect(merged).toBeInstanceOf(GPT2LMHeadModel);
+      expect(merged).not.toBeInstanceOf(PeftModel);
+      const mergedDir = tmp();
+      await merged.save_pretrained(mergedDir);
+      const mergedOurs = await logitsOf(merged);
+      const out = join(tmp(), "logits.safetensors");
+      pythonJson("peft-check.py", [
+        "load",
+        "--base",
+        tinyModelDir(),
+        "--adapter",
+        adapter,
+        "--ids",
+        JSON.stringify(IDS),
+        "--out",
+        out,
+        "--merged",
+        mergedDir,
+      ]);
+      const py = await load_file(out);
+      expect(relDiff(ours, py.logits!.data() as Float32Array)).toBeLessThan(1e-5);
+      expect(relDiff(mergedOurs, py.merged!.data() as Float32Array)).toBeLessThan(1e-5);
+      expect(relDiff(mergedOurs, ours)).toBeLessThan(1e-5);
+      await merged.dispose();
+    },
+  );
 });
 
 describe("LoRA in torchlm", () => {
@@ -311,21 +316,25 @@ describe("LoRA in torchlm", () => {
     await peft.dispose();
   });
 
-  test("decoding with adapters on equals decoding the merged model (the fast batch-1 path); pipeline and generate_stream take a PeftModel", async () => {
-    const peft = await trainedPeft();
-    peft.eval();
-    const prompt = [IDS[0]!.slice(0, 4)];
-    const withAdapters = (await peft.generate(prompt, { max_new_tokens: 12 })).tolist();
-    const streamed: number[] = [];
-    for await (const step of peft.generate_stream(prompt, { max_new_tokens: 12 })) streamed.push(step[0]!);
-    expect(streamed).toEqual((withAdapters as number[][])[0]!.slice(4));
-    const gen = await pipeline("text-generation", peft, { tokenizer: "gpt2" });
-    const text = await gen("Hello", { max_new_tokens: 3 });
-    expect(typeof text[0]!.generated_text).toBe("string");
-    const merged = await peft.merge_and_unload();
-    expect((await merged.generate(prompt, { max_new_tokens: 12 })).tolist()).toEqual(withAdapters);
-    await merged.dispose();
-  });
+  test(
+    "decoding with adapters on equals decoding the merged model (the fast batch-1 path); pipeline and " +
+      "generate_stream take a PeftModel",
+    async () => {
+      const peft = await trainedPeft();
+      peft.eval();
+      const prompt = [IDS[0]!.slice(0, 4)];
+      const withAdapters = (await peft.generate(prompt, { max_new_tokens: 12 })).tolist();
+      const streamed: number[] = [];
+      for await (const step of peft.generate_stream(prompt, { max_new_tokens: 12 })) streamed.push(step[0]!);
+      expect(streamed).toEqual((withAdapters as number[][])[0]!.slice(4));
+      const gen = await pipeline("text-generation", peft, { tokenizer: "gpt2" });
+      const text = await gen("Hello", { max_new_tokens: 3 });
+      expect(typeof text[0]!.generated_text).toBe("string");
+      const merged = await peft.merge_and_unload();
+      expect((await merged.generate(prompt, { max_new_tokens: 12 })).tolist()).toEqual(withAdapters);
+      await merged.dispose();
+    },
+  );
 
   test("Trainer checkpoints hold the adapter, and resuming equals an uninterrupted run", async () => {
     const dir = tmp();
@@ -368,63 +377,67 @@ describe("LoRA in torchlm", () => {
     await b.dispose();
   });
 
-  test("LoraConfig and get_peft_model refuse what they cannot do, naming it; a bad adapter file leaves the model as it was", async () => {
-    const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
-    expect(() => new LoraConfig({ r: 0 })).toThrow("Expected positive integer for r but received 0");
-    expect(() => new LoraConfig({ bias: "all" as never })).toThrow(/bias "all" is not supported/);
-    expect(() => new LoraConfig({ lora_dropout: 1 })).toThrow(/lora_dropout/);
-    expect(() => new LoraConfig({ rank: 8 } as never)).toThrow("Unknown option rank for LoraConfig");
-    expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["q_proj"] }))).toThrow(
-      'Target modules ["q_proj"] not found in the base model',
-    );
-    expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["lm_head"] }))).toThrow(
-      "LoRA target lm_head is not a Conv1D layer",
-    );
-    expect(() =>
-      get_peft_model(model, new LoraConfig({ target_modules: ["c_attn"], layers_to_transform: [5] })),
-    ).toThrow("layers_to_transform has layer 5 but the model has 2 layers");
-    // PEFT's default for GPT-2 is c_attn; layers_to_transform and a regular expression pick modules as PEFT does
-    const p = get_peft_model(model, new LoraConfig({ layers_to_transform: 1 }));
-    expect(
-      p
-        .named_parameters()
-        .filter(([, t]) => t.requires_grad)
-        .map(([n]) => n),
-    ).toEqual([
-      "base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight",
-      "base_model.model.transformer.h.1.attn.c_attn.lora_B.default.weight",
-    ]);
-    expect(() => get_peft_model(model, new LoraConfig())).toThrow("The model already has LoRA adapters");
-    await p.unload();
-    expect(model.named_parameters().every(([, t]) => t.requires_grad)).toBe(true);
-    const q = get_peft_model(model, new LoraConfig({ target_modules: "transformer\\.h\\.0\\.mlp\\.c_.*" }));
-    expect(
-      q
-        .named_parameters()
-        .filter(([, t]) => t.requires_grad)
-        .map(([n]) => n.replace("base_model.model.transformer.", "")),
-    ).toEqual([
-      "h.0.mlp.c_fc.lora_A.default.weight",
-      "h.0.mlp.c_fc.lora_B.default.weight",
-      "h.0.mlp.c_proj.lora_A.default.weight",
-      "h.0.mlp.c_proj.lora_B.default.weight",
-    ]);
-    const d = tmp();
-    await q.save_pretrained(d);
-    await q.unload();
-    // a file whose B has the wrong rank: a clear error, and the model keeps no half-loaded adapter
-    const cfg = JSON.parse(readFileSync(join(d, "adapter_config.json"), "utf8"));
-    writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ ...cfg, r: 2 }));
-    await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow(
-      /LoRA tensor h\.0\.mlp\.c_fc\.lora_A\.weight has shape \[8, 64\] but the adapter's is \[2, 64\]/,
-    );
-    expect(model._native.loraParameters()).toHaveLength(0);
-    writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ ...cfg, use_dora: true }));
-    await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow(
-      "sets use_dora to true, which torchlm does not support",
-    );
-    await expect(PeftModel.from_pretrained(model, tmp())).rejects.toThrow(/has no adapter_config.json/);
-    expect(existsSync(join(d, "adapter_model.safetensors"))).toBe(true);
-    await model.dispose();
-  });
+  test(
+    "LoraConfig and get_peft_model refuse what they cannot do, naming it; a bad adapter file leaves the model as " +
+      "it was",
+    async () => {
+      const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
+      expect(() => new LoraConfig({ r: 0 })).toThrow("Expected positive integer for r but received 0");
+      expect(() => new LoraConfig({ bias: "all" as never })).toThrow(/bias "all" is not supported/);
+      expect(() => new LoraConfig({ lora_dropout: 1 })).toThrow(/lora_dropout/);
+      expect(() => new LoraConfig({ rank: 8 } as never)).toThrow("Unknown option rank for LoraConfig");
+      expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["q_proj"] }))).toThrow(
+        'Target modules ["q_proj"] not found in the base model',
+      );
+      expect(() => get_peft_model(model, new LoraConfig({ target_modules: ["lm_head"] }))).toThrow(
+        "LoRA target lm_head is not a Conv1D layer",
+      );
+      expect(() =>
+        get_peft_model(model, new LoraConfig({ target_modules: ["c_attn"], layers_to_transform: [5] })),
+      ).toThrow("layers_to_transform has layer 5 but the model has 2 layers");
+      // PEFT's default for GPT-2 is c_attn; layers_to_transform and a regular expression pick modules as PEFT does
+      const p = get_peft_model(model, new LoraConfig({ layers_to_transform: 1 }));
+      expect(
+        p
+          .named_parameters()
+          .filter(([, t]) => t.requires_grad)
+          .map(([n]) => n),
+      ).toEqual([
+        "base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight",
+        "base_model.model.transformer.h.1.attn.c_attn.lora_B.default.weight",
+      ]);
+      expect(() => get_peft_model(model, new LoraConfig())).toThrow("The model already has LoRA adapters");
+      await p.unload();
+      expect(model.named_parameters().every(([, t]) => t.requires_grad)).toBe(true);
+      const q = get_peft_model(model, new LoraConfig({ target_modules: "transformer\\.h\\.0\\.mlp\\.c_.*" }));
+      expect(
+        q
+          .named_parameters()
+          .filter(([, t]) => t.requires_grad)
+          .map(([n]) => n.replace("base_model.model.transformer.", "")),
+      ).toEqual([
+        "h.0.mlp.c_fc.lora_A.default.weight",
+        "h.0.mlp.c_fc.lora_B.default.weight",
+        "h.0.mlp.c_proj.lora_A.default.weight",
+        "h.0.mlp.c_proj.lora_B.default.weight",
+      ]);
+      const d = tmp();
+      await q.save_pretrained(d);
+      await q.unload();
+      // a file whose B has the wrong rank: a clear error, and the model keeps no half-loaded adapter
+      const cfg = JSON.parse(readFileSync(join(d, "adapter_config.json"), "utf8"));
+      writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ ...cfg, r: 2 }));
+      await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow(
+        /LoRA tensor h\.0\.mlp\.c_fc\.lora_A\.weight has shape \[8, 64\] but the adapter's is \[2, 64\]/,
+      );
+      expect(model._native.loraParameters()).toHaveLength(0);
+      writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ ...cfg, use_dora: true }));
+      await expect(PeftModel.from_pretrained(model, d)).rejects.toThrow(
+        "sets use_dora to true, which torchlm does not support",
+      );
+      await expect(PeftModel.from_pretrained(model, tmp())).rejects.toThrow(/has no adapter_config.json/);
+      expect(existsSync(join(d, "adapter_model.safetensors"))).toBe(true);
+      await model.dispose();
+    },
+  );
 });

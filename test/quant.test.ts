@@ -93,44 +93,48 @@ describe.each([
     await f32.dispose();
   });
 
-  test("the fused batch-1 decoder and the general path give the same tokens; every kernel (VNNI, AVX2, scalar) the same logits", async () => {
-    const q = await GPT2LMHeadModel.from_pretrained(modelDir(), { dtype });
-    const prompt = [ids(6, 3)];
-    const fused = (await q.generate(prompt, { max_new_tokens: 20 })).tolist();
-    probes.setMatvec(false); // the fused decoder off: every step through the general forward
-    try {
-      expect((await q.generate(prompt, { max_new_tokens: 20 })).tolist()).toEqual(fused);
-    } finally {
-      probes.setMatvec(true);
-    }
-    await q.dispose();
-    // 12 rows: the batched kernels (8 + 4 rows a weight row)
-    const script = `const t = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "lib", "index.js")).href)});
+  test(
+    "the fused batch-1 decoder and the general path give the same tokens; every kernel (VNNI, AVX2, scalar) the " +
+      "same logits",
+    async () => {
+      const q = await GPT2LMHeadModel.from_pretrained(modelDir(), { dtype });
+      const prompt = [ids(6, 3)];
+      const fused = (await q.generate(prompt, { max_new_tokens: 20 })).tolist();
+      probes.setMatvec(false); // the fused decoder off: every step through the general forward
+      try {
+        expect((await q.generate(prompt, { max_new_tokens: 20 })).tolist()).toEqual(fused);
+      } finally {
+        probes.setMatvec(true);
+      }
+      await q.dispose();
+      // 12 rows: the batched kernels (8 + 4 rows a weight row)
+      const script = `const t = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "lib", "index.js")).href)});
       const n = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "bench", "probes.js")).href)});
       const m = await t.GPT2LMHeadModel.from_pretrained(${JSON.stringify(modelDir())}, { dtype: "${dtype}" });
       const o = await m.forward({ input_ids: ${JSON.stringify([ids(12, 4)])} });
       console.log(JSON.stringify({ kernel: n.probes.q8Kernel(), logits: Array.from(o.logits.data()) }));`;
-    const run = (kernel: string) =>
-      JSON.parse(
-        execFileSync(process.execPath, ["--input-type=module", "-e", script], {
-          encoding: "utf8",
-          maxBuffer: 1 << 28,
-          env: { ...process.env, TORCHLM_Q8_KERNEL: kernel },
-        })
-          .trim()
-          .split("\n")
-          .pop()!,
-      ) as { kernel: string; logits: number[] };
-    const best = run(""),
-      avx2 = run("avx2"),
-      scalar = run("scalar");
-    expect(scalar.kernel).toBe("scalar");
-    expect(avx2.kernel).toBe(best.kernel === "scalar" ? "scalar" : "avx2");
-    const f = (x: number[]) => Float32Array.from(x);
-    // the kernels keep one order of float operations, so they agree to the bit
-    expect(f(avx2.logits)).toEqual(f(scalar.logits));
-    expect(f(best.logits)).toEqual(f(scalar.logits));
-  });
+      const run = (kernel: string) =>
+        JSON.parse(
+          execFileSync(process.execPath, ["--input-type=module", "-e", script], {
+            encoding: "utf8",
+            maxBuffer: 1 << 28,
+            env: { ...process.env, TORCHLM_Q8_KERNEL: kernel },
+          })
+            .trim()
+            .split("\n")
+            .pop()!,
+        ) as { kernel: string; logits: number[] };
+      const best = run(""),
+        avx2 = run("avx2"),
+        scalar = run("scalar");
+      expect(scalar.kernel).toBe("scalar");
+      expect(avx2.kernel).toBe(best.kernel === "scalar" ? "scalar" : "avx2");
+      const f = (x: number[]) => Float32Array.from(x);
+      // the kernels keep one order of float operations, so they agree to the bit
+      expect(f(avx2.logits)).toEqual(f(scalar.logits));
+      expect(f(best.logits)).toEqual(f(scalar.logits));
+    },
+  );
 });
 
 describe("fidelity on a trained model", () => {
@@ -202,7 +206,8 @@ describe("fidelity on a trained model", () => {
       for (const [path, m] of Object.entries(paths)) {
         const pplQ = Math.exp(m.nll / n);
         console.log(
-          `${dtype} fidelity (${path}) over ${n} positions: perplexity ${pplQ.toFixed(3)} against float32's ${pplF.toFixed(3)} (${(100 * (pplQ / pplF - 1)).toFixed(3)}%), ` +
+          `${dtype} fidelity (${path}) over ${n} positions: perplexity ${pplQ.toFixed(3)} against float32's ` +
+            `${pplF.toFixed(3)} (${(100 * (pplQ / pplF - 1)).toFixed(3)}%), ` +
             `mean KL ${(m.kl / n).toExponential(2)}, greedy agreement ${((100 * m.agree) / n).toFixed(2)}%`,
         );
         expect(Math.abs(pplQ / pplF - 1)).toBeLessThan(pplGate);
@@ -290,7 +295,8 @@ test.each([
       }),
     );
     await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(
-      `${other} checkpoint has ${dtype === "q8" ? "int8" : "uint8"} tensor h.0.attn.c_attn.weight but ${other} stores ${other === "q8" ? "int8" : "uint8"}`,
+      `${other} checkpoint has ${dtype === "q8" ? "int8" : "uint8"} tensor h.0.attn.c_attn.weight but ${other} ` +
+        `stores ${other === "q8" ? "int8" : "uint8"}`,
     );
     // an earlier torchlm's layout (float32 scales, blocks in input order) is named as such
     writeFileSync(
@@ -298,7 +304,8 @@ test.each([
       JSON.stringify({ ...config, quantization_config: { ...qc, scale_dtype: undefined, packing: undefined } }),
     );
     await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(
-      `holds ${dtype} weights in the layout of an earlier torchlm (float32 scales, no lane packing): quantize the float32 checkpoint again`,
+      `holds ${dtype} weights in the layout of an earlier torchlm (float32 scales, no lane packing): quantize the ` +
+        `float32 checkpoint again`,
     );
     writeFileSync(
       join(dir, "config.json"),
@@ -310,7 +317,8 @@ test.each([
     writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: undefined }));
     await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(
       new RegExp(
-        `tensor h\\.0\\.attn\\.c_attn\\.weight has dtype ${dtype === "q8" ? "int8" : "uint8"} but a floating dtype is needed`,
+        `tensor h\\.0\\.attn\\.c_attn\\.weight has dtype ${dtype === "q8" ? "int8" : "uint8"} but a floating dtype ` +
+          `is needed`,
       ),
     );
     await q.dispose();

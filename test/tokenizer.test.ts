@@ -18,7 +18,8 @@ function corpus(): string[] {
   for (const f of readdirSync(join(root, "native"), { recursive: true, encoding: "utf8" }))
     if (/\.(cc|h)$/.test(f)) take(join(root, "native", f), 20_000);
   parts.push(
-    "Ünïcödé façade — naïve café, Straße, ŝtelo, Ελληνικά, русский текст, עברית, العربية, हिन्दी, 日本語のテキスト、中文文本，한국어 텍스트.",
+    "Ünïcödé façade — naïve café, Straße, ŝtelo, Ελληνικά, русский текст, עברית, العربية, हिन्दी, 日本語のテキスト、中文文本，한국어 " +
+      "텍스트.",
     "Emoji: 😀😃😄 👩‍👩‍👧‍👦 🇫🇷 🏳️‍🌈 ✨🔥💯 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝕞𝕒𝕥𝕙, combining e\u0301 a\u0308.",
     "Whitespace   runs\t\ttabs\n\n\nnewlines  \r\n  and trailing spaces     ",
     "Numbers 1234567890 3.14159 1e-10 0xDEADBEEF and contractions: I'm, you're, it's, we've, they'll, he'd, don't.",

@@ -382,42 +382,46 @@ describe("Trainer", () => {
     await model.dispose();
   });
 
-  test("total_flos counts 6 x tokens x non-embedding parameters; remove_unused_columns hides other columns from the collator", async () => {
-    const model = await fresh();
-    const ids = randomData(8).column("input_ids") as number[][];
-    const ds = Dataset.from_dict({ input_ids: ids, text: ids.map((r) => r.join(" ")) });
-    const seen: string[][] = [];
-    const collate = (rows: any[]) => {
-      seen.push(Object.keys(rows[0]).sort());
-      return lmCollate(rows);
-    };
-    const args = (remove_unused_columns: boolean) =>
-      new TrainingArguments({
-        output_dir: out(),
-        per_device_train_batch_size: 2,
-        max_steps: 3,
-        save_strategy: "no",
-        disable_tqdm: true,
-        plot_loss: false,
-        remove_unused_columns,
-      });
-    const t = new Trainer({ model, args: args(true), train_dataset: ds, data_collator: collate });
-    const r = await t.train();
-    const c = model.config;
-    const nonEmbedding = model.num_parameters() - (c.vocab_size + c.n_positions) * c.n_embd;
-    expect(model.num_parameters({ exclude_embeddings: true })).toBe(nonEmbedding);
-    expect(t.state.total_flos).toBe(6 * 3 * 2 * 16 * nonEmbedding);
-    expect(r.metrics.total_flos).toBe(t.state.total_flos);
-    expect(seen.every((k) => JSON.stringify(k) === '["input_ids"]')).toBe(true);
-    seen.length = 0;
-    await new Trainer({ model, args: args(false), train_dataset: ds, data_collator: collate }).train();
-    expect(seen[0]).toEqual(["input_ids", "text"]);
-    const textOnly = Dataset.from_dict({ text: ["a", "b"] });
-    await expect(
-      new Trainer({ model, args: args(true), train_dataset: textOnly, data_collator: collate }).train(),
-    ).rejects.toThrow(/No column of the dataset \(text\) is an input of the model's forward/);
-    await model.dispose();
-  });
+  test(
+    "total_flos counts 6 x tokens x non-embedding parameters; remove_unused_columns hides other columns from the " +
+      "collator",
+    async () => {
+      const model = await fresh();
+      const ids = randomData(8).column("input_ids") as number[][];
+      const ds = Dataset.from_dict({ input_ids: ids, text: ids.map((r) => r.join(" ")) });
+      const seen: string[][] = [];
+      const collate = (rows: any[]) => {
+        seen.push(Object.keys(rows[0]).sort());
+        return lmCollate(rows);
+      };
+      const args = (remove_unused_columns: boolean) =>
+        new TrainingArguments({
+          output_dir: out(),
+          per_device_train_batch_size: 2,
+          max_steps: 3,
+          save_strategy: "no",
+          disable_tqdm: true,
+          plot_loss: false,
+          remove_unused_columns,
+        });
+      const t = new Trainer({ model, args: args(true), train_dataset: ds, data_collator: collate });
+      const r = await t.train();
+      const c = model.config;
+      const nonEmbedding = model.num_parameters() - (c.vocab_size + c.n_positions) * c.n_embd;
+      expect(model.num_parameters({ exclude_embeddings: true })).toBe(nonEmbedding);
+      expect(t.state.total_flos).toBe(6 * 3 * 2 * 16 * nonEmbedding);
+      expect(r.metrics.total_flos).toBe(t.state.total_flos);
+      expect(seen.every((k) => JSON.stringify(k) === '["input_ids"]')).toBe(true);
+      seen.length = 0;
+      await new Trainer({ model, args: args(false), train_dataset: ds, data_collator: collate }).train();
+      expect(seen[0]).toEqual(["input_ids", "text"]);
+      const textOnly = Dataset.from_dict({ text: ["a", "b"] });
+      await expect(
+        new Trainer({ model, args: args(true), train_dataset: textOnly, data_collator: collate }).train(),
+      ).rejects.toThrow(/No column of the dataset \(text\) is an input of the model's forward/);
+      await model.dispose();
+    },
+  );
 
   test("bf16 autocast trains on the CPU; a NaN loss stops with a clear error", async () => {
     const model = await fresh();
@@ -462,102 +466,110 @@ describe("Trainer", () => {
   });
 });
 
-test("load_best_model_at_end: best_metric, best_global_step and best_model_checkpoint as Hugging Face sets them; rotation keeps the best; its weights at the end", async () => {
-  const model = await fresh();
-  const dir = out();
-  const ds = randomData(8);
-  // greater_is_better on the loss: the first evaluation is the best, so the best is not the newest checkpoint
-  const args = new TrainingArguments({
-    output_dir: dir,
-    per_device_train_batch_size: 2,
-    max_steps: 6,
-    eval_strategy: "steps",
-    eval_steps: 2,
-    save_steps: 2,
-    save_total_limit: 1,
-    load_best_model_at_end: true,
-    metric_for_best_model: "loss",
-    greater_is_better: true,
-    learning_rate: 1e-3,
-    disable_tqdm: true,
-    plot_loss: false,
-    logging_steps: 2,
-  });
-  const trainer = new Trainer({ model, args, train_dataset: ds, eval_dataset: ds, data_collator: lmCollate });
-  await trainer.train();
-  const evals = trainer.state.log_history.filter((r) => "eval_loss" in r);
-  expect(evals.map((r) => r.step)).toEqual([2, 4, 6]);
-  const top = evals.reduce((a, b) => (b.eval_loss! > a.eval_loss! ? b : a));
-  expect(trainer.state.best_metric).toBe(top.eval_loss);
-  expect(trainer.state.best_global_step).toBe(top.step);
-  expect(trainer.state.best_model_checkpoint).toBe(join(dir, `checkpoint-${top.step}`));
-  // limit 1, best not the newest: the best and the newest stay
-  const kept = readdirSync(dir)
-    .filter((n) => n.startsWith("checkpoint-"))
-    .sort();
-  expect(kept).toEqual([...new Set([`checkpoint-${top.step}`, "checkpoint-6"])].sort());
-  const saved = await GPT2LMHeadModel.from_pretrained(trainer.state.best_model_checkpoint!);
-  const keys = ["h.0.attn.c_attn.weight", "wte.weight"];
-  expect(sums(model, keys)).toEqual(sums(saved, keys));
-  await saved.dispose();
-  await model.dispose();
-});
+test(
+  "load_best_model_at_end: best_metric, best_global_step and best_model_checkpoint as Hugging Face sets them; " +
+    "rotation keeps the best; its weights at the end",
+  async () => {
+    const model = await fresh();
+    const dir = out();
+    const ds = randomData(8);
+    // greater_is_better on the loss: the first evaluation is the best, so the best is not the newest checkpoint
+    const args = new TrainingArguments({
+      output_dir: dir,
+      per_device_train_batch_size: 2,
+      max_steps: 6,
+      eval_strategy: "steps",
+      eval_steps: 2,
+      save_steps: 2,
+      save_total_limit: 1,
+      load_best_model_at_end: true,
+      metric_for_best_model: "loss",
+      greater_is_better: true,
+      learning_rate: 1e-3,
+      disable_tqdm: true,
+      plot_loss: false,
+      logging_steps: 2,
+    });
+    const trainer = new Trainer({ model, args, train_dataset: ds, eval_dataset: ds, data_collator: lmCollate });
+    await trainer.train();
+    const evals = trainer.state.log_history.filter((r) => "eval_loss" in r);
+    expect(evals.map((r) => r.step)).toEqual([2, 4, 6]);
+    const top = evals.reduce((a, b) => (b.eval_loss! > a.eval_loss! ? b : a));
+    expect(trainer.state.best_metric).toBe(top.eval_loss);
+    expect(trainer.state.best_global_step).toBe(top.step);
+    expect(trainer.state.best_model_checkpoint).toBe(join(dir, `checkpoint-${top.step}`));
+    // limit 1, best not the newest: the best and the newest stay
+    const kept = readdirSync(dir)
+      .filter((n) => n.startsWith("checkpoint-"))
+      .sort();
+    expect(kept).toEqual([...new Set([`checkpoint-${top.step}`, "checkpoint-6"])].sort());
+    const saved = await GPT2LMHeadModel.from_pretrained(trainer.state.best_model_checkpoint!);
+    const keys = ["h.0.attn.c_attn.weight", "wte.weight"];
+    expect(sums(model, keys)).toEqual(sums(saved, keys));
+    await saved.dispose();
+    await model.dispose();
+  },
+);
 
-test("compute_metrics with preprocess_logits_for_metrics: eval_ metrics from argmax predictions, in Hugging Face's key order", async () => {
-  const model = await fresh();
-  const ds = randomData(6);
-  let seen: { predictions: number[]; labels: number[]; dtype: string } | null = null;
-  const args = new TrainingArguments({
-    output_dir: out(),
-    per_device_eval_batch_size: 4,
-    save_strategy: "no",
-    disable_tqdm: true,
-    plot_loss: false,
-  });
-  const trainer = new Trainer({
-    model,
-    args,
-    eval_dataset: ds,
-    data_collator: lmCollate,
-    preprocess_logits_for_metrics: (logits) => logits.argmax(-1),
-    compute_metrics: ({ predictions, label_ids }) => {
-      seen = { predictions: predictions.shape, labels: label_ids.shape, dtype: predictions.dtype };
-      // next-token accuracy: the prediction at t against the label at t + 1
-      const p = predictions.tolist() as number[][],
-        l = label_ids.tolist() as number[][];
-      let right = 0,
-        all = 0;
-      p.forEach((row, i) =>
-        row.slice(0, -1).forEach((v, t) => {
-          all++;
-          if (v === l[i]![t + 1]) right++;
-        }),
-      );
-      return { accuracy: right / all };
-    },
-  });
-  const metrics = await trainer.evaluate();
-  expect(seen).toEqual({ predictions: [6, 16], labels: [6, 16], dtype: "int64" });
-  // the same accuracy from the model's own forward pass
-  const ids = ds.column("input_ids") as number[][];
-  const o = await model.forward({ input_ids: ids });
-  const arg = o.logits.argmax(-1).tolist() as number[][];
-  o.logits.dispose();
-  let right = 0;
-  arg.forEach((row, i) =>
-    row.slice(0, -1).forEach((v, t) => {
-      if (v === ids[i]![t + 1]) right++;
-    }),
-  );
-  expect(metrics.eval_accuracy).toBeCloseTo(right / (6 * 15), 10);
-  expect(Object.keys(metrics)).toEqual([
-    "eval_accuracy",
-    "eval_loss",
-    "eval_perplexity",
-    "eval_runtime",
-    "eval_samples_per_second",
-    "eval_steps_per_second",
-    "epoch",
-  ]);
-  await model.dispose();
-});
+test(
+  "compute_metrics with preprocess_logits_for_metrics: eval_ metrics from argmax predictions, in Hugging Face's " +
+    "key order",
+  async () => {
+    const model = await fresh();
+    const ds = randomData(6);
+    let seen: { predictions: number[]; labels: number[]; dtype: string } | null = null;
+    const args = new TrainingArguments({
+      output_dir: out(),
+      per_device_eval_batch_size: 4,
+      save_strategy: "no",
+      disable_tqdm: true,
+      plot_loss: false,
+    });
+    const trainer = new Trainer({
+      model,
+      args,
+      eval_dataset: ds,
+      data_collator: lmCollate,
+      preprocess_logits_for_metrics: (logits) => logits.argmax(-1),
+      compute_metrics: ({ predictions, label_ids }) => {
+        seen = { predictions: predictions.shape, labels: label_ids.shape, dtype: predictions.dtype };
+        // next-token accuracy: the prediction at t against the label at t + 1
+        const p = predictions.tolist() as number[][],
+          l = label_ids.tolist() as number[][];
+        let right = 0,
+          all = 0;
+        p.forEach((row, i) =>
+          row.slice(0, -1).forEach((v, t) => {
+            all++;
+            if (v === l[i]![t + 1]) right++;
+          }),
+        );
+        return { accuracy: right / all };
+      },
+    });
+    const metrics = await trainer.evaluate();
+    expect(seen).toEqual({ predictions: [6, 16], labels: [6, 16], dtype: "int64" });
+    // the same accuracy from the model's own forward pass
+    const ids = ds.column("input_ids") as number[][];
+    const o = await model.forward({ input_ids: ids });
+    const arg = o.logits.argmax(-1).tolist() as number[][];
+    o.logits.dispose();
+    let right = 0;
+    arg.forEach((row, i) =>
+      row.slice(0, -1).forEach((v, t) => {
+        if (v === ids[i]![t + 1]) right++;
+      }),
+    );
+    expect(metrics.eval_accuracy).toBeCloseTo(right / (6 * 15), 10);
+    expect(Object.keys(metrics)).toEqual([
+      "eval_accuracy",
+      "eval_loss",
+      "eval_perplexity",
+      "eval_runtime",
+      "eval_samples_per_second",
+      "eval_steps_per_second",
+      "epoch",
+    ]);
+    await model.dispose();
+  },
+);

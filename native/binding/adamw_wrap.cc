@@ -106,10 +106,13 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     });
   }
 
-  // finishStep(lr, max_grad_norm) -> Promise<number>: clip, update, zero; resolves to the norm before clipping.
+  // finishStep({ lr, max_grad_norm }) -> Promise<number>: clip, update, zero; resolves to the norm before clipping.
   Napi::Value JsFinishStep(const Napi::CallbackInfo& info) {
-    double lr = info[0].As<Napi::Number>().DoubleValue();
-    double mx = info[1].As<Napi::Number>().DoubleValue();
+    return Guard(info.Env(), [&] { return FinishStepCall(info); });
+  }
+  Napi::Value FinishStepCall(const Napi::CallbackInfo& info) {
+    const Options args(info[0], "finishStep");
+    const double lr = args.Num("lr"), mx = args.Num("max_grad_norm");
     auto opt = opt_;
     auto scaler = Scaler();
     auto norm = std::make_shared<double>(0);
@@ -130,25 +133,29 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     return Napi::Number::New(info.Env(), scaler_->scale.item<double>());
   }
 
-  // step(lr) -> Promise<void>
+  // step({ lr }) -> Promise<void>
   Napi::Value JsStep(const Napi::CallbackInfo& info) {
-    double lr = info[0].As<Napi::Number>().DoubleValue();
-    auto opt = opt_;
-    return PromiseWorker::Run(info.Env(), [opt, lr] { opt->Step(lr); }, nullptr, {info.This().As<Napi::Object>()});
+    return Guard(info.Env(), [&] {
+      const double lr = Options(info[0], "step").Num("lr");
+      auto opt = opt_;
+      return PromiseWorker::Run(info.Env(), [opt, lr] { opt->Step(lr); }, nullptr, {info.This().As<Napi::Object>()});
+    });
   }
   Napi::Value JsZeroGrad(const Napi::CallbackInfo& info) {
     opt_->ZeroGrad();
     return info.Env().Undefined();
   }
-  // clipGradNorm(max) -> Promise<number>
+  // clipGradNorm({ max_norm }) -> Promise<number>
   Napi::Value JsClip(const Napi::CallbackInfo& info) {
-    double mx = info[0].As<Napi::Number>().DoubleValue();
-    auto opt = opt_;
-    auto norm = std::make_shared<double>(0);
-    return PromiseWorker::Run(
-        info.Env(), [=] { *norm = opt->ClipGradNorm(mx); },
-        [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
-        {info.This().As<Napi::Object>()});
+    return Guard(info.Env(), [&] {
+      const double mx = Options(info[0], "clipGradNorm").Num("max_norm");
+      auto opt = opt_;
+      auto norm = std::make_shared<double>(0);
+      return PromiseWorker::Run(
+          info.Env(), [=] { *norm = opt->ClipGradNorm(mx); },
+          [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
+          {info.This().As<Napi::Object>()});
+    });
   }
   Napi::Value JsState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

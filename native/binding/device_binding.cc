@@ -1,6 +1,7 @@
 // Devices, threads, seeds and the build's facts for JavaScript.
 #include "binding/bindings.h"
 #include "binding/js_error.h"
+#include "binding/options.h"
 #include "binding/tensor_wrap.h"
 #include "core/runtime/device.h"
 
@@ -19,17 +20,18 @@ static Napi::Value JsCudaDeviceCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CudaDeviceCount());
 }
 static Napi::Value JsSetNumThreads(const Napi::CallbackInfo& info) {
-  SetNumThreads(info[0].As<Napi::Number>().Int32Value());
-  KeepCallingThreadSerial();
-  return info.Env().Undefined();
+  return Guard(info.Env(), [&] {
+    SetNumThreads(static_cast<int>(Options(info[0], "setNumThreads").Int("threads")));
+    KeepCallingThreadSerial();
+    return info.Env().Undefined();
+  });
 }
 static Napi::Value JsGetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), GetNumThreads());
 }
 static Napi::Value JsManualSeed(const Napi::CallbackInfo& info) {
-  int64_t seed = info[0].As<Napi::Number>().Int64Value();
   return Guard(info.Env(), [&] {
-    ManualSeed(static_cast<uint64_t>(seed));
+    ManualSeed(static_cast<uint64_t>(Options(info[0], "manualSeed").Int("seed")));
     return info.Env().Undefined();
   });
 }

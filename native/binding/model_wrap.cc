@@ -64,29 +64,21 @@ std::shared_ptr<GPT2> ModelWrap::Get(Napi::Env env) const {
   return model_;
 }
 
-static int64_t Size(const Options& o, const char* key) {
-  const int64_t v = o.Int(key);
-  if (v < 0 || v > 1000000000) throw UserError(std::string("config.") + key + " must be a non-negative integer");
-  return v;
-}
-
-GPT2Config ParseConfig(const Options& o) {
+static GPT2Config ParseConfig(const Options& o) {
   GPT2Config c;
-  c.vocab_size = Size(o, "vocab_size");
-  c.n_positions = Size(o, "n_positions");
-  c.n_embd = Size(o, "n_embd");
-  c.n_layer = Size(o, "n_layer");
-  c.n_head = Size(o, "n_head");
-  c.n_inner = o.IsNull("n_inner") ? 0 : Size(o, "n_inner");
+  c.vocab_size = o.Int("vocab_size");
+  c.n_positions = o.Int("n_positions");
+  c.n_embd = o.Int("n_embd");
+  c.n_layer = o.Int("n_layer");
+  c.n_head = o.Int("n_head");
+  c.n_inner = o.IsNull("n_inner") ? 0 : o.Int("n_inner");
   c.layer_norm_epsilon = o.Num("layer_norm_epsilon");
   c.embd_pdrop = o.Num("embd_pdrop");
   c.attn_pdrop = o.Num("attn_pdrop");
   c.resid_pdrop = o.Num("resid_pdrop");
-  c.activation_function = o.Str("activation_function");
+  c.activation = static_cast<Activation>(o.Enum("activation", {"gelu_tanh", "gelu", "relu"}));
   c.scale_attn_weights = o.Bool("scale_attn_weights");
   c.scale_attn_by_inverse_layer_idx = o.Bool("scale_attn_by_inverse_layer_idx");
-  if (c.vocab_size < 1 || c.n_positions < 1 || c.n_embd < 1 || c.n_layer < 1 || c.n_head < 1)
-    throw UserError("config sizes (vocab_size, n_positions, n_embd, n_layer, n_head) must be positive");
   return c;
 }
 
@@ -114,9 +106,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
     std::vector<SafetensorsEntry> wanted;
     for (auto& e : entries) {
       const std::string& n = e.name;
-      bool skip = (n == "lm_head.weight" && quantization.empty()) ||
-                  (n.size() > 9 && n.compare(n.size() - 9, 9, ".attn.bias") == 0) ||
-                  n.find(".attn.masked_bias") != std::string::npos;
+      bool skip = GPT2::IsBuffer(n) || (n == "lm_head.weight" && quantization.empty());
       if (!skip) wanted.push_back(e);
     }
     return PromiseWorker::Run(
@@ -327,30 +317,33 @@ Napi::Value ModelWrap::ZeroGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// save(path) -> Promise<void>: Hugging Face's saved layout ("transformer." prefix, lm_head tied and omitted).
+// save({ path }) -> Promise<void>: Hugging Face's saved layout ("transformer." prefix, lm_head tied and omitted).
 Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
-  auto path = info[0].As<Napi::String>().Utf8Value();
-  return PromiseWorker::Run(env,
-                            [=] {
-                              std::vector<std::pair<std::string, at::Tensor>> ts;
-                              for (const auto& [name, t] : model->SavedTensors())
-                                ts.emplace_back(name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name, t);
-                              WriteSafetensors(path, ts, {{"format", "pt"}});
-                            },
-                            nullptr, {info.This().As<Napi::Object>()});
+  return Guard(env, [&] {
+    const std::string path = Options(info[0], "save").Str("path");
+    return PromiseWorker::Run(env,
+                              [=] {
+                                std::vector<std::pair<std::string, at::Tensor>> ts;
+                                for (const auto& [name, t] : model->SavedTensors())
+                                  ts.emplace_back(name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name, t);
+                                WriteSafetensors(path, ts, {{"format", "pt"}});
+                              },
+                              nullptr, {info.This().As<Napi::Object>()});
+  });
 }
 
-// loadWeights(path, dataStart, entries) -> Promise<void>: copies a checkpoint's tensors into this model's
+// loadWeights({ path, data_start, entries }) -> Promise<void>: copies a checkpoint's tensors into this model's
 // parameters in place (shapes checked), so optimizers holding them stay valid. For resuming training.
 Napi::Value ModelWrap::LoadWeights(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
   return Guard(env, [&]() -> Napi::Value {
-    auto path = info[0].As<Napi::String>().Utf8Value();
-    auto start = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
-    auto entries = ParseEntries(info[2]);
+    const Options args(info[0], "loadWeights");
+    const std::string path = args.Str("path");
+    const auto start = static_cast<uint64_t>(args.Int("data_start"));
+    auto entries = ParseEntries(args.Get("entries"));
     return PromiseWorker::Run(
         env,
         [=] {
@@ -359,8 +352,7 @@ Napi::Value ModelWrap::LoadWeights(const Napi::CallbackInfo& info) {
           GPT2 check(model->config());
           std::vector<std::pair<std::string, at::Tensor>> named;
           for (auto& [n, t] : tensors) {
-            bool skip = n == "lm_head.weight" || n.find(".attn.bias") != std::string::npos ||
-                        n.find(".attn.masked_bias") != std::string::npos;
+            bool skip = GPT2::IsBuffer(n) || n == "lm_head.weight";
             if (!skip) named.emplace_back(n, t);
           }
           check.Load(named);  // names and shapes as the config needs

@@ -45,7 +45,4 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Quantization(const Napi::CallbackInfo& info);
 };
 
-class Options;
-GPT2Config ParseConfig(const Options& o);
-
 }  // namespace torchlm

@@ -3,6 +3,7 @@
 
 #include "binding/bindings.h"
 #include "binding/model_wrap.h"
+#include "binding/options.h"
 #include "binding/promise_worker.h"
 
 namespace torchlm {
@@ -49,51 +50,65 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
   // connect(master_addr, master_port, rank, world_size, timeout_ms) -> Promise<NativeProcessGroup>
   static Napi::Value Connect(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::string addr = info[0].As<Napi::String>().Utf8Value();
-    int port = info[1].As<Napi::Number>().Int32Value();
-    int rank = info[2].As<Napi::Number>().Int32Value();
-    int world = info[3].As<Napi::Number>().Int32Value();
-    int64_t timeout = info[4].As<Napi::Number>().Int64Value();
-    auto out = std::make_shared<std::shared_ptr<Comm>>();
-    return PromiseWorker::Run(
-        env, [=] { *out = Comm::Connect(addr, port, rank, world, timeout); },
-        [out](Napi::Env env) -> Napi::Value {
-          return ctor_->New({Napi::External<std::shared_ptr<Comm>>::New(env, out.get())});
-        });
+    return Guard(env, [&] {
+      const Options args(info[0], "NativeProcessGroup.connect");
+      const std::string addr = args.Str("master_addr");
+      const int port = static_cast<int>(args.Int("master_port"));
+      const int rank = static_cast<int>(args.Int("rank")), world = static_cast<int>(args.Int("world_size"));
+      const int64_t timeout = args.Int("timeout_ms");
+      auto out = std::make_shared<std::shared_ptr<Comm>>();
+      return PromiseWorker::Run(
+          env, [=] { *out = Comm::Connect(addr, port, rank, world, timeout); },
+          [out](Napi::Env env) -> Napi::Value {
+            return ctor_->New({Napi::External<std::shared_ptr<Comm>>::New(env, out.get())});
+          });
+    });
   }
 
-  // broadcastParameters(model, root) -> Promise<void>: every rank starts from root's weights.
+  // broadcastParameters({ model, root }) -> Promise<void>: every rank starts from root's weights.
   Napi::Value BroadcastParameters(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto comm = Get(env);
-    auto model = ModelWrap::UnwrapModel(info[0])->Get(env);
-    int root = info[1].As<Napi::Number>().Int32Value();
-    return PromiseWorker::Run(env,
-                              [=] {
-                                std::vector<at::Tensor> ps;
-                                for (const auto& [name, t] : model->Parameters()) ps.push_back(t.detach());
-                                for (const auto& [name, t] : model->LoraParameters()) ps.push_back(t.detach());
-                                comm->Broadcast(ps, root, kBucketBytes);
-                              },
-                              nullptr, {info.This().As<Napi::Object>(), info[0].As<Napi::Object>()});
+    return Guard(env, [&] {
+      const Options args(info[0], "broadcastParameters");
+      auto comm = Get(env);
+      auto model = ModelWrap::UnwrapModel(args.Get("model"))->Get(env);
+      const int root = static_cast<int>(args.Int("root"));
+      return PromiseWorker::Run(env,
+                                [=] {
+                                  std::vector<at::Tensor> ps;
+                                  for (const auto& [name, t] : model->Parameters()) ps.push_back(t.detach());
+                                  for (const auto& [name, t] : model->LoraParameters()) ps.push_back(t.detach());
+                                  comm->Broadcast(ps, root, kBucketBytes);
+                                },
+                                nullptr, {info.This().As<Napi::Object>(), args.Object("model")});
+    });
   }
 
-  // allReduce(values: Float64Array, op: "sum" | "max") -> Promise<Float64Array>: small metrics.
+  // allReduce({ values: Float64Array, op: "sum" | "max" }) -> Promise<Float64Array>: small metrics.
   Napi::Value AllReduce(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto comm = Get(env);
-    auto arr = info[0].As<Napi::Float64Array>();
-    bool max = info[1].As<Napi::String>().Utf8Value() == "max";
-    auto t = std::make_shared<at::Tensor>(
-        at::from_blob(arr.Data(), {static_cast<int64_t>(arr.ElementLength())}, at::kDouble).clone());
-    return PromiseWorker::Run(
-        env, [=] { comm->AllReduce(*t, max); },
-        [t](Napi::Env env) -> Napi::Value {
-          auto out = Napi::Float64Array::New(env, t->numel());
-          std::memcpy(out.Data(), t->data_ptr<double>(), t->numel() * sizeof(double));
-          return out;
-        },
-        {info.This().As<Napi::Object>()});
+    return Guard(env, [&] {
+      const Options args(info[0], "allReduce");
+      auto comm = Get(env);
+      const Napi::Value v = args.Get("values");
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw UserError("Expected a Float64Array for allReduce's option values");
+      const bool max = args.Enum("op", {"sum", "max"}) == 1;
+      auto arr = v.As<Napi::Float64Array>();
+      auto values = std::make_shared<std::vector<double>>(arr.Data(), arr.Data() + arr.ElementLength());
+      return PromiseWorker::Run(
+          env,
+          [=] {
+            at::Tensor t = at::from_blob(values->data(), {static_cast<int64_t>(values->size())}, at::kDouble);
+            comm->AllReduce(t, max);  // in place, in *values
+          },
+          [values](Napi::Env env) -> Napi::Value {
+            auto out = Napi::Float64Array::New(env, values->size());
+            std::memcpy(out.Data(), values->data(), values->size() * sizeof(double));
+            return out;
+          },
+          {info.This().As<Napi::Object>()});
+    });
   }
 
   Napi::Value Barrier(const Napi::CallbackInfo& info) {

@@ -47,20 +47,21 @@ static Napi::Value JsRead(const Napi::CallbackInfo& info) {
   });
 }
 
-// writeSafetensors(path, [name, Tensor][], {metadata}) -> Promise<void>
+// writeSafetensors({ path, tensors: [name, Tensor][], metadata: { [key]: string } }) -> Promise<void>
 static Napi::Value JsWrite(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    auto path = info[0].As<Napi::String>().Utf8Value();
-    auto tensors = TensorWrap::NamedFromJs(info[1], "writeSafetensors's tensors");
+    const Options args(info[0], "writeSafetensors");
+    const std::string path = args.Str("path");
+    auto tensors = TensorWrap::NamedFromJs(args.Get("tensors"), "writeSafetensors's tensors");
     std::vector<std::pair<std::string, std::string>> meta;
-    if (info[2].IsObject()) {
-      auto o = info[2].As<Napi::Object>();
-      auto keys = o.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); i++) {
-        auto k = keys.Get(i).As<Napi::String>().Utf8Value();
-        meta.emplace_back(k, o.Get(k).ToString().Utf8Value());
-      }
+    const Napi::Object o = args.Object("metadata");
+    const Napi::Array keys = o.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); i++) {
+      const std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
+      const Napi::Value v = o.Get(k);
+      if (!v.IsString()) throw UserError("Expected a string for writeSafetensors's metadata " + k);
+      meta.emplace_back(k, v.As<Napi::String>().Utf8Value());
     }
     return PromiseWorker::Run(
         env, [=] { WriteSafetensors(path, tensors, meta); }, nullptr);

@@ -1,5 +1,6 @@
 // A small Hugging Face Hub on 127.0.0.1 answering the routes @huggingface/hub uses to download files:
-// POST /api/{models,datasets}/<id>/paths-info/<rev>, GET /api/.../tree/<rev>, GET [/datasets]/<id>/resolve/<rev>/<path>.
+// POST /api/{models,datasets}/<id>/paths-info/<rev>, GET /api/.../tree/<rev>, GET
+// [/datasets]/<id>/resolve/<rev>/<path>.
 import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";

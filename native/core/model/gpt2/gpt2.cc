@@ -14,10 +14,10 @@
 namespace torchlm {
 
 GPT2::GPT2(GPT2Config cfg) : cfg_(std::move(cfg)) {
-  if (cfg_.n_embd % cfg_.n_head != 0) throw UserError("n_embd must be divisible by n_head");
-  if (cfg_.activation_function != "gelu_new" && cfg_.activation_function != "gelu" &&
-      cfg_.activation_function != "gelu_pytorch_tanh" && cfg_.activation_function != "relu")
-    throw UserError("unsupported activation_function " + cfg_.activation_function);
+  // the core's own invariants (the caller's config was checked in lib/config.ts): shapes it can build
+  if (cfg_.vocab_size < 1 || cfg_.n_positions < 1 || cfg_.n_embd < 1 || cfg_.n_layer < 1 || cfg_.n_head < 1 ||
+      cfg_.n_inner < 0 || cfg_.n_embd % cfg_.n_head != 0)
+    throw UserError("GPT-2 config: sizes must be positive and n_embd divisible by n_head");
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> GPT2::Expected() const {
@@ -270,9 +270,15 @@ at::Tensor GPT2::AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int6
 // that one process can measure both).
 bool GPT2::UseSdpa() { return !EnvFlag("TORCHLM_NO_SDPA"); }
 
-static at::Tensor Activation(const std::string& name, const at::Tensor& x) {
-  if (name == "relu") return at::relu(x);
-  if (name == "gelu") return at::gelu(x);
+static at::Tensor Activate(Activation a, const at::Tensor& x) {
+  switch (a) {
+    case Activation::kRelu:
+      return at::relu(x);
+    case Activation::kGelu:
+      return at::gelu(x);
+    case Activation::kGeluTanh:
+      break;
+  }
   return at::gelu(x, "tanh");  // gelu_new and gelu_pytorch_tanh
 }
 
@@ -333,8 +339,8 @@ at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const at::Tensor& bias, 
   };
   at::Tensor x = x0 + Attention(i, ln(x0, L.ln_1_w, L.ln_1_b), bias, cache);
   at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
-  h = Conv1D(Activation(cfg_.activation_function, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q)),
-             L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_lora, training, L.mlp_proj_q);
+  h = Conv1D(Activate(cfg_.activation, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q)), L.mlp_proj_w,
+             L.mlp_proj_b, L.mlp_proj_lora, training, L.mlp_proj_q);
   return x + at::dropout(h, cfg_.resid_pdrop, training);
 }
 
@@ -388,6 +394,12 @@ int64_t GPT2::NumParameters() const {
     n += it == quant_.end() ? t.numel() : it->second.rows() * it->second.cols();
   }
   return n;
+}
+
+bool GPT2::IsBuffer(const std::string& name) {
+  const std::string bias = ".attn.bias";
+  return (name.size() > bias.size() && name.compare(name.size() - bias.size(), bias.size(), bias) == 0) ||
+         name.find(".attn.masked_bias") != std::string::npos;
 }
 
 void CheckTokenIds(const at::Tensor& ids, int64_t vocab_size) {

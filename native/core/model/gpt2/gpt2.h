@@ -13,10 +13,14 @@
 
 namespace torchlm {
 
+// The MLP's activation as the kernel it runs (lib/config.ts maps Hugging Face's names onto these).
+enum class Activation { kGeluTanh, kGelu, kRelu };
+
+// Every field comes from the caller (lib/config.ts owns the defaults and the checks); n_inner 0 is 4 * n_embd.
 struct GPT2Config {
-  int64_t vocab_size = 50257, n_positions = 1024, n_embd = 768, n_layer = 12, n_head = 12, n_inner = 0;
-  double layer_norm_epsilon = 1e-5, embd_pdrop = 0.1, attn_pdrop = 0.1, resid_pdrop = 0.1;
-  std::string activation_function = "gelu_new";
+  int64_t vocab_size = 0, n_positions = 0, n_embd = 0, n_layer = 0, n_head = 0, n_inner = 0;
+  double layer_norm_epsilon = 0, embd_pdrop = 0, attn_pdrop = 0, resid_pdrop = 0;
+  Activation activation = Activation::kGeluTanh;
   bool scale_attn_weights = true;
   bool scale_attn_by_inverse_layer_idx = false;
   int64_t inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
@@ -89,6 +93,9 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   // A checkpoint tensor against the config: a floating dtype (or int8, where int8_ok: a quantized load's stand-in) and
   // the expected shape, else a UserError naming the tensor.
   static void CheckTensor(const std::string& name, const at::Tensor& t, at::IntArrayRef shape, bool int8_ok = false);
+  // Whether a checkpoint tensor is one of transformers' attention-mask buffers (".attn.bias", ".attn.masked_bias"),
+  // which older checkpoints carry and the model does not use.
+  static bool IsBuffer(const std::string& name);
   // A checkpoint's name in the model's own naming: transformers' "transformer." prefix dropped.
   static std::string ModelName(const std::string& checkpoint_name);
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.

@@ -63,10 +63,10 @@ __attribute__((target("avx2"))) static int64_t GeluTanh8(TanhF8 tanh8, float* x,
 }
 #endif
 
-static void Activation(const std::string& name, float* x, int64_t n) {
-  if (name == "relu") {
+static void Activate(Activation a, float* x, int64_t n) {
+  if (a == Activation::kRelu) {
     for (int64_t i = 0; i < n; i++) x[i] = std::max(x[i], 0.0f);
-  } else if (name == "gelu") {
+  } else if (a == Activation::kGelu) {
     for (int64_t i = 0; i < n; i++) x[i] = static_cast<float>(0.5 * x[i] * (1.0 + std::erf(x[i] * M_SQRT1_2)));
   } else {
     int64_t i = 0;
@@ -200,7 +200,7 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
            quantize(h, L.c_fc_q);
          }));
     rows(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, then(L.mlp_proj_w, L.mlp_proj_q, [] {}));
-    Activation(cfg_.activation_function, f, I);
+    Activate(cfg_.activation, f, I);
     quantize(f, L.mlp_proj_q);
     // next: layer i + 1's c_attn, or the LM head (GPT2::Logits: the quantized head, else wte's [V, E] rows, which
     // wte_.t() presents as a Conv1D's transposed view)
