@@ -200,7 +200,6 @@ export interface NativeAdamW {
   trainStep(request: TrainStepRequest): Promise<{ loss: number; grad_norm?: number }>;
   backward(request: { loss: NativeTensor; scale: number; amp: Amp }): Promise<number>;
   finishStep(request: { lr: number; max_grad_norm: number }): Promise<number>;
-  lossScale(): number;
   setProcessGroup(pg: NativeProcessGroup | null): void;
 }
 

@@ -26,7 +26,6 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
                                        InstanceMethod("trainStep", &AdamWWrap::JsTrainStep),
                                        InstanceMethod("backward", &AdamWWrap::JsBackward),
                                        InstanceMethod("finishStep", &AdamWWrap::JsFinishStep),
-                                       InstanceMethod("lossScale", &AdamWWrap::JsLossScale),
                                        InstanceMethod("setProcessGroup", &AdamWWrap::JsSetProcessGroup),
                                    });
     exports.Set("NativeAdamW", f);
@@ -126,11 +125,6 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
         },
         [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); },
         {info.This().As<Napi::Object>()});
-  }
-
-  Napi::Value JsLossScale(const Napi::CallbackInfo& info) {
-    if (!scaler_->initialised) return Napi::Number::New(info.Env(), 1.0);
-    return Napi::Number::New(info.Env(), scaler_->scale.item<double>());
   }
 
   // step({ lr }) -> Promise<void>

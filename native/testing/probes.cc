@@ -120,9 +120,9 @@ static double MatmulLimit(int64_t M, int64_t K, int64_t N, int reps) {
   return best;
 }
 
-// StreamRows on `rows` rows of `row_bytes` bytes, each row of [slow_from, rows) taking `slow_us` microseconds (a
+// SplitRows on `rows` rows of `row_bytes` bytes, each row of [slow_from, rows) taking `slow_us` microseconds (a
 // lagging share): how many times each row was visited, and how many blocks a thread took from another's share. With
-// then_us, a Then taking then_us microseconds follows, with a 2 MB matrix to read ahead: how often it ran, how many
+// then_us, a NextStep taking then_us microseconds follows, with a 2 MB matrix to read ahead: how often it ran, how many
 // rows had been visited when it started, and the bytes read ahead meanwhile.
 struct RowVisits {
   std::vector<int32_t> visits;
@@ -140,7 +140,7 @@ static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, i
   std::unique_ptr<std::atomic<int32_t>[]> seen(new std::atomic<int32_t>[rows]);
   for (int64_t i = 0; i < rows; i++) seen[i] = 0;
   std::vector<uint8_t> next(static_cast<size_t>(2 << 20), 1);
-  Then then;
+  NextStep then;
   then.serial = [&] {
     r.then_calls++;
     r.rows_done = 0;
@@ -149,8 +149,8 @@ static RowVisits VisitRows(int64_t rows, int64_t row_bytes, int64_t slow_from, i
   };
   then.next_rows = 512;
   then.next = {{next.data(), 4096}};
-  StreamStats stats;
-  StreamRows(
+  SplitStats stats;
+  SplitRows(
       rows, row_bytes,
       [&](int64_t r0, int64_t r1) {
         for (int64_t i = r0; i < r1; i++) {

@@ -38,11 +38,15 @@ static inline float Elem(const uint16_t* w, int64_t i) {
   return f;
 }
 
+// Names: what the kernel computes (Axpy: rows of W scaled by x and summed; Dot: row-by-vector dot products), then the
+// instruction set (Ref: the plain loop the others equal); every kernel is a template over the weights' type W, float32
+// or bfloat16, against float32 activations.
+
 // ---- acc[0:N] += sum over rows k in [k0, k1) of x[k] * W[k, :] (R rows per pass, below: one load and store of
 // acc for R contiguous weight streams) ----
 
 template <typename W>
-static void AxpyRowsScalar(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
+static void AxpyRowsRef(const float* x, const W* w, float* acc, int64_t k0, int64_t k1, int64_t N) {
   for (int64_t k = k0; k < k1; k++) {
     const W* row = w + k * N;
     const float xk = x[k];
@@ -53,7 +57,7 @@ static void AxpyRowsScalar(const float* x, const W* w, float* acc, int64_t k0, i
 // ---- out[v] = dot(W[v, :], h) for rows v in [v0, v1) ----
 
 template <typename W>
-static void DotRowsScalar(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
+static void DotRowsRef(const float* h, const W* w, float* out, int64_t v0, int64_t v1, int64_t K) {
   for (int64_t v = v0; v < v1; v++) {
     const W* row = w + v * K;
     float s = 0;
@@ -77,8 +81,8 @@ __attribute__((target("avx2,fma"))) static inline __m256 Load8(const uint16_t* p
 // R rows per pass: acc is loaded and stored once for R weight streams. Eight rows and then four give the same
 // float32 operations in the same order as four at a time (acc round-trips through memory exactly).
 template <int R, typename W>
-__attribute__((target("avx512f"))) static int64_t AxpyPass512(const float* x, const W* w, float* acc, int64_t k,
-                                                              int64_t k1, int64_t N) {
+__attribute__((target("avx512f"))) static int64_t AxpyPassAvx512(const float* x, const W* w, float* acc, int64_t k,
+                                                                 int64_t k1, int64_t N) {
   const int64_t N16 = N & ~int64_t(15);
   for (; k + R <= k1; k += R) {
     const W* r = w + k * N;
@@ -98,16 +102,16 @@ __attribute__((target("avx512f"))) static int64_t AxpyPass512(const float* x, co
 }
 
 template <typename W>
-__attribute__((target("avx512f"))) static void AxpyRows512(const float* x, const W* w, float* acc, int64_t k0,
-                                                           int64_t k1, int64_t N) {
-  int64_t k = AxpyPass512<8>(x, w, acc, k0, k1, N);
-  k = AxpyPass512<4>(x, w, acc, k, k1, N);
-  AxpyRowsScalar(x, w, acc, k, k1, N);
+__attribute__((target("avx512f"))) static void AxpyRowsAvx512(const float* x, const W* w, float* acc, int64_t k0,
+                                                              int64_t k1, int64_t N) {
+  int64_t k = AxpyPassAvx512<8>(x, w, acc, k0, k1, N);
+  k = AxpyPassAvx512<4>(x, w, acc, k, k1, N);
+  AxpyRowsRef(x, w, acc, k, k1, N);
 }
 
 template <int R, typename W>
-__attribute__((target("avx2,fma"))) static int64_t AxpyPass256(const float* x, const W* w, float* acc, int64_t k,
-                                                               int64_t k1, int64_t N) {
+__attribute__((target("avx2,fma"))) static int64_t AxpyPassAvx2(const float* x, const W* w, float* acc, int64_t k,
+                                                                int64_t k1, int64_t N) {
   const int64_t N8 = N & ~int64_t(7);
   for (; k + R <= k1; k += R) {
     const W* r = w + k * N;
@@ -127,11 +131,11 @@ __attribute__((target("avx2,fma"))) static int64_t AxpyPass256(const float* x, c
 }
 
 template <typename W>
-__attribute__((target("avx2,fma"))) static void AxpyRows256(const float* x, const W* w, float* acc, int64_t k0,
-                                                            int64_t k1, int64_t N) {
-  int64_t k = AxpyPass256<8>(x, w, acc, k0, k1, N);
-  k = AxpyPass256<4>(x, w, acc, k, k1, N);
-  AxpyRowsScalar(x, w, acc, k, k1, N);
+__attribute__((target("avx2,fma"))) static void AxpyRowsAvx2(const float* x, const W* w, float* acc, int64_t k0,
+                                                             int64_t k1, int64_t N) {
+  int64_t k = AxpyPassAvx2<8>(x, w, acc, k0, k1, N);
+  k = AxpyPassAvx2<4>(x, w, acc, k, k1, N);
+  AxpyRowsRef(x, w, acc, k, k1, N);
 }
 
 __attribute__((target("avx2,fma"))) static float Hsum256(__m256 a) {
@@ -171,8 +175,8 @@ __attribute__((target("avx512f"))) static void StoreRowSums(const __m512* a, con
 
 // R rows per pass (R weight streams against one load of h).
 template <int R, typename W>
-__attribute__((target("avx512f"))) static int64_t DotPass512(const float* h, const W* w, float* out, int64_t v,
-                                                             int64_t v1, int64_t K) {
+__attribute__((target("avx512f"))) static int64_t DotPassAvx512(const float* h, const W* w, float* out, int64_t v,
+                                                                int64_t v1, int64_t K) {
   const int64_t K16 = K & ~int64_t(15);
   for (; v + R <= v1; v += R) {
     const W* r = w + v * K;
@@ -191,16 +195,16 @@ __attribute__((target("avx512f"))) static int64_t DotPass512(const float* h, con
 
 // Sixteen rows and then four give every row the same sums as four at a time.
 template <typename W>
-__attribute__((target("avx512f"))) static void DotRows512(const float* h, const W* w, float* out, int64_t v0,
-                                                          int64_t v1, int64_t K) {
-  int64_t v = DotPass512<16>(h, w, out, v0, v1, K);
-  v = DotPass512<4>(h, w, out, v, v1, K);
-  DotRowsScalar(h, w, out, v, v1, K);
+__attribute__((target("avx512f"))) static void DotRowsAvx512(const float* h, const W* w, float* out, int64_t v0,
+                                                             int64_t v1, int64_t K) {
+  int64_t v = DotPassAvx512<16>(h, w, out, v0, v1, K);
+  v = DotPassAvx512<4>(h, w, out, v, v1, K);
+  DotRowsRef(h, w, out, v, v1, K);
 }
 
 template <typename W>
-__attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const W* w, float* out, int64_t v0,
-                                                           int64_t v1, int64_t K) {
+__attribute__((target("avx2,fma"))) static void DotRowsAvx2(const float* h, const W* w, float* out, int64_t v0,
+                                                            int64_t v1, int64_t K) {
   const int64_t K8 = K & ~int64_t(7);
   int64_t v = v0;
   for (; v + 4 <= v1; v += 4) {
@@ -222,7 +226,7 @@ __attribute__((target("avx2,fma"))) static void DotRows256(const float* h, const
     }
     for (int j = 0; j < 4; j++) out[v + j] = s[j];
   }
-  DotRowsScalar(h, w, out, v, v1, K);
+  DotRowsRef(h, w, out, v, v1, K);
 }
 #endif
 
@@ -254,8 +258,8 @@ __attribute__((target("avx512f"))) static inline void FmaChunk(const float* w, c
 }
 
 template <typename W>
-__attribute__((target("avx512f"))) static void SeqRows512(const float* hp, const W* w, float* out, int64_t v0,
-                                                          int64_t v1, int64_t K) {
+__attribute__((target("avx512f"))) static void SeqRowsAvx512(const float* hp, const W* w, float* out, int64_t v0,
+                                                             int64_t v1, int64_t K) {
   constexpr int64_t C = std::is_same_v<W, float> ? 16 : 32;
   const int64_t KC = K - K % C;
   for (int64_t v = v0; v < v1; v++) {
@@ -293,32 +297,32 @@ int SimdLevel() {
 template <typename W>
 static AxpyFn<W> Axpy() {
 #if defined(__x86_64__)
-  if (SimdLevel() == 2) return AxpyRows512<W>;
-  if (SimdLevel() == 1) return AxpyRows256<W>;
+  if (SimdLevel() == 2) return AxpyRowsAvx512<W>;
+  if (SimdLevel() == 1) return AxpyRowsAvx2<W>;
 #endif
-  return AxpyRowsScalar<W>;
+  return AxpyRowsRef<W>;
 }
 
 template <typename W>
 static DotFn<W> Dot() {
 #if defined(__x86_64__)
-  if (SimdLevel() == 2) return DotRows512<W>;
-  if (SimdLevel() == 1) return DotRows256<W>;
+  if (SimdLevel() == 2) return DotRowsAvx512<W>;
+  if (SimdLevel() == 1) return DotRowsAvx2<W>;
 #endif
-  return DotRowsScalar<W>;
+  return DotRowsRef<W>;
 }
 
 // out[0:V] = W h for W [V, K] contiguous, rows split between the threads.
-static void RowDots(const float* hp, const at::Tensor& w, float* o, const Then* then = nullptr) {
+static void RowDots(const float* hp, const at::Tensor& w, float* o, const NextStep* then = nullptr) {
   const int64_t V = w.size(0), K = w.size(1);
   if (w.scalar_type() == at::kFloat) {
     const float* wp = w.data_ptr<float>();
 #if defined(__x86_64__)
-    DotFn<float> dot = SimdLevel() == 2 ? SeqRows512<float> : Dot<float>();
+    DotFn<float> dot = SimdLevel() == 2 ? SeqRowsAvx512<float> : Dot<float>();
 #else
     DotFn<float> dot = Dot<float>();
 #endif
-    StreamRows(
+    SplitRows(
         V, K * 4, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
     return;
   }
@@ -328,13 +332,14 @@ static void RowDots(const float* hp, const at::Tensor& w, float* o, const Then* 
     const int64_t K32 = K & ~int64_t(31);
     std::vector<float> perm(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; k++) perm[Permuted(k, K32)] = hp[k];
-    StreamRows(
-        V, K * 2, [&](int64_t v0, int64_t v1) { SeqRows512<uint16_t>(perm.data(), wp, o, v0, v1, K); }, nullptr, then);
+    SplitRows(
+        V, K * 2, [&](int64_t v0, int64_t v1) { SeqRowsAvx512<uint16_t>(perm.data(), wp, o, v0, v1, K); }, nullptr,
+        then);
     return;
   }
 #endif
   DotFn<uint16_t> dot = Dot<uint16_t>();
-  StreamRows(
+  SplitRows(
       V, K * 2, [&](int64_t v0, int64_t v1) { dot(hp, wp, o, v0, v1, K); }, nullptr, then);
 }
 
@@ -376,11 +381,11 @@ void AddBias(const at::Tensor& b, float* out, int64_t N) {
   }
 }
 
-void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out, const Then* then) {
+void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out, const NextStep* then) {
   g_calls++;
   const int64_t K = w.size(0), N = w.size(1);
   if (!w.is_contiguous()) {  // the transposed view of [N, K] rows (see GPT2::LayOutConv1D)
-    const Then bias = After([&] { AddBias(b, out, N); }, then);
+    const NextStep bias = StepBefore([&] { AddBias(b, out, N); }, then);
     RowDots(x, w.t(), out, &bias);
     return;
   }

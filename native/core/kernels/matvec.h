@@ -11,9 +11,9 @@ namespace torchlm {
 // undefined tensor when the fast path does not apply (the caller falls back to addmm).
 at::Tensor MatVecKN(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 // The same on raw memory, for the fused decoder: whether W and b suit it, and out[0:N] = b + x[0:K] @ W, then `then`
-// (see StreamRows).
+// (see SplitRows).
 bool MatVecKNWeights(const at::Tensor& w, const at::Tensor& b);
-void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out, const Then* then = nullptr);
+void MatVecKNInto(const float* x, const at::Tensor& w, const at::Tensor& b, float* out, const NextStep* then = nullptr);
 // out[0:N] += b (float32 or bfloat16 CPU, contiguous), when b is defined.
 void AddBias(const at::Tensor& b, float* out, int64_t N);
 // y = W @ h for one row h [K] and W [V, K] (the tied LM head, wte).

@@ -222,6 +222,9 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
   return r;
 }
 
+// The kernels are named as ggml's are, weights x activations x instruction set: DotRowsQxQ8<ISA><Bits> takes Bits-bit
+// weights (8, 4, or 6 for q4's LM head) against int8 activations; Ref is the reference every other one equals.
+//
 // Rows [n0, n1) of out = W x in the VNNI kernel's order of float operations (so that every kernel gives the same
 // numbers, and an activation near a rounding tie in a later layer rounds the same way). First, sixteen blocks a step,
 // each block's two scales multiplied and its offset term times the weights' scale fused-multiply-added into lane
@@ -229,8 +232,8 @@ QuantizedX QuantizeX(const float* x, int64_t K, int bits) {
 // the second: each lane's int32 sum of products times its block's scale product; last, the two added and the 16 lanes
 // summed as _mm512_reduce_add_ps sums them.
 template <int Bits>
-__attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, const uint8_t* q, const c10::Half* s,
-                                                        int64_t Kp, int64_t n0, int64_t n1, float* out) {
+__attribute__((always_inline)) inline void DotRowsQxQ8Ref(const QuantizedX& x, const uint8_t* q, const c10::Half* s,
+                                                          int64_t Kp, int64_t n0, int64_t n1, float* out) {
   const int64_t nbp = Kp / kQBlock, stride = Kp * Bits / 8;
   std::vector<float> sc(static_cast<size_t>(nbp));
   for (int64_t n = n0; n < n1; n++) {
@@ -268,17 +271,17 @@ __attribute__((always_inline)) inline void RowsPortable(const QuantizedX& x, con
 }
 
 template <int Bits>
-void RowsScalar(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1,
-                float* out) {
-  RowsPortable<Bits>(x, q, s, Kp, n0, n1, out);
+void DotRowsQxQ8Generic(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t n0, int64_t n1,
+                        float* out) {
+  DotRowsQxQ8Ref<Bits>(x, q, s, Kp, n0, n1, out);
 }
 
 #if defined(__x86_64__)
 // The same loop compiled for AVX2 (GCC vectorizes the integer products): the fallback for CPUs without AVX-512 VNNI.
 template <int Bits>
-__attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uint8_t* q, const c10::Half* s, int64_t Kp,
-                                                  int64_t n0, int64_t n1, float* out) {
-  RowsPortable<Bits>(x, q, s, Kp, n0, n1, out);
+__attribute__((target("avx2,fma"))) void DotRowsQxQ8Avx2(const QuantizedX& x, const uint8_t* q, const c10::Half* s,
+                                                         int64_t Kp, int64_t n0, int64_t n1, float* out) {
+  DotRowsQxQ8Ref<Bits>(x, q, s, Kp, n0, n1, out);
 }
 
 // AVX-512 VNNI, a group of 128 weights (four blocks) a step: vpdpbusd multiplies unsigned by signed bytes into 16
@@ -293,7 +296,7 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const QuantizedX& x, const uin
 // the rows are one sequential stream, which the hardware prefetcher follows (interleaving several rows' streams
 // measured 20% slower).
 template <int Bits, int M>
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void RowsVnni(
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx512dq,avx512vl,f16c"))) void DotRowsQxQ8Avx512Vnni(
     const QuantizedX* x, const uint8_t* q, const c10::Half* s, int64_t Kp, int64_t N, int64_t n0, int64_t n1,
     float* out) {
   const int64_t nbp = Kp / kQBlock, groups = x[0].groups, stride = Kp * Bits / 8;
@@ -376,40 +379,40 @@ int KernelLevel() {
 
 // out[m * N + n] = W x_m for M quantized rows; on VNNI each weight row is read once for up to 8 of them.
 template <int Bits>
-void RowsOf(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const Then* then) {
+void MatMulQxQ8(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const NextStep* then) {
   const int64_t N = w.rows(), Kp = w.padded();
   const uint8_t* q = static_cast<const uint8_t*>(w.q.data_ptr());
   const c10::Half* s = w.s.data_ptr<c10::Half>();
   const int level = KernelLevel();
-  StreamRows(
+  SplitRows(
       N, Kp * Bits / 8 + Kp / kQBlock * 2,
       [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
         if (level == 2) {
           int64_t m = 0;
-          for (; m + 8 <= M; m += 8) RowsVnni<Bits, 8>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-          for (; m + 4 <= M; m += 4) RowsVnni<Bits, 4>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-          for (; m + 2 <= M; m += 2) RowsVnni<Bits, 2>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-          for (; m < M; m++) RowsVnni<Bits, 1>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          for (; m + 8 <= M; m += 8) DotRowsQxQ8Avx512Vnni<Bits, 8>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          for (; m + 4 <= M; m += 4) DotRowsQxQ8Avx512Vnni<Bits, 4>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          for (; m + 2 <= M; m += 2) DotRowsQxQ8Avx512Vnni<Bits, 2>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          for (; m < M; m++) DotRowsQxQ8Avx512Vnni<Bits, 1>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
           return;
         }
         if (level == 1) {
-          for (int64_t m = 0; m < M; m++) RowsAvx2<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
+          for (int64_t m = 0; m < M; m++) DotRowsQxQ8Avx2<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
           return;
         }
 #endif
-        for (int64_t m = 0; m < M; m++) RowsScalar<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
+        for (int64_t m = 0; m < M; m++) DotRowsQxQ8Generic<Bits>(xq[m], q, s, Kp, n0, n1, out + m * N);
       },
       nullptr, then);
 }
 
-void Rows(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const Then* then = nullptr) {
+void MatMulQ(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, const NextStep* then = nullptr) {
   if (w.bits == 4)
-    RowsOf<4>(xq, M, w, out, then);
+    MatMulQxQ8<4>(xq, M, w, out, then);
   else if (w.bits == 6)
-    RowsOf<6>(xq, M, w, out, then);
+    MatMulQxQ8<6>(xq, M, w, out, then);
   else
-    RowsOf<8>(xq, M, w, out, then);
+    MatMulQxQ8<8>(xq, M, w, out, then);
 }
 
 }  // namespace
@@ -418,9 +421,9 @@ const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel
 
 QuantizedX QuantizeInput(const float* x, const QWeight& w) { return QuantizeX(x, w.cols(), w.bits); }
 
-void QMatVecInto(const QuantizedX& x, const QWeight& w, const at::Tensor& b, float* out, const Then* then) {
-  const Then bias = After([&] { AddBias(b, out, w.rows()); }, then);
-  Rows(&x, 1, w, out, &bias);
+void QMatVecInto(const QuantizedX& x, const QWeight& w, const at::Tensor& b, float* out, const NextStep* then) {
+  const NextStep bias = StepBefore([&] { AddBias(b, out, w.rows()); }, then);
+  MatMulQ(&x, 1, w, out, &bias);
 }
 
 at::Tensor QLinear(const at::Tensor& x0, const QWeight& w, const at::Tensor& b) {
@@ -435,7 +438,7 @@ at::Tensor QLinear(const at::Tensor& x0, const QWeight& w, const at::Tensor& b) 
     std::vector<QuantizedX> xq;
     for (int64_t m = 0; m < M; m++) xq.push_back(QuantizeX(x.data_ptr<float>() + m * K, K, w.bits));
     y = at::empty({M, N}, x.options());
-    Rows(xq.data(), M, w, y.data_ptr<float>());
+    MatMulQ(xq.data(), M, w, y.data_ptr<float>());
     if (b.defined()) y.add_(b.to(at::kFloat));
   } else {
     y = b.defined() ? at::addmm(b, x, DequantizeWeight(w).t()) : at::mm(x, DequantizeWeight(w).t());

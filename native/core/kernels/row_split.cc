@@ -38,7 +38,7 @@ struct alignas(64) Share {
   }
 };
 
-// How StreamRows splits `rows`: blocks of whole rows (about 8 KB), thread t's share the blocks [First(t), First(t +
+// How SplitRows splits `rows`: blocks of whole rows (about 8 KB), thread t's share the blocks [First(t), First(t +
 // 1)).
 struct Split {
   int64_t block, blocks, threads;
@@ -53,9 +53,9 @@ struct Split {
 // Reads the first bytes of every thread's share of a matrix, a cache line at a time, round-robin over the shares in
 // 4 KB pieces (each piece sequential, for the hardware prefetcher), until `stop` or 1 MB (this core's L2). Returns the
 // bytes read.
-int64_t Prefetch(int64_t rows, const std::vector<RowStream>& streams, const std::atomic<bool>& stop) {
+int64_t Prefetch(int64_t rows, const std::vector<MatrixRows>& streams, const std::atomic<bool>& stop) {
   int64_t row_bytes = 0;
-  for (const RowStream& s : streams) row_bytes += s.row_bytes;
+  for (const MatrixRows& s : streams) row_bytes += s.row_bytes;
   if (rows <= 0 || row_bytes <= 0) return 0;
   const Split split(rows, row_bytes);
   constexpr int64_t kPiece = 4096, kCap = 1 << 20;
@@ -65,7 +65,7 @@ int64_t Prefetch(int64_t rows, const std::vector<RowStream>& streams, const std:
     bool any = false;
     for (int64_t t = 0; t < split.threads; t++) {
       const int64_t r0 = split.First(t) * split.block, r1 = std::min(rows, split.First(t + 1) * split.block);
-      for (const RowStream& s : streams) {
+      for (const MatrixRows& s : streams) {
         const int64_t from = r0 * s.row_bytes + c * kPiece, to = std::min(r1 * s.row_bytes, from + kPiece);
         const uint8_t* p = static_cast<const uint8_t*>(s.base);
         for (int64_t i = from; i < to; i += 64) sink += p[i];
@@ -84,8 +84,8 @@ int64_t Prefetch(int64_t rows, const std::vector<RowStream>& streams, const std:
 
 }  // namespace
 
-Then After(std::function<void()> first, const Then* then) {
-  Then t;
+NextStep StepBefore(std::function<void()> first, const NextStep* then) {
+  NextStep t;
   if (!then) {
     t.serial = std::move(first);
     return t;
@@ -99,8 +99,8 @@ Then After(std::function<void()> first, const Then* then) {
   return t;
 }
 
-void StreamRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, StreamStats* stats,
-                const Then* then) {
+void SplitRows(int64_t rows, int64_t row_bytes, const std::function<void(int64_t, int64_t)>& fn, SplitStats* stats,
+               const NextStep* then) {
   static const bool prefetch = !EnvFlag("TORCHLM_NO_PREFETCH");
   if (rows <= 0) {
     if (then) then->serial();

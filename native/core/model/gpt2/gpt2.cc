@@ -286,9 +286,8 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                         KVCache* cache) {
   const int64_t T = ids.size(1);
   const int64_t past = cache ? cache->length : 0;
-  // bfloat16 weights on the CPU, batch 1, inference: activations stay float32 (libtorch 1.13's bfloat16
-  // layer_norm, GELU and small matmuls are slow on the CPU, and float32 sums are more accurate); the weights
-  // are streamed as bfloat16 by the matrix-vector kernels.
+  // bfloat16 weights on the CPU, batch 1, inference: activations stay float32 (float32 sums are more accurate, and
+  // the matrix-vector kernels widen each bfloat16 weight exactly as they stream it).
   const at::ScalarType compute = wte_.scalar_type() == at::kBFloat16 && wte_.device().is_cpu() && ids.size(0) == 1 &&
                                          !training && !at::GradMode::is_enabled() && MatVecEnabled()
                                      ? at::kFloat

@@ -142,12 +142,12 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   const Floats wte(wte_), wpe(wpe_);
   for (int64_t e = 0; e < E; e++) x[e] = wte[id * E + e] + wpe[pos * E + e];
   const double scale = cfg_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
-  // Each linear's rows streamed by both threads, then the serial work up to the next linear (its input quantized, for
+  // Each linear's rows streamed by both threads, then the serial step up to the next linear (its input quantized, for
   // integer weights) in the same parallel region, while the other thread reads the next linear's first rows into
-  // cache.
+  // cache: a step is what it runs and the weights it reads ahead.
   QuantizedX xq;
-  auto then = [&](const at::Tensor& w, const QWeight* qw, std::function<void()> serial) {
-    Then t;
+  auto step = [&](std::function<void()> serial, const at::Tensor& w, const QWeight* qw) {
+    NextStep t;
     t.serial = std::move(serial);
     if (qw) {
       t.next_rows = qw->rows();
@@ -158,8 +158,8 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     }
     return t;
   };
-  auto rows = [&](const float* in, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out,
-                  const Then& next) {
+  auto linear = [&](const float* in, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out,
+                    const NextStep& next) {
     if (qw)
       QMatVecInto(xq, *qw, b, out, &next);
     else
@@ -185,29 +185,34 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
   enter(0);
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
-    rows(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, then(L.attn_proj_w, L.attn_proj_q, [&] {
-           for (int64_t hd = 0; hd < H; hd++) {  // this token's key and value, at position s of each head
-             Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
-             Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
-           }
-         }));
-    const double layer_scale = cfg_.scale_attn_by_inverse_layer_idx ? scale / static_cast<double>(i + 1) : scale;
-    AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
-    quantize(y, L.attn_proj_q);
-    rows(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, then(L.c_fc_w, L.c_fc_q, [&] {
-           for (int64_t e = 0; e < E; e++) x[e] += h[e];
-           LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
-           quantize(h, L.c_fc_q);
-         }));
-    rows(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, then(L.mlp_proj_w, L.mlp_proj_q, [] {}));
-    Activate(cfg_.activation, f, I);
-    quantize(f, L.mlp_proj_q);
-    // next: layer i + 1's c_attn, or the LM head (GPT2::Logits: the quantized head, else wte's [V, E] rows, which
-    // wte_.t() presents as a Conv1D's transposed view)
+    // the serial steps between this layer's linears
+    const auto store_kv = [&] {  // this token's key and value, at position s of each head
+      for (int64_t hd = 0; hd < H; hd++) {
+        Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
+        Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
+      }
+    };
+    const auto attention_residual_ln_2 = [&] {
+      for (int64_t e = 0; e < E; e++) x[e] += h[e];
+      LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
+      quantize(h, L.c_fc_q);
+    };
+    const auto enter_next = [&] { enter(i + 1); };
+    // what the last linear reads ahead: layer i + 1's c_attn, or the LM head (GPT2::Logits: the quantized head, else
+    // wte's [V, E] rows, which wte_.t() presents as a Conv1D's transposed view)
     const bool head = i + 1 == cfg_.n_layer;
     const at::Tensor next_w = head ? wte_.t() : layers_[i + 1].c_attn_w;
     const QWeight* next_q = head ? (lm_head_q_.q.defined() ? &lm_head_q_ : nullptr) : layers_[i + 1].c_attn_q;
-    rows(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, then(next_w, next_q, [&] { enter(i + 1); }));
+
+    linear(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, step(store_kv, L.attn_proj_w, L.attn_proj_q));
+    const double layer_scale = cfg_.scale_attn_by_inverse_layer_idx ? scale / static_cast<double>(i + 1) : scale;
+    AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
+    quantize(y, L.attn_proj_q);
+    linear(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, step(attention_residual_ln_2, L.c_fc_w, L.c_fc_q));
+    linear(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, step([] {}, L.mlp_proj_w, L.mlp_proj_q));
+    Activate(cfg_.activation, f, I);
+    quantize(f, L.mlp_proj_q);
+    linear(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, step(enter_next, next_w, next_q));
   }
   return out.to(wte_.scalar_type());  // outputs keep the model's dtype
 }
