@@ -1,10 +1,16 @@
-// One measure of bench/compare-addons.ts in a fresh process, on the addon TORCHLM_BINARY names: prints the median
-// tokens/s of `reps` timed runs after a warm-up. argv: weightsDir measure reps, the measure one of forward,
-// decode-float32, decode-bfloat16, decode-q8, decode-q4, train.
-import { GPT2LMHeadModel, tensor } from "../lib/index.js";
-import { binding } from "../lib/native.js";
+// One measure of bench/compare-builds.ts in a fresh process, on the checkout at `root` (its compiled library and its
+// addon): prints the median tokens/s of `reps` timed runs after a warm-up. argv: root weightsDir measure reps, the
+// measure one of forward, decode-float32, decode-bfloat16, decode-q8, decode-q4, train.
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import type * as Library from "../lib/index.js";
+import type * as Native from "../lib/native.js";
 
-const [dir, measure, repsArg] = process.argv.slice(2) as [string, string, string];
+const [root, dir, measure, repsArg] = process.argv.slice(2) as [string, string, string, string];
+process.env.TORCHLM_BINARY = join(root, "build", "Release", "torchlm.node");
+const lib = (path: string) => import(pathToFileURL(join(root, "dist", "lib", path)).href);
+const { GPT2LMHeadModel, tensor } = (await lib("index.js")) as typeof Library;
+const { binding } = (await lib("native.js")) as typeof Native;
 const reps = Number(repsArg);
 const ids = (B: number, T: number) =>
   Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 7919 + t * 104729) % 50257));
