@@ -130,8 +130,8 @@ async function measureScaling(weightsDir: string, log: (s: string) => void): Pro
 
 export interface BenchOptions {
   quick: boolean;
-  /** Measure only these rows (forward, decode1, decode8, bf16, q8, q4, sample1, train, lora, checkpointing, ddp, datasets,
-   * scaling). */
+  /** Measure only these rows (forward, decode1, decode8, bf16, q8, q4, sample1, train, lora, checkpointing, ddp,
+   * datasets, scaling). */
   only?: string[];
   noPeers: boolean;
   noTransformersJs: boolean;

@@ -25,10 +25,11 @@ export interface AddonProbes {
    * one).
    */
   q8Kernel(): string;
-  /** The decoding kernels' row split over `rows` rows of `rowBytes` bytes (blocks of whole rows, about 8 KB), rows from
-   * `slowFrom` on each taking `slowMicroseconds`: how many times each row was visited, and how many blocks a thread took from another's share.
-   * With `thenMicroseconds`, serial work of that length follows the rows with a 2 MB matrix to read ahead meanwhile: how
-   * often it ran, how many rows were done when it started, and the bytes read ahead. */
+  /** The decoding kernels' row split over `rows` rows of `rowBytes` bytes (blocks of whole rows, about 8 KB), rows
+   * from `slowFrom` on each taking `slowMicroseconds`: how many times each row was visited, and how many blocks a
+   * thread took from another's share. With `thenMicroseconds`, serial work of that length follows the rows with a 2 MB
+   * matrix to read ahead meanwhile: how often it ran, how many rows were done when it started, and the bytes read
+   * ahead. */
   streamRows(
     rows: number,
     rowBytes: number,

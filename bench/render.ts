@@ -3,6 +3,11 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Measured } from "./measure.js";
 
+/** "equal <whose> for all 128" or for the first n: where greedy tokens first differ (-1: nowhere). */
+function equalFor(firstDifference: number, whose: string): string {
+  return firstDifference < 0 ? `equal ${whose} for all 128` : `equal ${whose} for the first ${firstDifference} of 128`;
+}
+
 /** The markdown table (torchlm beside each peer, with ratios) and the notes under it. */
 export function render(m: Measured): { table: string[]; extra: string[] } {
   const { results, hfr, hfReady, py, js, rounds, weightsBytes, sameTokensHf, sameTokens, libtorch } = m;
@@ -191,38 +196,53 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
   const extra = [
     `matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s ` +
       `(measured in this run); libtorch ` +
-      `${libtorch}${hfReady ? `; transformers ${hfReady.transformers} on PyTorch ${hfReady.torch}, attention "${hfReady.attn_implementation}"` : ""}`,
+      `${libtorch}` +
+      (hfReady
+        ? `; transformers ${hfReady.transformers} on PyTorch ${hfReady.torch}, ` +
+          `attention "${hfReady.attn_implementation}"`
+        : ""),
     results.decode_b1_fraction_of_bandwidth_limit !== undefined
       ? `batch-1 decode at ${(100 * results.decode_b1_fraction_of_bandwidth_limit).toFixed(0)}% of the ` +
         `memory-bandwidth limit (memory read ${results.memory_read_gbs_during_decode!.toFixed(1)} GB/s, every ` +
         `thread streaming, measured between the decoding runs; forward, decode and training steps alternate with ` +
-        `the peers' runs, medians of ${rounds}); ${(100 * results.decode_b1_fraction_of_one_thread_limit!).toFixed(0)}% of one thread's streaming limit (${results.memory_read_one_thread_gbs_during_decode!.toFixed(1)} GB/s, ${((results.memory_read_one_thread_gbs_during_decode! * 1e9) / weightsBytes).toFixed(0)} tokens/s)`
+        `the peers' runs, medians of ${rounds}); ` +
+        `${(100 * results.decode_b1_fraction_of_one_thread_limit!).toFixed(0)}% of one thread's streaming limit ` +
+        `(${results.memory_read_one_thread_gbs_during_decode!.toFixed(1)} GB/s, ` +
+        `${((results.memory_read_one_thread_gbs_during_decode! * 1e9) / weightsBytes).toFixed(0)} tokens/s)`
       : "",
     results.decode_b1_bf16_fraction_of_bandwidth_limit !== undefined
       ? `batch-1 decode with bf16 weights at ` +
         `${(100 * results.decode_b1_bf16_fraction_of_bandwidth_limit).toFixed(0)}% of the memory-bandwidth limit ` +
-        `for half the bytes${results.memory_read_gbs_during_bf16 !== undefined ? ` (memory read ${results.memory_read_gbs_during_bf16.toFixed(1)} GB/s, measured in its rounds)` : ""}`
+        `for half the bytes` +
+        (results.memory_read_gbs_during_bf16 !== undefined
+          ? ` (memory read ${results.memory_read_gbs_during_bf16.toFixed(1)} GB/s, measured in its rounds)`
+          : "")
       : "",
     results.decode_b1_q8_tokens_per_s !== undefined
       ? `q8 weights (${results.q8_kernel_is_vnni ? "AVX-512 VNNI" : "no VNNI: the fallback"} kernel): batch-1 ` +
         `decode at ${(100 * results.decode_b1_q8_fraction_of_bandwidth_limit!).toFixed(0)}% of the memory-read ` +
         `limit for its ${(results.q8_bytes_per_token! / 1e6).toFixed(0)} MB a token (memory read ` +
-        `${results.memory_read_gbs_during_q8!.toFixed(1)} GB/s in its rounds); greedy tokens ${results.q8_greedy_first_difference! < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.q8_greedy_first_difference} of 128`} (random weights: near-ties decide; the fidelity figures of a trained model are in the tests)`
+        `${results.memory_read_gbs_during_q8!.toFixed(1)} GB/s in its rounds); greedy tokens ` +
+        `${equalFor(results.q8_greedy_first_difference!, "fp32's")} (random weights: near-ties decide; the ` +
+        `fidelity figures of a trained model are in the tests)`
       : "",
     results.decode_b1_q4_tokens_per_s !== undefined
       ? `q4 weights (the LM head in 6 bits): batch-1 decode at ` +
         `${(100 * results.decode_b1_q4_fraction_of_bandwidth_limit!).toFixed(0)}% of the memory-read limit for its ` +
         `${(results.q4_bytes_per_token! / 1e6).toFixed(0)} MB a token (memory read ` +
-        `${results.memory_read_gbs_during_q4!.toFixed(1)} GB/s in its rounds); greedy tokens ${results.q4_greedy_first_difference! < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.q4_greedy_first_difference} of 128`} (random weights, as for q8)`
+        `${results.memory_read_gbs_during_q4!.toFixed(1)} GB/s in its rounds); greedy tokens ` +
+        `${equalFor(results.q4_greedy_first_difference!, "fp32's")} (random weights, as for q8)`
       : "",
     llama
-      ? `llama.cpp: GGUF files made by its convert_hf_to_gguf.py (f32) and llama_model_quantize (f16, q8_0, q4_0; its q4_0 keeps the output matrix in q6_K): ${Object.entries(
-          llama.ggufBytes,
-        )
+      ? `llama.cpp: GGUF files made by its convert_hf_to_gguf.py (f32) and llama_model_quantize (f16, q8_0, ` +
+        `q4_0; its q4_0 keeps the output matrix in q6_K): ` +
+        Object.entries(llama.ggufBytes)
           .map(([k, v]) => `${k} ${(v / 1e6).toFixed(0)} MB`)
-          .join(
-            ", ",
-          )}; its f32 greedy tokens ${lf?.f32_greedy_first_difference === undefined ? "not compared" : lf.f32_greedy_first_difference < 0 ? "equal torchlm's float32 tokens for all 128" : `equal torchlm's float32 tokens for the first ${lf.f32_greedy_first_difference} of 128`}`
+          .join(", ") +
+        `; its f32 greedy tokens ` +
+        (lf?.f32_greedy_first_difference === undefined
+          ? "not compared"
+          : equalFor(lf.f32_greedy_first_difference, "torchlm's float32 tokens"))
       : "",
     m.scaling
       ? `scaling table: seeded random weights of each GPT-2 size, a fresh process per size and dtype (loading the ` +
@@ -231,8 +251,7 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
         `of 32 streamed tokens after a prompt that brings the context to each length`
       : "",
     results.bf16_greedy_first_difference !== undefined
-      ? `bf16 weights: greedy tokens ` +
-        `${results.bf16_greedy_first_difference < 0 ? "equal fp32's for all 128" : `equal fp32's for the first ${results.bf16_greedy_first_difference} of 128`}`
+      ? `bf16 weights: greedy tokens ` + equalFor(results.bf16_greedy_first_difference, "fp32's")
       : "",
     results.train_fraction_of_matmul_limit !== undefined
       ? `training (16 x 64) at ${(100 * results.train_fraction_of_matmul_limit).toFixed(0)}% of the matmul limit (6 ` +
@@ -245,11 +264,16 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
     `peak RSS of inference (a fresh process: load, decode 32 tokens) ` +
       `${results.inference_peak_rss_over_weights!.toFixed(2)}x the weights with Node and libtorch's code ` +
       `(${results.runtime_rss_mb!.toFixed(0)} MB before loading), ` +
-      `${results.inference_model_rss_over_weights!.toFixed(2)}x for what loading and decoding added; PyTorch eager ${py?.inference_peak_rss_over_weights === undefined ? "not measured" : `${py.inference_peak_rss_over_weights.toFixed(2)}x (${py.runtime_rss_mb!.toFixed(0)} MB before loading)`}; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
+      `${results.inference_model_rss_over_weights!.toFixed(2)}x for what loading and decoding added; PyTorch eager ` +
+      (py?.inference_peak_rss_over_weights === undefined
+        ? "not measured"
+        : `${py.inference_peak_rss_over_weights.toFixed(2)}x (${py.runtime_rss_mb!.toFixed(0)} MB before loading)`) +
+      `; peak RSS of this harness ${results.peak_rss_mb!.toFixed(0)} MB`,
     `peak RSS per dtype (load from the float32 file + 32 tokens, a fresh process each, over that dtype's weights): ` +
       `float32 ${results.inference_peak_rss_over_weights!.toFixed(2)}x (the model adds ` +
       `${results.inference_model_rss_over_weights!.toFixed(2)}x), bfloat16 ` +
-      `${results.inference_peak_rss_bf16_over_weights!.toFixed(2)}x (the model adds ${results.inference_model_rss_bf16_over_weights!.toFixed(2)}x)`,
+      `${results.inference_peak_rss_bf16_over_weights!.toFixed(2)}x (the model adds ` +
+      `${results.inference_model_rss_bf16_over_weights!.toFixed(2)}x)`,
     results.imdb_load_and_tokenize_s !== undefined
       ? `IMDB-sized data: ${results.imdb_rows} rows, ${results.imdb_text_mb!.toFixed(1)} MB of text, loaded from ` +
         `parquet and tokenized (max_length 64) in ${results.imdb_load_and_tokenize_s.toFixed(1)} s; RSS grew ` +
@@ -259,13 +283,19 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
       ? `gradient checkpointing (${results.checkpointing_batch} x ${results.checkpointing_context}, fresh ` +
         `processes): peak RSS ${results.train_peak_rss_mb_checkpointing!.toFixed(0)} MB against ` +
         `${results.train_peak_rss_mb_plain!.toFixed(0)} MB without ` +
-        `(${(100 * (1 - results.train_peak_rss_mb_checkpointing! / results.train_peak_rss_mb_plain!)).toFixed(0)}% lower), step ${results.train_step_s_checkpointing!.toFixed(1)} s against ${results.train_step_s_plain!.toFixed(1)} s (${(results.train_step_s_checkpointing! / results.train_step_s_plain!).toFixed(2)}x)`
+        `(${(100 * (1 - results.train_peak_rss_mb_checkpointing! / results.train_peak_rss_mb_plain!)).toFixed(0)}% ` +
+        `lower), step ${results.train_step_s_checkpointing!.toFixed(1)} s against ` +
+        `${results.train_step_s_plain!.toFixed(1)} s ` +
+        `(${(results.train_step_s_checkpointing! / results.train_step_s_plain!).toFixed(2)}x)`
       : "",
     results.train_lora_tokens_per_s !== undefined
       ? `LoRA (r 8 on c_attn, c_proj, c_fc, 16 x 64): a step ` +
         `${(results.train_lora_tokens_per_s / results.train_full_same_run_tokens_per_s!).toFixed(2)}x as fast as ` +
         `full fine-tuning's in the same rounds (${results.train_full_same_run_tokens_per_s!.toFixed(0)} ` +
-        `tokens/s); AdamW's state ${results.lora_optimizer_state_mb!.toFixed(1)} MB against ${results.full_optimizer_state_mb!.toFixed(0)} MB (${((100 * results.lora_optimizer_state_mb!) / results.full_optimizer_state_mb!).toFixed(2)}%); adapter_model.safetensors ${results.lora_adapter_mb!.toFixed(2)} MB`
+        `tokens/s); AdamW's state ${results.lora_optimizer_state_mb!.toFixed(1)} MB against ` +
+        `${results.full_optimizer_state_mb!.toFixed(0)} MB ` +
+        `(${((100 * results.lora_optimizer_state_mb!) / results.full_optimizer_state_mb!).toFixed(2)}%); ` +
+        `adapter_model.safetensors ${results.lora_adapter_mb!.toFixed(2)} MB`
       : "",
     results.train_ddp_tokens_per_s !== undefined
       ? `data-parallel scaling: ${results.ddp_ranks} ranks reach ` +
@@ -279,7 +309,10 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
         : `greedy tokens (batch 1, 128) equal transformers' for the first ` +
           `${results.greedy_first_difference_from_transformers} of 128; at that step torchlm's logit for its token ` +
           `is ${results.greedy_margin_theirs_token!.toExponential(1)} above transformers' token's (its top-two ` +
-          `margin ${results.greedy_top2_margin_there!.toExponential(1)}), ${Math.abs(results.greedy_margin_theirs_token!) < 1e-3 ? "a near-tie on random weights that float32 rounding decides" : "more than float32 rounding explains"}`,
+          `margin ${results.greedy_top2_margin_there!.toExponential(1)}), ` +
+          (Math.abs(results.greedy_margin_theirs_token!) < 1e-3
+            ? "a near-tie on random weights that float32 rounding decides"
+            : "more than float32 rounding explains"),
     sameTokens === undefined
       ? ""
       : `greedy tokens (batch 1, 128) ${sameTokens ? "identical to" : "DIFFERENT from"} transformers.js's on the ` +

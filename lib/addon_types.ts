@@ -22,27 +22,28 @@ export interface NativeTensor {
   data(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
   item(): number | boolean;
   to(options: { device: DeviceName | null; dtype: string | null }): NativeTensor;
-  permute(dims: number[]): NativeTensor;
-  reshape(shape: number[]): NativeTensor;
-  view(shape: number[]): NativeTensor;
-  slice(dim: number, start: number, end: number | null, step?: number): NativeTensor;
+  permute(options: { dims: number[] }): NativeTensor;
+  reshape(options: { shape: number[] }): NativeTensor;
+  view(options: { shape: number[] }): NativeTensor;
+  slice(options: { dim: number; start: number; end: number | null; step: number }): NativeTensor;
   contiguous(): NativeTensor;
-  argmax(dim?: number, keepdim?: boolean): NativeTensor;
-  softmax(dim: number): NativeTensor;
-  log_softmax(dim: number): NativeTensor;
-  backward(gradient?: NativeTensor): void;
+  /** dim null: the index into the flattened tensor. */
+  argmax(options: { dim: number | null; keepdim: boolean }): NativeTensor;
+  softmax(options: { dim: number }): NativeTensor;
+  log_softmax(options: { dim: number }): NativeTensor;
+  backward(options: { gradient: NativeTensor | null }): void;
   detach(): NativeTensor;
   clone(): NativeTensor;
-  compare(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", other: NativeTensor | number): NativeTensor;
-  arith(op: "add" | "sub" | "mul" | "div", other: NativeTensor | number): NativeTensor;
-  reduce(op: "sum" | "mean" | "max" | "min", dim: number | null, keepdim: boolean): NativeTensor;
-  matmul(other: NativeTensor): NativeTensor;
+  compare(options: { op: "eq" | "ne" | "lt" | "le" | "gt" | "ge"; other: NativeTensor | number }): NativeTensor;
+  arith(options: { op: "add" | "sub" | "mul" | "div"; other: NativeTensor | number }): NativeTensor;
+  reduce(options: { op: "sum" | "mean" | "max" | "min"; dim: number | null; keepdim: boolean }): NativeTensor;
+  matmul(options: { other: NativeTensor }): NativeTensor;
   dispose(): void;
 }
 
 export interface NativeTensorStatic {
-  fromBuffer(data: ArrayBufferView, shape: number[], dtype: string, device: DeviceName): NativeTensor;
-  cat(tensors: NativeTensor[], dim: number): NativeTensor;
+  fromBuffer(options: { data: ArrayBufferView; shape: number[]; dtype: string; device: DeviceName }): NativeTensor;
+  cat(options: { tensors: NativeTensor[]; dim: number }): NativeTensor;
 }
 
 /** One tensor of a safetensors header, with its byte range in the data section. */

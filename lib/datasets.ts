@@ -695,7 +695,8 @@ async function listHubFiles(repoId: string, revision: string): Promise<string[]>
   throw new TorchlmError(
     `Dataset ${repoId} (revision ${revision}) is not in the Hugging Face cache at ${folder} ` +
       `(HF_HUB_CACHE=${hubCacheDir()}), ` +
-      "and HF_HUB_OFFLINE is set so nothing is downloaded. Download it once with network access, or pass local files: " +
+      "and HF_HUB_OFFLINE is set so nothing is downloaded. " +
+      "Download it once with network access, or pass local files: " +
       `load_dataset("parquet", { data_files: { train: "train.parquet" } }).`,
     "ERR_TORCHLM_HUB",
   );

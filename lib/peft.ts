@@ -270,7 +270,10 @@ async function adapterFile(
     const f = join(dir, name);
     if (!existsSync(f))
       throw new InvalidArgumentError(
-        `${dir} has no ${name}${name === "adapter_model.safetensors" && existsSync(join(dir, "adapter_model.bin")) ? " (only adapter_model.bin, a pickle format torchlm does not load)" : ""}`,
+        `${dir} has no ${name}` +
+          (name === "adapter_model.safetensors" && existsSync(join(dir, "adapter_model.bin"))
+            ? " (only adapter_model.bin, a pickle format torchlm does not load)"
+            : ""),
       );
     return f;
   }

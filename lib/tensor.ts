@@ -143,13 +143,13 @@ export class Tensor {
     const n = this.ndim;
     if (d.length !== n || new Set(d).size !== n || d.some((x) => x < 0 || x >= n))
       throw invalid("dims", `a permutation of the ${n} dimensions (0..${n - 1})`, `[${flatArgs(dims).join(", ")}]`);
-    return new Tensor(native(() => this._t.permute(d)));
+    return new Tensor(native(() => this._t.permute({ dims: d })));
   }
   reshape(...shape: number[] | [number[]]): Tensor {
-    return new Tensor(native(() => this._t.reshape(this.#shapeArg(shape))));
+    return new Tensor(native(() => this._t.reshape({ shape: this.#shapeArg(shape) })));
   }
   view(...shape: number[] | [number[]]): Tensor {
-    return new Tensor(native(() => this._t.view(this.#shapeArg(shape))));
+    return new Tensor(native(() => this._t.view({ shape: this.#shapeArg(shape) })));
   }
 
   /** A target shape with as many elements as this tensor (one -1 is inferred). */
@@ -175,7 +175,7 @@ export class Tensor {
     check.integer("start", start);
     if (end !== undefined) check.integer("end", end);
     check.integer("step", step, 1);
-    return new Tensor(native(() => this._t.slice(d, start, end ?? null, step)));
+    return new Tensor(native(() => this._t.slice({ dim: d, start, end: end ?? null, step })));
   }
   /** Row i along dimension 0 (negative from the end). */
   get(i: number): Tensor {
@@ -183,19 +183,20 @@ export class Tensor {
     if (n === undefined) throw new InvalidArgumentError("get() needs a tensor with at least one dimension");
     check.integer("index", i, -n, n - 1);
     const idx = i < 0 ? n + i : i;
-    return new Tensor(native(() => this._t.slice(0, idx, idx + 1, 1))).reshape(this.shape.slice(1));
+    const row = new Tensor(native(() => this._t.slice({ dim: 0, start: idx, end: idx + 1, step: 1 })));
+    return row.reshape(this.shape.slice(1));
   }
   contiguous(): Tensor {
     return new Tensor(native(() => this._t.contiguous()));
   }
   argmax(dim?: number, keepdim = false): Tensor {
-    return new Tensor(native(() => (dim === undefined ? this._t.argmax() : this._t.argmax(this.#dim(dim), keepdim))));
+    return new Tensor(native(() => this._t.argmax({ dim: dim === undefined ? null : this.#dim(dim), keepdim })));
   }
   softmax(dim: number): Tensor {
-    return new Tensor(native(() => this._t.softmax(this.#dim(dim))));
+    return new Tensor(native(() => this._t.softmax({ dim: this.#dim(dim) })));
   }
   log_softmax(dim: number): Tensor {
-    return new Tensor(native(() => this._t.log_softmax(this.#dim(dim))));
+    return new Tensor(native(() => this._t.log_softmax({ dim: this.#dim(dim) })));
   }
   eq(other: Tensor | number): Tensor {
     return this.#cmp("eq", other);
@@ -240,11 +241,11 @@ export class Tensor {
     return this.#reduce("min", dim, keepdim);
   }
   matmul(other: Tensor): Tensor {
-    return new Tensor(native(() => this._t.matmul(asTensor(other, "other")._t)));
+    return new Tensor(native(() => this._t.matmul({ other: asTensor(other, "other")._t })));
   }
   /** Runs autograd from this (scalar) tensor, filling `.grad` of the leaves; synchronous. */
   backward(gradient?: Tensor): void {
-    native(() => this._t.backward(gradient?._t));
+    native(() => this._t.backward({ gradient: gradient?._t ?? null }));
   }
   detach(): Tensor {
     return new Tensor(native(() => this._t.detach()));
@@ -276,14 +277,14 @@ export class Tensor {
   }
   #cmp(op: "eq" | "ne" | "lt" | "le" | "gt" | "ge", other: Tensor | number): Tensor {
     const o = typeof other === "number" ? other : asTensor(other, "other")._t;
-    return new Tensor(native(() => this._t.compare(op, o)));
+    return new Tensor(native(() => this._t.compare({ op, other: o })));
   }
   #arith(op: "add" | "sub" | "mul" | "div", other: Tensor | number): Tensor {
     const o = typeof other === "number" ? other : asTensor(other, "other")._t;
-    return new Tensor(native(() => this._t.arith(op, o)));
+    return new Tensor(native(() => this._t.arith({ op, other: o })));
   }
   #reduce(op: "sum" | "mean" | "max" | "min", dim: number | undefined, keepdim: boolean): Tensor {
-    return new Tensor(native(() => this._t.reduce(op, dim === undefined ? null : this.#dim(dim), keepdim)));
+    return new Tensor(native(() => this._t.reduce({ op, dim: dim === undefined ? null : this.#dim(dim), keepdim })));
   }
 }
 
@@ -305,14 +306,7 @@ export function cat(tensors: Tensor[], dim = 0): Tensor {
   const ts = tensors.map((t, i) => asTensor(t, `tensors[${i}]`));
   const n = ts[0]!.ndim;
   check.integer("dim", dim, -n, n - 1);
-  return new Tensor(
-    native(() =>
-      binding.NativeTensor.cat(
-        ts.map((t) => t._t),
-        dim,
-      ),
-    ),
-  );
+  return new Tensor(native(() => binding.NativeTensor.cat({ tensors: ts.map((t) => t._t), dim })));
 }
 
 type TensorData = NestedList | ArrayBufferView;
@@ -395,7 +389,7 @@ export function tensor(
     else if (info.flat.every((v) => Math.abs(v) <= 2 ** 31 - 1)) buffer = Int32Array.from(info.flat);
     else buffer = BigInt64Array.from(info.flat.map((v) => BigInt(v)));
   }
-  const t = new Tensor(native(() => binding.NativeTensor.fromBuffer(buffer, shape, dtype, device)));
+  const t = new Tensor(native(() => binding.NativeTensor.fromBuffer({ data: buffer, shape, dtype, device })));
   if (options.requires_grad) t.requires_grad = true;
   return t;
 }

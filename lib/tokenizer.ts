@@ -310,7 +310,9 @@ export class GPT2TokenizerFast extends Callable {
       const padId = this.pad_token_id;
       if (padId === null) {
         throw new InvalidArgumentError(
-          "Asking to pad but the tokenizer does not have a padding token. Please select a token to use as `pad_token` " +
+          // transformers' words, which users search for
+          "Asking to pad but the tokenizer does not have a padding token. " +
+            "Please select a token to use as `pad_token` " +
             "(tokenizer.pad_token = tokenizer.eos_token e.g.) or add a new pad token.",
         );
       }

@@ -90,7 +90,8 @@ test("the shipped torchlm.node exports the library and no probe, switch or core 
   const script = `
     const { GPT2LMHeadModel } = await import(${JSON.stringify(join(root, "dist", "lib", "index.js"))});
     const native = await import(${JSON.stringify(join(root, "dist", "lib", "native.js"))});
-    const m = await GPT2LMHeadModel.from_config({ vocab_size: 64, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 2 }, { seed: 1 });
+    const config = { vocab_size: 64, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 2 };
+    const m = await GPT2LMHeadModel.from_config(config, { seed: 1 });
     const out = await m.generate([[1, 2, 3]], { max_new_tokens: 4 });
     console.log(JSON.stringify({ keys: Object.keys(native.binding), shape: out.shape }));`;
   const env = { ...process.env, TORCHLM_BINARY: shipped };
@@ -142,7 +143,7 @@ test("node-gyp (npm run build:gyp) builds the same targets into addons that load
   rmSync(dir, { recursive: true, force: true });
 }, 1_600_000);
 
-test("npm install prints one line per step, and a failing step the end of its log (scripts/python-env.mjs step)", () => {
+test("npm install prints one line per step, and a failing step the end of its log (python-env.mjs)", () => {
   const dir = mkdtempSync(join(tmpdir(), "torchlm-steps-"));
   const script = (cmd: string) => `
     import { step } from ${JSON.stringify(join(root, "scripts", "python-env.mjs"))};

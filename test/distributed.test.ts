@@ -82,7 +82,7 @@ describe("the distributed sampler", () => {
 });
 
 describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
-  test("2 ranks x batch 2 give the parameters and logs of 1 process x batch 4; checkpoints resume on every rank", async () => {
+  test("2 ranks x batch 2 = 1 process x batch 4 (parameters, logs); checkpoints resume on every rank", async () => {
     const one = out(),
       two = out();
     const a = await train(1, one, 4, 3);
@@ -121,7 +121,7 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
     expect(r.log_history.filter((x) => "loss" in x).map((x) => x.step)).toEqual([1, 2, 3]);
   }, 240_000);
 
-  test("LoRA: 2 ranks x batch 2 give the adapter of 1 process x batch 4 (rank 1's own adapter replaced by rank 0's)", async () => {
+  test("LoRA: 2 ranks x batch 2 give 1 process x batch 4's adapter (rank 0's init wins)", async () => {
     const one = out(),
       two = out();
     const a = await train(1, one, 4, 3, "lora");

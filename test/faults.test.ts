@@ -89,7 +89,7 @@ async function maxDiff(a: string, b: string): Promise<number> {
 }
 
 describe("signals during train()", () => {
-  test("SIGINT and SIGTERM save a complete checkpoint and stop; resuming from it ends where an uninterrupted run ends", async () => {
+  test("SIGINT/SIGTERM save a whole checkpoint and stop; resuming ends where an uninterrupted run ends", async () => {
     const ref = out();
     const r0 = start(ref, 30, 1000);
     expect((await r0.exit).code).toBe(0);

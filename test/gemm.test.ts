@@ -52,7 +52,7 @@ maybe("oneDNN for linears over many rows", () => {
     await model.dispose();
   });
 
-  test("training takes it through a custom autograd function: loss and every gradient as autograd's addmm gives them", async () => {
+  test("training through a custom autograd function: loss and every gradient as addmm's", async () => {
     const model = await GPT2LMHeadModel.from_config(
       {
         vocab_size: 1001,

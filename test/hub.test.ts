@@ -116,7 +116,10 @@ describe("the Hub", () => {
     }
     const err = await GPT2LMHeadModel.from_pretrained("someone/missing-model").catch((e) => e as Error);
     expect(err.message).toMatch(
-      /Repository someone\/missing-model \(model\) was not found on http:\/\/127.0.0.1:\d+: check the id, or set HF_TOKEN/,
+      new RegExp(
+        "Repository someone/missing-model \\(model\\) was not found on http://127.0.0.1:\\d+: " +
+          "check the id, or set HF_TOKEN",
+      ),
     );
     const file = await AutoTokenizer.from_pretrained("tester/tiny-gpt2", { revision: "main" });
     expect(file.vocab_size).toBe(50257);
@@ -139,7 +142,10 @@ describe("the Hub", () => {
   test("a config.json asking for a huge model is refused before its weights are downloaded", async () => {
     const seen = server.requests.length;
     await expect(GPT2LMHeadModel.from_pretrained("tester/huge")).rejects.toThrow(
-      /tester\/huge describes a GPT-2 of 5\.\d+e\+13 parameters \(\d+\.\d GiB in float32\), more than this machine's memory \(.*\): refusing to download or load it/,
+      new RegExp(
+        "tester/huge describes a GPT-2 of 5\\.\\d+e\\+13 parameters \\(\\d+\\.\\d GiB in float32\\), " +
+          "more than this machine's memory \\(.*\\): refusing to download or load it",
+      ),
     );
     const asked = server.requests.slice(seen).map((r) => r.url);
     expect(asked.some((u) => u.endsWith("/config.json"))).toBe(true);
@@ -162,7 +168,7 @@ describe("the Hub", () => {
 });
 
 describe("checkpoints that round-trip with Python", () => {
-  test("save -> load gives identical logits; transformers loads the saved directory with the same logits and loss", async () => {
+  test("save -> load gives identical logits; transformers loads the saved folder, same logits and loss", async () => {
     const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const dir = mkdtempSync(join(tmpdir(), "torchlm-save-"));
     await model.save_pretrained(dir);

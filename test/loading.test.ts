@@ -46,7 +46,7 @@ test("a float32 load is unchanged: the weights once", () => {
   expect(r.hwm).toBeLessThanOrEqual(1.1 * (r.baseline + r.weights));
 });
 
-test("a quantizing load (q4) peaks at the quantized weights plus one float32 weight, and keeps only the quantized ones", () => {
+test("a quantizing load (q4) peaks at the q4 weights plus one float32 weight, and keeps only q4", () => {
   const f32 = peak("float32").weights,
     r = peak("q4");
   // q4 holds about a sixth of float32's bytes. Before, the float32 model was loaded whole and quantized after (the peak

@@ -49,7 +49,7 @@ describe("CrossEntropyLoss matches torch", () => {
   });
 });
 
-test("the training step's fused LM head and loss (slices of rows): the loss and every gradient of forward + backward", async () => {
+test("the fused LM head and loss (slices of rows): loss and every gradient of forward + backward", async () => {
   // a slice is 32M logits: with a vocabulary of 70000 that is 479 rows, so 2 x 300 rows take two slices, one partial
   const model = await GPT2LMHeadModel.from_config(
     {

@@ -89,7 +89,7 @@ describe("batch-1 decoding fast paths", () => {
     },
   );
 
-  test("an attention mask at batch 1 (left padding): fused decoding masks the same positions as the reference", async () => {
+  test("a batch-1 attention mask (left padding): fused decoding masks the reference's positions", async () => {
     const model = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const ids = [[50256, 50256, 464, 3290, 318]],
       attention_mask = [[0, 0, 1, 1, 1]];
@@ -146,7 +146,7 @@ describe("batch-1 decoding fast paths", () => {
     },
   );
 
-  test("bfloat16 weights: float32 activations, logits close to fp32, and 20 greedy tokens equal to fp32's", async () => {
+  test("bfloat16 weights: float32 activations, logits near fp32's, 20 greedy tokens equal to fp32's", async () => {
     const f32 = await GPT2LMHeadModel.from_pretrained(tinyModelDir());
     const b16 = await GPT2LMHeadModel.from_pretrained(tinyModelDir(), { dtype: "bfloat16" });
     const prompt = tensor([[464, 3290, 318, 257]]);
@@ -162,12 +162,13 @@ describe("batch-1 decoding fast paths", () => {
   });
 });
 
-test("big tensors made on the JavaScript thread grow no second OpenMP team (it would slow every later parallel region)", async () => {
+test("big tensors made on the JavaScript thread grow no second OpenMP team (it slows all later)", async () => {
   // in a fresh process: counts its threads once the compute thread's team exists, then after a big tensor is made and
   // copied on the JavaScript thread (tensor methods run synchronously there, and these copies take parallel_for)
   const { execFileSync } = await import("node:child_process");
   const { join } = await import("node:path");
-  const lib = join(import.meta.dirname ?? process.cwd(), "..", "dist", "lib"); // the compiled library, as cli.test.ts runs it
+  // the compiled library, as cli.test.ts runs it
+  const lib = join(import.meta.dirname ?? process.cwd(), "..", "dist", "lib");
   const script = `
     import { readdirSync } from "node:fs";
     const { tensor } = await import(${JSON.stringify(join(lib, "index.js"))});
@@ -185,7 +186,7 @@ test("big tensors made on the JavaScript thread grow no second OpenMP team (it w
   expect(after).toBe(before);
 });
 
-test("the bench's machine probes: read bandwidth on every thread and on one, and the first write of fresh memory", async () => {
+test("machine probes: read bandwidth on all threads and on one, first write of fresh memory", async () => {
   const all = await probes.readBandwidth(1 << 24, 2);
   const one = await probes.readBandwidth(1 << 24, 2, false);
   const touch = await probes.firstTouch(1 << 24);

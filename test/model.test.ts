@@ -152,7 +152,8 @@ test(
           .find(([n]) => n === name)![1]
           .is_contiguous(),
       ).toBe(true); // float32 keeps [in, out]
-      expect(maxAbsDiff(t.data() as Float32Array, ref.get(name)!)).toBeLessThan(2 ** -8 * 0.1); // weights ~N(0, 0.02), rounded
+      // weights ~N(0, 0.02), rounded
+      expect(maxAbsDiff(t.data() as Float32Array, ref.get(name)!)).toBeLessThan(2 ** -8 * 0.1);
     }
     // saved as [in, out]: loaded back in float32 (which does not transpose), the values are the bfloat16 model's
     const dir = mkdtempSync(join(tmpdir(), "torchlm-b16-"));
@@ -222,7 +223,7 @@ describe("worker threads and ordering", () => {
 });
 
 describe("gradient checkpointing", () => {
-  test("the same loss and gradients as without it, dropout included (the recomputation replays the random state)", async () => {
+  test("the same loss and gradients as without it, dropout included (recomputation replays the RNG)", async () => {
     const model = await GPT2LMHeadModel.from_config(
       {
         vocab_size: 300,

@@ -127,7 +127,8 @@ describe("against Python's peft", () => {
       "inference_mode",
     ])
       expect([k, ours[k]]).toEqual([k, theirs[k]]);
-    expect([...ours.target_modules].sort()).toEqual([...theirs.target_modules].sort()); // PEFT writes a set, in any order
+    // PEFT writes a set, in any order
+    expect([...ours.target_modules].sort()).toEqual([...theirs.target_modules].sort());
     const a = await load_file(join(d, "adapter_model.safetensors"));
     const b = await load_file(join(adapterDir, "adapter_model.safetensors"));
     expect(Object.keys(a).sort()).toEqual(Object.keys(b).sort());
@@ -141,11 +142,12 @@ describe("against Python's peft", () => {
     const base = await logitsOf(await GPT2LMHeadModel.from_pretrained(tinyModelDir()));
     expect(relDiff(base, theirs)).toBeGreaterThan(1e-3); // the adapter changes the outputs
     expect(relDiff(await logitsOf(peft), theirs)).toBeLessThan(1e-5);
-    expect(peft.named_parameters().some(([, t]) => t.requires_grad)).toBe(false); // for inference, as PEFT loads by default
+    // for inference, as PEFT loads by default
+    expect(peft.named_parameters().some(([, t]) => t.requires_grad)).toBe(false);
     await peft.dispose();
   });
 
-  test("3 training steps of the loaded adapter give peft + transformers' Trainer's losses and gradient norms", async () => {
+  test("3 steps of the loaded adapter give peft + transformers' Trainer's losses and grad norms", async () => {
     const peft = await PeftModel.from_pretrained(await GPT2LMHeadModel.from_pretrained(tinyModelDir()), adapterDir, {
       is_trainable: true,
     });

@@ -67,7 +67,7 @@ describe.each([
     ref40 = await get(long);
   });
 
-  test("16 rows (the integer kernels: activations quantized too) and 40 rows (the weights widened) match it", async () => {
+  test("16 rows (integer kernels, activations quantized) and 40 rows (weights widened) match it", async () => {
     const q = await GPT2LMHeadModel.from_pretrained(modelDir(), { dtype });
     expect(q.dtype).toBe(dtype);
     const a = (await q.forward({ input_ids: short })).logits.data() as Float32Array;
@@ -108,8 +108,9 @@ describe.each([
       }
       await q.dispose();
       // 12 rows: the batched kernels (8 + 4 rows a weight row)
-      const script = `const t = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "lib", "index.js")).href)});
-      const n = await import(${JSON.stringify(pathToFileURL(join(ROOT, "dist", "bench", "probes.js")).href)});
+      const url = (...path: string[]) => JSON.stringify(pathToFileURL(join(ROOT, "dist", ...path)).href);
+      const script = `const t = await import(${url("lib", "index.js")});
+      const n = await import(${url("bench", "probes.js")});
       const m = await t.GPT2LMHeadModel.from_pretrained(${JSON.stringify(modelDir())}, { dtype: "${dtype}" });
       const o = await m.forward({ input_ids: ${JSON.stringify([ids(12, 4)])} });
       console.log(JSON.stringify({ kernel: n.probes.q8Kernel(), logits: Array.from(o.logits.data()) }));`;

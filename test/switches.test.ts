@@ -24,17 +24,19 @@ function run(env: Record<string, string>): Run {
     const cols = ${JSON.stringify(golden.columns)};
     const logits = [];
     const data = out.logits.data(), [B, T, V] = out.logits.shape;
-    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (const c of cols) logits.push(data[(b * T + t) * V + c]);
+    for (let b = 0; b < B; b++)
+      for (let t = 0; t < T; t++) for (const c of cols) logits.push(data[(b * T + t) * V + c]);
     const tokens = (await m.generate([[1, 2, 3, 4]], { max_new_tokens: 8 })).tolist();
     // two fused training steps (forward, the fused LM loss, backward, AdamW): the second's loss follows the update
     const { binding } = await import(${JSON.stringify(join(root, "dist", "lib", "native.js"))});
     m.train();
-    const opt = new binding.NativeAdamW({ groups: [{ params: m.parameters().map((t) => t._t), weight_decay: 0 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
+    const params = m.parameters().map((t) => t._t);
+    const opt = new binding.NativeAdamW({ groups: [{ params, weight_decay: 0 }], beta1: 0.9, beta2: 0.999, eps: 1e-8 });
     const ids = tensor(${JSON.stringify(golden.input_ids)}, { dtype: "int64" });
     let loss = 0;
     for (let i = 0; i < 2; i++)
-      loss = (await opt.trainStep({ model: m._native, input_ids: ids._t, attention_mask: null, labels: ids._t, loss_scale: 1,
-        update: { lr: 1e-3, max_grad_norm: 1 }, amp: "none" })).loss;
+      loss = (await opt.trainStep({ model: m._native, input_ids: ids._t, attention_mask: null, labels: ids._t,
+        loss_scale: 1, update: { lr: 1e-3, max_grad_norm: 1 }, amp: "none" })).loss;
     const q = await GPT2LMHeadModel.from_pretrained(dir, { dtype: "q8" });
     const q8 = (await q.generate([[1, 2, 3, 4]], { max_new_tokens: 8 })).tolist();
     console.log(JSON.stringify({ logits, tokens, q8, loss }));`;

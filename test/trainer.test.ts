@@ -151,7 +151,7 @@ describe("AdamW, clipping and the training step", () => {
     });
   });
 
-  test("a compute_loss override with an explicit, hand-shifted CrossEntropyLoss trains like the default path", async () => {
+  test("a compute_loss override with a hand-shifted CrossEntropyLoss trains like the default path", async () => {
     const ds = randomData(8);
     const run = async (T: typeof Trainer) => {
       const model = await fresh();

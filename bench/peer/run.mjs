@@ -9,8 +9,15 @@ const [dir, threadsArg] = process.argv.slice(2);
 env.allowRemoteModels = false;
 env.localModelPath = dirname(dir);
 
-function rnd(seed) { let s = seed; return () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31; }  // as bench/measure.ts
-const ids = (B, T, seed) => { const r = rnd(seed); return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257))); };
+// as bench/measure.ts
+function rnd(seed) {
+  let s = seed;
+  return () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31;
+}
+const ids = (B, T, seed) => {
+  const r = rnd(seed);
+  return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257)));
+};
 const int64 = (rows) => new Tensor("int64", BigInt64Array.from(rows.flat().map(BigInt)), [rows.length, rows[0].length]);
 const ones = (B, T) => new Tensor("int64", new BigInt64Array(B * T).fill(1n), [B, T]);
 
@@ -31,7 +38,12 @@ const commands = {
   async decode1() {
     const p = ids(1, 8, 2);
     const t = performance.now();
-    const o = await model.generate({ input_ids: int64(p), attention_mask: ones(1, 8), max_new_tokens: 128, do_sample: false });
+    const o = await model.generate({
+      input_ids: int64(p),
+      attention_mask: ones(1, 8),
+      max_new_tokens: 128,
+      do_sample: false,
+    });
     const seconds = (performance.now() - t) / 1000;
     return { seconds, tokens: Array.from(o.data, Number).slice(8) };
   },

@@ -60,7 +60,11 @@ class Options {
     }
     throw Mistyped(key, expected, v);
   }
-  at::Tensor Tensor(const char* key) const { return TensorWrap::FromJs(Get(key), key); }
+  at::Tensor Tensor(const char* key) const {
+    Napi::Value v = Get(key);
+    if (!TensorWrap::IsTensor(v)) throw Mistyped(key, "a Tensor", v);
+    return TensorWrap::FromJs(v, key);
+  }
   // An undefined tensor for null.
   at::Tensor TensorOrNull(const char* key) const { return IsNull(key) ? at::Tensor() : Tensor(key); }
   std::vector<int64_t> Ints(const char* key) const {

@@ -128,15 +128,16 @@ const at::Tensor& TensorWrap::Get(Napi::Env env) const {
   return tensor_;
 }
 
-// fromBuffer(typedArray, shape, dtype, device)
+// fromBuffer({ data, shape, dtype, device })
 Napi::Value TensorWrap::FromBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    if (!info[0].IsTypedArray()) throw UserError("Expected a typed array for data");
-    auto ta = info[0].As<Napi::TypedArray>();
-    auto shape = ToInt64Vector(info[1], "shape");
-    at::ScalarType target = ParseDtype(info[2].As<Napi::String>().Utf8Value());
-    at::Device device = ParseDevice(info[3].As<Napi::String>().Utf8Value());
+    const Options args(info[0], "tensor");
+    if (!args.Get("data").IsTypedArray()) throw UserError("tensor's option data must be a typed array");
+    auto ta = args.Get("data").As<Napi::TypedArray>();
+    auto shape = args.Ints("shape");
+    at::ScalarType target = ParseDtype(args.Str("dtype"));
+    at::Device device = ParseDevice(args.Str("device"));
     at::ScalarType src;
     switch (ta.TypedArrayType()) {
       case napi_float32_array:
@@ -284,28 +285,26 @@ Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::Permute(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Guard(env, [&] { return New(env, Get(env).permute(ToInt64Vector(info[0], "dims"))); });
+  return Guard(env, [&] { return New(env, Get(env).permute(Options(info[0], "permute").Ints("dims"))); });
 }
 Napi::Value TensorWrap::Reshape(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Guard(env, [&] { return New(env, Get(env).reshape(ToInt64Vector(info[0], "shape"))); });
+  return Guard(env, [&] { return New(env, Get(env).reshape(Options(info[0], "reshape").Ints("shape"))); });
 }
 Napi::Value TensorWrap::View(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Guard(env, [&] { return New(env, Get(env).view(ToInt64Vector(info[0], "shape"))); });
+  return Guard(env, [&] { return New(env, Get(env).view(Options(info[0], "view").Ints("shape"))); });
 }
 
-// slice(dim, start, end | null, step)
+// slice({ dim, start, end: number | null, step })
 Napi::Value TensorWrap::Slice(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&] {
     const auto& t = Get(env);
-    int64_t dim = info[0].As<Napi::Number>().Int64Value();
-    int64_t start = info[1].As<Napi::Number>().Int64Value();
+    const Options args(info[0], "slice");
     c10::optional<int64_t> end;
-    if (info[2].IsNumber()) end = info[2].As<Napi::Number>().Int64Value();
-    int64_t step = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 1;
-    return New(env, t.slice(dim, start, end, step));
+    if (!args.IsNull("end")) end = args.Int("end");
+    return New(env, t.slice(args.Int("dim"), args.Int("start"), end, args.Int("step")));
   });
 }
 
@@ -316,29 +315,31 @@ Napi::Value TensorWrap::Contiguous(const Napi::CallbackInfo& info) {
 Napi::Value TensorWrap::Argmax(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&] {
-    if (info[0].IsNumber())
-      return New(env, Get(env).argmax(info[0].As<Napi::Number>().Int64Value(), info[1].ToBoolean().Value()));
-    return New(env, Get(env).argmax());
+    const Options args(info[0], "argmax");
+    if (args.IsNull("dim")) return New(env, Get(env).argmax());
+    return New(env, Get(env).argmax(args.Int("dim"), args.Bool("keepdim")));
   });
 }
 Napi::Value TensorWrap::Softmax(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Guard(env, [&] { return New(env, Get(env).softmax(info[0].As<Napi::Number>().Int64Value())); });
+  return Guard(env, [&] { return New(env, Get(env).softmax(Options(info[0], "softmax").Int("dim"))); });
 }
 Napi::Value TensorWrap::LogSoftmax(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Guard(env, [&] { return New(env, Get(env).log_softmax(info[0].As<Napi::Number>().Int64Value())); });
+  return Guard(env, [&] { return New(env, Get(env).log_softmax(Options(info[0], "log_softmax").Int("dim"))); });
 }
 Napi::Value TensorWrap::Backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const auto& t = Get(env);
+    const Options args(info[0], "backward");
+    const at::Tensor gradient = args.TensorOrNull("gradient");
     if (!t.requires_grad())
       throw UserError(
           "backward() needs a tensor that requires grad: it was computed without autograd (eval mode, or from tensors "
           "that do not require grad)");
-    if (info.Length() > 0 && IsTensor(info[0]))
-      t.backward(FromJs(info[0], "gradient"));
+    if (gradient.defined())
+      t.backward(gradient);
     else
       t.backward();
     return env.Undefined();
@@ -361,69 +362,92 @@ static at::Tensor OtherOperand(const Napi::Value& v, const at::Tensor& self) {
   throw UserError("Expected a Tensor or a number for other");
 }
 
-// compare(op, other): eq, ne, lt, le, gt, ge
+// compare({ op, other }): eq, ne, lt, le, gt, ge
 Napi::Value TensorWrap::Compare(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&] {
     const auto& t = Get(env);
-    std::string op = info[0].As<Napi::String>().Utf8Value();
-    at::Tensor o = OtherOperand(info[1], t);
-    if (op == "eq") return New(env, t.eq(o));
-    if (op == "ne") return New(env, t.ne(o));
-    if (op == "lt") return New(env, t.lt(o));
-    if (op == "le") return New(env, t.le(o));
-    if (op == "gt") return New(env, t.gt(o));
-    if (op == "ge") return New(env, t.ge(o));
-    throw UserError("unknown comparison " + op);
+    const Options args(info[0], "compare");
+    const int op = args.Enum("op", {"eq", "ne", "lt", "le", "gt", "ge"});
+    at::Tensor o = OtherOperand(args.Get("other"), t);
+    switch (op) {
+      case 0:
+        return New(env, t.eq(o));
+      case 1:
+        return New(env, t.ne(o));
+      case 2:
+        return New(env, t.lt(o));
+      case 3:
+        return New(env, t.le(o));
+      case 4:
+        return New(env, t.gt(o));
+      default:
+        return New(env, t.ge(o));
+    }
   });
 }
 
-// arith(op, other): add, sub, mul, div
+// arith({ op, other }): add, sub, mul, div
 Napi::Value TensorWrap::Arith(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&] {
     const auto& t = Get(env);
-    std::string op = info[0].As<Napi::String>().Utf8Value();
-    at::Tensor o = info[1].IsNumber() ? at::scalar_tensor(info[1].As<Napi::Number>().DoubleValue(), at::kDouble)
-                                      : OtherOperand(info[1], t);
-    if (op == "add") return New(env, t.add(o));
-    if (op == "sub") return New(env, t.sub(o));
-    if (op == "mul") return New(env, t.mul(o));
-    if (op == "div") return New(env, t.div(o));
-    throw UserError("unknown operation " + op);
+    const Options args(info[0], "arith");
+    const int op = args.Enum("op", {"add", "sub", "mul", "div"});
+    const Napi::Value other = args.Get("other");
+    at::Tensor o = other.IsNumber() ? at::scalar_tensor(other.As<Napi::Number>().DoubleValue(), at::kDouble)
+                                    : OtherOperand(other, t);
+    switch (op) {
+      case 0:
+        return New(env, t.add(o));
+      case 1:
+        return New(env, t.sub(o));
+      case 2:
+        return New(env, t.mul(o));
+      default:
+        return New(env, t.div(o));
+    }
   });
 }
 
-// reduce(op, dim | null, keepdim): sum, mean, max, min
+// reduce({ op, dim: number | null, keepdim }): sum, mean, max, min
 Napi::Value TensorWrap::Reduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&] {
     const auto& t = Get(env);
-    std::string op = info[0].As<Napi::String>().Utf8Value();
-    bool has_dim = info[1].IsNumber();
-    int64_t dim = has_dim ? info[1].As<Napi::Number>().Int64Value() : 0;
-    bool keep = info[2].ToBoolean().Value();
-    if (op == "sum") return New(env, has_dim ? t.sum(dim, keep) : t.sum());
-    if (op == "mean") return New(env, has_dim ? t.mean(dim, keep) : t.mean());
-    if (op == "max") return New(env, has_dim ? std::get<0>(t.max(dim, keep)) : t.max());
-    if (op == "min") return New(env, has_dim ? std::get<0>(t.min(dim, keep)) : t.min());
-    throw UserError("unknown reduction " + op);
+    const Options args(info[0], "reduce");
+    const int op = args.Enum("op", {"sum", "mean", "max", "min"});
+    const bool has_dim = !args.IsNull("dim");
+    const int64_t dim = has_dim ? args.Int("dim") : 0;
+    const bool keep = args.Bool("keepdim");
+    switch (op) {
+      case 0:
+        return New(env, has_dim ? t.sum(dim, keep) : t.sum());
+      case 1:
+        return New(env, has_dim ? t.mean(dim, keep) : t.mean());
+      case 2:
+        return New(env, has_dim ? std::get<0>(t.max(dim, keep)) : t.max());
+      default:
+        return New(env, has_dim ? std::get<0>(t.min(dim, keep)) : t.min());
+    }
   });
 }
 
 Napi::Value TensorWrap::Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Guard(env, [&] { return New(env, Get(env).matmul(FromJs(info[0], "other"))); });
+  return Guard(env, [&] { return New(env, Get(env).matmul(Options(info[0], "matmul").Tensor("other"))); });
 }
 
-// cat(tensors, dim)
+// cat({ tensors, dim })
 Napi::Value TensorWrap::Cat(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&] {
-    auto arr = info[0].As<Napi::Array>();
+    const Options args(info[0], "cat");
+    if (!args.Get("tensors").IsArray()) throw UserError("cat's option tensors must be an array of Tensors");
+    auto arr = args.Get("tensors").As<Napi::Array>();
     std::vector<at::Tensor> ts;
     for (uint32_t i = 0; i < arr.Length(); i++) ts.push_back(FromJs(arr.Get(i), "tensors"));
-    return New(env, at::cat(ts, info[1].As<Napi::Number>().Int64Value()));
+    return New(env, at::cat(ts, args.Int("dim")));
   });
 }
 

@@ -64,7 +64,8 @@ for (let i = 0; i < N; i++) {
     const h = mutateHeader(JSON.parse(good.subarray(8, 8 + hlen).toString()));
     let text = JSON.stringify(h);
     if (rnd() < 0.1) text = text.replace('"wte.weight"', '"wte.weight":{},"wte.weight"'); // duplicate key
-    if (rnd() < 0.1) text = text.slice(0, ri(text.length)) + "\xff\xfe" + text.slice(ri(text.length)); // broken UTF-8 / JSON
+    // broken UTF-8 / JSON
+    if (rnd() < 0.1) text = text.slice(0, ri(text.length)) + "\xff\xfe" + text.slice(ri(text.length));
     const hb = Buffer.from(text, rnd() < 0.1 ? "latin1" : "utf8");
     const lb = Buffer.alloc(8);
     lb.writeBigUInt64LE(BigInt(hb.length));

@@ -12,7 +12,8 @@ export default async function setup() {
   process.env.TORCHLM_TEST_TMP = run;
   process.env.TMPDIR = run;
   // Every suite, and the child processes they start, run the testing addon (the shipped addon's code plus the
-  // probes), unless a build of its own is named (the CUDA and sanitizer builds); test/build.test.ts runs the shipped one.
+  // probes), unless a build of its own is named (the CUDA and sanitizer builds); test/build.test.ts runs the
+  // shipped one.
   await import("../../dist/bench/testing-addon.js");
   computeReferences();
 }
