@@ -3,12 +3,13 @@
 // committed), in the same run, rounds interleaved, as ratios. Measuring is bench/measure.ts's, the table
 // bench/render.ts's; results go to bench/results/.
 import "./testing-addon.js";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";
 import { packageRoot } from "../lib/native.js";
 import { benchConfig, measure } from "./measure.js";
 import { render, writeResults } from "./render.js";
+import { renderServe, serveBench } from "./serve.js";
 
 const root = packageRoot();
 const argv = process.argv.slice(2);
@@ -28,6 +29,18 @@ if (!existsSync(join(weightsDir, "model.safetensors"))) {
   const m = await GPT2LMHeadModel.from_config(benchConfig(quick), { seed: 0 });
   await m.save_pretrained(weightsDir);
   await m.dispose();
+}
+if (only?.includes("serve")) {
+  // serving is its own run: servers in child processes and a load generator (bench/serve.ts)
+  const rows = await serveBench(root, weightsDir, get_num_threads(), quick);
+  const table = renderServe(rows);
+  console.log("\n" + table.join("\n"));
+  if (!quick) {
+    mkdirSync(join(root, "bench", "results"), { recursive: true });
+    writeFileSync(join(root, "bench", "results", "serve-cpu.md"), table.join("\n") + "\n");
+    writeFileSync(join(root, "bench", "results", "serve-cpu.json"), JSON.stringify(rows, null, 2) + "\n");
+  }
+  if (only.length === 1) process.exit(0);
 }
 const measured = await measure({
   quick,

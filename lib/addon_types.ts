@@ -175,6 +175,35 @@ export interface NativeModel {
   dispose(): void;
 }
 
+/** One step's news of one request of a NativeContinuousBatching: a new token, or the end of the request. */
+export type NativeBatchEvent =
+  | { id: number; token: number; logprob: number; top_logprobs: [number, number][] }
+  | { id: number; finish_reason: "stop" | "length" | "cancelled" | "error"; error: string | null };
+
+export interface NativeContinuousBatching {
+  add(request: {
+    id: number;
+    input_ids: number[];
+    config: NativeGenerateConfig;
+    /** -1: no log-probabilities; n >= 0: each token's and the n likeliest alternatives'. */
+    logprobs: number;
+  }): void;
+  cancel(request: { id: number }): void;
+  counts(): { running: number; waiting: number };
+  keepAlive(options: { on: boolean }): void;
+  stop(): Promise<void>;
+}
+
+export interface NativeContinuousBatchingStatic {
+  create(request: {
+    model: NativeModel;
+    max_batch_size: number;
+    max_context_length: number;
+    max_batch_tokens: number;
+    on_events: (events: NativeBatchEvent[]) => void;
+  }): Promise<NativeContinuousBatching>;
+}
+
 export interface NativeModelStatic {
   load(request: LoadRequest): Promise<NativeModel>;
   create(request: CreateRequest): Promise<NativeModel>;
@@ -251,6 +280,7 @@ export interface Addon {
   NativeModel: NativeModelStatic;
   NativeAdamW: NativeAdamWStatic;
   NativeProcessGroup: NativeProcessGroupStatic;
+  NativeContinuousBatching: NativeContinuousBatchingStatic;
   distributedAvailable: boolean;
   readSafetensors(request: {
     path: string;

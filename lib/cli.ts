@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // torchlm's command line: generate, finetune, evaluate, bench, info.
 import { Command, InvalidArgumentError, Option } from "commander";
+import { serve } from "./serve.js";
 import { spawn } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
@@ -272,6 +273,52 @@ export function buildProgram(): Command {
       });
       const code = await new Promise<number>((done) => bench.on("close", (c) => done(c ?? 1)));
       if (code !== 0) process.exitCode = code;
+    });
+
+  program
+    .command("serve")
+    .description(
+      "an OpenAI-compatible server (/v1/completions, /v1/models, /health, /metrics) with continuous batching",
+    )
+    .option("-m, --model <id>", "model id or directory", "gpt2")
+    .option("--device <device>", "cpu, cuda or cuda:N", default_device())
+    .option("--dtype <dtype>", "weights: float32, bfloat16, q8 or q4")
+    .option("--host <host>", "address to listen on (0.0.0.0: every interface)", "127.0.0.1")
+    .option("--port <port>", "port (0: a free one)", int, 8000)
+    .option("--max-batch <n>", "requests decoding at once", int, 16)
+    .option("--max-batch-tokens <n>", "tokens a step computes: a token per running request, then prefill", int)
+    .option("--max-queue <n>", "requests waiting for a slot before new ones get 429", int, 256)
+    .option("--served-model-name <name>", "the model's name in the API (default: --model)")
+    .option("--api-key <key>", "require Authorization: Bearer <key> (default: $TORCHLM_API_KEY)")
+    .option("--grace-period <s>", "seconds in-flight requests get to finish on SIGTERM", num, 30)
+    .action(async (o: Record<string, any>) => {
+      const model = await AutoModelForCausalLM.from_pretrained(o.model, { device: o.device, dtype: o.dtype });
+      const tokenizer = await AutoTokenizer.from_pretrained(o.model).catch(() => null);
+      const server = await serve({
+        model,
+        tokenizer,
+        model_name: o.servedModelName ?? o.model,
+        host: o.host,
+        port: o.port,
+        max_batch: o.maxBatch,
+        max_batch_tokens: o.maxBatchTokens,
+        max_queue: o.maxQueue,
+        api_key: o.apiKey ?? (process.env.TORCHLM_API_KEY || null),
+      });
+      console.log(
+        `torchlm serve: ${o.model} on ${server.url} (${o.maxBatch} slots${tokenizer ? "" : ", no tokenizer"})`,
+      );
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        console.log(`torchlm serve: ${signal}: finishing requests in flight (up to ${o.gracePeriod} s)`);
+        await server.close(o.gracePeriod * 1000);
+        await model.dispose();
+        process.exit(0);
+      };
+      process.on("SIGTERM", () => void stop("SIGTERM"));
+      process.on("SIGINT", () => void stop("SIGINT"));
     });
 
   program

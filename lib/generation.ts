@@ -57,6 +57,16 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
     (typeof streamer !== "object" || typeof streamer.put !== "function" || typeof streamer.end !== "function")
   )
     throw invalid("streamer", "an object with put() and end()", streamer);
+  return { ids, mask, native: nativeGenerateConfig(model, g, T, seed ?? null), signal, streamer };
+}
+
+/** A merged GenerationConfig as the native decoder's options, for a prompt of T tokens (checked against the model). */
+export function nativeGenerateConfig(
+  model: GPT2LMHeadModel,
+  g: GenerationConfig,
+  T: number,
+  seed: number | null,
+): NativeGenerateConfig {
   // max_new_tokens wins; otherwise max_length counts the prompt, as in Hugging Face.
   const maxNew = g.max_new_tokens ?? g.max_length - T;
   if (maxNew < 1)
@@ -70,7 +80,7 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
     );
   const eos = g.eos_token_id === null ? [] : Array.isArray(g.eos_token_id) ? g.eos_token_id : [g.eos_token_id];
   const pad = g.pad_token_id ?? eos[0] ?? 0;
-  const nativeOptions: NativeGenerateConfig = {
+  return {
     max_new_tokens: maxNew,
     min_new_tokens: g.min_new_tokens ?? 0,
     min_length: g.min_length,
@@ -90,9 +100,8 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
     length_penalty: g.length_penalty,
     early_stopping: g.early_stopping === true ? "always" : g.early_stopping === "never" ? "never" : "heuristic",
     use_cache: g.use_cache,
-    seed: seed ?? null,
+    seed,
   };
-  return { ids, mask, native: nativeOptions, signal, streamer };
 }
 
 function abortError(signal: AbortSignal): AbortError {

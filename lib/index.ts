@@ -30,6 +30,14 @@ export {
 } from "./model.js";
 export { GenerationConfig, type GenerationOptions } from "./generation_config.js";
 export { type GenerateOptions, type Streamer } from "./generation.js";
+export {
+  ContinuousBatchingManager,
+  RequestHandle,
+  type ContinuousBatchingOptions,
+  type GenerationOutput,
+  type RequestOptions,
+  type TokenOutput,
+} from "./continuous_batching.js";
 export { CrossEntropyLoss, type CrossEntropyLossOptions } from "./loss.js";
 export { load_file, save_file } from "./safetensors.js";
 export { hubCacheDir } from "./hub.js";

@@ -13,6 +13,14 @@ import { readSafetensorsIndex } from "./safetensors.js";
 import { asTensor, tensor, Tensor, type Dtype } from "./tensor.js";
 import { GenerationConfig } from "./generation_config.js";
 import { generate, generate_stream, type GenerateOptions } from "./generation.js";
+import {
+  generate_batch,
+  init_continuous_batching,
+  type ContinuousBatchingManager,
+  type ContinuousBatchingOptions,
+  type GenerationOutput,
+  type RequestOptions,
+} from "./continuous_batching.js";
 
 export type IdsLike = Tensor | number[][] | number[];
 
@@ -345,6 +353,20 @@ export class GPT2LMHeadModel {
   /** Yields new token ids (one array per step, a value per row) as they are made. */
   generate_stream(input_ids: IdsLike, options: GenerateOptions = {}): AsyncGenerator<number[]> {
     return generate_stream(this, input_ids, options);
+  }
+
+  /** A continuous batching manager on this model: requests join and leave one running batch at every step. */
+  init_continuous_batching(options: ContinuousBatchingOptions = {}): Promise<ContinuousBatchingManager> {
+    return init_continuous_batching(this, options);
+  }
+
+  /** Generates for every prompt through continuous batching; one result per input, in order. */
+  generate_batch(
+    inputs: number[][],
+    generation_config?: GenerationConfig | RequestOptions,
+    options: ContinuousBatchingOptions = {},
+  ): Promise<GenerationOutput[]> {
+    return generate_batch(this, inputs, generation_config, options);
   }
 
   /** Parameters as [name, Tensor] pairs with Hugging Face's names; they share the model's storage. */

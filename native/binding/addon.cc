@@ -15,6 +15,7 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   InitLoss(env, exports);
   InitOptimizer(env, exports);
   InitDistributed(env, exports);
+  InitContinuousBatching(env, exports);
   return exports;
 }
 

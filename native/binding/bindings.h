@@ -15,5 +15,6 @@ void InitSafetensors(Napi::Env env, Napi::Object exports);
 void InitLoss(Napi::Env env, Napi::Object exports);
 void InitOptimizer(Napi::Env env, Napi::Object exports);
 void InitDistributed(Napi::Env env, Napi::Object exports);
+void InitContinuousBatching(Napi::Env env, Napi::Object exports);
 
 }  // namespace torchlm

@@ -422,8 +422,18 @@ const char* Q8Kernel() { return KernelLevel() == 2 ? "avx512-vnni" : KernelLevel
 QuantizedX QuantizeInput(const float* x, const QWeight& w) { return QuantizeX(x, w.cols(), w.bits); }
 
 void QMatVecInto(const QuantizedX& x, const QWeight& w, const at::Tensor& b, float* out, const NextStep* then) {
-  const NextStep bias = StepBefore([&] { AddBias(b, out, w.rows()); }, then);
-  MatMulQ(&x, 1, w, out, &bias);
+  QMatMulInto(&x, 1, w, b, out, then);
+}
+
+void QMatMulInto(const QuantizedX* x, int64_t M, const QWeight& w, const at::Tensor& b, float* out,
+                 const NextStep* then) {
+  const int64_t N = w.rows();
+  const NextStep bias = StepBefore(
+      [&] {
+        for (int64_t m = 0; m < M; m++) AddBias(b, out + m * N, N);
+      },
+      then);
+  MatMulQ(x, M, w, out, &bias);
 }
 
 at::Tensor QLinear(const at::Tensor& x0, const QWeight& w, const at::Tensor& b) {

@@ -56,6 +56,10 @@ at::Tensor DequantizeWeight(const QWeight& w);
 QuantizedX QuantizeInput(const float* x, const QWeight& w);
 void QMatVecInto(const QuantizedX& x, const QWeight& w, const at::Tensor& b, float* out,
                  const NextStep* then = nullptr);
+// The same for M rows at once, out [M, N]: each weight row is read once for several of them, and each row's result is
+// what QMatVecInto gives it alone.
+void QMatMulInto(const QuantizedX* x, int64_t M, const QWeight& w, const at::Tensor& b, float* out,
+                 const NextStep* then = nullptr);
 // y = b + x W^T for x [..., K] float32: a few rows through the integer kernels, many through the dequantized weight.
 at::Tensor QLinear(const at::Tensor& x, const QWeight& w, const at::Tensor& b);
 // The kernels this CPU runs: "avx512-vnni", "avx2" or "scalar" (chosen at run time; TORCHLM_Q8_KERNEL names a slower

@@ -30,6 +30,14 @@ class ComputeThread {
     cv_.notify_one();
     done.get();  // rethrows what fn threw
   }
+  // Queues fn and returns at once (fn must catch what it throws: nothing waits for it).
+  void Post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::packaged_task<void()>(std::move(fn)));
+    }
+    cv_.notify_one();
+  }
 
  private:
   ComputeThread() : thread_([this] { Loop(); }) { thread_.detach(); }

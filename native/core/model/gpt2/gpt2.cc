@@ -220,6 +220,7 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
   auto qkv = qkv_flat.view({B, T, 3, H, D}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, D]
   at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   at::Tensor y;
+  if (cache && cache->ragged()) return AttentionOutput(i, RaggedAttention(q, k, v, *cache, i, scale), B, T);
   if (cache) {
     int64_t s = cache->length;
     cache->k[i].narrow(2, s, T).copy_(k);
@@ -258,6 +259,32 @@ at::Tensor GPT2::Attention(int64_t i, const at::Tensor& x, const at::Tensor& bia
   return AttentionOutput(i, y, B, T);
 }
 
+at::Tensor GPT2::RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache,
+                                 int64_t i, double scale) {
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
+  const at::Tensor kc = k.to(cache.k[i].scalar_type()).contiguous(), vc = v.to(cache.v[i].scalar_type()).contiguous();
+  const at::Tensor qf = q.to(at::kFloat).contiguous();  // [B, H, 1, D]
+  at::Tensor y = at::empty({B, H, 1, D}, qf.options());
+  for (int64_t b = 0; b < B; b++) {
+    const int64_t slot = cache.slots[b], len = cache.lengths[b];
+    cache.k[i].select(0, slot).narrow(1, len, 1).copy_(kc.select(0, b));
+    cache.v[i].select(0, slot).narrow(1, len, 1).copy_(vc.select(0, b));
+    AttendInto(qf.data_ptr<float>() + b * H * D, cache.k[i].narrow(0, slot, 1), cache.v[i].narrow(0, slot, 1), len + 1,
+               scale, nullptr, y.data_ptr<float>() + b * H * D);
+  }
+  return y.to(q.scalar_type());
+}
+
+KVCache KVCache::Slot(int64_t b, int64_t len) const {
+  KVCache c;
+  for (size_t i = 0; i < k.size(); i++) {
+    c.k.push_back(k[i].narrow(0, b, 1));
+    c.v.push_back(v[i].narrow(0, b, 1));
+  }
+  c.length = len;
+  return c;
+}
+
 // Attention's heads y [B, H, T, D] joined and projected.
 at::Tensor GPT2::AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T) {
   const Layer& L = layers_[i];
@@ -282,6 +309,9 @@ static at::Tensor Activate(Activation a, const at::Tensor& x) {
   return at::gelu(x, "tanh");  // gelu_new and gelu_pytorch_tanh
 }
 
+// Whether an attention mask lets every position through (undefined: no mask).
+static bool AllOnes(const at::Tensor& mask) { return !mask.defined() || mask.to(at::kCPU).all().item<bool>(); }
+
 at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
                         KVCache* cache) {
   const int64_t T = ids.size(1);
@@ -292,7 +322,17 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                                          !training && !at::GradMode::is_enabled() && MatVecEnabled()
                                      ? at::kFloat
                                      : wte_.scalar_type();
-  const int64_t S = past + T;
+  const bool ragged = cache && cache->ragged();
+  if (ragged) {
+    if (T != 1 || static_cast<int64_t>(cache->slots.size()) != ids.size(0) ||
+        cache->lengths.size() != cache->slots.size())
+      throw UserError("ragged decoding takes one token a row and a slot and a length for each row");
+    for (size_t b = 0; b < cache->slots.size(); b++)
+      if (cache->slots[b] < 0 || cache->slots[b] >= cache->k[0].size(0) || cache->lengths[b] < 0 ||
+          cache->lengths[b] >= std::min(cache->capacity(), cfg_.n_positions))
+        throw UserError("ragged decoding: row " + std::to_string(b) + "'s slot or length is outside the cache");
+  }
+  const int64_t S = ragged ? 1 : past + T;
   if (!quantization_.empty() && at::GradMode::is_enabled() && (training || wte_.requires_grad()))
     throw UserError(
         "Training a " + quantization_ +
@@ -302,12 +342,32 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                     std::to_string(cfg_.n_positions));
   if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
   if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
+  // A quantized model's tokens through the cache go through the fused decoder, a row per token, on the integer
+  // kernels: ragged decoding (each row in its own slot) and a batch-1 prompt (each token after the ones before it in
+  // the same slot). Each row then computes what it would alone, whatever its neighbours or the prompt's chunking (the
+  // kernels quantize activations, so a rounding apart upstream could move a value a whole step), and the weights stay
+  // packed. Float weights take GEMM below.
+  if (cache && !quantization_.empty() && (ragged || (ids.size(0) == 1 && T > 1 && AllOnes(attention_mask))) &&
+      FusedDecoderSuits(*cache)) {
+    const at::Tensor p = position_ids.reshape({-1}).to(at::kCPU).contiguous();
+    const at::Tensor t = ids.reshape({-1}).to(at::kCPU).contiguous();
+    std::vector<int64_t> slots = cache->slots, lengths = cache->lengths;
+    if (!ragged)
+      for (int64_t i = 0; i < T; i++) {
+        slots.push_back(0);
+        lengths.push_back(past + i);
+      }
+    const at::Tensor h = DecodeRows(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()),
+                                    std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel()),
+                                    slots, lengths, {}, *cache);
+    return ragged ? h : h.view({1, T, cfg_.n_embd});
+  }
 
   // Additive bias [B or 1, 1, T, S]: causal, plus padding from the mask; the most negative finite value
   // (not -inf) so that fully masked rows stay finite, as Hugging Face does. None for a plain causal window under
   // scaled_dot_product_attention (is_causal).
   at::Tensor bias;
-  if ((T > 1 || attention_mask.defined()) && !(UseSdpa() && !attention_mask.defined() && past == 0)) {
+  if (!ragged && (T > 1 || attention_mask.defined()) && !(UseSdpa() && !attention_mask.defined() && past == 0)) {
     auto opts = at::TensorOptions().device(ids.device());
     at::Tensor allowed = at::arange(S, opts.dtype(at::kLong)).unsqueeze(0) <=
                          (at::arange(T, opts.dtype(at::kLong)) + past).unsqueeze(1);  // [T, S]

@@ -27,10 +27,16 @@ struct GPT2Config {
 };
 
 // Keys and values of every layer, [batch, heads, capacity, head_dim], written in place up to `length`.
+// Continuous batching gives each row of a step its own place instead: row b is slot slots[b] of the cache, with
+// lengths[b] tokens in it, and writes its one new key and value there (ragged decoding, one token a row).
 struct KVCache {
   std::vector<at::Tensor> k, v;
   int64_t length = 0;
+  std::vector<int64_t> slots, lengths;
   int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+  bool ragged() const { return !slots.empty(); }
+  // Slot b alone, as a cache of batch 1 holding `length` tokens (views: writes land in this cache).
+  KVCache Slot(int64_t b, int64_t length) const;
 };
 
 struct Layer {
@@ -145,11 +151,21 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   void LayOutConv1D();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);
   at::Tensor AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T);
+  // Ragged decoding's attention: each row's new key and value into its slot, then its query against that slot.
+  at::Tensor RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache, int64_t i,
+                             double scale);
   static bool UseSdpa();
   // native/decode.cc: one token at batch 1 through the cache on raw buffers (what Hidden computes, faster).
   bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
+  // Whether the model and the cache suit the fused decoder (CPU, float32 / bfloat16 / quantized weights, inference).
+  bool FusedDecoderSuits(const KVCache& cache) const;
   at::Tensor DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
                        KVCache& cache);
+  // The fused decoder over M rows, one token each: row m at positions[m], writing into slot slots[m] of the cache at
+  // lengths[m] and attending to what is there (`allowed`: batch 1's mask, or empty). Hidden states [M, 1, E].
+  at::Tensor DecodeRows(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions,
+                        const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths,
+                        const std::vector<uint8_t>& allowed, KVCache& cache);
 };
 
 }  // namespace torchlm

@@ -95,18 +95,23 @@ static void Store(at::Tensor& cache, int64_t offset, const float* src, int64_t n
 }
 
 bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const {
+  if (!cache || cache->ragged() || ids.size(0) != 1 || ids.size(1) != 1) return false;
+  if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1))
+    return false;
+  return FusedDecoderSuits(*cache);
+}
+
+bool GPT2::FusedDecoderSuits(const KVCache& cache) const {
   // adapters run on the general path (merge_and_unload() brings this one back)
-  if (!cache || ids.size(0) != 1 || ids.size(1) != 1 || training || !MatVecEnabled() || !lora_.empty()) return false;
+  if (training || !MatVecEnabled() || !lora_.empty()) return false;
   if (at::GradMode::is_enabled())
     for (const auto& [name, t] : params_)
       if (t.requires_grad()) return false;
   if (!wte_.device().is_cpu() || (wte_.scalar_type() != at::kFloat && wte_.scalar_type() != at::kBFloat16))
     return false;
-  if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1))
-    return false;
   for (size_t i = 0; i < layers_.size(); i++) {
     const Layer& L = layers_[i];
-    if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != KVDtype())
+    if (!cache.k[i].is_contiguous() || !cache.v[i].is_contiguous() || cache.k[i].scalar_type() != KVDtype())
       return false;
     auto suits = [](const at::Tensor& w, const at::Tensor& b, const QWeight* qw) {
       return qw ? (!b.defined() || (b.scalar_type() == at::kFloat && b.is_contiguous())) : MatVecKNWeights(w, b);
@@ -122,30 +127,42 @@ bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_m
 
 at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
                            KVCache& cache) {
-  const int64_t E = cfg_.n_embd, H = cfg_.n_head, D = E / H, I = cfg_.inner(), s = cache.length, S = s + 1;
-  const int64_t id = ids.reshape({-1})[0].item<int64_t>(), pos = position_ids.reshape({-1})[0].item<int64_t>();
-  if (id < 0 || id >= cfg_.vocab_size)
-    throw UserError("token id " + std::to_string(id) + " is out of range for vocab_size " +
-                    std::to_string(cfg_.vocab_size));
-  if (pos < 0 || pos >= cfg_.n_positions)
-    throw UserError("position " + std::to_string(pos) + " is out of range for n_positions " +
-                    std::to_string(cfg_.n_positions));
+  const int64_t S = cache.length + 1;
   std::vector<uint8_t> allowed;
   if (attention_mask.defined()) {
     const at::Tensor m = attention_mask.reshape({-1}).to(at::kBool).contiguous();
     const bool* mp = m.data_ptr<bool>();
     if (!std::all_of(mp, mp + S, [](bool b) { return b; })) allowed.assign(mp, mp + S);
   }
-  at::Tensor out = at::empty({1, 1, E}, wte_.options().dtype(at::kFloat));
-  std::vector<float> buf(static_cast<size_t>(3 * E + 3 * E + I));
-  float *x = buf.data(), *h = x + E, *y = h + E, *qkv = y + E, *f = qkv + 3 * E;
+  return DecodeRows({ids.reshape({-1})[0].item<int64_t>()}, {position_ids.reshape({-1})[0].item<int64_t>()}, {0},
+                    {cache.length}, allowed, cache);
+}
+
+at::Tensor GPT2::DecodeRows(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions,
+                            const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths,
+                            const std::vector<uint8_t>& allowed, KVCache& cache) {
+  const int64_t E = cfg_.n_embd, H = cfg_.n_head, D = E / H, I = cfg_.inner(), M = static_cast<int64_t>(ids.size());
+  const int64_t cap = cache.capacity();
+  for (int64_t m = 0; m < M; m++) {
+    if (ids[m] < 0 || ids[m] >= cfg_.vocab_size)
+      throw UserError("token id " + std::to_string(ids[m]) + " is out of range for vocab_size " +
+                      std::to_string(cfg_.vocab_size));
+    if (positions[m] < 0 || positions[m] >= cfg_.n_positions)
+      throw UserError("position " + std::to_string(positions[m]) + " is out of range for n_positions " +
+                      std::to_string(cfg_.n_positions));
+  }
+  at::Tensor out = at::empty({M, 1, E}, wte_.options().dtype(at::kFloat));
+  // each buffer holds M rows
+  std::vector<float> buf(static_cast<size_t>(M * (3 * E + 3 * E + I)));
+  float *x = buf.data(), *h = x + M * E, *y = h + M * E, *qkv = y + M * E, *f = qkv + M * 3 * E;
   const Floats wte(wte_), wpe(wpe_);
-  for (int64_t e = 0; e < E; e++) x[e] = wte[id * E + e] + wpe[pos * E + e];
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t e = 0; e < E; e++) x[m * E + e] = wte[ids[m] * E + e] + wpe[positions[m] * E + e];
   const double scale = cfg_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
   // Each linear's rows streamed by both threads, then the serial step up to the next linear (its input quantized, for
   // integer weights) in the same parallel region, while the other thread reads the next linear's first rows into
   // cache: a step is what it runs and the weights it reads ahead.
-  QuantizedX xq;
+  std::vector<QuantizedX> xq(static_cast<size_t>(M));
   auto step = [&](std::function<void()> serial, const at::Tensor& w, const QWeight* qw) {
     NextStep t;
     t.serial = std::move(serial);
@@ -158,44 +175,53 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     }
     return t;
   };
-  auto linear = [&](const float* in, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* out,
-                    const NextStep& next) {
-    if (qw)
-      QMatVecInto(xq, *qw, b, out, &next);
-    else
-      MatVecKNInto(in, w, b, out, &next);
+  // Integer weights take every row in one pass over the weights (a row computes as it would alone); float weights
+  // take one row at a time (batched float decoding goes through GEMM in GPT2::Hidden instead).
+  auto linear = [&](const float* in, int64_t K, const at::Tensor& w, const at::Tensor& b, const QWeight* qw, float* o,
+                    int64_t N, const NextStep& next) {
+    if (qw) {
+      QMatMulInto(xq.data(), M, *qw, b, o, &next);
+      return;
+    }
+    for (int64_t m = 0; m < M; m++) MatVecKNInto(in + m * K, w, b, o + m * N, m + 1 == M ? &next : nullptr);
   };
-  auto quantize = [&](const float* in, const QWeight* qw) {
-    if (qw) xq = QuantizeInput(in, *qw);
+  auto quantize = [&](const float* in, int64_t K, const QWeight* qw) {
+    if (qw)
+      for (int64_t m = 0; m < M; m++) xq[m] = QuantizeInput(in + m * K, *qw);
   };
   // the residual of layer i - 1's MLP (none before layer 0), then layer i's first layer norm; past the last layer the
   // final layer norm into `out`
   float* final = out.data_ptr<float>();
   auto enter = [&](int64_t i) {
     if (i > 0)
-      for (int64_t e = 0; e < E; e++) x[e] += h[e];
+      for (int64_t e = 0; e < M * E; e++) x[e] += h[e];
     if (i == cfg_.n_layer) {
-      LayerNorm(x, Floats(ln_f_w_), Floats(ln_f_b_), cfg_.layer_norm_epsilon, E, final);
+      for (int64_t m = 0; m < M; m++)
+        LayerNorm(x + m * E, Floats(ln_f_w_), Floats(ln_f_b_), cfg_.layer_norm_epsilon, E, final + m * E);
       return;
     }
     const Layer& L = layers_[i];
-    LayerNorm(x, Floats(L.ln_1_w), Floats(L.ln_1_b), cfg_.layer_norm_epsilon, E, h);
-    quantize(h, L.c_attn_q);
+    for (int64_t m = 0; m < M; m++)
+      LayerNorm(x + m * E, Floats(L.ln_1_w), Floats(L.ln_1_b), cfg_.layer_norm_epsilon, E, h + m * E);
+    quantize(h, E, L.c_attn_q);
   };
   enter(0);
   for (int64_t i = 0; i < cfg_.n_layer; i++) {
     const Layer& L = layers_[i];
     // the serial steps between this layer's linears
-    const auto store_kv = [&] {  // this token's key and value, at position s of each head
-      for (int64_t hd = 0; hd < H; hd++) {
-        Store(cache.k[i], (hd * cache.capacity() + s) * D, qkv + E + hd * D, D);
-        Store(cache.v[i], (hd * cache.capacity() + s) * D, qkv + 2 * E + hd * D, D);
-      }
+    const auto store_kv = [&] {  // each row's key and value, at its position in its slot, for each head
+      for (int64_t m = 0; m < M; m++)
+        for (int64_t hd = 0; hd < H; hd++) {
+          const int64_t at = ((slots[m] * H + hd) * cap + lengths[m]) * D;
+          Store(cache.k[i], at, qkv + m * 3 * E + E + hd * D, D);
+          Store(cache.v[i], at, qkv + m * 3 * E + 2 * E + hd * D, D);
+        }
     };
     const auto attention_residual_ln_2 = [&] {
-      for (int64_t e = 0; e < E; e++) x[e] += h[e];
-      LayerNorm(x, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h);
-      quantize(h, L.c_fc_q);
+      for (int64_t e = 0; e < M * E; e++) x[e] += h[e];
+      for (int64_t m = 0; m < M; m++)
+        LayerNorm(x + m * E, Floats(L.ln_2_w), Floats(L.ln_2_b), cfg_.layer_norm_epsilon, E, h + m * E);
+      quantize(h, E, L.c_fc_q);
     };
     const auto enter_next = [&] { enter(i + 1); };
     // what the last linear reads ahead: layer i + 1's c_attn, or the LM head (GPT2::Logits: the quantized head, else
@@ -204,15 +230,17 @@ at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids
     const at::Tensor next_w = head ? wte_.t() : layers_[i + 1].c_attn_w;
     const QWeight* next_q = head ? (lm_head_q_.q.defined() ? &lm_head_q_ : nullptr) : layers_[i + 1].c_attn_q;
 
-    linear(h, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, step(store_kv, L.attn_proj_w, L.attn_proj_q));
+    linear(h, E, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, 3 * E, step(store_kv, L.attn_proj_w, L.attn_proj_q));
     const double layer_scale = cfg_.scale_attn_by_inverse_layer_idx ? scale / static_cast<double>(i + 1) : scale;
-    AttendInto(qkv, cache.k[i], cache.v[i], S, layer_scale, allowed.empty() ? nullptr : allowed.data(), y);
-    quantize(y, L.attn_proj_q);
-    linear(y, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, step(attention_residual_ln_2, L.c_fc_w, L.c_fc_q));
-    linear(h, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, step([] {}, L.mlp_proj_w, L.mlp_proj_q));
-    Activate(cfg_.activation, f, I);
-    quantize(f, L.mlp_proj_q);
-    linear(f, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, step(enter_next, next_w, next_q));
+    for (int64_t m = 0; m < M; m++)
+      AttendInto(qkv + m * 3 * E, cache.k[i].narrow(0, slots[m], 1), cache.v[i].narrow(0, slots[m], 1), lengths[m] + 1,
+                 layer_scale, allowed.empty() ? nullptr : allowed.data(), y + m * E);
+    quantize(y, E, L.attn_proj_q);
+    linear(y, E, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, E, step(attention_residual_ln_2, L.c_fc_w, L.c_fc_q));
+    linear(h, E, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, I, step([] {}, L.mlp_proj_w, L.mlp_proj_q));
+    for (int64_t m = 0; m < M; m++) Activate(cfg_.activation, f + m * I, I);
+    quantize(f, I, L.mlp_proj_q);
+    linear(f, I, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, E, step(enter_next, next_w, next_q));
   }
   return out.to(wte_.scalar_type());  // outputs keep the model's dtype
 }

@@ -1,0 +1,281 @@
+// npm run bench -- --only=serve: serving under load. torchlm serve (a child process, fp32 and q8) and, where built,
+// llama.cpp's own llama-server (--parallel, continuous batching; f32 and q8_0) on the same 124M-shaped weights, driven
+// by the same load generator over HTTP: closed-loop clients (each sends its next request when the last one ends) at
+// 1, 4, 8, 16 and 32 clients, streamed completions of a 32-token prompt and 64 new tokens (ignore_eos), and an
+// open-loop run of Poisson arrivals. Aggregate output tokens/s, time to first token and inter-token latency (p50,
+// p99), and, for torchlm, the server's event-loop delay while serving.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+
+export interface LoadResult {
+  clients: number | string;
+  requests: number;
+  tokens_per_s: number;
+  ttft_p50_ms: number;
+  ttft_p99_ms: number;
+  itl_p50_ms: number;
+  itl_p99_ms: number;
+  eventloop_max_ms?: number;
+}
+
+interface ServerUnderTest {
+  name: string;
+  url: string;
+  model: string;
+  process: ChildProcess;
+}
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+function prompt(seed: number, n: number): number[] {
+  let s = seed >>> 0 || 1;
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff;
+    return s % 50000;
+  });
+}
+
+/** One streamed completion: when its first token came, and the gaps between the next ones. */
+async function request(server: ServerUnderTest, ids: number[], maxTokens: number) {
+  const start = performance.now();
+  const res = await fetch(`${server.url}/v1/completions`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      model: server.model,
+      prompt: ids,
+      max_tokens: maxTokens,
+      temperature: 0,
+      ignore_eos: true,
+      stream: true,
+    }),
+  });
+  if (!res.ok || !res.body) throw new Error(`${server.name}: HTTP ${res.status}: ${await res.text()}`);
+  const times: number[] = [];
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for await (const part of res.body) {
+    buffered += decoder.decode(part as Uint8Array, { stream: true });
+    let at: number;
+    while ((at = buffered.indexOf("\n\n")) >= 0) {
+      const event = buffered.slice(0, at);
+      buffered = buffered.slice(at + 2);
+      if (!event.startsWith("data: ") || event === "data: [DONE]") continue;
+      const data = JSON.parse(event.slice(6));
+      // a chunk per token (llama-server sends one per token too; the last carries the finish reason)
+      if (data.choices?.[0] && data.choices[0].finish_reason == null) times.push(performance.now());
+    }
+  }
+  return {
+    ttft: times.length ? times[0]! - start : NaN,
+    gaps: times.slice(1).map((t, i) => t - times[i]!),
+    tokens: times.length,
+  };
+}
+
+async function eventLoopMaxMs(server: ServerUnderTest): Promise<number | undefined> {
+  const text = await (await fetch(`${server.url}/metrics`)).text().catch(() => "");
+  const m = /^nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text);
+  return m ? Number(m[1]) * 1000 : undefined;
+}
+
+/** Closed loop: `clients` clients, each sending its next request as the last ends, `perClient` requests each. */
+async function closedLoop(server: ServerUnderTest, clients: number, perClient: number, promptLen: number, out: number) {
+  const ttft: number[] = [];
+  const itl: number[] = [];
+  let tokens = 0;
+  await eventLoopMaxMs(server); // resets the server's event-loop histogram
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let r = 0; r < perClient; r++) {
+        const x = await request(server, prompt(c * 1000 + r + 1, promptLen), out);
+        ttft.push(x.ttft);
+        itl.push(...x.gaps);
+        tokens += x.tokens;
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    clients,
+    requests: clients * perClient,
+    tokens_per_s: tokens / seconds,
+    ttft_p50_ms: percentile(ttft, 50),
+    ttft_p99_ms: percentile(ttft, 99),
+    itl_p50_ms: percentile(itl, 50),
+    itl_p99_ms: percentile(itl, 99),
+    eventloop_max_ms: await eventLoopMaxMs(server),
+  };
+}
+
+/** Open loop: requests arrive as a Poisson process of `rate` a second, whatever is still running. */
+async function openLoop(server: ServerUnderTest, rate: number, count: number, promptLen: number, out: number) {
+  const ttft: number[] = [];
+  const itl: number[] = [];
+  let tokens = 0;
+  let s = 12345;
+  const uniform = () => ((s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) + 1) / 2 ** 31;
+  const t0 = performance.now();
+  const running: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    running.push(
+      request(server, prompt(9000 + i, promptLen), out).then((x) => {
+        ttft.push(x.ttft);
+        itl.push(...x.gaps);
+        tokens += x.tokens;
+      }),
+    );
+    await new Promise((r) => setTimeout(r, (-Math.log(uniform()) / rate) * 1000));
+  }
+  await Promise.all(running);
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    clients: `Poisson ${rate}/s`,
+    requests: count,
+    tokens_per_s: tokens / seconds,
+    ttft_p50_ms: percentile(ttft, 50),
+    ttft_p99_ms: percentile(ttft, 99),
+    itl_p50_ms: percentile(itl, 50),
+    itl_p99_ms: percentile(itl, 99),
+  };
+}
+
+async function waitReady(name: string, child: ChildProcess, pattern: RegExp): Promise<string> {
+  let out = "";
+  return new Promise<string>((resolve, reject) => {
+    const look = (d: Buffer) => {
+      out += d;
+      const m = pattern.exec(out);
+      if (m) resolve(m[1]!);
+    };
+    child.stdout?.on("data", look);
+    child.stderr?.on("data", look);
+    child.on("exit", (code) => reject(new Error(`${name} exited ${code}: ${out.slice(-2000)}`)));
+  });
+}
+
+async function startTorchlm(root: string, weights: string, dtype: string, slots: number): Promise<ServerUnderTest> {
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, "dist", "lib", "cli.js"),
+      "serve",
+      "-m",
+      weights,
+      "--dtype",
+      dtype,
+      "--port",
+      "0",
+      "--max-batch",
+      String(slots),
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const url = await waitReady("torchlm serve", child, /on (http:\/\/127\.0\.0\.1:\d+)/);
+  return { name: `torchlm ${dtype}`, url, model: weights, process: child };
+}
+
+async function startLlamaServer(bin: string, gguf: string, slots: number, threads: number): Promise<ServerUnderTest> {
+  const port = 18000 + Math.floor(Math.random() * 1000);
+  // each slot holds a prompt and its tokens (32 + 64, rounded up)
+  const child = spawn(
+    bin,
+    [
+      "-m",
+      gguf,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--parallel",
+      String(slots),
+      "-c",
+      String(slots * 128),
+      "-t",
+      String(threads),
+      "-tb",
+      String(threads),
+      "--cont-batching",
+      "--no-webui",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  await waitReady("llama-server", child, /(server is listening|HTTP server listening)/);
+  return {
+    name: `llama-server ${gguf.split("-").pop()!.replace(".gguf", "")}`,
+    url: `http://127.0.0.1:${port}`,
+    model: "gguf",
+    process: child,
+  };
+}
+
+export async function serveBench(root: string, weights: string, threads: number, quick: boolean) {
+  const levels = quick ? [1, 4] : [1, 4, 8, 16, 32];
+  const promptLen = 32,
+    out = quick ? 16 : 64;
+  const rows: { server: string; results: LoadResult[] }[] = [];
+  const llamaBin = join(root, "bench", ".peers", "llama.cpp-build", "bin", "llama-server");
+  const gguf = (f: string) => join(root, "bench", ".weights", `gguf-${f}.gguf`);
+  const targets: (() => Promise<ServerUnderTest>)[] = [
+    () => startTorchlm(root, weights, "float32", 16),
+    () => startTorchlm(root, weights, "q8", 16),
+  ];
+  if (!quick && existsSync(llamaBin))
+    for (const f of ["f32", "q8_0"])
+      if (existsSync(gguf(f))) targets.push(() => startLlamaServer(llamaBin, gguf(f), 16, threads));
+  for (const start of targets) {
+    const server = await start();
+    try {
+      console.log(`serve bench: ${server.name}`);
+      await closedLoop(server, 1, 1, promptLen, 4); // warm-up
+      const results: LoadResult[] = [];
+      for (const clients of levels) {
+        const perClient = Math.max(2, Math.ceil(16 / clients));
+        const r = await closedLoop(server, clients, quick ? 1 : perClient, promptLen, out);
+        console.log(
+          `  ${clients} clients: ${r.tokens_per_s.toFixed(1)} tokens/s, ` +
+            `TTFT p50 ${r.ttft_p50_ms.toFixed(0)} ms p99 ${r.ttft_p99_ms.toFixed(0)} ms, ` +
+            `ITL p50 ${r.itl_p50_ms.toFixed(1)} ms p99 ${r.itl_p99_ms.toFixed(1)} ms` +
+            (r.eventloop_max_ms !== undefined ? `, event loop max ${r.eventloop_max_ms.toFixed(1)} ms` : ""),
+        );
+        results.push(r);
+      }
+      if (!quick) {
+        const r = await openLoop(server, 2, 24, promptLen, out);
+        console.log(`  ${r.clients}: ${r.tokens_per_s.toFixed(1)} tokens/s, TTFT p99 ${r.ttft_p99_ms.toFixed(0)} ms`);
+        results.push(r);
+      }
+      rows.push({ server: server.name, results });
+    } finally {
+      server.process.kill("SIGTERM");
+      await new Promise((r) => server.process.on("exit", r));
+    }
+  }
+  return rows;
+}
+
+/** The markdown table of a serve bench: a row per server and load. */
+export function renderServe(rows: { server: string; results: LoadResult[] }[]): string[] {
+  const lines = [
+    "| server | clients | requests | output tokens/s | x 1 client | TTFT p50 / p99 ms | ITL p50 / p99 ms " +
+      "| event loop max ms |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const { server, results } of rows) {
+    const one = results.find((r) => r.clients === 1)?.tokens_per_s ?? NaN;
+    for (const r of results)
+      lines.push(
+        `| ${server} | ${r.clients} | ${r.requests} | ${r.tokens_per_s.toFixed(1)} | ` +
+          `${(r.tokens_per_s / one).toFixed(2)} | ${r.ttft_p50_ms.toFixed(0)} / ${r.ttft_p99_ms.toFixed(0)} | ` +
+          `${r.itl_p50_ms.toFixed(1)} / ${r.itl_p99_ms.toFixed(1)} | ` +
+          `${r.eventloop_max_ms === undefined ? "" : r.eventloop_max_ms.toFixed(1)} |`,
+      );
+  }
+  return lines;
+}
