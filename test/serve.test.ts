@@ -269,3 +269,47 @@ test("the CLI: 127.0.0.1, TORCHLM_API_KEY; SIGTERM lets a request in flight fini
   expect(text).toBe(tok.decode(await generated(PROMPT, { max_new_tokens: 60 })));
   await expect(fetch(`${url}/health`)).rejects.toThrow();
 }, 60_000);
+
+test("a soak (CI's short version): 200 requests, 10% cancelled mid-stream, 1% malformed", async () => {
+  const rss0 = process.memoryUsage().rss;
+  const base = { model: "tiny", max_tokens: 24, temperature: 0.8, ignore_eos: true, stream: true };
+  const post = (body: unknown, signal?: AbortSignal) =>
+    fetch(`${server.url}/v1/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      signal,
+    });
+  let ok = 0,
+    cancelled = 0,
+    refused = 0;
+  const one = async (i: number) => {
+    if (i % 100 === 7) {
+      const r = await post(i % 200 === 7 ? "{broken" : { ...base, max_tokens: "many" });
+      expect(r.status).toBe(400);
+      refused++;
+      return;
+    }
+    const controller = new AbortController();
+    const r = await post({ ...base, prompt: [1 + (i % 50), 2, 3], seed: i }, controller.signal);
+    expect(r.status).toBe(200);
+    let events = 0;
+    try {
+      for await (const _ of r.body!) if (++events === 3 && i % 10 === 3) controller.abort();
+    } catch {
+      cancelled++;
+      return;
+    }
+    ok++;
+  };
+  // 8 clients at a time
+  for (let i = 0; i < 200; i += 8) await Promise.all(Array.from({ length: 8 }, (_, k) => one(i + k)));
+  expect([ok + cancelled + refused, refused]).toEqual([200, 2]);
+  expect(cancelled).toBeGreaterThanOrEqual(15);
+  for (let i = 0; i < 100 && server.manager.running + server.manager.waiting > 0; i++)
+    await new Promise((r) => setTimeout(r, 20));
+  expect([server.manager.running, server.manager.waiting]).toEqual([0, 0]);
+  expect((await fetch(`${server.url}/health`)).status).toBe(200);
+  // the process lives on with its memory bounded (the short run's figure; the bench's soak measures a long one)
+  expect(process.memoryUsage().rss).toBeLessThan(rss0 * 1.25 + 64e6);
+}, 120_000);

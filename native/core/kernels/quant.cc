@@ -389,11 +389,17 @@ void MatMulQxQ8(const QuantizedX* xq, int64_t M, const QWeight& w, float* out, c
       [&](int64_t n0, int64_t n1) {
 #if defined(__x86_64__)
         if (level == 2) {
-          int64_t m = 0;
-          for (; m + 8 <= M; m += 8) DotRowsQxQ8Avx512Vnni<Bits, 8>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-          for (; m + 4 <= M; m += 4) DotRowsQxQ8Avx512Vnni<Bits, 4>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-          for (; m + 2 <= M; m += 2) DotRowsQxQ8Avx512Vnni<Bits, 2>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
-          for (; m < M; m++) DotRowsQxQ8Avx512Vnni<Bits, 1>(xq + m, q, s, Kp, N, n0, n1, out + m * N);
+          // weight rows a tile at a time, every activation row over each tile: past 8 activation rows the weights
+          // are read from memory once, and from cache for the next 8
+          constexpr int64_t kTile = 32;
+          for (int64_t t0 = n0; t0 < n1; t0 += kTile) {
+            const int64_t t1 = std::min(n1, t0 + kTile);
+            int64_t m = 0;
+            for (; m + 8 <= M; m += 8) DotRowsQxQ8Avx512Vnni<Bits, 8>(xq + m, q, s, Kp, N, t0, t1, out + m * N);
+            for (; m + 4 <= M; m += 4) DotRowsQxQ8Avx512Vnni<Bits, 4>(xq + m, q, s, Kp, N, t0, t1, out + m * N);
+            for (; m + 2 <= M; m += 2) DotRowsQxQ8Avx512Vnni<Bits, 2>(xq + m, q, s, Kp, N, t0, t1, out + m * N);
+            for (; m < M; m++) DotRowsQxQ8Avx512Vnni<Bits, 1>(xq + m, q, s, Kp, N, t0, t1, out + m * N);
+          }
           return;
         }
         if (level == 1) {
