@@ -33,7 +33,9 @@ describe.each(["float32", "q8"])("%s", (dtype) => {
     for (const p of ps) expected.push(await alone(model, p, options));
     const manager = await model.init_continuous_batching({ max_batch_size: 4, max_batch_tokens: 9 });
     const handles = ps.map((p) => manager.add_request(p, options));
-    expect(manager.waiting + manager.running).toBe(10);
+    // 4 slots: the rest wait (a request may have finished already: the model is tiny)
+    expect(manager.running).toBeLessThanOrEqual(4);
+    expect(manager.waiting).toBeGreaterThanOrEqual(1);
     const results = await Promise.all(handles.map((h) => h.result));
     expect(results.map((r) => r.generated_tokens)).toEqual(expected);
     expect(results.map((r) => r.finish_reason)).toEqual(Array(10).fill("length"));

@@ -51,6 +51,7 @@ void ContinuousBatching::Add(BatchRequest request) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopped_) throw UserError("the continuous batching manager is stopped");
   incoming_.push_back(std::move(request));
+  pending_count_++;
   Schedule();
 }
 
@@ -62,8 +63,14 @@ void ContinuousBatching::Cancel(int64_t id) {
 }
 
 ContinuousBatching::Counts ContinuousBatching::counts() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return {running_count_.load(), waiting_count_.load() + static_cast<int64_t>(incoming_.size())};
+  // the total is exact at any time; where a step has not finished, a request it admitted may still count as waiting
+  const int64_t pending = pending_count_.load(), running = std::min(running_count_.load(), pending);
+  return {running, pending - running};
+}
+
+void ContinuousBatching::Report(std::vector<BatchEvent>& events, BatchEvent finished) {
+  events.push_back(std::move(finished));
+  pending_count_--;
 }
 
 void ContinuousBatching::Schedule() {
@@ -82,12 +89,11 @@ void ContinuousBatching::RunStep() {
       // a failure of the step (not of one request's input, checked at Add) ends every request it held
       while (!running_.empty()) Finish(running_.back().get(), "error", e.what(), events);
       for (auto& seq : waiting_)
-        events.push_back({seq->request.id, BatchEvent::kFinished, -1, 0, {}, "error", e.what()});
+        Report(events, {seq->request.id, BatchEvent::kFinished, -1, 0, {}, "error", e.what()});
       waiting_.clear();
     }
   }
   running_count_ = static_cast<int64_t>(running_.size());
-  waiting_count_ = static_cast<int64_t>(waiting_.size());
   if (!events.empty()) sink_(std::move(events));
   std::lock_guard<std::mutex> lock(mu_);
   scheduled_ = false;
@@ -104,11 +110,10 @@ void ContinuousBatching::Stop() {
   }
   std::vector<BatchEvent> events;
   while (!running_.empty()) Finish(running_.back().get(), "cancelled", "", events);
-  for (auto& seq : waiting_) events.push_back({seq->request.id, BatchEvent::kFinished, -1, 0, {}, "cancelled", ""});
-  for (auto& r : incoming) events.push_back({r.id, BatchEvent::kFinished, -1, 0, {}, "cancelled", ""});
+  for (auto& seq : waiting_) Report(events, {seq->request.id, BatchEvent::kFinished, -1, 0, {}, "cancelled", ""});
+  for (auto& r : incoming) Report(events, {r.id, BatchEvent::kFinished, -1, 0, {}, "cancelled", ""});
   waiting_.clear();
   running_count_ = 0;
-  waiting_count_ = 0;
   cache_ = KVCache();  // the slots' memory goes now, not when JavaScript collects the manager
   if (!events.empty()) sink_(std::move(events));
 }
@@ -132,7 +137,7 @@ void ContinuousBatching::Intake(std::vector<BatchEvent>& events) {
   for (int64_t id : cancels) {
     auto w = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& s) { return s->request.id == id; });
     if (w != waiting_.end()) {
-      events.push_back({id, BatchEvent::kFinished, -1, 0, {}, "cancelled", ""});
+      Report(events, {id, BatchEvent::kFinished, -1, 0, {}, "cancelled", ""});
       waiting_.erase(w);
     }
     auto r = std::find_if(running_.begin(), running_.end(), [&](const auto& s) { return s->request.id == id; });
@@ -246,7 +251,7 @@ std::string ContinuousBatching::Choose(Sequence& seq, const at::Tensor& logits, 
 
 void ContinuousBatching::Finish(Sequence* seq, const std::string& reason, const std::string& error,
                                 std::vector<BatchEvent>& events) {
-  events.push_back({seq->request.id, BatchEvent::kFinished, -1, 0, {}, reason, error});
+  Report(events, {seq->request.id, BatchEvent::kFinished, -1, 0, {}, reason, error});
   auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& s) { return s.get() == seq; });
   if (it == running_.end()) return;
   free_slots_.push_back(seq->slot);

@@ -82,6 +82,8 @@ class ContinuousBatching : public std::enable_shared_from_this<ContinuousBatchin
   };
 
   void Schedule();  // with mu_ held
+  // A request's end: its event, and one request fewer in counts().
+  void Report(std::vector<BatchEvent>& events, BatchEvent finished);
   void RunStep();
   void Step(std::vector<BatchEvent>& events);
   void Intake(std::vector<BatchEvent>& events);
@@ -105,7 +107,8 @@ class ContinuousBatching : public std::enable_shared_from_this<ContinuousBatchin
   std::unordered_set<int64_t> cancels_;
   bool scheduled_ = false;
   std::atomic<bool> stopped_{false};
-  std::atomic<int64_t> running_count_{0}, waiting_count_{0};
+  std::atomic<int64_t> running_count_{0};
+  std::atomic<int64_t> pending_count_{0};  // added and not yet reported finished
 
   // the compute thread's own
   std::deque<std::unique_ptr<Sequence>> waiting_;
