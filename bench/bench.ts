@@ -9,7 +9,7 @@ import { GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";
 import { packageRoot } from "../lib/native.js";
 import { benchConfig, measure } from "./measure.js";
 import { render, writeResults } from "./render.js";
-import { renderServe, serveBench } from "./serve.js";
+import { batchApi, renderServe, serveBench } from "./serve.js";
 
 const root = packageRoot();
 const argv = process.argv.slice(2);
@@ -33,6 +33,7 @@ if (!existsSync(join(weightsDir, "model.safetensors"))) {
 if (only?.includes("serve")) {
   // serving is its own run: servers in child processes and a load generator (bench/serve.ts)
   const rows = await serveBench(root, weightsDir, get_num_threads(), quick);
+  rows.push({ server: "batch API, in process", results: await batchApi(weightsDir, get_num_threads(), quick) });
   const table = renderServe(rows);
   console.log("\n" + table.join("\n"));
   if (!quick) {

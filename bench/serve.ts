@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { packageRoot } from "../lib/package_root.js";
 
 export interface LoadResult {
   clients: number | string;
@@ -220,6 +221,7 @@ export async function serveBench(root: string, weights: string, threads: number,
   const promptLen = 32,
     out = quick ? 16 : 64;
   const rows: { server: string; results: LoadResult[] }[] = [];
+  // built by bench/build-llama-server.sh
   const llamaBin = join(root, "bench", ".peers", "llama.cpp-build", "bin", "llama-server");
   const gguf = (f: string) => join(root, "bench", ".weights", `gguf-${f}.gguf`);
   const targets: (() => Promise<ServerUnderTest>)[] = [
@@ -255,6 +257,61 @@ export async function serveBench(root: string, weights: string, threads: number,
     } finally {
       server.process.kill("SIGTERM");
       await new Promise((r) => server.process.on("exit", r));
+    }
+  }
+  return rows;
+}
+
+/** The batch API beside transformers': generate_batch of 16 prompts (32 tokens) x 64 new tokens, greedy, in process
+ * (torchlm float32 and q8; transformers' generate_batch on PyTorch 2, paged eager attention, float32). */
+export async function batchApi(weights: string, threads: number, quick: boolean): Promise<LoadResult[]> {
+  const { GPT2LMHeadModel } = await import("../lib/index.js");
+  const n = quick ? 4 : 16,
+    out = quick ? 8 : 64;
+  const inputs = Array.from({ length: n }, (_, i) => prompt(i + 1, 32));
+  const rows: LoadResult[] = [];
+  const row = (name: string, tokens: number, seconds: number): LoadResult => ({
+    clients: name,
+    requests: n,
+    tokens_per_s: tokens / seconds,
+    ttft_p50_ms: NaN,
+    ttft_p99_ms: NaN,
+    itl_p50_ms: NaN,
+    itl_p99_ms: NaN,
+  });
+  for (const dtype of ["float32", "q8"] as const) {
+    const m = await GPT2LMHeadModel.from_pretrained(weights, { dtype });
+    await m.generate_batch([inputs[0]!], { max_new_tokens: 2 });
+    const t0 = performance.now();
+    const r = await m.generate_batch(inputs, { max_new_tokens: out, eos_token_id: null });
+    const seconds = (performance.now() - t0) / 1000;
+    rows.push(
+      row(
+        `torchlm generate_batch ${dtype}`,
+        r.reduce((a, x) => a + x.generated_tokens.length, 0),
+        seconds,
+      ),
+    );
+    await m.dispose();
+  }
+  if (!quick) {
+    try {
+      const { benchPython } = await import("./peers.js");
+      const { execFileSync } = await import("node:child_process");
+      const root = packageRoot();
+      const res = JSON.parse(
+        execFileSync(
+          await benchPython(),
+          [join(root, "bench", "hf_cb_peer.py"), weights, String(threads), String(n), "32", String(out)],
+          { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
+        )
+          .trim()
+          .split("\n")
+          .pop()!,
+      );
+      rows.push(row("transformers generate_batch float32", res.tokens, res.seconds));
+    } catch (e) {
+      console.log(`transformers' continuous batching skipped: ${(e as Error).message.split("\n")[0]}`);
     }
   }
   return rows;

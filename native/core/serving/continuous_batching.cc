@@ -88,8 +88,7 @@ void ContinuousBatching::RunStep() {
     } catch (const std::exception& e) {
       // a failure of the step (not of one request's input, checked at Add) ends every request it held
       while (!running_.empty()) Finish(running_.back().get(), "error", e.what(), events);
-      for (auto& seq : waiting_)
-        Report(events, {seq->request.id, BatchEvent::kFinished, -1, 0, {}, "error", e.what()});
+      for (auto& seq : waiting_) Report(events, {seq->request.id, BatchEvent::kFinished, -1, 0, {}, "error", e.what()});
       waiting_.clear();
     }
   }
