@@ -9,7 +9,7 @@ import { GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";
 import { packageRoot } from "../lib/native.js";
 import { benchConfig, measure } from "./measure.js";
 import { render, writeResults } from "./render.js";
-import { batchApi, renderServe, serveBench } from "./serve.js";
+import { batchApi, prefillBench, renderServe, serveBench } from "./serve.js";
 
 const root = packageRoot();
 const argv = process.argv.slice(2);
@@ -29,6 +29,12 @@ if (!existsSync(join(weightsDir, "model.safetensors"))) {
   const m = await GPT2LMHeadModel.from_config(benchConfig(quick), { seed: 0 });
   await m.save_pretrained(weightsDir);
   await m.dispose();
+}
+if (only?.includes("prefill")) {
+  const rows = await prefillBench(root, weightsDir, get_num_threads());
+  console.log("\n| engine | format | prefill 512 tokens/s |\n|---|---|---:|");
+  for (const r of rows) console.log(`| ${r.engine} | ${r.format} | ${r.tokens_per_s.toFixed(0)} |`);
+  if (only.length === 1) process.exit(0);
 }
 if (only?.includes("serve")) {
   // serving is its own run: servers in child processes and a load generator (bench/serve.ts)

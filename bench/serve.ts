@@ -317,6 +317,49 @@ export async function batchApi(weights: string, threads: number, quick: boolean)
   return rows;
 }
 
+/** Prefill of 512 tokens at batch 1 (a server's time to first token): torchlm's generate with one new token, per
+ * dtype, beside llama.cpp's own llama-bench pp512 on the same weights (f32, f16, q8_0, q4_0), medians of 3. */
+export async function prefillBench(root: string, weights: string, threads: number) {
+  const { GPT2LMHeadModel } = await import("../lib/index.js");
+  const ids = [prompt(7, 512)];
+  const rows: { engine: string; format: string; tokens_per_s: number }[] = [];
+  for (const dtype of ["float32", "bfloat16", "q8", "q4"] as const) {
+    const m = await GPT2LMHeadModel.from_pretrained(weights, { dtype });
+    await m.generate([ids[0]!.slice(0, 64)], { max_new_tokens: 1 });
+    const times: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      const t0 = performance.now();
+      await m.generate(ids, { max_new_tokens: 1 });
+      times.push((performance.now() - t0) / 1000);
+    }
+    rows.push({ engine: "torchlm", format: dtype, tokens_per_s: 512 / percentile(times, 50) });
+    await m.dispose();
+  }
+  const llamaBench = join(root, "bench", ".peers", "llama.cpp-build", "bin", "llama-bench");
+  if (existsSync(llamaBench)) {
+    const { execFileSync } = await import("node:child_process");
+    for (const f of ["f32", "f16", "q8_0", "q4_0"]) {
+      const gguf = join(root, "bench", ".weights", `gguf-${f}.gguf`);
+      if (!existsSync(gguf)) continue;
+      const out = execFileSync(
+        llamaBench,
+        ["-m", gguf, "-p", "512", "-n", "0", "-t", String(threads), "-r", "3", "-o", "json"],
+        { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] },
+      );
+      const r = JSON.parse(out) as { n_prompt: number; avg_ts: number; samples_ts?: number[] }[];
+      const row = r.find((x) => x.n_prompt === 512)!;
+      // the same statistic as torchlm's: the median of the 3 runs
+      rows.push({
+        engine: "llama-bench",
+        format: f,
+        tokens_per_s: row.samples_ts ? percentile(row.samples_ts, 50) : row.avg_ts,
+      });
+    }
+  }
+  for (const r of rows) console.log(`  prefill 512 ${r.engine} ${r.format}: ${r.tokens_per_s.toFixed(0)} tokens/s`);
+  return rows;
+}
+
 /** The markdown table of a serve bench: a row per server and load. */
 export function renderServe(rows: { server: string; results: LoadResult[] }[]): string[] {
   const lines = [

@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // torchlm's command line: generate, finetune, evaluate, bench, info.
 import { Command, InvalidArgumentError, Option } from "commander";
-import { serve } from "./serve.js";
 import { spawn } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
@@ -292,6 +291,8 @@ export function buildProgram(): Command {
     .option("--api-key <key>", "require Authorization: Bearer <key> (default: $TORCHLM_API_KEY)")
     .option("--grace-period <s>", "seconds in-flight requests get to finish on SIGTERM", num, 30)
     .action(async (o: Record<string, any>) => {
+      // Fastify and prom-client load with this command only
+      const { serve } = await import("./serve.js");
       const model = await AutoModelForCausalLM.from_pretrained(o.model, { device: o.device, dtype: o.dtype });
       const tokenizer = await AutoTokenizer.from_pretrained(o.model).catch(() => null);
       const server = await serve({
