@@ -429,28 +429,49 @@ at::Tensor MatVecNK(const at::Tensor& h0, const at::Tensor& w) {
   return out.to(h0.scalar_type()).view(sizes);
 }
 
+// One head: softmax(q.K * scale).V over S positions, p the scores' scratch.
+template <typename C>
+static void AttendHead(const float* qh, const C* kh, const C* vh, int64_t S, int64_t D, double scale,
+                       const uint8_t* allowed, float* yh, std::vector<float>& p, DotFn<C> dot, AxpyFn<C> axpy) {
+  p.resize(static_cast<size_t>(S));
+  dot(qh, kh, p.data(), 0, S, D);
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t s = 0; s < S; s++) {
+    p[s] = allowed && !allowed[s] ? std::numeric_limits<float>::lowest() : static_cast<float>(p[s] * scale);
+    mx = std::max(mx, p[s]);
+  }
+  float sum = 0;
+  for (int64_t s = 0; s < S; s++) sum += p[s] = std::exp(p[s] - mx);
+  for (int64_t s = 0; s < S; s++) p[s] /= sum;
+  std::fill(yh, yh + D, 0.0f);
+  axpy(p.data(), vh, yh, 0, S, D);
+}
+
 template <typename C>
 static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S, int64_t D, int64_t head_stride,
                    double scale, const uint8_t* allowed, float* y) {
   AxpyFn<C> axpy = Axpy<C>();
   DotFn<C> dot = Dot<C>();
   at::parallel_for(0, H, 4, [&](int64_t h0, int64_t h1) {
-    std::vector<float> p(static_cast<size_t>(S));
-    for (int64_t h = h0; h < h1; h++) {
-      const C* kh = k + h * head_stride;
-      const C* vh = v + h * head_stride;
-      dot(q + h * D, kh, p.data(), 0, S, D);
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < S; s++) {
-        p[s] = allowed && !allowed[s] ? std::numeric_limits<float>::lowest() : static_cast<float>(p[s] * scale);
-        mx = std::max(mx, p[s]);
-      }
-      float sum = 0;
-      for (int64_t s = 0; s < S; s++) sum += p[s] = std::exp(p[s] - mx);
-      for (int64_t s = 0; s < S; s++) p[s] /= sum;
-      float* yh = y + h * D;
-      std::fill(yh, yh + D, 0.0f);
-      axpy(p.data(), vh, yh, 0, S, D);
+    std::vector<float> p;
+    for (int64_t h = h0; h < h1; h++)
+      AttendHead(q + h * D, k + h * head_stride, v + h * head_stride, S, D, scale, allowed, y + h * D, p, dot, axpy);
+  });
+}
+
+// Every (row, head) pair of M rows in one parallel region: row m's query at q + m * H * D against its slot's first
+// lengths[m] positions.
+template <typename C>
+static void AttendRows(const float* q, const C* k, const C* v, int64_t H, int64_t D, int64_t capacity,
+                       const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths, double scale, float* y) {
+  AxpyFn<C> axpy = Axpy<C>();
+  DotFn<C> dot = Dot<C>();
+  const int64_t M = static_cast<int64_t>(slots.size());
+  at::parallel_for(0, M * H, 4, [&](int64_t i0, int64_t i1) {
+    std::vector<float> p;
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t m = i / H, h = i % H, at = (slots[m] * H + h) * capacity * D;
+      AttendHead(q + i * D, k + at, v + at, lengths[m], D, scale, nullptr, y + i * D, p, dot, axpy);
     }
   });
 }
@@ -464,6 +485,17 @@ void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_
   else
     Attend(q, reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H, S, D,
            stride, scale, allowed, y);
+}
+
+void AttendRowsInto(const float* q, const at::Tensor& k, const at::Tensor& v, const std::vector<int64_t>& slots,
+                    const std::vector<int64_t>& lengths, double scale, float* y) {
+  g_calls++;
+  const int64_t H = k.size(1), cap = k.size(2), D = k.size(3);
+  if (k.scalar_type() == at::kFloat)
+    AttendRows(q, k.data_ptr<float>(), v.data_ptr<float>(), H, D, cap, slots, lengths, scale, y);
+  else
+    AttendRows(q, reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H,
+               D, cap, slots, lengths, scale, y);
 }
 
 void SetMatVecEnabled(bool on) { g_enabled.store(on); }

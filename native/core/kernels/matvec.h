@@ -4,6 +4,8 @@
 #include "core/common.h"
 #include "core/kernels/row_split.h"
 
+#include <vector>
+
 namespace torchlm {
 
 // y = b + x @ W for one row x [K] and W [K, N] (Conv1D's layout): float32 or bfloat16, CPU, contiguous or the
@@ -23,6 +25,11 @@ at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
 // softmax(q.K * scale).V into y [H * D] float32; `allowed` (S bytes, or null for all) leaves out masked positions.
 void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale,
                 const uint8_t* allowed, float* y);
+// The same for M rows in one parallel region: row m's query (q + m * H * D, rows of H * D) against slot slots[m] of the
+// caches k, v [slots, H, capacity, D] (contiguous) over its first lengths[m] positions, into y's row m. Each (row,
+// head) computes as AttendInto computes it.
+void AttendRowsInto(const float* q, const at::Tensor& k, const at::Tensor& v, const std::vector<int64_t>& slots,
+                    const std::vector<int64_t>& lengths, double scale, float* y);
 // 2: AVX-512F, 1: AVX2 + FMA, 0: neither (checked once, at run time).
 int SimdLevel();
 // On by default; TORCHLM_NO_MATVEC=1 or probes.setMatvec(false) turns it off (to measure the lever).

@@ -163,6 +163,9 @@ at::Tensor GPT2::DecodeRows(const std::vector<int64_t>& ids, const std::vector<i
   // integer weights) in the same parallel region, while the other thread reads the next linear's first rows into
   // cache: a step is what it runs and the weights it reads ahead.
   std::vector<QuantizedX> xq(static_cast<size_t>(M));
+  std::vector<float> q_rows(static_cast<size_t>(M > 1 ? M * E : 0));
+  std::vector<int64_t> attended(lengths);  // the positions each row attends to, its own included
+  for (auto& a : attended) a++;
   auto step = [&](std::function<void()> serial, const at::Tensor& w, const QWeight* qw) {
     NextStep t;
     t.serial = std::move(serial);
@@ -232,13 +235,22 @@ at::Tensor GPT2::DecodeRows(const std::vector<int64_t>& ids, const std::vector<i
 
     linear(h, E, L.c_attn_w, L.c_attn_b, L.c_attn_q, qkv, 3 * E, step(store_kv, L.attn_proj_w, L.attn_proj_q));
     const double layer_scale = cfg_.scale_attn_by_inverse_layer_idx ? scale / static_cast<double>(i + 1) : scale;
-    for (int64_t m = 0; m < M; m++)
-      AttendInto(qkv + m * 3 * E, cache.k[i].narrow(0, slots[m], 1), cache.v[i].narrow(0, slots[m], 1), lengths[m] + 1,
-                 layer_scale, allowed.empty() ? nullptr : allowed.data(), y + m * E);
+    if (M == 1) {
+      AttendInto(qkv, cache.k[i].narrow(0, slots[0], 1), cache.v[i].narrow(0, slots[0], 1), lengths[0] + 1, layer_scale,
+                 allowed.empty() ? nullptr : allowed.data(), y);
+    } else {                           // one parallel region for every row's heads (each computes as it would alone)
+      for (int64_t m = 0; m < M; m++)  // the queries gathered: each row's is the first E of its 3 E
+        std::copy(qkv + m * 3 * E, qkv + m * 3 * E + E, q_rows.data() + m * E);
+      AttendRowsInto(q_rows.data(), cache.k[i], cache.v[i], slots, attended, layer_scale, y);
+    }
     quantize(y, E, L.attn_proj_q);
     linear(y, E, L.attn_proj_w, L.attn_proj_b, L.attn_proj_q, h, E, step(attention_residual_ln_2, L.c_fc_w, L.c_fc_q));
     linear(h, E, L.c_fc_w, L.c_fc_b, L.c_fc_q, f, I, step([] {}, L.mlp_proj_w, L.mlp_proj_q));
-    for (int64_t m = 0; m < M; m++) Activate(cfg_.activation, f + m * I, I);
+    // elementwise, in 16-value vectors: one call over every row where rows start on a vector's boundary
+    if (I % 16 == 0)
+      Activate(cfg_.activation, f, M * I);
+    else
+      for (int64_t m = 0; m < M; m++) Activate(cfg_.activation, f + m * I, I);
     quantize(f, I, L.mlp_proj_q);
     linear(f, I, L.mlp_proj_w, L.mlp_proj_b, L.mlp_proj_q, h, E, step(enter_next, next_w, next_q));
   }
