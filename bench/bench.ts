@@ -38,8 +38,13 @@ if (only?.includes("prefill")) {
 }
 if (only?.includes("serve")) {
   // serving is its own run: servers in child processes and a load generator (bench/serve.ts)
-  const rows = await serveBench(root, weightsDir, get_num_threads(), quick);
-  rows.push({ server: "batch API, in process", results: await batchApi(weightsDir, get_num_threads(), quick) });
+  const servers = argv
+    .find((a) => a.startsWith("--servers="))
+    ?.slice(10)
+    .split(",");
+  const rows = await serveBench(root, weightsDir, get_num_threads(), quick, servers);
+  if (!servers || servers.includes("batch"))
+    rows.push({ server: "batch API, in process", results: await batchApi(weightsDir, get_num_threads(), quick) });
   const table = renderServe(rows);
   console.log("\n" + table.join("\n"));
   if (!quick) {

@@ -80,7 +80,8 @@ async function request(server: ServerUnderTest, ids: number[], maxTokens: number
 }
 
 async function eventLoopMaxMs(server: ServerUnderTest): Promise<number | undefined> {
-  const text = await (await fetch(`${server.url}/metrics`)).text().catch(() => "");
+  if (!server.name.startsWith("torchlm")) return undefined;
+  const text = await (await fetch(`${server.url}/metrics`)).text();
   const m = /^nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text);
   return m ? Number(m[1]) * 1000 : undefined;
 }
@@ -207,7 +208,7 @@ async function startLlamaServer(bin: string, gguf: string, slots: number, thread
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
-  await waitReady("llama-server", child, /(server is listening|HTTP server listening)/);
+  await waitReady("llama-server", child, /(listening on http|server is listening)/);
   return {
     name: `llama-server ${gguf.split("-").pop()!.replace(".gguf", "")}`,
     url: `http://127.0.0.1:${port}`,
@@ -216,7 +217,7 @@ async function startLlamaServer(bin: string, gguf: string, slots: number, thread
   };
 }
 
-export async function serveBench(root: string, weights: string, threads: number, quick: boolean) {
+export async function serveBench(root: string, weights: string, threads: number, quick: boolean, only?: string[]) {
   const levels = quick ? [1, 4] : [1, 4, 8, 16, 32];
   const promptLen = 32,
     out = quick ? 16 : 64;
@@ -224,14 +225,17 @@ export async function serveBench(root: string, weights: string, threads: number,
   // built by bench/build-llama-server.sh
   const llamaBin = join(root, "bench", ".peers", "llama.cpp-build", "bin", "llama-server");
   const gguf = (f: string) => join(root, "bench", ".weights", `gguf-${f}.gguf`);
-  const targets: (() => Promise<ServerUnderTest>)[] = [
-    () => startTorchlm(root, weights, "float32", 16),
-    () => startTorchlm(root, weights, "q8", 16),
+  const targets: [string, () => Promise<ServerUnderTest>][] = [
+    ["torchlm float32", () => startTorchlm(root, weights, "float32", 16)],
+    ["torchlm q8", () => startTorchlm(root, weights, "q8", 16)],
   ];
   if (!quick && existsSync(llamaBin))
     for (const f of ["f32", "q8_0"])
-      if (existsSync(gguf(f))) targets.push(() => startLlamaServer(llamaBin, gguf(f), 16, threads));
-  for (const start of targets) {
+      if (existsSync(gguf(f)))
+        targets.push([`llama-server ${f}`, () => startLlamaServer(llamaBin, gguf(f), 16, threads)]);
+  // --servers=torchlm,llama-server q8_0, ...: those whose names start so
+  for (const [name, start] of targets) {
+    if (only && !only.some((w) => name.startsWith(w))) continue;
     const server = await start();
     try {
       console.log(`serve bench: ${server.name}`);

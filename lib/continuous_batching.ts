@@ -10,8 +10,9 @@ import type { GPT2LMHeadModel } from "./model.js";
 export interface ContinuousBatchingOptions {
   /** Requests decoding at once: the KV cache's slots (default 16). More requests wait in the queue. */
   max_batch_size?: number;
-  /** Tokens one step computes: a token of each running request, then a chunk of a joining prompt (default 64). A
-   * smaller budget keeps the running requests' steps short; a larger one prefills faster. */
+  /** Tokens one step computes: a token of each running request, then chunks of joining prompts (default 512). A
+   * smaller budget keeps each step short; a larger one lets a burst of prompts in within a step or two, which delays
+   * each running request once rather than over many steps. */
   max_batch_tokens?: number;
   /** Each slot's length, prompt and new tokens together (default the model's n_positions). */
   max_context_length?: number;
@@ -263,7 +264,7 @@ export async function init_continuous_batching(
   const n = model.config.n_positions;
   const {
     max_batch_size = 16,
-    max_batch_tokens = Math.max(64, (max_batch_size ?? 16) + 16),
+    max_batch_tokens = Math.max(512, (max_batch_size ?? 16) + 16),
     max_context_length = n,
   } = options;
   check.integer("max_batch_size", max_batch_size, 1, 4096);
@@ -285,8 +286,15 @@ export async function generate_batch(
     throw invalid("inputs", "a non-empty array of token-id arrays", inputs);
   const request: RequestOptions =
     generation_config instanceof GenerationConfig ? { generation_config } : (generation_config ?? {});
+  // slots as long as these requests need, not the model's whole context: a short batch then touches only the cache
+  // memory it uses (first-touching a full-context cache cost more than the decoding, in the bench)
+  const { generation_config: base = model.generation_config, seed: _s, logprobs: _l, signal: _g, ...rest } = request;
+  const g = base instanceof GenerationConfig ? base.merge(rest) : null;
+  const longest = Math.max(...inputs.map((i) => (Array.isArray(i) ? i.length : 0)));
+  const need = g ? (g.max_new_tokens != null ? longest + g.max_new_tokens : g.max_length) : Infinity;
   const manager = await init_continuous_batching(model, {
     max_batch_size: Math.min(inputs.length, 16),
+    max_context_length: Math.max(2, Math.min(model.config.n_positions, need)),
     ...options,
   });
   try {
