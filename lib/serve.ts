@@ -381,7 +381,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
             ...(b.seed != null ? { seed: b.seed + j } : {}),
           }),
         });
-    metrics.promptTokens.inc(prompts.reduce((a, p) => a + p.length, 0) * n);
+    const promptTokens = prompts.reduce((a, p) => a + p.length, 0) * n;
+    metrics.promptTokens.inc(promptTokens);
     // a client that goes away cancels what it asked for
     let finished = false;
     reply.raw.on("close", () => {
@@ -438,9 +439,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
           finish_reason: finishReason(c, results[i]!),
         })),
         usage: {
-          prompt_tokens: prompts.reduce((a, p) => a + p.length, 0) * n,
+          prompt_tokens: promptTokens,
           completion_tokens: completionTokens,
-          total_tokens: prompts.reduce((a, p) => a + p.length, 0) * n + completionTokens,
+          total_tokens: promptTokens + completionTokens,
         },
       };
     }
@@ -479,7 +480,6 @@ export async function serve(options: ServeOptions): Promise<Server> {
       );
       if (b.stream_options?.include_usage) {
         const completionTokens = results.reduce((a, r) => a + r.generated_tokens.length, 0);
-        const promptTokens = prompts.reduce((a, p) => a + p.length, 0) * n;
         send({
           id,
           object: "text_completion",

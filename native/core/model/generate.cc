@@ -276,13 +276,7 @@ at::Tensor Generate(GPT2& model, const at::Tensor& ids, const at::Tensor& mask, 
                     std::to_string(cfg.max_new_tokens) + " is longer than n_positions " +
                     std::to_string(mc.n_positions));
   CheckTokenIds(ids, mc.vocab_size);
-  bool was_training = model.training;
-  model.training = false;  // no dropout while decoding
-  struct Restore {
-    GPT2& m;
-    bool t;
-    ~Restore() { m.training = t; }
-  } restore{model, was_training};
+  EvalMode eval(model);
   if (cfg.num_beams > 1) return BeamSearch(model, ids, mask, cfg, cancel);
   return GreedyOrSample(model, ids, mask, cfg, sink, cancel);
 }

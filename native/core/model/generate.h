@@ -31,6 +31,19 @@ struct GenerateConfig {
   uint64_t seed = 0;
 };
 
+// Decoding runs without dropout: the model's training mode is off for the scope and comes back after it.
+class EvalMode {
+ public:
+  explicit EvalMode(GPT2& model) : model_(model), was_(model.training) { model_.training = false; }
+  ~EvalMode() { model_.training = was_; }
+  EvalMode(const EvalMode&) = delete;
+  EvalMode& operator=(const EvalMode&) = delete;
+
+ private:
+  GPT2& model_;
+  bool was_;
+};
+
 // Called after each step with the new token of every row.
 using TokenSink = std::function<void(const std::vector<int64_t>&)>;
 

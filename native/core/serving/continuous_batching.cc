@@ -11,14 +11,6 @@ namespace torchlm {
 
 namespace {
 
-// Decoding without dropout, as generate() does; the model's mode comes back after the step.
-struct EvalMode {
-  GPT2& model;
-  bool was = model.training;
-  explicit EvalMode(GPT2& m) : model(m) { model.training = false; }
-  ~EvalMode() { model.training = was; }
-};
-
 at::Tensor LongTensor(const std::vector<int64_t>& v, std::vector<int64_t> shape, at::Device device) {
   return at::from_blob(const_cast<int64_t*>(v.data()), shape, at::kLong).clone().to(device);
 }
