@@ -2,7 +2,7 @@
 import { Callable } from "./callable.js";
 import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import { Tensor, tensor } from "./tensor.js";
-import type { GPT2TokenizerFast } from "./tokenizer.js";
+import type { PreTrainedTokenizerFast } from "./tokenizer.js";
 
 export interface CollatedBatch {
   input_ids: Tensor;
@@ -25,12 +25,12 @@ export interface DataCollatorForLanguageModeling {
  */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class DataCollatorForLanguageModeling extends Callable {
-  readonly tokenizer: GPT2TokenizerFast;
+  readonly tokenizer: PreTrainedTokenizerFast;
   readonly mlm: boolean;
   readonly pad_to_multiple_of: number | null;
 
   constructor(
-    tokenizer: GPT2TokenizerFast,
+    tokenizer: PreTrainedTokenizerFast,
     options: { mlm?: boolean; pad_to_multiple_of?: number | null; return_tensors?: "pt" } = {},
   ) {
     super();

@@ -51,7 +51,15 @@ export function range(a: number, b?: number, step = 1): number[] {
   for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
   return out;
 }
-export { AutoTokenizer, GPT2TokenizerFast, type BatchEncoding, type TokenizerCallOptions } from "./tokenizer.js";
+export {
+  AutoTokenizer,
+  GPT2TokenizerFast,
+  PreTrainedTokenizerFast,
+  type ApplyChatTemplateOptions,
+  type BatchEncoding,
+  type ChatMessage,
+  type TokenizerCallOptions,
+} from "./tokenizer.js";
 export { pipeline, type TextGenerationPipeline, type TextGenerationOptions } from "./pipeline.js";
 export { Dataset, load_dataset, type DatasetDict, type LoadDatasetOptions, type MapOptions } from "./datasets.js";
 export { DataCollatorForLanguageModeling, type CollatedBatch } from "./collator.js";

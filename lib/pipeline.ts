@@ -2,7 +2,7 @@
 import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import { checkDevice } from "./device.js";
 import { GPT2LMHeadModel } from "./model.js";
-import { GPT2TokenizerFast, AutoTokenizer } from "./tokenizer.js";
+import { PreTrainedTokenizerFast, AutoTokenizer } from "./tokenizer.js";
 import { GENERATION_KEYS, type GenerationOptions } from "./generation_config.js";
 import type { GenerateOptions } from "./generation.js";
 
@@ -16,7 +16,7 @@ export interface TextGenerationPipeline {
   (text: string, options?: TextGenerationOptions): Promise<{ generated_text: string }[]>;
   (text: string[], options?: TextGenerationOptions): Promise<{ generated_text: string }[][]>;
   model: GPT2LMHeadModel;
-  tokenizer: GPT2TokenizerFast;
+  tokenizer: PreTrainedTokenizerFast;
   task: "text-generation";
   dispose(): Promise<void>;
 }
@@ -31,7 +31,7 @@ export async function pipeline(
   model: string | GPT2LMHeadModel = "gpt2",
   options: {
     device?: string;
-    tokenizer?: GPT2TokenizerFast | string;
+    tokenizer?: PreTrainedTokenizerFast | string;
     dtype?: "float32" | "float16" | "bfloat16" | "q8" | "q4";
   } = {},
 ): Promise<TextGenerationPipeline> {
@@ -45,7 +45,7 @@ export async function pipeline(
     if (device && device !== m.device) await m.to(device);
   } else m = await GPT2LMHeadModel.from_pretrained(check.string("model", model), { device, dtype: options.dtype });
   const tok =
-    options.tokenizer instanceof GPT2TokenizerFast
+    options.tokenizer instanceof PreTrainedTokenizerFast
       ? options.tokenizer
       : await AutoTokenizer.from_pretrained(
           typeof options.tokenizer === "string" ? options.tokenizer : (m.name_or_path ?? "gpt2"),

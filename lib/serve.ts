@@ -7,7 +7,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { ContinuousBatchingManager, GenerationOutput, RequestHandle, TokenOutput } from "./continuous_batching.js";
 import { InvalidArgumentError, TorchlmError } from "./errors.js";
 import type { GPT2LMHeadModel } from "./model.js";
-import type { GPT2TokenizerFast as PreTrainedTokenizer } from "./tokenizer.js";
+import type { PreTrainedTokenizerFast as PreTrainedTokenizer } from "./tokenizer.js";
 
 export interface ServeOptions {
   model: GPT2LMHeadModel;

