@@ -1,6 +1,6 @@
 // generate() and generate_stream(): options merged and checked here, decoding runs natively.
 import { AbortError, check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
-import { GenerationConfig, GENERATION_KEYS, type GenerationOptions } from "./generation_config.js";
+import { eosIds, GenerationConfig, GENERATION_KEYS, type GenerationOptions } from "./generation_config.js";
 import { Tensor } from "./tensor.js";
 import type { NativeGenerateConfig } from "./native.js";
 import type { GPT2LMHeadModel, IdsLike } from "./model.js";
@@ -78,7 +78,7 @@ export function nativeGenerateConfig(
       `The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ` +
         `${model.config.n_positions}`,
     );
-  const eos = g.eos_token_id === null ? [] : Array.isArray(g.eos_token_id) ? g.eos_token_id : [g.eos_token_id];
+  const eos = eosIds(g.eos_token_id);
   const pad = g.pad_token_id ?? eos[0] ?? 0;
   return {
     max_new_tokens: maxNew,

@@ -124,12 +124,9 @@ export class GenerationConfig implements GenerationOptions {
     check.number("length_penalty", this.length_penalty);
     check.boolean("use_cache", this.use_cache);
     for (const k of ["pad_token_id", "bos_token_id"] as const) if (this[k] !== null) check.integer(k, this[k], 0);
-    if (this.eos_token_id !== null) {
-      const ids = Array.isArray(this.eos_token_id) ? this.eos_token_id : [this.eos_token_id];
-      ids.forEach((id, i) =>
-        check.integer(Array.isArray(this.eos_token_id) ? `eos_token_id[${i}]` : "eos_token_id", id, 0),
-      );
-    }
+    eosIds(this.eos_token_id).forEach((id, i) =>
+      check.integer(Array.isArray(this.eos_token_id) ? `eos_token_id[${i}]` : "eos_token_id", id, 0),
+    );
     if (this.bad_words_ids !== null) {
       if (
         !Array.isArray(this.bad_words_ids) ||
@@ -185,4 +182,9 @@ export class GenerationConfig implements GenerationOptions {
     }
     return JSON.stringify(out, null, 2) + "\n";
   }
+}
+
+/** eos_token_id as a list: none, one or several (a chat model's end of turn beside its end of text). */
+export function eosIds(eos: number | number[] | null): number[] {
+  return eos === null ? [] : Array.isArray(eos) ? eos : [eos];
 }

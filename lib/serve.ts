@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ContinuousBatchingManager, GenerationOutput, RequestHandle, TokenOutput } from "./continuous_batching.js";
 import { InvalidArgumentError, TorchlmError } from "./errors.js";
+import { eosIds } from "./generation_config.js";
 import type { GPT2LMHeadModel } from "./model.js";
 import type { PreTrainedTokenizerFast as PreTrainedTokenizer } from "./tokenizer.js";
 
@@ -38,9 +39,9 @@ export interface Server {
 }
 
 type Prompt = string | string[] | number[] | number[][];
-interface CompletionBody {
+/** What both endpoints take to sample. */
+interface SamplingBody {
   model: string;
-  prompt: Prompt;
   max_tokens?: number | null;
   temperature?: number | null;
   top_p?: number | null;
@@ -50,8 +51,6 @@ interface CompletionBody {
   n?: number | null;
   stream?: boolean | null;
   stream_options?: { include_usage?: boolean } | null;
-  logprobs?: number | null;
-  echo?: boolean | null;
   stop?: string | string[] | null;
   seed?: number | null;
   ignore_eos?: boolean | null;
@@ -59,14 +58,99 @@ interface CompletionBody {
   frequency_penalty?: number | null;
   user?: string;
 }
+interface CompletionBody extends SamplingBody {
+  prompt: Prompt;
+  logprobs?: number | null;
+  echo?: boolean | null;
+}
+type ContentPart = { type: string; text?: string };
+interface ChatBody extends SamplingBody {
+  messages: { role: string; content?: string | ContentPart[] | null; [key: string]: unknown }[];
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
+  tools?: Record<string, unknown>[] | null;
+  tool_choice?: unknown;
+  parallel_tool_calls?: boolean | null;
+  /** vLLM's extension: variables of the chat template (`enable_thinking`, ...). */
+  chat_template_kwargs?: Record<string, unknown> | null;
+}
 
 const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: "null" }] });
+/** The sampling fields of both endpoints. */
+const samplingProperties = {
+  model: { type: "string" },
+  max_tokens: nullable({ type: "integer", minimum: 1 }),
+  temperature: nullable({ type: "number", minimum: 0, maximum: 2 }),
+  top_p: nullable({ type: "number", exclusiveMinimum: 0, maximum: 1 }),
+  top_k: nullable({ type: "integer", minimum: -1 }),
+  min_p: nullable({ type: "number", minimum: 0, maximum: 1 }),
+  repetition_penalty: nullable({ type: "number", exclusiveMinimum: 0 }),
+  n: nullable({ type: "integer", minimum: 1, maximum: 16 }),
+  stream: nullable({ type: "boolean" }),
+  stream_options: nullable({
+    type: "object",
+    additionalProperties: false,
+    properties: { include_usage: { type: "boolean" } },
+  }),
+  stop: nullable({
+    anyOf: [{ type: "string" }, { type: "array", maxItems: 4, items: { type: "string", minLength: 1 } }],
+  }),
+  seed: nullable({ type: "integer", minimum: 0 }),
+  // vLLM's and llama-server's extension: generate max_tokens whatever the tokens (benchmarks use it)
+  ignore_eos: nullable({ type: "boolean" }),
+  // accepted at their neutral value only: the engine has no presence or frequency penalty
+  presence_penalty: nullable({ type: "number", const: 0 }),
+  frequency_penalty: nullable({ type: "number", const: 0 }),
+  user: { type: "string" },
+} as const;
+
+const chatSchema = {
+  type: "object",
+  required: ["model", "messages"],
+  additionalProperties: false,
+  properties: {
+    ...samplingProperties,
+    messages: {
+      type: "array",
+      minItems: 1,
+      items: {
+        type: "object",
+        required: ["role"],
+        properties: {
+          role: { enum: ["system", "developer", "user", "assistant", "tool"] },
+          content: nullable({
+            anyOf: [
+              { type: "string" },
+              {
+                type: "array",
+                items: { type: "object", required: ["type"], properties: { type: { type: "string" } } },
+              },
+            ],
+          }),
+          name: { type: "string" },
+          tool_calls: { type: "array", items: { type: "object" } },
+          tool_call_id: { type: "string" },
+        },
+      },
+    },
+    max_completion_tokens: nullable({ type: "integer", minimum: 1 }),
+    logprobs: nullable({ type: "boolean" }),
+    top_logprobs: nullable({ type: "integer", minimum: 0, maximum: 5 }),
+    tools: nullable({ type: "array", items: { type: "object" } }),
+    // the template is told of the tools; the reply is text, so a choice among them changes nothing here
+    tool_choice: {},
+    parallel_tool_calls: nullable({ type: "boolean" }),
+    chat_template_kwargs: nullable({ type: "object" }),
+  },
+} as const;
+
 const completionSchema = {
   type: "object",
   required: ["model", "prompt"],
   additionalProperties: false,
   properties: {
-    model: { type: "string" },
+    ...samplingProperties,
     prompt: {
       anyOf: [
         { type: "string" },
@@ -75,31 +159,8 @@ const completionSchema = {
         { type: "array", minItems: 1, items: { type: "array", minItems: 1, items: { type: "integer", minimum: 0 } } },
       ],
     },
-    max_tokens: nullable({ type: "integer", minimum: 1 }),
-    temperature: nullable({ type: "number", minimum: 0, maximum: 2 }),
-    top_p: nullable({ type: "number", exclusiveMinimum: 0, maximum: 1 }),
-    top_k: nullable({ type: "integer", minimum: -1 }),
-    min_p: nullable({ type: "number", minimum: 0, maximum: 1 }),
-    repetition_penalty: nullable({ type: "number", exclusiveMinimum: 0 }),
-    n: nullable({ type: "integer", minimum: 1, maximum: 16 }),
-    stream: nullable({ type: "boolean" }),
-    stream_options: nullable({
-      type: "object",
-      additionalProperties: false,
-      properties: { include_usage: { type: "boolean" } },
-    }),
     logprobs: nullable({ type: "integer", minimum: 0, maximum: 5 }),
     echo: nullable({ type: "boolean" }),
-    stop: nullable({
-      anyOf: [{ type: "string" }, { type: "array", maxItems: 4, items: { type: "string", minLength: 1 } }],
-    }),
-    seed: nullable({ type: "integer", minimum: 0 }),
-    // vLLM's and llama-server's extension: generate max_tokens whatever the tokens (benchmarks use it)
-    ignore_eos: nullable({ type: "boolean" }),
-    // accepted at their neutral value only: the engine has no presence or frequency penalty
-    presence_penalty: nullable({ type: "number", const: 0 }),
-    frequency_penalty: nullable({ type: "number", const: 0 }),
-    user: { type: "string" },
   },
 } as const;
 
@@ -182,11 +243,13 @@ class Detokenizer {
   constructor(
     private readonly tokenizer: PreTrainedTokenizer | null,
     private readonly stop: string[],
+    /** The tokens that end a reply: not part of its text. */
+    private readonly eos: Set<number> = new Set(),
   ) {}
 
   /** The new text that can be shown after this token. */
   push(token: number): string {
-    if (!this.tokenizer || this.stopped) return "";
+    if (!this.tokenizer || this.stopped || this.eos.has(token)) return "";
     this.#tokens.push(token);
     let text = this.tokenizer.decode(this.#tokens);
     for (const s of this.stop) {
@@ -291,6 +354,9 @@ export async function serve(options: ServeOptions): Promise<Server> {
   app.post("/v1/completions", { schema: { body: completionSchema } }, async (req, reply) =>
     complete(req as FastifyRequest<{ Body: CompletionBody }>, reply),
   );
+  app.post("/v1/chat/completions", { schema: { body: chatSchema } }, async (req, reply) =>
+    chat(req as FastifyRequest<{ Body: ChatBody }>, reply),
+  );
 
   function promptIds(prompt: Prompt): number[][] {
     const asIds = (p: string | number[]): number[] => {
@@ -321,29 +387,42 @@ export async function serve(options: ServeOptions): Promise<Server> {
     });
   }
 
-  async function complete(req: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply) {
-    const arrived = performance.now();
-    const b = req.body;
-    if (b.model !== model_name)
+  /** What both endpoints ask of the engine. */
+  interface Run {
+    body: SamplingBody;
+    prompts: number[][];
+    n: number;
+    stop: string[];
+    max_tokens: number;
+    /** Tokens that end a reply beside the model's own eos (a chat template's end of turn); left out of the text. */
+    eos: number[];
+    /** Top logprobs per token, or -1 for none. */
+    logprobs: number;
+  }
+
+  function checkModel(name: string) {
+    if (name !== model_name)
       throw new HttpError(
         404,
-        `The model ${b.model} does not exist: this server has ${model_name}`,
+        `The model ${name} does not exist: this server has ${model_name}`,
         "invalid_request_error",
         "model",
         "model_not_found",
       );
     if (draining) throw new HttpError(503, "the server is shutting down", "server_error");
-    const prompts = promptIds(b.prompt);
-    const n = b.n ?? 1;
-    const stop = b.stop == null ? [] : typeof b.stop === "string" ? [b.stop] : b.stop;
-    const maxTokens = b.max_tokens ?? 16;
+  }
+
+  /** Admits the run (its context and the queue), adds one request per prompt and choice, and cancels them when the
+   *  client goes away before they finish. */
+  function start(run: Run, reply: FastifyReply): { choices: Choice[]; promptTokens: number; done: () => void } {
+    const { body: b, prompts, n, max_tokens } = run;
     const limit = manager.max_context_length;
     for (const p of prompts)
-      if (p.length + maxTokens > limit)
+      if (p.length + max_tokens > limit)
         throw new HttpError(
           400,
-          `This model's maximum context length is ${limit} tokens. However, you requested ${p.length + maxTokens} ` +
-            `tokens (${p.length} in the prompt, ${maxTokens} for the completion).`,
+          `This model's maximum context length is ${limit} tokens. However, you requested ${p.length + max_tokens} ` +
+            `tokens (${p.length} in the prompt, ${max_tokens} for the completion).`,
           "invalid_request_error",
           "max_tokens",
           "context_length_exceeded",
@@ -358,22 +437,25 @@ export async function serve(options: ServeOptions): Promise<Server> {
       );
     const temperature = b.temperature ?? 1;
     const greedy = temperature === 0;
+    const modelEos = eosIds(model.generation_config.eos_token_id);
+    const eos = b.ignore_eos ? null : [...new Set([...modelEos, ...run.eos])];
     const sampling = {
-      max_new_tokens: maxTokens,
-      ...(b.ignore_eos ? { eos_token_id: null } : {}),
+      max_new_tokens: max_tokens,
+      ...(eos === null || run.eos.length ? { eos_token_id: eos && eos.length ? eos : null } : {}),
       do_sample: !greedy,
       ...(greedy ? {} : { temperature, top_p: b.top_p ?? 1, top_k: b.top_k && b.top_k > 0 ? b.top_k : 0 }),
       ...(b.min_p ? { min_p: b.min_p } : {}),
       ...(b.repetition_penalty ? { repetition_penalty: b.repetition_penalty } : {}),
-      logprobs: b.logprobs ?? -1,
+      logprobs: run.logprobs,
     };
+    const hidden = new Set(eos ?? []);
     const choices: Choice[] = [];
     for (const [pi, p] of prompts.entries())
       for (let j = 0; j < n; j++)
         choices.push({
           index: pi * n + j,
           prompt: p,
-          detok: new Detokenizer(tokenizer, stop),
+          detok: new Detokenizer(tokenizer, run.stop, hidden),
           tokens: [],
           handle: manager.add_request(p, {
             ...sampling,
@@ -383,93 +465,123 @@ export async function serve(options: ServeOptions): Promise<Server> {
         });
     const promptTokens = prompts.reduce((a, p) => a + p.length, 0) * n;
     metrics.promptTokens.inc(promptTokens);
-    // a client that goes away cancels what it asked for
     let finished = false;
     reply.raw.on("close", () => {
       if (!finished) for (const c of choices) manager.cancel_request(c.handle.request_id);
     });
+    return { choices, promptTokens, done: () => (finished = true) };
+  }
+
+  /** A choice's tokens as they come, through its detokenizer; a stop string ends its request. */
+  async function consume(c: Choice, arrived: number, onText: (text: string, t: TokenOutput | null) => void) {
+    let last = 0;
+    for await (const t of c.handle) {
+      const now = performance.now();
+      if (c.tokens.length === 0) metrics.ttft.observe((now - arrived) / 1000);
+      else metrics.itl.observe((now - last) / 1000);
+      last = now;
+      metrics.generatedTokens.inc();
+      c.tokens.push(t);
+      onText(c.detok.push(t.token), t);
+      if (c.detok.stopped) manager.cancel_request(c.handle.request_id);
+    }
+    const r = await c.handle.result;
+    const rest = c.detok.flush();
+    if (rest) onText(rest, null);
+    return r;
+  }
+
+  function finishReason(c: Choice, r: GenerationOutput): "stop" | "length" {
+    return c.detok.stopped || r.finish_reason === "stop" ? "stop" : "length";
+  }
+
+  /** The results of a whole (not streamed) run: a failure is a 500. */
+  async function results(choices: Choice[], arrived: number): Promise<GenerationOutput[]> {
+    const out = await Promise.all(choices.map((c) => consume(c, arrived, () => {})));
+    if (out.some((r) => r.status === "failed"))
+      throw new HttpError(500, out.find((r) => r.error)?.error ?? "generation failed", "server_error");
+    return out;
+  }
+
+  const usage = (promptTokens: number, completionTokens: number) => ({
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+  });
+
+  /** Server-sent events, as OpenAI streams them: `send` each chunk, then `data: [DONE]`. */
+  function openStream(reply: FastifyReply): { send: (data: unknown) => void; end: () => void } {
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
+    return {
+      send: (data) => {
+        if (!raw.destroyed) raw.write(`data: ${JSON.stringify(data)}\n\n`);
+      },
+      end: () => {
+        if (!raw.destroyed) raw.write("data: [DONE]\n\n");
+        raw.end();
+      },
+    };
+  }
+
+  async function complete(req: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply) {
+    const arrived = performance.now();
+    const b = req.body;
+    checkModel(b.model);
+    const run: Run = {
+      body: b,
+      prompts: promptIds(b.prompt),
+      n: b.n ?? 1,
+      stop: stopList(b.stop),
+      max_tokens: b.max_tokens ?? 16,
+      eos: [],
+      logprobs: b.logprobs ?? -1,
+    };
+    const { choices, promptTokens, done } = start(run, reply);
     const id = `cmpl-${randomUUID()}`;
     const echo = b.echo ?? false;
     const promptLogprobs = echo && b.logprobs != null ? await promptLogprobsOf(choices, b.logprobs) : null;
-
-    const consume = async (c: Choice, onText: (text: string, t: TokenOutput | null) => void) => {
-      let last = 0;
-      for await (const t of c.handle) {
-        const now = performance.now();
-        if (c.tokens.length === 0) metrics.ttft.observe((now - arrived) / 1000);
-        else metrics.itl.observe((now - last) / 1000);
-        last = now;
-        metrics.generatedTokens.inc();
-        c.tokens.push(t);
-        const text = c.detok.push(t.token);
-        onText(text, t);
-        if (c.detok.stopped) manager.cancel_request(c.handle.request_id);
-      }
-      const r = await c.handle.result;
-      const rest = c.detok.flush();
-      if (rest) onText(rest, null);
-      return r;
-    };
-    const finishReason = (c: Choice, r: GenerationOutput): "stop" | "length" => {
-      if (c.detok.stopped || r.finish_reason === "stop") return "stop";
-      return "length";
-    };
     const logprobsOf = (c: Choice, pl: ChoiceLogprobs | null): ChoiceLogprobs | null => {
       if (b.logprobs == null) return null;
       const own = tokenLogprobs(c.tokens, tokenizer, "");
       return pl ? concatLogprobs(pl, own) : own;
     };
+    const object = { object: "text_completion", model: model_name };
 
     if (!b.stream) {
-      const results = await Promise.all(choices.map((c) => consume(c, () => {})));
-      finished = true;
-      if (results.some((r) => r.status === "failed"))
-        throw new HttpError(500, results.find((r) => r.error)?.error ?? "generation failed", "server_error");
-      if (results.some((r) => r.status === "cancelled") && reply.raw.destroyed) return reply;
-      const completionTokens = choices.reduce((a, c) => a + c.tokens.length, 0);
+      const out = await results(choices, arrived).finally(done);
+      if (out.some((r) => r.status === "cancelled") && reply.raw.destroyed) return reply;
       return {
         id,
-        object: "text_completion",
+        ...object,
         created: Math.floor(Date.now() / 1000),
-        model: model_name,
         choices: choices.map((c, i) => ({
           index: c.index,
           text: (echo ? promptText(c.prompt) : "") + c.detok.text,
           logprobs: logprobsOf(c, promptLogprobs?.[i] ?? null),
-          finish_reason: finishReason(c, results[i]!),
+          finish_reason: finishReason(c, out[i]!),
         })),
-        usage: {
-          prompt_tokens: promptTokens,
-          completion_tokens: completionTokens,
-          total_tokens: promptTokens + completionTokens,
-        },
+        usage: usage(
+          promptTokens,
+          choices.reduce((a, c) => a + c.tokens.length, 0),
+        ),
       };
     }
 
-    // server-sent events, as OpenAI streams them
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, {
-      "Content-Type": "text/event-stream",
-      "Cache-Control": "no-cache",
-      Connection: "keep-alive",
-    });
-    const send = (data: unknown) => {
-      if (!raw.destroyed) raw.write(`data: ${JSON.stringify(data)}\n\n`);
-    };
+    const stream = openStream(reply);
     const chunk = (index: number, text: string, logprobs: unknown, finish_reason: string | null) =>
-      send({
+      stream.send({
         id,
-        object: "text_completion",
+        ...object,
         created: Math.floor(Date.now() / 1000),
-        model: model_name,
         choices: [{ index, text, logprobs, finish_reason }],
       });
     if (echo) choices.forEach((c, i) => chunk(c.index, promptText(c.prompt), promptLogprobs?.[i] ?? null, null));
     try {
-      const results = await Promise.all(
+      const out = await Promise.all(
         choices.map((c) =>
-          consume(c, (text, t) => {
+          consume(c, arrived, (text, t) => {
             if (text || b.logprobs != null)
               chunk(c.index, text, t && b.logprobs != null ? tokenLogprobs([t], tokenizer, "") : null, null);
           }).then((r) => {
@@ -478,25 +590,137 @@ export async function serve(options: ServeOptions): Promise<Server> {
           }),
         ),
       );
-      if (b.stream_options?.include_usage) {
-        const completionTokens = results.reduce((a, r) => a + r.generated_tokens.length, 0);
-        send({
+      if (b.stream_options?.include_usage)
+        stream.send({
           id,
-          object: "text_completion",
+          ...object,
           created: Math.floor(Date.now() / 1000),
-          model: model_name,
           choices: [],
-          usage: {
-            prompt_tokens: promptTokens,
-            completion_tokens: completionTokens,
-            total_tokens: promptTokens + completionTokens,
-          },
+          usage: usage(
+            promptTokens,
+            out.reduce((a, r) => a + r.generated_tokens.length, 0),
+          ),
         });
-      }
-      if (!raw.destroyed) raw.write("data: [DONE]\n\n");
     } finally {
-      finished = true;
-      raw.end();
+      done();
+      stream.end();
+    }
+    return reply;
+  }
+
+  /** The conversation through the tokenizer's chat template, with the prompt of an assistant turn. */
+  function chatIds(b: ChatBody): number[] {
+    if (!tokenizer)
+      throw new HttpError(400, "this server has no tokenizer, so it has no chat template", "invalid_request_error");
+    if (tokenizer.chat_template === null)
+      throw new HttpError(
+        400,
+        `${model_name} has no chat template (tokenizer_config.json's chat_template or chat_template.jinja): ` +
+          "use /v1/completions",
+        "invalid_request_error",
+        "messages",
+      );
+    const messages = b.messages.map((m, i) => ({ ...m, content: messageText(m.content, i) }));
+    try {
+      return tokenizer.apply_chat_template(messages, {
+        add_generation_prompt: true,
+        return_dict: false,
+        ...(b.tools ? { tools: b.tools } : {}),
+        ...(b.chat_template_kwargs ?? {}),
+      }) as number[];
+    } catch (e) {
+      if (e instanceof InvalidArgumentError) throw new HttpError(400, e.message, "invalid_request_error", "messages");
+      throw e;
+    }
+  }
+
+  async function chat(req: FastifyRequest<{ Body: ChatBody }>, reply: FastifyReply) {
+    const arrived = performance.now();
+    const b = req.body;
+    checkModel(b.model);
+    const top = b.logprobs ? (b.top_logprobs ?? 0) : -1;
+    const turnEnd = tokenizer?.eos_token_id;
+    const prompt = chatIds(b);
+    const run: Run = {
+      body: b,
+      prompts: [prompt],
+      n: b.n ?? 1,
+      stop: stopList(b.stop),
+      // as OpenAI's: without a limit, the reply may fill the context
+      max_tokens: b.max_completion_tokens ?? b.max_tokens ?? Math.max(1, manager.max_context_length - prompt.length),
+      eos: turnEnd == null ? [] : [turnEnd],
+      logprobs: top,
+    };
+    const { choices, promptTokens, done } = start(run, reply);
+    const id = `chatcmpl-${randomUUID()}`;
+    const object = { model: model_name, system_fingerprint: null };
+    const logprobsOf = (tokens: TokenOutput[]) => (top < 0 ? null : { content: chatLogprobs(tokens, tokenizer!) });
+
+    if (!b.stream) {
+      const out = await results(choices, arrived).finally(done);
+      if (out.some((r) => r.status === "cancelled") && reply.raw.destroyed) return reply;
+      return {
+        id,
+        object: "chat.completion",
+        created: Math.floor(Date.now() / 1000),
+        ...object,
+        choices: choices.map((c, i) => ({
+          index: c.index,
+          message: { role: "assistant", content: c.detok.text, refusal: null },
+          logprobs: logprobsOf(c.tokens),
+          finish_reason: finishReason(c, out[i]!),
+        })),
+        usage: usage(
+          promptTokens,
+          choices.reduce((a, c) => a + c.tokens.length, 0),
+        ),
+      };
+    }
+
+    const stream = openStream(reply);
+    const chunk = (choice: Record<string, unknown>) =>
+      stream.send({
+        id,
+        object: "chat.completion.chunk",
+        created: Math.floor(Date.now() / 1000),
+        ...object,
+        choices: [choice],
+      });
+    // the first chunk of each choice carries the role, as OpenAI's do
+    for (const c of choices)
+      chunk({ index: c.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
+    try {
+      const out = await Promise.all(
+        choices.map((c) =>
+          consume(c, arrived, (text, t) => {
+            if (text || (t && top >= 0))
+              chunk({
+                index: c.index,
+                delta: { content: text },
+                logprobs: t ? logprobsOf([t]) : null,
+                finish_reason: null,
+              });
+          }).then((r) => {
+            chunk({ index: c.index, delta: {}, logprobs: null, finish_reason: finishReason(c, r) });
+            return r;
+          }),
+        ),
+      );
+      if (b.stream_options?.include_usage)
+        stream.send({
+          id,
+          object: "chat.completion.chunk",
+          created: Math.floor(Date.now() / 1000),
+          ...object,
+          choices: [],
+          usage: usage(
+            promptTokens,
+            out.reduce((a, r) => a + r.generated_tokens.length, 0),
+          ),
+        });
+    } finally {
+      done();
+      stream.end();
     }
     return reply;
   }
@@ -545,6 +769,38 @@ export async function serve(options: ServeOptions): Promise<Server> {
       }
     },
   };
+}
+
+function stopList(stop: string | string[] | null | undefined): string[] {
+  return stop == null ? [] : typeof stop === "string" ? [stop] : stop;
+}
+
+/** A message's content for the template: text parts joined (the templates of text models read a string). */
+function messageText(content: string | ContentPart[] | null | undefined, i: number): string | null | undefined {
+  if (!Array.isArray(content)) return content;
+  return content
+    .map((p, k) => {
+      if (p.type !== "text" || typeof p.text !== "string")
+        throw new HttpError(
+          400,
+          `messages[${i}].content[${k}] is a ${JSON.stringify(p.type)} part: this model reads text parts only`,
+          "invalid_request_error",
+          "messages",
+        );
+      return p.text;
+    })
+    .join("");
+}
+
+/** Chat logprobs as OpenAI gives them: each token's text, logprob and UTF-8 bytes, with its top alternatives. */
+function chatLogprobs(tokens: TokenOutput[], tokenizer: PreTrainedTokenizer) {
+  const entry = (token: number, logprob: number) => {
+    const text = tokenizer.decode([token]);
+    return { token: text, logprob, bytes: [...Buffer.from(text, "utf8")] };
+  };
+  return tokens
+    .filter((t) => t.logprob !== null)
+    .map((t) => ({ ...entry(t.token, t.logprob!), top_logprobs: t.top_logprobs.map(([k, v]) => entry(k, v)) }));
 }
 
 interface ChoiceLogprobs {
