@@ -5,11 +5,11 @@
 import "./testing-addon.js";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";
+import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";
 import { packageRoot } from "../lib/native.js";
 import { benchConfig, measure } from "./measure.js";
 import { render, writeResults } from "./render.js";
-import { batchApi, prefillBench, renderServe, serveBench } from "./serve.js";
+import { batchApi, prefillBench, renderServe, renderSoak, serveBench, soakBench } from "./serve.js";
 
 const root = packageRoot();
 const argv = process.argv.slice(2);
@@ -29,12 +29,26 @@ if (!existsSync(join(weightsDir, "model.safetensors"))) {
   const m = await GPT2LMHeadModel.from_config(benchConfig(quick), { seed: 0 });
   await m.save_pretrained(weightsDir);
   await m.dispose();
+  // GPT-2's tokenizer beside them: the servers' text, and the peers' converters read it
+  await (await AutoTokenizer.from_pretrained("gpt2")).save_pretrained(weightsDir);
 }
 if (only?.includes("prefill")) {
   const rows = await prefillBench(root, weightsDir, get_num_threads());
   console.log("\n| engine | format | prefill 512 tokens/s |\n|---|---|---:|");
   for (const r of rows) console.log(`| ${r.engine} | ${r.format} | ${r.tokens_per_s.toFixed(0)} |`);
   if (only.length === 1) process.exit(0);
+}
+if (only?.includes("soak")) {
+  // --soak-requests=N (10,000 by default; CI's short version is in test/serve.test.ts)
+  const n = Number(argv.find((a) => a.startsWith("--soak-requests="))?.slice(16) ?? 10_000);
+  const r = await soakBench(root, weightsDir, n);
+  const lines = renderSoak(r);
+  console.log("\n" + lines.join("\n"));
+  mkdirSync(join(root, "bench", "results"), { recursive: true });
+  writeFileSync(join(root, "bench", "results", "soak-cpu.md"), lines.join("\n") + "\n");
+  writeFileSync(join(root, "bench", "results", "soak-cpu.json"), JSON.stringify(r, null, 2) + "\n");
+  if (!r.passed) process.exitCode = 1;
+  if (only.length === 1) process.exit();
 }
 if (only?.includes("serve")) {
   // serving is its own run: servers in child processes and a load generator (bench/serve.ts)

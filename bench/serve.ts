@@ -1,9 +1,10 @@
 // npm run bench -- --only=serve: serving under load. torchlm serve (a child process, fp32 and q8) and, where built,
 // llama.cpp's own llama-server (--parallel, continuous batching; f32 and q8_0) on the same 124M-shaped weights, driven
 // by the same load generator over HTTP: closed-loop clients (each sends its next request when the last one ends) at
-// 1, 4, 8, 16 and 32 clients, streamed completions of a 32-token prompt and 64 new tokens (ignore_eos), and an
-// open-loop run of Poisson arrivals. Aggregate output tokens/s, time to first token and inter-token latency (p50,
-// p99), and, for torchlm, the server's event-loop delay while serving.
+// 1, 4, 8, 16 and 32 clients, streamed completions of a 32-token prompt and 64 new tokens (ignore_eos); 16 clients of
+// 128-token prompts (time to first token); 16 clients of a mix (prompts of 32-512 tokens, 64-256 new ones); and open-
+// loop Poisson arrivals of that mix. Aggregate output tokens/s, time to first token and inter-token latency (p50,
+// p99), and, for torchlm, the server's event-loop delay while serving. --only=soak: a long run against torchlm q8.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -41,23 +42,35 @@ function prompt(seed: number, n: number): number[] {
   });
 }
 
-/** One streamed completion: when its first token came, and the gaps between the next ones. */
-async function request(server: ServerUnderTest, ids: number[], maxTokens: number) {
+/** A row gives up after this long: a server that stops answering must not stall the bench. */
+const ROW_TIMEOUT_MS = 180_000;
+
+/** One streamed completion: when its first token came, and the gaps between the next ones. A connection that fails
+ *  before any answer (a server's accept queue full under load) is tried once more. */
+async function request(server: ServerUnderTest, ids: number[], maxTokens: number, signal?: AbortSignal) {
   const start = performance.now();
-  const res = await fetch(`${server.url}/v1/completions`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({
-      model: server.model,
-      prompt: ids,
-      max_tokens: maxTokens,
-      temperature: 0,
-      ignore_eos: true,
-      stream: true,
-    }),
+  const send = () =>
+    fetch(`${server.url}/v1/completions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        model: server.model,
+        prompt: ids,
+        max_tokens: maxTokens,
+        temperature: 0,
+        ignore_eos: true,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+      signal: signal ?? null,
+    });
+  const res = await send().catch((e) => {
+    if (signal?.aborted) throw e;
+    return send();
   });
   if (!res.ok || !res.body) throw new Error(`${server.name}: HTTP ${res.status}: ${await res.text()}`);
   const times: number[] = [];
+  let usage: number | null = null;
   const decoder = new TextDecoder();
   let buffered = "";
   for await (const part of res.body) {
@@ -70,12 +83,14 @@ async function request(server: ServerUnderTest, ids: number[], maxTokens: number
       const data = JSON.parse(event.slice(6));
       // a chunk per token (llama-server sends one per token too; the last carries the finish reason)
       if (data.choices?.[0] && data.choices[0].finish_reason == null) times.push(performance.now());
+      if (data.usage?.completion_tokens != null) usage = data.usage.completion_tokens;
     }
   }
   return {
     ttft: times.length ? times[0]! - start : NaN,
     gaps: times.slice(1).map((t, i) => t - times[i]!),
-    tokens: times.length,
+    // the server's count where it gives one (a chunk can carry several tokens, or none)
+    tokens: usage ?? times.length,
   };
 }
 
@@ -86,17 +101,36 @@ async function eventLoopMaxMs(server: ServerUnderTest): Promise<number | undefin
   return m ? Number(m[1]) * 1000 : undefined;
 }
 
+/** A request of a workload: its prompt and how many tokens it asks for. */
+type Work = (seed: number) => { ids: number[]; out: number };
+const fixed =
+  (promptLen: number, out: number): Work =>
+  (seed) => ({ ids: prompt(seed, promptLen), out });
+/** Prompts of 32-512 tokens and 64-256 new ones, uniform, from the seed. */
+const mixed: Work = (seed) => {
+  const u = (k: number) => ((Math.imul(seed * 7919 + k, 2654435761) >>> 0) % 10_000) / 10_000;
+  return { ids: prompt(seed, 32 + Math.floor(u(1) * 481)), out: 64 + Math.floor(u(2) * 193) };
+};
+
 /** Closed loop: `clients` clients, each sending its next request as the last ends, `perClient` requests each. */
-async function closedLoop(server: ServerUnderTest, clients: number, perClient: number, promptLen: number, out: number) {
+async function closedLoop(
+  server: ServerUnderTest,
+  clients: number,
+  perClient: number,
+  work: Work,
+  label: number | string = clients,
+) {
   const ttft: number[] = [];
   const itl: number[] = [];
   let tokens = 0;
   await eventLoopMaxMs(server); // resets the server's event-loop histogram
+  const signal = AbortSignal.timeout(ROW_TIMEOUT_MS);
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
       for (let r = 0; r < perClient; r++) {
-        const x = await request(server, prompt(c * 1000 + r + 1, promptLen), out);
+        const w = work(c * 1000 + r + 1);
+        const x = await request(server, w.ids, w.out, signal);
         ttft.push(x.ttft);
         itl.push(...x.gaps);
         tokens += x.tokens;
@@ -105,7 +139,7 @@ async function closedLoop(server: ServerUnderTest, clients: number, perClient: n
   );
   const seconds = (performance.now() - t0) / 1000;
   return {
-    clients,
+    clients: label,
     requests: clients * perClient,
     tokens_per_s: tokens / seconds,
     ttft_p50_ms: percentile(ttft, 50),
@@ -117,17 +151,19 @@ async function closedLoop(server: ServerUnderTest, clients: number, perClient: n
 }
 
 /** Open loop: requests arrive as a Poisson process of `rate` a second, whatever is still running. */
-async function openLoop(server: ServerUnderTest, rate: number, count: number, promptLen: number, out: number) {
+async function openLoop(server: ServerUnderTest, rate: number, count: number, work: Work) {
   const ttft: number[] = [];
   const itl: number[] = [];
   let tokens = 0;
   let s = 12345;
   const uniform = () => ((s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) + 1) / 2 ** 31;
+  const signal = AbortSignal.timeout(ROW_TIMEOUT_MS);
   const t0 = performance.now();
   const running: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
+    const w = work(9000 + i);
     running.push(
-      request(server, prompt(9000 + i, promptLen), out).then((x) => {
+      request(server, w.ids, w.out, signal).then((x) => {
         ttft.push(x.ttft);
         itl.push(...x.gaps);
         tokens += x.tokens;
@@ -138,7 +174,7 @@ async function openLoop(server: ServerUnderTest, rate: number, count: number, pr
   await Promise.all(running);
   const seconds = (performance.now() - t0) / 1000;
   return {
-    clients: `Poisson ${rate}/s`,
+    clients: `Poisson ${rate}/s, mixed`,
     requests: count,
     tokens_per_s: tokens / seconds,
     ttft_p50_ms: percentile(ttft, 50),
@@ -185,7 +221,7 @@ async function startTorchlm(root: string, weights: string, dtype: string, slots:
 
 async function startLlamaServer(bin: string, gguf: string, slots: number, threads: number): Promise<ServerUnderTest> {
   const port = 18000 + Math.floor(Math.random() * 1000);
-  // each slot holds a prompt and its tokens (32 + 64, rounded up)
+  // each slot holds the mix's longest request (512 prompt tokens + 256 new ones)
   const child = spawn(
     bin,
     [
@@ -198,7 +234,7 @@ async function startLlamaServer(bin: string, gguf: string, slots: number, thread
       "--parallel",
       String(slots),
       "-c",
-      String(slots * 128),
+      String(slots * 768),
       "-t",
       String(threads),
       "-tb",
@@ -239,31 +275,193 @@ export async function serveBench(root: string, weights: string, threads: number,
     const server = await start();
     try {
       console.log(`serve bench: ${server.name}`);
-      await closedLoop(server, 1, 1, promptLen, 4); // warm-up
+      await closedLoop(server, 1, 1, fixed(promptLen, 4)); // warm-up
       const results: LoadResult[] = [];
-      for (const clients of levels) {
-        const perClient = Math.max(2, Math.ceil(16 / clients));
-        const r = await closedLoop(server, clients, quick ? 1 : perClient, promptLen, out);
+      const report = (r: LoadResult) => {
         console.log(
-          `  ${clients} clients: ${r.tokens_per_s.toFixed(1)} tokens/s, ` +
+          `  ${r.clients} clients: ${r.tokens_per_s.toFixed(1)} tokens/s, ` +
             `TTFT p50 ${r.ttft_p50_ms.toFixed(0)} ms p99 ${r.ttft_p99_ms.toFixed(0)} ms, ` +
             `ITL p50 ${r.itl_p50_ms.toFixed(1)} ms p99 ${r.itl_p99_ms.toFixed(1)} ms` +
             (r.eventloop_max_ms !== undefined ? `, event loop max ${r.eventloop_max_ms.toFixed(1)} ms` : ""),
         );
         results.push(r);
+      };
+      for (const clients of levels) {
+        const perClient = Math.max(2, Math.ceil(16 / clients));
+        report(await closedLoop(server, clients, quick ? 1 : perClient, fixed(promptLen, out)));
       }
       if (!quick) {
-        const r = await openLoop(server, 2, 24, promptLen, out);
-        console.log(`  ${r.clients}: ${r.tokens_per_s.toFixed(1)} tokens/s, TTFT p99 ${r.ttft_p99_ms.toFixed(0)} ms`);
-        results.push(r);
+        report(await closedLoop(server, 16, 2, fixed(128, out), "16, 128-token prompts"));
+        report(await closedLoop(server, 16, 2, mixed, "16, mixed 32-512 / 64-256"));
+        report(await openLoop(server, 2, 24, mixed));
       }
       rows.push({ server: server.name, results });
     } finally {
-      server.process.kill("SIGTERM");
-      await new Promise((r) => server.process.on("exit", r));
+      await stopServer(server);
     }
   }
   return rows;
+}
+
+/** SIGTERM, then SIGKILL for a server that ignores it. */
+async function stopServer(server: ServerUnderTest) {
+  const exited = new Promise((r) => server.process.once("exit", r));
+  server.process.kill("SIGTERM");
+  const timer = setTimeout(() => server.process.kill("SIGKILL"), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function metric(server: ServerUnderTest, name: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)`, "m").exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+export interface SoakResult {
+  requests: number;
+  clients: number;
+  completed: number;
+  cancelled: number;
+  malformed_refused: number;
+  failed: number;
+  failures: string[];
+  seconds: number;
+  rss_after_warmup_mb: number;
+  rss_end_mb: number;
+  rss_change: number;
+  active_at_end: number;
+  alive: boolean;
+  passed: boolean;
+}
+
+/** The soak: `total` requests to torchlm serve q8 from 16 closed-loop clients, 10% cancelled mid-stream by their
+ *  client, 1% malformed (each must get a 400). It fails on any failed valid request, a dead server, active sequences
+ *  not back to 0, or RSS at the end more than 5% from RSS after the first 10% of the requests. */
+export async function soakBench(root: string, weights: string, total: number): Promise<SoakResult> {
+  const server = await startTorchlm(root, weights, "q8", 16);
+  const clients = 16;
+  const r: SoakResult = {
+    requests: total,
+    clients,
+    completed: 0,
+    cancelled: 0,
+    malformed_refused: 0,
+    failed: 0,
+    failures: [],
+    seconds: 0,
+    rss_after_warmup_mb: NaN,
+    rss_end_mb: NaN,
+    rss_change: NaN,
+    active_at_end: NaN,
+    alive: false,
+    passed: false,
+  };
+  const fail = (what: string) => {
+    r.failed++;
+    if (r.failures.length < 10) r.failures.push(what);
+  };
+  let next = 0;
+  const t0 = performance.now();
+  try {
+    await closedLoop(server, 1, 1, fixed(32, 4)); // warm-up
+    const one = async (i: number) => {
+      const w = { ids: prompt(i + 1, 16 + (i % 112)), out: 16 + (i % 49) };
+      if (i % 100 === 50) {
+        // malformed: a negative max_tokens, or a prompt that is no prompt
+        const body = i % 200 === 50 ? { model: server.model, prompt: w.ids, max_tokens: -1 } : { model: server.model };
+        const res = await fetch(`${server.url}/v1/completions`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        const answer = (await res.json()) as { error?: { type?: string } };
+        if (res.status === 400 && answer.error?.type === "invalid_request_error") r.malformed_refused++;
+        else fail(`malformed request ${i}: HTTP ${res.status}`);
+        return;
+      }
+      if (i % 10 === 3) {
+        // cancelled by its client after its second token
+        const controller = new AbortController();
+        let seen = 0;
+        try {
+          const res = await fetch(`${server.url}/v1/completions`, {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({
+              model: server.model,
+              prompt: w.ids,
+              max_tokens: 200,
+              ignore_eos: true,
+              stream: true,
+            }),
+            signal: controller.signal,
+          });
+          if (!res.ok || !res.body) return fail(`cancelled request ${i}: HTTP ${res.status}`);
+          for await (const part of res.body) {
+            seen += (new TextDecoder().decode(part as Uint8Array).match(/^data: \{/gm) ?? []).length;
+            if (seen >= 2) {
+              controller.abort();
+              break;
+            }
+          }
+          r.cancelled++;
+        } catch (e) {
+          if (controller.signal.aborted) r.cancelled++;
+          else fail(`cancelled request ${i}: ${(e as Error).message}`);
+        }
+        return;
+      }
+      try {
+        const x = await request(server, w.ids, w.out);
+        if (x.tokens === w.out) r.completed++;
+        else fail(`request ${i}: ${x.tokens} of ${w.out} tokens`);
+      } catch (e) {
+        fail(`request ${i}: ${(e as Error).message}`);
+      }
+    };
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (next < total) {
+          const i = next++;
+          await one(i);
+          if (i === Math.floor(total / 10))
+            r.rss_after_warmup_mb = (await metric(server, "process_resident_memory_bytes")) / 2 ** 20;
+          if (i % 1000 === 999) console.log(`  soak: ${i + 1} of ${total} sent, ${r.failed} failed`);
+        }
+      }),
+    );
+    r.seconds = (performance.now() - t0) / 1000;
+    for (let k = 0; k < 100 && (await metric(server, "torchlm_active_sequences")) > 0; k++)
+      await new Promise((res) => setTimeout(res, 50));
+    r.active_at_end = await metric(server, "torchlm_active_sequences");
+    r.rss_end_mb = (await metric(server, "process_resident_memory_bytes")) / 2 ** 20;
+    r.rss_change = r.rss_end_mb / r.rss_after_warmup_mb - 1;
+    r.alive = (await fetch(`${server.url}/health`)).status === 200 && server.process.exitCode === null;
+  } finally {
+    await stopServer(server);
+  }
+  r.passed = r.failed === 0 && r.alive && r.active_at_end === 0 && Math.abs(r.rss_change) <= 0.05;
+  return r;
+}
+
+export function renderSoak(r: SoakResult): string[] {
+  return [
+    `Soak: ${r.requests} requests to torchlm serve q8 from ${r.clients} clients in ${r.seconds.toFixed(0)} s: ` +
+      `**${r.passed ? "passed" : "failed"}**.`,
+    "",
+    "| outcome | count |",
+    "|---|---:|",
+    `| completed | ${r.completed} |`,
+    `| cancelled by their client mid-stream | ${r.cancelled} |`,
+    `| malformed, refused with 400 | ${r.malformed_refused} |`,
+    `| failed | ${r.failed} |`,
+    "",
+    `RSS ${r.rss_after_warmup_mb.toFixed(0)} MB after the first 10% of the requests, ${r.rss_end_mb.toFixed(0)} MB ` +
+      `at the end (${(r.rss_change * 100).toFixed(1)}%); active sequences at the end: ${r.active_at_end}; ` +
+      `server alive: ${r.alive ? "yes" : "no"}.` +
+      (r.failures.length ? `\n\nFirst failures: ${r.failures.join("; ")}` : ""),
+  ];
 }
 
 /** The batch API beside transformers': generate_batch of 16 prompts (32 tokens) x 64 new tokens, greedy, in process

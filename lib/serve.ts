@@ -582,7 +582,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
       const out = await Promise.all(
         choices.map((c) =>
           consume(c, arrived, (text, t) => {
-            if (text || b.logprobs != null)
+            // a chunk per token, as OpenAI's; with a tokenizer, none for a token whose text is held back
+            if (text || b.logprobs != null || (t && !tokenizer))
               chunk(c.index, text, t && b.logprobs != null ? tokenLogprobs([t], tokenizer, "") : null, null);
           }).then((r) => {
             chunk(c.index, "", null, finishReason(c, r));
