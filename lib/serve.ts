@@ -5,6 +5,7 @@ import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ContinuousBatchingManager, GenerationOutput, RequestHandle, TokenOutput } from "./continuous_batching.js";
+import { CHAT_PAGE } from "./chat_page.js";
 import { InvalidArgumentError, TorchlmError } from "./errors.js";
 import { eosIds } from "./generation_config.js";
 import type { GPT2LMHeadModel } from "./model.js";
@@ -24,7 +25,7 @@ export interface ServeOptions {
   max_queue?: number;
   /** Tokens a step computes (decoding rows, then prefill). */
   max_batch_tokens?: number;
-  /** Every route but /health then needs `Authorization: Bearer <api_key>`. */
+  /** Every route but /health and the chat page then needs `Authorization: Bearer <api_key>`. */
   api_key?: string | null;
   /** Fastify's logger (off by default). */
   logger?: boolean;
@@ -330,7 +331,8 @@ export async function serve(options: ServeOptions): Promise<Server> {
     reply.status(404).send(errorBody(new HttpError(404, `No route ${req.method} ${req.url}`, "invalid_request_error")));
   });
   app.addHook("onRequest", async (req) => {
-    if (apiKey === null || req.url === "/health") return;
+    // the chat page holds nothing: what it asks for next needs the key
+    if (apiKey === null || req.url === "/health" || req.url === "/") return;
     if (req.headers.authorization !== `Bearer ${apiKey}`)
       throw new HttpError(401, "Incorrect API key provided", "invalid_request_error", null, "invalid_api_key");
   });
@@ -338,6 +340,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     metrics.requests.inc({ route: req.routeOptions.url ?? "unknown", status: String(reply.statusCode) });
   });
 
+  app.get("/", async (_req, reply) => reply.type("text/html; charset=utf-8").send(CHAT_PAGE));
   app.get("/health", async (_req, reply) => {
     if (draining) return reply.status(503).send({ status: "draining" });
     return { status: "ok" };
