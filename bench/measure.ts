@@ -158,7 +158,13 @@ export interface Measured {
   /** CTranslate2's figures (int8 and float32 decoding) and its version. */
   ct2: { figures: Record<string, number>; version: string } | null;
   /** llama.cpp's figures (f32, f16, q8_0, q4_0 decoding), llama-cpp-python's version and the GGUF files' bytes. */
-  llama: { figures: Record<string, number>; version: string; ggufBytes: Record<string, number> } | null;
+  llama: {
+    figures: Record<string, number>;
+    version: string;
+    ggufBytes: Record<string, number>;
+    /** What timed its rounds: llama.cpp's own llama-bench (tg128) where it is built, else llama-cpp-python's loop. */
+    timer: string;
+  } | null;
   /** How decoding's cost grows with the model: batch-1 tokens/s at each context and peak RSS, per size and dtype. */
   scaling: ScalingRow[] | null;
   sameTokensHf?: boolean;
@@ -730,6 +736,7 @@ export async function measure(o: BenchOptions): Promise<Measured> {
           figures: llamar,
           version: String(llama.ready.llama_cpp_python),
           ggufBytes: llama.ready.gguf_bytes as Record<string, number>,
+          timer: String(llama.ready.timer ?? "llama-cpp-python"),
         }
       : null,
     sameTokensHf,

@@ -167,7 +167,8 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
     table.push(
       "",
       `| greedy decode tokens/s (8 + 128 tokens, 2 threads) | torchlm | llama.cpp (llama-cpp-python ` +
-        `${llama?.version ?? "not run"}) | ratio | CTranslate2 ${ct2?.version ?? "not run"} | ratio |`,
+        `${llama?.version ?? "not run"}${llama ? `, timed by ${llama.timer}` : ""}) | ratio | ` +
+        `CTranslate2 ${ct2?.version ?? "not run"} | ratio |`,
       "|---|---:|---:|---:|---:|---:|",
       ...qrows
         .filter(([, v]) => v !== undefined)
