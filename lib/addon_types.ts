@@ -55,8 +55,12 @@ export interface SafetensorsEntry {
   end: number;
 }
 
-/** The part of GPT2Config the native model reads; every key present. */
-export interface NativeConfig {
+/** The config the native model reads, by architecture; every key present. */
+export type NativeConfig = NativeGPT2Config | NativeLlamaConfig;
+
+/** The part of GPT2Config the native GPT-2 reads. */
+export interface NativeGPT2Config {
+  architecture: "gpt2";
   vocab_size: number;
   n_positions: number;
   n_embd: number;
@@ -71,6 +75,37 @@ export interface NativeConfig {
   activation: "gelu_tanh" | "gelu" | "relu";
   scale_attn_weights: boolean;
   scale_attn_by_inverse_layer_idx: boolean;
+}
+
+/** What the native Llama reads (Llama, Qwen2 and Qwen3 are its switches: lib/models/llama.ts). */
+export interface NativeLlamaConfig {
+  architecture: "llama";
+  vocab_size: number;
+  max_position_embeddings: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  head_dim: number;
+  rms_norm_eps: number;
+  attention_dropout: number;
+  initializer_range: number;
+  /** Biases on q_proj, k_proj and v_proj; on o_proj; on the MLP's three linears. */
+  qkv_bias: boolean;
+  o_bias: boolean;
+  mlp_bias: boolean;
+  /** Qwen3's RMSNorm of each head's query and key. */
+  qk_norm: boolean;
+  tie_word_embeddings: boolean;
+  rope: {
+    rope_type: "default" | "linear" | "llama3";
+    rope_theta: number;
+    factor: number;
+    low_freq_factor: number;
+    high_freq_factor: number;
+    original_max_position_embeddings: number;
+  };
 }
 
 export interface LoadRequest {

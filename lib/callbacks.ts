@@ -1,6 +1,6 @@
 // The Trainer's callbacks, as Hugging Face names them.
 import { check, InvalidArgumentError } from "./errors.js";
-import type { GPT2LMHeadModel } from "./model.js";
+import type { PreTrainedModel } from "./model.js";
 import type { TrainingArguments } from "./training_args.js";
 import type { TrainerControl, TrainerState } from "./trainer.js";
 
@@ -10,7 +10,7 @@ export interface CallbackArgs {
   args: TrainingArguments;
   state: TrainerState;
   control: TrainerControl;
-  model: GPT2LMHeadModel;
+  model: PreTrainedModel;
 }
 
 /** Hooks into the loop, as in Hugging Face; every method is optional. */

@@ -1,5 +1,61 @@
 import { readFile } from "node:fs/promises";
+import type { NativeConfig } from "./addon_types.js";
 import { check, InvalidArgumentError, isPlainObject } from "./errors.js";
+
+/**
+ * What every model's config shares (Hugging Face's PretrainedConfig): the names the engine reads, whatever the
+ * architecture calls them (GPT2Config maps max_position_embeddings onto n_positions, as its attribute_map does).
+ * Unknown fields are kept, as in Python.
+ */
+export abstract class PretrainedConfig {
+  abstract model_type: string;
+  architectures?: string[];
+  abstract vocab_size: number;
+  abstract max_position_embeddings: number;
+  abstract hidden_size: number;
+  abstract num_hidden_layers: number;
+  abstract num_attention_heads: number;
+  bos_token_id?: number | null;
+  eos_token_id?: number | number[] | null;
+  pad_token_id?: number | null;
+  task_specific_params?: Record<string, Record<string, unknown>>;
+  [key: string]: unknown;
+
+  /** The parameter count this config implies. */
+  abstract num_parameters(): number;
+  /** The parameters of the input embeddings (num_parameters' exclude_embeddings leaves them out). */
+  abstract embedding_parameters(): number;
+  /** @internal What the native model reads; every key present. */
+  abstract _native_config(): NativeConfig;
+  /** The class names written to config.json's architectures. */
+  protected abstract default_architectures(): string[];
+
+  to_dict(): Record<string, unknown> {
+    return { ...this, architectures: this.architectures ?? this.default_architectures() };
+  }
+
+  to_json_string(): string {
+    return JSON.stringify(this.to_dict(), null, 2) + "\n";
+  }
+}
+
+/** config.json as an object; an unreadable or malformed file is an error naming it. */
+export async function readConfigJson(path: string): Promise<Record<string, unknown>> {
+  let raw: string;
+  try {
+    raw = await readFile(path, "utf8");
+  } catch (e) {
+    throw new InvalidArgumentError(`Cannot read ${path}: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (e) {
+    throw new InvalidArgumentError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isPlainObject(json)) throw new InvalidArgumentError(`${path} does not hold a JSON object`);
+  return json as Record<string, unknown>;
+}
 
 /** Hugging Face's activation names, each with the kernel it runs in the addon (which knows only the kernels). */
 export const ACTIVATIONS = {
@@ -10,9 +66,8 @@ export const ACTIVATIONS = {
 } as const;
 
 /** Hugging Face's GPT2Config, with its names and defaults. Unknown fields are kept, as in Python. */
-export class GPT2Config {
+export class GPT2Config extends PretrainedConfig {
   model_type = "gpt2";
-  architectures?: string[];
   vocab_size = 50257;
   n_positions = 1024;
   n_embd = 768;
@@ -29,13 +84,37 @@ export class GPT2Config {
   scale_attn_by_inverse_layer_idx = false;
   reorder_and_upcast_attn = false;
   use_cache = true;
-  bos_token_id = 50256;
-  eos_token_id = 50256;
-  pad_token_id?: number | null;
-  task_specific_params?: Record<string, Record<string, unknown>>;
-  [key: string]: unknown;
+  override bos_token_id = 50256;
+  override eos_token_id: number | number[] = 50256;
+
+  // Hugging Face's GPT2Config.attribute_map: the common names read and write GPT-2's own
+  get max_position_embeddings(): number {
+    return this.n_positions;
+  }
+  set max_position_embeddings(v: number) {
+    this.n_positions = v;
+  }
+  get hidden_size(): number {
+    return this.n_embd;
+  }
+  set hidden_size(v: number) {
+    this.n_embd = v;
+  }
+  get num_hidden_layers(): number {
+    return this.n_layer;
+  }
+  set num_hidden_layers(v: number) {
+    this.n_layer = v;
+  }
+  get num_attention_heads(): number {
+    return this.n_head;
+  }
+  set num_attention_heads(v: number) {
+    this.n_head = v;
+  }
 
   constructor(values: Record<string, unknown> = {}) {
+    super();
     if (!isPlainObject(values)) throw new InvalidArgumentError("GPT2Config expects an object of config values");
     Object.assign(this, values);
     if (this.model_type !== "gpt2")
@@ -56,20 +135,7 @@ export class GPT2Config {
 
   /** Loads config.json; an unknown model_type is an error naming it. */
   static async from_json_file(path: string): Promise<GPT2Config> {
-    let raw: string;
-    try {
-      raw = await readFile(path, "utf8");
-    } catch (e) {
-      throw new InvalidArgumentError(`Cannot read ${path}: ${(e as Error).message}`);
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch (e) {
-      throw new InvalidArgumentError(`${path} is not valid JSON: ${(e as Error).message}`);
-    }
-    if (!isPlainObject(json)) throw new InvalidArgumentError(`${path} does not hold a JSON object`);
-    return new GPT2Config(json as Record<string, unknown>);
+    return new GPT2Config(await readConfigJson(path));
   }
 
   /** The parameter count this config implies (the LM head is tied to wte). */
@@ -80,11 +146,32 @@ export class GPT2Config {
     return this.vocab_size * E + this.n_positions * E + this.n_layer * block + 2 * E;
   }
 
-  to_dict(): Record<string, unknown> {
-    return { ...this, architectures: this.architectures ?? ["GPT2LMHeadModel"] };
+  /** The token and position embeddings. */
+  embedding_parameters(): number {
+    return (this.vocab_size + this.n_positions) * this.n_embd;
   }
 
-  to_json_string(): string {
-    return JSON.stringify(this.to_dict(), null, 2) + "\n";
+  protected default_architectures(): string[] {
+    return ["GPT2LMHeadModel"];
+  }
+
+  /** @internal */
+  _native_config(): NativeConfig {
+    return {
+      architecture: "gpt2",
+      vocab_size: this.vocab_size,
+      n_positions: this.n_positions,
+      n_embd: this.n_embd,
+      n_layer: this.n_layer,
+      n_head: this.n_head,
+      n_inner: this.n_inner ?? null,
+      layer_norm_epsilon: this.layer_norm_epsilon,
+      embd_pdrop: this.embd_pdrop,
+      attn_pdrop: this.attn_pdrop,
+      resid_pdrop: this.resid_pdrop,
+      activation: ACTIVATIONS[this.activation_function as keyof typeof ACTIVATIONS],
+      scale_attn_weights: this.scale_attn_weights,
+      scale_attn_by_inverse_layer_idx: this.scale_attn_by_inverse_layer_idx,
+    };
   }
 }

@@ -5,7 +5,7 @@ import { check, invalid, InvalidArgumentError, isPlainObject, native, NativeErro
 import { GenerationConfig, GENERATION_KEYS, type GenerationOptions } from "./generation_config.js";
 import { nativeGenerateConfig } from "./generation.js";
 import { binding, type NativeBatchEvent, type NativeContinuousBatching } from "./native.js";
-import type { GPT2LMHeadModel } from "./model.js";
+import type { PreTrainedModel } from "./model.js";
 
 export interface ContinuousBatchingOptions {
   /** Requests decoding at once: the KV cache's slots (default 16). More requests wait in the queue. */
@@ -14,7 +14,7 @@ export interface ContinuousBatchingOptions {
    * smaller budget keeps each step short; a larger one lets a burst of prompts in within a step or two, which delays
    * each running request once rather than over many steps. */
   max_batch_tokens?: number;
-  /** Each slot's length, prompt and new tokens together (default the model's n_positions). */
+  /** Each slot's length, prompt and new tokens together (default the model's max_position_embeddings). */
   max_context_length?: number;
 }
 
@@ -106,7 +106,7 @@ interface Pending {
 }
 
 export class ContinuousBatchingManager {
-  readonly model: GPT2LMHeadModel;
+  readonly model: PreTrainedModel;
   readonly max_batch_size: number;
   readonly max_batch_tokens: number;
   readonly max_context_length: number;
@@ -117,7 +117,7 @@ export class ContinuousBatchingManager {
   #stopped = false;
 
   /** @internal use model.init_continuous_batching() */
-  constructor(model: GPT2LMHeadModel, options: Required<ContinuousBatchingOptions>) {
+  constructor(model: PreTrainedModel, options: Required<ContinuousBatchingOptions>) {
     this.model = model;
     this.max_batch_size = options.max_batch_size;
     this.max_batch_tokens = options.max_batch_tokens;
@@ -256,12 +256,12 @@ export class ContinuousBatchingManager {
 }
 
 export async function init_continuous_batching(
-  model: GPT2LMHeadModel,
+  model: PreTrainedModel,
   options: ContinuousBatchingOptions = {},
 ): Promise<ContinuousBatchingManager> {
   if (!isPlainObject(options)) throw invalid("options", "an object", options);
   check.knownKeys("init_continuous_batching", options, ["max_batch_size", "max_batch_tokens", "max_context_length"]);
-  const n = model.config.n_positions;
+  const n = model.config.max_position_embeddings;
   const {
     max_batch_size = 16,
     max_batch_tokens = Math.max(512, (max_batch_size ?? 16) + 16),
@@ -277,7 +277,7 @@ export async function init_continuous_batching(
 
 /** Runs every prompt through one manager and returns their results in the inputs' order. */
 export async function generate_batch(
-  model: GPT2LMHeadModel,
+  model: PreTrainedModel,
   inputs: number[][],
   generation_config?: GenerationConfig | RequestOptions,
   options: ContinuousBatchingOptions = {},
@@ -294,7 +294,7 @@ export async function generate_batch(
   const need = g ? (g.max_new_tokens != null ? longest + g.max_new_tokens : g.max_length) : Infinity;
   const manager = await init_continuous_batching(model, {
     max_batch_size: Math.min(inputs.length, 16),
-    max_context_length: Math.max(2, Math.min(model.config.n_positions, need)),
+    max_context_length: Math.max(2, Math.min(model.config.max_position_embeddings, need)),
     ...options,
   });
   try {

@@ -3,7 +3,7 @@ import { AbortError, check, invalid, InvalidArgumentError, isPlainObject, withSt
 import { eosIds, GenerationConfig, GENERATION_KEYS, type GenerationOptions } from "./generation_config.js";
 import { Tensor } from "./tensor.js";
 import type { NativeGenerateConfig } from "./native.js";
-import type { GPT2LMHeadModel, IdsLike } from "./model.js";
+import type { IdsLike, PreTrainedModel } from "./model.js";
 import { idsTensor } from "./model.js";
 
 /** A Hugging Face-style streamer: put() gets each step's new ids, end() is called at the end. */
@@ -32,7 +32,7 @@ interface Prepared {
   streamer?: Streamer;
 }
 
-function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOptions): Prepared {
+function prepare(model: PreTrainedModel, input_ids: IdsLike, options: GenerateOptions): Prepared {
   if (!isPlainObject(options)) throw invalid("options", "an object of generation options", options);
   for (const k of Object.keys(options)) {
     if (!CALL_KEYS.includes(k) && !(GENERATION_KEYS as readonly string[]).includes(k))
@@ -62,7 +62,7 @@ function prepare(model: GPT2LMHeadModel, input_ids: IdsLike, options: GenerateOp
 
 /** A merged GenerationConfig as the native decoder's options, for a prompt of T tokens (checked against the model). */
 export function nativeGenerateConfig(
-  model: GPT2LMHeadModel,
+  model: PreTrainedModel,
   g: GenerationConfig,
   T: number,
   seed: number | null,
@@ -73,11 +73,13 @@ export function nativeGenerateConfig(
     throw new InvalidArgumentError(
       `The prompt has ${T} tokens, which is already max_length ${g.max_length}: set max_new_tokens`,
     );
-  if (T + maxNew > model.config.n_positions)
+  if (T + maxNew > model.config.max_position_embeddings) {
+    const field = "n_positions" in model.config ? "n_positions" : "max_position_embeddings";
     throw new InvalidArgumentError(
-      `The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's n_positions ` +
-        `${model.config.n_positions}`,
+      `The prompt (${T} tokens) and max_new_tokens (${maxNew}) are longer than the model's ${field} ` +
+        `${model.config.max_position_embeddings}`,
     );
+  }
   const eos = eosIds(g.eos_token_id);
   const pad = g.pad_token_id ?? eos[0] ?? 0;
   return {
@@ -108,7 +110,7 @@ function abortError(signal: AbortSignal): AbortError {
   return new AbortError(signal.reason instanceof Error ? signal.reason.message : "generation was aborted");
 }
 
-async function run(model: GPT2LMHeadModel, p: Prepared, onTokens: ((t: number[]) => void) | null): Promise<Tensor> {
+async function run(model: PreTrainedModel, p: Prepared, onTokens: ((t: number[]) => void) | null): Promise<Tensor> {
   if (p.signal?.aborted) throw abortError(p.signal);
   const cancel = new Int32Array(new SharedArrayBuffer(4));
   const onAbort = () => Atomics.store(cancel, 0, 1);
@@ -135,7 +137,7 @@ async function run(model: GPT2LMHeadModel, p: Prepared, onTokens: ((t: number[])
 }
 
 export async function generate(
-  model: GPT2LMHeadModel,
+  model: PreTrainedModel,
   input_ids: IdsLike,
   options: GenerateOptions = {},
 ): Promise<Tensor> {
@@ -156,7 +158,7 @@ export async function generate(
 
 /** New token ids, one array (a value per row) per step, as they are made. */
 export async function* generate_stream(
-  model: GPT2LMHeadModel,
+  model: PreTrainedModel,
   input_ids: IdsLike,
   options: GenerateOptions = {},
 ): AsyncGenerator<number[]> {

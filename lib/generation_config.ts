@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
-import type { GPT2Config } from "./config.js";
+import type { PretrainedConfig } from "./config.js";
 
 /** Options of generate(), with Hugging Face's names and defaults. */
 export interface GenerationOptions {
@@ -155,7 +155,7 @@ export class GenerationConfig implements GenerationOptions {
     return new GenerationConfig({ ...this.to_dict() } as GenerationOptions).update(options);
   }
 
-  static from_model_config(config: GPT2Config): GenerationConfig {
+  static from_model_config(config: PretrainedConfig): GenerationConfig {
     const g = new GenerationConfig();
     g.bos_token_id = config.bos_token_id ?? null;
     g.eos_token_id = config.eos_token_id ?? null;

@@ -19,11 +19,21 @@ export {
   set_seed,
   torch_info,
 } from "./device.js";
-export { GPT2Config } from "./config.js";
+export { GPT2Config, PretrainedConfig } from "./config.js";
 export { LoraConfig, get_peft_model, PeftModel, type LoraConfigOptions } from "./peft.js";
+export { AutoConfig, AutoModelForCausalLM } from "./auto.js";
+export {
+  LlamaConfig,
+  LlamaForCausalLM,
+  Qwen2Config,
+  Qwen2ForCausalLM,
+  Qwen3Config,
+  Qwen3ForCausalLM,
+  type RopeParameters,
+} from "./models/llama.js";
 export {
   GPT2LMHeadModel,
-  AutoModelForCausalLM,
+  PreTrainedModel,
   type ForwardInputs,
   type CausalLMOutput,
   type FromPretrainedOptions,

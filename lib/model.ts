@@ -1,14 +1,14 @@
-// GPT2LMHeadModel: loading, forward, training mode, saving. Heavy calls run natively on a worker thread,
-// one at a time per model.
+// PreTrainedModel, what every causal LM class shares (loading, forward, training mode, generation, saving), and
+// GPT2LMHeadModel. Heavy calls run natively on a worker thread, one at a time per model.
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { totalmem } from "node:os";
 import { check, DisposedError, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
-import { ACTIVATIONS, GPT2Config } from "./config.js";
+import { GPT2Config, PretrainedConfig, readConfigJson } from "./config.js";
 import { checkDevice } from "./device.js";
 import { localDir, resolveHubFile } from "./hub.js";
-import { binding, type FloatDtype, type NativeConfig, type NativeModel } from "./native.js";
+import { binding, type FloatDtype, type NativeModel } from "./native.js";
 import { readSafetensorsIndex } from "./safetensors.js";
 import { asTensor, tensor, Tensor, type Dtype } from "./tensor.js";
 import { GenerationConfig } from "./generation_config.js";
@@ -105,9 +105,27 @@ export interface ModelCore {
   pending: number;
 }
 
-/** GPT-2 with a language-modelling head (tied to the token embeddings), as in Hugging Face. */
-export class GPT2LMHeadModel {
-  config: GPT2Config;
+/** A model class's static side: its config class, the architectures it loads, what it can do natively. */
+export interface CausalLMClass<M extends PreTrainedModel = PreTrainedModel> {
+  new (config: PretrainedConfig, native: NativeModel | ModelCore, generation_config?: GenerationConfig): M;
+  readonly config_class: { new (values?: Record<string, unknown>): PretrainedConfig };
+  /** config.json's architectures this class loads (Hugging Face's class names). */
+  readonly architectures: readonly string[];
+  /** Whether q8 / q4 weights exist for it. */
+  readonly quantizable: boolean;
+}
+
+/**
+ * What every causal language model shares, as Hugging Face's PreTrainedModel: from_pretrained / from_config, forward,
+ * generate, training mode, parameters, save_pretrained. Each architecture is a subclass naming its config class
+ * (GPT2LMHeadModel here, the Llama family in lib/models/llama.ts); AutoModelForCausalLM (lib/auto.ts) picks one.
+ */
+export class PreTrainedModel {
+  static config_class: { new (values?: Record<string, unknown>): PretrainedConfig } = GPT2Config;
+  static architectures: readonly string[] = [];
+  static quantizable = false;
+
+  config: PretrainedConfig;
   generation_config: GenerationConfig;
   /** Where the weights came from (a directory), if loaded. */
   name_or_path?: string;
@@ -115,7 +133,7 @@ export class GPT2LMHeadModel {
   readonly _core: ModelCore;
 
   /** @internal */
-  constructor(config: GPT2Config, native: NativeModel | ModelCore, generation_config?: GenerationConfig) {
+  constructor(config: PretrainedConfig, native: NativeModel | ModelCore, generation_config?: GenerationConfig) {
     this.config = config;
     this._core =
       "queue" in native
@@ -125,15 +143,19 @@ export class GPT2LMHeadModel {
   }
 
   /** Loads from a local directory, the Hub cache, or the Hub (config.json + model.safetensors). */
-  static async from_pretrained(idOrDir: string, options: FromPretrainedOptions = {}): Promise<GPT2LMHeadModel> {
+  static async from_pretrained<M extends PreTrainedModel>(
+    this: CausalLMClass<M>,
+    idOrDir: string,
+    options: FromPretrainedOptions = {},
+  ): Promise<M> {
     check.string("pretrained_model_name_or_path", idOrDir);
     if (!isPlainObject(options)) throw invalid("options", "an object", options);
     check.knownKeys("from_pretrained", options, ["device", "dtype", "torch_dtype", "revision", "local_files_only"]);
     const device = checkDevice("device", options.device ?? "cpu");
     const requested = options.dtype ?? options.torch_dtype;
     if (requested !== undefined) check.oneOf("dtype", requested, [...FLOAT_DTYPES, ...QUANT_DTYPES] as const);
-    const files = await resolveModelFiles(idOrDir, options);
-    const config = await GPT2Config.from_json_file(files.config);
+    const files = await resolveModelFiles(idOrDir, options, this.config_class);
+    const config = new this.config_class(await readConfigJson(files.config));
     // a checkpoint saved from a quantized model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...)
     // is refused
     const qc = config.quantization_config as Record<string, unknown> | undefined;
@@ -165,18 +187,24 @@ export class GPT2LMHeadModel {
       : (QUANT_DTYPES as readonly string[]).includes(requested ?? "")
         ? (requested as QuantDtype)
         : null;
+    if ((quantize || saved) && !this.quantizable)
+      throw new InvalidArgumentError(
+        `${quantize ?? saved} weights are not supported for ${config.model_type} models yet: load it in float32 or ` +
+          `bfloat16`,
+      );
     if ((quantize || saved) && device !== "cpu")
       throw new InvalidArgumentError(`${quantize ?? saved} weights run on the CPU, not on ${device}`);
     const dtype = quantize || saved ? "float32" : (requested as FloatDtype | undefined);
     checkFits(config, `The config of ${idOrDir}`, "load");
-    if (config.architectures && !config.architectures.some((a) => a === "GPT2LMHeadModel" || a === "GPT2Model"))
+    if (config.architectures && !config.architectures.some((a) => this.architectures.includes(a)))
       throw new InvalidArgumentError(
-        `${idOrDir} is a ${config.architectures.join(", ")}: torchlm loads GPT2LMHeadModel checkpoints`,
+        `${idOrDir} is a ${config.architectures.join(", ")}: ${this.name} loads ${this.architectures.join(", ")} ` +
+          `checkpoints (AutoModelForCausalLM picks the class from config.json)`,
       );
     const index = await readSafetensorsIndex(files.weights);
     const nm = await withStack(() =>
       binding.NativeModel.load({
-        config: nativeConfig(config),
+        config: config._native_config(),
         path: files.weights,
         data_start: index.dataStart,
         entries: index.entries,
@@ -190,26 +218,27 @@ export class GPT2LMHeadModel {
     if (quantize) config.quantization_config = quantConfig(quantize);
     let gen: GenerationConfig | undefined;
     if (files.generation_config) gen = await GenerationConfig.from_json_file(files.generation_config);
-    const model = new GPT2LMHeadModel(config, nm, gen);
+    const model = new this(config, nm, gen);
     model.name_or_path = idOrDir;
     return model;
   }
 
   /** A model with Hugging Face's random initialisation (seeded when `seed` is given). */
-  static async from_config(
-    config: GPT2Config | Record<string, unknown>,
+  static async from_config<M extends PreTrainedModel>(
+    this: CausalLMClass<M>,
+    config: PretrainedConfig | Record<string, unknown>,
     options: { device?: string; dtype?: Dtype; seed?: number } = {},
-  ): Promise<GPT2LMHeadModel> {
-    const cfg = config instanceof GPT2Config ? config : new GPT2Config(config);
+  ): Promise<M> {
+    const cfg = config instanceof this.config_class ? config : new this.config_class(toValues(config));
     check.knownKeys("from_config", options, ["device", "dtype", "seed"]);
     const device = checkDevice("device", options.device ?? "cpu");
     const dtype = check.oneOf("dtype", options.dtype ?? "float32", FLOAT_DTYPES);
     if (options.seed !== undefined) check.integer("seed", options.seed, 0, Number.MAX_SAFE_INTEGER);
     checkFits(cfg, "The config", "create");
     const nm = await withStack(() =>
-      binding.NativeModel.create({ config: nativeConfig(cfg), device, dtype, seed: options.seed ?? null }),
+      binding.NativeModel.create({ config: cfg._native_config(), device, dtype, seed: options.seed ?? null }),
     );
-    return new GPT2LMHeadModel(cfg, nm);
+    return new this(cfg, nm);
   }
 
   /** @internal The native model; throws when disposed. */
@@ -378,14 +407,12 @@ export class GPT2LMHeadModel {
     return this.named_parameters().map(([, t]) => t);
   }
   /**
-   * The number of parameters (lm_head is tied, so counted once); without the token and position embeddings on request.
+   * The number of parameters (a tied lm_head counted once); without the input embeddings on request.
    */
   num_parameters(options: { exclude_embeddings?: boolean } = {}): number {
     check.knownKeys("num_parameters", options, ["exclude_embeddings"]);
     const all = this._native.numParameters();
-    if (!options.exclude_embeddings) return all;
-    const c = this.config;
-    return all - c.vocab_size * c.n_embd - c.n_positions * c.n_embd;
+    return options.exclude_embeddings ? all - this.config.embedding_parameters() : all;
   }
   /** Drops every parameter's gradient. */
   zero_grad(): void {
@@ -423,35 +450,19 @@ export class GPT2LMHeadModel {
   }
 }
 
-/** Picks the model class from config.json, as Hugging Face's AutoModelForCausalLM does. */
-export class AutoModelForCausalLM {
-  static async from_pretrained(idOrDir: string, options: FromPretrainedOptions = {}): Promise<GPT2LMHeadModel> {
-    return GPT2LMHeadModel.from_pretrained(idOrDir, options);
-  }
-  static async from_config(
-    config: GPT2Config | Record<string, unknown>,
-    options: { device?: string; dtype?: Dtype; seed?: number } = {},
-  ): Promise<GPT2LMHeadModel> {
-    return GPT2LMHeadModel.from_config(config, options);
-  }
+/** GPT-2 with a language-modelling head (tied to the token embeddings), as in Hugging Face. */
+export class GPT2LMHeadModel extends PreTrainedModel {
+  static override config_class = GPT2Config;
+  static override architectures: readonly string[] = ["GPT2LMHeadModel", "GPT2Model"];
+  static override quantizable = true;
+  declare config: GPT2Config;
 }
 
-export function nativeConfig(c: GPT2Config): NativeConfig {
-  return {
-    vocab_size: c.vocab_size,
-    n_positions: c.n_positions,
-    n_embd: c.n_embd,
-    n_layer: c.n_layer,
-    n_head: c.n_head,
-    n_inner: c.n_inner ?? null,
-    layer_norm_epsilon: c.layer_norm_epsilon,
-    embd_pdrop: c.embd_pdrop,
-    attn_pdrop: c.attn_pdrop,
-    resid_pdrop: c.resid_pdrop,
-    activation: ACTIVATIONS[c.activation_function as keyof typeof ACTIVATIONS],
-    scale_attn_weights: c.scale_attn_weights,
-    scale_attn_by_inverse_layer_idx: c.scale_attn_by_inverse_layer_idx,
-  };
+/** A config given as an object (or another class's instance) as plain values. */
+function toValues(config: PretrainedConfig | Record<string, unknown>): Record<string, unknown> {
+  if (!isPlainObject(config) && !(config instanceof PretrainedConfig))
+    throw invalid("config", "a config or an object of config values", config);
+  return config instanceof PretrainedConfig ? config.to_dict() : config;
 }
 
 interface ModelFiles {
@@ -461,18 +472,23 @@ interface ModelFiles {
 }
 
 /** Refuses a model whose float32 parameters alone would not fit in this machine's memory. */
-function checkFits(config: GPT2Config, what: string, action: string): void {
+function checkFits(config: PretrainedConfig, what: string, action: string): void {
   const bytes = config.num_parameters() * 4;
   if (bytes > totalmem()) {
+    const name = config.model_type === "gpt2" ? "GPT-2" : config.model_type;
     throw new InvalidArgumentError(
-      `${what} describes a GPT-2 of ${config.num_parameters().toExponential(2)} parameters ` +
+      `${what} describes a ${name} of ${config.num_parameters().toExponential(2)} parameters ` +
         `(${(bytes / 2 ** 30).toFixed(1)} GiB in float32), ` +
         `more than this machine's memory (${(totalmem() / 2 ** 30).toFixed(1)} GiB): refusing to ${action} it`,
     );
   }
 }
 
-async function resolveModelFiles(idOrDir: string, options: FromPretrainedOptions): Promise<ModelFiles> {
+async function resolveModelFiles(
+  idOrDir: string,
+  options: FromPretrainedOptions,
+  config_class: { new (values?: Record<string, unknown>): PretrainedConfig },
+): Promise<ModelFiles> {
   const dir = localDir(idOrDir);
   if (dir) {
     const config = join(dir, "config.json");
@@ -490,7 +506,7 @@ async function resolveModelFiles(idOrDir: string, options: FromPretrainedOptions
   const o = { revision: options.revision, offline: options.local_files_only };
   const config = (await resolveHubFile(idOrDir, "config.json", o))!;
   // a config asking for more than this machine can hold is refused before its weights are downloaded
-  checkFits(await GPT2Config.from_json_file(config), idOrDir, "download or load");
+  checkFits(new config_class(await readConfigJson(config)), idOrDir, "download or load");
   const weights = (await resolveHubFile(idOrDir, "model.safetensors", { ...o, progress: true }))!;
   const generation_config = await resolveHubFile(idOrDir, "generation_config.json", { ...o, required: false });
   return { config, weights, generation_config };

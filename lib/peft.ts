@@ -6,7 +6,7 @@ import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { localDir, resolveHubFile } from "./hub.js";
-import { GPT2LMHeadModel, type ModelCore } from "./model.js";
+import { GPT2LMHeadModel, PreTrainedModel, type ModelCore } from "./model.js";
 import type { GPT2Config } from "./config.js";
 import type { GenerationConfig } from "./generation_config.js";
 import { load_file, save_file } from "./safetensors.js";
@@ -280,9 +280,19 @@ async function adapterFile(
   return (await resolveHubFile(idOrDir, name, { revision: options.revision, offline: options.local_files_only }))!;
 }
 
+/** LoRA's adapters sit on GPT-2's Conv1D layers so far: another architecture is refused, saying so. */
+function checkLoraModel(model: unknown): asserts model is GPT2LMHeadModel {
+  if (model instanceof GPT2LMHeadModel) return;
+  if (model instanceof PreTrainedModel)
+    throw new InvalidArgumentError(
+      `LoRA is supported for GPT-2 models so far, not for ${model.config.model_type}: train the full model instead`,
+    );
+  throw invalid("model", "a GPT2LMHeadModel", model);
+}
+
 /** Adds LoRA adapters to a model in place, as PEFT's get_peft_model does, and returns the PeftModel that wraps it. */
-export function get_peft_model(model: GPT2LMHeadModel, peft_config: LoraConfig, adapter_name = "default"): PeftModel {
-  if (!(model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", model);
+export function get_peft_model(model: PreTrainedModel, peft_config: LoraConfig, adapter_name = "default"): PeftModel {
+  checkLoraModel(model);
   if (!(peft_config instanceof LoraConfig)) throw invalid("peft_config", "a LoraConfig", peft_config);
   if (adapter_name !== "default")
     throw new InvalidArgumentError(
@@ -412,11 +422,11 @@ export class PeftModel extends ModelBase {
    * As PEFT: for inference unless is_trainable.
    */
   static async from_pretrained(
-    model: GPT2LMHeadModel,
+    model: PreTrainedModel,
     model_id: string,
     options: { is_trainable?: boolean; adapter_name?: string; revision?: string; local_files_only?: boolean } = {},
   ): Promise<PeftModel> {
-    if (!(model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", model);
+    checkLoraModel(model);
     check.string("model_id", model_id);
     if (!isPlainObject(options)) throw invalid("options", "an object", options);
     check.knownKeys("PeftModel.from_pretrained", options, [

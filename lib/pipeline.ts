@@ -1,7 +1,8 @@
 // pipeline("text-generation", ...): tokenizer + model + generate, with Hugging Face's defaults.
 import { check, invalid, InvalidArgumentError, isPlainObject } from "./errors.js";
 import { checkDevice } from "./device.js";
-import { GPT2LMHeadModel } from "./model.js";
+import { PreTrainedModel } from "./model.js";
+import { AutoModelForCausalLM } from "./auto.js";
 import { PreTrainedTokenizerFast, AutoTokenizer } from "./tokenizer.js";
 import { GENERATION_KEYS, type GenerationOptions } from "./generation_config.js";
 import type { GenerateOptions } from "./generation.js";
@@ -15,7 +16,7 @@ export interface TextGenerationOptions extends GenerationOptions {
 export interface TextGenerationPipeline {
   (text: string, options?: TextGenerationOptions): Promise<{ generated_text: string }[]>;
   (text: string[], options?: TextGenerationOptions): Promise<{ generated_text: string }[][]>;
-  model: GPT2LMHeadModel;
+  model: PreTrainedModel;
   tokenizer: PreTrainedTokenizerFast;
   task: "text-generation";
   dispose(): Promise<void>;
@@ -28,7 +29,7 @@ export interface TextGenerationPipeline {
  */
 export async function pipeline(
   task: "text-generation",
-  model: string | GPT2LMHeadModel = "gpt2",
+  model: string | PreTrainedModel = "gpt2",
   options: {
     device?: string;
     tokenizer?: PreTrainedTokenizerFast | string;
@@ -39,11 +40,11 @@ export async function pipeline(
   if (!isPlainObject(options)) throw invalid("options", "an object", options);
   check.knownKeys("pipeline", options, ["device", "tokenizer", "dtype"]);
   const device = options.device === undefined ? undefined : checkDevice("device", options.device);
-  let m: GPT2LMHeadModel;
-  if (model instanceof GPT2LMHeadModel) {
+  let m: PreTrainedModel;
+  if (model instanceof PreTrainedModel) {
     m = model;
     if (device && device !== m.device) await m.to(device);
-  } else m = await GPT2LMHeadModel.from_pretrained(check.string("model", model), { device, dtype: options.dtype });
+  } else m = await AutoModelForCausalLM.from_pretrained(check.string("model", model), { device, dtype: options.dtype });
   const tok =
     options.tokenizer instanceof PreTrainedTokenizerFast
       ? options.tokenizer

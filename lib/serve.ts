@@ -8,11 +8,11 @@ import type { ContinuousBatchingManager, GenerationOutput, RequestHandle, TokenO
 import { CHAT_PAGE } from "./chat_page.js";
 import { InvalidArgumentError, TorchlmError } from "./errors.js";
 import { eosIds } from "./generation_config.js";
-import type { GPT2LMHeadModel } from "./model.js";
+import type { PreTrainedModel } from "./model.js";
 import type { PreTrainedTokenizerFast as PreTrainedTokenizer } from "./tokenizer.js";
 
 export interface ServeOptions {
-  model: GPT2LMHeadModel;
+  model: PreTrainedModel;
   /** Text prompts and text out; without one, prompts must be token ids and choices' text is empty. */
   tokenizer: PreTrainedTokenizer | null;
   /** The name /v1/models lists and responses carry. */

@@ -6,7 +6,7 @@ import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { check, invalid, InvalidArgumentError, isPlainObject, TorchlmError, withStack } from "./errors.js";
 import { binding, type Amp, type NativeAdamW, type NativeTensor } from "./native.js";
-import { GPT2LMHeadModel, type CausalLMOutput } from "./model.js";
+import { PreTrainedModel, type CausalLMOutput } from "./model.js";
 import { TrainingArguments } from "./training_args.js";
 import { get_scheduler, type LRScheduler } from "./schedulers.js";
 import { Dataset, permutation, type Row } from "./datasets.js";
@@ -79,7 +79,7 @@ export class TrainerControl {
 }
 
 export interface TrainerOptions {
-  model: GPT2LMHeadModel;
+  model: PreTrainedModel;
   args?: TrainingArguments;
   data_collator?: DataCollatorForLanguageModeling | ((features: Row[]) => Inputs);
   train_dataset?: Dataset;
@@ -111,11 +111,16 @@ export interface TrainOutput {
   metrics: LogRow;
 }
 
-const NO_DECAY = (name: string) => name.endsWith(".bias") || /\.ln_(1|2|f)\.weight$|(^|\.)ln_f\.weight$/.test(name);
+// Hugging Face's get_decay_parameter_names: no decay on biases and norms (GPT-2's ln_*; Llama's *layernorm, norm,
+// q_norm and k_norm)
+const NO_DECAY = (name: string) =>
+  name.endsWith(".bias") ||
+  /\.ln_(1|2|f)\.weight$|(^|\.)ln_f\.weight$/.test(name) ||
+  /layernorm|rmsnorm|(^|\.)norm($|\.)|_norm($|\.)/.test(name);
 
 /** Hugging Face's Trainer for causal language modelling with torchlm's native model. */
 export class Trainer {
-  model: GPT2LMHeadModel;
+  model: PreTrainedModel;
   args: TrainingArguments;
   data_collator: (features: Row[]) => Inputs;
   train_dataset?: Dataset;
@@ -150,7 +155,7 @@ export class Trainer {
       if (options[k] !== undefined && typeof options[k] !== "function") throw invalid(k, "a function", options[k]);
     this.compute_metrics = options.compute_metrics;
     this.preprocess_logits_for_metrics = options.preprocess_logits_for_metrics;
-    if (!(options.model instanceof GPT2LMHeadModel)) throw invalid("model", "a GPT2LMHeadModel", options.model);
+    if (!(options.model instanceof PreTrainedModel)) throw invalid("model", "a model (PreTrainedModel)", options.model);
     this.model = options.model;
     this.args = options.args ?? new TrainingArguments();
     if (!(this.args instanceof TrainingArguments)) throw invalid("args", "a TrainingArguments", options.args);
@@ -183,7 +188,7 @@ export class Trainer {
    * shifted inside the model). Return a Tensor, or [loss, outputs] when return_outputs is true.
    */
   async compute_loss(
-    model: GPT2LMHeadModel,
+    model: PreTrainedModel,
     inputs: Inputs,
     return_outputs = false,
   ): Promise<Tensor | [Tensor, CausalLMOutput]> {

@@ -237,6 +237,7 @@ describe("the raw binding's contract (lib/addon_types.ts): named options, every 
   // options before it starts work, so it throws synchronously: `later` makes that a rejection, as withStack does.
   const later = <T>(f: () => Promise<T>) => Promise.resolve().then(f);
   const config = {
+    architecture: "gpt2" as const,
     vocab_size: 64,
     n_positions: 16,
     n_embd: 8,

@@ -188,7 +188,9 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
       fp16_ = amp == Amp::kFP16;
       if (ids.dim() != 2 || labels.sizes() != ids.sizes())
         throw UserError("Expected input_ids and labels of the same shape [batch, sequence]");
-      if (ids.size(1) > model->config().n_positions) throw UserError("sequence length is longer than n_positions");
+      if (ids.size(1) > model->max_positions())
+        throw UserError("sequence length is longer than the model's positions (" +
+                        std::to_string(model->max_positions()) + ")");
       auto out = std::make_shared<StepResult>();
       auto opt = opt_;
       auto scaler = Scaler();

@@ -79,7 +79,7 @@ class ContinuousBatchingWrap : public Napi::ObjectWrap<ContinuousBatchingWrap> {
     return Guard(env, [&]() -> Napi::Value {
       const Options args(info[0], "NativeContinuousBatching.create");
       ModelWrap* mw = ModelWrap::UnwrapModel(args.Get("model"));
-      std::shared_ptr<GPT2> model = mw->Get(env);
+      std::shared_ptr<CausalLM> model = mw->Get(env);
       ContinuousBatchingConfig config;
       config.max_batch_size = args.Int("max_batch_size");
       config.max_context_length = args.Int("max_context_length");

@@ -6,6 +6,8 @@
 #include "binding/options.h"
 #include "binding/safetensors_binding.h"
 #include "core/model/generate.h"
+#include "core/model/gpt2/gpt2.h"
+#include "core/model/llama/llama.h"
 
 #include "core/io/safetensors.h"
 #include "binding/tensor_wrap.h"
@@ -48,11 +50,11 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
 ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
   if (info.Length() != 1 || !info[0].IsExternal())
     throw JsError(info.Env(), "NativeModel cannot be constructed directly: use from_pretrained()", kInvalidArgument);
-  model_ = *info[0].As<Napi::External<std::shared_ptr<GPT2>>>().Data();
+  model_ = *info[0].As<Napi::External<std::shared_ptr<CausalLM>>>().Data();
 }
 
-Napi::Object ModelWrap::New(Napi::Env env, std::shared_ptr<GPT2> model) {
-  return ctor_->New({Napi::External<std::shared_ptr<GPT2>>::New(env, &model)});
+Napi::Object ModelWrap::New(Napi::Env env, std::shared_ptr<CausalLM> model) {
+  return ctor_->New({Napi::External<std::shared_ptr<CausalLM>>::New(env, &model)});
 }
 
 ModelWrap* ModelWrap::UnwrapModel(const Napi::Value& v) {
@@ -61,12 +63,12 @@ ModelWrap* ModelWrap::UnwrapModel(const Napi::Value& v) {
   return Napi::ObjectWrap<ModelWrap>::Unwrap(v.As<Napi::Object>());
 }
 
-std::shared_ptr<GPT2> ModelWrap::Get(Napi::Env env) const {
+std::shared_ptr<CausalLM> ModelWrap::Get(Napi::Env env) const {
   if (!model_) throw JsError(env, "Model is disposed: it cannot be used after dispose()", kDisposed);
   return model_;
 }
 
-static GPT2Config ParseConfig(const Options& o) {
+static GPT2Config ParseGPT2Config(const Options& o) {
   GPT2Config c;
   c.vocab_size = o.Int("vocab_size");
   c.n_positions = o.Int("n_positions");
@@ -84,6 +86,56 @@ static GPT2Config ParseConfig(const Options& o) {
   return c;
 }
 
+static LlamaConfig ParseLlamaConfig(const Options& o) {
+  LlamaConfig c;
+  c.vocab_size = o.Int("vocab_size");
+  c.max_position_embeddings = o.Int("max_position_embeddings");
+  c.hidden_size = o.Int("hidden_size");
+  c.intermediate_size = o.Int("intermediate_size");
+  c.num_hidden_layers = o.Int("num_hidden_layers");
+  c.num_attention_heads = o.Int("num_attention_heads");
+  c.num_key_value_heads = o.Int("num_key_value_heads");
+  c.head_dim = o.Int("head_dim");
+  c.rms_norm_eps = o.Num("rms_norm_eps");
+  c.attention_dropout = o.Num("attention_dropout");
+  c.initializer_range = o.Num("initializer_range");
+  c.qkv_bias = o.Bool("qkv_bias");
+  c.o_bias = o.Bool("o_bias");
+  c.mlp_bias = o.Bool("mlp_bias");
+  c.qk_norm = o.Bool("qk_norm");
+  c.tie_word_embeddings = o.Bool("tie_word_embeddings");
+  const Options r = o.Nested("rope");
+  c.rope.type = static_cast<RopeType>(r.Enum("rope_type", {"default", "linear", "llama3"}));
+  c.rope.theta = r.Num("rope_theta");
+  c.rope.factor = r.Num("factor");
+  c.rope.low_freq_factor = r.Num("low_freq_factor");
+  c.rope.high_freq_factor = r.Num("high_freq_factor");
+  c.rope.original_max_position_embeddings = r.Int("original_max_position_embeddings");
+  return c;
+}
+
+// The architecture a native config names, built from its fields.
+static std::shared_ptr<CausalLM> MakeModel(const Options& o) {
+  switch (o.Enum("architecture", {"gpt2", "llama"})) {
+    case 0:
+      return std::make_shared<GPT2>(ParseGPT2Config(o));
+    default:
+      return std::make_shared<Llama>(ParseLlamaConfig(o));
+  }
+}
+
+// Tensors under their checkpoint names (what JavaScript sees, as Python's named_parameters() names them).
+static NamedTensors CheckpointNamed(const CausalLM& model, const NamedTensors& tensors) {
+  NamedTensors out;
+  for (const auto& [name, t] : tensors) out.emplace_back(model.CheckpointName(name), t);
+  return out;
+}
+
+// The config field that bounds a sequence, by its Hugging Face name.
+static std::string PositionsName(const CausalLM& model) {
+  return dynamic_cast<const GPT2*>(&model) ? "n_positions" : "max_position_embeddings";
+}
+
 static c10::optional<at::ScalarType> DtypeOrNull(const Options& o, const char* key) {
   if (o.IsNull(key)) return c10::nullopt;
   return ParseDtype(o.Str(key));
@@ -95,7 +147,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const Options args(info[0], "NativeModel.load");
-    auto model = std::make_shared<GPT2>(ParseConfig(args.Nested("config")));
+    auto model = MakeModel(args.Nested("config"));
     auto path = args.Str("path");
     auto start = static_cast<uint64_t>(args.Int("data_start"));
     auto entries = ParseEntries(args.Get("entries"));
@@ -103,12 +155,12 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
     c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
     const std::string quantization = args.IsNull("quantization") ? "" : args.Str("quantization");
     const std::string quantize = args.IsNull("quantize") ? "" : args.Str("quantize");
-    // Only the tensors the model uses are read: attention-mask buffers and the tied lm_head are skipped (a quantized
-    // checkpoint's lm_head is its own quantized copy, kept).
+    // Only the tensors the model uses are read: buffers and a tied lm_head are skipped.
     std::vector<SafetensorsEntry> wanted;
     for (auto& e : entries) {
       const std::string& n = e.name;
-      bool skip = GPT2::IsBuffer(n) || (n == "lm_head.weight" && quantization.empty());
+      // a quantized checkpoint's lm_head is its own quantized copy, kept
+      const bool skip = model->Skipped(n) && !(n == "lm_head.weight" && !quantization.empty());
       if (!skip) wanted.push_back(e);
     }
     return PromiseWorker::Run(
@@ -118,7 +170,7 @@ Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
           // null: the file's float types become float32, as transformers loads without a torch_dtype
           if (!quantize.empty()) {  // the Conv1D weights one at a time, each quantized before the next is read
             std::vector<SafetensorsEntry> floats, conv;
-            for (const auto& e : wanted) (GPT2::IsConv1DWeight(e.name) ? conv : floats).push_back(e);
+            for (const auto& e : wanted) (model->Quantizable(e.name) ? conv : floats).push_back(e);
             std::vector<std::string> names;
             for (const auto& e : conv) names.push_back(e.name);
             model->LoadQuantizing(
@@ -146,7 +198,7 @@ Napi::Value ModelWrap::Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const Options args(info[0], "NativeModel.create");
-    auto model = std::make_shared<GPT2>(ParseConfig(args.Nested("config")));
+    auto model = MakeModel(args.Nested("config"));
     at::Device device = ParseDevice(args.Str("device"));
     at::ScalarType dtype = ParseDtype(args.Str("dtype"));
     bool seeded = !args.IsNull("seed");
@@ -182,15 +234,15 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     }
     bool use_cache = args.Bool("use_cache");
     bool grad = args.Bool("grad");
-    const auto& cfg = model->config();
+    const int64_t n_layer = model->num_layers(), max_positions = model->max_positions();
 
     if (ids.dim() != 2)
       throw UserError("Expected input_ids of shape [batch, sequence] but received " + std::to_string(ids.dim()) +
                       " dimensions");
     if (at::isFloatingType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
       throw UserError("Expected integer input_ids but received dtype " + DtypeName(ids.scalar_type()));
-    if (!past.empty() && past.size() != static_cast<size_t>(2 * cfg.n_layer))
-      throw UserError("Expected past_key_values with " + std::to_string(cfg.n_layer) + " [key, value] pairs");
+    if (!past.empty() && past.size() != static_cast<size_t>(2 * n_layer))
+      throw UserError("Expected past_key_values with " + std::to_string(n_layer) + " [key, value] pairs");
     const int64_t B = ids.size(0), T = ids.size(1);
     if (T == 0) throw UserError("input_ids is empty");
     const int64_t P = past.empty() ? 0 : past[0].size(2);
@@ -200,9 +252,9 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
       throw UserError("Expected position_ids of shape [" + std::to_string(B) + ", " + std::to_string(T) + "]");
     if (labels.defined() && (labels.dim() != 2 || labels.size(0) != B || labels.size(1) != T))
       throw UserError("Expected labels of shape [" + std::to_string(B) + ", " + std::to_string(T) + "]");
-    if (P + T > cfg.n_positions)
-      throw UserError("sequence length " + std::to_string(P + T) + " is longer than n_positions " +
-                      std::to_string(cfg.n_positions));
+    if (P + T > max_positions)
+      throw UserError("sequence length " + std::to_string(P + T) + " is longer than " + PositionsName(*model) + " " +
+                      std::to_string(max_positions));
 
     struct Out {
       at::Tensor logits, loss;
@@ -212,7 +264,7 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
     return PromiseWorker::Run(
         env,
         [=] {
-          CheckTokenIds(ids, cfg.vocab_size);  // here: on CUDA input the reduction waits for the GPU
+          CheckTokenIds(ids, model->vocab_size());  // here: on CUDA input the reduction waits for the GPU
           c10::AutoGradMode mode(grad);
           at::Device dev = model->device();
           at::Tensor x = ids.to(dev, at::kLong);
@@ -225,7 +277,7 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
           KVCache* cp = nullptr;
           if (use_cache || !past.empty()) {
             cache = model->NewCache(B, P + T);
-            for (int64_t i = 0; i < cfg.n_layer; i++) {
+            for (int64_t i = 0; i < n_layer; i++) {
               if (P > 0) {
                 cache.k[i].narrow(2, 0, P).copy_(past[2 * i]);
                 cache.v[i].narrow(2, 0, P).copy_(past[2 * i + 1]);
@@ -236,9 +288,9 @@ Napi::Value ModelWrap::Forward(const Napi::CallbackInfo& info) {
           }
           at::Tensor h = model->Hidden(x, p, m, cp);
           out->logits = model->Logits(h);
-          if (labels.defined()) out->loss = GPT2::CausalLMLoss(out->logits, labels);
+          if (labels.defined()) out->loss = CausalLM::CausalLMLoss(out->logits, labels);
           if (use_cache)
-            for (int64_t i = 0; i < cfg.n_layer; i++) {
+            for (int64_t i = 0; i < n_layer; i++) {
               out->past.push_back(cache.k[i]);
               out->past.push_back(cache.v[i]);
             }
@@ -296,7 +348,8 @@ Napi::Value ModelWrap::To(const Napi::CallbackInfo& info) {
 
 // parameters() -> [name, Tensor][] with Hugging Face's names (transformer. prefix); tensors share storage.
 Napi::Value ModelWrap::Parameters(const Napi::CallbackInfo& info) {
-  return TensorWrap::NamedToJs(info.Env(), Get(info.Env())->Parameters(), "transformer.");
+  auto model = Get(info.Env());
+  return TensorWrap::NamedToJs(info.Env(), CheckpointNamed(*model, model->Parameters()), "");
 }
 
 Napi::Value ModelWrap::NumParameters(const Napi::CallbackInfo& info) {
@@ -319,7 +372,7 @@ Napi::Value ModelWrap::ZeroGrad(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// save({ path }) -> Promise<void>: Hugging Face's saved layout ("transformer." prefix, lm_head tied and omitted).
+// save({ path }) -> Promise<void>: Hugging Face's saved layout (GPT-2's "transformer." prefix, a tied lm_head omitted).
 Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = Get(env);
@@ -327,10 +380,7 @@ Napi::Value ModelWrap::Save(const Napi::CallbackInfo& info) {
     const std::string path = Options(info[0], "save").Str("path");
     return PromiseWorker::Run(env,
                               [=] {
-                                std::vector<std::pair<std::string, at::Tensor>> ts;
-                                for (const auto& [name, t] : model->SavedTensors())
-                                  ts.emplace_back(name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name, t);
-                                WriteSafetensors(path, ts, {{"format", "pt"}});
+                                WriteSafetensors(path, model->SavedTensors(), {{"format", "pt"}});
                               },
                               nullptr, {info.This().As<Napi::Object>()});
   });
@@ -346,22 +396,14 @@ Napi::Value ModelWrap::LoadWeights(const Napi::CallbackInfo& info) {
     const std::string path = args.Str("path");
     const auto start = static_cast<uint64_t>(args.Int("data_start"));
     auto entries = ParseEntries(args.Get("entries"));
-    return PromiseWorker::Run(
-        env,
-        [=] {
-          at::NoGradGuard ng;
-          auto tensors = ReadSafetensors(path, start, entries, c10::nullopt, at::Device(at::kCPU));
-          GPT2 check(model->config());
-          std::vector<std::pair<std::string, at::Tensor>> named;
-          for (auto& [n, t] : tensors) {
-            bool skip = GPT2::IsBuffer(n) || n == "lm_head.weight";
-            if (!skip) named.emplace_back(n, t);
-          }
-          check.Load(named);  // names and shapes as the config needs
-          std::map<std::string, at::Tensor> src(check.Parameters().begin(), check.Parameters().end());
-          for (const auto& [name, p] : model->Parameters()) p.detach().copy_(src.at(name));
-        },
-        nullptr, {info.This().As<Napi::Object>()});
+    return PromiseWorker::Run(env,
+                              [=] {
+                                at::NoGradGuard ng;
+                                auto tensors =
+                                    ReadSafetensors(path, start, entries, c10::nullopt, at::Device(at::kCPU));
+                                model->CopyWeights(std::move(tensors));
+                              },
+                              nullptr, {info.This().As<Napi::Object>()});
   });
 }
 
@@ -394,7 +436,8 @@ Napi::Value ModelWrap::AddLora(const Napi::CallbackInfo& info) {
 
 // loraParameters() -> [name, Tensor][]: "transformer.h.0.attn.c_attn.lora_A.weight", ...; tensors share storage.
 Napi::Value ModelWrap::LoraParameters(const Napi::CallbackInfo& info) {
-  return TensorWrap::NamedToJs(info.Env(), Get(info.Env())->LoraParameters(), "transformer.");
+  auto model = Get(info.Env());
+  return TensorWrap::NamedToJs(info.Env(), CheckpointNamed(*model, model->LoraParameters()), "");
 }
 
 // copyLora([name, Tensor][]) -> Promise<void>: every adapter's A and B copied in place (names as loraParameters()).
@@ -403,9 +446,7 @@ Napi::Value ModelWrap::CopyLora(const Napi::CallbackInfo& info) {
   auto model = Get(env);
   return Guard(env, [&]() -> Napi::Value {
     auto named = TensorWrap::NamedFromJs(info[0], "copyLora's tensors");
-    for (auto& [name, t] : named) {
-      name = GPT2::ModelName(name);
-    }
+    for (auto& [name, t] : named) name = model->ModelName(name);
     return PromiseWorker::Run(env, [=] { model->CopyLora(named); }, nullptr, {info.This().As<Napi::Object>()});
   });
 }

@@ -1,10 +1,10 @@
-// NativeModel: the JavaScript handle on one GPT-2; heavy calls run on worker threads.
+// NativeModel: the JavaScript handle on one causal LM (any architecture); heavy calls run on worker threads.
 #pragma once
 
 #include <napi.h>
 
 #include "core/common.h"
-#include "core/model/gpt2/gpt2.h"
+#include "core/model/causal_lm.h"
 
 #include <memory>
 
@@ -13,15 +13,15 @@ namespace torchlm {
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
-  static Napi::Object New(Napi::Env env, std::shared_ptr<GPT2> model);
+  static Napi::Object New(Napi::Env env, std::shared_ptr<CausalLM> model);
   static ModelWrap* UnwrapModel(const Napi::Value& v);
   explicit ModelWrap(const Napi::CallbackInfo& info);
 
-  std::shared_ptr<GPT2> Get(Napi::Env env) const;
+  std::shared_ptr<CausalLM> Get(Napi::Env env) const;
 
  private:
   static Napi::FunctionReference* ctor_;
-  std::shared_ptr<GPT2> model_;
+  std::shared_ptr<CausalLM> model_;
 
   static Napi::Value Load(const Napi::CallbackInfo& info);
   static Napi::Value Create(const Napi::CallbackInfo& info);

@@ -24,8 +24,8 @@ struct Decoding {
   int64_t B, T, cap;
 };
 
-Decoding Prepare(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, int64_t expand, int64_t max_new_tokens,
-                 bool cache) {
+Decoding Prepare(CausalLM& model, const at::Tensor& ids0, const at::Tensor& mask0, int64_t expand,
+                 int64_t max_new_tokens, bool cache) {
   at::Device dev = model.device();
   Decoding d;
   d.ids = ids0.to(dev, at::kLong).repeat_interleave(expand, 0);
@@ -53,7 +53,7 @@ void CheckCancel(const std::atomic<int32_t>* cancel) {
   if (cancel && cancel->load() != 0) throw AbortedError("generation was aborted");
 }
 
-at::Tensor GreedyOrSample(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, const GenerateConfig& c,
+at::Tensor GreedyOrSample(CausalLM& model, const at::Tensor& ids0, const at::Tensor& mask0, const GenerateConfig& c,
                           const TokenSink& sink, const std::atomic<int32_t>* cancel) {
   Decoding d = Prepare(model, ids0, mask0, c.num_return_sequences, c.max_new_tokens, c.use_cache);
   const int64_t B = d.B, T = d.T;
@@ -149,7 +149,7 @@ struct Hypotheses {
   }
 };
 
-at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mask0, const GenerateConfig& c,
+at::Tensor BeamSearch(CausalLM& model, const at::Tensor& ids0, const at::Tensor& mask0, const GenerateConfig& c,
                       const std::atomic<int32_t>* cancel) {
   const int64_t K = c.num_beams;
   Decoding d = Prepare(model, ids0, mask0, K, c.max_new_tokens, /*cache=*/true);
@@ -265,17 +265,16 @@ at::Tensor BeamSearch(GPT2& model, const at::Tensor& ids0, const at::Tensor& mas
 
 }  // namespace
 
-at::Tensor Generate(GPT2& model, const at::Tensor& ids, const at::Tensor& mask, const GenerateConfig& cfg,
+at::Tensor Generate(CausalLM& model, const at::Tensor& ids, const at::Tensor& mask, const GenerateConfig& cfg,
                     const TokenSink& sink, const std::atomic<int32_t>* cancel) {
   c10::InferenceMode guard;
-  const auto& mc = model.config();
   if (ids.dim() != 2 || ids.size(1) == 0)
     throw UserError("Expected input_ids of shape [batch, sequence] with at least one token");
-  if (ids.size(1) + cfg.max_new_tokens > mc.n_positions)
+  if (ids.size(1) + cfg.max_new_tokens > model.max_positions())
     throw UserError("prompt length " + std::to_string(ids.size(1)) + " + max_new_tokens " +
-                    std::to_string(cfg.max_new_tokens) + " is longer than n_positions " +
-                    std::to_string(mc.n_positions));
-  CheckTokenIds(ids, mc.vocab_size);
+                    std::to_string(cfg.max_new_tokens) + " is longer than the model's positions " +
+                    std::to_string(model.max_positions()));
+  CheckTokenIds(ids, model.vocab_size());
   EvalMode eval(model);
   if (cfg.num_beams > 1) return BeamSearch(model, ids, mask, cfg, cancel);
   return GreedyOrSample(model, ids, mask, cfg, sink, cancel);

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "core/common.h"
-#include "core/model/gpt2/gpt2.h"
+#include "core/model/causal_lm.h"
 
 #include <atomic>
 #include <functional>
@@ -34,13 +34,13 @@ struct GenerateConfig {
 // Decoding runs without dropout: the model's training mode is off for the scope and comes back after it.
 class EvalMode {
  public:
-  explicit EvalMode(GPT2& model) : model_(model), was_(model.training) { model_.training = false; }
+  explicit EvalMode(CausalLM& model) : model_(model), was_(model.training) { model_.training = false; }
   ~EvalMode() { model_.training = was_; }
   EvalMode(const EvalMode&) = delete;
   EvalMode& operator=(const EvalMode&) = delete;
 
  private:
-  GPT2& model_;
+  CausalLM& model_;
   bool was_;
 };
 
@@ -49,7 +49,7 @@ using TokenSink = std::function<void(const std::vector<int64_t>&)>;
 
 // ids [B, T] int64 (left-padded when mask is given), mask [B, T] or undefined.
 // Returns [B * num_return_sequences, T + generated] on the CPU.
-at::Tensor Generate(GPT2& model, const at::Tensor& ids, const at::Tensor& mask, const GenerateConfig& cfg,
+at::Tensor Generate(CausalLM& model, const at::Tensor& ids, const at::Tensor& mask, const GenerateConfig& cfg,
                     const TokenSink& sink, const std::atomic<int32_t>* cancel);
 
 }  // namespace torchlm

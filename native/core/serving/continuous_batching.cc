@@ -17,11 +17,11 @@ at::Tensor LongTensor(const std::vector<int64_t>& v, std::vector<int64_t> shape,
 
 }  // namespace
 
-ContinuousBatching::ContinuousBatching(std::shared_ptr<GPT2> model, ContinuousBatchingConfig config,
+ContinuousBatching::ContinuousBatching(std::shared_ptr<CausalLM> model, ContinuousBatchingConfig config,
                                        BatchEventSink sink)
     : model_(std::move(model)), config_(config), sink_(std::move(sink)) {
   if (config_.max_batch_size < 1 || config_.max_context_length < 2 ||
-      config_.max_context_length > model_->config().n_positions || config_.max_batch_tokens <= config_.max_batch_size)
+      config_.max_context_length > model_->max_positions() || config_.max_batch_tokens <= config_.max_batch_size)
     throw UserError(
         "continuous batching needs max_batch_size >= 1, max_context_length in 2..n_positions and "
         "max_batch_tokens > max_batch_size");
@@ -37,9 +37,9 @@ void ContinuousBatching::Add(BatchRequest request) {
         "max_context_length " +
         std::to_string(config_.max_context_length) + ", and num_beams 1");
   for (int64_t t : request.prompt)
-    if (t < 0 || t >= model_->config().vocab_size)
+    if (t < 0 || t >= model_->vocab_size())
       throw UserError("token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                      std::to_string(model_->config().vocab_size) + ")");
+                      std::to_string(model_->vocab_size()) + ")");
   std::lock_guard<std::mutex> lock(mu_);
   if (stopped_) throw UserError("the continuous batching manager is stopped");
   incoming_.push_back(std::move(request));

@@ -7,7 +7,7 @@
 
 #include "core/common.h"
 #include "core/model/generate.h"
-#include "core/model/gpt2/gpt2.h"
+#include "core/model/causal_lm.h"
 #include "core/model/logits_process.h"
 
 #include <atomic>
@@ -56,7 +56,7 @@ class ContinuousBatching : public std::enable_shared_from_this<ContinuousBatchin
  public:
   // On the compute thread: allocates the cache. Each step is a task of its own on the compute thread, so that other
   // calls (a generate, a training step) queue between steps.
-  ContinuousBatching(std::shared_ptr<GPT2> model, ContinuousBatchingConfig config, BatchEventSink sink);
+  ContinuousBatching(std::shared_ptr<CausalLM> model, ContinuousBatchingConfig config, BatchEventSink sink);
 
   // From any thread. A request's prompt and max_new_tokens must fit a slot (the caller checks first).
   void Add(BatchRequest request);
@@ -96,7 +96,7 @@ class ContinuousBatching : public std::enable_shared_from_this<ContinuousBatchin
   // Frees the sequence's slot and reports its end.
   void Finish(Sequence* seq, const std::string& reason, const std::string& error, std::vector<BatchEvent>& events);
 
-  std::shared_ptr<GPT2> model_;
+  std::shared_ptr<CausalLM> model_;
   const ContinuousBatchingConfig config_;
   BatchEventSink sink_;
   KVCache cache_;

@@ -70,10 +70,10 @@ class ReplayGuard {
 
 // The backward of one checkpointed block. Its next edges: the block's input, then its parameters.
 struct CheckpointBackward : public torch::autograd::Node {
-  std::shared_ptr<GPT2> model;  // kept alive by the graph, as the tensors it saves are
+  std::shared_ptr<CausalLM> model;  // kept alive by the graph, as the tensors it saves are
   int64_t layer = 0;
   at::ScalarType compute = at::kFloat;
-  at::Tensor bias;
+  BlockInputs in;
   Replay replay;
   torch::autograd::SavedVariable input;
 
@@ -94,7 +94,7 @@ struct CheckpointBackward : public torch::autograd::Node {
     {
       ReplayGuard guard(replay);
       c10::AutoGradMode on(true);
-      y = model->Block(layer, x, bias, nullptr, compute);
+      y = model->Block(layer, x, in, nullptr, compute);
     }
     auto got = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false,
                                      /*allow_unused=*/true);
@@ -105,13 +105,13 @@ struct CheckpointBackward : public torch::autograd::Node {
 
   void release_variables() override {
     input.reset_data();
-    bias.reset();
+    in = BlockInputs();
   }
 };
 
 }  // namespace
 
-at::Tensor CheckpointedBlock(GPT2& model, int64_t i, const at::Tensor& x, const at::Tensor& bias,
+at::Tensor CheckpointedBlock(CausalLM& model, int64_t i, const at::Tensor& x, const BlockInputs& in,
                              at::ScalarType compute) {
   const std::vector<at::Tensor> params = model.LayerParameters(i);
   bool needs_grad = x.requires_grad();
@@ -120,14 +120,14 @@ at::Tensor CheckpointedBlock(GPT2& model, int64_t i, const at::Tensor& x, const 
   at::Tensor y;
   {
     at::NoGradGuard no_grad;
-    y = model.Block(i, x, bias, nullptr, compute);
+    y = model.Block(i, x, in, nullptr, compute);
   }
   if (!needs_grad) return y;
   auto node = c10::make_intrusive<CheckpointBackward>();
   node->model = model.shared_from_this();
   node->layer = i;
   node->compute = compute;
-  node->bias = bias;
+  node->in = in;
   node->replay = std::move(replay);
   node->input = torch::autograd::SavedVariable(x, /*is_output=*/false);
   torch::autograd::edge_list edges = torch::autograd::collect_next_edges(x);

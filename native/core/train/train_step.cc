@@ -68,8 +68,8 @@ void ScaledBackward(const at::Tensor& loss, double scale, GradScaler* scaler) {
   l.backward();
 }
 
-StepResult TrainStep(GPT2& model, AdamW& opt, GradScaler* scaler, Comm* comm, bool& nonfinite, const at::Tensor& ids,
-                     const at::Tensor& mask, const at::Tensor& labels, double scale, Amp amp,
+StepResult TrainStep(CausalLM& model, AdamW& opt, GradScaler* scaler, Comm* comm, bool& nonfinite,
+                     const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& labels, double scale, Amp amp,
                      const StepUpdate* update) {
   StepResult out;
   c10::AutoGradMode mode(true);

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "core/distributed/comm.h"
-#include "core/model/gpt2/gpt2.h"
+#include "core/model/causal_lm.h"
 #include "core/train/adamw.h"
 
 namespace torchlm {
@@ -36,7 +36,8 @@ struct StepResult {
 // Forward and backward of the causal LM loss on ids [B, T] (labels the same shape), the loss times `scale` (and the
 // scaler's scale under float16); with `update`, FinishStep closes the window. A non-finite loss zeroes the gradients
 // alone, or in a process group sets `nonfinite`, so that every rank skips the window's update together.
-StepResult TrainStep(GPT2& model, AdamW& opt, GradScaler* scaler, Comm* comm, bool& nonfinite, const at::Tensor& ids,
-                     const at::Tensor& mask, const at::Tensor& labels, double scale, Amp amp, const StepUpdate* update);
+StepResult TrainStep(CausalLM& model, AdamW& opt, GradScaler* scaler, Comm* comm, bool& nonfinite,
+                     const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& labels, double scale, Amp amp,
+                     const StepUpdate* update);
 
 }  // namespace torchlm

@@ -1,7 +1,6 @@
 #include "core/model/gpt2/gpt2.h"
 #include "core/runtime/env.h"
 #include "core/train/gradient_checkpointing.h"
-#include "core/train/lm_loss.h"
 
 #include <cstring>
 
@@ -44,9 +43,15 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> GPT2::Expected() const
   return out;
 }
 
-std::string GPT2::ModelName(const std::string& name) {
+std::string GPT2::ModelName(const std::string& name) const {
   return name.rfind("transformer.", 0) == 0 ? name.substr(12) : name;
 }
+
+std::string GPT2::CheckpointName(const std::string& name) const {
+  return name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name;
+}
+
+bool GPT2::Skipped(const std::string& name) const { return IsBuffer(name) || name == "lm_head.weight"; }
 
 bool GPT2::IsConv1DWeight(const std::string& name) {
   for (const char* m : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
@@ -56,30 +61,12 @@ bool GPT2::IsConv1DWeight(const std::string& name) {
   return false;
 }
 
-void GPT2::CheckTensor(const std::string& name, const at::Tensor& t, at::IntArrayRef shape, bool int8_ok) {
-  if (!at::isFloatingType(t.scalar_type()) && !(int8_ok && t.scalar_type() == at::kChar))
-    throw UserError("tensor " + name + " has dtype " + DtypeName(t.scalar_type()) + " but a floating dtype is needed");
-  if (t.sizes() != shape)
-    throw UserError("tensor " + name + " has shape " + ShapeStr(t.sizes()) + " but the config needs " +
-                    ShapeStr(shape));
-}
-
-void GPT2::Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8) {
-  std::map<std::string, at::Tensor> by_name;
-  for (auto& [name0, t] : tensors) {
-    const std::string name = ModelName(name0);
-    if (by_name.count(name)) throw UserError("tensor " + name + " appears twice in the checkpoint");
-    by_name[name] = t;
-  }
+void GPT2::LoadChecked(NamedTensors tensors, bool allow_int8) {
   params_.clear();
-  for (const auto& [name, shape] : Expected()) {
-    auto it = by_name.find(name);
-    if (it == by_name.end()) throw UserError("checkpoint is missing tensor " + name);
-    CheckTensor(name, it->second, shape, allow_int8 && IsConv1DWeight(name));
-    params_.emplace_back(name, it->second);
-  }
-  by_name.clear();  // params_ holds the only references now, so a weight laid out again frees its first copy at once
-  tensors.clear();
+  // params_ holds the only references after Match, so a weight laid out again frees its first copy at once
+  params_ = Match(
+      std::move(tensors), Expected(), [this](const std::string& n) { return ModelName(n); },
+      [allow_int8](const std::string& n) { return allow_int8 && IsConv1DWeight(n); });
   LayOutConv1D();
   Bind();
 }
@@ -157,7 +144,7 @@ void GPT2::Bind() {
   }
 }
 
-void GPT2::Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) {
+void GPT2::Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) {  // with the adapters
   if (!quantization_.empty())
     throw UserError("a " + quantization_ +
                     " model stays on the CPU as it was loaded: load it again to move it or change its dtype");
@@ -173,10 +160,6 @@ void GPT2::Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) {
   }
   LayOutConv1D();
   Bind();
-}
-
-void GPT2::SetRequiresGrad(bool on) {
-  for (auto& [name, t] : params_) t.requires_grad_(on);
 }
 
 KVCache GPT2::NewCache(int64_t batch, int64_t capacity) const {
@@ -275,16 +258,6 @@ at::Tensor GPT2::RaggedAttention(const at::Tensor& q, const at::Tensor& k, const
   return y.to(q.scalar_type());
 }
 
-KVCache KVCache::Slot(int64_t b, int64_t len) const {
-  KVCache c;
-  for (size_t i = 0; i < k.size(); i++) {
-    c.k.push_back(k[i].narrow(0, b, 1));
-    c.v.push_back(v[i].narrow(0, b, 1));
-  }
-  c.length = len;
-  return c;
-}
-
 // Attention's heads y [B, H, T, D] joined and projected.
 at::Tensor GPT2::AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T) {
   const Layer& L = layers_[i];
@@ -292,10 +265,6 @@ at::Tensor GPT2::AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int6
   return at::dropout(Conv1D(joined, L.attn_proj_w, L.attn_proj_b, L.attn_proj_lora, training, L.attn_proj_q),
                      cfg_.resid_pdrop, training);
 }
-
-// TORCHLM_NO_SDPA=1 keeps the explicit matmul-softmax-matmul attention (the reference path; read at each call so
-// that one process can measure both).
-bool GPT2::UseSdpa() { return !EnvFlag("TORCHLM_NO_SDPA"); }
 
 static at::Tensor Activate(Activation a, const at::Tensor& x) {
   switch (a) {
@@ -309,9 +278,6 @@ static at::Tensor Activate(Activation a, const at::Tensor& x) {
   return at::gelu(x, "tanh");  // gelu_new and gelu_pytorch_tanh
 }
 
-// Whether an attention mask lets every position through (undefined: no mask).
-static bool AllOnes(const at::Tensor& mask) { return !mask.defined() || mask.to(at::kCPU).all().item<bool>(); }
-
 at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
                         KVCache* cache) {
   const int64_t T = ids.size(1);
@@ -323,15 +289,7 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                                      ? at::kFloat
                                      : wte_.scalar_type();
   const bool ragged = cache && cache->ragged();
-  if (ragged) {
-    if (T != 1 || static_cast<int64_t>(cache->slots.size()) != ids.size(0) ||
-        cache->lengths.size() != cache->slots.size())
-      throw UserError("ragged decoding takes one token a row and a slot and a length for each row");
-    for (size_t b = 0; b < cache->slots.size(); b++)
-      if (cache->slots[b] < 0 || cache->slots[b] >= cache->k[0].size(0) || cache->lengths[b] < 0 ||
-          cache->lengths[b] >= std::min(cache->capacity(), cfg_.n_positions))
-        throw UserError("ragged decoding: row " + std::to_string(b) + "'s slot or length is outside the cache");
-  }
+  if (ragged) CheckRagged(ids, *cache, cfg_.n_positions);
   const int64_t S = ragged ? 1 : past + T;
   if (!quantization_.empty() && at::GradMode::is_enabled() && (training || wte_.requires_grad()))
     throw UserError(
@@ -363,40 +321,24 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
     return ragged ? h : h.view({1, T, cfg_.n_embd});
   }
 
-  // Additive bias [B or 1, 1, T, S]: causal, plus padding from the mask; the most negative finite value
-  // (not -inf) so that fully masked rows stay finite, as Hugging Face does. None for a plain causal window under
-  // scaled_dot_product_attention (is_causal).
-  at::Tensor bias;
-  if (!ragged && (T > 1 || attention_mask.defined()) && !(UseSdpa() && !attention_mask.defined() && past == 0)) {
-    auto opts = at::TensorOptions().device(ids.device());
-    at::Tensor allowed = at::arange(S, opts.dtype(at::kLong)).unsqueeze(0) <=
-                         (at::arange(T, opts.dtype(at::kLong)) + past).unsqueeze(1);  // [T, S]
-    allowed = allowed.unsqueeze(0).unsqueeze(0);
-    if (attention_mask.defined()) allowed = allowed.logical_and(attention_mask.to(at::kBool).unsqueeze(1).unsqueeze(2));
-    at::ScalarType ct = compute;
-    double minv = ct == at::kHalf       ? -65504.0
-                  : ct == at::kBFloat16 ? -3.3895313892515355e38
-                  : ct == at::kDouble   ? -1.7976931348623157e308
-                                        : -3.4028234663852886e38;
-    bias = at::zeros(allowed.sizes(), opts.dtype(ct)).masked_fill_(allowed.logical_not(), minv);
-  }
+  BlockInputs in;
+  in.bias = AttentionBias(ids, attention_mask, past, ragged, compute);
 
   at::Tensor x = (at::embedding(wte_, ids) + at::embedding(wpe_, position_ids)).to(compute);
   x = at::dropout(x, cfg_.embd_pdrop, training);
   const bool checkpoint = gradient_checkpointing && training && !cache && at::GradMode::is_enabled();
   for (int64_t i = 0; i < cfg_.n_layer; i++)
-    x = checkpoint ? CheckpointedBlock(*this, i, x, bias, compute) : Block(i, x, bias, cache, compute);
+    x = checkpoint ? CheckpointedBlock(*this, i, x, in, compute) : Block(i, x, in, cache, compute);
   return at::layer_norm(x, {cfg_.n_embd}, ln_f_w_.to(compute), ln_f_b_.to(compute), cfg_.layer_norm_epsilon)
       .to(wte_.scalar_type());  // outputs keep the model's dtype
 }
 
-at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const at::Tensor& bias, KVCache* cache,
-                       at::ScalarType compute) {
+at::Tensor GPT2::Block(int64_t i, const at::Tensor& x0, const BlockInputs& in, KVCache* cache, at::ScalarType compute) {
   const Layer& L = layers_[i];
   auto ln = [&](const at::Tensor& t, const at::Tensor& w, const at::Tensor& b) {
     return at::layer_norm(t, {cfg_.n_embd}, w.to(compute), b.to(compute), cfg_.layer_norm_epsilon);
   };
-  at::Tensor x = x0 + Attention(i, ln(x0, L.ln_1_w, L.ln_1_b), bias, cache);
+  at::Tensor x = x0 + Attention(i, ln(x0, L.ln_1_w, L.ln_1_b), in.bias, cache);
   at::Tensor h = ln(x, L.ln_2_w, L.ln_2_b);
   h = Conv1D(Activate(cfg_.activation, Conv1D(h, L.c_fc_w, L.c_fc_b, L.c_fc_lora, training, L.c_fc_q)), L.mlp_proj_w,
              L.mlp_proj_b, L.mlp_proj_lora, training, L.mlp_proj_q);
@@ -422,28 +364,9 @@ at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
   return at::matmul(hidden, wte_.t());
 }
 
-// Hugging Face's shifted labels without slicing the logits: position t is scored against label t + 1, and the last
-// position of each row is ignored (-100), so the [B * T, V] logits are read in place and their gradient written in
-// place, instead of copying a [B * (T - 1), V] slice and scattering its gradient back.
-static at::Tensor ShiftedLabels(const at::Tensor& labels, at::Device device) {
-  const int64_t T = labels.size(1);
-  at::Tensor y = at::full(labels.sizes(), -100, labels.options().dtype(at::kLong).device(device));
-  y.narrow(1, 0, T - 1).copy_(labels.narrow(1, 1, T - 1));
-  return y.reshape({-1});
-}
-
 at::Tensor GPT2::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
-  if (at::Tensor loss =
-          FusedLMLoss(hidden.reshape({-1, hidden.size(-1)}), wte_, ShiftedLabels(labels, hidden.device()));
-      loss.defined())
-    return loss;
+  if (at::Tensor loss = LMHeadLoss(hidden, wte_, labels); loss.defined()) return loss;
   return CausalLMLoss(Logits(hidden), labels);
-}
-
-at::Tensor GPT2::CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels) {
-  const int64_t V = logits.size(-1);
-  return at::cross_entropy_loss(logits.reshape({-1, V}).to(at::kFloat), ShiftedLabels(labels, logits.device()), {},
-                                at::Reduction::Mean, -100);
 }
 
 int64_t GPT2::NumParameters() const {
@@ -459,13 +382,6 @@ bool GPT2::IsBuffer(const std::string& name) {
   const std::string bias = ".attn.bias";
   return (name.size() > bias.size() && name.compare(name.size() - bias.size(), bias.size(), bias) == 0) ||
          name.find(".attn.masked_bias") != std::string::npos;
-}
-
-void CheckTokenIds(const at::Tensor& ids, int64_t vocab_size) {
-  const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-  if (lo < 0 || hi >= vocab_size)
-    throw UserError("input_ids must be in [0, " + std::to_string(vocab_size) + ") but range over [" +
-                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
 }
 
 }  // namespace torchlm

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/common.h"
+#include "core/model/causal_lm.h"
 #include "core/model/lora.h"
 #include "core/kernels/quant.h"
 
@@ -26,19 +27,6 @@ struct GPT2Config {
   int64_t inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
 };
 
-// Keys and values of every layer, [batch, heads, capacity, head_dim], written in place up to `length`.
-// Continuous batching gives each row of a step its own place instead: row b is slot slots[b] of the cache, with
-// lengths[b] tokens in it, and writes its one new key and value there (ragged decoding, one token a row).
-struct KVCache {
-  std::vector<at::Tensor> k, v;
-  int64_t length = 0;
-  std::vector<int64_t> slots, lengths;
-  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
-  bool ragged() const { return !slots.empty(); }
-  // Slot b alone, as a cache of batch 1 holding `length` tokens (views: writes land in this cache).
-  KVCache Slot(int64_t b, int64_t length) const;
-};
-
 struct Layer {
   at::Tensor ln_1_w, ln_1_b, c_attn_w, c_attn_b, attn_proj_w, attn_proj_b;
   at::Tensor ln_2_w, ln_2_b, c_fc_w, c_fc_b, mlp_proj_w, mlp_proj_b;
@@ -48,75 +36,64 @@ struct Layer {
   const QWeight *c_attn_q = nullptr, *attn_proj_q = nullptr, *c_fc_q = nullptr, *mlp_proj_q = nullptr;
 };
 
-// Token ids in [0, vocab_size), else a UserError saying the range they span (a reduction: call it on the compute
-// thread).
-void CheckTokenIds(const at::Tensor& ids, int64_t vocab_size);
-
-class GPT2 : public std::enable_shared_from_this<GPT2> {
+class GPT2 : public CausalLM {
  public:
   explicit GPT2(GPT2Config cfg);
 
   const GPT2Config& config() const { return cfg_; }
+  int64_t vocab_size() const override { return cfg_.vocab_size; }
+  int64_t max_positions() const override { return cfg_.n_positions; }
+  int64_t num_layers() const override { return cfg_.n_layer; }
   // Expected (name, shape) pairs in Hugging Face's named_parameters() order.
-  std::vector<std::pair<std::string, std::vector<int64_t>>> Expected() const;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> Expected() const override;
   // Takes tensors by checkpoint name (hub or saved layout); checks names and shapes.
-  void Load(std::vector<std::pair<std::string, at::Tensor>> tensors, bool allow_int8 = false);
+  void Load(NamedTensors tensors) override { LoadChecked(std::move(tensors), false); }
   // Hugging Face's initialisation (normal 0.02, residual projections scaled by 1/sqrt(2 n_layer)).
-  void InitRandom(at::ScalarType dtype, at::Device device);
+  void InitRandom(at::ScalarType dtype, at::Device device) override;
+  // transformers' attention-mask buffers (".attn.bias", ".attn.masked_bias"), which older checkpoints carry, and the
+  // LM head, tied to wte (a quantized checkpoint's own quantized copy is read by LoadQuantized).
+  bool Skipped(const std::string& checkpoint_name) const override;
+  // The saved layout's "transformer." prefix on every name but lm_head's.
+  std::string CheckpointName(const std::string& name) const override;
+  std::string ModelName(const std::string& checkpoint_name) const override;
 
-  const std::vector<std::pair<std::string, at::Tensor>>& Parameters() const { return params_; }
-  void Apply(const std::function<at::Tensor(const at::Tensor&)>& fn);  // e.g. device/dtype moves
-  // The base weights' requires_grad (LoRA adapters keep theirs).
-  void SetRequiresGrad(bool on);
-  at::Device device() const { return wte_.device(); }
-  at::ScalarType dtype() const { return wte_.scalar_type(); }
-  bool training = false;
-  // Hugging Face's gradient checkpointing: in training with autograd, each block keeps only its input for backward
-  // and runs again there (native/checkpoint.cc).
-  bool gradient_checkpointing = false;
+  void Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) override;
+  at::Device device() const override { return wte_.device(); }
+  at::ScalarType dtype() const override { return wte_.scalar_type(); }
 
-  // Hidden states after ln_f for ids [B, T]. `position_ids` [B, T]. `attention_mask` [B, past + T] of 0/1
-  // (undefined: attend everywhere allowed by causality). With `cache`, keys and values are written at
-  // cache->length and attention covers the whole cache; the caller advances cache->length.
   at::Tensor Hidden(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
-                    KVCache* cache);
+                    KVCache* cache) override;
   // Logits for hidden states: the LM head is tied to wte.
-  at::Tensor Logits(const at::Tensor& hidden) const;
-  // Hugging Face's causal LM loss: logits[:, :-1] against labels[:, 1:], -100 ignored, mean, in float32.
-  static at::Tensor CausalLMLoss(const at::Tensor& logits, const at::Tensor& labels);
-  // The same loss from the hidden states, for a training step (no logits wanted): the LM head and the loss fused a
-  // slice of rows at a time where that applies (native/lm_loss.cc).
-  at::Tensor TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const;
-  KVCache NewCache(int64_t batch, int64_t capacity) const;
+  at::Tensor Logits(const at::Tensor& hidden) const override;
+  // The LM loss from the hidden states, for a training step (no logits wanted): the LM head and the loss fused a
+  // slice of rows at a time where that applies (core/train/lm_loss.cc).
+  at::Tensor TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const override;
+  KVCache NewCache(int64_t batch, int64_t capacity) const override;
   // The KV cache's dtype: the model's, but bfloat16 under q8 / q4 (their decoding is memory-bound, and a float32
   // cache is most of what a token reads at long contexts)
   at::ScalarType KVDtype() const { return quantization_.empty() ? wte_.scalar_type() : at::kBFloat16; }
   // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
-  at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache, at::ScalarType compute);
+  at::Tensor Block(int64_t i, const at::Tensor& x, const BlockInputs& in, KVCache* cache,
+                   at::ScalarType compute) override;
   // Whether a parameter (by name) is a block's Conv1D weight: c_attn, c_proj or c_fc, what LoRA adapts and q8 / q4
   // quantize.
   static bool IsConv1DWeight(const std::string& name);
-  // A checkpoint tensor against the config: a floating dtype (or int8, where int8_ok: a quantized load's stand-in) and
-  // the expected shape, else a UserError naming the tensor.
-  static void CheckTensor(const std::string& name, const at::Tensor& t, at::IntArrayRef shape, bool int8_ok = false);
-  // Whether a checkpoint tensor is one of transformers' attention-mask buffers (".attn.bias", ".attn.masked_bias"),
-  // which older checkpoints carry and the model does not use.
   static bool IsBuffer(const std::string& name);
-  // A checkpoint's name in the model's own naming: transformers' "transformer." prefix dropped.
-  static std::string ModelName(const std::string& checkpoint_name);
+  bool Quantizable(const std::string& checkpoint_name) const override { return IsConv1DWeight(checkpoint_name); }
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
-  std::vector<at::Tensor> LayerParameters(int64_t i) const;
+  std::vector<at::Tensor> LayerParameters(int64_t i) const override;
 
   // LoRA (PEFT's LoraModel). Modules are Conv1D names ("h.0.attn.c_attn", "h.3.mlp.c_proj"); each gets a new adapter
   // of rank r in the model's dtype and device. `trainable`: the adapters require grad (the base weights never do while
   // adapters are on).
-  void AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout, bool trainable);
+  void AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout,
+               bool trainable) override;
   // The adapters' tensors as "h.0.attn.c_attn.lora_A.weight", "...lora_B.weight", in the model's parameter order.
-  std::vector<std::pair<std::string, at::Tensor>> LoraParameters() const;
+  NamedTensors LoraParameters() const override;
   // Copies tensors named as LoraParameters() into the adapters in place; every adapter must be given, shapes checked.
-  void CopyLora(const std::vector<std::pair<std::string, at::Tensor>>& tensors);
+  void CopyLora(const NamedTensors& tensors) override;
   // Drops every adapter, first folding it into its base weight with `merge`; the base weights require grad again.
-  void RemoveLora(bool merge);
+  void RemoveLora(bool merge) override;
   bool HasLora() const { return !lora_.empty(); }
 
   // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head in 8 bits per block
@@ -125,36 +102,33 @@ class GPT2 : public std::enable_shared_from_this<GPT2> {
   // A float checkpoint quantized as it loads: `tensors` are the float32 tensors other than the Conv1D weights, and
   // read(i) reads the Conv1D weight named conv[i] in the checkpoint, which is checked and quantized before the next is
   // read, so that the float32 model is never in memory whole.
-  void LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::vector<std::string>& conv,
-                      const std::function<at::Tensor(size_t)>& read, const std::string& kind);
+  void LoadQuantizing(NamedTensors tensors, const std::vector<std::string>& conv,
+                      const std::function<at::Tensor(size_t)>& read, const std::string& kind) override;
   // A q8 / q4 checkpoint as SavedTensors() wrote it (no re-quantizing): names, dtypes and shapes checked.
-  void LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind);
+  void LoadQuantized(NamedTensors tensors, const std::string& kind) override;
   // What save_pretrained writes, in the saved layout's names without "transformer.": the parameters, or for a
   // quantized model each quantized weight as stored (q8 int8 [out, in], q4 uint8 [out, in / 2]) with
   // "<name>_scale" [out, in / 32] beside it and the LM head's own copy as "lm_head.weight" / "lm_head.weight_scale"
   // (the caller adds the prefix to the others).
-  std::vector<std::pair<std::string, at::Tensor>> SavedTensors() const;
-  const std::string& quantization() const { return quantization_; }
+  NamedTensors SavedTensors() const override;
   // The float model's parameter count (a quantized weight counts its rows times its inputs, whatever its storage).
-  int64_t NumParameters() const;
+  int64_t NumParameters() const override;
 
  private:
   GPT2Config cfg_;
-  std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Layer> layers_;
   std::map<std::string, Lora> lora_;      // by module name; Layer points into it
   std::map<std::string, QWeight> quant_;  // by parameter name; Layer points into it
   QWeight lm_head_q_;
-  std::string quantization_;
-  void Bind();
+  void LoadChecked(NamedTensors tensors, bool allow_int8);
+  void Bind() override;
   void LayOutConv1D();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);
   at::Tensor AttentionOutput(int64_t i, const at::Tensor& y, int64_t B, int64_t T);
   // Ragged decoding's attention: each row's new key and value into its slot, then its query against that slot.
   at::Tensor RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache, int64_t i,
                              double scale);
-  static bool UseSdpa();
   // native/decode.cc: one token at batch 1 through the cache on raw buffers (what Hidden computes, faster).
   bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
   // Whether the model and the cache suit the fused decoder (CPU, float32 / bfloat16 / quantized weights, inference).

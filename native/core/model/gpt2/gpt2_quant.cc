@@ -39,7 +39,7 @@ void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensor
         name, at::zeros({1}, at::kChar).expand({w.cols(), w.rows()}));  // Load checks a stand-in of [in, out]
     made.emplace(name, std::move(w));
   }
-  Load(std::move(tensors), /*allow_int8=*/true);
+  LoadChecked(std::move(tensors), /*allow_int8=*/true);
   for (auto& [name, t] : params_) {
     auto it = made.find(name);
     if (it != made.end()) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
@@ -82,16 +82,16 @@ static QWeight FromCheckpoint(const std::string& kind, const std::string& name, 
   return QWeight{bits == 8 ? at::bitwise_xor(q.contiguous().view(at::kByte), 128) : q.contiguous(), sp, bits, K};
 }
 
-std::vector<std::pair<std::string, at::Tensor>> GPT2::SavedTensors() const {
-  if (quantization_.empty()) return params_;
-  std::vector<std::pair<std::string, at::Tensor>> out;
+NamedTensors GPT2::SavedTensors() const {
+  if (quantization_.empty()) return CausalLM::SavedTensors();
+  NamedTensors out;
   for (const auto& [name, t] : params_) {
     auto it = quant_.find(name);
     if (it == quant_.end()) {
-      out.emplace_back(name, t);
+      out.emplace_back(CheckpointName(name), t);
     } else {
-      out.emplace_back(name, StoredValues(it->second));
-      out.emplace_back(name + "_scale", StoredScales(it->second));
+      out.emplace_back(CheckpointName(name), StoredValues(it->second));
+      out.emplace_back(CheckpointName(name) + "_scale", StoredScales(it->second));
     }
   }
   out.emplace_back("lm_head.weight", StoredValues(lm_head_q_));
@@ -126,7 +126,7 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
     made.emplace(name, std::move(w));
   }
   if (made.size() != scales.size()) throw UserError(kind + " checkpoint has scales without quantized weights");
-  Load(std::move(rest), /*allow_int8=*/true);
+  LoadChecked(std::move(rest), /*allow_int8=*/true);
   for (auto& [name, t] : params_) {
     const bool conv = IsConv1DWeight(name);
     auto it = made.find(name);
