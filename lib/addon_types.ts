@@ -108,11 +108,16 @@ export interface NativeLlamaConfig {
   };
 }
 
-export interface LoadRequest {
-  config: NativeConfig;
+/** One safetensors file of a checkpoint (several for a sharded one) and the entries of its header. */
+export interface LoadShard {
   path: string;
   data_start: number;
   entries: SafetensorsEntry[];
+}
+
+export interface LoadRequest {
+  config: NativeConfig;
+  shards: LoadShard[];
   device: DeviceName;
   /** null: the file's float types as float32. */
   dtype: FloatDtype | null;

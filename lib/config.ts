@@ -118,7 +118,10 @@ export class GPT2Config extends PretrainedConfig {
     if (!isPlainObject(values)) throw new InvalidArgumentError("GPT2Config expects an object of config values");
     Object.assign(this, values);
     if (this.model_type !== "gpt2")
-      throw new InvalidArgumentError(`Unknown model_type ${JSON.stringify(this.model_type)}: torchlm supports gpt2`);
+      throw new InvalidArgumentError(
+        `Unknown model_type ${JSON.stringify(this.model_type)} for GPT2Config, which is gpt2's ` +
+          `(AutoModelForCausalLM picks the class by model_type)`,
+      );
     for (const k of ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"] as const)
       check.integer(`config.${k}`, this[k], 1, 1e7);
     if (this.n_inner !== null && this.n_inner !== undefined) check.integer("config.n_inner", this.n_inner, 1, 1e8);

@@ -2,13 +2,13 @@
 // GPT2LMHeadModel. Heavy calls run natively on a worker thread, one at a time per model.
 import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { totalmem } from "node:os";
 import { check, DisposedError, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { GPT2Config, PretrainedConfig, readConfigJson } from "./config.js";
 import { checkDevice } from "./device.js";
 import { localDir, resolveHubFile } from "./hub.js";
-import { binding, type FloatDtype, type NativeModel } from "./native.js";
+import { binding, type FloatDtype, type LoadShard, type NativeModel } from "./native.js";
 import { readSafetensorsIndex } from "./safetensors.js";
 import { asTensor, tensor, Tensor, type Dtype } from "./tensor.js";
 import { GenerationConfig } from "./generation_config.js";
@@ -201,13 +201,11 @@ export class PreTrainedModel {
         `${idOrDir} is a ${config.architectures.join(", ")}: ${this.name} loads ${this.architectures.join(", ")} ` +
           `checkpoints (AutoModelForCausalLM picks the class from config.json)`,
       );
-    const index = await readSafetensorsIndex(files.weights);
+    const shards = await readShards(files.weights);
     const nm = await withStack(() =>
       binding.NativeModel.load({
         config: config._native_config(),
-        path: files.weights,
-        data_start: index.dataStart,
-        entries: index.entries,
+        shards,
         device,
         dtype: dtype ?? "float32",
         quantization: saved,
@@ -467,8 +465,52 @@ function toValues(config: PretrainedConfig | Record<string, unknown>): Record<st
 
 interface ModelFiles {
   config: string;
+  /** model.safetensors, or a sharded checkpoint's model.safetensors.index.json */
   weights: string;
   generation_config: string | null;
+}
+
+const INDEX = "model.safetensors.index.json";
+
+/** A sharded checkpoint's index: the shard files in order, each tensor's file checked against its header. */
+async function readShardIndex(path: string): Promise<{ files: string[]; weight_map: Map<string, string> }> {
+  const json = await readConfigJson(path);
+  const map = json.weight_map;
+  if (!isPlainObject(map)) throw new InvalidArgumentError(`${path} has no weight_map object`);
+  const weight_map = new Map<string, string>();
+  for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
+    if (typeof file !== "string" || !/^[\w.-]+\.safetensors$/.test(file) || file.startsWith("."))
+      throw new InvalidArgumentError(
+        `${path}: weight_map's ${JSON.stringify(name)} names ${JSON.stringify(file)}, not a .safetensors file beside it`,
+      );
+    weight_map.set(name, file);
+  }
+  if (weight_map.size === 0) throw new InvalidArgumentError(`${path} has an empty weight_map`);
+  return { files: [...new Set(weight_map.values())], weight_map };
+}
+
+/** The safetensors headers of a checkpoint: one file, or every shard an index names (each name where it says). */
+async function readShards(weights: string): Promise<LoadShard[]> {
+  if (!weights.endsWith(INDEX)) {
+    const index = await readSafetensorsIndex(weights);
+    return [{ path: weights, data_start: index.dataStart, entries: index.entries }];
+  }
+  const { files, weight_map } = await readShardIndex(weights);
+  const dir = dirname(weights);
+  const shards: LoadShard[] = [];
+  for (const file of files) {
+    const index = await readSafetensorsIndex(join(dir, file));
+    for (const e of index.entries)
+      if (weight_map.get(e.name) !== file)
+        throw new InvalidArgumentError(
+          `${join(dir, file)} holds ${e.name}, which ${weights} places ${weight_map.has(e.name) ? `in ${weight_map.get(e.name)}` : "nowhere"}`,
+        );
+    for (const [name, f] of weight_map)
+      if (f === file && !index.entries.some((e) => e.name === name))
+        throw new InvalidArgumentError(`${weights} places ${name} in ${file}, which does not hold it`);
+    shards.push({ path: join(dir, file), data_start: index.dataStart, entries: index.entries });
+  }
+  return shards;
 }
 
 /** Refuses a model whose float32 parameters alone would not fit in this machine's memory. */
@@ -492,13 +534,14 @@ async function resolveModelFiles(
   const dir = localDir(idOrDir);
   if (dir) {
     const config = join(dir, "config.json");
-    const weights = join(dir, "model.safetensors");
+    let weights = join(dir, "model.safetensors");
     if (!existsSync(config)) throw new InvalidArgumentError(`${dir} has no config.json`);
-    if (!existsSync(weights)) {
+    if (!existsSync(weights) && existsSync(join(dir, INDEX))) weights = join(dir, INDEX);
+    else if (!existsSync(weights)) {
       const hint = existsSync(join(dir, "pytorch_model.bin"))
         ? " (only pytorch_model.bin, a pickle format torchlm does not load: convert it to safetensors)"
         : "";
-      throw new InvalidArgumentError(`${dir} has no model.safetensors${hint}`);
+      throw new InvalidArgumentError(`${dir} has no model.safetensors (nor ${INDEX})${hint}`);
     }
     const gen = join(dir, "generation_config.json");
     return { config, weights, generation_config: existsSync(gen) ? gen : null };
@@ -507,7 +550,13 @@ async function resolveModelFiles(
   const config = (await resolveHubFile(idOrDir, "config.json", o))!;
   // a config asking for more than this machine can hold is refused before its weights are downloaded
   checkFits(new config_class(await readConfigJson(config)), idOrDir, "download or load");
-  const weights = (await resolveHubFile(idOrDir, "model.safetensors", { ...o, progress: true }))!;
+  // one file, else a sharded checkpoint: its index, then every shard it names beside it
+  let weights = await resolveHubFile(idOrDir, "model.safetensors", { ...o, progress: true, required: false });
+  if (!weights) {
+    weights = (await resolveHubFile(idOrDir, INDEX, o))!;
+    for (const file of (await readShardIndex(weights)).files)
+      await resolveHubFile(idOrDir, file, { ...o, progress: true });
+  }
   const generation_config = await resolveHubFile(idOrDir, "generation_config.json", { ...o, required: false });
   return { config, weights, generation_config };
 }

@@ -4,7 +4,8 @@ Qwen2ForCausalLM and Qwen3ForCausalLM on PyTorch 2, made from a config with rand
 
     llama-check.py reference --config JSON --out DIR --ids JSON --padded JSON --mask JSON [--seed N] [--steps N]
         everything test/llama.test.ts compares, from one process: a model of the config's model_type with transformers'
-        random initialisation saved with save_pretrained (safetensors) in DIR; DIR/logits.safetensors with "logits"
+        random initialisation saved with save_pretrained (safetensors) in DIR, and sharded by 100 KB in DIR/sharded;
+        DIR/logits.safetensors with "logits"
         (ids), "padded" (the left-padded batch under its mask) and "bf16" (ids, the model in bfloat16), in float32;
         and prints {"params", "greedy", "beams", "padded_greedy", "steps"}: greedy and 3-beam search of 8 tokens on
         ids, greedy on the padded batch, and the train mode's rows
@@ -51,7 +52,9 @@ def main():
     if a.mode == "reference":
         values = json.loads(a.config)
         config = AutoConfig.for_model(values.pop("model_type"), **values)
-        AutoModelForCausalLM.from_config(config).save_pretrained(a.out)
+        made = AutoModelForCausalLM.from_config(config)
+        made.save_pretrained(a.out)
+        made.save_pretrained(f"{a.out}/sharded", max_shard_size="100KB")  # model.safetensors.index.json + shards
         model = load(a.out)
         ids = torch.tensor(json.loads(a.ids))
         padded, mask = torch.tensor(json.loads(a.padded)), torch.tensor(json.loads(a.mask))

@@ -161,7 +161,7 @@ describe("the Hub", () => {
     writeFileSync(join(d, "config.json"), JSON.stringify({ model_type: "bert", architectures: ["BertForMaskedLM"] }));
     writeFileSync(join(d, "model.safetensors"), readFileSync(join(tinyModelDir(), "model.safetensors")));
     await expect(AutoModelForCausalLM.from_pretrained(d)).rejects.toThrow(
-      'Unknown model_type "bert": torchlm supports gpt2',
+      'has model_type "bert": torchlm supports gpt2, llama, qwen2, qwen3',
     );
     rmSync(d, { recursive: true });
   });

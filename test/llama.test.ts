@@ -2,7 +2,7 @@
 // by transformers from configs with odd shapes (one KV head, head_dim 80 apart from hidden_size / heads, an untied
 // head, rope_theta 1e6, Llama 3's rope scaling in the older rope_scaling form), compared on logits (plain, left-padded
 // under a mask, bfloat16), greedy and beam search token for token, three training steps, and checkpoints both ways.
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -183,6 +183,16 @@ describe.each(FAMILIES)("%s", (_name, config) => {
     expect(relMax(unmasked(p), unmasked(logits.padded!))).toBeLessThan(1e-4);
   });
 
+  test("a sharded checkpoint (model.safetensors.index.json) loads to the same model", async () => {
+    const sharded = join(dir, "sharded");
+    const index = JSON.parse(readFileSync(join(sharded, "model.safetensors.index.json"), "utf8"));
+    expect(new Set(Object.values(index.weight_map)).size).toBeGreaterThan(1);
+    const m = await AutoModelForCausalLM.from_pretrained(sharded);
+    const a = (await m.forward({ input_ids: IDS })).logits.data() as Float32Array;
+    expect(relMax(a, logits.logits!)).toBeLessThan(1e-4);
+    await m.dispose();
+  });
+
   test("the KV cache: a prompt, then one token at a time, gives the full pass's logits", async () => {
     const first = await model.forward({ input_ids: IDS.map((r) => r.slice(0, 9)), use_cache: true });
     let past = first.past_key_values!;
@@ -293,6 +303,29 @@ describe.each(FAMILIES)("%s", (_name, config) => {
 });
 
 describe("the Llama family's configs and refusals", () => {
+  test("a sharded index that disagrees with its files names the tensor and the file", async () => {
+    const small = {
+      vocab_size: 64,
+      hidden_size: 32,
+      intermediate_size: 48,
+      num_hidden_layers: 2,
+      num_attention_heads: 2,
+    };
+    const m = await LlamaForCausalLM.from_config(small, { seed: 3 });
+    const dir = mkdtempSync(join(tmpdir(), "torchlm-llama-shards-"));
+    await m.save_pretrained(dir);
+    await m.dispose();
+    renameSync(join(dir, "model.safetensors"), join(dir, "model-00001-of-00001.safetensors"));
+    const write = (weight_map: Record<string, string>) =>
+      writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map }));
+    write({ "model.embed_tokens.weight": "model-00001-of-00001.safetensors" });
+    await expect(AutoModelForCausalLM.from_pretrained(dir)).rejects.toThrow(
+      /holds model\.layers\.0\.[\w.]+, which .* places nowhere/,
+    );
+    write({ "model.embed_tokens.weight": "../escape.safetensors" });
+    await expect(AutoModelForCausalLM.from_pretrained(dir)).rejects.toThrow(/not a .safetensors file beside it/);
+  });
+
   test("configs read rope in both forms and keep Hugging Face's defaults", () => {
     const old = new LlamaConfig({ rope_theta: 1e6, rope_scaling: { type: "linear", factor: 2 } });
     expect(old.rope_parameters).toEqual({ rope_type: "linear", rope_theta: 1e6, factor: 2 });

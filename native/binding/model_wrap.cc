@@ -141,46 +141,74 @@ static c10::optional<at::ScalarType> DtypeOrNull(const Options& o, const char* k
   return ParseDtype(o.Str(key));
 }
 
-// load({ config, path, data_start, entries, device, dtype: string | null, quantization: string | null (a q8 / q4
-// checkpoint), quantize: string | null (q8 / q4 a float checkpoint as it loads) }) -> Promise<NativeModel>
+// One file of a checkpoint, and the entries wanted from it.
+struct Shard {
+  std::string path;
+  uint64_t data_start = 0;
+  std::vector<SafetensorsEntry> entries;
+};
+
+// load({ config, shards: [{ path, data_start, entries }], device, dtype: string | null, quantization: string | null
+// (a q8 / q4 checkpoint), quantize: string | null (q8 / q4 a float checkpoint as it loads) }) -> Promise<NativeModel>.
+// A sharded checkpoint (model.safetensors.index.json) is several shards; tensors keep their names whichever file holds
+// them.
 Napi::Value ModelWrap::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     const Options args(info[0], "NativeModel.load");
     auto model = MakeModel(args.Nested("config"));
-    auto path = args.Str("path");
-    auto start = static_cast<uint64_t>(args.Int("data_start"));
-    auto entries = ParseEntries(args.Get("entries"));
     at::Device device = ParseDevice(args.Str("device"));
     c10::optional<at::ScalarType> dtype = DtypeOrNull(args, "dtype");
     const std::string quantization = args.IsNull("quantization") ? "" : args.Str("quantization");
     const std::string quantize = args.IsNull("quantize") ? "" : args.Str("quantize");
-    // Only the tensors the model uses are read: buffers and a tied lm_head are skipped.
-    std::vector<SafetensorsEntry> wanted;
-    for (auto& e : entries) {
-      const std::string& n = e.name;
-      // a quantized checkpoint's lm_head is its own quantized copy, kept
-      const bool skip = model->Skipped(n) && !(n == "lm_head.weight" && !quantization.empty());
-      if (!skip) wanted.push_back(e);
+    const Napi::Value sv = args.Get("shards");
+    if (!sv.IsArray() || sv.As<Napi::Array>().Length() == 0)
+      throw UserError("Expected a non-empty array of shards for NativeModel.load's option shards");
+    // Only the tensors the model uses are read: buffers and a tied lm_head are skipped (a quantized checkpoint's
+    // lm_head is its own quantized copy, kept).
+    std::vector<Shard> shards;
+    for (uint32_t i = 0; i < sv.As<Napi::Array>().Length(); i++) {
+      const Options o(sv.As<Napi::Array>().Get(i), "NativeModel.load's shard");
+      Shard sh{o.Str("path"), static_cast<uint64_t>(o.Int("data_start")), {}};
+      for (auto& e : ParseEntries(o.Get("entries")))
+        if (!model->Skipped(e.name) || (e.name == "lm_head.weight" && !quantization.empty()))
+          sh.entries.push_back(std::move(e));
+      shards.push_back(std::move(sh));
     }
     return PromiseWorker::Run(
         env,
         [=] {
           c10::InferenceMode guard(false);
           // null: the file's float types become float32, as transformers loads without a torch_dtype
-          if (!quantize.empty()) {  // the Conv1D weights one at a time, each quantized before the next is read
-            std::vector<SafetensorsEntry> floats, conv;
-            for (const auto& e : wanted) (model->Quantizable(e.name) ? conv : floats).push_back(e);
+          const c10::optional<at::ScalarType> as =
+              dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat);
+          NamedTensors tensors;
+          if (!quantize.empty()) {  // the quantized weights one at a time, each quantized before the next is read
+            std::vector<std::pair<const Shard*, SafetensorsEntry>> later;
+            for (const Shard& sh : shards) {
+              std::vector<SafetensorsEntry> now;
+              for (const auto& e : sh.entries)
+                if (model->Quantizable(e.name))
+                  later.emplace_back(&sh, e);
+                else
+                  now.push_back(e);
+              for (auto& t : ReadSafetensors(sh.path, sh.data_start, now, at::kFloat, device))
+                tensors.push_back(std::move(t));
+            }
             std::vector<std::string> names;
-            for (const auto& e : conv) names.push_back(e.name);
+            for (const auto& [sh, e] : later) names.push_back(e.name);
             model->LoadQuantizing(
-                ReadSafetensors(path, start, floats, at::kFloat, device), names,
-                [&](size_t i) { return ReadSafetensors(path, start, {conv[i]}, at::kFloat, device).at(0).second; },
+                std::move(tensors), names,
+                [&](size_t i) {
+                  const auto& [sh, e] = later[i];
+                  return ReadSafetensors(sh->path, sh->data_start, {e}, at::kFloat, device).at(0).second;
+                },
                 quantize);
             return;
           }
-          auto tensors = ReadSafetensors(path, start, wanted,
-                                         dtype.has_value() ? dtype : c10::optional<at::ScalarType>(at::kFloat), device);
+          for (const Shard& sh : shards)
+            for (auto& t : ReadSafetensors(sh.path, sh.data_start, sh.entries, as, device))
+              tensors.push_back(std::move(t));
           if (!quantization.empty()) {
             model->LoadQuantized(std::move(tensors), quantization);
             return;
