@@ -44,6 +44,11 @@ SPECS = {
                     cls="PreTrainedTokenizerFast"),
     "smollm2": dict(template=SMOLLM2, special=CHATML, bos="<|im_start|>", eos="<|im_end|>", pad="<|endoftext|>",
                     cls="GPT2Tokenizer"),
+    # tokenizer_config.json's add_bos_token / add_eos_token, which transformers 5 leaves to tokenizer.json's own
+    # post-processor for a PreTrainedTokenizerFast (TokenizersBackend): they add nothing here
+    "bos-eos-flags": dict(template=SMOLLM2, special=["<s>", "</s>"] + CHATML, bos="<s>", eos="</s>",
+                          pad="<|endoftext|>", cls="PreTrainedTokenizerFast",
+                          flags={"add_bos_token": True, "add_eos_token": True}),
 }
 
 CORPUS = [
@@ -97,7 +102,7 @@ def cases(name):
             {"role": "assistant", "content": "The quick brown fox "}],
              options=dict(continue_final_message=True, **date)),
     ]
-    if name != "smollm2":  # SmolLM2's template has no tools
+    if name not in ("smollm2", "bos-eos-flags"):  # SmolLM2's template has no tools
         out.append(dict(name="tools, a tool call and its result", messages=[
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is the weather in Paris?"},
@@ -152,6 +157,7 @@ def make(out):
         cfg_path = os.path.join(d, "tokenizer_config.json")
         cfg = json.load(open(cfg_path))
         cfg["tokenizer_class"] = spec["cls"]
+        cfg.update(spec.get("flags", {}))
         json.dump(cfg, open(cfg_path, "w"), indent=2)
         tok = AutoTokenizer.from_pretrained(d)
         rendered = [dict(case, **render(tok, case)) for case in cases(name)]
