@@ -481,7 +481,8 @@ async function readShardIndex(path: string): Promise<{ files: string[]; weight_m
   for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
     if (typeof file !== "string" || !/^[\w.-]+\.safetensors$/.test(file) || file.startsWith("."))
       throw new InvalidArgumentError(
-        `${path}: weight_map's ${JSON.stringify(name)} names ${JSON.stringify(file)}, not a .safetensors file beside it`,
+        `${path}: weight_map's ${JSON.stringify(name)} names ${JSON.stringify(file)}, ` +
+          `not a .safetensors file beside it`,
       );
     weight_map.set(name, file);
   }
@@ -500,11 +501,13 @@ async function readShards(weights: string): Promise<LoadShard[]> {
   const shards: LoadShard[] = [];
   for (const file of files) {
     const index = await readSafetensorsIndex(join(dir, file));
-    for (const e of index.entries)
-      if (weight_map.get(e.name) !== file)
+    for (const e of index.entries) {
+      const where = weight_map.get(e.name);
+      if (where !== file)
         throw new InvalidArgumentError(
-          `${join(dir, file)} holds ${e.name}, which ${weights} places ${weight_map.has(e.name) ? `in ${weight_map.get(e.name)}` : "nowhere"}`,
+          `${join(dir, file)} holds ${e.name}, which ${weights} places ${where ? `in ${where}` : "nowhere"}`,
         );
+    }
     for (const [name, f] of weight_map)
       if (f === file && !index.entries.some((e) => e.name === name))
         throw new InvalidArgumentError(`${weights} places ${name} in ${file}, which does not hold it`);

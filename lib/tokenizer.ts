@@ -271,7 +271,13 @@ export class PreTrainedTokenizerFast extends Callable {
   }
   /** The whole vocabulary with the added tokens, as len(tokenizer) in Python. */
   get length(): number {
-    return this._tok.get_vocab(true).size;
+    // (@huggingface/tokenizers' get_vocab reads a BPE model's vocabulary as an array and finds it empty)
+    const vocab = this._json.model.vocab;
+    const tokens = new Set<string>(
+      Array.isArray(vocab) ? vocab.map((v: unknown) => (Array.isArray(v) ? v[0] : v)) : Object.keys(vocab),
+    );
+    for (const t of this._json.added_tokens ?? []) tokens.add(t.content);
+    return tokens.size;
   }
   /** The named special tokens that are set, as strings (transformers 5: without the extra ones). */
   get special_tokens_map(): Record<string, string> {

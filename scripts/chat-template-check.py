@@ -170,6 +170,7 @@ def make(out):
                       "attention_mask": batch["attention_mask"]},
             "encode": {"text": "Hello world", "with": tok.encode("Hello world"),
                        "without": tok.encode("Hello world", add_special_tokens=False)},
+            "length": len(tok),
             "special_tokens_map": tok.special_tokens_map,
             "all_special_tokens": sorted(tok.all_special_tokens),
         }

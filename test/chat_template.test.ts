@@ -28,6 +28,7 @@ interface Reference {
   cases: Case[];
   batch: { options: Record<string, unknown>; input_ids: number[][]; attention_mask: number[][] };
   encode: { text: string; with: number[]; without: number[] };
+  length: number;
   special_tokens_map: Record<string, string>;
   all_special_tokens: string[];
 }
@@ -56,8 +57,9 @@ test.each(TEMPLATES)("%s: AutoTokenizer reads the files as transformers does", a
   expect(tok instanceof GPT2TokenizerFast).toBe(name === "smollm2"); // its files name GPT2Tokenizer
   expect(tok.special_tokens_map).toEqual(ref.special_tokens_map);
   expect([...tok.all_special_tokens].sort()).toEqual(ref.all_special_tokens);
-  // Llama 3's post-processor adds its BOS; the others add nothing (add_bos_token / add_eos_token in tokenizer_config.json
-  // included: transformers 5 leaves them to tokenizer.json's post-processor)
+  expect(tok.length).toBe(ref.length); // len(tokenizer)
+  // Llama 3's post-processor adds its BOS; the others add nothing (add_bos_token / add_eos_token in
+  // tokenizer_config.json included: transformers 5 leaves them to tokenizer.json's post-processor)
   expect(tok.encode(ref.encode.text)).toEqual(ref.encode.with);
   expect(tok.encode(ref.encode.text, { add_special_tokens: false })).toEqual(ref.encode.without);
   expect(tok(ref.encode.text).input_ids).toEqual(ref.encode.with);
