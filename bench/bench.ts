@@ -9,6 +9,7 @@ import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, torch_info } from "../
 import { packageRoot } from "../lib/native.js";
 import { benchConfig, measure } from "./measure.js";
 import { render, writeResults } from "./render.js";
+import { llamaBench, renderLlama } from "./llama.js";
 import { batchApi, prefillBench, renderServe, renderSoak, serveBench, soakBench } from "./serve.js";
 
 const root = packageRoot();
@@ -36,6 +37,13 @@ if (only?.includes("prefill")) {
   const rows = await prefillBench(root, weightsDir, get_num_threads());
   console.log("\n| engine | format | prefill 512 tokens/s |\n|---|---|---:|");
   for (const r of rows) console.log(`| ${r.engine} | ${r.format} | ${r.tokens_per_s.toFixed(0)} |`);
+  if (only.length === 1) process.exit(0);
+}
+if (only?.includes("llama")) {
+  const table = renderLlama(await llamaBench(root, get_num_threads()));
+  console.log("\n" + table.join("\n"));
+  mkdirSync(join(root, "bench", "results"), { recursive: true });
+  writeFileSync(join(root, "bench", "results", "llama-cpu.md"), table.join("\n") + "\n");
   if (only.length === 1) process.exit(0);
 }
 if (only?.includes("soak")) {

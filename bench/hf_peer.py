@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Hugging Face transformers on PyTorch 2 (attn_implementation="sdpa"): the peer `npm run bench` races.
 
-argv: WEIGHTS_DIR THREADS. Loads GPT2LMHeadModel, prints {"ready": true, ...}, then answers one command per stdin
+argv: WEIGHTS_DIR THREADS [DTYPE]. Loads the model (AutoModelForCausalLM: GPT-2, or the Llama family's rows), in DTYPE
+(float32 unless given), prints {"ready": true, ...}, then answers one command per stdin
 line with the seconds one run took, so that the harness interleaves its runs with torchlm's:
   forward           16 x 64 under torch.inference_mode()
   decode1 | decode8 greedy generate (its KV cache), 8 + 128 tokens, batch 1 or 8; the new tokens too
@@ -16,7 +17,9 @@ import time
 
 import torch
 import transformers
-from transformers import GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoModelForCausalLM, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+
+VOCAB = 50257
 
 
 def rnd_ids(B, T, seed):
@@ -27,7 +30,7 @@ def rnd_ids(B, T, seed):
         row = []
         for _ in range(T):
             s = (s * 1103515245 + 12345) % 2 ** 31
-            row.append(int(s / 2 ** 31 * 50257))
+            row.append(int(s / 2 ** 31 * VOCAB))
         rows.append(row)
     return torch.tensor(rows)
 
@@ -55,7 +58,9 @@ class Rows(torch.utils.data.Dataset):
 
 
 def main():
+    global VOCAB
     src, threads = sys.argv[1], int(sys.argv[2])
+    dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 else "float32")
     # the protocol owns stdout; whatever transformers prints (the Trainer's summary) goes to stderr
     proto = sys.stdout
     sys.stdout = sys.stderr
@@ -63,8 +68,11 @@ def main():
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     t = time.perf_counter()
-    model = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa").eval()
+    model = AutoModelForCausalLM.from_pretrained(src, attn_implementation="sdpa", dtype=dtype).eval()
     load_s = time.perf_counter() - t
+    VOCAB = model.config.vocab_size
+    eos = model.generation_config.eos_token_id
+    pad = eos if isinstance(eos, int) else (eos[0] if eos else 0)
     trainee = lora = None
     print(json.dumps({"ready": True, "load_s": load_s, "transformers": transformers.__version__, "torch": torch.__version__,
                       "attn_implementation": model.config._attn_implementation}), file=proto, flush=True)
@@ -82,7 +90,7 @@ def main():
             prompt = rnd_ids(1, 8, 2) if cmd[0] == "decode1" else rnd_ids(8, 8, 3)
             with torch.inference_mode():
                 t = time.perf_counter()
-                o = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=128, do_sample=False, pad_token_id=50256)
+                o = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=128, do_sample=False, pad_token_id=pad)
                 out = {"seconds": time.perf_counter() - t, "tokens": o[0, prompt.shape[1]:].tolist()}
         elif cmd[0] in ("train", "lora"):
             B, T, bf16 = int(cmd[1]), int(cmd[2]), "bf16" in cmd[3:]
@@ -95,7 +103,7 @@ def main():
                 subject = lora
             else:
                 if trainee is None:  # a copy, so that training never changes the weights the other commands use
-                    trainee = GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa")
+                    trainee = AutoModelForCausalLM.from_pretrained(src, attn_implementation="sdpa")
                 subject = trainee
             subject.train()
             steps = 3
