@@ -19,10 +19,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-VOCAB = 50257
-
-
-def rnd_ids(B, T, seed):
+def rnd_ids(B, T, seed, vocab=50257):
     """The harness's generator (bench.ts randIds): the same prompts and batches on both sides."""
     s = seed
     rows = []
@@ -30,7 +27,7 @@ def rnd_ids(B, T, seed):
         row = []
         for _ in range(T):
             s = (s * 1103515245 + 12345) % 2 ** 31
-            row.append(int(s / 2 ** 31 * VOCAB))
+            row.append(int(s / 2 ** 31 * vocab))
         rows.append(row)
     return torch.tensor(rows)
 
@@ -58,7 +55,6 @@ class Rows(torch.utils.data.Dataset):
 
 
 def main():
-    global VOCAB
     src, threads = sys.argv[1], int(sys.argv[2])
     dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 else "float32")
     # the protocol owns stdout; whatever transformers prints (the Trainer's summary) goes to stderr
@@ -70,7 +66,7 @@ def main():
     t = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(src, attn_implementation="sdpa", dtype=dtype).eval()
     load_s = time.perf_counter() - t
-    VOCAB = model.config.vocab_size
+    vocab = model.config.vocab_size
     eos = model.generation_config.eos_token_id
     pad = eos if isinstance(eos, int) else (eos[0] if eos else 0)
     trainee = lora = None
@@ -81,13 +77,13 @@ def main():
         if not cmd or cmd[0] == "quit":
             break
         if cmd[0] == "forward":
-            ids = rnd_ids(16, 64, 1)
+            ids = rnd_ids(16, 64, 1, vocab)
             with torch.inference_mode():
                 t = time.perf_counter()
                 model(input_ids=ids)
                 out = {"seconds": time.perf_counter() - t}
         elif cmd[0] in ("decode1", "decode8"):
-            prompt = rnd_ids(1, 8, 2) if cmd[0] == "decode1" else rnd_ids(8, 8, 3)
+            prompt = rnd_ids(1, 8, 2, vocab) if cmd[0] == "decode1" else rnd_ids(8, 8, 3, vocab)
             with torch.inference_mode():
                 t = time.perf_counter()
                 o = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=128, do_sample=False, pad_token_id=pad)
@@ -107,7 +103,7 @@ def main():
                 subject = trainee
             subject.train()
             steps = 3
-            ids = rnd_ids(B * steps, T, 1)
+            ids = rnd_ids(B * steps, T, 1, vocab)
             cb = StepTimes()
             args = TrainingArguments(output_dir=os.path.join(src, "hf-trainer"), per_device_train_batch_size=B, max_steps=steps,
                                      learning_rate=1e-4, weight_decay=0.1, max_grad_norm=1.0, logging_steps=1000, save_strategy="no",

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { LlamaForCausalLM, tensor, type PreTrainedModel } from "../lib/index.js";
 import { binding } from "../lib/native.js";
-import { probes } from "./probes.js";
+import { median, randIds, readGBs } from "./measure.js";
 import { benchPython, Peer } from "./peers.js";
 
 /** SmolLM2-135M's config.json (HuggingFaceTB/SmolLM2-135M), weights random. */
@@ -25,13 +25,6 @@ export const SMOLLM2_135M = {
   bos_token_id: 0,
   eos_token_id: 0,
 };
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-function randIds(B: number, T: number, seed: number, vocab: number): number[][] {
-  let s = seed; // hf_peer.py's rnd_ids
-  const r = () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31;
-  return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * vocab)));
-}
 
 export interface LlamaRow {
   row: string;
@@ -76,7 +69,7 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
       bw: number[] = [];
     let same = true;
     for (let r = 0; r < rounds; r++) {
-      bw.push((await probes.readBandwidth(256 * 1024 * 1024, 5, true)) / 1e9);
+      bw.push(await readGBs());
       const g = await greedy(model);
       ours.push(g.seconds);
       const h = await hf.run("decode1");

@@ -49,7 +49,7 @@ export const benchConfig = (quick: boolean) =>
         attn_pdrop: 0,
       };
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 }
@@ -70,10 +70,11 @@ function rnd(seed: number) {
   return () => (s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff) / 2 ** 31;
 }
 // Memory-read GB/s as the decoding kernels see it: every thread streaming a 256 MB buffer, the best of 5 passes.
-const readGBs = async (allThreads = true) => (await probes.readBandwidth(256 * 1024 * 1024, 5, allThreads)) / 1e9;
-const randIds = (B: number, T: number, seed: number) => {
+export const readGBs = async (allThreads = true) =>
+  (await probes.readBandwidth(256 * 1024 * 1024, 5, allThreads)) / 1e9;
+export const randIds = (B: number, T: number, seed: number, vocab = 50257) => {
   const r = rnd(seed);
-  return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * 50257)));
+  return Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(r() * vocab)));
 };
 
 /** GPT-2's four sizes, as the scaling table names them. */
