@@ -8,7 +8,8 @@ line with the seconds one run took, so that the harness interleaves its runs wit
   decode1 | decode8 greedy generate (its KV cache), 8 + 128 tokens, batch 1 or 8; the new tokens too
   train B T [bf16]  Trainer steps at B x T (AdamW, weight decay 0.1, clipping 1.0; bf16 autocast with bf16):
                     the median step time
-  lora B T          the same with peft's LoRA (r 8 on c_attn, c_proj, c_fc) on another copy of the weights
+  lora B T          the same with peft's LoRA (r 8 on GPT-2's c_attn, c_proj, c_fc, or a Llama's seven linear layers)
+                    on another copy of the weights
 """
 import json
 import os
@@ -17,7 +18,7 @@ import time
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 def rnd_ids(B, T, seed, vocab=50257):
     """The harness's generator (bench.ts randIds): the same prompts and batches on both sides."""
@@ -93,9 +94,10 @@ def main():
             if cmd[0] == "lora":
                 if lora is None:
                     from peft import LoraConfig, get_peft_model
-                    lora = get_peft_model(GPT2LMHeadModel.from_pretrained(src, attn_implementation="sdpa"),
-                                          LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True,
-                                                     task_type="CAUSAL_LM"))
+                    gpt2 = model.config.model_type == "gpt2"
+                    targets = ["c_attn", "c_proj", "c_fc"] if gpt2 else ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(src, attn_implementation="sdpa"),
+                                          LoraConfig(r=8, lora_alpha=16, target_modules=targets, fan_in_fan_out=gpt2, task_type="CAUSAL_LM"))
                 subject = lora
             else:
                 if trainee is None:  # a copy, so that training never changes the weights the other commands use

@@ -1,10 +1,11 @@
 // npm run bench -- --only=llama: the Llama family beside transformers on PyTorch 2 (bench/hf_peer.py), on
 // SmolLM2-135M-shaped random weights written here from a seed: greedy batch-1 decoding of 128 tokens in float32 and
 // bfloat16 (with the memory-read limit measured in the same rounds), and a training step of 16 x 64 (AdamW, clipping)
-// as transformers' Trainer and torchlm's native step run it. Rounds interleaved; medians; ratios.
+// as transformers' Trainer and torchlm's native step run it, whole and with LoRA (r 8 on the seven linear layers, as
+// peft + the Trainer). Rounds interleaved; medians; ratios.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { LlamaForCausalLM, tensor, type PreTrainedModel } from "../lib/index.js";
+import { LlamaForCausalLM, LoraConfig, get_peft_model, tensor, type PreTrainedModel } from "../lib/index.js";
 import { binding } from "../lib/native.js";
 import { median, randIds, readGBs } from "./measure.js";
 import { benchPython, Peer } from "./peers.js";
@@ -89,40 +90,59 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
     });
     if (dtype === "float32") {
       // a training step of 16 x 64: torchlm's native step (what Trainer runs each batch) and transformers' Trainer
-      model.train();
-      const opt = new binding.NativeAdamW({
-        groups: [{ params: model.parameters().map((t) => t._t), weight_decay: 0.1 }],
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-      });
+      // (and the same with LoRA on another copy of the weights)
+      const lora = get_peft_model(
+        await LlamaForCausalLM.from_pretrained(dir),
+        new LoraConfig({
+          r: 8,
+          lora_alpha: 16,
+          target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+          task_type: "CAUSAL_LM",
+        }),
+      );
       const ids = tensor(randIds(16, 64, 1, V));
-      const step = async () => {
-        const t0 = performance.now();
-        await opt.trainStep({
-          model: model._native,
-          input_ids: ids._t,
-          attention_mask: null,
-          labels: ids._t,
-          loss_scale: 1,
-          update: { lr: 1e-4, max_grad_norm: 1 },
-          amp: "none",
+      const stepper = (m: PreTrainedModel) => {
+        m.train();
+        const params = m
+          .named_parameters()
+          .filter(([, t]) => t.requires_grad)
+          .map(([, t]) => t._t);
+        const opt = new binding.NativeAdamW({
+          groups: [{ params, weight_decay: 0.1 }],
+          beta1: 0.9,
+          beta2: 0.999,
+          eps: 1e-8,
         });
-        return (performance.now() - t0) / 1000;
+        return async () => {
+          const t0 = performance.now();
+          await opt.trainStep({
+            model: m._native,
+            input_ids: ids._t,
+            attention_mask: null,
+            labels: ids._t,
+            loss_scale: 1,
+            update: { lr: 1e-4, max_grad_norm: 1 },
+            amp: "none",
+          });
+          return (performance.now() - t0) / 1000;
+        };
       };
-      await step();
-      const mine: number[] = [],
-        hft: number[] = [];
-      for (let r = 0; r < rounds; r++) {
-        mine.push(await step());
-        hft.push((await hf.run("train 16 64")).seconds);
+      for (const [row, m, cmd] of [
+        ["training step 16 x 64 float32 (AdamW, clipping)", model, "train 16 64"],
+        ["LoRA step 16 x 64 float32 (r 8, q_proj ... down_proj)", lora, "lora 16 64"],
+      ] as const) {
+        const step = stepper(m);
+        await step();
+        const mine: number[] = [],
+          hft: number[] = [];
+        for (let r = 0; r < rounds; r++) {
+          mine.push(await step());
+          hft.push((await hf.run(cmd)).seconds);
+        }
+        rows.push({ row, torchlm: 1 / median(mine), transformers: 1 / median(hft), unit: "steps/s" });
       }
-      rows.push({
-        row: "training step 16 x 64 float32 (AdamW, clipping)",
-        torchlm: 1 / median(mine),
-        transformers: 1 / median(hft),
-        unit: "steps/s",
-      });
+      ids.dispose();
+      await lora.dispose();
     }
     await hf.stop();
     await model.dispose();

@@ -24,6 +24,7 @@ import {
 import { packageRoot } from "./native.js";
 import { hubCacheDir } from "./hub.js";
 import { launch } from "./launch.js";
+import { loraLayout } from "./peft.js";
 
 const num = (v: string) => {
   const n = Number(v);
@@ -157,7 +158,10 @@ export function buildProgram(): Command {
     .option("--lora-r <n>", "train LoRA adapters of this rank instead of every weight (PEFT's files)", int)
     .option("--lora-alpha <n>", "LoRA's alpha (scale alpha / r)", num, 8)
     .option("--lora-dropout <p>", "dropout on the adapters' input", num, 0)
-    .option("--lora-target-modules <names>", "comma-separated Conv1D names (c_attn,c_proj,c_fc)", "c_attn")
+    .option(
+      "--lora-target-modules <names>",
+      "comma-separated module names (PEFT's default for the model: c_attn for GPT-2, q_proj,v_proj for Llama)",
+    )
     .option("--merge-lora", "with --save-to: save the model with the adapters merged in, not the adapter");
   // Every TrainingArguments field is a flag, its parser taken from the type of its default.
   const NULLABLE: Record<string, (v: string) => unknown> = {
@@ -205,11 +209,14 @@ export function buildProgram(): Command {
               r: o.loraR,
               lora_alpha: o.loraAlpha,
               lora_dropout: o.loraDropout,
-              target_modules: String(o.loraTargetModules)
-                .split(",")
-                .map((x) => x.trim())
-                .filter(Boolean),
-              fan_in_fan_out: true,
+              target_modules:
+                o.loraTargetModules === undefined
+                  ? null
+                  : String(o.loraTargetModules)
+                      .split(",")
+                      .map((x) => x.trim())
+                      .filter(Boolean),
+              fan_in_fan_out: loraLayout(loaded.model).fan_in_fan_out,
               task_type: "CAUSAL_LM",
             }),
           );

@@ -7,15 +7,12 @@ import { join } from "node:path";
 import { check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { localDir, resolveHubFile } from "./hub.js";
 import { GPT2LMHeadModel, PreTrainedModel, type ModelCore } from "./model.js";
-import type { GPT2Config } from "./config.js";
+import { LlamaFamilyConfig } from "./models/llama.js";
+import type { PretrainedConfig } from "./config.js";
 import type { GenerationConfig } from "./generation_config.js";
 import { load_file, save_file } from "./safetensors.js";
 import { Tensor } from "./tensor.js";
 
-/** The Conv1D layers of a GPT-2 block that LoRA can adapt, as PEFT names them under transformer.h.N. */
-const CONV1D = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] as const;
-/** PEFT's default target for GPT-2 (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
-const GPT2_DEFAULT_TARGETS = ["c_attn"];
 /** Where adapter keys live in PEFT's files and names: PeftModel -> LoraModel -> the transformers model. */
 const PREFIX = "base_model.model.";
 
@@ -198,38 +195,81 @@ export class LoraConfig {
   }
 }
 
+/** Where LoRA can sit in an architecture, with PEFT's names (as after base_model.model.). */
+export interface LoraLayout {
+  /** Each block's layers LoRA can adapt, by block. */
+  adaptable: string[][];
+  /** Every other module of the model, which a list of targets must not name. */
+  others: string[];
+  /** PEFT's default target_modules for the model_type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+  defaults: string[];
+  /** A module's name in the native model. */
+  native: (module: string) => string;
+  /** PEFT's fan_in_fan_out: GPT-2's Conv1D stores weights [in, out], nn.Linear [out, in]. */
+  fan_in_fan_out: boolean;
+  /** The layers LoRA adapts, in words, for the error that refuses another. */
+  kinds: string;
+}
+
+const blocks = <T>(n: number, f: (i: number) => T[]): T[][] => Array.from({ length: n }, (_, i) => f(i));
+
+/** The LoRA layout of a model: GPT-2's Conv1D layers, or a Llama-family block's seven linear layers. */
+export function loraLayout(model: PreTrainedModel): LoraLayout {
+  const config: PretrainedConfig = model.config;
+  if (model instanceof GPT2LMHeadModel) {
+    const n = model.config.n_layer;
+    const block = ["", ".ln_1", ".attn", ".attn.attn_dropout", ".attn.resid_dropout", ".ln_2", ".mlp", ".mlp.act"];
+    return {
+      adaptable: blocks(n, (i) =>
+        ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"].map((m) => `transformer.h.${i}.${m}`),
+      ),
+      others: ["transformer", "transformer.wte", "transformer.wpe", "transformer.drop", "transformer.ln_f", "lm_head"]
+        .concat(blocks(n, (i) => [...block, ".mlp.dropout"].map((m) => `transformer.h.${i}${m}`)).flat())
+        .concat(["transformer.h"]),
+      defaults: ["c_attn"],
+      native: (m) => m.slice("transformer.".length),
+      fan_in_fan_out: true,
+      kinds: "a Conv1D layer: torchlm's LoRA adapts GPT-2's c_attn, c_proj and c_fc",
+    };
+  }
+  if (config instanceof LlamaFamilyConfig) {
+    const n = config.num_hidden_layers;
+    const linear = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"].concat([
+      "mlp.gate_proj",
+      "mlp.up_proj",
+      "mlp.down_proj",
+    ]);
+    const block = ["", ".self_attn", ".mlp", ".mlp.act_fn", ".input_layernorm", ".post_attention_layernorm"].concat(
+      config.model_type === "qwen3" ? [".self_attn.q_norm", ".self_attn.k_norm"] : [],
+    );
+    return {
+      adaptable: blocks(n, (i) => linear.map((m) => `model.layers.${i}.${m}`)),
+      others: ["model", "model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb", "lm_head"].concat(
+        blocks(n, (i) => block.map((m) => `model.layers.${i}${m}`)).flat(),
+      ),
+      defaults: ["q_proj", "v_proj"],
+      native: (m) => m,
+      fan_in_fan_out: false,
+      kinds:
+        "a linear layer of a block: torchlm's LoRA adapts q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj and " +
+        "down_proj",
+    };
+  }
+  throw new InvalidArgumentError(
+    `LoRA is not supported for ${config.model_type} models yet: train the full model instead`,
+  );
+}
+
 /**
- * The Conv1D modules (as "h.N.attn.c_attn") a config adapts in a model of n_layer blocks, matched as PEFT matches:
- * a list entry equals a module's name or ends it after a dot; a string is a regular expression over the whole name;
- * "all-linear" is every Conv1D. A target naming another kind of module, or nothing, is an error.
+ * The modules a config adapts in a model of this layout (PEFT's full names), matched as PEFT matches: a list entry
+ * equals a module's name or ends it after a dot; a string is a regular expression over the whole name; "all-linear"
+ * is every adaptable layer. A target naming another kind of module, or nothing, is an error.
  */
-export function loraModules(config: LoraConfig, n_layer: number): string[] {
-  const conv = Array.from({ length: n_layer }, (_, i) => CONV1D.map((m) => `h.${i}.${m}`)).flat();
-  const others = [
-    "wte",
-    "wpe",
-    "drop",
-    "ln_f",
-    ...Array.from({ length: n_layer }, (_, i) =>
-      [
-        "",
-        ".ln_1",
-        ".attn",
-        ".attn.attn_dropout",
-        ".attn.resid_dropout",
-        ".ln_2",
-        ".mlp",
-        ".mlp.act",
-        ".mlp.dropout",
-      ].map((m) => `h.${i}${m}`),
-    ).flat(),
-  ]
-    .map((m) => `transformer.${m}`)
-    .concat(["transformer", "lm_head"]);
-  const targets = config.target_modules ?? GPT2_DEFAULT_TARGETS;
-  const full = (m: string) => `transformer.${m}`;
+export function loraModules(config: LoraConfig, layout: LoraLayout): string[] {
+  const n_layer = layout.adaptable.length;
+  const targets = config.target_modules ?? layout.defaults;
   let matches: (key: string) => boolean;
-  if (targets === "all-linear") matches = (key) => conv.some((m) => full(m) === key);
+  if (targets === "all-linear") matches = () => true;
   else if (typeof targets === "string") {
     let re: RegExp;
     try {
@@ -244,13 +284,10 @@ export function loraModules(config: LoraConfig, n_layer: number): string[] {
     for (const l of layers)
       if (l >= n_layer)
         throw new InvalidArgumentError(`layers_to_transform has layer ${l} but the model has ${n_layer} layers`);
-  const wrong = others.filter(matches);
-  if (wrong.length > 0 && typeof targets !== "string") {
-    throw new InvalidArgumentError(
-      `LoRA target ${wrong[0]} is not a Conv1D layer: torchlm's LoRA adapts GPT-2's c_attn, c_proj and c_fc`,
-    );
-  }
-  const chosen = conv.filter((m) => matches(full(m)) && (!layers || layers.has(Number(m.split(".")[1]))));
+  const wrong = targets === "all-linear" ? [] : layout.others.filter(matches);
+  if (wrong.length > 0 && typeof targets !== "string")
+    throw new InvalidArgumentError(`LoRA target ${wrong[0]} is not ${layout.kinds}`);
+  const chosen = layout.adaptable.flatMap((ms, i) => (layers && !layers.has(i) ? [] : ms.filter(matches)));
   if (chosen.length === 0) {
     throw new InvalidArgumentError(
       `Target modules ${JSON.stringify(targets)} not found in the base model. Please check the target modules and ` +
@@ -280,18 +317,18 @@ async function adapterFile(
   return (await resolveHubFile(idOrDir, name, { revision: options.revision, offline: options.local_files_only }))!;
 }
 
-/** LoRA's adapters sit on GPT-2's Conv1D layers so far: another architecture is refused, saying so. */
-function checkLoraModel(model: unknown): asserts model is GPT2LMHeadModel {
-  if (model instanceof GPT2LMHeadModel) return;
-  if (model instanceof PreTrainedModel)
-    throw new InvalidArgumentError(
-      `LoRA is supported for GPT-2 models so far, not for ${model.config.model_type}: train the full model instead`,
-    );
-  throw invalid("model", "a GPT2LMHeadModel", model);
+/** A model LoRA can adapt: its layout says where (another architecture is refused, saying so). */
+function checkLoraModel(model: unknown): asserts model is PreTrainedModel {
+  if (!(model instanceof PreTrainedModel)) throw invalid("model", "a PreTrainedModel", model);
+  loraLayout(model);
 }
 
 /** Adds LoRA adapters to a model in place, as PEFT's get_peft_model does, and returns the PeftModel that wraps it. */
-export function get_peft_model(model: PreTrainedModel, peft_config: LoraConfig, adapter_name = "default"): PeftModel {
+export function get_peft_model<M extends PreTrainedModel>(
+  model: M,
+  peft_config: LoraConfig,
+  adapter_name = "default",
+): PeftModel<M> {
   checkLoraModel(model);
   if (!(peft_config instanceof LoraConfig)) throw invalid("peft_config", "a LoraConfig", peft_config);
   if (adapter_name !== "default")
@@ -301,35 +338,40 @@ export function get_peft_model(model: PreTrainedModel, peft_config: LoraConfig, 
   return new PeftModel(model, peft_config, !peft_config.inference_mode);
 }
 
-// PeftModel is a GPT2LMHeadModel to the Trainer, pipeline and generate, but its static from_pretrained takes PEFT's
+// PeftModel is a PreTrainedModel to the Trainer, pipeline and generate, but its static from_pretrained takes PEFT's
 // arguments (model, adapter): the base class's static side is left out of its type.
-const ModelBase = GPT2LMHeadModel as unknown as new (
-  config: GPT2Config,
+const ModelBase = PreTrainedModel as unknown as new (
+  config: PretrainedConfig,
   core: ModelCore,
   generation_config: GenerationConfig,
-) => GPT2LMHeadModel;
+) => PreTrainedModel;
 
-/** PEFT's PeftModel (PeftModelForCausalLM) over a GPT2LMHeadModel: the same weights, plus LoRA adapters. */
-export class PeftModel extends ModelBase {
+/** PEFT's PeftModel (PeftModelForCausalLM) over a model: the same weights, plus LoRA adapters. */
+export class PeftModel<M extends PreTrainedModel = PreTrainedModel> extends ModelBase {
+  declare config: M["config"];
   peft_config: Record<string, LoraConfig>;
   readonly active_adapter = "default";
-  readonly #base: GPT2LMHeadModel;
+  readonly #base: M;
 
   /** @internal Use get_peft_model or PeftModel.from_pretrained. */
-  constructor(model: GPT2LMHeadModel, config: LoraConfig, trainable: boolean) {
+  constructor(model: M, config: LoraConfig, trainable: boolean) {
     super(model.config, model._core, model.generation_config);
     if (model._native.loraParameters().length > 0)
       throw new InvalidArgumentError("The model already has LoRA adapters: merge_and_unload() or unload() them first");
     if (model._core.pending > 0)
       throw new InvalidArgumentError("The model has calls in flight: await them before adding adapters");
-    const modules = loraModules(config, model.config.n_layer);
-    if (!config.fan_in_fan_out) {
-      // as PEFT: GPT-2's Conv1D stores weights [in, out], which is what fan_in_fan_out says
+    const layout = loraLayout(model);
+    const modules = loraModules(config, layout).map(layout.native);
+    if (config.fan_in_fan_out !== layout.fan_in_fan_out) {
+      // as PEFT: the layer's own layout wins, with PEFT's warning
       process.emitWarning(
-        "fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out to True.",
+        layout.fan_in_fan_out
+          ? "fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out to True."
+          : "fan_in_fan_out is set to True but the target module is `torch.nn.Linear`. Setting fan_in_fan_out to " +
+              "False.",
         "PeftWarning",
       );
-      config.fan_in_fan_out = true;
+      config.fan_in_fan_out = layout.fan_in_fan_out;
     }
     if (config.base_model_name_or_path === null && model.name_or_path)
       config.base_model_name_or_path = model.name_or_path;
@@ -344,8 +386,8 @@ export class PeftModel extends ModelBase {
     return this._native.loraParameters().map(([n, t]) => [n, new Tensor(t)]);
   }
 
-  /** The wrapped GPT2LMHeadModel (which carries the adapters too until merge_and_unload). */
-  get_base_model(): GPT2LMHeadModel {
+  /** The wrapped model (which carries the adapters too until merge_and_unload). */
+  get_base_model(): M {
     return this.#base;
   }
 
@@ -353,15 +395,18 @@ export class PeftModel extends ModelBase {
   override named_parameters(): [string, Tensor][] {
     const lora = new Map(this.#lora());
     const out: [string, Tensor][] = [];
-    for (const [name, t] of super.named_parameters()) {
-      const module = name.replace(/\.(weight|bias)$/, "");
+    const base = super.named_parameters();
+    const moduleOf = (name: string) => name.replace(/\.(weight|bias)$/, "");
+    base.forEach(([name, t], i) => {
+      const module = moduleOf(name);
       const adapted = lora.has(`${module}.lora_A.weight`);
       out.push([PREFIX + (adapted ? `${module}.base_layer.${name.slice(module.length + 1)}` : name), t]);
-      if (adapted && name.endsWith(".bias")) {
+      // the adapter after its layer's weight and bias
+      if (adapted && (i + 1 === base.length || moduleOf(base[i + 1]![0]) !== module)) {
         out.push([`${PREFIX}${module}.lora_A.default.weight`, lora.get(`${module}.lora_A.weight`)!]);
         out.push([`${PREFIX}${module}.lora_B.default.weight`, lora.get(`${module}.lora_B.weight`)!]);
       }
-    }
+    });
     return out;
   }
 
@@ -406,13 +451,13 @@ export class PeftModel extends ModelBase {
   }
 
   /** Folds the adapters into the base weights and returns the base model (the fast decoding paths apply again). */
-  async merge_and_unload(): Promise<GPT2LMHeadModel> {
+  async merge_and_unload(): Promise<M> {
     await withStack(() => this._enqueue(() => this._native.removeLora({ merge: true })));
     return this.#base;
   }
 
   /** Removes the adapters without merging and returns the base model as it was. */
-  async unload(): Promise<GPT2LMHeadModel> {
+  async unload(): Promise<M> {
     await withStack(() => this._enqueue(() => this._native.removeLora({ merge: false })));
     return this.#base;
   }
@@ -421,11 +466,11 @@ export class PeftModel extends ModelBase {
    * Loads an adapter (adapter_config.json + adapter_model.safetensors, from a directory or the Hub) onto `model`.
    * As PEFT: for inference unless is_trainable.
    */
-  static async from_pretrained(
-    model: PreTrainedModel,
+  static async from_pretrained<B extends PreTrainedModel>(
+    model: B,
     model_id: string,
     options: { is_trainable?: boolean; adapter_name?: string; revision?: string; local_files_only?: boolean } = {},
-  ): Promise<PeftModel> {
+  ): Promise<PeftModel<B>> {
     checkLoraModel(model);
     check.string("model_id", model_id);
     if (!isPlainObject(options)) throw invalid("options", "an object", options);

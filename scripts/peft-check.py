@@ -2,10 +2,11 @@
 """Python's peft and transformers on the files torchlm reads and writes (test/peft.test.ts).
 
     peft-check.py load  --base DIR --adapter DIR --ids JSON --out FILE [--merged DIR]
-        peft loads torchlm's adapter onto transformers' GPT-2 from DIR; writes the logits for ids (and, with --merged,
+        peft loads torchlm's adapter onto transformers' model from DIR (AutoModelForCausalLM: GPT-2 or Llama-family); writes the logits for ids (and, with --merged,
         those of the merged model torchlm saved, loaded by transformers alone) to FILE as safetensors.
     peft-check.py make  --base DIR --adapter-out DIR --ids JSON --out FILE --rows JSON --steps N
-        get_peft_model (r 4 on c_attn, c_proj, c_fc; B drawn at random so that the adapter matters), saved to
+        get_peft_model (r 4 on --targets, by default GPT-2's c_attn, c_proj, c_fc; B drawn at random so that the
+        adapter matters), saved to
         adapter-out; its logits for ids to FILE; then the saved adapter trained N steps with transformers' Trainer
         (in order, batch 2, AdamW 1e-3, weight decay 0.1, clipping 1.0). Prints the Trainer's log_history, PEFT's
         parameter names and its trainable and total counts.
@@ -18,7 +19,7 @@ import tempfile
 import torch
 from safetensors.torch import save_file
 from torch.utils.data import Dataset, SequentialSampler
-from transformers import GPT2LMHeadModel, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 from peft import LoraConfig, PeftModel, get_peft_model
 
 torch.manual_seed(0)
@@ -32,18 +33,19 @@ def logits(model, ids):
 
 def load(a):
     ids = json.loads(a.ids)
-    out = {"logits": logits(PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(a.base), a.adapter), ids)}
+    out = {"logits": logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(a.base), a.adapter), ids)}
     if a.merged:
-        out["merged"] = logits(GPT2LMHeadModel.from_pretrained(a.merged), ids)
+        out["merged"] = logits(AutoModelForCausalLM.from_pretrained(a.merged), ids)
     save_file(out, a.out)
     print(json.dumps({"ok": True}))
 
 
 def make(a):
     ids = json.loads(a.ids)
-    model = get_peft_model(GPT2LMHeadModel.from_pretrained(a.base),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"],
-                                      fan_in_fan_out=True, task_type="CAUSAL_LM"))
+    base = AutoModelForCausalLM.from_pretrained(a.base)
+    conv1d = base.config.model_type == "gpt2"  # Conv1D's [in, out] weights
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=json.loads(a.targets),
+                                            fan_in_fan_out=conv1d, task_type="CAUSAL_LM"))
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -71,7 +73,7 @@ def make(a):
         x = torch.tensor([f["input_ids"] for f in feats])
         return {"input_ids": x, "labels": x.clone()}
 
-    trained = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(a.base), a.adapter_out, is_trainable=True)
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(a.base), a.adapter_out, is_trainable=True)
     trained.train()
     args = TrainingArguments(output_dir=os.path.join(tempfile.gettempdir(), "peft-check"), per_device_train_batch_size=2, max_steps=a.steps, learning_rate=1e-3,
                              weight_decay=0.1, max_grad_norm=1.0, lr_scheduler_type="constant", logging_steps=1, save_strategy="no",
@@ -97,6 +99,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--rows", required=True)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--targets", default='["c_attn", "c_proj", "c_fc"]')
     a = ap.parse_args()
     {"load": load, "make": make}[a.cmd](a)
 

@@ -349,7 +349,7 @@ describe("the Llama family's configs and refusals", () => {
     expect(() => new LlamaConfig({ hidden_size: 64, num_attention_heads: 4, ...values })).toThrow(message);
   });
 
-  test("q8 / q4 and LoRA say they are GPT-2's so far; an unknown model_type names the supported ones", async () => {
+  test("q8 / q4 say they are GPT-2's so far; an unknown model_type names the supported ones", async () => {
     const small = {
       vocab_size: 64,
       hidden_size: 32,
@@ -358,7 +358,9 @@ describe("the Llama family's configs and refusals", () => {
       num_attention_heads: 2,
     };
     const m = await LlamaForCausalLM.from_config(small, { seed: 1 });
-    expect(() => get_peft_model(m, new LoraConfig({ r: 2, target_modules: ["q_proj"] }))).toThrow(/LoRA is supported/);
+    expect(() => get_peft_model(m, new LoraConfig({ r: 2, target_modules: ["lm_head"] }))).toThrow(
+      "LoRA target lm_head is not a linear layer of a block",
+    );
     const dir = mkdtempSync(join(tmpdir(), "torchlm-llama-q-"));
     await m.save_pretrained(dir);
     await expect(AutoModelForCausalLM.from_pretrained(dir, { dtype: "q8" })).rejects.toThrow(/not supported for llama/);

@@ -1,11 +1,12 @@
 // Child process of test/distributed.test.ts: trains the tiny model with the Trainer, in one process or as one
 // rank of a job started by `torchlm launch`; rank 0 saves the model and prints the log history.
 // argv: distIndex modelDir outDir batchSize maxSteps mode (ok | kill | throw | resume | lora)
-// lora: LoRA adapters, drawn from a different seed on each rank (the Trainer's broadcast must make them rank 0's).
+// lora: LoRA adapters, drawn from a different seed on each rank (the Trainer's broadcast must make them rank 0's), on
+// GPT-2's Conv1D layers or a Llama-family block's linear layers. The model is whatever modelDir holds.
 const [, , distIndex, modelDir, outDir, bsArg, stepsArg, mode = "ok"] = process.argv;
 const {
+  AutoModelForCausalLM,
   Dataset,
-  GPT2LMHeadModel,
   LoraConfig,
   Trainer,
   TrainerCallback,
@@ -15,9 +16,11 @@ const {
   tensor,
 } = await import(distIndex);
 
+let model = await AutoModelForCausalLM.from_pretrained(modelDir);
+const vocab = Math.min(50000, model.config.vocab_size);
 let s = 7;
 const rnd = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-const rows = (n, T = 16) => Array.from({ length: n }, () => Array.from({ length: T }, () => Math.floor(rnd() * 50000)));
+const rows = (n, T = 16) => Array.from({ length: n }, () => Array.from({ length: T }, () => Math.floor(rnd() * vocab)));
 const train = Dataset.from_dict({ input_ids: rows(24) });
 const evalDs = Dataset.from_dict({ input_ids: rows(5) });
 const collate = (b) => {
@@ -34,13 +37,13 @@ class Fault extends TrainerCallback {
   }
 }
 
-let model = await GPT2LMHeadModel.from_pretrained(modelDir);
 if (mode === "lora") {
   set_seed(rank);
-  model = get_peft_model(
-    model,
-    new LoraConfig({ r: 4, lora_alpha: 8, target_modules: ["c_attn", "c_proj", "c_fc"], fan_in_fan_out: true }),
-  );
+  const gpt2 = model.config.model_type === "gpt2";
+  const target_modules = gpt2
+    ? ["c_attn", "c_proj", "c_fc"]
+    : ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+  model = get_peft_model(model, new LoraConfig({ r: 4, lora_alpha: 8, target_modules, fan_in_fan_out: gpt2 }));
 }
 const args = new TrainingArguments({
   output_dir: outDir,

@@ -26,6 +26,12 @@ void CausalLM::Apply(const std::function<at::Tensor(const at::Tensor&)>& fn) {
     t = fn(t.detach());
     if (rg) t.requires_grad_(true);
   }
+  for (auto& [name, l] : lora_)
+    for (at::Tensor* t : {&l.A, &l.B}) {
+      const bool rg = t->requires_grad();
+      *t = fn(t->detach());
+      if (rg) t->requires_grad_(true);
+    }
   Bind();
 }
 
@@ -56,11 +62,6 @@ NamedTensors CausalLM::SavedTensors() const {
   return out;
 }
 
-void CausalLM::AddLora(const std::vector<std::string>&, int64_t, double, double, bool) {
-  throw UserError("LoRA is not supported for this architecture yet");
-}
-void CausalLM::CopyLora(const NamedTensors&) { throw UserError("LoRA is not supported for this architecture yet"); }
-void CausalLM::RemoveLora(bool) { throw UserError("LoRA is not supported for this architecture yet"); }
 void CausalLM::LoadQuantizing(NamedTensors, const std::vector<std::string>&, const std::function<at::Tensor(size_t)>&,
                               const std::string& kind) {
   throw UserError(kind + " weights are not supported for this architecture yet: load it in float32 or bfloat16");

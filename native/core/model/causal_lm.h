@@ -5,8 +5,10 @@
 #pragma once
 
 #include "core/common.h"
+#include "core/model/lora.h"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -88,12 +90,18 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   // Block i's parameters (then its LoRA adapters' A and B): what its backward hands gradients to.
   virtual std::vector<at::Tensor> LayerParameters(int64_t i) const = 0;
 
-  // LoRA (PEFT's LoraModel) on the modules PEFT names, and q8 / q4 decoding: architectures without them refuse.
-  virtual void AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout,
-                       bool trainable);
-  virtual NamedTensors LoraParameters() const { return {}; }
-  virtual void CopyLora(const NamedTensors& tensors);
-  virtual void RemoveLora(bool merge);
+  // LoRA (PEFT's LoraModel), the same for every architecture (core/model/causal_lm_lora.cc). Modules are the model's
+  // names without ".weight" ("h.0.attn.c_attn", "model.layers.0.self_attn.q_proj"); each gets a new adapter of rank r
+  // in the model's dtype and device. `trainable`: the adapters require grad (the base weights never do while adapters
+  // are on). An architecture says which modules LoRA can adapt (LoraAdaptable) and binds its layers to lora_.
+  void AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout, bool trainable);
+  // The adapters' tensors as "<module>.lora_A.weight", "<module>.lora_B.weight", in the model's parameter order.
+  NamedTensors LoraParameters() const;
+  // Copies tensors named as LoraParameters() into the adapters in place; every adapter must be given, shapes checked.
+  void CopyLora(const NamedTensors& tensors);
+  // Drops every adapter, first folding it into its base weight with `merge`; the base weights require grad again.
+  void RemoveLora(bool merge);
+  bool HasLora() const { return !lora_.empty(); }
   // Whether a checkpoint tensor is one q8 / q4 store quantized (read one at a time by LoadQuantizing).
   virtual bool Quantizable(const std::string& checkpoint_name) const { return false; }
   virtual void LoadQuantizing(NamedTensors tensors, const std::vector<std::string>& quantizable,
@@ -126,6 +134,14 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
  protected:
   NamedTensors params_;
   std::string quantization_;
+  std::map<std::string, Lora> lora_;  // by module name; the architecture's layers point into it (Bind)
+  // Whether LoRA can adapt a module, and a phrase naming the modules it can (for the error that refuses another).
+  virtual bool LoraAdaptable(const std::string&) const { return false; }
+  virtual std::string LoraModules() const { return "a layer LoRA adapts: this architecture has no LoRA yet"; }
+  // PEFT's fan_in_fan_out: weights stored [in, out] (GPT-2's Conv1D) rather than nn.Linear's [out, in].
+  virtual bool FanInFanOut() const { return false; }
+  // The adapter on a module, or null.
+  const Lora* FindLora(const std::string& module) const;
   // After Load / InitRandom / Apply: the architecture's views of params_.
   virtual void Bind() = 0;
 };

@@ -26,9 +26,10 @@ Lora NewLora(int64_t in, int64_t out, int64_t r, double scaling, double dropout,
   return l;
 }
 
-void MergeLora(const Lora& l, const at::Tensor& w) {
+void MergeLora(const Lora& l, const at::Tensor& w, bool fan_in_fan_out) {
   at::NoGradGuard ng;
-  at::Tensor delta = at::mm(l.B.to(at::kFloat), l.A.to(at::kFloat)).t().mul_(l.scaling);
+  at::Tensor delta = at::mm(l.B.to(at::kFloat), l.A.to(at::kFloat)).mul_(l.scaling);
+  if (fan_in_fan_out) delta = delta.t();
   w.detach().add_(delta.to(w.scalar_type()));
 }
 

@@ -1,4 +1,4 @@
-// LoRA adapters on GPT-2's Conv1D layers, as PEFT's LoraLayer computes them.
+// LoRA adapters, as PEFT's LoraLayer computes them (on nn.Linear, or GPT-2's Conv1D with fan_in_fan_out).
 #pragma once
 
 #include "core/common.h"
@@ -17,7 +17,8 @@ at::Tensor LoraDelta(const Lora& l, const at::Tensor& x, bool training, at::Scal
 // PEFT's initialisation: A as nn.Linear's kaiming_uniform(a = sqrt(5)), that is U(-1/sqrt(in), 1/sqrt(in)); B zeros,
 // so a new adapter leaves the model's outputs unchanged.
 Lora NewLora(int64_t in, int64_t out, int64_t r, double scaling, double dropout, const at::TensorOptions& options);
-// The adapter folded into a Conv1D weight w [in, out]: w += (B A)^T * scaling.
-void MergeLora(const Lora& l, const at::Tensor& w);
+// The adapter folded into its base weight: w [out, in] += B A * scaling, or with fan_in_fan_out (a Conv1D weight
+// [in, out]) its transpose.
+void MergeLora(const Lora& l, const at::Tensor& w, bool fan_in_fan_out);
 
 }  // namespace torchlm

@@ -61,6 +61,10 @@ bool GPT2::IsConv1DWeight(const std::string& name) {
   return false;
 }
 
+std::string GPT2::LoraModules() const {
+  return "a Conv1D layer of this model (c_attn, c_proj or c_fc of h.0 to h." + std::to_string(cfg_.n_layer - 1) + ")";
+}
+
 void GPT2::LoadChecked(NamedTensors tensors, bool allow_int8) {
   params_.clear();
   // params_ holds the only references after Match, so a weight laid out again frees its first copy at once
@@ -124,10 +128,7 @@ void GPT2::Bind() {
                             m.at(p + "attn.c_attn.bias"), m.at(p + "attn.c_proj.weight"), m.at(p + "attn.c_proj.bias"),
                             m.at(p + "ln_2.weight"), m.at(p + "ln_2.bias"), m.at(p + "mlp.c_fc.weight"),
                             m.at(p + "mlp.c_fc.bias"), m.at(p + "mlp.c_proj.weight"), m.at(p + "mlp.c_proj.bias")});
-    auto lora = [&](const std::string& module) -> const Lora* {
-      auto it = lora_.find(p + module);
-      return it == lora_.end() ? nullptr : &it->second;
-    };
+    auto lora = [&](const std::string& module) { return FindLora(p + module); };
     Layer& L = layers_.back();
     auto quantized = [&](const std::string& module) -> const QWeight* {
       auto it = quant_.find(p + module + ".weight");

@@ -83,19 +83,6 @@ class GPT2 : public CausalLM {
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
   std::vector<at::Tensor> LayerParameters(int64_t i) const override;
 
-  // LoRA (PEFT's LoraModel). Modules are Conv1D names ("h.0.attn.c_attn", "h.3.mlp.c_proj"); each gets a new adapter
-  // of rank r in the model's dtype and device. `trainable`: the adapters require grad (the base weights never do while
-  // adapters are on).
-  void AddLora(const std::vector<std::string>& modules, int64_t r, double scaling, double dropout,
-               bool trainable) override;
-  // The adapters' tensors as "h.0.attn.c_attn.lora_A.weight", "...lora_B.weight", in the model's parameter order.
-  NamedTensors LoraParameters() const override;
-  // Copies tensors named as LoraParameters() into the adapters in place; every adapter must be given, shapes checked.
-  void CopyLora(const NamedTensors& tensors) override;
-  // Drops every adapter, first folding it into its base weight with `merge`; the base weights require grad again.
-  void RemoveLora(bool merge) override;
-  bool HasLora() const { return !lora_.empty(); }
-
   // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head in 8 bits per block
   // of 32, "q4" the Conv1D weights in 4 bits and the LM head in 6 (the token embeddings stay float32 for lookups).
   // Inference only, on the CPU.
@@ -118,9 +105,12 @@ class GPT2 : public CausalLM {
   GPT2Config cfg_;
   at::Tensor wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Layer> layers_;
-  std::map<std::string, Lora> lora_;      // by module name; Layer points into it
   std::map<std::string, QWeight> quant_;  // by parameter name; Layer points into it
   QWeight lm_head_q_;
+  // LoRA adapts the Conv1D layers (c_attn, c_proj, c_fc), stored [in, out].
+  bool LoraAdaptable(const std::string& module) const override { return IsConv1DWeight(module + ".weight"); }
+  std::string LoraModules() const override;
+  bool FanInFanOut() const override { return true; }
   void LoadChecked(NamedTensors tensors, bool allow_int8);
   void Bind() override;
   void LayOutConv1D();

@@ -86,14 +86,34 @@ void Llama::Bind() {
   layers_.clear();
   for (int64_t i = 0; i < cfg_.num_hidden_layers; i++) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    const std::string a = p + "self_attn.", f = p + "mlp.";
-    layers_.push_back(LlamaLayer{
-        m.at(p + "input_layernorm.weight"), m.at(a + "q_proj.weight"), get(a + "q_proj.bias"),
-        m.at(a + "k_proj.weight"), get(a + "k_proj.bias"), m.at(a + "v_proj.weight"), get(a + "v_proj.bias"),
-        m.at(a + "o_proj.weight"), get(a + "o_proj.bias"), get(a + "q_norm.weight"), get(a + "k_norm.weight"),
-        m.at(p + "post_attention_layernorm.weight"), m.at(f + "gate_proj.weight"), get(f + "gate_proj.bias"),
-        m.at(f + "up_proj.weight"), get(f + "up_proj.bias"), m.at(f + "down_proj.weight"), get(f + "down_proj.bias")});
+    auto linear = [&](const std::string& module) {
+      return LlamaLinear{m.at(p + module + ".weight"), get(p + module + ".bias"), FindLora(p + module)};
+    };
+    layers_.push_back(LlamaLayer{m.at(p + "input_layernorm.weight"), linear("self_attn.q_proj"),
+                                 linear("self_attn.k_proj"), linear("self_attn.v_proj"), linear("self_attn.o_proj"),
+                                 get(p + "self_attn.q_norm.weight"), get(p + "self_attn.k_norm.weight"),
+                                 m.at(p + "post_attention_layernorm.weight"), linear("mlp.gate_proj"),
+                                 linear("mlp.up_proj"), linear("mlp.down_proj")});
   }
+}
+
+static const char* const kLinears[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                       "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+
+bool Llama::LoraAdaptable(const std::string& module) const {
+  const std::string p = "model.layers.";
+  if (module.compare(0, p.size(), p) != 0) return false;
+  const size_t dot = module.find('.', p.size());
+  if (dot == std::string::npos) return false;
+  for (const char* l : kLinears)
+    if (module.compare(dot + 1, std::string::npos, l) == 0) return true;
+  return false;
+}
+
+std::string Llama::LoraModules() const {
+  return "a linear layer of this model (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj of "
+         "model.layers.0 to model.layers." +
+         std::to_string(cfg_.num_hidden_layers - 1) + ")";
 }
 
 // transformers' _compute_default_rope_parameters, _compute_linear_scaling_rope_parameters and
@@ -127,12 +147,17 @@ KVCache Llama::NewCache(int64_t batch, int64_t capacity) const {
 }
 
 // nn.Linear (weights [out, in]): the matrix-vector kernel for one row, oneDNN for many, else libtorch's linear.
-static at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+static at::Tensor LinearBase(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (!at::GradMode::is_enabled() && x.scalar_type() == at::kFloat)
     if (at::Tensor y = MatVecNK(x, w); y.defined()) return b.defined() ? y.add_(b) : y;
   if (at::Tensor y = GemmLinear(x, w, b, true); y.defined()) return y;
   if (at::Tensor y = TrainLinear(x, w, b, true); y.defined()) return y;
   return at::linear(x, w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+}
+
+at::Tensor Llama::Linear(const at::Tensor& x, const LlamaLinear& l) const {
+  at::Tensor y = LinearBase(x, l.weight, l.bias);
+  return l.lora ? y + LoraDelta(*l.lora, x, training, y.scalar_type()) : y;
 }
 
 // LlamaRMSNorm: the mean square in float32, the weight applied in the input's dtype.
@@ -178,17 +203,16 @@ at::Tensor Llama::Block(int64_t i, const at::Tensor& x0, const BlockInputs& in, 
   const at::Tensor x = x0 + Attention(i, RMSNorm(x0, L.input_layernorm), in, cache);
   const at::Tensor h = RMSNorm(x, L.post_attention_layernorm);
   // LlamaMLP: down(silu(gate(h)) * up(h))
-  return x + Linear(at::silu(Linear(h, L.gate_proj_w, L.gate_proj_b)) * Linear(h, L.up_proj_w, L.up_proj_b),
-                    L.down_proj_w, L.down_proj_b);
+  return x + Linear(at::silu(Linear(h, L.gate_proj)) * Linear(h, L.up_proj), L.down_proj);
 }
 
 at::Tensor Llama::Attention(int64_t i, const at::Tensor& x, const BlockInputs& in, KVCache* cache) {
   const LlamaLayer& L = layers_[i];
   const int64_t B = x.size(0), T = x.size(1), H = cfg_.num_attention_heads, KV = cfg_.num_key_value_heads,
                 D = cfg_.head_dim;
-  at::Tensor q = Linear(x, L.q_proj_w, L.q_proj_b).view({B, T, H, D});
-  at::Tensor k = Linear(x, L.k_proj_w, L.k_proj_b).view({B, T, KV, D});
-  const at::Tensor v = Linear(x, L.v_proj_w, L.v_proj_b).view({B, T, KV, D}).transpose(1, 2);
+  at::Tensor q = Linear(x, L.q_proj).view({B, T, H, D});
+  at::Tensor k = Linear(x, L.k_proj).view({B, T, KV, D});
+  const at::Tensor v = Linear(x, L.v_proj).view({B, T, KV, D}).transpose(1, 2);
   if (cfg_.qk_norm) {  // Qwen3: each head's query and key normalised before the rotation
     q = RMSNorm(q, L.q_norm);
     k = RMSNorm(k, L.k_norm);
@@ -212,7 +236,7 @@ at::Tensor Llama::Attention(int64_t i, const at::Tensor& x, const BlockInputs& i
     }
     y = Attend(q, keys, values, in.bias, !in.bias.defined() && T > 1);
   }
-  return Linear(y.transpose(1, 2).reshape({B, T, H * D}), L.o_proj_w, L.o_proj_b);
+  return Linear(y.transpose(1, 2).reshape({B, T, H * D}), L.o_proj);
 }
 
 at::Tensor Llama::RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache,
@@ -253,15 +277,19 @@ at::Tensor Llama::Attend(const at::Tensor& q, const at::Tensor& k0, const at::Te
 
 std::vector<at::Tensor> Llama::LayerParameters(int64_t i) const {
   const LlamaLayer& L = layers_[i];
+  const LlamaLinear* linears[] = {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj};
   std::vector<at::Tensor> ps;
-  for (const at::Tensor& t : {L.input_layernorm, L.q_proj_w, L.q_proj_b, L.k_proj_w, L.k_proj_b, L.v_proj_w, L.v_proj_b,
-                              L.o_proj_w, L.o_proj_b, L.q_norm, L.k_norm, L.post_attention_layernorm, L.gate_proj_w,
-                              L.gate_proj_b, L.up_proj_w, L.up_proj_b, L.down_proj_w, L.down_proj_b})
+  for (const at::Tensor& t : {L.input_layernorm, L.q_norm, L.k_norm, L.post_attention_layernorm})
     if (t.defined()) ps.push_back(t);
+  for (const LlamaLinear* l : linears)
+    for (const at::Tensor& t : {l->weight, l->bias})
+      if (t.defined()) ps.push_back(t);
+  for (const LlamaLinear* l : linears)
+    if (l->lora) ps.insert(ps.end(), {l->lora->A, l->lora->B});
   return ps;
 }
 
-at::Tensor Llama::Logits(const at::Tensor& hidden) const { return Linear(hidden, lm_head_, at::Tensor()); }
+at::Tensor Llama::Logits(const at::Tensor& hidden) const { return LinearBase(hidden, lm_head_, at::Tensor()); }
 
 at::Tensor Llama::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
   if (at::Tensor loss = LMHeadLoss(hidden, lm_head_, labels); loss.defined()) return loss;

@@ -31,10 +31,18 @@ struct LlamaConfig {
   RopeConfig rope;
 };
 
+// One nn.Linear of a block: weight [out, in], its bias (or undefined) and its LoRA adapter (or null).
+struct LlamaLinear {
+  at::Tensor weight, bias;
+  const Lora* lora = nullptr;
+};
+
 struct LlamaLayer {
-  at::Tensor input_layernorm, q_proj_w, q_proj_b, k_proj_w, k_proj_b, v_proj_w, v_proj_b, o_proj_w, o_proj_b;
+  at::Tensor input_layernorm;
+  LlamaLinear q_proj, k_proj, v_proj, o_proj;
   at::Tensor q_norm, k_norm;  // Qwen3, else undefined
-  at::Tensor post_attention_layernorm, gate_proj_w, gate_proj_b, up_proj_w, up_proj_b, down_proj_w, down_proj_b;
+  at::Tensor post_attention_layernorm;
+  LlamaLinear gate_proj, up_proj, down_proj;
 };
 
 class Llama : public CausalLM {
@@ -75,6 +83,11 @@ class Llama : public CausalLM {
   at::Tensor inv_freq_;                       // float32, on the model's device
   std::vector<LlamaLayer> layers_;
   void Bind() override;
+  // LoRA adapts a block's linear layers (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).
+  bool LoraAdaptable(const std::string& module) const override;
+  std::string LoraModules() const override;
+  // nn.Linear, with its adapter's term added where it has one (PEFT's LoraLayer.forward).
+  at::Tensor Linear(const at::Tensor& x, const LlamaLinear& l) const;
   at::Tensor RMSNorm(const at::Tensor& x, const at::Tensor& w) const;
   at::Tensor Attention(int64_t i, const at::Tensor& x, const BlockInputs& in, KVCache* cache);
   // Continuous batching's ragged step: each row's new key and value into its slot, then its query against that slot.
