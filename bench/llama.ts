@@ -3,7 +3,8 @@
 // bfloat16 (with the memory-read limit measured in the same rounds), and a training step of 16 x 64 (AdamW, clipping)
 // as transformers' Trainer and torchlm's native step run it, whole and with LoRA (r 8 on the seven linear layers, as
 // peft + the Trainer). Rounds interleaved; medians; ratios.
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LlamaForCausalLM, LoraConfig, get_peft_model, tensor, type PreTrainedModel } from "../lib/index.js";
 import { binding } from "../lib/native.js";
@@ -54,17 +55,29 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
     o.dispose();
     return { seconds, tokens };
   };
-  for (const dtype of ["float32", "bfloat16"] as const) {
+  for (const dtype of ["float32", "bfloat16", "q8", "q4"] as const) {
     const model = await LlamaForCausalLM.from_pretrained(dir, { dtype });
-    const weightsBytes = model.num_parameters() * (dtype === "float32" ? 4 : 2);
-    const hf = await Peer.start("transformers", await benchPython(), [
-      join(root, "bench", "hf_peer.py"),
-      dir,
-      String(threads),
-      dtype,
-    ]);
+    const quantized = dtype === "q8" || dtype === "q4";
+    // what a token reads: every weight but the embeddings (one row of them); q8 / q4 as their checkpoint stores them
+    let weightsBytes = model.num_parameters() * (dtype === "float32" ? 4 : 2);
+    if (quantized) {
+      const saved = mkdtempSync(join(tmpdir(), "torchlm-bench-llama-q-"));
+      await model.save_pretrained(saved);
+      const E = SMOLLM2_135M.hidden_size;
+      weightsBytes = statSync(join(saved, "model.safetensors")).size - V * E * 4;
+      rmSync(saved, { recursive: true, force: true });
+    }
+    // transformers has no q8 / q4 of its own on the CPU: those rows are torchlm's against the memory-read limit
+    const hf = quantized
+      ? null
+      : await Peer.start("transformers", await benchPython(), [
+          join(root, "bench", "hf_peer.py"),
+          dir,
+          String(threads),
+          dtype,
+        ]);
     await greedy(model);
-    await hf.run("decode1");
+    await hf?.run("decode1");
     const ours: number[] = [],
       theirs: number[] = [],
       bw: number[] = [];
@@ -73,6 +86,7 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
       bw.push(await readGBs());
       const g = await greedy(model);
       ours.push(g.seconds);
+      if (!hf) continue;
       const h = await hf.run("decode1");
       theirs.push(h.seconds);
       same &&= JSON.stringify(h.tokens) === JSON.stringify(g.tokens);
@@ -82,11 +96,12 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
     rows.push({
       row: `decode b1 ${dtype} (8 + 128 tokens)`,
       torchlm: tps,
-      transformers: 128 / median(theirs),
+      transformers: hf ? 128 / median(theirs) : null,
       unit: "tokens/s",
       note:
         `${((100 * tps) / limit).toFixed(0)}% of the memory-read limit ` +
-        `(${median(bw).toFixed(1)} GB/s over ${(weightsBytes / 1e6).toFixed(0)} MB); same greedy tokens: ${same}`,
+        `(${median(bw).toFixed(1)} GB/s over ${(weightsBytes / 1e6).toFixed(0)} MB)` +
+        (hf ? `; same greedy tokens: ${same}` : ""),
     });
     if (dtype === "float32") {
       // a training step of 16 x 64: torchlm's native step (what Trainer runs each batch) and transformers' Trainer
@@ -137,14 +152,14 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
           hft: number[] = [];
         for (let r = 0; r < rounds; r++) {
           mine.push(await step());
-          hft.push((await hf.run(cmd)).seconds);
+          hft.push((await hf!.run(cmd)).seconds);
         }
         rows.push({ row, torchlm: 1 / median(mine), transformers: 1 / median(hft), unit: "steps/s" });
       }
       ids.dispose();
       await lora.dispose();
     }
-    await hf.stop();
+    await hf?.stop();
     await model.dispose();
   }
   return rows;

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """An independent reference for torchlm's q8 and q4 (test/quant.test.ts): transformers' GPT-2 with its Conv1D layers
-and tied LM head computed from weights quantized as each scheme describes it, in float64:
+and tied LM head, or a Llama-family model with its blocks' nn.Linear layers and its LM head (tied or not), computed from
+weights quantized as each scheme describes it, in float64:
   q8  symmetric int8 per block of 32 inputs, scale max|w| / 127 stored as float16, w / scale rounded half to even
       (llama.cpp's q8_0);
   q4  per block of 32, d = m / -8 for the block's value m of largest magnitude (the first on a tie) stored as float16,
       u = floor(w / d + 8.5) clamped to 0..15, w ~ (u - 8) d (llama.cpp's q4_0); the tied LM head in q6, the same
-      scheme on -32..31 (d = m / -32, u = floor(w / d + 32.5) clamped to 0..63, w ~ (u - 32) d).
+      scheme on -32..31 (d = m / -32, u = floor(w / d + 32.5) clamped to 0..63, w ~ (u - 32) d); the LM head,
+      tied or not, likewise.
 The values are computed against the stored (float16) scale; the float16 is the one nearest the float32 nearest the
 double, as torch's .float().half() gives.
 
@@ -20,7 +22,7 @@ import json
 
 import torch
 from safetensors.torch import save_file
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
 B = 32
@@ -59,17 +61,23 @@ def linear(x, w_nk, bias, quant_x, bits):
 
 
 def logits(model, ids, quant_x, bits):
-    def conv_forward(self, x):
-        return linear(x, self.weight.t(), self.bias, quant_x, bits).to(x.dtype)
+    head_bits = 6 if bits == 4 else 8
+    if model.config.model_type == "gpt2":
+        layer, base, weight = Conv1D, model.transformer, lambda m: m.weight.t()
+    else:  # the blocks' linear layers; the head is computed below
+        layer, base, weight = torch.nn.Linear, model.model, lambda m: m.weight
 
-    original = Conv1D.forward
-    Conv1D.forward = conv_forward
+    def forward(self, x):
+        return linear(x, weight(self), self.bias, quant_x, bits).to(x.dtype)
+
+    original = layer.forward
+    layer.forward = forward
     try:
         with torch.no_grad():
-            h = model.transformer(input_ids=ids).last_hidden_state
-            return linear(h, model.transformer.wte.weight, None, quant_x, 6 if bits == 4 else 8).float().contiguous()
+            h = base(input_ids=ids).last_hidden_state
+            return linear(h, model.get_output_embeddings().weight, None, quant_x, head_bits).float().contiguous()
     finally:
-        Conv1D.forward = original
+        layer.forward = original
 
 
 def main():
@@ -79,7 +87,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--bits", type=int, choices=[8, 4], default=8)
     a = ap.parse_args()
-    model = GPT2LMHeadModel.from_pretrained(a.model).eval()
+    model = AutoModelForCausalLM.from_pretrained(a.model, attn_implementation="eager").eval()
     ids = torch.tensor(json.loads(a.ids))
     save_file({"weights": logits(model, ids, False, a.bits), "x8": logits(model, ids, True, a.bits)}, a.out)
     print(json.dumps({"ok": True}))

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import {
+  AutoModelForCausalLM,
   AutoTokenizer,
   GPT2LMHeadModel,
   LoraConfig,
@@ -136,6 +137,91 @@ describe.each([
       expect(f(best.logits)).toEqual(f(scalar.logits));
     },
   );
+});
+
+// The Llama family on the same engine: the blocks' nn.Linear layers and the LM head (tied, or untied and quantized as
+// it loads) against the same reference; a q8 / q4 checkpoint saved and loaded back as it is; continuous batching.
+describe.each([
+  ["q8", "qwen2", true],
+  ["q4", "qwen2", true],
+  ["q8", "llama", false],
+  ["q4", "llama", false],
+] as const)("%s %s (tied head: %s) against the reference", (dtype, model_type, tied) => {
+  const V = 320;
+  const dir = mkdtempSync(join(tmpdir(), "torchlm-quant-llama-"));
+  const out = join(dir, "ref.safetensors");
+  const short = [ids(16, 1).map((x) => x % V)],
+    long = [ids(40, 2).map((x) => x % V)];
+  let ref16: Record<string, Float32Array>, ref40: Record<string, Float32Array>;
+  beforeAll(async () => {
+    const m = await AutoModelForCausalLM.from_config(
+      {
+        model_type,
+        vocab_size: V,
+        hidden_size: 64,
+        intermediate_size: 160,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        max_position_embeddings: 128,
+        tie_word_embeddings: tied,
+      },
+      { seed: 11 },
+    );
+    await m.save_pretrained(dir);
+    await m.dispose();
+    const get = async (x: number[][]) => {
+      pythonJson("quant-check.py", [
+        "--model",
+        dir,
+        "--ids",
+        JSON.stringify(x),
+        "--out",
+        out,
+        "--bits",
+        dtype.slice(1),
+      ]);
+      const t = await load_file(out);
+      return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.data() as Float32Array]));
+    };
+    ref16 = await get(short);
+    ref40 = await get(long);
+  });
+
+  test("16 rows (activations quantized) and 40 rows (weights widened) match it; saved, it loads as it is", async () => {
+    const q = await AutoModelForCausalLM.from_pretrained(dir, { dtype });
+    expect(q.dtype).toBe(dtype);
+    const a = (await q.forward({ input_ids: short })).logits.data() as Float32Array;
+    const b = (await q.forward({ input_ids: long })).logits.data() as Float32Array;
+    // as for GPT-2: an activation at a rounding tie may round either way, so most positions within 1e-5, all 2e-2
+    const off: number[] = [];
+    for (let t = 0; t < 16; t++)
+      if (rel(a.subarray(t * V, (t + 1) * V), ref16.x8!.subarray(t * V, (t + 1) * V)) > 1e-5) off.push(t);
+    expect(off.length).toBeLessThan(8);
+    expect(rel(a, ref16.x8!)).toBeLessThan(2e-2);
+    expect(rel(b, ref40.weights!)).toBeLessThan(1e-5);
+    const f32 = await AutoModelForCausalLM.from_pretrained(dir);
+    const fb = (await f32.forward({ input_ids: long })).logits.data() as Float32Array;
+    expect(rel(fb, ref40.weights!)).toBeGreaterThan(100 * rel(b, ref40.weights!));
+    expect(q.num_parameters()).toBe(f32.num_parameters());
+    const saved = mkdtempSync(join(tmpdir(), "torchlm-quant-llama-saved-"));
+    await q.save_pretrained(saved);
+    const header = await readSafetensorsIndex(join(saved, "model.safetensors"));
+    const dtypes = new Map(header.entries.map((e) => [e.name, e.dtype]));
+    expect(dtypes.get("model.layers.0.mlp.down_proj.weight")).toBe(dtype === "q8" ? "I8" : "U8");
+    expect(dtypes.get("lm_head.weight")).toBe(dtype === "q8" ? "I8" : "U8");
+    expect(dtypes.get("model.embed_tokens.weight")).toBe("F32");
+    const back = await AutoModelForCausalLM.from_pretrained(saved);
+    expect(back.dtype).toBe(dtype);
+    expect((await back.forward({ input_ids: long })).logits.data()).toEqual(b);
+    // continuous batching: each request's greedy tokens are what generate gives it alone
+    const prompts = [short[0]!.slice(0, 5), long[0]!.slice(0, 9), short[0]!.slice(3, 6)];
+    const alone = [];
+    for (const p of prompts) alone.push((await q.generate([p], { max_new_tokens: 8, eos_token_id: null })).tolist()[0]);
+    const batch = await q.generate_batch(prompts, { max_new_tokens: 8, eos_token_id: null });
+    expect(prompts.map((p, i) => [...p, ...batch[i]!.generated_tokens])).toEqual(alone);
+    for (const m of [q, f32, back]) await m.dispose();
+  });
 });
 
 describe("fidelity on a trained model", () => {

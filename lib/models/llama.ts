@@ -252,17 +252,20 @@ export class Qwen3Config extends LlamaFamilyConfig {
 export class LlamaForCausalLM extends PreTrainedModel {
   static override config_class = LlamaConfig;
   static override architectures: readonly string[] = ["LlamaForCausalLM"];
+  static override quantizable = true;
   declare config: LlamaConfig;
 }
 
 export class Qwen2ForCausalLM extends PreTrainedModel {
   static override config_class = Qwen2Config;
   static override architectures: readonly string[] = ["Qwen2ForCausalLM"];
+  static override quantizable = true;
   declare config: Qwen2Config;
 }
 
 export class Qwen3ForCausalLM extends PreTrainedModel {
   static override config_class = Qwen3Config;
   static override architectures: readonly string[] = ["Qwen3ForCausalLM"];
+  static override quantizable = true;
   declare config: Qwen3Config;
 }

@@ -50,26 +50,6 @@ void CausalLM::SetRequiresGrad(bool on) {
   for (auto& [name, t] : params_) t.requires_grad_(on);
 }
 
-int64_t CausalLM::NumParameters() const {
-  int64_t n = 0;
-  for (const auto& [name, t] : params_) n += t.numel();
-  return n;
-}
-
-NamedTensors CausalLM::SavedTensors() const {
-  NamedTensors out;
-  for (const auto& [name, t] : params_) out.emplace_back(CheckpointName(name), t);
-  return out;
-}
-
-void CausalLM::LoadQuantizing(NamedTensors, const std::vector<std::string>&, const std::function<at::Tensor(size_t)>&,
-                              const std::string& kind) {
-  throw UserError(kind + " weights are not supported for this architecture yet: load it in float32 or bfloat16");
-}
-void CausalLM::LoadQuantized(NamedTensors, const std::string& kind) {
-  throw UserError(kind + " weights are not supported for this architecture yet: load it in float32 or bfloat16");
-}
-
 // Hugging Face's shifted labels without slicing the logits: position t is scored against label t + 1, and the last
 // position of each row is ignored (-100), so the [B * T, V] logits are read in place and their gradient written in
 // place, instead of copying a [B * (T - 1), V] slice and scattering its gradient back.

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "core/common.h"
+#include "core/kernels/quant.h"
 #include "core/model/lora.h"
 
 #include <functional>
@@ -65,10 +66,12 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   void SetRequiresGrad(bool on);
   virtual at::Device device() const = 0;
   virtual at::ScalarType dtype() const = 0;
-  // The float model's parameter count (a quantized weight counts its rows times its inputs).
-  virtual int64_t NumParameters() const;
-  // What save_pretrained writes, in checkpoint names.
-  virtual NamedTensors SavedTensors() const;
+  // The float model's parameter count (a quantized weight counts its rows times its inputs, whatever its storage).
+  int64_t NumParameters() const;
+  // What save_pretrained writes, in checkpoint names: the parameters, or for a quantized model each quantized weight as
+  // stored (q8 int8 [out, in], q4 uint8 [out, in / 2]) with "<name>_scale" [out, in / 32] beside it and the LM head's
+  // own copy as "lm_head.weight" / "lm_head.weight_scale".
+  NamedTensors SavedTensors() const;
 
   bool training = false;
   // Hugging Face's gradient checkpointing: in training with autograd, each block keeps only its input for backward
@@ -102,11 +105,19 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   // Drops every adapter, first folding it into its base weight with `merge`; the base weights require grad again.
   void RemoveLora(bool merge);
   bool HasLora() const { return !lora_.empty(); }
-  // Whether a checkpoint tensor is one q8 / q4 store quantized (read one at a time by LoadQuantizing).
+  // q8 / q4 decoding, the same for every architecture (core/model/causal_lm_quant.cc): "q8" stores the quantizable
+  // weights and the LM head in 8 bits per block of 32, "q4" them in 4 bits and the head in 6 (the token embeddings stay
+  // float32 for lookups). Inference only, on the CPU.
+  // Whether a checkpoint tensor is one q8 / q4 store quantized (read one at a time by LoadQuantizing): a block's
+  // linear weights, and an untied LM head.
   virtual bool Quantizable(const std::string& checkpoint_name) const { return false; }
-  virtual void LoadQuantizing(NamedTensors tensors, const std::vector<std::string>& quantizable,
-                              const std::function<at::Tensor(size_t)>& read, const std::string& kind);
-  virtual void LoadQuantized(NamedTensors tensors, const std::string& kind);
+  // A float checkpoint quantized as it loads: `tensors` are the float32 tensors other than the quantizable ones, and
+  // read(i) reads the one named quantizable[i], which is checked and quantized before the next is read, so that the
+  // float32 model is never in memory whole.
+  void LoadQuantizing(NamedTensors tensors, const std::vector<std::string>& quantizable,
+                      const std::function<at::Tensor(size_t)>& read, const std::string& kind);
+  // A q8 / q4 checkpoint as SavedTensors() wrote it (no re-quantizing): names, dtypes and shapes checked.
+  void LoadQuantized(NamedTensors tensors, const std::string& kind);
   const std::string& quantization() const { return quantization_; }
 
   // Hugging Face's causal LM loss: logits[:, :-1] against labels[:, 1:], -100 ignored, mean, in float32.
@@ -142,6 +153,15 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   virtual bool FanInFanOut() const { return false; }
   // The adapter on a module, or null.
   const Lora* FindLora(const std::string& module) const;
+  std::map<std::string, QWeight> quant_;  // quantized weights by parameter name; the layers point into it (Bind)
+  QWeight lm_head_q_;                     // the LM head's quantized copy
+  // A quantized weight by parameter name, or null.
+  const QWeight* FindQuant(const std::string& name) const;
+  // The float [vocab, hidden] weight the LM head computes with (the token embeddings, where tied).
+  virtual at::Tensor HeadWeight() const = 0;
+  // Parameters from tensors by checkpoint or model name, names and shapes checked; with allow_int8, the quantizable
+  // weights may be int8 stand-ins of their shape (a quantized load).
+  virtual void LoadChecked(NamedTensors tensors, bool allow_int8) = 0;
   // After Load / InitRandom / Apply: the architecture's views of params_.
   virtual void Bind() = 0;
 };

@@ -130,10 +130,7 @@ void GPT2::Bind() {
                             m.at(p + "mlp.c_fc.bias"), m.at(p + "mlp.c_proj.weight"), m.at(p + "mlp.c_proj.bias")});
     auto lora = [&](const std::string& module) { return FindLora(p + module); };
     Layer& L = layers_.back();
-    auto quantized = [&](const std::string& module) -> const QWeight* {
-      auto it = quant_.find(p + module + ".weight");
-      return it == quant_.end() ? nullptr : &it->second;
-    };
+    auto quantized = [&](const std::string& module) { return FindQuant(p + module + ".weight"); };
     L.c_attn_q = quantized("attn.c_attn");
     L.attn_proj_q = quantized("attn.c_proj");
     L.c_fc_q = quantized("mlp.c_fc");
@@ -368,15 +365,6 @@ at::Tensor GPT2::Logits(const at::Tensor& hidden) const {
 at::Tensor GPT2::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
   if (at::Tensor loss = LMHeadLoss(hidden, wte_, labels); loss.defined()) return loss;
   return CausalLMLoss(Logits(hidden), labels);
-}
-
-int64_t GPT2::NumParameters() const {
-  int64_t n = 0;
-  for (const auto& [name, t] : params_) {
-    auto it = quant_.find(name);
-    n += it == quant_.end() ? t.numel() : it->second.rows() * it->second.cols();
-  }
-  return n;
 }
 
 bool GPT2::IsBuffer(const std::string& name) {

@@ -83,35 +83,16 @@ class GPT2 : public CausalLM {
   // Block i's parameters, in Layer's order, then its LoRA adapters' A and B.
   std::vector<at::Tensor> LayerParameters(int64_t i) const override;
 
-  // Quantization for decoding (native/quant.cc): "q8" stores every Conv1D weight and the LM head in 8 bits per block
-  // of 32, "q4" the Conv1D weights in 4 bits and the LM head in 6 (the token embeddings stay float32 for lookups).
-  // Inference only, on the CPU.
-  // A float checkpoint quantized as it loads: `tensors` are the float32 tensors other than the Conv1D weights, and
-  // read(i) reads the Conv1D weight named conv[i] in the checkpoint, which is checked and quantized before the next is
-  // read, so that the float32 model is never in memory whole.
-  void LoadQuantizing(NamedTensors tensors, const std::vector<std::string>& conv,
-                      const std::function<at::Tensor(size_t)>& read, const std::string& kind) override;
-  // A q8 / q4 checkpoint as SavedTensors() wrote it (no re-quantizing): names, dtypes and shapes checked.
-  void LoadQuantized(NamedTensors tensors, const std::string& kind) override;
-  // What save_pretrained writes, in the saved layout's names without "transformer.": the parameters, or for a
-  // quantized model each quantized weight as stored (q8 int8 [out, in], q4 uint8 [out, in / 2]) with
-  // "<name>_scale" [out, in / 32] beside it and the LM head's own copy as "lm_head.weight" / "lm_head.weight_scale"
-  // (the caller adds the prefix to the others).
-  NamedTensors SavedTensors() const override;
-  // The float model's parameter count (a quantized weight counts its rows times its inputs, whatever its storage).
-  int64_t NumParameters() const override;
-
  private:
   GPT2Config cfg_;
   at::Tensor wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Layer> layers_;
-  std::map<std::string, QWeight> quant_;  // by parameter name; Layer points into it
-  QWeight lm_head_q_;
   // LoRA adapts the Conv1D layers (c_attn, c_proj, c_fc), stored [in, out].
   bool LoraAdaptable(const std::string& module) const override { return IsConv1DWeight(module + ".weight"); }
   std::string LoraModules() const override;
   bool FanInFanOut() const override { return true; }
-  void LoadChecked(NamedTensors tensors, bool allow_int8);
+  void LoadChecked(NamedTensors tensors, bool allow_int8) override;
+  at::Tensor HeadWeight() const override { return wte_; }
   void Bind() override;
   void LayOutConv1D();
   at::Tensor Attention(int64_t i, const at::Tensor& x, const at::Tensor& bias, KVCache* cache);

@@ -55,11 +55,19 @@ bool Llama::Skipped(const std::string& name) const {
          (name.size() >= buffer.size() && name.compare(name.size() - buffer.size(), buffer.size(), buffer) == 0);
 }
 
-void Llama::Load(NamedTensors tensors) {
+void Llama::LoadChecked(NamedTensors tensors, bool allow_int8) {
   params_.clear();
   params_ = Match(
-      std::move(tensors), Expected(), [](const std::string& n) { return n; }, [](const std::string&) { return false; });
+      std::move(tensors), Expected(), [](const std::string& n) { return n; },
+      [&](const std::string& n) { return allow_int8 && Quantizable(n); });
   Bind();
+}
+
+bool Llama::Quantizable(const std::string& name) const {
+  const std::string w = ".weight";
+  if (name == "lm_head.weight") return !cfg_.tie_word_embeddings;
+  return name.size() > w.size() && name.compare(name.size() - w.size(), w.size(), w) == 0 &&
+         LoraAdaptable(name.substr(0, name.size() - w.size()));
 }
 
 void Llama::InitRandom(at::ScalarType dtype, at::Device device) {
@@ -87,7 +95,8 @@ void Llama::Bind() {
   for (int64_t i = 0; i < cfg_.num_hidden_layers; i++) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     auto linear = [&](const std::string& module) {
-      return LlamaLinear{m.at(p + module + ".weight"), get(p + module + ".bias"), FindLora(p + module)};
+      return LlamaLinear{m.at(p + module + ".weight"), get(p + module + ".bias"), FindLora(p + module),
+                         FindQuant(p + module + ".weight")};
     };
     layers_.push_back(LlamaLayer{m.at(p + "input_layernorm.weight"), linear("self_attn.q_proj"),
                                  linear("self_attn.k_proj"), linear("self_attn.v_proj"), linear("self_attn.o_proj"),
@@ -156,7 +165,7 @@ static at::Tensor LinearBase(const at::Tensor& x, const at::Tensor& w, const at:
 }
 
 at::Tensor Llama::Linear(const at::Tensor& x, const LlamaLinear& l) const {
-  at::Tensor y = LinearBase(x, l.weight, l.bias);
+  at::Tensor y = l.q ? QLinear(x, *l.q, l.bias) : LinearBase(x, l.weight, l.bias);
   return l.lora ? y + LoraDelta(*l.lora, x, training, y.scalar_type()) : y;
 }
 
@@ -289,7 +298,10 @@ std::vector<at::Tensor> Llama::LayerParameters(int64_t i) const {
   return ps;
 }
 
-at::Tensor Llama::Logits(const at::Tensor& hidden) const { return LinearBase(hidden, lm_head_, at::Tensor()); }
+at::Tensor Llama::Logits(const at::Tensor& hidden) const {
+  if (lm_head_q_.q.defined()) return QLinear(hidden, lm_head_q_, at::Tensor());  // a quantized model never trains
+  return LinearBase(hidden, lm_head_, at::Tensor());
+}
 
 at::Tensor Llama::TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const {
   if (at::Tensor loss = LMHeadLoss(hidden, lm_head_, labels); loss.defined()) return loss;

@@ -31,10 +31,12 @@ struct LlamaConfig {
   RopeConfig rope;
 };
 
-// One nn.Linear of a block: weight [out, in], its bias (or undefined) and its LoRA adapter (or null).
+// One nn.Linear of a block: weight [out, in], its bias (or undefined), its LoRA adapter (or null) and, in q8 / q4,
+// its quantized weight (or null; weight is then its stored bytes).
 struct LlamaLinear {
   at::Tensor weight, bias;
   const Lora* lora = nullptr;
+  const QWeight* q = nullptr;
 };
 
 struct LlamaLayer {
@@ -55,11 +57,13 @@ class Llama : public CausalLM {
   int64_t num_layers() const override { return cfg_.num_hidden_layers; }
 
   std::vector<std::pair<std::string, std::vector<int64_t>>> Expected() const override;
-  void Load(NamedTensors tensors) override;
+  void Load(NamedTensors tensors) override { LoadChecked(std::move(tensors), false); }
   // Hugging Face's initialisation: normal(0, initializer_range) linears and embeddings, zero biases, unit norms.
   void InitRandom(at::ScalarType dtype, at::Device device) override;
   // A tied model's lm_head.weight (some checkpoints carry it), and the rotary embedding's inv_freq buffers.
   bool Skipped(const std::string& checkpoint_name) const override;
+  // q8 / q4 quantize a block's linear weights, and the LM head where it is untied.
+  bool Quantizable(const std::string& checkpoint_name) const override;
   std::string CheckpointName(const std::string& name) const override { return name; }
   std::string ModelName(const std::string& checkpoint_name) const override { return checkpoint_name; }
   at::Device device() const override { return embed_tokens_.device(); }
@@ -83,6 +87,8 @@ class Llama : public CausalLM {
   at::Tensor inv_freq_;                       // float32, on the model's device
   std::vector<LlamaLayer> layers_;
   void Bind() override;
+  void LoadChecked(NamedTensors tensors, bool allow_int8) override;
+  at::Tensor HeadWeight() const override { return lm_head_; }
   // LoRA adapts a block's linear layers (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).
   bool LoraAdaptable(const std::string& module) const override;
   std::string LoraModules() const override;

@@ -1,5 +1,7 @@
-// GPT-2 in q8 / q4: quantizing a float checkpoint as it loads, and a quantized checkpoint's load and save.
-#include "core/model/gpt2/gpt2.h"
+// q8 / q4 for any architecture: quantizing a float checkpoint as it loads, and a quantized checkpoint's load and save.
+// The architecture says which weights are quantized (Quantizable), their layout (FanInFanOut) and which float weight
+// the LM head's own quantized copy is made from (HeadWeight); its layers point into quant_ (Bind).
+#include "core/model/causal_lm.h"
 
 #include "core/kernels/quant.h"
 #include "core/runtime/cpu_allocator.h"
@@ -19,8 +21,24 @@ static int QuantBits(const std::string& kind) {
 // and greedy agreement from 97.8% to 91.9%; 6 bits cost little against 8 (README) for a quarter fewer bytes a token.
 static int HeadBits(int bits) { return bits == 4 ? 6 : 8; }
 
-void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::vector<std::string>& conv,
-                          const std::function<at::Tensor(size_t)>& read, const std::string& kind) {
+static const std::string kHead = "lm_head.weight";
+
+// A weight [out, in], or a Conv1D's [in, out] (fan_in_fan_out), as QuantizeWeight reads it: [out, in].
+static at::Tensor OutIn(const at::Tensor& w, bool fan_in_fan_out) { return fan_in_fan_out ? w.t() : w; }
+
+// What Load checks in place of a quantized weight: one byte expanded to the float weight's shape.
+static at::Tensor StandIn(const QWeight& w, bool fan_in_fan_out) {
+  const at::Tensor b = at::zeros({1}, at::kChar);
+  return fan_in_fan_out ? b.expand({w.cols(), w.rows()}) : b.expand({w.rows(), w.cols()});
+}
+
+const QWeight* CausalLM::FindQuant(const std::string& name) const {
+  auto it = quant_.find(name);
+  return it == quant_.end() ? nullptr : &it->second;
+}
+
+void CausalLM::LoadQuantizing(NamedTensors tensors, const std::vector<std::string>& quantizable,
+                              const std::function<at::Tensor(size_t)>& read, const std::string& kind) {
   const int bits = QuantBits(kind);
   at::NoGradGuard ng;
   for (const auto& [name, t] : tensors)
@@ -28,15 +46,14 @@ void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensor
   const auto expected = Expected();
   const std::map<std::string, std::vector<int64_t>> shapes(expected.begin(), expected.end());
   std::map<std::string, QWeight> made;
-  for (size_t i = 0; i < conv.size(); i++) {
-    const std::string name = ModelName(conv[i]);
+  for (size_t i = 0; i < quantizable.size(); i++) {
+    const std::string name = ModelName(quantizable[i]);
     auto it = shapes.find(name);
-    if (it == shapes.end()) continue;  // not the config's (a layer past n_layer): Load ignores it too
+    if (it == shapes.end()) continue;  // not the config's (a layer past the last): Load ignores it too
     const at::Tensor t = read(i);
     CheckTensor(name, t, it->second);
-    QWeight w = QuantizeWeight(t.t(), bits);
-    tensors.emplace_back(
-        name, at::zeros({1}, at::kChar).expand({w.cols(), w.rows()}));  // Load checks a stand-in of [in, out]
+    QWeight w = QuantizeWeight(OutIn(t, FanInFanOut()), name == kHead ? HeadBits(bits) : bits);
+    tensors.emplace_back(name, StandIn(w, FanInFanOut()));
     made.emplace(name, std::move(w));
   }
   LoadChecked(std::move(tensors), /*allow_int8=*/true);
@@ -45,7 +62,10 @@ void GPT2::LoadQuantizing(std::vector<std::pair<std::string, at::Tensor>> tensor
     if (it != made.end()) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
     t.requires_grad_(false);
   }
-  lm_head_q_ = QuantizeWeight(wte_, HeadBits(bits));
+  // an untied head was quantized as it loaded; a tied one is a quantized copy of the embeddings
+  auto head = made.find(kHead);
+  lm_head_q_ = head != made.end() ? head->second : QuantizeWeight(HeadWeight(), HeadBits(bits));
+  if (head != made.end()) made.erase(head);
   quant_ = std::move(made);
   quantization_ = kind;
   Bind();
@@ -82,39 +102,40 @@ static QWeight FromCheckpoint(const std::string& kind, const std::string& name, 
   return QWeight{bits == 8 ? at::bitwise_xor(q.contiguous().view(at::kByte), 128) : q.contiguous(), sp, bits, K};
 }
 
-NamedTensors GPT2::SavedTensors() const {
-  if (quantization_.empty()) return CausalLM::SavedTensors();
+NamedTensors CausalLM::SavedTensors() const {
   NamedTensors out;
   for (const auto& [name, t] : params_) {
-    auto it = quant_.find(name);
-    if (it == quant_.end()) {
+    const QWeight* q = FindQuant(name);
+    if (quantization_.empty() || (!q && name != kHead)) {
       out.emplace_back(CheckpointName(name), t);
-    } else {
-      out.emplace_back(CheckpointName(name), StoredValues(it->second));
-      out.emplace_back(CheckpointName(name) + "_scale", StoredScales(it->second));
+    } else if (q) {
+      out.emplace_back(CheckpointName(name), StoredValues(*q));
+      out.emplace_back(CheckpointName(name) + "_scale", StoredScales(*q));
     }
   }
-  out.emplace_back("lm_head.weight", StoredValues(lm_head_q_));
-  out.emplace_back("lm_head.weight_scale", StoredScales(lm_head_q_));
+  if (!quantization_.empty()) {  // the head, tied or not, as its own quantized copy
+    out.emplace_back(kHead, StoredValues(lm_head_q_));
+    out.emplace_back(kHead + "_scale", StoredScales(lm_head_q_));
+  }
   return out;
 }
 
-void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors, const std::string& kind) {
+void CausalLM::LoadQuantized(NamedTensors tensors, const std::string& kind) {
   const int bits = QuantBits(kind);
   std::map<std::string, at::Tensor> scales, head;
-  std::vector<std::pair<std::string, at::Tensor>> rest;
+  NamedTensors rest;
   for (auto& [name0, t] : tensors) {
     const std::string name = ModelName(name0);
-    if (name == "lm_head.weight" || name == "lm_head.weight_scale")
+    if (name == kHead || name == kHead + "_scale")
       head[name] = t;
     else if (name.size() > 6 && name.compare(name.size() - 6, 6, "_scale") == 0)
       scales[name.substr(0, name.size() - 6)] = t;
     else
       rest.emplace_back(name, t);
   }
-  if (!head.count("lm_head.weight") || !head.count("lm_head.weight_scale"))
+  if (!head.count(kHead) || !head.count(kHead + "_scale"))
     throw UserError(kind + " checkpoint is missing lm_head.weight or its scale");
-  // Load checks each quantized weight as a stand-in of the float weight's [in, out] shape (one byte, expanded)
+  // Load checks each quantized weight as a stand-in of the float weight's shape (one byte, expanded)
   std::map<std::string, QWeight> made;
   for (auto& [name, t] : rest) {
     if (t.scalar_type() != at::kChar && t.scalar_type() != at::kByte) continue;
@@ -122,27 +143,54 @@ void GPT2::LoadQuantized(std::vector<std::pair<std::string, at::Tensor>> tensors
     if (it == scales.end())
       throw UserError(kind + " checkpoint has quantized tensor " + name + " but no " + name + "_scale");
     QWeight w = FromCheckpoint(kind, name, t, it->second, bits);
-    t = at::zeros({1}, at::kChar).expand({w.cols(), w.rows()});
+    t = StandIn(w, FanInFanOut());
     made.emplace(name, std::move(w));
   }
   if (made.size() != scales.size()) throw UserError(kind + " checkpoint has scales without quantized weights");
-  LoadChecked(std::move(rest), /*allow_int8=*/true);
-  for (auto& [name, t] : params_) {
-    const bool conv = IsConv1DWeight(name);
-    auto it = made.find(name);
-    if (conv != (it != made.end()))
-      throw UserError(kind + " checkpoint: " + name + (conv ? " is not quantized" : " should not be quantized"));
-    if (conv) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
+  const bool untied = [&] {
+    for (const auto& [name, shape] : Expected())
+      if (name == kHead) return true;
+    return false;
+  }();
+  // the head after the blocks' weights; an untied one first, as Load checks its stand-in among the parameters
+  QWeight lm_head;
+  auto read_head = [&] {
+    lm_head = FromCheckpoint(kind, kHead, head.at(kHead), head.at(kHead + "_scale"), HeadBits(bits));
+  };
+  if (untied) {
+    read_head();
+    rest.emplace_back(kHead, StandIn(lm_head, false));
   }
-  const at::Tensor hq = head.at("lm_head.weight"), hs = head.at("lm_head.weight_scale");
-  QWeight lm_head = FromCheckpoint(kind, "lm_head.weight", hq, hs, HeadBits(bits));
-  if (lm_head.rows() != wte_.size(0) || lm_head.cols() != wte_.size(1))
+  LoadChecked(std::move(rest), /*allow_int8=*/true);
+  if (!untied) read_head();
+  const at::Tensor embeddings = HeadWeight();
+  if (lm_head.rows() != embeddings.size(0) || lm_head.cols() != embeddings.size(1))
     throw UserError(kind + " checkpoint's lm_head.weight does not fit the token embeddings");
+  for (auto& [name, t] : params_) {
+    if (name == kHead) {
+      t = lm_head.q;
+      continue;
+    }
+    const bool quantizable = Quantizable(CheckpointName(name));
+    auto it = made.find(name);
+    if (quantizable != (it != made.end()))
+      throw UserError(kind + " checkpoint: " + name + (quantizable ? " is not quantized" : " should not be quantized"));
+    if (quantizable) t = it->second.q;  // the stored bytes (no view has the float weight's shape)
+  }
   for (auto& [name, t] : params_) t.requires_grad_(false);
   quant_ = std::move(made);
   lm_head_q_ = std::move(lm_head);
   quantization_ = kind;
   Bind();
+}
+
+int64_t CausalLM::NumParameters() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : params_) {
+    const QWeight* q = name == kHead && !quantization_.empty() ? &lm_head_q_ : FindQuant(name);
+    n += q ? q->rows() * q->cols() : t.numel();
+  }
+  return n;
 }
 
 }  // namespace torchlm
