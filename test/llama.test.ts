@@ -22,6 +22,7 @@ import {
   tensor,
 } from "../lib/index.js";
 import type { Inputs } from "../lib/trainer.js";
+import { probes } from "../bench/probes.js";
 import { pythonJson } from "./helpers/python.js";
 import { maxAbsDiff } from "./helpers/tiny.js";
 
@@ -207,6 +208,31 @@ describe.each(FAMILIES)("%s", (_name, config) => {
       for (let b = 0; b < 2; b++) want.push(...logits.logits!.subarray((b * 12 + t) * V, (b * 12 + t + 1) * V));
     // the step outputs come [B, 1, V] per step: reorder to [step, B] as built above
     expect(relMax(last, want)).toBeLessThan(1e-4);
+  });
+
+  test("the fused batch-1 decoder: token by token, the full pass's logits and transformers' tokens", async () => {
+    const calls = probes.matvecCalls();
+    const first = await model.forward({ input_ids: [IDS[0]!.slice(0, 9)], use_cache: true });
+    let past = first.past_key_values!;
+    const last: number[] = [];
+    for (let t = 9; t < 12; t++) {
+      const o = await model.forward({ input_ids: [[IDS[0]![t]!]], past_key_values: past, use_cache: true });
+      past = o.past_key_values!;
+      last.push(...(o.logits.data() as Float32Array));
+    }
+    expect(probes.matvecCalls()).toBeGreaterThan(calls); // the fused path ran
+    expect(relMax(last, logits.logits!.subarray(9 * V, 12 * V))).toBeLessThan(1e-4);
+    // row 0 of the padded batch alone, under its mask: the padding left out of attention as transformers does
+    const opts = { max_new_tokens: 8, min_new_tokens: 8, eos_token_id: null, pad_token_id: 0, do_sample: false };
+    const one = await model.generate(tensor([PADDED[0]!]), { ...opts, attention_mask: tensor([MASK[0]!]) });
+    expect(await one.tolist()).toEqual([ref.padded_greedy[0]]);
+    probes.setMatvec(false);
+    try {
+      const general = await model.generate(tensor([PADDED[0]!]), { ...opts, attention_mask: tensor([MASK[0]!]) });
+      expect(await general.tolist()).toEqual([ref.padded_greedy[0]]);
+    } finally {
+      probes.setMatvec(true);
+    }
   });
 
   test("generate: greedy and 3-beam search token for token, and greedy over a left-padded batch", async () => {

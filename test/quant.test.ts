@@ -220,6 +220,14 @@ describe.each([
     for (const p of prompts) alone.push((await q.generate([p], { max_new_tokens: 8, eos_token_id: null })).tolist()[0]);
     const batch = await q.generate_batch(prompts, { max_new_tokens: 8, eos_token_id: null });
     expect(prompts.map((p, i) => [...p, ...batch[i]!.generated_tokens])).toEqual(alone);
+    // batch 1 took the fused decoder; the general path gives the same tokens
+    probes.setMatvec(false);
+    try {
+      for (const [i, p] of prompts.entries())
+        expect((await q.generate([p], { max_new_tokens: 8, eos_token_id: null })).tolist()[0]).toEqual(alone[i]);
+    } finally {
+      probes.setMatvec(true);
+    }
     for (const m of [q, f32, back]) await m.dispose();
   });
 });

@@ -449,13 +449,15 @@ static void AttendHead(const float* qh, const C* kh, const C* vh, int64_t S, int
 
 template <typename C>
 static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S, int64_t D, int64_t head_stride,
-                   double scale, const uint8_t* allowed, float* y) {
+                   double scale, const uint8_t* allowed, float* y, int64_t groups) {
   AxpyFn<C> axpy = Axpy<C>();
   DotFn<C> dot = Dot<C>();
   at::parallel_for(0, H, 4, [&](int64_t h0, int64_t h1) {
     std::vector<float> p;
-    for (int64_t h = h0; h < h1; h++)
-      AttendHead(q + h * D, k + h * head_stride, v + h * head_stride, S, D, scale, allowed, y + h * D, p, dot, axpy);
+    for (int64_t h = h0; h < h1; h++) {
+      const int64_t at = h / groups * head_stride;
+      AttendHead(q + h * D, k + at, v + at, S, D, scale, allowed, y + h * D, p, dot, axpy);
+    }
   });
 }
 
@@ -477,14 +479,14 @@ static void AttendRows(const float* q, const C* k, const C* v, int64_t H, int64_
 }
 
 void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale,
-                const uint8_t* allowed, float* y) {
+                const uint8_t* allowed, float* y, int64_t groups) {
   g_calls++;
-  const int64_t H = k.size(1), D = k.size(3), stride = k.size(2) * D;
+  const int64_t H = k.size(1) * groups, D = k.size(3), stride = k.size(2) * D;
   if (k.scalar_type() == at::kFloat)
-    Attend(q, k.data_ptr<float>(), v.data_ptr<float>(), H, S, D, stride, scale, allowed, y);
+    Attend(q, k.data_ptr<float>(), v.data_ptr<float>(), H, S, D, stride, scale, allowed, y, groups);
   else
     Attend(q, reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H, S, D,
-           stride, scale, allowed, y);
+           stride, scale, allowed, y, groups);
 }
 
 void AttendRowsInto(const float* q, const at::Tensor& k, const at::Tensor& v, const std::vector<int64_t>& slots,

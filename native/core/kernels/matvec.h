@@ -23,8 +23,10 @@ at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
 // Batch-1 decoding attention, where a BLAS call per head costs more than the arithmetic: q [H * D] against
 // the first S positions of the caches k, v [1, H, capacity, D] (float32 or bfloat16, contiguous):
 // softmax(q.K * scale).V into y [H * D] float32; `allowed` (S bytes, or null for all) leaves out masked positions.
+// Grouped-query attention: with `groups` query heads a key and value head, q has H * groups heads, head h reading
+// cache head h / groups.
 void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale,
-                const uint8_t* allowed, float* y);
+                const uint8_t* allowed, float* y, int64_t groups = 1);
 // The same for M rows in one parallel region: row m's query (q + m * H * D, rows of H * D) against slot slots[m] of the
 // caches k, v [slots, H, capacity, D] (contiguous) over its first lengths[m] positions, into y's row m. Each (row,
 // head) computes as AttendInto computes it.

@@ -191,6 +191,11 @@ at::Tensor Llama::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, 
     throw UserError("sequence length " + std::to_string(S) + " is longer than max_position_embeddings " +
                     std::to_string(cfg_.max_position_embeddings));
   if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
+  if (!quantization_.empty() && at::GradMode::is_enabled() && training)
+    throw UserError(
+        "Training a " + quantization_ +
+        " model is not supported: its weights are quantized for decoding; load the model in float32 to train it");
+  if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
   const at::ScalarType compute = embed_tokens_.scalar_type();
   BlockInputs in;
   in.bias = AttentionBias(ids, attention_mask, past, ragged, compute);

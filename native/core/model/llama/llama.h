@@ -100,6 +100,11 @@ class Llama : public CausalLM {
   at::Tensor RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache, int64_t i);
   at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
                     bool causal) const;
+  // llama_decode.cc: one token at batch 1 through the cache on raw buffers (what Hidden computes, faster), for a
+  // float32 or q8 / q4 model in inference.
+  bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
+  at::Tensor DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
+                       KVCache& cache);
 };
 
 }  // namespace torchlm
