@@ -3,6 +3,7 @@
 #include "core/runtime/env.h"
 #include "core/train/lm_loss.h"
 
+#include <algorithm>
 #include <map>
 
 namespace torchlm {
@@ -44,6 +45,27 @@ void CausalLM::CopyWeights(NamedTensors tensors) {
       [](const std::string&) { return false; });
   at::NoGradGuard ng;
   for (size_t i = 0; i < params_.size(); i++) params_[i].second.detach().copy_(src[i].second);
+}
+
+bool CausalLM::OneTokenStep(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) {
+  if (!cache || cache->ragged() || ids.size(0) != 1 || ids.size(1) != 1) return false;
+  return !attention_mask.defined() || (attention_mask.device().is_cpu() && attention_mask.numel() == cache->length + 1);
+}
+
+bool CausalLM::Inference() const {
+  if (training) return false;
+  if (at::GradMode::is_enabled())
+    for (const auto& [name, t] : params_)
+      if (t.requires_grad()) return false;
+  return true;
+}
+
+std::vector<uint8_t> CausalLM::AllowedPositions(const at::Tensor& attention_mask, int64_t S) {
+  if (!attention_mask.defined()) return {};
+  const at::Tensor m = attention_mask.reshape({-1}).to(at::kBool).contiguous();
+  const bool* mp = m.data_ptr<bool>();
+  if (std::all_of(mp, mp + S, [](bool b) { return b; })) return {};
+  return std::vector<uint8_t>(mp, mp + S);
 }
 
 void CausalLM::SetRequiresGrad(bool on) {

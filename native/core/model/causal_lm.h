@@ -104,7 +104,6 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   void CopyLora(const NamedTensors& tensors);
   // Drops every adapter, first folding it into its base weight with `merge`; the base weights require grad again.
   void RemoveLora(bool merge);
-  bool HasLora() const { return !lora_.empty(); }
   // q8 / q4 decoding, the same for every architecture (core/model/causal_lm_quant.cc): "q8" stores the quantizable
   // weights and the LM head in 8 bits per block of 32, "q4" them in 4 bits and the head in 6 (the token embeddings stay
   // float32 for lookups). Inference only, on the CPU.
@@ -153,6 +152,12 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   virtual bool FanInFanOut() const { return false; }
   // The adapter on a module, or null.
   const Lora* FindLora(const std::string& module) const;
+  // What the architectures' fused batch-1 decoders take: one token at batch 1 through a cache that is not ragged, a
+  // mask (if any) on the CPU over the cache and that token; inference with nothing to differentiate; and the batch-1
+  // mask as bytes (empty where it lets every position through).
+  static bool OneTokenStep(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache);
+  bool Inference() const;
+  static std::vector<uint8_t> AllowedPositions(const at::Tensor& attention_mask, int64_t S);
   std::map<std::string, QWeight> quant_;  // quantized weights by parameter name; the layers point into it (Bind)
   QWeight lm_head_q_;                     // the LM head's quantized copy
   // A quantized weight by parameter name, or null.

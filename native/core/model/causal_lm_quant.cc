@@ -147,11 +147,7 @@ void CausalLM::LoadQuantized(NamedTensors tensors, const std::string& kind) {
     made.emplace(name, std::move(w));
   }
   if (made.size() != scales.size()) throw UserError(kind + " checkpoint has scales without quantized weights");
-  const bool untied = [&] {
-    for (const auto& [name, shape] : Expected())
-      if (name == kHead) return true;
-    return false;
-  }();
+  const bool untied = Quantizable(kHead);  // a tied head is not a parameter of its own
   // the head after the blocks' weights; an untied one first, as Load checks its stand-in among the parameters
   QWeight lm_head;
   auto read_head = [&] {

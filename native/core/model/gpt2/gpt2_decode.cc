@@ -95,18 +95,12 @@ static void Store(at::Tensor& cache, int64_t offset, const float* src, int64_t n
 }
 
 bool GPT2::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const {
-  if (!cache || cache->ragged() || ids.size(0) != 1 || ids.size(1) != 1) return false;
-  if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1))
-    return false;
-  return FusedDecoderSuits(*cache);
+  return OneTokenStep(ids, attention_mask, cache) && FusedDecoderSuits(*cache);
 }
 
 bool GPT2::FusedDecoderSuits(const KVCache& cache) const {
   // adapters run on the general path (merge_and_unload() brings this one back)
-  if (training || !MatVecEnabled() || !lora_.empty()) return false;
-  if (at::GradMode::is_enabled())
-    for (const auto& [name, t] : params_)
-      if (t.requires_grad()) return false;
+  if (!Inference() || !MatVecEnabled() || !lora_.empty()) return false;
   if (!wte_.device().is_cpu() || (wte_.scalar_type() != at::kFloat && wte_.scalar_type() != at::kBFloat16))
     return false;
   for (size_t i = 0; i < layers_.size(); i++) {
@@ -127,13 +121,7 @@ bool GPT2::FusedDecoderSuits(const KVCache& cache) const {
 
 at::Tensor GPT2::DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
                            KVCache& cache) {
-  const int64_t S = cache.length + 1;
-  std::vector<uint8_t> allowed;
-  if (attention_mask.defined()) {
-    const at::Tensor m = attention_mask.reshape({-1}).to(at::kBool).contiguous();
-    const bool* mp = m.data_ptr<bool>();
-    if (!std::all_of(mp, mp + S, [](bool b) { return b; })) allowed.assign(mp, mp + S);
-  }
+  const std::vector<uint8_t> allowed = AllowedPositions(attention_mask, cache.length + 1);
   return DecodeRows({ids.reshape({-1})[0].item<int64_t>()}, {position_ids.reshape({-1})[0].item<int64_t>()}, {0},
                     {cache.length}, allowed, cache);
 }

@@ -17,28 +17,24 @@ static void RMSNormInto(const float* x, const float* w, double eps, int64_t n, f
   for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
 }
 
-// Each head's [D] rotated in place as transformers' apply_rotary_pos_emb: x * cos + rotate_half(x) * sin.
+// Each head's [D] rotated in place as transformers' apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, where
+// rotate_half pairs position d with d + D / 2 (x + (-y) rounds as x - y).
 static void Rotate(float* x, int64_t heads, int64_t D, const float* cos, const float* sin) {
   const int64_t h = D / 2;
-  std::vector<float> r(static_cast<size_t>(D));
   for (int64_t hd = 0; hd < heads; hd++) {
     float* v = x + hd * D;
-    for (int64_t d = 0; d < D; d++) r[d] = d < h ? -v[d + h] : v[d - h];
-    for (int64_t d = 0; d < D; d++) v[d] = v[d] * cos[d] + r[d] * sin[d];
+    for (int64_t d = 0; d < h; d++) {
+      const float a = v[d], b = v[d + h];
+      v[d] = a * cos[d] - b * sin[d];
+      v[d + h] = b * cos[d + h] + a * sin[d + h];
+    }
   }
 }
 
 bool Llama::DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const {
-  if (!cache || cache->ragged() || ids.size(0) != 1 || ids.size(1) != 1) return false;
-  if (attention_mask.defined() && (!attention_mask.device().is_cpu() || attention_mask.numel() != cache->length + 1))
-    return false;
+  if (!OneTokenStep(ids, attention_mask, cache) || !Inference() || !MatVecEnabled() || !lora_.empty()) return false;
   // float32 activations: a float32 or quantized model (a bfloat16 one computes in bfloat16, as transformers does)
-  if (training || !MatVecEnabled() || !lora_.empty() || !embed_tokens_.device().is_cpu() ||
-      embed_tokens_.scalar_type() != at::kFloat)
-    return false;
-  if (at::GradMode::is_enabled())
-    for (const auto& [name, t] : params_)
-      if (t.requires_grad()) return false;
+  if (!embed_tokens_.device().is_cpu() || embed_tokens_.scalar_type() != at::kFloat) return false;
   for (size_t i = 0; i < layers_.size(); i++) {
     if (!cache->k[i].is_contiguous() || !cache->v[i].is_contiguous() || cache->k[i].scalar_type() != at::kFloat)
       return false;
@@ -57,12 +53,7 @@ at::Tensor Llama::DecodeOne(const at::Tensor& ids, const at::Tensor& position_id
                 D = c.head_dim, S = cache.length + 1, len = cache.length;
   const int64_t id = ids.reshape({-1})[0].item<int64_t>(), pos = position_ids.reshape({-1})[0].item<int64_t>();
   CheckTokenIds(ids, c.vocab_size);
-  std::vector<uint8_t> allowed;
-  if (attention_mask.defined()) {
-    const at::Tensor m = attention_mask.reshape({-1}).to(at::kBool).contiguous();
-    const bool* mp = m.data_ptr<bool>();
-    if (!std::all_of(mp, mp + S, [](bool b) { return b; })) allowed.assign(mp, mp + S);
-  }
+  const std::vector<uint8_t> allowed = AllowedPositions(attention_mask, S);
   // the angles as Hidden computes them (float32, the same ops), for this one position
   const at::Tensor freqs = inv_freq_ * static_cast<double>(pos);
   const at::Tensor emb = at::cat({freqs, freqs});
