@@ -93,7 +93,7 @@ export function idsTensor(v: IdsLike, name: string, device = "cpu"): Tensor {
 }
 
 /**
- * @internal What every JavaScript view of one native model shares (a PeftModel and the model it wraps, as in Python):
+ * What every JavaScript view of one native model shares (a PeftModel and the model it wraps, as in Python):
  * the handle, the queue that keeps its calls in order, and its modes.
  */
 export interface ModelCore {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA build, checked without a GPU: the addon compiled against pip's CUDA libtorch (torch==2.14.1, in
-# .venv-cuda) with nvcc's toolkit into build-cuda/, then loaded, and with --test the native parity suites run on
+# .venv-cuda) with nvcc's toolkit into build-cuda/, then loaded and made the package's prebuilt addon for that libtorch
+# (prebuilds/linux-x64-torch2.14.1-cu*), and with --test the native parity suites run on
 # that binary (CPU ops need no GPU), so the CUDA build cannot rot between GPU sessions. CI runs it with --test.
 # TORCH_CUDA_ARCH_LIST (default 9.0, the H100/H200) spares probing for a GPU.
 # Exits 3, installing nothing, where the disk has too little room for it (CI then reports it unchecked).
@@ -52,6 +53,8 @@ export TORCHLM_BINARY=$PWD/build-cuda/Release/torchlm_testing.node
 node -e 'const a = require(process.env.TORCHLM_BINARY); const i = a.info();
   if (!/^2\.14/.test(i.torch_version)) throw new Error("not the CUDA libtorch: " + i.torch_version);
   console.log("cuda-build: the addon loads on libtorch", i.torch_version, "(cuda available:", i.cuda + ")")'
+# the shipped addon of this build as the package's prebuilt for this libtorch (npm pack ships prebuilds/)
+step "the prebuilt addon (scripts/prebuilds.mjs make)" node scripts/prebuilds.mjs make --from build-cuda/Release/torchlm.node
 if [ "${1:-}" = "--test" ]; then
   # the suites that exercise native code against the references (the CLI, fault and fuzz suites run on the CPU build)
   echo "cuda-build: the native parity suites on the CUDA binary (TORCHLM_BINARY=$TORCHLM_BINARY)"

@@ -1,10 +1,20 @@
-// npm install hook: find libtorch (or put the pinned torch==2.13.0 into torchlm's own venv), then build the addon
-// with cmake-js. One line per step; a step's full log only when it fails.
-import { existsSync, mkdirSync } from "node:fs";
+// npm install hook: find libtorch (or put the pinned torch==2.13.0 into torchlm's own venv), then use the prebuilt
+// addon made for that libtorch (scripts/prebuilds.mjs) and compile nothing, or else build the addon with cmake-js,
+// saying why in one line. One line per step; a step's full log only when it fails.
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
-import { join } from "node:path";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { findLibtorch, HOW_TO_INSTALL, OWN_VENV } from "./find-libtorch.mjs";
 import { glooInclude } from "./native-build.mjs";
+import {
+  INSTALLED,
+  installPrebuild,
+  libtorchInfo,
+  listPrebuilds,
+  matchPrebuild,
+  recordInstalled,
+} from "./prebuilds.mjs";
 import { ROOT, ensureVenv, envFlag, step } from "./python-env.mjs";
 
 const force = process.argv.includes("--force");
@@ -12,7 +22,10 @@ const binary = join(ROOT, "build", "Release", "torchlm.node");
 const logDir = join(ROOT, "build-logs");
 
 if (envFlag("TORCHLM_SKIP_BUILD")) process.exit(0);
-if (!force && existsSync(binary)) {
+const record = existsSync(INSTALLED) ? JSON.parse(readFileSync(INSTALLED, "utf8")) : null;
+// An addon built by hand (no record) stays; one this script set up stays while the libtorch it was set up for is
+// still the one found.
+if (!force && existsSync(binary) && !record) {
   console.log(`torchlm: using the existing ${binary} (npm run build:native rebuilds it)`);
   process.exit(0);
 }
@@ -40,7 +53,38 @@ try {
   fail(`${e.message}\n${HOW_TO_INSTALL}`);
 }
 if (!found) fail(HOW_TO_INSTALL);
-console.log(`torchlm: building against libtorch from ${found.source}: ${found.dir}`);
+
+const info = libtorchInfo(found.dir);
+const same = record && ["version", "variant", "libDir"].every((k) => record[k] === info[k]);
+if (!force && existsSync(binary) && same) {
+  console.log(`torchlm: using the existing ${binary} (${record.from}, libtorch ${info.version} ${info.variant})`);
+  process.exit(0);
+}
+if (record && !same)
+  console.log(
+    `torchlm: the addon in build/Release was set up for libtorch ${record.version} (${record.variant}) in ` +
+      `${record.libDir}; found ${info.version} (${info.variant}) in ${info.libDir}: setting it up again`,
+  );
+if (!force && !envFlag("TORCHLM_BUILD_FROM_SOURCE")) {
+  const { prebuild, why } = matchPrebuild(info);
+  if (prebuild) {
+    const t0 = Date.now();
+    installPrebuild(prebuild, info);
+    const load = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(binary)})`], { encoding: "utf8" });
+    if (load.status === 0) {
+      const s = ((Date.now() - t0) / 1000).toFixed(1);
+      console.log(
+        `torchlm: using the prebuilt addon ${prebuild.tag} on libtorch ${info.version} (${info.variant}) from ` +
+          `${found.source}: nothing compiled (${s} s)`,
+      );
+      process.exit(0);
+    }
+    console.log(`torchlm: the prebuilt addon ${prebuild.tag} does not load here (${load.stderr.trim()}): compiling it`);
+  } else {
+    console.log(`torchlm: ${why}: compiling it (about 2 minutes; needs cmake and a C++20 compiler)`);
+  }
+}
+console.log(`torchlm: building against libtorch ${info.version} (${info.variant}) from ${found.source}: ${found.dir}`);
 
 // pip's libtorch ships no Gloo headers; c10d's ProcessGroupGloo.hpp needs them (Debian: libgloo-dev, headers only).
 if (!glooInclude(found) && !envFlag("TORCHLM_NO_GLOO")) {
@@ -77,7 +121,8 @@ if (!glooInclude(found) && !envFlag("TORCHLM_NO_GLOO")) {
 }
 
 mkdirSync(logDir, { recursive: true });
-const cmakeJs = join(ROOT, "node_modules", "cmake-js", "bin", "cmake-js");
+// npm may hoist cmake-js beside torchlm in a user's project: resolve it as Node does
+const cmakeJs = join(dirname(createRequire(import.meta.url).resolve("cmake-js/package.json")), "bin", "cmake-js");
 const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? "2" };
 try {
   step(
@@ -88,8 +133,16 @@ try {
     { cwd: ROOT, env },
   );
 } catch (e) {
-  fail(`${e.message}\nBuilding the native addon needs cmake, a C++20 compiler and libtorch's headers.`);
+  const prebuilt = listPrebuilds().map((p) => `torch==${p.torch} (${p.variant}, ${p.platform}-${p.arch})`);
+  fail(
+    `${e.message}\nBuilding the native addon needs cmake, a C++20 compiler and libtorch's headers.` +
+      (prebuilt.length
+        ? ` To install with no compiler, use a libtorch this package has a prebuilt addon for: pip install ` +
+          `${prebuilt.join(" or ")} for python3 (or TORCHLM_PYTHON), then npm rebuild torchlm.`
+        : ""),
+  );
 }
 const load = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(binary)})`], { encoding: "utf8" });
 if (load.status !== 0) fail(`the addon built but does not load: ${binary}\n${load.stderr}`);
+recordInstalled({ from: "compiled", ...info });
 console.log(`torchlm: ${binary} loads`);
