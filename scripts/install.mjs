@@ -35,6 +35,11 @@ function fail(message) {
   process.exit(1);
 }
 
+// in a child: a load failure must not take the install's own process with it
+function tryLoad() {
+  return spawnSync(process.execPath, ["-e", `require(${JSON.stringify(binary)})`], { encoding: "utf8" });
+}
+
 function isDebianRoot() {
   return process.platform === "linux" && existsSync("/etc/debian_version") && process.getuid?.() === 0;
 }
@@ -70,7 +75,7 @@ if (!force && !envFlag("TORCHLM_BUILD_FROM_SOURCE")) {
   if (prebuild) {
     const t0 = Date.now();
     installPrebuild(prebuild, info);
-    const load = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(binary)})`], { encoding: "utf8" });
+    const load = tryLoad();
     if (load.status === 0) {
       const s = ((Date.now() - t0) / 1000).toFixed(1);
       console.log(
@@ -142,7 +147,7 @@ try {
         : ""),
   );
 }
-const load = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(binary)})`], { encoding: "utf8" });
+const load = tryLoad();
 if (load.status !== 0) fail(`the addon built but does not load: ${binary}\n${load.stderr}`);
 recordInstalled({ from: "compiled", ...info });
 console.log(`torchlm: ${binary} loads`);
