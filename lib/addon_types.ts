@@ -266,7 +266,9 @@ export interface NativeAdamW {
   zeroGrad(): void;
   clipGradNorm(request: { max_norm: number }): Promise<number>;
   state(): [string, NativeTensor][];
-  loadState(state: [string, NativeTensor][]): void;
+  /** Throws, naming the tensor, where `state` does not fit; changes nothing. */
+  checkState(state: [string, NativeTensor][]): Promise<void>;
+  loadState(state: [string, NativeTensor][]): Promise<void>;
   trainStep(request: TrainStepRequest): Promise<{ loss: number; grad_norm?: number }>;
   backward(request: { loss: NativeTensor; scale: number; amp: Amp }): Promise<number>;
   finishStep(request: { lr: number; max_grad_norm: number }): Promise<number>;
@@ -298,6 +300,9 @@ export interface NativeProcessGroupStatic {
     rank: number;
     world_size: number;
     timeout_ms: number;
+    /** The network interface Gloo binds to (GLOO_SOCKET_IFNAME), or null to bind to gloo_address. */
+    gloo_interface: string | null;
+    gloo_address: string;
   }): Promise<NativeProcessGroup>;
 }
 
@@ -343,4 +348,6 @@ export interface Addon {
   }): NativeTensor;
   getRngState(): NativeTensor;
   setRngState(state: NativeTensor): void;
+  cpuMemoryReserved(): number;
+  cpuEmptyCache(): void;
 }

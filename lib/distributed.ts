@@ -1,5 +1,8 @@
 // torch.distributed, the part data-parallel training needs: env:// rendezvous with torchrun's variables
 // (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) on PyTorch's c10d engine (Gloo).
+import { createSocket } from "node:dgram";
+import { lookup } from "node:dns/promises";
+import { networkInterfaces } from "node:os";
 import { check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
 import { binding, type NativeModel, type NativeProcessGroup } from "./native.js";
 import { permutation } from "./datasets.js";
@@ -58,6 +61,51 @@ export function distributed_env(): DistributedEnv | null {
   };
 }
 
+/**
+ * Where Gloo binds this rank: the interface GLOO_SOCKET_IFNAME names, as in PyTorch; else 127.0.0.1 for a master on
+ * this machine's loopback; else the local address the route to the master leaves from. (PyTorch takes the address the
+ * host name resolves to, which is 127.0.0.1 on many machines: the other nodes then cannot connect to this rank.)
+ */
+export async function gloo_device(
+  master_addr: string,
+  master_port: number,
+): Promise<{ gloo_interface: string | null; gloo_address: string }> {
+  const ifname = process.env.GLOO_SOCKET_IFNAME;
+  if (ifname) {
+    const names = Object.keys(networkInterfaces());
+    if (!names.includes(ifname))
+      throw new InvalidArgumentError(
+        `GLOO_SOCKET_IFNAME=${ifname} names no network interface of this machine (it has ${names.join(", ")})`,
+      );
+    return { gloo_interface: ifname, gloo_address: "" };
+  }
+  let master: { address: string; family: number };
+  try {
+    master = await lookup(master_addr);
+  } catch (e) {
+    throw new InvalidArgumentError(`master_addr ${master_addr} does not resolve: ${(e as Error).message}`);
+  }
+  if (/^127\./.test(master.address) || master.address === "::1")
+    return { gloo_interface: null, gloo_address: "127.0.0.1" };
+  // A "connected" UDP socket sends nothing: connect() only asks the kernel for the route, and so the source address.
+  const socket = createSocket(master.family === 6 ? "udp6" : "udp4");
+  try {
+    const local = await new Promise<string>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.connect(master_port, master.address, (err?: Error) =>
+        err ? reject(err) : resolve(socket.address().address),
+      );
+    });
+    return { gloo_interface: null, gloo_address: local };
+  } catch (e) {
+    throw new InvalidArgumentError(
+      `No route from this machine to the master at ${master_addr} (${master.address}): ${(e as Error).message}`,
+    );
+  } finally {
+    socket.close();
+  }
+}
+
 /** Joins the process group (torch.distributed.init_process_group with init_method "env://"). */
 export async function init_process_group(options: InitProcessGroupOptions = {}): Promise<void> {
   if (!isPlainObject(options)) throw invalid("init_process_group options", "an object", options);
@@ -86,15 +134,58 @@ export async function init_process_group(options: InitProcessGroupOptions = {}):
   const addr = check.string("master_addr", options.master_addr ?? env?.master_addr ?? "127.0.0.1");
   const port = check.integer("master_port", options.master_port ?? env?.master_port ?? 29500, 1, 65535);
   const timeout = check.number("timeout", options.timeout ?? 1800, 0, Infinity, true);
-  group = await withStack(() =>
+  const device = await gloo_device(addr, port);
+  const g = await withStack(() =>
     binding.NativeProcessGroup.connect({
       master_addr: addr,
       master_port: port,
       rank,
       world_size: world,
       timeout_ms: Math.round(timeout * 1000),
+      ...device,
     }),
-  );
+  ).catch((e: unknown) => {
+    // rank 0 listens on the master port for the others
+    if (e instanceof Error && /EADDRINUSE/.test(e.message))
+      throw new InvalidArgumentError(
+        `The master port ${port} is taken on this machine (another job, or a process still holding it): rank 0 ` +
+          `listens there for the other ranks. Choose another with --master-port (MASTER_PORT). ${e.message}`,
+      );
+    throw e;
+  });
+  // Every rank's address, so that a lost connection's peer address can be told as ranks (name_lost_peer).
+  const own = device.gloo_interface ? interfaceAddress(device.gloo_interface) : device.gloo_address;
+  const octets = new Float64Array(world * 4);
+  own.split(".").forEach((o, i) => i < 4 && (octets[rank * 4 + i] = Number(o) || 0));
+  const all = await withStack(() => g.allReduce({ values: octets, op: "sum" }));
+  peers = Array.from({ length: world }, (_, r) => Array.from(all.slice(r * 4, r * 4 + 4)).join("."));
+  group = g;
+}
+
+let peers: string[] = [];
+
+function interfaceAddress(name: string): string {
+  return networkInterfaces()[name]?.find((a) => a.family === "IPv4")?.address ?? "";
+}
+
+/**
+ * A collective that failed because a peer's connection closed (its process died, or its node or the network) says
+ * which ranks were at that address; other errors pass through.
+ */
+export function name_lost_peer(e: unknown): unknown {
+  if (!(e instanceof Error) || peers.length < 2) return e;
+  // Gloo: "Connection closed by peer [10.77.0.2]:64160", "Read error [10.77.0.2]:23722: Connection reset by peer"
+  const m = /peer/i.test(e.message) ? /\[(\d+\.\d+\.\d+\.\d+)\]:\d+/.exec(e.message) : null;
+  if (!m) return e;
+  const ranks = peers.flatMap((a, r) => (a === m[1] && r !== get_rank() ? [r] : []));
+  if (ranks.length === 0) return e;
+  const who =
+    ranks.length > 1 ? `a rank at ${m[1]} (one of ranks ${ranks.join(", ")})` : `rank ${ranks[0]} (at ${m[1]})`;
+  const original = e.message;
+  e.message = `Lost contact with ${who}: its process ended, or its machine or the network failed. ${original}`;
+  // Node prints an uncaught error's stack, which holds the message it was made with
+  if (e.stack) e.stack = e.stack.replace(original, e.message);
+  return e;
 }
 
 export function is_initialized(): boolean {
@@ -111,6 +202,7 @@ export function get_world_size(): number {
 export function destroy_process_group(): void {
   group?.dispose();
   group = null;
+  peers = [];
 }
 
 /** Waits until every rank gets here. */

@@ -186,3 +186,24 @@ export function native<T>(call: () => T): T {
     throw err;
   }
 }
+
+/**
+ * An InvalidArgumentError about a file's contents that does not yet say which file: the same error, its message
+ * (and stack) starting with the file. Other errors pass through as they are.
+ */
+export function inFile(e: unknown, file: string): unknown {
+  if (!(e instanceof InvalidArgumentError) || e.message.includes(file)) return e;
+  const old = e.message;
+  e.message = `${file}: ${old}`;
+  if (e.stack?.includes(old)) e.stack = e.stack.replace(old, e.message);
+  return e;
+}
+
+/** Runs `call`, naming `file` in an InvalidArgumentError it throws (inFile). */
+export async function readingFile<T>(file: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    throw inFile(e, file);
+  }
+}

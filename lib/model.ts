@@ -4,7 +4,16 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { totalmem } from "node:os";
-import { check, DisposedError, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
+import {
+  check,
+  DisposedError,
+  inFile,
+  invalid,
+  InvalidArgumentError,
+  isPlainObject,
+  readingFile,
+  withStack,
+} from "./errors.js";
 import { GPT2Config, PretrainedConfig, readConfigJson } from "./config.js";
 import { checkDevice } from "./device.js";
 import { localDir, resolveHubFile } from "./hub.js";
@@ -155,7 +164,10 @@ export class PreTrainedModel {
     const requested = options.dtype ?? options.torch_dtype;
     if (requested !== undefined) check.oneOf("dtype", requested, [...FLOAT_DTYPES, ...QUANT_DTYPES] as const);
     const files = await resolveModelFiles(idOrDir, options, this.config_class);
-    const config = new this.config_class(await readConfigJson(files.config));
+    const config = await readingFile(
+      files.config,
+      async () => new this.config_class(await readConfigJson(files.config)),
+    );
     // a checkpoint saved from a quantized model loads as it is; another quantization_config (bitsandbytes, GPTQ, ...)
     // is refused
     const qc = config.quantization_config as Record<string, unknown> | undefined;
@@ -170,13 +182,13 @@ export class PreTrainedModel {
           }) ?? undefined);
     if (saved === undefined && qc?.quant_method === "torchlm" && qc.packing === undefined)
       throw new InvalidArgumentError(
-        `${idOrDir} holds ${String(qc.format)} weights in the layout of an earlier torchlm (float32 scales, no lane ` +
-          `packing): quantize the float32 checkpoint again`,
+        `${files.config} describes ${String(qc.format)} weights in the layout of an earlier torchlm (float32 ` +
+          `scales, no lane packing): quantize the float32 checkpoint again`,
       );
     if (saved === undefined)
       throw new InvalidArgumentError(
-        `${idOrDir} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads its own ` +
-          `q8 and q4 checkpoints`,
+        `${files.config} has a quantization_config torchlm does not load (${JSON.stringify(qc)}): torchlm loads ` +
+          `its own q8 and q4 checkpoints`,
       );
     if (saved && requested !== undefined && requested !== saved)
       throw new InvalidArgumentError(
@@ -195,13 +207,22 @@ export class PreTrainedModel {
     if ((quantize || saved) && device !== "cpu")
       throw new InvalidArgumentError(`${quantize ?? saved} weights run on the CPU, not on ${device}`);
     const dtype = quantize || saved ? "float32" : (requested as FloatDtype | undefined);
-    checkFits(config, `The config of ${idOrDir}`, "load");
+    checkFits(config, `The config in ${files.config}`, "load");
     if (config.architectures && !config.architectures.some((a) => this.architectures.includes(a)))
       throw new InvalidArgumentError(
         `${idOrDir} is a ${config.architectures.join(", ")}: ${this.name} loads ${this.architectures.join(", ")} ` +
           `checkpoints (AutoModelForCausalLM picks the class from config.json)`,
       );
     const shards = await readShards(files.weights);
+    if (!saved)
+      for (const shard of shards) {
+        const q = shard.entries.find((e) => e.dtype === "I8" || e.dtype === "U8");
+        if (q)
+          throw new InvalidArgumentError(
+            `${shard.path} holds the quantized tensor ${q.name} (${q.dtype}), but ${files.config} has no ` +
+              `quantization_config saying how to read it`,
+          );
+      }
     const nm = await withStack(() =>
       binding.NativeModel.load({
         config: config._native_config(),
@@ -211,7 +232,11 @@ export class PreTrainedModel {
         quantization: saved,
         quantize,
       }),
-    );
+    ).catch((e: unknown) => {
+      if (saved && e instanceof InvalidArgumentError)
+        e.message += ` (read as ${saved}, as the quantization_config of ${files.config} says)`;
+      throw inFile(e, shardNamed(e, shards, files.weights));
+    });
     // save_pretrained writes it, and from_pretrained reads the weights back as they are
     if (quantize) config.quantization_config = quantConfig(quantize);
     let gen: GenerationConfig | undefined;
@@ -428,12 +453,15 @@ export class PreTrainedModel {
 
   /** @internal A Trainer checkpoint's weights copied into the parameters in place (optimizers keep holding them). */
   async _load_checkpoint_weights(dir: string): Promise<void> {
-    const weights = await readSafetensorsIndex(join(dir, "model.safetensors"));
-    await withStack(() =>
-      this._enqueue(() =>
-        this._native.loadWeights({ path: weights.path, data_start: weights.dataStart, entries: weights.entries }),
-      ),
-    );
+    const file = join(dir, "model.safetensors");
+    await readingFile(file, async () => {
+      const weights = await readSafetensorsIndex(file);
+      await withStack(() =>
+        this._enqueue(() =>
+          this._native.loadWeights({ path: weights.path, data_start: weights.dataStart, entries: weights.entries }),
+        ),
+      );
+    });
   }
 
   /** Frees the weights now (after calls already queued); later use throws. */
@@ -488,6 +516,17 @@ async function readShardIndex(path: string): Promise<{ files: string[]; weight_m
   }
   if (weight_map.size === 0) throw new InvalidArgumentError(`${path} has an empty weight_map`);
   return { files: [...new Set(weight_map.values())], weight_map };
+}
+
+/** The shard an error from the loader is about: the one holding a tensor it names (or the only one). */
+function shardNamed(e: unknown, shards: LoadShard[], weights: string): string {
+  if (shards.length === 1) return shards[0]!.path;
+  const message = e instanceof Error ? e.message : "";
+  // native messages name tensors without the checkpoint's "transformer." / "model." prefix
+  const names = (m: string) => new Set(m.split(/[\s,:;()'"]+/).map((w) => w.replace(/^(transformer|model)\./, "")));
+  const said = names(message);
+  const hit = shards.find((s) => s.entries.some((t) => said.has(t.name.replace(/^(transformer|model)\./, ""))));
+  return hit?.path ?? weights;
 }
 
 /** The safetensors headers of a checkpoint: one file, or every shard an index names (each name where it says). */

@@ -2,13 +2,23 @@
 // adapter_model.safetensors that Python's peft loads). The adapters live in the native model (native/lora.cc), so
 // forward, generate, the Trainer's native step and distributed training all see them.
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { totalmem } from "node:os";
 import { join } from "node:path";
-import { check, invalid, InvalidArgumentError, isPlainObject, withStack } from "./errors.js";
+import {
+  check,
+  inFile,
+  invalid,
+  InvalidArgumentError,
+  isPlainObject,
+  native,
+  readingFile,
+  withStack,
+} from "./errors.js";
 import { localDir, resolveHubFile } from "./hub.js";
 import { GPT2LMHeadModel, PreTrainedModel, type ModelCore } from "./model.js";
 import { LlamaFamilyConfig } from "./models/llama.js";
-import type { PretrainedConfig } from "./config.js";
+import { readConfigJson, type PretrainedConfig } from "./config.js";
 import type { GenerationConfig } from "./generation_config.js";
 import { load_file, save_file } from "./safetensors.js";
 import { Tensor } from "./tensor.js";
@@ -105,6 +115,7 @@ export class LoraConfig {
     check.knownKeys("LoraConfig", options, OPTIONS);
     const o = options as Record<string, unknown>;
     if (o.r !== undefined) this.r = check.integer("r", o.r, 1);
+    if (this.r > 2 ** 31 - 1) throw invalid("r", "a rank below 2^31", o.r);
     if (o.lora_alpha !== undefined) this.lora_alpha = check.number("lora_alpha", o.lora_alpha, 0, Infinity, true);
     if (o.lora_dropout !== undefined) this.lora_dropout = check.number("lora_dropout", o.lora_dropout, 0, 1);
     if (this.lora_dropout === 1) throw invalid("lora_dropout", "number in [0, 1)", 1);
@@ -191,7 +202,7 @@ export class LoraConfig {
     options: { revision?: string; local_files_only?: boolean } = {},
   ): Promise<LoraConfig> {
     const file = await adapterFile(idOrDir, "adapter_config.json", options);
-    return LoraConfig.from_dict(JSON.parse(await readFile(file, "utf8")), file);
+    return readingFile(file, async () => LoraConfig.from_dict(await readConfigJson(file), file));
   }
 }
 
@@ -297,6 +308,22 @@ export function loraModules(config: LoraConfig, layout: LoraLayout): string[] {
   return chosen;
 }
 
+/** Refuses a rank whose adapters (A and B of each target, float32) would not fit in half this machine's memory. */
+function checkAdapterFits(model: PreTrainedModel, targets: string[], r: number): void {
+  const shapes = new Map(model.named_parameters().map(([n, t]) => [n, t.shape]));
+  let elements = 0;
+  for (const t of targets) {
+    const [a = 0, b = 0] = shapes.get(`${t}.weight`) ?? [];
+    elements += r * (a + b);
+  }
+  const bytes = elements * 4;
+  if (bytes > totalmem() / 2)
+    throw new InvalidArgumentError(
+      `LoRA rank r ${r} would make ${(bytes / 2 ** 30).toFixed(1)} GiB of adapters, more than half of this ` +
+        `machine's memory (${(totalmem() / 2 ** 30).toFixed(1)} GiB)`,
+    );
+}
+
 async function adapterFile(
   idOrDir: string,
   name: string,
@@ -361,7 +388,9 @@ export class PeftModel<M extends PreTrainedModel = PreTrainedModel> extends Mode
     if (model._core.pending > 0)
       throw new InvalidArgumentError("The model has calls in flight: await them before adding adapters");
     const layout = loraLayout(model);
-    const modules = loraModules(config, layout).map(layout.native);
+    const targets = loraModules(config, layout);
+    checkAdapterFits(model, targets, config.r);
+    const modules = targets.map(layout.native);
     if (config.fan_in_fan_out !== layout.fan_in_fan_out) {
       // as PEFT: the layer's own layout wins, with PEFT's warning
       process.emitWarning(
@@ -378,7 +407,9 @@ export class PeftModel<M extends PreTrainedModel = PreTrainedModel> extends Mode
     this.#base = model;
     this.name_or_path = model.name_or_path;
     this.peft_config = { default: config };
-    model._native.addLora({ modules, r: config.r, scaling: config.scaling, dropout: config.lora_dropout, trainable });
+    native(() =>
+      model._native.addLora({ modules, r: config.r, scaling: config.scaling, dropout: config.lora_dropout, trainable }),
+    );
   }
 
   /** The adapters' A and B, named as in PEFT's files after base_model.model. */
@@ -485,18 +516,27 @@ export class PeftModel<M extends PreTrainedModel = PreTrainedModel> extends Mode
       throw new InvalidArgumentError(
         `adapter_name ${JSON.stringify(options.adapter_name)} is not supported: torchlm holds one adapter, "default"`,
       );
-    const config = await LoraConfig.from_pretrained(model_id, {
-      revision: options.revision,
-      local_files_only: options.local_files_only,
-    });
+    const configFile = await adapterFile(model_id, "adapter_config.json", options);
+    const config = await readingFile(configFile, async () =>
+      LoraConfig.from_dict(await readConfigJson(configFile), configFile),
+    );
     config.inference_mode = !trainable;
     const weights = await adapterFile(model_id, "adapter_model.safetensors", options);
     await model._core.queue;
-    const peft = new PeftModel(model, config, trainable);
+    let peft: PeftModel<B>;
+    try {
+      peft = new PeftModel(model, config, trainable);
+    } catch (e) {
+      throw inFile(e, configFile);
+    }
     try {
       await peft._copy_adapter(weights);
     } catch (e) {
       await peft._enqueue(() => peft._native.removeLora({ merge: false }));
+      if (e instanceof InvalidArgumentError)
+        e.message +=
+          ` (the adapters are as ${configFile} describes them: r ${config.r}, target_modules ` +
+          `${JSON.stringify(config.target_modules)})`;
       throw e;
     }
     return peft;
@@ -504,6 +544,10 @@ export class PeftModel<M extends PreTrainedModel = PreTrainedModel> extends Mode
 
   /** @internal The adapters (named as in PEFT's files) copied in place from a safetensors file. */
   async _copy_adapter(file: string): Promise<void> {
+    await readingFile(file, () => this.#copy_adapter(file));
+  }
+
+  async #copy_adapter(file: string): Promise<void> {
     const loaded = await load_file(file, { device: this.device });
     const pairs = Object.entries(loaded).map(([k, t]) => {
       const name = k.startsWith(PREFIX) ? k.slice(PREFIX.length) : k;

@@ -2,9 +2,10 @@
 // (forward, loss, backward and, when the accumulation window closes, clip + AdamW + zero-grad);
 // a compute_loss override runs its own forward and loss, then backward and the update natively.
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { check, invalid, InvalidArgumentError, isPlainObject, TorchlmError, withStack } from "./errors.js";
+import { check, invalid, InvalidArgumentError, isPlainObject, readingFile, TorchlmError, withStack } from "./errors.js";
+import { readConfigJson } from "./config.js";
 import { binding, type Amp, type NativeAdamW, type NativeTensor } from "./native.js";
 import { PreTrainedModel, type CausalLMOutput } from "./model.js";
 import { TrainingArguments } from "./training_args.js";
@@ -22,6 +23,7 @@ export { EarlyStoppingCallback, TrainerCallback, type CallbackArgs, type LogRow 
 import { plot_log_history } from "./plotting.js";
 import {
   _default_group,
+  name_lost_peer,
   all_reduce,
   barrier,
   broadcast_parameters,
@@ -282,6 +284,14 @@ export class Trainer {
 
   /** Runs training; resumes from output_dir's last checkpoint (true) or a given one (a path). */
   async train(options: { resume_from_checkpoint?: boolean | string } = {}): Promise<TrainOutput> {
+    try {
+      return await this.#train(options);
+    } catch (e) {
+      throw name_lost_peer(e);
+    }
+  }
+
+  async #train(options: { resume_from_checkpoint?: boolean | string }): Promise<TrainOutput> {
     check.knownKeys("train", options, ["resume_from_checkpoint"]);
     const args = this.args;
     if (!this.train_dataset || this.train_dataset.length === 0)
@@ -792,45 +802,94 @@ export class Trainer {
     }
   }
 
+  // Every file is read and checked before anything changes: a checkpoint that cannot be resumed leaves the model,
+  // the optimizer, the scheduler and the random state as they were.
   async #loadCheckpoint(dir: string): Promise<void> {
-    if (!existsSync(join(dir, "trainer_state.json")))
+    const file = (f: string) => join(dir, f);
+    if (!existsSync(file("trainer_state.json")))
       throw new InvalidArgumentError(`${dir} is not a checkpoint (no trainer_state.json)`);
-    await this.model._load_checkpoint_weights(dir); // in place: the optimizer keeps holding the tensors
-    const opt = await readSafetensorsIndex(join(dir, "optimizer.safetensors"));
-    const tensors = await withStack(() =>
-      binding.readSafetensors({
-        path: opt.path,
-        data_start: opt.dataStart,
-        entries: opt.entries,
-        dtype: null,
-        device: this.model.device,
-      }),
+    const saved = await readingFile(file("trainer_state.json"), async () =>
+      checkTrainerState(await readConfigJson(file("trainer_state.json")), this.state.max_steps, dir),
     );
-    this.optimizer!.loadState(tensors as [string, NativeTensor][]);
-    this.lr_scheduler!.load_state_dict(JSON.parse(await readFile(join(dir, "scheduler.json"), "utf8")));
+    const scheduler = await readingFile(file("scheduler.json"), async () => {
+      const s = await readConfigJson(file("scheduler.json"));
+      check.integer("last_step", s.last_step, 0, saved.max_steps);
+      return s as { last_step: number };
+    });
     // a DDP checkpoint has one RNG state per rank; a single process resumes from rank 0's
     const rngFile = [`rng_state_${this.#rank}.safetensors`, "rng_state.safetensors", "rng_state_0.safetensors"]
-      .map((f) => join(dir, f))
+      .map(file)
       .find((f) => existsSync(f));
     if (!rngFile) throw new InvalidArgumentError(`${dir} has no rng_state file`);
-    const rng = await readSafetensorsIndex(rngFile);
-    const [[, state]] = await withStack(() =>
-      binding.readSafetensors({
-        path: rng.path,
-        data_start: rng.dataStart,
-        entries: rng.entries,
-        dtype: null,
-        device: "cpu",
-      }),
-    );
-    binding.setRngState(state!);
-    const saved = JSON.parse(await readFile(join(dir, "trainer_state.json"), "utf8")) as TrainerState;
-    if (saved.max_steps !== this.state.max_steps)
-      throw new InvalidArgumentError(
-        `${dir} was saved by a run of ${saved.max_steps} steps, this one has ${this.state.max_steps}`,
-      );
+    const rng = await readingFile(rngFile, async () => {
+      const t = await readTensors(rngFile, "cpu");
+      const now = binding.getRngState();
+      const [name, state] = t[0] ?? [];
+      if (t.length !== 1 || state!.dtype !== "uint8" || state!.shape.join() !== now.shape.join())
+        throw new InvalidArgumentError(
+          `expected one tensor, cpu: the CPU generator's state as ${now.shape.join(" x ")} uint8 bytes; found ` +
+            (t.length ? t.map(([n, x]) => `${n} ${x.dtype} [${x.shape.join(", ")}]`).join(", ") : "none"),
+        );
+      // libtorch checks a state only by setting it: set, then put the current one back
+      try {
+        binding.setRngState(state!);
+      } catch (e) {
+        throw new InvalidArgumentError(`tensor ${name} is not a CPU generator's state (${(e as Error).message})`);
+      } finally {
+        binding.setRngState(now);
+      }
+      return state!;
+    });
+    const optimizerFile = file("optimizer.safetensors");
+    const opt = await readingFile(optimizerFile, async () => {
+      const t = await readTensors(optimizerFile, this.model.device);
+      await withStack(() => this.optimizer!.checkState(t));
+      return t;
+    });
+    // in place, after checking every tensor: the optimizer keeps holding the same tensors
+    await this.model._load_checkpoint_weights(dir);
+    await withStack(() => this.optimizer!.loadState(opt));
+    this.lr_scheduler!.load_state_dict(scheduler);
+    binding.setRngState(rng);
     Object.assign(this.state, saved);
   }
+}
+
+/** trainer_state.json's fields torchlm reads back, each checked (the rest of the file is Hugging Face's). */
+function checkTrainerState(o: Record<string, unknown>, max_steps: number, dir: string): TrainerState {
+  const got = check.integer("max_steps", o.max_steps, 0);
+  if (got !== max_steps)
+    throw new InvalidArgumentError(`${dir} was saved by a run of ${got} steps, this one has ${max_steps}`);
+  check.integer("global_step", o.global_step, 0, max_steps);
+  check.number("epoch", o.epoch, 0, Number.MAX_VALUE);
+  if (!Array.isArray(o.log_history) || !o.log_history.every((r) => isPlainObject(r)))
+    throw invalid("log_history", "an array of objects", o.log_history);
+  for (const k of ["best_metric", "best_global_step"] as const)
+    if (o[k] !== undefined && o[k] !== null) check.number(k, o[k], -Number.MAX_VALUE, Number.MAX_VALUE);
+  if (o.best_model_checkpoint !== undefined && o.best_model_checkpoint !== null)
+    check.string("best_model_checkpoint", o.best_model_checkpoint);
+  for (const k of ["num_train_epochs", "total_flos", "logging_steps", "save_steps", "train_batch_size"] as const)
+    if (o[k] !== undefined && o[k] !== null) check.number(k, o[k], 0, Number.MAX_VALUE);
+  if (o.eval_steps !== undefined && o.eval_steps !== null)
+    check.number("eval_steps", o.eval_steps, 0, Number.MAX_VALUE);
+  const state = new TrainerState();
+  for (const k of Object.keys(state) as (keyof TrainerState)[])
+    if (o[k] !== undefined) (state as unknown as Record<string, unknown>)[k] = o[k];
+  return state;
+}
+
+/** Every tensor of a safetensors file, as the addon reads it. */
+async function readTensors(path: string, device: string): Promise<[string, NativeTensor][]> {
+  const index = await readSafetensorsIndex(path);
+  return (await withStack(() =>
+    binding.readSafetensors({
+      path: index.path,
+      data_start: index.dataStart,
+      entries: index.entries,
+      dtype: null,
+      device,
+    }),
+  )) as [string, NativeTensor][];
 }
 
 /** The N of every checkpoint-N folder in dir, ascending. */

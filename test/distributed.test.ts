@@ -1,6 +1,7 @@
 // Data-parallel training on c10d/Gloo over loopback: the launcher, the sampler, parity with one process, failures.
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -215,4 +216,67 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
     expect(stderr0).toMatch(/Connection closed by peer|Connection reset|timed out/i);
     expect(Date.now() - t0).toBeLessThan(90_000);
   }, 120_000);
+
+  test("the master's port taken: rank 0 says so at once, naming the port and the option", async () => {
+    const held = createServer();
+    await new Promise<void>((r) => held.listen(0, "127.0.0.1", r));
+    const port = (held.address() as AddressInfo).port;
+    const t0 = Date.now();
+    const args = [child, distIndex, tinyModelDir(), out(), "1", "3", "long"];
+    const err = await run(
+      process.execPath,
+      [cli, "launch", "--nproc-per-node", "2", "--master-port", String(port), ...args],
+      {
+        env,
+        timeout: 60_000,
+      },
+    ).then(
+      () => null,
+      (e) => e,
+    );
+    held.close();
+    expect(err?.code).toBe(1);
+    expect(err.stderr).toMatch(new RegExp(`The master port ${port} is taken on this machine .* --master-port`));
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  }, 60_000);
+
+  test("launchers that disagree on the world size: every rank ends at once, naming the disagreement", async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = String((probe.address() as AddressInfo).port);
+    await new Promise((r) => probe.close(r));
+    const dir = out();
+    const t0 = Date.now();
+    // node 0 starts 2 ranks of 2 x 2 = 4; node 1 starts 1 of 2 x 1 = 2
+    const launch = (node: number, nproc: number) =>
+      run(
+        process.execPath,
+        [cli, "launch", "--nnodes", "2", "--node-rank", String(node), "--nproc-per-node", String(nproc)].concat([
+          "--master-port",
+          port,
+          child,
+          distIndex,
+          tinyModelDir(),
+          dir,
+          "1",
+          "3",
+          "long",
+        ]),
+        { env, timeout: 60_000 },
+      ).then(
+        () => ({ code: 0, stderr: "" }),
+        (e) => e as { code: number; stderr: string },
+      );
+    const [a, b] = await Promise.all([launch(0, 2), launch(1, 1)]);
+    const said = new RegExp(
+      "rank 1 was started with a world size of 2 and rank 0 with 4: every node's torchlm launch needs the same " +
+        "--nnodes and --nproc-per-node",
+    );
+    for (const x of [a, b]) {
+      expect(x.code).not.toBe(0);
+      expect(x.stderr).toMatch(said);
+    }
+    // well within the default timeout (30 minutes) and ddp_timeout's 60 s in ddp-train.mjs
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  }, 60_000);
 });

@@ -40,3 +40,31 @@ test("10,000 mutated safetensors files and configs: each loads or rejects; no cr
   expect(stats.rejected).toBeGreaterThan(5000);
   expect(stats.loaded).toBeGreaterThan(0);
 }, 600_000);
+
+// The formats added since: each mode makes a valid file with the library, then 2,000 mutations of it
+test.each(["quant", "peft", "checkpoint"])(
+  "2,000 hostile %s files: each loads, or is refused naming the file and the tensor, and leaves the model as it was",
+  async (mode) => {
+    const dir = mkdtempSync(join(tmpdir(), `torchlm-fuzz-${mode}-`));
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        join(root, "test", "child", "fuzz-formats.mjs"),
+        pathToFileURL(join(root, "dist", "lib", "index.js")).href,
+        dir,
+        mode,
+        "2000",
+      ],
+      { timeout: 300_000, maxBuffer: 1 << 24 },
+    );
+    const stats = JSON.parse(stdout.trim().split("\n").pop()!);
+    expect(stats.failures).toEqual([]);
+    expect(stats.runs).toBe(2000);
+    expect(stats.loaded + stats.rejected).toBe(2000);
+    // both outcomes are exercised: most mutations are refused, some load as they are
+    expect(stats.rejected).toBeGreaterThan(1000);
+    expect(stats.loaded).toBeGreaterThan(100);
+    console.log(`fuzz ${mode}: ${stats.runs} mutations, ${stats.loaded} loaded, ${stats.rejected} refused`);
+  },
+  320_000,
+);

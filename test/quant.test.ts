@@ -399,7 +399,8 @@ test.each([
       JSON.stringify({ ...config, quantization_config: { ...qc, scale_dtype: undefined, packing: undefined } }),
     );
     await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(
-      `holds ${dtype} weights in the layout of an earlier torchlm (float32 scales, no lane packing): quantize the ` +
+      `config.json describes ${dtype} weights in the layout of an earlier torchlm (float32 scales, no lane packing): ` +
+        `quantize the ` +
         `float32 checkpoint again`,
     );
     writeFileSync(
@@ -412,8 +413,8 @@ test.each([
     writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, quantization_config: undefined }));
     await expect(GPT2LMHeadModel.from_pretrained(dir)).rejects.toThrow(
       new RegExp(
-        `tensor h\\.0\\.attn\\.c_attn\\.weight has dtype ${dtype === "q8" ? "int8" : "uint8"} but a floating dtype ` +
-          `is needed`,
+        `model\\.safetensors holds the quantized tensor \\S+ \\(${dtype === "q8" ? "I8" : "U8"}\\), but ` +
+          `\\S+config\\.json has no quantization_config saying how to read it`,
       ),
     );
     await q.dispose();

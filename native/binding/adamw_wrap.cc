@@ -22,6 +22,7 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
                                        InstanceMethod("zeroGrad", &AdamWWrap::JsZeroGrad),
                                        InstanceMethod("clipGradNorm", &AdamWWrap::JsClip),
                                        InstanceMethod("state", &AdamWWrap::JsState),
+                                       InstanceMethod("checkState", &AdamWWrap::JsCheckState),
                                        InstanceMethod("loadState", &AdamWWrap::JsLoadState),
                                        InstanceMethod("trainStep", &AdamWWrap::JsTrainStep),
                                        InstanceMethod("backward", &AdamWWrap::JsBackward),
@@ -155,11 +156,22 @@ class AdamWWrap : public Napi::ObjectWrap<AdamWWrap> {
     Napi::Env env = info.Env();
     return TensorWrap::NamedToJs(env, opt_->State());
   }
+  Napi::Value JsCheckState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Guard(env, [&]() -> Napi::Value {
+      auto state = TensorWrap::NamedFromJs(info[0], "checkState's state");
+      auto opt = opt_;
+      return PromiseWorker::Run(env, [opt, state] { opt->CheckState(state); }, nullptr,
+                                {info.This().As<Napi::Object>()});
+    });
+  }
   Napi::Value JsLoadState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Guard(env, [&]() -> Napi::Value {
-      opt_->LoadState(TensorWrap::NamedFromJs(info[0], "loadState's state"));
-      return env.Undefined();
+      auto state = TensorWrap::NamedFromJs(info[0], "loadState's state");
+      auto opt = opt_;
+      return PromiseWorker::Run(env, [opt, state] { opt->LoadState(state); }, nullptr,
+                                {info.This().As<Napi::Object>()});
     });
   }
 

@@ -47,7 +47,8 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
  private:
   std::shared_ptr<Comm> comm_;
 
-  // connect(master_addr, master_port, rank, world_size, timeout_ms) -> Promise<NativeProcessGroup>
+  // connect({ master_addr, master_port, rank, world_size, timeout_ms, gloo_interface, gloo_address })
+  //   -> Promise<NativeProcessGroup>
   static Napi::Value Connect(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return Guard(env, [&] {
@@ -56,9 +57,11 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
       const int port = static_cast<int>(args.Int("master_port"));
       const int rank = static_cast<int>(args.Int("rank")), world = static_cast<int>(args.Int("world_size"));
       const int64_t timeout = args.Int("timeout_ms");
+      const std::string ifname = args.IsNull("gloo_interface") ? "" : args.Str("gloo_interface");
+      const std::string local = args.IsNull("gloo_interface") ? args.Str("gloo_address") : "";
       auto out = std::make_shared<std::shared_ptr<Comm>>();
       return PromiseWorker::Run(
-          env, [=] { *out = Comm::Connect(addr, port, rank, world, timeout); },
+          env, [=] { *out = Comm::Connect(addr, port, rank, world, timeout, ifname, local); },
           [out](Napi::Env env) -> Napi::Value {
             return ctor_->New({Napi::External<std::shared_ptr<Comm>>::New(env, out.get())});
           });

@@ -1,8 +1,14 @@
 // Child process of test/distributed.test.ts: trains the tiny model with the Trainer, in one process or as one
 // rank of a job started by `torchlm launch`; rank 0 saves the model and prints the log history.
-// argv: distIndex modelDir outDir batchSize maxSteps mode (ok | kill | throw | resume | lora)
+// argv: distIndex modelDir outDir batchSize maxSteps mode (ok | kill | throw | resume | lora | long | paced |
+// paced-resume)
+// long: no evaluation and no checkpoints, for a run that is stopped from outside.
+// paced: no evaluation, a checkpoint every 2 steps and 200 ms a step, for a run stopped from outside after rank 0
+// marks step 5; paced-resume goes on from the last checkpoint the stopped run left.
 // lora: LoRA adapters, drawn from a different seed on each rank (the Trainer's broadcast must make them rank 0's), on
 // GPT-2's Conv1D layers or a Llama-family block's linear layers. The model is whatever modelDir holds.
+import { writeFileSync } from "node:fs";
+
 const [, , distIndex, modelDir, outDir, bsArg, stepsArg, mode = "ok"] = process.argv;
 const {
   AutoModelForCausalLM,
@@ -30,7 +36,13 @@ const collate = (b) => {
 
 const rank = Number(process.env.RANK ?? 0);
 class Fault extends TrainerCallback {
-  on_step_end({ state }) {
+  async on_step_end({ state }) {
+    // long: rank 0 says when the ranks are training, for a test that stops them from outside
+    if (mode === "long" && rank === 0 && state.global_step === 2) writeFileSync(`${outDir}/training`, "");
+    if (mode.startsWith("paced")) {
+      if (rank === 0 && state.global_step === 5) writeFileSync(`${outDir}/training`, "");
+      await new Promise((r) => setTimeout(r, 200));
+    }
     if (rank !== 1 || state.global_step !== 1) return;
     if (mode === "kill") process.kill(process.pid, "SIGKILL");
     if (mode === "throw") throw new Error("rank 1 failed on purpose");
@@ -53,9 +65,10 @@ const args = new TrainingArguments({
   weight_decay: 0.1,
   lr_scheduler_type: "cosine",
   logging_steps: 1,
-  eval_strategy: "steps",
+  eval_strategy: mode === "long" || mode.startsWith("paced") ? "no" : "steps",
   eval_steps: 3,
   per_device_eval_batch_size: 2,
+  save_strategy: mode === "long" ? "no" : "steps",
   save_steps: 2,
   disable_tqdm: true,
   plot_loss: false,
@@ -69,6 +82,8 @@ const trainer = new Trainer({
   data_collator: collate,
   callbacks: [new Fault()],
 });
-await trainer.train({ resume_from_checkpoint: mode === "resume" ? `${outDir}/checkpoint-2` : undefined });
+await trainer.train({
+  resume_from_checkpoint: mode === "resume" ? `${outDir}/checkpoint-2` : mode === "paced-resume" ? true : undefined,
+});
 await trainer.save_model(`${outDir}/final`);
 if (rank === 0) console.log(JSON.stringify({ world: args.world_size, log_history: trainer.state.log_history }));

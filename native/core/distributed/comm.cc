@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace torchlm {
 
@@ -24,27 +25,65 @@ struct Comm::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
 };
 
-std::shared_ptr<Comm> Comm::Connect(const std::string& addr, int port, int rank, int world, int64_t timeout_ms) {
+static std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+
+// Every rank says which rank of how many it was started as before any waits for the others, so that a job whose
+// launchers disagree (--nnodes, --nproc-per-node, --node-rank) ends on every rank at once, naming the disagreement,
+// instead of waiting out the timeout for ranks that will never come.
+static void Rendezvous(c10d::Store& store, int rank, int world, std::chrono::milliseconds timeout) {
+  const std::string abort_key = "torchlm/abort";
+  auto abort = [&](const std::string& why) {
+    store.set(abort_key, Bytes(why));
+    throw UserError(why);
+  };
+  if (rank == 0) store.set("torchlm/world", Bytes(std::to_string(world)));
+  if (rank != 0) {
+    const auto w = store.get("torchlm/world");
+    const std::string theirs(w.begin(), w.end());
+    if (theirs != std::to_string(world))
+      abort("rank " + std::to_string(rank) + " was started with a world size of " + std::to_string(world) +
+            " and rank 0 with " + theirs +
+            ": every node's torchlm launch needs the same --nnodes and --nproc-per-node");
+  }
+  if (store.add("torchlm/rank/" + std::to_string(rank), 1) > 1)
+    abort("two processes were started as rank " + std::to_string(rank) +
+          ": each node's torchlm launch needs its own --node-rank, and every node the same --nproc-per-node");
+  store.add("torchlm/arrived", 1);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (store.check({abort_key})) {
+      const auto why = store.get(abort_key);
+      throw UserError(std::string(why.begin(), why.end()));
+    }
+    const int64_t arrived = store.add("torchlm/arrived", 0);
+    if (arrived >= world) return;
+    if (std::chrono::steady_clock::now() > deadline)
+      throw UserError(std::to_string(arrived) + " of " + std::to_string(world) + " ranks joined within the timeout (" +
+                      std::to_string(timeout.count() / 1000) + " s): the others were not started or cannot reach " +
+                      "the master");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+std::shared_ptr<Comm> Comm::Connect(const std::string& addr, int port, int rank, int world, int64_t timeout_ms,
+                                    const std::string& ifname, const std::string& local_addr) {
   auto timeout = std::chrono::milliseconds(timeout_ms);
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(port);
   so.isServer = rank == 0;
   so.numWorkers = static_cast<size_t>(world);
-  so.waitWorkers = true;
+  so.waitWorkers = false;  // Rendezvous waits, and can tell why ranks are missing
   so.timeout = timeout;
   auto c = std::make_shared<Comm>();
   c->impl_ = std::make_shared<Impl>();
   c->impl_->store = c10::make_intrusive<c10d::TCPStore>(addr, so);
+  Rendezvous(*c->impl_->store, rank, world, timeout);
   auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-  // Gloo binds each rank to one interface: GLOO_SOCKET_IFNAME as in PyTorch, loopback for a
-  // single-machine job, else the address this host name resolves to.
-  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-  if (ifname && *ifname)
+  // lib/distributed.ts picks them: GLOO_SOCKET_IFNAME, else the address that reaches the master
+  if (!ifname.empty())
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-  else if (addr == "127.0.0.1" || addr == "localhost")
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   else
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(local_addr));
   opts->threads = 2;
   c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, rank, world, opts);
   c->rank_ = rank;
@@ -132,7 +171,10 @@ static UserError NoGloo() {
       "this torchlm build has no distributed support: libtorch's Gloo headers were missing at build time "
       "(install libgloo-dev, then run `npm run build:native`)");
 }
-std::shared_ptr<Comm> Comm::Connect(const std::string&, int, int, int, int64_t) { throw NoGloo(); }
+std::shared_ptr<Comm> Comm::Connect(const std::string&, int, int, int, int64_t, const std::string&,
+                                    const std::string&) {
+  throw NoGloo();
+}
 void Comm::AllReduceMean(const std::vector<at::Tensor>&, size_t) { throw NoGloo(); }
 void Comm::AllReduce(at::Tensor, bool) { throw NoGloo(); }
 void Comm::Broadcast(const std::vector<at::Tensor>&, int, size_t) { throw NoGloo(); }

@@ -15,7 +15,9 @@ class Comm {
   // Whether this build has c10d's Gloo (its headers were there at build time).
   static bool Available();
   // Rank 0 serves the store at addr:port; the others connect to it. Times out after timeout_ms.
-  static std::shared_ptr<Comm> Connect(const std::string& addr, int port, int rank, int world, int64_t timeout_ms);
+  // Gloo binds this rank to the network interface ifname, or (ifname empty) to the local address local_addr.
+  static std::shared_ptr<Comm> Connect(const std::string& addr, int port, int rank, int world, int64_t timeout_ms,
+                                       const std::string& ifname, const std::string& local_addr);
   int rank() const { return rank_; }
   int world() const { return world_; }
   // Averages the tensors over the ranks in place, in flat buckets of at most bucket_bytes (as DDP does).

@@ -146,7 +146,9 @@ void CausalLM::LoadQuantized(NamedTensors tensors, const std::string& kind) {
     t = StandIn(w, FanInFanOut());
     made.emplace(name, std::move(w));
   }
-  if (made.size() != scales.size()) throw UserError(kind + " checkpoint has scales without quantized weights");
+  for (const auto& [name, t] : scales)
+    if (!made.count(name))
+      throw UserError(kind + " checkpoint has " + name + "_scale but no quantized tensor " + name + " for it");
   const bool untied = Quantizable(kHead);  // a tied head is not a parameter of its own
   // the head after the blocks' weights; an untied one first, as Load checks its stand-in among the parameters
   QWeight lm_head;

@@ -6,8 +6,9 @@
 #include <immintrin.h>
 #endif
 
-#include <cmath>
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -113,19 +114,53 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::State() const {
   return out;
 }
 
+void AdamW::CheckState(const std::vector<std::pair<std::string, at::Tensor>>& state) const {
+  std::map<std::string, at::Tensor> m;
+  for (const auto& [name, t] : state)
+    if (!m.emplace(name, t).second) throw UserError("optimizer state has tensor " + name + " twice");
+  for (size_t i = 0; i < exp_avg_.size(); i++) {
+    const std::string p = std::to_string(i) + ".";
+    for (const char* part : {"exp_avg", "exp_avg_sq", "step"})
+      if (!m.count(p + part)) throw UserError("optimizer state is missing tensor " + p + part);
+    for (const auto& [name, want] : {std::pair{p + "exp_avg", &exp_avg_[i]}, {p + "exp_avg_sq", &exp_avg_sq_[i]}}) {
+      const at::Tensor& t = m.at(name);
+      if (t.sizes() != want->sizes())
+        throw UserError("optimizer state tensor " + name + " has shape " + ShapeStr(t.sizes()) +
+                        " but its parameter's is " + ShapeStr(want->sizes()));
+      if (!at::isFloatingType(t.scalar_type()))
+        throw UserError("optimizer state tensor " + name + " is not a floating-point tensor");
+      // one NaN here would reach every weight it updates
+      if (!at::isfinite(t).all().item<bool>())
+        throw UserError("optimizer state tensor " + name + " holds values that are not finite");
+    }
+    if ((m.at(p + "exp_avg_sq") < 0).any().item<bool>())
+      throw UserError("optimizer state tensor " + p + "exp_avg_sq holds negative values: a second moment is not");
+    const at::Tensor& step = m.at(p + "step");
+    const double v = step.numel() == 1 && at::isFloatingType(step.scalar_type()) ? step.item<double>() : -1;
+    if (!(v >= 0 && v <= 9.0e15 && v == std::floor(v)))
+      throw UserError("optimizer state tensor " + p + "step is not one whole number of steps");
+  }
+  if (m.size() != 3 * exp_avg_.size())
+    for (const auto& [name, t] : m) {
+      const auto dot = name.find('.');
+      const std::string i = name.substr(0, dot);
+      const bool known = dot != std::string::npos && !i.empty() && i.size() < 10 &&
+                         std::all_of(i.begin(), i.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+                         std::stoul(i) < exp_avg_.size();
+      if (!known) throw UserError("optimizer state has tensor " + name + ", which no parameter has");
+    }
+}
+
+// Checked in full first: a bad file leaves the optimizer as it was.
 void AdamW::LoadState(const std::vector<std::pair<std::string, at::Tensor>>& state) {
+  CheckState(state);
   at::NoGradGuard ng;
   std::map<std::string, at::Tensor> m(state.begin(), state.end());
   for (size_t i = 0; i < exp_avg_.size(); i++) {
-    std::string p = std::to_string(i) + ".";
-    auto a = m.find(p + "exp_avg"), b = m.find(p + "exp_avg_sq"), s = m.find(p + "step");
-    if (a == m.end() || b == m.end() || s == m.end())
-      throw UserError("optimizer state is missing parameter " + std::to_string(i));
-    if (a->second.sizes() != exp_avg_[i].sizes() || b->second.sizes() != exp_avg_sq_[i].sizes())
-      throw UserError("optimizer state for parameter " + std::to_string(i) + " has the wrong shape");
-    exp_avg_[i].copy_(a->second);
-    exp_avg_sq_[i].copy_(b->second);
-    steps_[i] = static_cast<int64_t>(s->second.item<double>());
+    const std::string p = std::to_string(i) + ".";
+    exp_avg_[i].copy_(m.at(p + "exp_avg"));
+    exp_avg_sq_[i].copy_(m.at(p + "exp_avg_sq"));
+    steps_[i] = static_cast<int64_t>(m.at(p + "step").item<double>());
   }
 }
 

@@ -21,6 +21,8 @@ class AdamW {
   std::vector<ParamGroup>& groups() { return groups_; }
   // State as named tensors: "<i>.exp_avg", "<i>.exp_avg_sq", "<i>.step" for the i-th parameter.
   std::vector<std::pair<std::string, at::Tensor>> State() const;
+  /** Throws a UserError naming the tensor where `state` does not fit this optimizer; changes nothing. */
+  void CheckState(const std::vector<std::pair<std::string, at::Tensor>>& state) const;
   void LoadState(const std::vector<std::pair<std::string, at::Tensor>>& state);
 
  private:
