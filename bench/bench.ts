@@ -10,6 +10,7 @@ import { packageRoot } from "../lib/native.js";
 import { benchConfig, measure } from "./measure.js";
 import { render, writeResults } from "./render.js";
 import { llamaBench, renderLlama } from "./llama.js";
+import { leakPassed, leaksBench, renderLeaks } from "./leaks.js";
 import { batchApi, prefillBench, renderServe, renderSoak, serveBench, soakBench } from "./serve.js";
 
 const root = packageRoot();
@@ -45,6 +46,17 @@ if (only?.includes("llama")) {
   mkdirSync(join(root, "bench", "results"), { recursive: true });
   writeFileSync(join(root, "bench", "results", "llama-cpu.md"), table.join("\n") + "\n");
   if (only.length === 1) process.exit(0);
+}
+if (only?.includes("leaks")) {
+  // each workload in its own process; CI's short versions are in test/leaks.test.ts
+  const rows = await leaksBench(root);
+  const lines = renderLeaks(rows);
+  console.log("\n" + lines.join("\n"));
+  mkdirSync(join(root, "bench", "results"), { recursive: true });
+  writeFileSync(join(root, "bench", "results", "leaks-cpu.md"), lines.join("\n") + "\n");
+  writeFileSync(join(root, "bench", "results", "leaks-cpu.json"), JSON.stringify(rows, null, 2) + "\n");
+  if (!rows.every(leakPassed)) process.exitCode = 1;
+  if (only.length === 1) process.exit();
 }
 if (only?.includes("soak")) {
   // --soak-requests=N (10,000 by default; CI's short version is in test/serve.test.ts)

@@ -30,6 +30,19 @@ export function set_seed(seed: number): void {
   native(() => binding.manualSeed({ seed }));
 }
 
+/**
+ * Bytes the CPU allocator holds for reuse, in no tensor (as torch.cuda.memory_reserved less what is allocated): they
+ * count in the process's RSS, and the next tensors of those sizes take them instead of faulting in fresh pages.
+ */
+export function memory_reserved(): number {
+  return binding.cpuMemoryReserved();
+}
+
+/** Gives the CPU allocator's cached blocks back to the system (as torch.cuda.empty_cache). */
+export function empty_cache(): void {
+  binding.cpuEmptyCache();
+}
+
 /** libtorch version, devices, threads and BLAS as the addon sees them. */
 export function torch_info(): ReturnType<typeof binding.info> {
   return binding.info();

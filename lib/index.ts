@@ -18,6 +18,8 @@ export {
   get_num_threads,
   set_seed,
   torch_info,
+  memory_reserved,
+  empty_cache,
 } from "./device.js";
 export { GPT2Config, PretrainedConfig } from "./config.js";
 export { LoraConfig, get_peft_model, PeftModel, type LoraConfigOptions } from "./peft.js";

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { pathToFileURL } from "node:url";
-import { GPT2LMHeadModel, tensor } from "../lib/index.js";
+import { empty_cache, GPT2LMHeadModel, memory_reserved, tensor } from "../lib/index.js";
 import { tinyModelDir } from "./helpers/tiny.js";
 
 const root = join(import.meta.dirname ?? process.cwd(), "..");
@@ -35,4 +35,22 @@ test("two models in one process are independent; disposing one leaves the other 
   const after = (await b.forward({ input_ids: x })).logits.data() as Float32Array;
   expect(Array.from(after)).toEqual(Array.from(before));
   await b.dispose();
+});
+
+test("memory_reserved() counts the allocator's free blocks for reuse; empty_cache() gives them back", () => {
+  empty_cache();
+  expect(memory_reserved()).toBe(0);
+  // 4 MB of float32: blocks of 1 MB and more are cached when freed
+  const t = tensor([Array.from({ length: 1 << 20 }, (_, i) => i % 7)], { dtype: "float32" });
+  const a = t.add(1);
+  a.dispose();
+  const cached = memory_reserved();
+  expect(cached).toBeGreaterThanOrEqual(4 << 20);
+  // the next tensor of that size takes the cached block
+  const b = t.add(2);
+  expect(memory_reserved()).toBe(cached - (4 << 20));
+  b.dispose();
+  t.dispose();
+  empty_cache();
+  expect(memory_reserved()).toBe(0);
 });

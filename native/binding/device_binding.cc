@@ -3,6 +3,7 @@
 #include "binding/js_error.h"
 #include "binding/options.h"
 #include "binding/tensor_wrap.h"
+#include "core/runtime/cpu_allocator.h"
 #include "core/runtime/device.h"
 
 #include <ATen/Context.h>
@@ -45,6 +46,16 @@ static Napi::Value JsSetRngState(const Napi::CallbackInfo& info) {
   });
 }
 
+// The CPU allocator's cache: free blocks kept for reuse (counted in RSS, not leaked), and giving them back. Both only
+// take the allocator's lock, so they may run beside the compute thread.
+static Napi::Value JsCpuMemoryReserved(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(CachedCPUBytes()));
+}
+static Napi::Value JsCpuEmptyCache(const Napi::CallbackInfo& info) {
+  EmptyCPUCache();
+  return info.Env().Undefined();
+}
+
 static Napi::Value JsInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = Napi::Object::New(env);
@@ -69,6 +80,8 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, JsInfo));
   exports.Set("getRngState", Napi::Function::New(env, JsGetRngState));
   exports.Set("setRngState", Napi::Function::New(env, JsSetRngState));
+  exports.Set("cpuMemoryReserved", Napi::Function::New(env, JsCpuMemoryReserved));
+  exports.Set("cpuEmptyCache", Napi::Function::New(env, JsCpuEmptyCache));
 }
 
 }  // namespace torchlm

@@ -1,0 +1,28 @@
+// No leaks over long runs: the short versions of the bench's four workloads (npm run bench -- --only=leaks runs
+// 20,000 generates, 2,000 steps, 500 loads and 100 LoRA cycles), each in its own process. RSS rises for the first
+// calls of each shape (libtorch's and oneDNN's per-shape caches, glibc's arenas), then stays: hence the 10% mark.
+import { join } from "node:path";
+import { renderLeaks, runLeakWorkload, type LeakWorkload } from "../bench/leaks.js";
+
+const root = join(import.meta.dirname ?? process.cwd(), "..");
+
+const SHORT: [LeakWorkload, number][] = [
+  ["generate", 4000],
+  ["train", 600],
+  ["load", 400],
+  ["lora", 100],
+];
+
+test.each(SHORT)(
+  "%s x %d in its own process: RSS at the end within 3%% of RSS after the first 10%%; V8's external memory back " +
+    "to its start after disposal",
+  async (workload, runs) => {
+    const r = await runLeakWorkload(root, workload, runs);
+    console.log(renderLeaks([r]).join("\n"));
+    expect(r.runs).toBe(runs);
+    if (workload === "generate") expect(r.aborted).toBeGreaterThan(0);
+    expect(Math.abs(r.growth)).toBeLessThanOrEqual(0.03);
+    expect(r.external_after_dispose - r.external_start).toBeLessThanOrEqual(1 << 20);
+  },
+  300_000,
+);
