@@ -17,8 +17,12 @@ CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} node node_modules/cm
   || { tail -30 /tmp/torchlm-asan-build.log; exit 1; }
 
 suites=("$@")
+# the serving engine's suites (continuous batching, the server in its own process, which inherits the preload) and
+# the formats that came with them (q8/q4 checkpoints, PEFT adapters, TensorBoard logs, the hostile files of each)
 [ ${#suites[@]} -gt 0 ] || suites=(test/tensor.test.ts test/model.test.ts test/errors.test.ts test/loss.test.ts test/generation.test.ts
-  test/trainer.test.ts test/lifetimes.test.ts test/fuzz.test.ts test/distributed.test.ts test/matvec.test.ts test/gemm.test.ts test/faults.test.ts)
+  test/trainer.test.ts test/lifetimes.test.ts test/fuzz.test.ts test/distributed.test.ts test/matvec.test.ts test/gemm.test.ts test/faults.test.ts
+  test/continuous_batching.test.ts test/serve.test.ts test/llama_serve.test.ts test/chat_completions.test.ts
+  test/quant.test.ts test/peft.test.ts test/tensorboard.test.ts test/llama.test.ts test/leaks.test.ts test/multinode.test.ts)
 log=$(mktemp /tmp/torchlm-asan-XXXX)
 echo "sanitize: running ${suites[*]} (reports go to $log.*)"
 set +e

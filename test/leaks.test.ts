@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { renderLeaks, runLeakWorkload, type LeakWorkload } from "../bench/leaks.js";
 
 const root = join(import.meta.dirname ?? process.cwd(), "..");
+const sanitized = /libasan/.test(process.env.LD_PRELOAD ?? "");
 
 const SHORT: [LeakWorkload, number][] = [
   ["generate", 4000],
@@ -14,14 +15,16 @@ const SHORT: [LeakWorkload, number][] = [
 ];
 
 test.each(SHORT)(
-  "%s x %d in its own process: RSS at the end within 3%% of RSS after the first 10%%; V8's external memory back " +
+  "%s x %d in its own process: RSS at the end at most 3%% above RSS after the first 10%%; V8's external memory back " +
     "to its start after disposal",
   async (workload, runs) => {
     const r = await runLeakWorkload(root, workload, runs);
     console.log(renderLeaks([r]).join("\n"));
     expect(r.runs).toBe(runs);
     if (workload === "generate") expect(r.aborted).toBeGreaterThan(0);
-    expect(Math.abs(r.growth)).toBeLessThanOrEqual(0.03);
+    // Under scripts/sanitize.sh, ASan holds freed memory in its quarantine (256 MB) before reuse, so RSS there says
+    // nothing of leaks: the run checks the workloads for memory errors only.
+    if (!sanitized) expect(r.growth).toBeLessThanOrEqual(0.03);
     expect(r.external_after_dispose - r.external_start).toBeLessThanOrEqual(1 << 20);
   },
   300_000,
