@@ -279,4 +279,28 @@ describe("data-parallel training (2 ranks, Gloo over 127.0.0.1)", () => {
     // well within the default timeout (30 minutes) and ddp_timeout's 60 s in ddp-train.mjs
     expect(Date.now() - t0).toBeLessThan(30_000);
   }, 60_000);
+
+  test("two processes started as one rank: every rank ends at once, naming it", async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = String((probe.address() as AddressInfo).port);
+    await new Promise((r) => probe.close(r));
+    const t0 = Date.now();
+    const rank = (r: number) =>
+      run(process.execPath, [child, distIndex, tinyModelDir(), out(), "1", "3", "long"], {
+        env: { ...env, RANK: String(r), WORLD_SIZE: "3", MASTER_ADDR: "127.0.0.1", MASTER_PORT: port },
+        timeout: 60_000,
+      }).then(
+        () => ({ code: 0, stderr: "" }),
+        (e) => e as { code: number; stderr: string },
+      );
+    const first = rank(0);
+    await new Promise((r) => setTimeout(r, 300));
+    const ranks = [first, rank(1), rank(1)];
+    for (const x of await Promise.all(ranks)) {
+      expect(x.code).not.toBe(0);
+      expect(x.stderr).toMatch(/two processes were started as rank 1: each node's torchlm launch needs its own/);
+    }
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  }, 60_000);
 });

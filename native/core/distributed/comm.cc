@@ -50,18 +50,26 @@ static void Rendezvous(c10d::Store& store, int rank, int world, std::chrono::mil
           ": each node's torchlm launch needs its own --node-rank, and every node the same --nproc-per-node");
   store.add("torchlm/arrived", 1);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (store.check({abort_key})) {
-      const auto why = store.get(abort_key);
-      throw UserError(std::string(why.begin(), why.end()));
+  const auto poll = std::chrono::milliseconds(50);
+  try {
+    while (true) {
+      if (store.check({abort_key})) {
+        const auto why = store.get(abort_key);
+        // the master holds the store: it stays a few polls so that every waiting rank reads the reason first
+        if (rank == 0) std::this_thread::sleep_for(4 * poll);
+        throw UserError(std::string(why.begin(), why.end()));
+      }
+      const int64_t arrived = store.add("torchlm/arrived", 0);
+      if (arrived >= world) return;
+      if (std::chrono::steady_clock::now() > deadline)
+        throw UserError(std::to_string(arrived) + " of " + std::to_string(world) +
+                        " ranks joined within the timeout (" + std::to_string(timeout.count() / 1000) +
+                        " s): the others were not started or cannot reach the master");
+      std::this_thread::sleep_for(poll);
     }
-    const int64_t arrived = store.add("torchlm/arrived", 0);
-    if (arrived >= world) return;
-    if (std::chrono::steady_clock::now() > deadline)
-      throw UserError(std::to_string(arrived) + " of " + std::to_string(world) + " ranks joined within the timeout (" +
-                      std::to_string(timeout.count() / 1000) + " s): the others were not started or cannot reach " +
-                      "the master");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } catch (const c10::DistNetworkError& e) {
+    throw UserError("rank 0 (the master) went away while rank " + std::to_string(rank) +
+                    " waited for the others to join: " + e.what_without_backtrace());
   }
 }
 
