@@ -127,17 +127,20 @@ export async function load_file(
   if (options.dtype !== undefined)
     check.oneOf("dtype", options.dtype, ["float32", "float16", "bfloat16", "float64"] as const);
   const device = checkDevice("device", options.device ?? "cpu");
-  const index = await readSafetensorsIndex(path);
-  const pairs = await withStack(() =>
-    binding.readSafetensors({
-      path,
-      data_start: index.dataStart,
-      entries: index.entries,
-      dtype: options.dtype ?? null,
-      device,
-    }),
-  );
+  const pairs = await readNamedTensors(path, device, options.dtype ?? null);
   return Object.fromEntries(pairs.map(([k, t]) => [k, new Tensor(t)]));
+}
+
+/** @internal Every tensor of a file as the addon reads it, in the file's order (load_file, the Trainer's resume). */
+export async function readNamedTensors(
+  path: string,
+  device: string,
+  dtype: Dtype | null = null,
+): Promise<[string, NativeTensor][]> {
+  const index = await readSafetensorsIndex(path);
+  return withStack(() =>
+    binding.readSafetensors({ path, data_start: index.dataStart, entries: index.entries, dtype, device }),
+  );
 }
 
 /** Writes tensors to a safetensors file atomically (a temporary name, then a rename). */

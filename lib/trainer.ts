@@ -6,7 +6,7 @@ import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { check, invalid, InvalidArgumentError, isPlainObject, readingFile, TorchlmError, withStack } from "./errors.js";
 import { readConfigJson } from "./config.js";
-import { binding, type Amp, type NativeAdamW, type NativeTensor } from "./native.js";
+import { binding, type Amp, type NativeAdamW } from "./native.js";
 import { PreTrainedModel, type CausalLMOutput } from "./model.js";
 import { TrainingArguments } from "./training_args.js";
 import { get_scheduler, type LRScheduler } from "./schedulers.js";
@@ -14,7 +14,7 @@ import { Dataset, permutation, type Row } from "./datasets.js";
 import { DataCollatorForLanguageModeling } from "./collator.js";
 import { PreTrainedTokenizerFast } from "./tokenizer.js";
 import { cat, Tensor } from "./tensor.js";
-import { readSafetensorsIndex } from "./safetensors.js";
+import { readNamedTensors } from "./safetensors.js";
 import { bar } from "./progress.js";
 import { TrainerCallback, type LogRow } from "./callbacks.js";
 import { TensorBoardCallback } from "./tensorboard.js";
@@ -822,7 +822,7 @@ export class Trainer {
       .find((f) => existsSync(f));
     if (!rngFile) throw new InvalidArgumentError(`${dir} has no rng_state file`);
     const rng = await readingFile(rngFile, async () => {
-      const t = await readTensors(rngFile, "cpu");
+      const t = await readNamedTensors(rngFile, "cpu");
       const now = binding.getRngState();
       const [name, state] = t[0] ?? [];
       if (t.length !== 1 || state!.dtype !== "uint8" || state!.shape.join() !== now.shape.join())
@@ -842,7 +842,7 @@ export class Trainer {
     });
     const optimizerFile = file("optimizer.safetensors");
     const opt = await readingFile(optimizerFile, async () => {
-      const t = await readTensors(optimizerFile, this.model.device);
+      const t = await readNamedTensors(optimizerFile, this.model.device);
       await withStack(() => this.optimizer!.checkState(t));
       return t;
     });
@@ -876,20 +876,6 @@ function checkTrainerState(o: Record<string, unknown>, max_steps: number, dir: s
   for (const k of Object.keys(state) as (keyof TrainerState)[])
     if (o[k] !== undefined) (state as unknown as Record<string, unknown>)[k] = o[k];
   return state;
-}
-
-/** Every tensor of a safetensors file, as the addon reads it. */
-async function readTensors(path: string, device: string): Promise<[string, NativeTensor][]> {
-  const index = await readSafetensorsIndex(path);
-  return (await withStack(() =>
-    binding.readSafetensors({
-      path: index.path,
-      data_start: index.dataStart,
-      entries: index.entries,
-      dtype: null,
-      device,
-    }),
-  )) as [string, NativeTensor][];
 }
 
 /** The N of every checkpoint-N folder in dir, ascending. */
