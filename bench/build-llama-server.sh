@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's own llama-server and llama-bench (the serving bench's peer) from the llama.cpp sources that
+# Builds llama.cpp's own llama-server, llama-bench and llama-quantize (the bench's peers) from the llama.cpp sources that
 # llama-cpp-python's sdist carries, into bench/.peers/llama.cpp-build (about 20 minutes on 2 cores, offline after the
 # download). npm run bench -- --only=serve uses them when they are there.
 set -euo pipefail
@@ -14,5 +14,5 @@ if [ ! -d "$src/llama_cpp_python-$version" ]; then
 fi
 cmake -S "$src/llama_cpp_python-$version/vendor/llama.cpp" -B "$peers/llama.cpp-build" -DGGML_NATIVE=ON \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DCMAKE_BUILD_TYPE=Release
-cmake --build "$peers/llama.cpp-build" --target llama-server llama-bench -j"$(nproc)"
+cmake --build "$peers/llama.cpp-build" --target llama-server llama-bench llama-quantize -j"$(nproc)"
 echo "llama-server: $peers/llama.cpp-build/bin/llama-server"

@@ -1,12 +1,13 @@
-// npm run bench -- --only=llama: the Llama family beside transformers on PyTorch 2 (bench/hf_peer.py), on
-// SmolLM2-135M-shaped random weights written here from a seed: greedy batch-1 decoding of 128 tokens in float32 and
-// bfloat16 (with the memory-read limit measured in the same rounds), and a training step of 16 x 64 (AdamW, clipping)
-// as transformers' Trainer and torchlm's native step run it, whole and with LoRA (r 8 on the seven linear layers, as
-// peft + the Trainer). Rounds interleaved; medians; ratios.
+// npm run bench -- --only=llama: the Llama family beside transformers on PyTorch 2 (bench/hf_peer.py) and llama.cpp
+// (bench/llama_peer.py: its own converter and quantizer, timed by its own llama-bench where that is built), on
+// SmolLM2-135M- and Qwen2.5-0.5B-shaped random weights written here from a seed: greedy batch-1 decoding of 128 tokens
+// in float32, bfloat16, q8 and q4 (llama.cpp's f32, bf16, q8_0, q4_0; the memory-read limit measured in the same
+// rounds), and a training step of 16 x 64 (AdamW, clipping) as transformers' Trainer and torchlm's native step run it,
+// whole and with LoRA (r 8 on the seven linear layers, as peft + the Trainer). Rounds interleaved; medians; ratios.
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { LlamaForCausalLM, LoraConfig, get_peft_model, tensor, type PreTrainedModel } from "../lib/index.js";
+import { AutoModelForCausalLM, LoraConfig, get_peft_model, tensor, type PreTrainedModel } from "../lib/index.js";
 import { binding } from "../lib/native.js";
 import { median, randIds, readGBs } from "./measure.js";
 import { benchPython, Peer } from "./peers.js";
@@ -28,25 +29,80 @@ export const SMOLLM2_135M = {
   eos_token_id: 0,
 };
 
+/** Qwen2.5-0.5B's config.json (Qwen/Qwen2.5-0.5B), weights random. */
+export const QWEN25_05B = {
+  model_type: "qwen2",
+  vocab_size: 151936,
+  hidden_size: 896,
+  intermediate_size: 4864,
+  num_hidden_layers: 24,
+  num_attention_heads: 14,
+  num_key_value_heads: 2,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  tie_word_embeddings: true,
+  bos_token_id: 151643,
+  eos_token_id: 151643,
+};
+
+// training rows on the smaller shape only: at 0.5B, both sides' whole-model AdamW runs (weights, gradients and two
+// moments each, with the peer's LoRA copy beside them) would not fit this machine's 24 GB together
+const SHAPES = [
+  { name: "SmolLM2-135M", dir: "smollm2-135m", config: SMOLLM2_135M, train: true },
+  { name: "Qwen2.5-0.5B", dir: "qwen2.5-0.5b", config: QWEN25_05B, train: false },
+] as const;
+
 export interface LlamaRow {
+  shape: string;
   row: string;
   torchlm: number;
   transformers: number | null;
+  llamaCpp: number | null;
   unit: string;
   note?: string;
 }
 
+/** llama.cpp's GGUF type nearest each of torchlm's dtypes. */
+const GGUF = { float32: "f32", bfloat16: "bf16", q8: "q8_0", q4: "q4_0" } as const;
+
 export async function llamaBench(root: string, threads: number, rounds = 3): Promise<LlamaRow[]> {
-  const dir = join(root, "bench", ".weights", "smollm2-135m");
+  const rows: LlamaRow[] = [];
+  for (const shape of SHAPES) rows.push(...(await shapeBench(root, threads, rounds, shape)));
+  return rows;
+}
+
+async function shapeBench(
+  root: string,
+  threads: number,
+  rounds: number,
+  shape: (typeof SHAPES)[number],
+): Promise<LlamaRow[]> {
+  const dir = join(root, "bench", ".weights", shape.dir);
   if (!existsSync(join(dir, "model.safetensors"))) {
-    console.log(`writing seeded random SmolLM2-135M-shaped weights to ${dir}`);
-    const m = await LlamaForCausalLM.from_config(SMOLLM2_135M, { seed: 0 });
+    console.log(`writing seeded random ${shape.name}-shaped weights to ${dir}`);
+    const m = await AutoModelForCausalLM.from_config(shape.config, { seed: 0 });
     await m.save_pretrained(dir);
     await m.dispose();
   }
-  const V = SMOLLM2_135M.vocab_size;
+  const V = shape.config.vocab_size;
+  // llama.cpp converts the weights once (into DIR-gguf) and then answers one timed run per command
+  let llama: Peer | null = null,
+    llamaNote: string;
+  try {
+    llama = await Peer.start("llama.cpp", await benchPython(), [
+      join(root, "bench", "llama_peer.py"),
+      dir,
+      String(threads),
+      dir + "-gguf",
+    ]);
+    llamaNote = `llama.cpp timed by ${String(llama.ready.timer)}`;
+  } catch (e) {
+    llamaNote = `llama.cpp skipped: ${(e as Error).message.split("\n")[0]}`;
+  }
   const prompt = randIds(1, 8, 2, V);
   const rows: LlamaRow[] = [];
+  const E = shape.config.hidden_size;
   const greedy = async (m: PreTrainedModel) => {
     const t = performance.now();
     const o = await m.generate(prompt, { max_new_tokens: 128, min_new_tokens: 128 });
@@ -56,14 +112,13 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
     return { seconds, tokens };
   };
   for (const dtype of ["float32", "bfloat16", "q8", "q4"] as const) {
-    const model = await LlamaForCausalLM.from_pretrained(dir, { dtype });
+    const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype });
     const quantized = dtype === "q8" || dtype === "q4";
     // what a token reads: every weight but the embeddings (one row of them); q8 / q4 as their checkpoint stores them
     let weightsBytes = model.num_parameters() * (dtype === "float32" ? 4 : 2);
     if (quantized) {
       const saved = mkdtempSync(join(tmpdir(), "torchlm-bench-llama-q-"));
       await model.save_pretrained(saved);
-      const E = SMOLLM2_135M.hidden_size;
       weightsBytes = statSync(join(saved, "model.safetensors")).size - V * E * 4;
       rmSync(saved, { recursive: true, force: true });
     }
@@ -78,14 +133,22 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
         ]);
     await greedy(model);
     await hf?.run("decode1");
+    await llama?.run(`decode1 ${GGUF[dtype]}`);
     const ours: number[] = [],
       theirs: number[] = [],
+      cpp: number[] = [],
       bw: number[] = [];
-    let same = true;
+    let same = true,
+      firstDiff = -1;
     for (let r = 0; r < rounds; r++) {
       bw.push(await readGBs());
       const g = await greedy(model);
       ours.push(g.seconds);
+      if (llama) {
+        const l = await llama.run(`decode1 ${GGUF[dtype]}`);
+        cpp.push(l.seconds);
+        firstDiff = g.tokens.findIndex((t, i) => t !== l.tokens?.[i]);
+      }
       if (!hf) continue;
       const h = await hf.run("decode1");
       theirs.push(h.seconds);
@@ -94,20 +157,23 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
     const tps = 128 / median(ours);
     const limit = (median(bw) * 1e9) / weightsBytes;
     rows.push({
+      shape: shape.name,
       row: `decode b1 ${dtype} (8 + 128 tokens)`,
       torchlm: tps,
       transformers: hf ? 128 / median(theirs) : null,
+      llamaCpp: cpp.length ? 128 / median(cpp) : null,
       unit: "tokens/s",
       note:
         `${((100 * tps) / limit).toFixed(0)}% of the memory-read limit ` +
         `(${median(bw).toFixed(1)} GB/s over ${(weightsBytes / 1e6).toFixed(0)} MB)` +
-        (hf ? `; same greedy tokens: ${same}` : ""),
+        (hf ? `; same greedy tokens as transformers: ${same}` : "") +
+        (llama ? `; first token unlike llama.cpp ${GGUF[dtype]}'s: ${firstDiff < 0 ? "none" : firstDiff}` : ""),
     });
-    if (dtype === "float32") {
+    if (dtype === "float32" && shape.train) {
       // a training step of 16 x 64: torchlm's native step (what Trainer runs each batch) and transformers' Trainer
       // (and the same with LoRA on another copy of the weights)
       const lora = get_peft_model(
-        await LlamaForCausalLM.from_pretrained(dir),
+        await AutoModelForCausalLM.from_pretrained(dir),
         new LoraConfig({
           r: 8,
           lora_alpha: 16,
@@ -154,7 +220,14 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
           mine.push(await step());
           hft.push((await hf!.run(cmd)).seconds);
         }
-        rows.push({ row, torchlm: 1 / median(mine), transformers: 1 / median(hft), unit: "steps/s" });
+        rows.push({
+          shape: shape.name,
+          row,
+          torchlm: 1 / median(mine),
+          transformers: 1 / median(hft),
+          llamaCpp: null,
+          unit: "steps/s",
+        });
       }
       ids.dispose();
       await lora.dispose();
@@ -162,18 +235,22 @@ export async function llamaBench(root: string, threads: number, rounds = 3): Pro
     await hf?.stop();
     await model.dispose();
   }
+  await llama?.stop();
+  rows[0]!.note = `${rows[0]!.note}; ${llamaNote}`;
   return rows;
 }
 
 export function renderLlama(rows: LlamaRow[]): string[] {
   const out = [
-    "| SmolLM2-135M shape | torchlm | transformers | torchlm / transformers | |",
-    "|---|---:|---:|---:|---|",
+    "| shape | row | torchlm | transformers | llama.cpp | torchlm / transformers | torchlm / llama.cpp | |",
+    "|---|---|---:|---:|---:|---:|---:|---|",
   ];
+  const ratio = (a: number, b: number | null) => (b ? (a / b).toFixed(2) + "x" : "-");
   for (const r of rows)
     out.push(
-      `| ${r.row} | ${r.torchlm.toFixed(2)} ${r.unit} | ${r.transformers?.toFixed(2) ?? "-"} ${r.unit} | ` +
-        `${r.transformers ? (r.torchlm / r.transformers).toFixed(2) + "x" : "-"} | ${r.note ?? ""} |`,
+      `| ${r.shape} | ${r.row} | ${r.torchlm.toFixed(2)} ${r.unit} | ${r.transformers?.toFixed(2) ?? "-"} | ` +
+        `${r.llamaCpp?.toFixed(2) ?? "-"} | ${ratio(r.torchlm, r.transformers)} | ${ratio(r.torchlm, r.llamaCpp)} | ` +
+        `${r.note ?? ""} |`,
     );
   return out;
 }

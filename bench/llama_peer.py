@@ -3,10 +3,10 @@
 converted to GGUF with the converter in llama.cpp's own sources (convert_hf_to_gguf.py, from the sdist of the installed
 llama-cpp-python) and quantized with llama.cpp's own llama_model_quantize; greedy decoding at batch 1, 2 threads.
 
-argv: WEIGHTS_DIR THREADS OUT_DIR. Converts once into OUT_DIR/gguf-{f32,f16,q8_0,q4_0}.gguf, prints {"ready": true,
+argv: WEIGHTS_DIR THREADS OUT_DIR. Converts once into OUT_DIR/gguf-{f32,f16,bf16,q8_0,q4_0}.gguf, prints {"ready": true,
 ...}, then answers one command per stdin line with the seconds one run took (the harness interleaves them with
 torchlm's runs):
-  decode1 TYPE   greedy, 8 prompt tokens + 128 new ones (no stop before), TYPE f32, f16, q8_0 or q4_0
+  decode1 TYPE   greedy, 8 prompt tokens + 128 new ones (no stop before), TYPE f32, f16, bf16, q8_0 or q4_0
 """
 import ctypes
 import glob
@@ -22,7 +22,7 @@ import llama_cpp
 
 from hf_peer import rnd_ids  # the harness's prompts, as the transformers peer makes them
 
-FTYPES = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}
+FTYPES = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}
 
 
 def converter(peers):
@@ -46,24 +46,66 @@ def converter(peers):
     return root
 
 
+def byte_level_vocab(stage, vocab_size):
+    """A byte-level BPE tokenizer of exactly vocab_size tokens (the 256 bytes, merges of a token and a byte, and last
+    <|endoftext|>, which transformers' Qwen2 tokenizer would add past the end if it were missing) for weights that have
+    none: llama.cpp's converter writes a model's vocabulary into the GGUF file, and llama.cpp checks it against the
+    embedding's rows. Decoding speed does not depend on which vocabulary it is."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    merges, frontier = [], chars
+    while len(vocab) < vocab_size - 1:
+        grown = []
+        for a in frontier:
+            for b in chars:
+                if len(vocab) == vocab_size - 1:
+                    break
+                if a + b not in vocab:
+                    vocab[a + b] = len(vocab)
+                    merges.append((a, b))
+                    grown.append(a + b)
+        frontier = grown
+    tok = Tokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(os.path.join(stage, "tokenizer.json"))
+    with open(os.path.join(stage, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast"}, f)
+
+
 def convert(src, out, threads):
     """GGUF files of the weights: f32 by the converter, the others by llama_model_quantize from it."""
+    os.makedirs(out, exist_ok=True)
     paths = {t: os.path.join(out, f"gguf-{t}.gguf") for t in ("f32", *FTYPES)}
     if not os.path.exists(paths["f32"]):
-        root = converter(os.path.join(os.path.dirname(out), ".peers"))
+        root = converter(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".peers"))
         with tempfile.TemporaryDirectory() as stage:
-            # the converter reads GPT-2's context length as n_ctx, which configs written by transformers 5 leave out
             for f in os.listdir(src):
                 if f != "config.json" and os.path.isfile(os.path.join(src, f)):
-                    os.symlink(os.path.join(src, f), os.path.join(stage, f))
+                    os.symlink(os.path.abspath(os.path.join(src, f)), os.path.join(stage, f))
             with open(os.path.join(src, "config.json")) as f:
                 config = json.load(f)
-            config.setdefault("n_ctx", config["n_positions"])
+            # the converter reads GPT-2's context length as n_ctx, which configs written by transformers 5 leave out
+            if config["model_type"] == "gpt2":
+                config.setdefault("n_ctx", config["n_positions"])
             with open(os.path.join(stage, "config.json"), "w") as f:
                 json.dump(config, f)
+            made_vocab = not os.path.exists(os.path.join(src, "tokenizer.json"))
+            if made_vocab:
+                byte_level_vocab(stage, config["vocab_size"])
             env = {**os.environ, "PYTHONPATH": os.path.join(root, "gguf-py")}
-            subprocess.run([sys.executable, os.path.join(root, "convert_hf_to_gguf.py"), stage, "--outtype", "f32",
-                            "--outfile", paths["f32"] + ".part"], check=True, env=env, stdout=sys.stderr, stderr=subprocess.DEVNULL)
+            args = [stage, "--outtype", "f32", "--outfile", paths["f32"] + ".part"]
+            script = ([os.path.join(os.path.dirname(os.path.abspath(__file__)), "gguf_convert.py"), root] if made_vocab
+                      else [os.path.join(root, "convert_hf_to_gguf.py")])
+            # the converter logs every tensor: only a failure's last lines are shown
+            r = subprocess.run([sys.executable, *script, *args], env=env, stdout=sys.stderr, stderr=subprocess.PIPE,
+                               text=True)
+            if r.returncode != 0:
+                raise RuntimeError("convert_hf_to_gguf.py failed:\n" + "\n".join(r.stderr.splitlines()[-15:]))
         os.replace(paths["f32"] + ".part", paths["f32"])
     for t, ftype in FTYPES.items():
         if os.path.exists(paths[t]):
@@ -112,7 +154,7 @@ def main():
                 print(json.dumps({"seconds": tg128(bench, paths[cmd[1]], threads), "tokens": tokens_of[cmd[1]]}),
                       file=proto, flush=True)
                 continue
-            prompt = rnd_ids(1, 8, 2)[0]
+            prompt = rnd_ids(1, 8, 2, llm.n_vocab())[0].tolist()
             tokens = []
             t = time.perf_counter()
             # greedy (top_k 1, no repetition penalty); generate() does not stop at the end-of-text token
