@@ -262,6 +262,28 @@ describe.each(FAMILIES)("%s", (_name, config) => {
     await b.dispose();
   });
 
+  test("bfloat16 weights, a token at a time: the fused decoder (float32 activations) near transformers'", async () => {
+    const b = await AutoModelForCausalLM.from_pretrained(dir, { dtype: "bfloat16" });
+    try {
+      const calls = probes.matvecCalls();
+      const first = await b.forward({ input_ids: [IDS[0]!.slice(0, 9)], use_cache: true });
+      let past = first.past_key_values!;
+      const last: number[] = [];
+      for (let t = 9; t < 12; t++) {
+        const o = await b.forward({ input_ids: [[IDS[0]![t]!]], past_key_values: past, use_cache: true });
+        past = o.past_key_values!;
+        expect(o.logits.dtype).toBe("bfloat16");
+        last.push(...(o.logits.to("float32").data() as Float32Array));
+      }
+      expect(probes.matvecCalls()).toBeGreaterThan(calls); // the fused path ran
+      // the same weights' bfloat16 rounding, and a bfloat16 KV cache: within that of both of transformers' passes
+      expect(relMax(last, logits.bf16!.subarray(9 * V, 12 * V))).toBeLessThan(3e-2);
+      expect(relMax(last, logits.logits!.subarray(9 * V, 12 * V))).toBeLessThan(3e-2);
+    } finally {
+      await b.dispose();
+    }
+  });
+
   test("three Trainer steps: losses and gradient norms equal torch.optim.AdamW + clip_grad_norm_", async () => {
     const m = await AutoModelForCausalLM.from_pretrained(dir);
     const args = new TrainingArguments({

@@ -4,9 +4,37 @@
 #include "core/common.h"
 #include "core/kernels/row_split.h"
 
+#include <c10/util/BFloat16.h>
+
+#include <algorithm>
 #include <vector>
 
 namespace torchlm {
+
+// For the fused decoders: a float32 or bfloat16 CPU tensor's memory read as float32, with the dtype looked up once
+// rather than per element.
+struct Floats {
+  const float* f = nullptr;
+  const c10::BFloat16* h = nullptr;
+  explicit Floats(const at::Tensor& t) {
+    if (t.scalar_type() == at::kFloat)
+      f = t.data_ptr<float>();
+    else
+      h = reinterpret_cast<const c10::BFloat16*>(t.data_ptr());
+  }
+  float operator[](int64_t i) const { return f ? f[i] : static_cast<float>(h[i]); }
+};
+
+// n float32 values into a float32 or bfloat16 tensor (a KV cache) from element `offset`, rounded to nearest even as
+// copy_ rounds them.
+inline void StoreFloats(at::Tensor& t, int64_t offset, const float* src, int64_t n) {
+  if (t.scalar_type() == at::kFloat) {
+    std::copy(src, src + n, t.data_ptr<float>() + offset);
+  } else {
+    c10::BFloat16* dst = reinterpret_cast<c10::BFloat16*>(t.data_ptr()) + offset;
+    for (int64_t i = 0; i < n; i++) dst[i] = c10::BFloat16(src[i]);
+  }
+}
 
 // y = b + x @ W for one row x [K] and W [K, N] (Conv1D's layout): float32 or bfloat16, CPU, contiguous or the
 // transposed view of contiguous [N, K] rows (a bfloat16 model's layout, GPT2::LayOutConv1D). Returns an

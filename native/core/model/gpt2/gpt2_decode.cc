@@ -17,19 +17,6 @@
 
 namespace torchlm {
 
-// A float32 or bfloat16 CPU tensor's memory read as float32, with the dtype looked up once rather than per element.
-struct Floats {
-  const float* f = nullptr;
-  const c10::BFloat16* h = nullptr;
-  explicit Floats(const at::Tensor& t) {
-    if (t.scalar_type() == at::kFloat)
-      f = t.data_ptr<float>();
-    else
-      h = reinterpret_cast<const c10::BFloat16*>(t.data_ptr());
-  }
-  float operator[](int64_t i) const { return f ? f[i] : static_cast<float>(h[i]); }
-};
-
 // libtorch's layer norm: biased variance, (x * rstd - mean * rstd) * w + b; moments in double.
 static void LayerNorm(const float* x, Floats w, Floats b, double eps, int64_t E, float* y) {
   double sum = 0, sq = 0;
@@ -82,15 +69,6 @@ static void Activate(Activation a, float* x, int64_t n) {
       const float v = x[i], cube = v * v * v, inner = beta * (v + kappa * cube);
       x[i] = 0.5f * v * (1.0f + std::tanh(inner));
     }
-  }
-}
-
-static void Store(at::Tensor& cache, int64_t offset, const float* src, int64_t n) {
-  if (cache.scalar_type() == at::kFloat) {
-    std::copy(src, src + n, cache.data_ptr<float>() + offset);
-  } else {
-    c10::BFloat16* dst = reinterpret_cast<c10::BFloat16*>(cache.data_ptr()) + offset;
-    for (int64_t i = 0; i < n; i++) dst[i] = c10::BFloat16(src[i]);  // round to nearest even, as copy_ does
   }
 }
 
@@ -204,8 +182,8 @@ at::Tensor GPT2::DecodeRows(const std::vector<int64_t>& ids, const std::vector<i
       for (int64_t m = 0; m < M; m++)
         for (int64_t hd = 0; hd < H; hd++) {
           const int64_t at = ((slots[m] * H + hd) * cap + lengths[m]) * D;
-          Store(cache.k[i], at, qkv + m * 3 * E + E + hd * D, D);
-          Store(cache.v[i], at, qkv + m * 3 * E + 2 * E + hd * D, D);
+          StoreFloats(cache.k[i], at, qkv + m * 3 * E + E + hd * D, D);
+          StoreFloats(cache.v[i], at, qkv + m * 3 * E + 2 * E + hd * D, D);
         }
     };
     const auto attention_residual_ln_2 = [&] {

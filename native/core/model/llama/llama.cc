@@ -305,6 +305,10 @@ std::vector<at::Tensor> Llama::LayerParameters(int64_t i) const {
 
 at::Tensor Llama::Logits(const at::Tensor& hidden) const {
   if (lm_head_q_.q.defined()) return QLinear(hidden, lm_head_q_, at::Tensor());  // a quantized model never trains
+  // a decoded token's row on the matrix-vector kernel in bfloat16 too, as GPT-2's head: float32 sums rounded to
+  // bfloat16 once, as a bfloat16 GEMM rounds them (oneDNN's one-row bfloat16 product took 30% of a token's time)
+  if (!at::GradMode::is_enabled())
+    if (at::Tensor y = MatVecNK(hidden, lm_head_); y.defined()) return y;
   return LinearBase(hidden, lm_head_, at::Tensor());
 }
 
