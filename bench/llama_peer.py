@@ -22,6 +22,7 @@ import llama_cpp
 
 from hf_peer import rnd_ids  # the harness's prompts, as the transformers peer makes them
 
+HERE = os.path.dirname(os.path.abspath(__file__))  # bench/: its .peers and the converter's wrapper
 FTYPES = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}
 
 
@@ -82,7 +83,7 @@ def convert(src, out, threads):
     os.makedirs(out, exist_ok=True)
     paths = {t: os.path.join(out, f"gguf-{t}.gguf") for t in ("f32", *FTYPES)}
     if not os.path.exists(paths["f32"]):
-        root = converter(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".peers"))
+        root = converter(os.path.join(HERE, ".peers"))
         with tempfile.TemporaryDirectory() as stage:
             for f in os.listdir(src):
                 if f != "config.json" and os.path.isfile(os.path.join(src, f)):
@@ -99,7 +100,7 @@ def convert(src, out, threads):
                 byte_level_vocab(stage, config["vocab_size"])
             env = {**os.environ, "PYTHONPATH": os.path.join(root, "gguf-py")}
             args = [stage, "--outtype", "f32", "--outfile", paths["f32"] + ".part"]
-            script = ([os.path.join(os.path.dirname(os.path.abspath(__file__)), "gguf_convert.py"), root] if made_vocab
+            script = ([os.path.join(HERE, "gguf_convert.py"), root] if made_vocab
                       else [os.path.join(root, "convert_hf_to_gguf.py")])
             # the converter logs every tensor: only a failure's last lines are shown
             r = subprocess.run([sys.executable, *script, *args], env=env, stdout=sys.stderr, stderr=subprocess.PIPE,
@@ -138,7 +139,7 @@ def main():
     sizes = {t: os.path.getsize(p) for t, p in paths.items()}
     # llama.cpp's own timer where bench/build-llama-server.sh built it: llama-cpp-python's Python loop costs llama.cpp
     # speed that its native tools do not lose; the tokens still come from llama-cpp-python
-    bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".peers", "llama.cpp-build", "bin", "llama-bench")
+    bench = os.path.join(HERE, ".peers", "llama.cpp-build", "bin", "llama-bench")
     bench = bench if os.path.exists(bench) else None
     tokens_of = {}
     print(json.dumps({"ready": True, "llama_cpp_python": llama_cpp.__version__, "gguf_bytes": sizes,

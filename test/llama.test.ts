@@ -118,6 +118,24 @@ function relMax(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return maxAbsDiff(a, b) / m;
 }
 
+/**
+ * The logits of positions 9, 10 and 11 of `rows` (of IDS) decoded one token at a time after a 9-token prompt, in
+ * float32 as [step, row, V], and each step's logits dtype.
+ */
+async function stepByStep(m: PreTrainedModel, rows: number[][]): Promise<{ logits: number[]; dtypes: string[] }> {
+  const first = await m.forward({ input_ids: rows.map((r) => r.slice(0, 9)), use_cache: true });
+  let past = first.past_key_values!;
+  const logits: number[] = [],
+    dtypes: string[] = [];
+  for (let t = 9; t < 12; t++) {
+    const o = await m.forward({ input_ids: rows.map((r) => [r[t]!]), past_key_values: past, use_cache: true });
+    past = o.past_key_values!;
+    dtypes.push(o.logits.dtype);
+    logits.push(...(o.logits.to("float32").data() as Float32Array));
+  }
+  return { logits, dtypes };
+}
+
 /** The rows of the padded batch that the mask lets through (positions a padded row masks out are not compared). */
 function unmasked(logits: Float32Array): number[] {
   const T = MASK[0]!.length;
@@ -195,14 +213,7 @@ describe.each(FAMILIES)("%s", (_name, config) => {
   });
 
   test("the KV cache: a prompt, then one token at a time, gives the full pass's logits", async () => {
-    const first = await model.forward({ input_ids: IDS.map((r) => r.slice(0, 9)), use_cache: true });
-    let past = first.past_key_values!;
-    const last: number[] = [];
-    for (let t = 9; t < 12; t++) {
-      const o = await model.forward({ input_ids: IDS.map((r) => [r[t]!]), past_key_values: past, use_cache: true });
-      past = o.past_key_values!;
-      last.push(...(o.logits.data() as Float32Array));
-    }
+    const { logits: last } = await stepByStep(model, IDS);
     const want: number[] = [];
     for (let t = 9; t < 12; t++)
       for (let b = 0; b < 2; b++) want.push(...logits.logits!.subarray((b * 12 + t) * V, (b * 12 + t + 1) * V));
@@ -212,14 +223,7 @@ describe.each(FAMILIES)("%s", (_name, config) => {
 
   test("the fused batch-1 decoder: token by token, the full pass's logits and transformers' tokens", async () => {
     const calls = probes.matvecCalls();
-    const first = await model.forward({ input_ids: [IDS[0]!.slice(0, 9)], use_cache: true });
-    let past = first.past_key_values!;
-    const last: number[] = [];
-    for (let t = 9; t < 12; t++) {
-      const o = await model.forward({ input_ids: [[IDS[0]![t]!]], past_key_values: past, use_cache: true });
-      past = o.past_key_values!;
-      last.push(...(o.logits.data() as Float32Array));
-    }
+    const { logits: last } = await stepByStep(model, [IDS[0]!]);
     expect(probes.matvecCalls()).toBeGreaterThan(calls); // the fused path ran
     expect(relMax(last, logits.logits!.subarray(9 * V, 12 * V))).toBeLessThan(1e-4);
     // row 0 of the padded batch alone, under its mask: the padding left out of attention as transformers does
@@ -266,15 +270,8 @@ describe.each(FAMILIES)("%s", (_name, config) => {
     const b = await AutoModelForCausalLM.from_pretrained(dir, { dtype: "bfloat16" });
     try {
       const calls = probes.matvecCalls();
-      const first = await b.forward({ input_ids: [IDS[0]!.slice(0, 9)], use_cache: true });
-      let past = first.past_key_values!;
-      const last: number[] = [];
-      for (let t = 9; t < 12; t++) {
-        const o = await b.forward({ input_ids: [[IDS[0]![t]!]], past_key_values: past, use_cache: true });
-        past = o.past_key_values!;
-        expect(o.logits.dtype).toBe("bfloat16");
-        last.push(...(o.logits.to("float32").data() as Float32Array));
-      }
+      const { logits: last, dtypes } = await stepByStep(b, [IDS[0]!]);
+      expect(dtypes).toEqual(["bfloat16", "bfloat16", "bfloat16"]);
       expect(probes.matvecCalls()).toBeGreaterThan(calls); // the fused path ran
       // the same weights' bfloat16 rounding, and a bfloat16 KV cache: within that of both of transformers' passes
       expect(relMax(last, logits.bf16!.subarray(9 * V, 12 * V))).toBeLessThan(3e-2);
