@@ -13,12 +13,15 @@ double, as torch's .float().half() gives.
 
     quant-check.py --model DIR --ids JSON --out FILE [--bits 8|4]
 
-FILE (safetensors) gets two [B, T, V] logits tensors:
+FILE (safetensors) gets [B, T, V] logits tensors:
   weights   only the weights quantized (what torchlm computes for more than 16 rows at once)
   x8        the activations entering each linear quantized per block of 32 as well (its decoding kernels)
+  x8_kv16   x8 with each key and value rounded to bfloat16 before attention (a Llama-family prompt through the KV
+            cache, which q8 / q4 keep in bfloat16)
 """
 import argparse
 import json
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -60,7 +63,7 @@ def linear(x, w_nk, bias, quant_x, bits):
     return y.reshape(*x.shape[:-1], N)
 
 
-def logits(model, ids, quant_x, bits):
+def logits(model, ids, quant_x, bits, kv16=False):
     head_bits = 6 if bits == 4 else 8
     if model.config.model_type == "gpt2":
         layer, base, weight = Conv1D, model.transformer, lambda m: m.weight.t()
@@ -72,12 +75,22 @@ def logits(model, ids, quant_x, bits):
 
     original = layer.forward
     layer.forward = forward
+    # the modeling file's eager attention, called with keys and values (rotated, as the cache holds them) rounded
+    modeling = sys.modules[type(base.layers[0].self_attn).__module__] if kv16 else None
+    eager = modeling.eager_attention_forward if kv16 else None
+    if kv16:
+        def rounded(module, query, key, value, *args, **kwargs):
+            as16 = lambda t: t.to(torch.bfloat16).to(t.dtype)
+            return eager(module, query, as16(key), as16(value), *args, **kwargs)
+        modeling.eager_attention_forward = rounded
     try:
         with torch.no_grad():
             h = base(input_ids=ids).last_hidden_state
             return linear(h, model.get_output_embeddings().weight, None, quant_x, head_bits).float().contiguous()
     finally:
         layer.forward = original
+        if kv16:
+            modeling.eager_attention_forward = eager
 
 
 def main():
@@ -89,7 +102,10 @@ def main():
     a = ap.parse_args()
     model = AutoModelForCausalLM.from_pretrained(a.model, attn_implementation="eager").eval()
     ids = torch.tensor(json.loads(a.ids))
-    save_file({"weights": logits(model, ids, False, a.bits), "x8": logits(model, ids, True, a.bits)}, a.out)
+    out = {"weights": logits(model, ids, False, a.bits), "x8": logits(model, ids, True, a.bits)}
+    if model.config.model_type != "gpt2":
+        out["x8_kv16"] = logits(model, ids, True, a.bits, kv16=True)
+    save_file(out, a.out)
     print(json.dumps({"ok": True}))
 
 

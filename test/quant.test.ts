@@ -200,6 +200,20 @@ describe.each([
     expect(off.length).toBeLessThan(8);
     expect(rel(a, ref16.x8!)).toBeLessThan(2e-2);
     expect(rel(b, ref40.weights!)).toBeLessThan(1e-5);
+    // the same 16 rows as a prompt into the KV cache: the fused decoder, a row per token on the integer kernels, each
+    // row attending to those before it in the cache (bfloat16), gives the reference's numbers with bfloat16 keys and
+    // values; without the rounding they would differ
+    const calls = probes.matvecCalls();
+    const cached = await q.forward({ input_ids: short, use_cache: true });
+    expect(probes.matvecCalls()).toBeGreaterThan(calls);
+    expect(cached.past_key_values![0]![0].dtype).toBe("bfloat16");
+    const c = cached.logits.data() as Float32Array;
+    let cOff = 0;
+    for (let t = 0; t < 16; t++)
+      if (rel(c.subarray(t * V, (t + 1) * V), ref16.x8_kv16!.subarray(t * V, (t + 1) * V)) > 1e-5) cOff++;
+    expect(cOff).toBeLessThan(8);
+    expect(rel(c, ref16.x8_kv16!)).toBeLessThan(2e-2);
+    expect(rel(ref16.x8_kv16!, ref16.x8!)).toBeGreaterThan(1e-4);
     const f32 = await AutoModelForCausalLM.from_pretrained(dir);
     const fb = (await f32.forward({ input_ids: long })).logits.data() as Float32Array;
     expect(rel(fb, ref40.weights!)).toBeGreaterThan(100 * rel(b, ref40.weights!));
@@ -218,7 +232,9 @@ describe.each([
     const prompts = [short[0]!.slice(0, 5), long[0]!.slice(0, 9), short[0]!.slice(3, 6)];
     const alone = [];
     for (const p of prompts) alone.push((await q.generate([p], { max_new_tokens: 8, eos_token_id: null })).tolist()[0]);
+    const before = probes.matvecCalls();
     const batch = await q.generate_batch(prompts, { max_new_tokens: 8, eos_token_id: null });
+    expect(probes.matvecCalls()).toBeGreaterThan(before); // the ragged steps took the fused decoder's rows
     expect(prompts.map((p, i) => [...p, ...batch[i]!.generated_tokens])).toEqual(alone);
     // batch 1 took the fused decoder; the general path gives the same tokens
     probes.setMatvec(false);

@@ -465,14 +465,15 @@ static void Attend(const float* q, const C* k, const C* v, int64_t H, int64_t S,
 // lengths[m] positions.
 template <typename C>
 static void AttendRows(const float* q, const C* k, const C* v, int64_t H, int64_t D, int64_t capacity,
-                       const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths, double scale, float* y) {
+                       const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths, double scale, float* y,
+                       int64_t groups) {
   AxpyFn<C> axpy = Axpy<C>();
   DotFn<C> dot = Dot<C>();
   const int64_t M = static_cast<int64_t>(slots.size());
   at::parallel_for(0, M * H, 4, [&](int64_t i0, int64_t i1) {
     std::vector<float> p;
     for (int64_t i = i0; i < i1; i++) {
-      const int64_t m = i / H, h = i % H, at = (slots[m] * H + h) * capacity * D;
+      const int64_t m = i / H, h = i % H, at = (slots[m] * (H / groups) + h / groups) * capacity * D;
       AttendHead(q + i * D, k + at, v + at, lengths[m], D, scale, nullptr, y + i * D, p, dot, axpy);
     }
   });
@@ -490,14 +491,14 @@ void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_
 }
 
 void AttendRowsInto(const float* q, const at::Tensor& k, const at::Tensor& v, const std::vector<int64_t>& slots,
-                    const std::vector<int64_t>& lengths, double scale, float* y) {
+                    const std::vector<int64_t>& lengths, double scale, float* y, int64_t groups) {
   g_calls++;
-  const int64_t H = k.size(1), cap = k.size(2), D = k.size(3);
+  const int64_t H = k.size(1) * groups, cap = k.size(2), D = k.size(3);
   if (k.scalar_type() == at::kFloat)
-    AttendRows(q, k.data_ptr<float>(), v.data_ptr<float>(), H, D, cap, slots, lengths, scale, y);
+    AttendRows(q, k.data_ptr<float>(), v.data_ptr<float>(), H, D, cap, slots, lengths, scale, y, groups);
   else
     AttendRows(q, reinterpret_cast<const uint16_t*>(k.data_ptr()), reinterpret_cast<const uint16_t*>(v.data_ptr()), H,
-               D, cap, slots, lengths, scale, y);
+               D, cap, slots, lengths, scale, y, groups);
 }
 
 void SetMatVecEnabled(bool on) { g_enabled.store(on); }

@@ -56,10 +56,10 @@ at::Tensor MatVecNK(const at::Tensor& h, const at::Tensor& w);
 void AttendInto(const float* q, const at::Tensor& k, const at::Tensor& v, int64_t S, double scale,
                 const uint8_t* allowed, float* y, int64_t groups = 1);
 // The same for M rows in one parallel region: row m's query (q + m * H * D, rows of H * D) against slot slots[m] of the
-// caches k, v [slots, H, capacity, D] (contiguous) over its first lengths[m] positions, into y's row m. Each (row,
-// head) computes as AttendInto computes it.
+// caches k, v [slots, H / groups, capacity, D] (contiguous) over its first lengths[m] positions, into y's row m. Each
+// (row, head) computes as AttendInto computes it, `groups` query heads to a cache head as there.
 void AttendRowsInto(const float* q, const at::Tensor& k, const at::Tensor& v, const std::vector<int64_t>& slots,
-                    const std::vector<int64_t>& lengths, double scale, float* y);
+                    const std::vector<int64_t>& lengths, double scale, float* y, int64_t groups = 1);
 // 2: AVX-512F, 1: AVX2 + FMA, 0: neither (checked once, at run time).
 int SimdLevel();
 // On by default; TORCHLM_NO_MATVEC=1 or probes.setMatvec(false) turns it off (to measure the lever).

@@ -157,6 +157,9 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   // mask as bytes (empty where it lets every position through).
   static bool OneTokenStep(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache);
   bool Inference() const;
+  // The KV cache's dtype: the model's, but bfloat16 under q8 / q4 (their decoding is memory-bound, and a float32
+  // cache is most of what a token reads at long contexts)
+  at::ScalarType KVDtype() const { return quantization_.empty() ? dtype() : at::kBFloat16; }
   static std::vector<uint8_t> AllowedPositions(const at::Tensor& attention_mask, int64_t S);
   std::map<std::string, QWeight> quant_;  // quantized weights by parameter name; the layers point into it (Bind)
   QWeight lm_head_q_;                     // the LM head's quantized copy

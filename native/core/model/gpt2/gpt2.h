@@ -69,9 +69,6 @@ class GPT2 : public CausalLM {
   // slice of rows at a time where that applies (core/train/lm_loss.cc).
   at::Tensor TrainingLoss(const at::Tensor& hidden, const at::Tensor& labels) const override;
   KVCache NewCache(int64_t batch, int64_t capacity) const override;
-  // The KV cache's dtype: the model's, but bfloat16 under q8 / q4 (their decoding is memory-bound, and a float32
-  // cache is most of what a token reads at long contexts)
-  at::ScalarType KVDtype() const { return quantization_.empty() ? wte_.scalar_type() : at::kBFloat16; }
   // Block i (attention and MLP with their residuals) on hidden states x in the `compute` dtype.
   at::Tensor Block(int64_t i, const at::Tensor& x, const BlockInputs& in, KVCache* cache,
                    at::ScalarType compute) override;

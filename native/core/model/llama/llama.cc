@@ -147,7 +147,7 @@ at::Tensor Llama::InverseFrequencies() const {
 
 KVCache Llama::NewCache(int64_t batch, int64_t capacity) const {
   KVCache c;
-  const at::TensorOptions o = embed_tokens_.options().requires_grad(false);
+  const at::TensorOptions o = embed_tokens_.options().dtype(KVDtype()).requires_grad(false);
   for (int64_t i = 0; i < cfg_.num_hidden_layers; i++) {
     c.k.push_back(at::empty({batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim}, o));
     c.v.push_back(at::empty({batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim}, o));
@@ -196,6 +196,23 @@ at::Tensor Llama::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, 
         "Training a " + quantization_ +
         " model is not supported: its weights are quantized for decoding; load the model in float32 to train it");
   if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
+  // A quantized model's tokens through the cache take the fused decoder, a row per token, on the integer kernels, as
+  // GPT-2's do (GPT2::Hidden says why): ragged decoding, and a batch-1 prompt.
+  if (cache && !quantization_.empty() && (ragged || (ids.size(0) == 1 && T > 1 && AllOnes(attention_mask))) &&
+      FusedDecoderSuits(*cache)) {
+    const at::Tensor p = position_ids.reshape({-1}).to(at::kCPU).contiguous();
+    const at::Tensor t = ids.reshape({-1}).to(at::kCPU).contiguous();
+    std::vector<int64_t> slots = cache->slots, lengths = cache->lengths;
+    if (!ragged)
+      for (int64_t i = 0; i < T; i++) {
+        slots.push_back(0);
+        lengths.push_back(past + i);
+      }
+    const at::Tensor h = DecodeRows(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()),
+                                    std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel()),
+                                    slots, lengths, {}, *cache);
+    return ragged ? h : h.view({1, T, cfg_.hidden_size});
+  }
   const at::ScalarType compute = embed_tokens_.scalar_type();
   BlockInputs in;
   in.bias = AttentionBias(ids, attention_mask, past, ragged, compute);
@@ -245,8 +262,9 @@ at::Tensor Llama::Attention(int64_t i, const at::Tensor& x, const BlockInputs& i
       const int64_t s = cache->length;
       cache->k[i].narrow(2, s, T).copy_(k);
       cache->v[i].narrow(2, s, T).copy_(v);
-      keys = cache->k[i].narrow(2, 0, s + T);
-      values = cache->v[i].narrow(2, 0, s + T);
+      // a cache kept narrower than the activations (q8 / q4's bfloat16) widened to them
+      keys = cache->k[i].narrow(2, 0, s + T).to(q.scalar_type());
+      values = cache->v[i].narrow(2, 0, s + T).to(q.scalar_type());
     }
     y = Attend(q, keys, values, in.bias, !in.bias.defined() && T > 1);
   }
@@ -256,13 +274,32 @@ at::Tensor Llama::Attention(int64_t i, const at::Tensor& x, const BlockInputs& i
 at::Tensor Llama::RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache,
                                   int64_t i) {
   const int64_t B = q.size(0);
+  const at::ScalarType kv = cache.k[i].scalar_type();
+  if (q.device().is_cpu() && MatVecEnabled() && (kv == at::kFloat || kv == at::kBFloat16) &&
+      cache.k[i].is_contiguous() && cache.v[i].is_contiguous()) {
+    // every row's heads in one parallel region, each as the batch-1 decoder attends (a libtorch attention per row
+    // cost more in dispatch than its arithmetic)
+    const at::Tensor kc = k.to(kv).contiguous(), vc = v.to(kv).contiguous(), qf = q.to(at::kFloat).contiguous();
+    std::vector<int64_t> attended(cache.lengths);
+    for (int64_t b = 0; b < B; b++) {
+      const int64_t slot = cache.slots[b], len = cache.lengths[b];
+      cache.k[i].select(0, slot).narrow(1, len, 1).copy_(kc.select(0, b));
+      cache.v[i].select(0, slot).narrow(1, len, 1).copy_(vc.select(0, b));
+      attended[b] = len + 1;
+    }
+    at::Tensor y = at::empty(qf.sizes(), qf.options());  // [B, H, 1, D]
+    AttendRowsInto(qf.data_ptr<float>(), cache.k[i], cache.v[i], cache.slots, attended,
+                   1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)), y.data_ptr<float>(),
+                   cfg_.num_attention_heads / cfg_.num_key_value_heads);
+    return y.to(q.scalar_type());
+  }
   std::vector<at::Tensor> ys;
   for (int64_t b = 0; b < B; b++) {
     const int64_t slot = cache.slots[b], len = cache.lengths[b];
     cache.k[i].select(0, slot).narrow(1, len, 1).copy_(k.select(0, b));
     cache.v[i].select(0, slot).narrow(1, len, 1).copy_(v.select(0, b));
-    ys.push_back(Attend(q.narrow(0, b, 1), cache.k[i].narrow(0, slot, 1).narrow(2, 0, len + 1),
-                        cache.v[i].narrow(0, slot, 1).narrow(2, 0, len + 1), at::Tensor(), false));
+    ys.push_back(Attend(q.narrow(0, b, 1), cache.k[i].narrow(0, slot, 1).narrow(2, 0, len + 1).to(q.scalar_type()),
+                        cache.v[i].narrow(0, slot, 1).narrow(2, 0, len + 1).to(q.scalar_type()), at::Tensor(), false));
   }
   return at::cat(ys, 0);
 }
