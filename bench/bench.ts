@@ -5,11 +5,11 @@
 import "./testing-addon.js";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { AutoTokenizer, GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";
+import { AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, get_num_threads, torch_info } from "../lib/index.js";
 import { packageRoot } from "../lib/native.js";
-import { benchConfig, measure } from "./measure.js";
-import { render, writeResults } from "./render.js";
-import { llamaBench, renderLlama } from "./llama.js";
+import { benchConfig, measure, scalingRows } from "./measure.js";
+import { render, scalingTable, writeResults } from "./render.js";
+import { llamaBench, renderLlama, SCALING_SHAPES, SHAPES } from "./llama.js";
 import { leakPassed, leaksBench, renderLeaks } from "./leaks.js";
 import { batchApi, prefillBench, renderServe, renderSoak, serveBench, soakBench } from "./serve.js";
 
@@ -22,9 +22,11 @@ const only = argv
   .split(",");
 const weightsDir = join(root, "bench", ".weights", quick ? "gpt2-tiny" : "gpt2-124m");
 
+// --only=llama, serve-llama and scaling-llama bring their own shapes and dtypes
+const llamaOnly = only?.every((o) => o.endsWith("llama")) ?? false;
 console.log(
-  `torchlm bench: ${quick ? "tiny" : "GPT-2 124M"} shapes, fp32, ${get_num_threads()} threads, libtorch ` +
-    `${torch_info().torch_version}`,
+  `torchlm bench: ${llamaOnly ? "Llama-family" : quick ? "tiny" : "GPT-2 124M"} shapes` +
+    `${llamaOnly ? "" : ", fp32"}, ${get_num_threads()} threads, libtorch ${torch_info().torch_version}`,
 );
 if (!existsSync(join(weightsDir, "model.safetensors"))) {
   console.log(`writing seeded random weights to ${weightsDir}`);
@@ -45,6 +47,57 @@ if (only?.includes("llama")) {
   console.log("\n" + table.join("\n"));
   mkdirSync(join(root, "bench", "results"), { recursive: true });
   writeFileSync(join(root, "bench", "results", "llama-cpu.md"), table.join("\n") + "\n");
+  if (only.length === 1) process.exit(0);
+}
+if (only?.includes("serve-llama")) {
+  // the Llama family served: SmolLM2-135M- and Qwen2.5-0.5B-shaped weights and llama.cpp's conversions of them, as
+  // --only=llama writes them; 1 and 16 closed-loop clients against llama-server, and prefill beside llama-bench pp512
+  const lines: string[] = [];
+  for (const s of SHAPES) {
+    const dir = join(root, "bench", ".weights", s.dir);
+    if (!existsSync(join(dir + "-gguf", "gguf-q8_0.gguf"))) {
+      console.log(`serve-llama: ${dir}-gguf has no conversions: run npm run bench -- --only=llama first`);
+      continue;
+    }
+    const shape = {
+      gguf: (f: string) => join(dir + "-gguf", `gguf-${f}.gguf`),
+      vocab: s.config.vocab_size,
+      levels: [1, 16],
+    };
+    const prefill = await prefillBench(root, dir, get_num_threads(), shape);
+    const rows = await serveBench(root, dir, get_num_threads(), false, undefined, shape);
+    lines.push(
+      `### ${s.name}-shaped weights`,
+      "",
+      ...renderServe(rows),
+      "",
+      "| engine | format | prefill 512 tokens/s |",
+      "|---|---|---:|",
+      ...prefill.map((r) => `| ${r.engine} | ${r.format} | ${r.tokens_per_s.toFixed(0)} |`),
+      "",
+    );
+  }
+  console.log("\n" + lines.join("\n"));
+  mkdirSync(join(root, "bench", "results"), { recursive: true });
+  writeFileSync(join(root, "bench", "results", "serve-llama-cpu.md"), lines.join("\n"));
+  if (only.length === 1) process.exit(0);
+}
+if (only?.includes("scaling-llama")) {
+  // the Llama family's scaling table, in q4 (the size a laptop runs 1.7B in), as GPT-2's in the main run
+  const rows = await scalingRows(
+    SCALING_SHAPES.map((s) => ({
+      name: s.name,
+      dir: join(root, "bench", ".weights", `scaling-${s.name.toLowerCase()}`),
+      make: () => AutoModelForCausalLM.from_config(s.config, { seed: 0 }),
+    })),
+    ["q4"],
+    console.log,
+  );
+  const lines = scalingTable(rows, "Llama-family shape");
+  console.log("\n" + lines.join("\n"));
+  mkdirSync(join(root, "bench", "results"), { recursive: true });
+  writeFileSync(join(root, "bench", "results", "scaling-llama-cpu.md"), lines.join("\n") + "\n");
+  writeFileSync(join(root, "bench", "results", "scaling-llama-cpu.json"), JSON.stringify(rows, null, 2) + "\n");
   if (only.length === 1) process.exit(0);
 }
 if (only?.includes("leaks")) {

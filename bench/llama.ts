@@ -46,9 +46,50 @@ export const QWEN25_05B = {
   eos_token_id: 151643,
 };
 
+/** The scaling table's Llama-family sizes (their config.json's shapes, weights random): SmolLM2 up to 1.7B, Qwen2.5 up
+ *  to 1.5B. */
+export const SCALING_SHAPES = [
+  { name: "SmolLM2-135M", config: SMOLLM2_135M },
+  {
+    name: "SmolLM2-360M",
+    config: {
+      ...SMOLLM2_135M,
+      hidden_size: 960,
+      intermediate_size: 2560,
+      num_hidden_layers: 32,
+      num_attention_heads: 15,
+      num_key_value_heads: 5,
+    },
+  },
+  {
+    name: "SmolLM2-1.7B",
+    config: {
+      ...SMOLLM2_135M,
+      hidden_size: 2048,
+      intermediate_size: 8192,
+      num_hidden_layers: 24,
+      num_attention_heads: 32,
+      num_key_value_heads: 32,
+      rope_theta: 130000,
+    },
+  },
+  { name: "Qwen2.5-0.5B", config: QWEN25_05B },
+  {
+    name: "Qwen2.5-1.5B",
+    config: {
+      ...QWEN25_05B,
+      hidden_size: 1536,
+      intermediate_size: 8960,
+      num_hidden_layers: 28,
+      num_attention_heads: 12,
+      num_key_value_heads: 2,
+    },
+  },
+] as const;
+
 // training rows on the smaller shape only: at 0.5B, both sides' whole-model AdamW runs (weights, gradients and two
 // moments each, with the peer's LoRA copy beside them) would not fit this machine's 24 GB together
-const SHAPES = [
+export const SHAPES = [
   { name: "SmolLM2-135M", dir: "smollm2-135m", config: SMOLLM2_135M, train: true },
   { name: "Qwen2.5-0.5B", dir: "qwen2.5-0.5b", config: QWEN25_05B, train: false },
 ] as const;

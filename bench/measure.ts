@@ -16,6 +16,7 @@ import {
   tensor,
   torch_info,
   Tensor,
+  type PreTrainedModel,
 } from "../lib/index.js";
 import { writeReviewsParquet } from "../examples/embedded.js";
 import { binding, packageRoot } from "../lib/native.js";
@@ -97,17 +98,36 @@ export interface ScalingRow {
 
 /** Each size's seeded random weights (written once under bench/.weights), then a fresh process per size and dtype. */
 async function measureScaling(weightsDir: string, log: (s: string) => void): Promise<ScalingRow[]> {
+  return scalingRows(
+    SIZES.map((size) => ({
+      name: size.name,
+      dir: size.name === "124M" ? weightsDir : join(root, "bench", ".weights", `scaling-${size.name}`),
+      make: () => {
+        const { name: _, ...shape } = size;
+        return GPT2LMHeadModel.from_config({ ...benchConfig(false), ...shape }, { seed: 0 });
+      },
+    })),
+    SCALING_DTYPES,
+    log,
+  );
+}
+
+/** The scaling table's cells for any causal LM: each entry's weights written once by `make` where `dir` has none, then
+ *  bench/scaling-worker.js in a fresh process per entry and dtype. */
+export async function scalingRows(
+  entries: { name: string; dir: string; make: () => Promise<PreTrainedModel> }[],
+  dtypes: readonly string[],
+  log: (s: string) => void,
+): Promise<ScalingRow[]> {
   const rows: ScalingRow[] = [];
-  for (const size of SIZES) {
-    const dir = size.name === "124M" ? weightsDir : join(root, "bench", ".weights", `scaling-${size.name}`);
+  for (const { name, dir, make } of entries) {
     if (!existsSync(join(dir, "model.safetensors"))) {
-      log(`writing seeded random weights of GPT-2 ${size.name}'s shapes to ${dir}`);
-      const { name: _, ...shape } = size;
-      const m = await GPT2LMHeadModel.from_config({ ...benchConfig(false), ...shape }, { seed: 0 });
+      log(`writing seeded random weights of ${name}'s shapes to ${dir}`);
+      const m = await make();
       await m.save_pretrained(dir);
       await m.dispose();
     }
-    for (const dtype of SCALING_DTYPES) {
+    for (const dtype of dtypes) {
       const r = JSON.parse(
         execFileSync(
           process.execPath,
@@ -118,9 +138,9 @@ async function measureScaling(weightsDir: string, log: (s: string) => void): Pro
           .split("\n")
           .pop()!,
       );
-      rows.push({ size: size.name, dtype, ...r });
+      rows.push({ size: name, dtype, ...r });
       log(
-        `scaling ${size.name} ${dtype}: ` +
+        `scaling ${name} ${dtype}: ` +
           `${SCALING_CONTEXTS.map((c) => `${r.tokens_per_s[c].toFixed(1)} tokens/s at ${c}`).join(", ")}, peak RSS ` +
           `${(r.max_rss_bytes / 1e6).toFixed(0)} MB`,
       );

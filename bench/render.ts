@@ -1,7 +1,7 @@
 // The bench's table and notes from what bench/measure.ts measured, and the files in bench/results/.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Measured } from "./measure.js";
+import type { Measured, ScalingRow } from "./measure.js";
 
 /** "equal <whose> for all 128" or for the first n: where greedy tokens first differ (-1: nowhere). */
 function equalFor(firstDifference: number, whose: string): string {
@@ -179,21 +179,7 @@ export function render(m: Measured): { table: string[]; extra: string[] } {
         ),
     );
   }
-  if (m.scaling) {
-    const ctxs = Object.keys(m.scaling[0]?.tokens_per_s ?? {});
-    table.push(
-      "",
-      `| GPT-2 shape, weights | ${ctxs.map((c) => `batch-1 tokens/s at context ${c}`).join(" | ")} | peak RSS MB | ` +
-        `load s |`,
-      `|---|${ctxs.map(() => "---:|").join("")}---:|---:|`,
-      ...m.scaling.map(
-        (x) =>
-          `| ${x.size} (${(x.parameters / 1e6).toFixed(0)}M parameters), ${x.dtype} | ` +
-          `${ctxs.map((c) => x.tokens_per_s[c]!.toFixed(1)).join(" | ")} | ${(x.max_rss_bytes / 1e6).toFixed(0)} ` +
-          `| ${x.load_s.toFixed(1)} |`,
-      ),
-    );
-  }
+  if (m.scaling) table.push("", ...scalingTable(m.scaling, "GPT-2 shape"));
   const extra = [
     `matmul ${results.matmul_gflops!.toFixed(1)} GFLOP/s, memory read ${results.memory_read_gbs!.toFixed(1)} GB/s ` +
       `(measured in this run); libtorch ` +
@@ -355,4 +341,19 @@ export function writeResults(dir: string, m: Measured, out: { table: string[]; e
     `# ${name} (${stamp})\n\n${out.table.join("\n")}\n\n${out.extra.map((l) => `- ${l}`).join("\n")}\n`,
   );
   return join(dir, name);
+}
+
+/** The scaling table: a row per shape and dtype, batch-1 decoding at each context, peak RSS, load time. */
+export function scalingTable(rows: ScalingRow[], shape: string): string[] {
+  const ctxs = Object.keys(rows[0]?.tokens_per_s ?? {});
+  return [
+    `| ${shape}, weights | ${ctxs.map((c) => `batch-1 tokens/s at context ${c}`).join(" | ")} | peak RSS MB | load s |`,
+    `|---|${ctxs.map(() => "---:|").join("")}---:|---:|`,
+    ...rows.map(
+      (x) =>
+        `| ${x.size} (${(x.parameters / 1e6).toFixed(0)}M parameters), ${x.dtype} | ` +
+        `${ctxs.map((c) => x.tokens_per_s[c]!.toFixed(1)).join(" | ")} | ${(x.max_rss_bytes / 1e6).toFixed(0)} ` +
+        `| ${x.load_s.toFixed(1)} |`,
+    ),
+  ];
 }

@@ -34,11 +34,12 @@ function percentile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
-function prompt(seed: number, n: number): number[] {
+/** n token ids below `vocab` (50000 fits GPT-2's), from the seed. */
+function prompt(seed: number, n: number, vocab = 50000): number[] {
   let s = seed >>> 0 || 1;
   return Array.from({ length: n }, () => {
     s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff;
-    return s % 50000;
+    return s % vocab;
   });
 }
 
@@ -104,13 +105,15 @@ async function eventLoopMaxMs(server: ServerUnderTest): Promise<number | undefin
 /** A request of a workload: its prompt and how many tokens it asks for. */
 type Work = (seed: number) => { ids: number[]; out: number };
 const fixed =
-  (promptLen: number, out: number): Work =>
-  (seed) => ({ ids: prompt(seed, promptLen), out });
+  (promptLen: number, out: number, vocab?: number): Work =>
+  (seed) => ({ ids: prompt(seed, promptLen, vocab), out });
 /** Prompts of 32-512 tokens and 64-256 new ones, uniform, from the seed. */
-const mixed: Work = (seed) => {
-  const u = (k: number) => ((Math.imul(seed * 7919 + k, 2654435761) >>> 0) % 10_000) / 10_000;
-  return { ids: prompt(seed, 32 + Math.floor(u(1) * 481)), out: 64 + Math.floor(u(2) * 193) };
-};
+const mixed =
+  (vocab?: number): Work =>
+  (seed) => {
+    const u = (k: number) => ((Math.imul(seed * 7919 + k, 2654435761) >>> 0) % 10_000) / 10_000;
+    return { ids: prompt(seed, 32 + Math.floor(u(1) * 481), vocab), out: 64 + Math.floor(u(2) * 193) };
+  };
 
 /** Closed loop: `clients` clients, each sending its next request as the last ends, `perClient` requests each. */
 async function closedLoop(
@@ -212,6 +215,9 @@ async function startTorchlm(root: string, weights: string, dtype: string, slots:
       "0",
       "--max-batch",
       String(slots),
+      // as llama-server's -c below: each slot holds the mix's longest request
+      "--max-context-length",
+      "768",
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -253,14 +259,31 @@ async function startLlamaServer(bin: string, gguf: string, slots: number, thread
   };
 }
 
-export async function serveBench(root: string, weights: string, threads: number, quick: boolean, only?: string[]) {
-  const levels = quick ? [1, 4] : [1, 4, 8, 16, 32];
+export interface ServeShape {
+  /** llama-server's GGUF of the same weights, by type (f32, q8_0) */
+  gguf: (type: string) => string;
+  /** prompts' token ids below this */
+  vocab?: number;
+  /** the closed loop's client counts; the 128-token, mixed and Poisson rows only where this is not given */
+  levels?: number[];
+}
+
+export async function serveBench(
+  root: string,
+  weights: string,
+  threads: number,
+  quick: boolean,
+  only?: string[],
+  shape?: ServeShape,
+) {
+  const levels = shape?.levels ?? (quick ? [1, 4] : [1, 4, 8, 16, 32]);
   const promptLen = 32,
-    out = quick ? 16 : 64;
+    out = quick ? 16 : 64,
+    vocab = shape?.vocab;
   const rows: { server: string; results: LoadResult[] }[] = [];
   // built by bench/build-llama-server.sh
   const llamaBin = join(root, "bench", ".peers", "llama.cpp-build", "bin", "llama-server");
-  const gguf = (f: string) => join(root, "bench", ".weights", `gguf-${f}.gguf`);
+  const gguf = shape?.gguf ?? ((f: string) => join(root, "bench", ".weights", `gguf-${f}.gguf`));
   const targets: [string, () => Promise<ServerUnderTest>][] = [
     ["torchlm float32", () => startTorchlm(root, weights, "float32", 16)],
     ["torchlm q8", () => startTorchlm(root, weights, "q8", 16)],
@@ -275,7 +298,7 @@ export async function serveBench(root: string, weights: string, threads: number,
     const server = await start();
     try {
       console.log(`serve bench: ${server.name}`);
-      await closedLoop(server, 1, 1, fixed(promptLen, 4)); // warm-up
+      await closedLoop(server, 1, 1, fixed(promptLen, 4, vocab)); // warm-up
       const results: LoadResult[] = [];
       const report = (r: LoadResult) => {
         console.log(
@@ -288,12 +311,12 @@ export async function serveBench(root: string, weights: string, threads: number,
       };
       for (const clients of levels) {
         const perClient = Math.max(2, Math.ceil(16 / clients));
-        report(await closedLoop(server, clients, quick ? 1 : perClient, fixed(promptLen, out)));
+        report(await closedLoop(server, clients, quick ? 1 : perClient, fixed(promptLen, out, vocab)));
       }
-      if (!quick) {
+      if (!quick && !shape?.levels) {
         report(await closedLoop(server, 16, 2, fixed(128, out), "16, 128-token prompts"));
-        report(await closedLoop(server, 16, 2, mixed, "16, mixed 32-512 / 64-256"));
-        report(await openLoop(server, 2, 24, mixed));
+        report(await closedLoop(server, 16, 2, mixed(), "16, mixed 32-512 / 64-256"));
+        report(await openLoop(server, 2, 24, mixed()));
       }
       rows.push({ server: server.name, results });
     } finally {
@@ -521,12 +544,12 @@ export async function batchApi(weights: string, threads: number, quick: boolean)
 
 /** Prefill of 512 tokens at batch 1 (a server's time to first token): torchlm's generate with one new token, per
  * dtype, beside llama.cpp's own llama-bench pp512 on the same weights (f32, f16, q8_0, q4_0), medians of 3. */
-export async function prefillBench(root: string, weights: string, threads: number) {
-  const { GPT2LMHeadModel } = await import("../lib/index.js");
-  const ids = [prompt(7, 512)];
+export async function prefillBench(root: string, weights: string, threads: number, shape?: ServeShape) {
+  const { AutoModelForCausalLM } = await import("../lib/index.js");
+  const ids = [prompt(7, 512, shape?.vocab)];
   const rows: { engine: string; format: string; tokens_per_s: number }[] = [];
   for (const dtype of ["float32", "bfloat16", "q8", "q4"] as const) {
-    const m = await GPT2LMHeadModel.from_pretrained(weights, { dtype });
+    const m = await AutoModelForCausalLM.from_pretrained(weights, { dtype });
     await m.generate([ids[0]!.slice(0, 64)], { max_new_tokens: 1 });
     const times: number[] = [];
     for (let r = 0; r < 3; r++) {
@@ -540,8 +563,8 @@ export async function prefillBench(root: string, weights: string, threads: numbe
   const llamaBench = join(root, "bench", ".peers", "llama.cpp-build", "bin", "llama-bench");
   if (existsSync(llamaBench)) {
     const { execFileSync } = await import("node:child_process");
-    for (const f of ["f32", "f16", "q8_0", "q4_0"]) {
-      const gguf = join(root, "bench", ".weights", `gguf-${f}.gguf`);
+    for (const f of ["f32", "f16", "bf16", "q8_0", "q4_0"]) {
+      const gguf = shape?.gguf(f) ?? join(root, "bench", ".weights", `gguf-${f}.gguf`);
       if (!existsSync(gguf)) continue;
       const out = execFileSync(
         llamaBench,

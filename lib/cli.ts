@@ -293,6 +293,11 @@ export function buildProgram(): Command {
     .option("--port <port>", "port (0: a free one)", int, 8000)
     .option("--max-batch <n>", "requests decoding at once", int, 16)
     .option("--max-batch-tokens <n>", "tokens a step computes: a token per running request, then prefill", int)
+    .option(
+      "--max-context-length <n>",
+      "tokens a slot holds, prompt and output (default: the model's positions; the KV cache holds this per slot)",
+      int,
+    )
     .option("--max-queue <n>", "requests waiting for a slot before new ones get 429", int, 256)
     .option("--served-model-name <name>", "the model's name in the API (default: --model)")
     .option("--api-key <key>", "require Authorization: Bearer <key> (default: $TORCHLM_API_KEY)")
@@ -310,6 +315,7 @@ export function buildProgram(): Command {
         port: o.port,
         max_batch: o.maxBatch,
         max_batch_tokens: o.maxBatchTokens,
+        max_context_length: o.maxContextLength,
         max_queue: o.maxQueue,
         api_key: o.apiKey ?? (process.env.TORCHLM_API_KEY || null),
       });

@@ -25,6 +25,8 @@ export interface ServeOptions {
   max_queue?: number;
   /** Tokens a step computes (decoding rows, then prefill). */
   max_batch_tokens?: number;
+  /** Tokens a slot holds, prompt and output (default: the model's positions; the KV cache is this times max_batch). */
+  max_context_length?: number;
   /** Every route but /health and the chat page then needs `Authorization: Bearer <api_key>`. */
   api_key?: string | null;
   /** Fastify's logger (off by default). */
@@ -302,6 +304,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
   const manager = await model.init_continuous_batching({
     max_batch_size: options.max_batch ?? 16,
     ...(options.max_batch_tokens ? { max_batch_tokens: options.max_batch_tokens } : {}),
+    ...(options.max_context_length ? { max_context_length: options.max_context_length } : {}),
   });
   const metrics = new Metrics(manager);
   const created = Math.floor(Date.now() / 1000);

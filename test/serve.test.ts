@@ -231,9 +231,10 @@ test("Python's openai client: the same text, streamed or not, and a 400", async 
   expect(out.refused.body.type).toBe("invalid_request_error");
 });
 
-test("the CLI: 127.0.0.1, TORCHLM_API_KEY; SIGTERM lets a request in flight finish, then exits 0", async () => {
+test("the CLI: 127.0.0.1, TORCHLM_API_KEY, --max-context-length; SIGTERM lets a request finish, exits 0", async () => {
   const cli = join(ROOT, "dist", "lib", "cli.js");
-  const child = spawn(process.execPath, [cli, "serve", "-m", dir, "--port", "0", "--grace-period", "20"], {
+  const args = [cli, "serve", "-m", dir, "--port", "0", "--grace-period", "20", "--max-context-length", "80"];
+  const child = spawn(process.execPath, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, TORCHLM_API_KEY: "sk-from-env" },
   });
@@ -249,6 +250,9 @@ test("the CLI: 127.0.0.1, TORCHLM_API_KEY; SIGTERM lets a request in flight fini
   // TORCHLM_API_KEY stands for --api-key
   expect((await fetch(`${url}/v1/models`)).status).toBe(401);
   const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: "sk-from-env", maxRetries: 0 });
+  // a slot holds 80 tokens (the model has 128 positions): the prompt and 90 more do not fit
+  const over = await c.completions.create({ model: dir, prompt: PROMPT, max_tokens: 90 }).catch((e) => e);
+  expect([over.status, over.code]).toEqual([400, "context_length_exceeded"]);
   const stream = await c.completions.create({
     model: dir,
     prompt: PROMPT,
