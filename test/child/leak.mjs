@@ -17,10 +17,16 @@ const CFG = { vocab_size: 256, n_positions: 64, n_embd: 64, n_layer: 2, n_head: 
 mkdirSync(root, { recursive: true });
 
 const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))[1]) * 1024;
+// V8 returns a collected heap's pages and glibc trims freed native memory a little after the GC: one reading right
+// after a GC can sit 10 MB above the next. So collect until two readings in a row agree (within 256 kB).
 const settle = async () => {
-  for (let i = 0; i < 3; i++) {
+  let last = -Infinity;
+  for (let i = 0; i < 40; i++) {
     globalThis.gc();
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 10));
+    const now = rss();
+    if (i >= 2 && Math.abs(now - last) <= 256 * 1024) return;
+    last = now;
   }
 };
 let s = 99;
