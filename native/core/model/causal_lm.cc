@@ -151,6 +151,38 @@ void CausalLM::CheckRagged(const at::Tensor& ids, const KVCache& cache, int64_t 
 
 bool CausalLM::UseSdpa() { return !EnvFlag("TORCHLM_NO_SDPA"); }
 
+at::Tensor CausalLM::QuantizedRows(const at::Tensor& ids, const at::Tensor& position_ids,
+                                   const at::Tensor& attention_mask, KVCache* cache) {
+  const int64_t T = ids.size(1);
+  const bool ragged = cache && cache->ragged();
+  if (!cache || quantization_.empty() || !(ragged || (ids.size(0) == 1 && T > 1 && AllOnes(attention_mask))) ||
+      !FusedDecoderSuits(*cache))
+    return {};
+  const at::Tensor p = position_ids.reshape({-1}).to(at::kCPU).contiguous();
+  const at::Tensor t = ids.reshape({-1}).to(at::kCPU).contiguous();
+  std::vector<int64_t> slots = cache->slots, lengths = cache->lengths;
+  if (!ragged)
+    for (int64_t i = 0; i < T; i++) {
+      slots.push_back(0);
+      lengths.push_back(cache->length + i);
+    }
+  const at::Tensor h = DecodeRows(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()),
+                                  std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel()), slots,
+                                  lengths, {}, *cache);
+  return ragged ? h : h.view({1, T, -1});
+}
+
+void CausalLM::CheckRows(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions) const {
+  for (int64_t id : ids)
+    if (id < 0 || id >= vocab_size())
+      throw UserError("token id " + std::to_string(id) + " is out of range for vocab_size " +
+                      std::to_string(vocab_size()));
+  for (int64_t p : positions)
+    if (p < 0 || p >= max_positions())
+      throw UserError("position " + std::to_string(p) + " is out of range for the model's " +
+                      std::to_string(max_positions()) + " positions");
+}
+
 bool AllOnes(const at::Tensor& mask) { return !mask.defined() || mask.to(at::kCPU).all().item<bool>(); }
 
 void CheckTokenIds(const at::Tensor& ids, int64_t vocab_size) {

@@ -161,6 +161,23 @@ class CausalLM : public std::enable_shared_from_this<CausalLM> {
   // cache is most of what a token reads at long contexts)
   at::ScalarType KVDtype() const { return quantization_.empty() ? dtype() : at::kBFloat16; }
   static std::vector<uint8_t> AllowedPositions(const at::Tensor& attention_mask, int64_t S);
+  // The fused decoder on raw buffers (each architecture's *_decode.cc). Whether the model and the cache suit it (CPU,
+  // float32 / bfloat16 / quantized weights, inference), and M rows, one token each: row m at positions[m], writing
+  // into slot slots[m] of the cache at lengths[m] and attending to what is there (`allowed`: batch 1's mask, or
+  // empty). Hidden states [M, 1, hidden].
+  virtual bool FusedDecoderSuits(const KVCache& cache) const = 0;
+  virtual at::Tensor DecodeRows(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions,
+                                const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths,
+                                const std::vector<uint8_t>& allowed, KVCache& cache) = 0;
+  // A quantized model's tokens through the cache on the fused decoder, a row per token: ragged decoding (each row in
+  // its own slot) and a batch-1 prompt (each token after the ones before it in the same slot). Each row then computes
+  // what it would alone, whatever its neighbours or the prompt's chunking (the kernels quantize activations, so a
+  // rounding apart upstream could move a value a whole step), and the weights stay packed; float weights take GEMM.
+  // The hidden states as Hidden returns them, or undefined where these rows do not apply.
+  at::Tensor QuantizedRows(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
+                           KVCache* cache);
+  // The fused decoder's token ids and positions in range, else a UserError naming the first that is not.
+  void CheckRows(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions) const;
   std::map<std::string, QWeight> quant_;  // quantized weights by parameter name; the layers point into it (Bind)
   QWeight lm_head_q_;                     // the LM head's quantized copy
   // A quantized weight by parameter name, or null.

@@ -298,26 +298,7 @@ at::Tensor GPT2::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, c
                     std::to_string(cfg_.n_positions));
   if (cache && S > cache->capacity()) throw UserError("KV cache is too small for the sequence");
   if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
-  // A quantized model's tokens through the cache go through the fused decoder, a row per token, on the integer
-  // kernels: ragged decoding (each row in its own slot) and a batch-1 prompt (each token after the ones before it in
-  // the same slot). Each row then computes what it would alone, whatever its neighbours or the prompt's chunking (the
-  // kernels quantize activations, so a rounding apart upstream could move a value a whole step), and the weights stay
-  // packed. Float weights take GEMM below.
-  if (cache && !quantization_.empty() && (ragged || (ids.size(0) == 1 && T > 1 && AllOnes(attention_mask))) &&
-      FusedDecoderSuits(*cache)) {
-    const at::Tensor p = position_ids.reshape({-1}).to(at::kCPU).contiguous();
-    const at::Tensor t = ids.reshape({-1}).to(at::kCPU).contiguous();
-    std::vector<int64_t> slots = cache->slots, lengths = cache->lengths;
-    if (!ragged)
-      for (int64_t i = 0; i < T; i++) {
-        slots.push_back(0);
-        lengths.push_back(past + i);
-      }
-    const at::Tensor h = DecodeRows(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()),
-                                    std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel()),
-                                    slots, lengths, {}, *cache);
-    return ragged ? h : h.view({1, T, cfg_.n_embd});
-  }
+  if (at::Tensor h = QuantizedRows(ids, position_ids, attention_mask, cache); h.defined()) return h;
 
   BlockInputs in;
   in.bias = AttentionBias(ids, attention_mask, past, ragged, compute);

@@ -97,17 +97,14 @@ class GPT2 : public CausalLM {
   // Ragged decoding's attention: each row's new key and value into its slot, then its query against that slot.
   at::Tensor RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache, int64_t i,
                              double scale);
-  // native/decode.cc: one token at batch 1 through the cache on raw buffers (what Hidden computes, faster).
+  // gpt2_decode.cc: the fused decoder (CausalLM::DecodeRows); DecodeOne is its one token at batch 1.
   bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
-  // Whether the model and the cache suit the fused decoder (CPU, float32 / bfloat16 / quantized weights, inference).
-  bool FusedDecoderSuits(const KVCache& cache) const;
+  bool FusedDecoderSuits(const KVCache& cache) const override;
   at::Tensor DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
                        KVCache& cache);
-  // The fused decoder over M rows, one token each: row m at positions[m], writing into slot slots[m] of the cache at
-  // lengths[m] and attending to what is there (`allowed`: batch 1's mask, or empty). Hidden states [M, 1, E].
   at::Tensor DecodeRows(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions,
                         const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths,
-                        const std::vector<uint8_t>& allowed, KVCache& cache);
+                        const std::vector<uint8_t>& allowed, KVCache& cache) override;
 };
 
 }  // namespace torchlm

@@ -109,14 +109,7 @@ at::Tensor GPT2::DecodeRows(const std::vector<int64_t>& ids, const std::vector<i
                             const std::vector<uint8_t>& allowed, KVCache& cache) {
   const int64_t E = cfg_.n_embd, H = cfg_.n_head, D = E / H, I = cfg_.inner(), M = static_cast<int64_t>(ids.size());
   const int64_t cap = cache.capacity();
-  for (int64_t m = 0; m < M; m++) {
-    if (ids[m] < 0 || ids[m] >= cfg_.vocab_size)
-      throw UserError("token id " + std::to_string(ids[m]) + " is out of range for vocab_size " +
-                      std::to_string(cfg_.vocab_size));
-    if (positions[m] < 0 || positions[m] >= cfg_.n_positions)
-      throw UserError("position " + std::to_string(positions[m]) + " is out of range for n_positions " +
-                      std::to_string(cfg_.n_positions));
-  }
+  CheckRows(ids, positions);
   at::Tensor out = at::empty({M, 1, E}, wte_.options().dtype(at::kFloat));
   // each buffer holds M rows
   std::vector<float> buf(static_cast<size_t>(M * (3 * E + 3 * E + I)));

@@ -196,23 +196,7 @@ at::Tensor Llama::Hidden(const at::Tensor& ids, const at::Tensor& position_ids, 
         "Training a " + quantization_ +
         " model is not supported: its weights are quantized for decoding; load the model in float32 to train it");
   if (DecodeOneApplies(ids, attention_mask, cache)) return DecodeOne(ids, position_ids, attention_mask, *cache);
-  // A quantized model's tokens through the cache take the fused decoder, a row per token, on the integer kernels, as
-  // GPT-2's do (GPT2::Hidden says why): ragged decoding, and a batch-1 prompt.
-  if (cache && !quantization_.empty() && (ragged || (ids.size(0) == 1 && T > 1 && AllOnes(attention_mask))) &&
-      FusedDecoderSuits(*cache)) {
-    const at::Tensor p = position_ids.reshape({-1}).to(at::kCPU).contiguous();
-    const at::Tensor t = ids.reshape({-1}).to(at::kCPU).contiguous();
-    std::vector<int64_t> slots = cache->slots, lengths = cache->lengths;
-    if (!ragged)
-      for (int64_t i = 0; i < T; i++) {
-        slots.push_back(0);
-        lengths.push_back(past + i);
-      }
-    const at::Tensor h = DecodeRows(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()),
-                                    std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel()),
-                                    slots, lengths, {}, *cache);
-    return ragged ? h : h.view({1, T, cfg_.hidden_size});
-  }
+  if (at::Tensor h = QuantizedRows(ids, position_ids, attention_mask, cache); h.defined()) return h;
   const at::ScalarType compute = embed_tokens_.scalar_type();
   BlockInputs in;
   in.bias = AttentionBias(ids, attention_mask, past, ragged, compute);

@@ -100,17 +100,15 @@ class Llama : public CausalLM {
   at::Tensor RaggedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache& cache, int64_t i);
   at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
                     bool causal) const;
-  // llama_decode.cc: tokens through the cache on raw buffers (what Hidden computes, faster), for a float32, bfloat16
-  // or q8 / q4 model in inference. Whether the model and the cache suit it; one token at batch 1.
-  bool FusedDecoderSuits(const KVCache& cache) const;
+  // llama_decode.cc: the fused decoder (CausalLM::DecodeRows), for a float32, bfloat16 or q8 / q4 model in
+  // inference; DecodeOne is its one token at batch 1.
+  bool FusedDecoderSuits(const KVCache& cache) const override;
   bool DecodeOneApplies(const at::Tensor& ids, const at::Tensor& attention_mask, const KVCache* cache) const;
   at::Tensor DecodeOne(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& attention_mask,
                        KVCache& cache);
-  // M rows, one token each: row m at positions[m], writing into slot slots[m] of the cache at lengths[m] and attending
-  // to what is there (`allowed`: batch 1's mask, or empty). Hidden states [M, 1, hidden_size].
   at::Tensor DecodeRows(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions,
                         const std::vector<int64_t>& slots, const std::vector<int64_t>& lengths,
-                        const std::vector<uint8_t>& allowed, KVCache& cache);
+                        const std::vector<uint8_t>& allowed, KVCache& cache) override;
 };
 
 }  // namespace torchlm

@@ -67,10 +67,7 @@ at::Tensor Llama::DecodeRows(const std::vector<int64_t>& ids, const std::vector<
   const LlamaConfig& c = cfg_;
   const int64_t E = c.hidden_size, I = c.intermediate_size, H = c.num_attention_heads, KV = c.num_key_value_heads,
                 D = c.head_dim, M = static_cast<int64_t>(ids.size()), cap = cache.capacity();
-  for (int64_t id : ids)
-    if (id < 0 || id >= c.vocab_size)
-      throw UserError("token id " + std::to_string(id) + " is out of range for vocab_size " +
-                      std::to_string(c.vocab_size));
+  CheckRows(ids, positions);
   // each row's angles as Hidden computes them (float32, the same ops)
   const at::Tensor freqs = at::tensor(positions, at::kLong).to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [M, D / 2]
   const at::Tensor emb = at::cat({freqs, freqs}, -1);
