@@ -8,8 +8,8 @@ const root = join(import.meta.dirname ?? process.cwd(), "..");
 const sanitized = /libasan/.test(process.env.LD_PRELOAD ?? "");
 
 // Trainer steps are cheap (about 7 ms here) and glibc's arenas keep settling for the first few hundred: from a mark
-// at step 60, 600 steps read +0.7% to +3.4% from run to run; from step 200, 2,000 read +1.1% to +1.3%, and 5,000
-// steps add 2 MB in all.
+// at step 60, 600 steps read +0.7% to +3.4% from run to run; from step 200, 2,000 read +0.3% to +1.3% (+2.1% under a
+// fresh-clone CI's load), and 5,000 steps add 2 MB in all.
 const SHORT: [LeakWorkload, number][] = [
   ["generate", 4000],
   ["train", 2000],
